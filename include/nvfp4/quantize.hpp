@@ -1,0 +1,137 @@
+// Number formats and tensor quantization on the CPU — the reference every GPU kernel is
+// tested against.
+//
+// Formats are described once, in a traits table (format_table()); the CLI, the tests and the
+// file writers iterate it, so a format is listed, documented and tested the moment it is
+// registered (style.md #2).
+//
+// A quantized tensor of logical shape [M, K] (K contiguous) has up to two copies:
+//   row-wise    codes of x,   blocks along K: codes (M, K/2) bytes, scales (M, K/16) e4m3
+//   column-wise codes of x^T, blocks along M: codes (K, M/2) bytes, scales (K, M/16) e4m3
+// each with its own FP32 amax (the column-wise input may be Hadamard-transformed first).
+// GEMMs consume both operands contiguous along the contraction dimension ("TN").
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "nvfp4/dtype.hpp"
+
+namespace nvfp4 {
+
+enum class Format : uint8_t {
+  nvfp4,      // E2M1 values, E4M3 scale per 16, FP32 per-tensor scale
+  mxfp4,      // E2M1 values, E8M0 scale per 32, exponent rounded UP (TE, the NVFP4 paper)
+  mxfp4_ocp,  // E2M1 values, E8M0 scale per 32, OCP v1.0 rule floor(log2 amax) - 2
+  fp8_e4m3,   // E4M3 values, FP32 scale per tensor or per 1x128 / 128x128 block
+  fp8_e5m2,   // E5M2 values, likewise
+};
+
+enum class Rounding : uint8_t { rne, stochastic };
+
+// A block of `rows` x `cols` elements shares one scale. {0, 0} means one scale per tensor.
+struct BlockShape {
+  int rows = 1;
+  int cols = 16;
+  bool per_tensor() const { return rows == 0 && cols == 0; }
+  bool operator==(const BlockShape&) const = default;
+};
+std::string block_name(BlockShape b);                      // "1x16", "16x16", "tensor"
+std::optional<BlockShape> parse_block(std::string_view s);  // inverse of block_name
+
+// TE's RHT sign vector "+ + + - + - - - - - - + - + - -" as a mask (bit i set: s_i = -1).
+inline constexpr uint16_t kTeRhtSignMask = 0xD7E8;
+
+// Key of the stochastic-rounding random stream (numerics.md §3): identical bits on CPU and GPU.
+struct SrKey {
+  uint64_t seed = 0;
+  uint32_t step = 0;
+  uint32_t layer = 0;  // < 2^24
+  uint32_t role = 0;   // < 128; the column-wise copy draws with role | 128
+};
+
+struct QuantizeOptions {
+  Format format = Format::nvfp4;
+  std::optional<BlockShape> block;  // empty: the format's default block
+  bool rowwise = true;
+  bool columnwise = false;
+  bool rht = false;                      // 16-point RHT on the column-wise copy (NVFP4 1x16)
+  uint16_t rht_sign_mask = kTeRhtSignMask;
+  Rounding rounding = Rounding::rne;     // stochastic: FP4 formats only
+  SrKey sr_key{};
+};
+
+struct FormatTraits {
+  Format format;
+  std::string_view name;         // CLI spelling: "nvfp4", "mxfp4", "mxfp4-ocp", "fp8-e4m3", ...
+  std::string_view description;  // one line for --help and `nvfp4 formats`
+  int element_bits;              // 4 or 8
+  BlockShape default_block;
+  std::span<const BlockShape> blocks;  // block shapes this format supports
+  std::string_view scale_kind;   // "E4M3 + FP32 tensor", "E8M0", "FP32"
+  bool packed_fp4;               // two E2M1 codes per byte
+  bool supports_rht;
+  bool supports_sr;
+  // Relative RMS error budget on standard-normal data (1x16/1x32/per-tensor default block).
+  // Tests hold every format to it; `nvfp4 formats` prints the measured value beside it.
+  double gaussian_rel_rms_budget;
+  // File naming: the dtype of the stored codes and scales (qtensor files, checkpoints).
+  DType code_dtype;
+  std::optional<DType> scale_dtype;  // none for FP8 (it stores FP32 scale_inv)
+};
+
+std::span<const FormatTraits> format_table();
+const FormatTraits& format_traits(Format f);
+std::optional<Format> parse_format(std::string_view name);
+std::string format_names(std::string_view separator = "|");  // "nvfp4|mxfp4|..." for help
+
+// One orientation of a quantized tensor.
+struct QuantizedCopy {
+  int64_t rows = 0, cols = 0;     // logical shape of this copy: row-wise (M, K), column-wise (K, M)
+  std::vector<uint8_t> codes;     // FP4: (rows, cols/2) bytes, element 2j in the LOW nibble;
+                                  // FP8: (rows, cols) bytes
+  std::vector<uint8_t> scales;    // NVFP4: (rows, cols/16) E4M3; MXFP4: (rows, cols/32) E8M0
+  int64_t scale_rows = 0, scale_cols = 0;  // shape of `scales` or of `scale_inv`
+  std::vector<float> scale_inv;   // FP8: decode factors, [1] per tensor or (scale_rows, scale_cols)
+  float amax = 0.0f;              // max |input| of this copy (post-RHT for an RHT copy)
+};
+
+struct QuantizedTensor {
+  QuantizeOptions options;  // as resolved (block filled in)
+  DType input_dtype = DType::F32;
+  int64_t M = 0, K = 0;
+  std::optional<QuantizedCopy> row;
+  std::optional<QuantizedCopy> col;
+  // With options.rht: the transformed column-wise input, (K, M), rounded to input_dtype.
+  std::vector<float> col_rht_input;
+};
+
+// Checks options against the format and the shape; throws nvfp4::Error saying which option
+// or dimension is wrong and what would work. Returns the options with the block resolved.
+QuantizeOptions resolve_options(const QuantizeOptions& options, int64_t M, int64_t K);
+
+// Quantize x, (M, K) row-major. input_dtype says what x was before it was widened to FP32
+// (BF16 input: the RHT output is rounded back to BF16, as TE does). Throws NonFiniteError if x
+// holds NaN or Inf (nothing is quantized silently) and nvfp4::Error for bad options/shapes.
+QuantizedTensor quantize(std::span<const float> x, int64_t M, int64_t K, const QuantizeOptions& options,
+                         DType input_dtype = DType::F32);
+
+// Values a copy represents, (copy.rows, copy.cols) row-major. With apply_tensor_scale = false,
+// NVFP4 returns codes x block scales only (exact in BF16; the FP32 factor amax/2688 left to
+// the caller, as a GEMM applies it in alpha).
+std::vector<float> dequantize(const QuantizedCopy& copy, const QuantizeOptions& options,
+                              bool apply_tensor_scale = true);
+
+// Error statistics of an approximation `approx` of `ref`.
+struct ErrorStats {
+  double sqnr_db = 0;      // 10 log10(sum ref^2 / sum (ref - approx)^2); +inf when exact
+  double rel_rms = 0;      // sqrt(sum (ref - approx)^2 / sum ref^2)
+  double max_abs = 0;      // max |ref - approx|
+};
+ErrorStats error_stats(std::span<const float> ref, std::span<const float> approx);
+
+}  // namespace nvfp4

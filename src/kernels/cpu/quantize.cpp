@@ -1,0 +1,406 @@
+// CPU reference quantizers: NVFP4 (1x16, 16x16, RHT, SR), MXFP4 (both scale rules), FP8.
+//
+// What it is: the oracle. Every number comes from the header-only core in src/format/, the
+// same functions the CUDA kernels call, arranged in plain loops over a row-major tensor.
+// What it is not: clever. It is single-threaded and makes a separate transposed copy for the
+// column-wise layout. The inner loops are written so the compiler vectorizes them (integer
+// max over |x| bits, branch-free E2M1 compares); that is all the tuning there is.
+#include <algorithm>
+#include <cstring>
+#include <string>
+
+#include "format/fp8.hpp"
+#include "format/mxfp4.hpp"
+#include "format/nvfp4.hpp"
+#include "format/rht.hpp"
+#include "nvfp4/error.hpp"
+#include "nvfp4/quantize.hpp"
+#include "nvfp4/tensor.hpp"
+
+// Hot loops get an AVX2 clone chosen at run time; the default clone runs anywhere x86-64 does.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define NVFP4_CPU_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define NVFP4_CPU_CLONES
+#endif
+
+namespace nvfp4 {
+
+namespace cpu_detail {
+
+// max over (bits of |x|): for non-negative floats integer order is float order, and NaN/Inf
+// show up as values >= 0x7F800000 — one vectorizable pass finds the amax and any non-finite.
+NVFP4_CPU_CLONES uint32_t max_abs_bits(const float* x, int64_t n) {
+  uint32_t m = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    uint32_t b;
+    std::memcpy(&b, x + i, 4);
+    b &= 0x7FFFFFFFu;
+    m = b > m ? b : m;
+  }
+  return m;
+}
+
+// Column-block amax (as |x| bits) of `rows` rows: out[b] = max over rows r and the 16 columns
+// of block b. rows = 1 gives 1x16 block amaxes, rows = 16 the amax of 16x16 tiles.
+NVFP4_CPU_CLONES void block16_amax_bits(const float* x, int64_t rows, int64_t cols, uint32_t* out) {
+  const int64_t nb = cols / 16;
+  for (int64_t b = 0; b < nb; ++b) out[b] = 0;
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t b = 0; b < nb; ++b) {
+      uint32_t m = out[b];
+      for (int j = 0; j < 16; ++j) {
+        uint32_t u;
+        std::memcpy(&u, x + r * cols + 16 * b + j, 4);
+        u &= 0x7FFFFFFFu;
+        m = u > m ? u : m;
+      }
+      out[b] = m;
+    }
+  }
+}
+
+// Codes of one row with RNE, given its block scales; packed two per byte.
+NVFP4_CPU_CLONES void nvfp4_row_encode_rne(const float* x, int64_t cols, const fmt::Nvfp4TensorScale& ts,
+                                           const uint8_t* scales, uint8_t* codes) {
+  for (int64_t b = 0; b < cols / 16; ++b) {
+    const float e = fmt::nvfp4_block_encode_factor(scales[b], ts);
+    const float* blk = x + 16 * b;
+    uint8_t q[16];
+    for (int j = 0; j < 16; ++j) q[j] = fmt::nvfp4_encode_rne(blk[j], e);
+    for (int j = 0; j < 8; ++j) codes[8 * b + j] = static_cast<uint8_t>(q[2 * j] | (q[2 * j + 1] << 4));
+  }
+}
+
+// Codes of one row with stochastic rounding; the bits of block b of the copy come from
+// Philox keyed by `key` at counter first_block + b.
+NVFP4_CPU_CLONES void nvfp4_row_encode_sr(const float* x, int64_t cols, const fmt::Nvfp4TensorScale& ts,
+                                          const uint8_t* scales, const fmt::SrKey& key, int64_t first_block,
+                                          uint8_t* codes) {
+  for (int64_t b = 0; b < cols / 16; ++b) {
+    const float e = fmt::nvfp4_block_encode_factor(scales[b], ts);
+    const fmt::Philox4x32 bits = fmt::sr_block_bits(key, static_cast<uint64_t>(first_block + b));
+    uint32_t r8[16];
+    for (int j = 0; j < 16; ++j) r8[j] = fmt::sr_byte(bits, j);
+    uint8_t q[16];
+    for (int j = 0; j < 16; ++j) q[j] = fmt::nvfp4_encode_sr(x[16 * b + j], e, r8[j]);
+    for (int j = 0; j < 8; ++j) codes[8 * b + j] = static_cast<uint8_t>(q[2 * j] | (q[2 * j + 1] << 4));
+  }
+}
+
+// Codes of one row of MXFP4 blocks with RNE, given their encode factors; packed two per byte.
+NVFP4_CPU_CLONES void mxfp4_row_encode_rne(const float* x, int64_t cols, const float* factors, uint8_t* codes) {
+  for (int64_t b = 0; b < cols / 32; ++b) {
+    const float f = factors[b];
+    uint8_t q[32];
+    for (int j = 0; j < 32; ++j) q[j] = fmt::mxfp4_encode_rne(x[32 * b + j], f);
+    for (int j = 0; j < 16; ++j) codes[16 * b + j] = static_cast<uint8_t>(q[2 * j] | (q[2 * j + 1] << 4));
+  }
+}
+
+}  // namespace cpu_detail
+
+namespace {
+
+using cpu_detail::max_abs_bits;
+
+void pack_pairs(const uint8_t* q, int64_t n, uint8_t* out) {
+  for (int64_t j = 0; j < n / 2; ++j) out[j] = static_cast<uint8_t>(q[2 * j] | (q[2 * j + 1] << 4));
+}
+
+// Amax of x (n values); throws NonFiniteError (flat index and count) on NaN/Inf.
+float checked_amax(const float* x, int64_t n, int64_t cols, const char* what) {
+  const uint32_t m = max_abs_bits(x, n);
+  if (m < 0x7F800000u) return fmt::f32_from_bits(m);
+  int64_t first = -1, count = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    if (!fmt::is_finite(x[i])) {
+      if (first < 0) first = i;
+      ++count;
+    }
+  }
+  throw NonFiniteError(std::string(what) + " contains " + std::to_string(count) +
+                           " non-finite value(s) (NaN or Inf), the first at [" + std::to_string(first / cols) + ", " +
+                           std::to_string(first % cols) +
+                           "]; they are never quantized silently — fix or drop this tensor",
+                       first, count);
+}
+
+fmt::SrKey core_key(const SrKey& k, bool column_copy) {
+  return fmt::SrKey{k.seed, k.step, k.layer, (k.role & 0x7Fu) | (column_copy ? 0x80u : 0u)};
+}
+
+// NVFP4: x (rows, cols) -> codes (rows, cols/2), scales (rows, cols/16); tile_rows 1 or 16.
+void quantize_nvfp4_copy(const float* x, int64_t rows, int64_t cols, int tile_rows, bool sr, const fmt::SrKey& key,
+                         float amax, QuantizedCopy& out) {
+  const auto ts = fmt::nvfp4_tensor_scale(amax);
+  const int64_t nb = cols / 16;
+  out.rows = rows;
+  out.cols = cols;
+  out.amax = amax;
+  out.codes.resize(static_cast<size_t>(rows * cols / 2));
+  out.scales.resize(static_cast<size_t>(rows * nb));
+  out.scale_rows = rows;
+  out.scale_cols = nb;
+  std::vector<uint32_t> bamax(static_cast<size_t>(nb));
+  for (int64_t r0 = 0; r0 < rows; r0 += tile_rows) {
+    // Scales: per 1x16 block, or per 16x16 tile replicated over its 16 rows.
+    cpu_detail::block16_amax_bits(x + r0 * cols, tile_rows, cols, bamax.data());
+    for (int64_t b = 0; b < nb; ++b) out.scales[r0 * nb + b] = fmt::nvfp4_block_scale(fmt::f32_from_bits(bamax[b]), ts);
+    for (int64_t r = r0 + 1; r < r0 + tile_rows; ++r) {
+      std::memcpy(out.scales.data() + r * nb, out.scales.data() + r0 * nb, static_cast<size_t>(nb));
+    }
+    for (int64_t r = r0; r < r0 + tile_rows; ++r) {
+      const float* xr = x + r * cols;
+      uint8_t* codes = out.codes.data() + r * cols / 2;
+      if (sr) {
+        cpu_detail::nvfp4_row_encode_sr(xr, cols, ts, out.scales.data() + r * nb, key, r * cols / 16, codes);
+      } else {
+        cpu_detail::nvfp4_row_encode_rne(xr, cols, ts, out.scales.data() + r * nb, codes);
+      }
+    }
+  }
+}
+
+// MXFP4: x (rows, cols) -> codes (rows, cols/2), E8M0 scales (rows, cols/32).
+void quantize_mxfp4_copy(const float* x, int64_t rows, int64_t cols, fmt::MxScaleRule rule, bool sr,
+                         const fmt::SrKey& key, QuantizedCopy& out) {
+  const int64_t nb = cols / 32;
+  out.rows = rows;
+  out.cols = cols;
+  out.amax = 0.0f;
+  out.codes.resize(static_cast<size_t>(rows * cols / 2));
+  out.scales.resize(static_cast<size_t>(rows * nb));
+  out.scale_rows = rows;
+  out.scale_cols = nb;
+  std::vector<uint32_t> half_amax(static_cast<size_t>(2 * nb));
+  std::vector<float> factors(static_cast<size_t>(nb));
+  uint8_t q[16];
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * cols;
+    cpu_detail::block16_amax_bits(xr, 1, cols, half_amax.data());  // two 16-amaxes per 32-block
+    for (int64_t b = 0; b < nb; ++b) {
+      const float bamax = fmt::f32_from_bits(std::max(half_amax[2 * b], half_amax[2 * b + 1]));
+      out.amax = std::max(out.amax, bamax);
+      const int e = fmt::mxfp4_block_exponent(bamax, rule);
+      out.scales[r * nb + b] = fmt::mxfp4_e8m0_code(e);
+      factors[b] = fmt::mxfp4_encode_factor(e);
+    }
+    uint8_t* codes = out.codes.data() + r * cols / 2;
+    if (!sr) {
+      cpu_detail::mxfp4_row_encode_rne(xr, cols, factors.data(), codes);
+      continue;
+    }
+    for (int64_t h = 0; h < cols / 16; ++h) {  // SR bits come per 16 elements
+      const fmt::Philox4x32 bits = fmt::sr_block_bits(key, static_cast<uint64_t>((r * cols + 16 * h) / 16));
+      for (int j = 0; j < 16; ++j) q[j] = fmt::e2m1_encode_sr(xr[16 * h + j] * factors[h / 2], fmt::sr_byte(bits, j));
+      pack_pairs(q, 16, codes + 8 * h);
+    }
+  }
+}
+
+// FP8 with current scaling: per tensor (block {0,0}) or per block (partial edge blocks allowed).
+void quantize_fp8_copy(const float* x, int64_t rows, int64_t cols, BlockShape block, fmt::Fp8Kind kind, float amax,
+                       QuantizedCopy& out) {
+  out.rows = rows;
+  out.cols = cols;
+  out.amax = amax;
+  out.codes.assign(static_cast<size_t>(rows * cols), 0);
+  out.scales.clear();
+  if (block.per_tensor()) {
+    const float scale = fmt::fp8_scale_from_amax(amax, kind);
+    for (int64_t i = 0; i < rows * cols; ++i) out.codes[i] = fmt::fp8_encode_scaled(x[i], scale, kind);
+    out.scale_rows = 1;
+    out.scale_cols = 1;
+    out.scale_inv = {1.0f / scale};
+    return;
+  }
+  const int64_t br = block.rows, bc = block.cols;
+  out.scale_rows = (rows + br - 1) / br;
+  out.scale_cols = (cols + bc - 1) / bc;
+  out.scale_inv.assign(static_cast<size_t>(out.scale_rows * out.scale_cols), 1.0f);
+  for (int64_t i = 0; i < out.scale_rows; ++i) {
+    for (int64_t j = 0; j < out.scale_cols; ++j) {
+      const int64_t r1 = std::min(rows, (i + 1) * br), c1 = std::min(cols, (j + 1) * bc);
+      uint32_t m = 0;
+      for (int64_t r = i * br; r < r1; ++r) m = std::max(m, max_abs_bits(x + r * cols + j * bc, c1 - j * bc));
+      const float scale = fmt::fp8_scale_from_amax(fmt::f32_from_bits(m), kind);
+      out.scale_inv[i * out.scale_cols + j] = 1.0f / scale;
+      for (int64_t r = i * br; r < r1; ++r) {
+        for (int64_t c = j * bc; c < c1; ++c) out.codes[r * cols + c] = fmt::fp8_encode_scaled(x[r * cols + c], scale, kind);
+      }
+    }
+  }
+}
+
+std::vector<float> transpose(const float* x, int64_t rows, int64_t cols) {
+  std::vector<float> t(static_cast<size_t>(rows * cols));
+  constexpr int64_t kTile = 32;  // cache-friendly tiles; order of writes does not matter
+  for (int64_t r0 = 0; r0 < rows; r0 += kTile) {
+    for (int64_t c0 = 0; c0 < cols; c0 += kTile) {
+      for (int64_t r = r0; r < std::min(rows, r0 + kTile); ++r) {
+        for (int64_t c = c0; c < std::min(cols, c0 + kTile); ++c) t[c * rows + r] = x[r * cols + c];
+      }
+    }
+  }
+  return t;
+}
+
+// Round to what the input type can hold: the RHT output goes back to the input's precision.
+float round_to_dtype(float v, DType d) {
+  if (d == DType::BF16) return fmt::bf16_round(v);
+  if (d == DType::F16) return fmt::fp16_decode(fmt::fp16_encode(v));
+  return v;
+}
+
+void check_multiple(int64_t dim, int64_t m, const char* dim_name, const std::string& why) {
+  if (dim % m != 0) {
+    throw Error("dimension " + std::string(dim_name) + " = " + std::to_string(dim) + " is not a multiple of " +
+                std::to_string(m) + ": " + why);
+  }
+}
+
+}  // namespace
+
+QuantizeOptions resolve_options(const QuantizeOptions& options, int64_t M, int64_t K) {
+  QuantizeOptions o = options;
+  const FormatTraits& t = format_traits(o.format);
+  if (!o.block) o.block = t.default_block;
+  const BlockShape b = *o.block;
+  if (std::find(t.blocks.begin(), t.blocks.end(), b) == t.blocks.end()) {
+    std::string allowed;
+    for (const auto& a : t.blocks) allowed += (allowed.empty() ? "" : ", ") + block_name(a);
+    throw Error("--block " + block_name(b) + " is not available for format " + std::string(t.name) +
+                "; use one of: " + allowed);
+  }
+  if (!o.rowwise && !o.columnwise) throw Error("nothing to quantize: neither the row-wise nor the column-wise copy was requested");
+  if (M < 0 || K < 0) throw Error("negative tensor shape");
+  if (o.rht) {
+    if (!t.supports_rht) {
+      throw Error("--rht is defined for nvfp4 only (16-point Hadamard on the column-wise copy); format " +
+                  std::string(t.name) + " does not support it");
+    }
+    if (b.rows != 1) {
+      throw Error("--rht applies to 1x16 operands (activations and gradients); 16x16 weight blocks are not "
+                  "Hadamard-transformed (paper §4): drop --rht or use --block 1x16");
+    }
+    if (!o.columnwise) throw Error("--rht transforms the column-wise copy: add --columnwise");
+  }
+  if (o.rounding == Rounding::stochastic && !t.supports_sr) {
+    throw Error("--sr (stochastic rounding) is defined for the FP4 formats only; " + std::string(t.name) +
+                " rounds to nearest even");
+  }
+  if (t.packed_fp4) {
+    const int64_t bc = b.cols;
+    const std::string why = std::string(t.name) + " scales cover " + std::to_string(bc) +
+                            " contiguous elements; pad the tensor or exclude it";
+    if (o.rowwise) check_multiple(K, bc, "K (columns)", why);
+    if (o.columnwise) check_multiple(M, bc, "M (rows), the contiguous dimension of the column-wise copy", why);
+    if (b.rows > 1) {
+      check_multiple(M, b.rows, "M (rows)", "16x16 tiles need whole tiles");
+      check_multiple(K, b.rows, "K (columns)", "16x16 tiles need whole tiles");
+    }
+  }
+  if (o.rht && M % fmt::kRhtSize != 0) check_multiple(M, fmt::kRhtSize, "M (rows)", "the RHT works on 16-chunks");
+  if (o.sr_key.layer >= (1u << 24)) throw Error("SR key layer must be below 2^24");
+  if (o.sr_key.role >= 128u) throw Error("SR key role must be below 128 (the column-wise copy uses role | 128)");
+  return o;
+}
+
+QuantizedTensor quantize(std::span<const float> x, int64_t M, int64_t K, const QuantizeOptions& options,
+                         DType input_dtype) {
+  if (M < 0 || K < 0 || static_cast<uint64_t>(M) * static_cast<uint64_t>(K) != x.size()) {
+    throw Error("quantize: " + std::to_string(x.size()) + " values do not form a [" + std::to_string(M) + ", " +
+                std::to_string(K) + "] matrix");
+  }
+  QuantizedTensor q;
+  q.options = resolve_options(options, M, K);
+  q.input_dtype = input_dtype;
+  q.M = M;
+  q.K = K;
+  const QuantizeOptions& o = q.options;
+  const BlockShape block = *o.block;
+  const bool sr = o.rounding == Rounding::stochastic;
+
+  const float row_amax = checked_amax(x.data(), M * K, std::max<int64_t>(K, 1), "the input tensor");
+
+  auto quantize_copy = [&](const float* data, int64_t rows, int64_t cols, float amax, bool column) {
+    QuantizedCopy c;
+    const fmt::SrKey key = core_key(o.sr_key, column);
+    switch (o.format) {
+      case Format::nvfp4:
+        quantize_nvfp4_copy(data, rows, cols, block.rows, sr, key, amax, c);
+        break;
+      case Format::mxfp4:
+      case Format::mxfp4_ocp:
+        quantize_mxfp4_copy(data, rows, cols,
+                            o.format == Format::mxfp4 ? fmt::MxScaleRule::round_up : fmt::MxScaleRule::ocp_floor, sr,
+                            key, c);
+        break;
+      case Format::fp8_e4m3:
+      case Format::fp8_e5m2: {
+        // A 128x128 weight block transposes onto itself; a 1x128 block runs along the copy's rows.
+        quantize_fp8_copy(data, rows, cols, block, o.format == Format::fp8_e4m3 ? fmt::Fp8Kind::e4m3 : fmt::Fp8Kind::e5m2,
+                          amax, c);
+        break;
+      }
+    }
+    return c;
+  };
+
+  if (o.rowwise) q.row = quantize_copy(x.data(), M, K, row_amax, false);
+  if (o.columnwise) {
+    std::vector<float> xt = transpose(x.data(), M, K);  // (K, M)
+    float col_amax = row_amax;
+    if (o.rht) {
+      for (int64_t i = 0; i < K * M; i += fmt::kRhtSize) {
+        fmt::rht16(xt.data() + i, o.rht_sign_mask);
+        for (int j = 0; j < fmt::kRhtSize; ++j) xt[i + j] = round_to_dtype(xt[i + j], input_dtype);
+      }
+      // NOTE: the amax of the column-wise copy is taken AFTER the transform and rounding.
+      col_amax = checked_amax(xt.data(), K * M, std::max<int64_t>(M, 1), "the Hadamard-transformed input");
+    }
+    q.col = quantize_copy(xt.data(), K, M, col_amax, true);
+    if (o.rht) q.col_rht_input = std::move(xt);
+  }
+  return q;
+}
+
+std::vector<float> dequantize(const QuantizedCopy& c, const QuantizeOptions& options, bool apply_tensor_scale) {
+  const int64_t n = c.rows * c.cols;
+  std::vector<float> out(static_cast<size_t>(n));
+  switch (options.format) {
+    case Format::nvfp4: {
+      const float f = apply_tensor_scale ? fmt::nvfp4_tensor_decode_factor(c.amax) : 1.0f;
+      for (int64_t i = 0; i < n; ++i) {
+        const uint8_t byte = c.codes[i / 2];
+        const uint8_t code = (i & 1) ? byte >> 4 : byte & 0xF;
+        const uint8_t s = c.scales[(i / c.cols) * c.scale_cols + (i % c.cols) / 16];
+        out[i] = apply_tensor_scale ? fmt::nvfp4_decode(code, s, f) : fmt::e2m1_decode(code) * fmt::e4m3_decode(s);
+      }
+      break;
+    }
+    case Format::mxfp4:
+    case Format::mxfp4_ocp:
+      for (int64_t i = 0; i < n; ++i) {
+        const uint8_t byte = c.codes[i / 2];
+        const uint8_t code = (i & 1) ? byte >> 4 : byte & 0xF;
+        out[i] = fmt::mxfp4_decode(code, c.scales[(i / c.cols) * c.scale_cols + (i % c.cols) / 32]);
+      }
+      break;
+    case Format::fp8_e4m3:
+    case Format::fp8_e5m2: {
+      const auto kind = options.format == Format::fp8_e4m3 ? fmt::Fp8Kind::e4m3 : fmt::Fp8Kind::e5m2;
+      const BlockShape b = options.block.value_or(BlockShape{0, 0});
+      for (int64_t i = 0; i < n; ++i) {
+        const int64_t r = i / c.cols, col = i % c.cols;
+        const float si = b.per_tensor() ? c.scale_inv[0] : c.scale_inv[(r / b.rows) * c.scale_cols + col / b.cols];
+        out[i] = fmt::fp8_decode(c.codes[i], kind) * si;
+      }
+      break;
+    }
+  }
+  return out;
+}
+
+}  // namespace nvfp4
