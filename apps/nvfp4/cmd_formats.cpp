@@ -1,0 +1,189 @@
+// nvfp4 formats [FILE]: what each registered format costs a tensor.
+//
+// For every format of the traits table and every block shape it supports: quantization
+// error (SQNR, relative RMS error, max error) on the user's 2-D tensors or, without a file,
+// on Gaussian, Laplace and heavy-tailed data with outliers; storage in bits per value; and
+// single-core CPU quantization throughput. The one-screen answer to "what does NVFP4 cost my
+// tensors compared with MXFP4 and FP8".
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <iostream>
+#include <random>
+
+#include "common.hpp"
+#include "nvfp4/error.hpp"
+
+namespace nvfp4::cli {
+
+namespace {
+
+struct FormatsArgs {
+  std::string file;
+  int64_t rows = 1024, cols = 4096;
+  uint64_t seed = 1;
+  int repeats = 3;
+  bool json = false;
+};
+
+struct Variant {
+  Format format;
+  BlockShape block;
+};
+
+std::vector<Variant> all_variants() {
+  std::vector<Variant> v;
+  for (const auto& t : format_table())
+    for (const auto& b : t.blocks) v.push_back({t.format, b});
+  return v;
+}
+
+std::string variant_name(const Variant& v) {
+  return std::string(format_traits(v.format).name) + " " + block_name(v.block);
+}
+
+// Stored bits per value: element bits + scale bits amortized over the elements they cover.
+double bits_per_value(const Variant& v, int64_t rows, int64_t cols) {
+  const FormatTraits& t = format_traits(v.format);
+  const double n = static_cast<double>(std::max<int64_t>(rows * cols, 1));
+  if (t.packed_fp4) {
+    const double scale_bits = 8.0 / v.block.cols;  // one byte per row-block (16x16 tiles are stored per row)
+    return t.element_bits + scale_bits + (v.format == Format::nvfp4 ? 32.0 / n : 0.0);
+  }
+  if (v.block.per_tensor()) return t.element_bits + 32.0 / n;
+  const double blocks = std::ceil(static_cast<double>(rows) / v.block.rows) * std::ceil(static_cast<double>(cols) / v.block.cols);
+  return t.element_bits + 32.0 * blocks / n + 32.0 / n;
+}
+
+std::vector<float> make_data(const std::string& kind, int64_t n, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::vector<float> x(static_cast<size_t>(n));
+  if (kind == "gaussian") {
+    std::normal_distribution<float> d(0.0f, 1.0f);
+    for (auto& v : x) v = d(rng);
+  } else if (kind == "laplace") {
+    std::exponential_distribution<float> e(1.0f);
+    std::bernoulli_distribution s(0.5);
+    for (auto& v : x) v = s(rng) ? e(rng) : -e(rng);
+  } else {  // heavy: Student-t with 3 degrees of freedom, plus 0.1% outliers 50x larger
+    std::student_t_distribution<float> t(3.0f);
+    std::bernoulli_distribution outlier(0.001);
+    for (auto& v : x) v = outlier(rng) ? 50.0f * t(rng) : t(rng);
+  }
+  return x;
+}
+
+struct Row {
+  std::string data, variant;
+  bool ok = false;
+  std::string why;
+  ErrorStats err;
+  double bits = 0, gbps = 0;
+};
+
+Row measure(const std::string& data_name, const std::vector<float>& x, int64_t rows, int64_t cols, const Variant& v,
+            int repeats, bool time_it) {
+  Row r;
+  r.data = data_name;
+  r.variant = variant_name(v);
+  QuantizeOptions o;
+  o.format = v.format;
+  o.block = v.block;
+  try {
+    const auto q = quantize(x, rows, cols, o);
+    r.err = error_stats(x, dequantize(*q.row, q.options));
+    r.bits = bits_per_value(v, rows, cols);
+    r.ok = true;
+  } catch (const NonFiniteError& e) {
+    throw Error("tensor '" + data_name + "': " + e.what());
+  } catch (const Error& e) {
+    r.why = e.what();
+    return r;
+  }
+  if (time_it) {
+    std::vector<double> secs;
+    for (int i = 0; i < repeats; ++i) {
+      const auto t0 = std::chrono::steady_clock::now();
+      const auto q = quantize(x, rows, cols, o);
+      const auto t1 = std::chrono::steady_clock::now();
+      secs.push_back(std::chrono::duration<double>(t1 - t0).count() + 0.0 * q.row->amax);
+    }
+    std::sort(secs.begin(), secs.end());
+    r.gbps = static_cast<double>(x.size()) * 4.0 / secs[secs.size() / 2] / 1e9;
+  }
+  return r;
+}
+
+void run_formats(const FormatsArgs& a) {
+  if (a.rows <= 0 || a.cols <= 0 || a.rows * a.cols > (int64_t{1} << 30)) {
+    throw Error("--rows and --cols must be positive with rows*cols <= 2^30");
+  }
+  if (a.repeats < 1) throw Error("--repeats must be at least 1");
+  std::vector<Row> rows;
+  const auto variants = all_variants();
+  if (a.file.empty()) {
+    for (const std::string kind : {"gaussian", "laplace", "heavy-tailed"}) {
+      const auto x = make_data(kind, a.rows * a.cols, a.seed);
+      for (const auto& v : variants) rows.push_back(measure(kind, x, a.rows, a.cols, v, a.repeats, kind == "gaussian"));
+    }
+  } else {
+    const io::Checkpoint ck = io::Checkpoint::open(a.file);
+    int used = 0;
+    for (const auto& name : ck.names()) {
+      auto m = load_matrix(ck, name);
+      if (!m) continue;
+      ++used;
+      for (const auto& v : variants) rows.push_back(measure(name, m->values, m->rows, m->cols, v, a.repeats, true));
+    }
+    if (used == 0) throw Error(a.file + ": no 2-D floating-point tensors (F64/F32/F16/BF16) to measure");
+  }
+
+  if (a.json) {
+    nlohmann::json j = nlohmann::json::array();
+    for (const auto& r : rows) {
+      nlohmann::json e{{"data", r.data}, {"format", r.variant}, {"ok", r.ok}};
+      if (!r.ok) e["why"] = r.why;
+      else {
+        e["sqnr_db"] = r.err.sqnr_db;
+        e["rel_rms"] = r.err.rel_rms;
+        e["max_abs_error"] = r.err.max_abs;
+        e["bits_per_value"] = r.bits;
+        if (r.gbps > 0) e["cpu_gbps"] = r.gbps;
+      }
+      j.push_back(e);
+    }
+    std::cout << nlohmann::json{{"rows", a.rows}, {"cols", a.cols}, {"seed", a.seed}, {"results", j}}.dump(2) << "\n";
+    return;
+  }
+  std::cout << "Quantization error and cost per format"
+            << (a.file.empty() ? " on " + std::to_string(a.rows) + "x" + std::to_string(a.cols) + " synthetic tensors (seed " +
+                                     std::to_string(a.seed) + ")"
+                               : " on the 2-D tensors of " + a.file)
+            << "\nCPU GB/s: FP32 input quantized per second, one core, median of " << a.repeats << " runs\n\n";
+  Table t({"data", "format", "bits/value", "SQNR dB", "rel RMS", "max abs err", "CPU GB/s"});
+  for (const auto& r : rows) {
+    if (!r.ok) {
+      t.add({r.data, r.variant, "-", "n/a: " + r.why.substr(0, 60)});
+      continue;
+    }
+    t.add({r.data, r.variant, fixed(r.bits, 2), fixed(r.err.sqnr_db, 2), fixed(r.err.rel_rms, 4), fixed(r.err.max_abs, 4),
+           r.gbps > 0 ? fixed(r.gbps, 2) : ""});
+  }
+  t.print();
+}
+
+}  // namespace
+
+void register_formats(CLI::App& app) {
+  auto args = std::make_shared<FormatsArgs>();
+  CLI::App* c = app.add_subcommand("formats", "Compare every format's error and speed on your tensors or standard data");
+  c->add_option("file", args->file, "Optional .safetensors file: measure on its 2-D floating-point tensors");
+  c->add_option("--rows", args->rows, "Rows of the synthetic tensors")->default_val(1024);
+  c->add_option("--cols", args->cols, "Columns of the synthetic tensors")->default_val(4096);
+  c->add_option("--seed", args->seed, "Seed of the synthetic data")->default_val(1);
+  c->add_option("--repeats", args->repeats, "Timed runs per format (the median is reported)")->default_val(3);
+  c->add_flag("--json", args->json, "Print JSON instead of the table");
+  c->callback([args] { run_formats(*args); });
+}
+
+}  // namespace nvfp4::cli

@@ -1,0 +1,127 @@
+// nvfp4 inspect FILE: tensors, dtypes, shapes, metadata; for quantized tensors, the scale
+// statistics that tell whether a format fits the data (zero / saturated / subnormal block
+// scales, the range of scales actually used).
+#include <algorithm>
+#include <cmath>
+#include <iostream>
+
+#include "common.hpp"
+#include "format/scalar.hpp"
+#include "nvfp4/error.hpp"
+#include "nvfp4/qtensor_file.hpp"
+
+namespace nvfp4::cli {
+
+namespace {
+
+struct InspectArgs {
+  std::string file;
+  bool json = false;
+};
+
+struct ScaleStats {
+  int64_t count = 0, zero = 0, saturated = 0, subnormal = 0;
+  double min_nonzero = INFINITY, max = 0, mean = 0;
+};
+
+// Statistics of one copy's block scales (decoded). "saturated": the largest scale the scale
+// format has (448 for E4M3; for E8M0 the clamp 2^127); "subnormal": E4M3 subnormal scales
+// (fewer than 4 significant bits) or E8M0 scales at the 2^-127 clamp.
+ScaleStats scale_stats(const QuantizedCopy& c, Format f) {
+  ScaleStats s;
+  double sum = 0;
+  auto add = [&](double v, bool sat, bool sub) {
+    ++s.count;
+    sum += v;
+    if (v == 0) ++s.zero;
+    else s.min_nonzero = std::min(s.min_nonzero, v);
+    s.max = std::max(s.max, v);
+    s.saturated += sat;
+    s.subnormal += sub;
+  };
+  if (f == Format::nvfp4) {
+    for (uint8_t b : c.scales) add(fmt::e4m3_decode(b), (b & 0x7F) == 0x7E, (b & 0x78) == 0 && (b & 7) != 0);
+  } else if (f == Format::mxfp4 || f == Format::mxfp4_ocp) {
+    for (uint8_t b : c.scales) add(fmt::e8m0_decode(b), b == 254, b == 0);
+  } else {
+    for (float v : c.scale_inv) add(v, false, false);
+  }
+  s.mean = s.count ? sum / s.count : 0;
+  return s;
+}
+
+void run_inspect(const InspectArgs& a) {
+  const io::Checkpoint ck = io::Checkpoint::open(a.file);
+  const auto names = ck.names();
+  const auto quantized = io::read_quantized(ck, a.file);
+
+  nlohmann::json j;
+  j["file"] = a.file;
+  j["shards"] = ck.shards().size();
+  j["metadata"] = ck.metadata();
+  uint64_t total = 0;
+  Table tensors({"tensor", "dtype", "shape", "bytes"});
+  for (const auto& n : names) {
+    const auto& info = ck.info(n);
+    total += info.nbytes();
+    tensors.add({n, std::string(dtype_name(info.dtype)), shape_to_string(info.shape), human_bytes(static_cast<double>(info.nbytes()))});
+    j["tensors"].push_back({{"name", n}, {"dtype", dtype_name(info.dtype)}, {"shape", info.shape}, {"bytes", info.nbytes()}});
+  }
+  j["total_bytes"] = total;
+
+  Table qt({"quantized tensor", "format", "block", "copy", "shape", "amax", "scales", "zero", "at max", "subnormal",
+            "scale min", "scale max"});
+  for (const auto& e : quantized) {
+    const QuantizedTensor& q = e.tensor;
+    for (int which = 0; which < 2; ++which) {
+      const auto& copy = which == 0 ? q.row : q.col;
+      if (!copy) continue;
+      const ScaleStats s = scale_stats(*copy, q.options.format);
+      const std::string name = which == 0 ? "row" : (q.options.rht ? "col+RHT" : "col");
+      const std::string fname(format_traits(q.options.format).name);
+      qt.add({e.name, fname, block_name(*q.options.block), name,
+              "[" + std::to_string(copy->rows) + ", " + std::to_string(copy->cols) + "]",
+              format_traits(q.options.format).packed_fp4 && q.options.format != Format::nvfp4 ? "-" : general(copy->amax),
+              std::to_string(s.count), std::to_string(s.zero), std::to_string(s.saturated), std::to_string(s.subnormal),
+              s.zero == s.count ? "-" : general(s.min_nonzero), general(s.max)});
+      j["quantized"].push_back({{"tensor", e.name}, {"format", fname}, {"block", block_name(*q.options.block)},
+                                {"copy", name}, {"shape", {copy->rows, copy->cols}}, {"amax", copy->amax},
+                                {"options_recorded", e.options_recorded},
+                                {"scales", {{"count", s.count}, {"zero", s.zero}, {"saturated", s.saturated},
+                                            {"subnormal", s.subnormal},
+                                            {"min_nonzero", s.zero == s.count ? nlohmann::json() : nlohmann::json(s.min_nonzero)},
+                                            {"max", s.max}, {"mean", s.mean}}}});
+    }
+  }
+  if (a.json) {
+    std::cout << j.dump(2) << "\n";
+    return;
+  }
+  std::cout << a.file << ": " << names.size() << " tensors, " << human_bytes(static_cast<double>(total)) << " of data";
+  if (ck.shards().size() > 1) std::cout << " in " << ck.shards().size() << " shards";
+  std::cout << "\n\n";
+  tensors.print();
+  if (!ck.metadata().empty()) {
+    std::cout << "\nmetadata:\n";
+    for (const auto& [k, v] : ck.metadata()) {
+      std::cout << "  " << k << ": " << (v.size() > 100 ? v.substr(0, 97) + "... (" + std::to_string(v.size()) + " chars; --json shows all)" : v)
+                << "\n";
+    }
+  }
+  if (!quantized.empty()) {
+    std::cout << "\n";
+    qt.print();
+  }
+}
+
+}  // namespace
+
+void register_inspect(CLI::App& app) {
+  auto args = std::make_shared<InspectArgs>();
+  CLI::App* c = app.add_subcommand("inspect", "List tensors, dtypes, shapes, metadata and quantization scale statistics");
+  c->add_option("file", args->file, ".safetensors file, sharded index .json, or checkpoint folder")->required();
+  c->add_flag("--json", args->json, "Print JSON instead of tables");
+  c->callback([args] { run_inspect(*args); });
+}
+
+}  // namespace nvfp4::cli
