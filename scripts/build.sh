@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Install what the build needs (Debian packages), then configure and build into ./build.
+# Safe to run again: packages already present are not reinstalled, the build is incremental.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(cmake ninja-build g++ googletest libgtest-dev libbenchmark-dev nlohmann-json3-dev libcli11-dev)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "== installing: ${missing[*]}"
+  sudo_cmd=""
+  [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# CUDA: nvcc ships with this machine kind under /usr/local/cuda; it compiles the kernels here
+# (they run on a GPU machine). Without it the CPU parts still build (-DNVFP4_CUDA=OFF).
+cuda_flag=()
+if ! command -v nvcc >/dev/null 2>&1 && [ -x /usr/local/cuda/bin/nvcc ]; then
+  export PATH=/usr/local/cuda/bin:$PATH
+fi
+if ! command -v nvcc >/dev/null 2>&1; then
+  echo "== nvcc not found: building without the CUDA kernels (GPU tests will not be built)"
+  cuda_flag=(-DNVFP4_CUDA=OFF)
+fi
+
+jobs=$(nproc 2>/dev/null || echo 2)
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release "${cuda_flag[@]}" >/dev/null
+cmake --build build -j "$jobs"

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Build, then run every test suite (ctest). CUDA tests report "Skipped" without a GPU.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/build.sh
+jobs=$(nproc 2>/dev/null || echo 2)
+ctest --test-dir build --output-on-failure -j "$jobs" "$@"
