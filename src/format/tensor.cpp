@@ -76,27 +76,28 @@ std::vector<float> Tensor::to_f32() const {
   return out;
 }
 
-Tensor Tensor::from_f32(const std::vector<float>& values, std::vector<int64_t> shape) {
+namespace {
+// An empty tensor of `dtype` and `shape` sized for `n_values` values (which must fill it).
+Tensor sized_for(DType dtype, std::vector<int64_t> shape, size_t n_values, const char* who) {
   Tensor t;
-  t.dtype = DType::F32;
+  t.dtype = dtype;
   t.shape = std::move(shape);
-  if (static_cast<size_t>(t.numel()) != values.size()) {
-    throw Error("from_f32: " + std::to_string(values.size()) + " values do not fill shape " + t.shape_string());
+  if (static_cast<size_t>(t.numel()) != n_values) {
+    throw Error(std::string(who) + ": " + std::to_string(n_values) + " values do not fill shape " + t.shape_string());
   }
-  t.data.resize(values.size() * 4);
-  std::memcpy(t.data.data(), values.data(), t.data.size());
+  t.data.resize(n_values * dtype_size(dtype));
+  return t;
+}
+}  // namespace
+
+Tensor Tensor::from_f32(const std::vector<float>& values, std::vector<int64_t> shape) {
+  Tensor t = sized_for(DType::F32, std::move(shape), values.size(), "from_f32");
+  if (!values.empty()) std::memcpy(t.data.data(), values.data(), t.data.size());
   return t;
 }
 
 Tensor Tensor::from_f32_as_bf16(const std::vector<float>& values, std::vector<int64_t> shape) {
-  Tensor t;
-  t.dtype = DType::BF16;
-  t.shape = std::move(shape);
-  if (static_cast<size_t>(t.numel()) != values.size()) {
-    throw Error("from_f32_as_bf16: " + std::to_string(values.size()) + " values do not fill shape " +
-                t.shape_string());
-  }
-  t.data.resize(values.size() * 2);
+  Tensor t = sized_for(DType::BF16, std::move(shape), values.size(), "from_f32_as_bf16");
   for (size_t i = 0; i < values.size(); ++i) {
     const uint16_t h = fmt::bf16_encode(values[i]);
     std::memcpy(t.data.data() + 2 * i, &h, 2);

@@ -37,7 +37,12 @@
 #include "format/scalar.hpp"
 #include "nvfp4/cuda_runtime_info.hpp"
 
+#include "support/mismatches.hpp"
+
 namespace {
+
+using nvfp4::test_support::hex32;
+using nvfp4::test_support::Mismatches;
 
 using namespace nvfp4::fmt;
 
@@ -96,21 +101,6 @@ class DeviceBuffer {
  private:
   T* ptr_ = nullptr;
   size_t n_ = 0;
-};
-
-std::string hex32(uint32_t u) {
-  char buf[16];
-  std::snprintf(buf, sizeof buf, "0x%08x", u);
-  return buf;
-}
-
-// Counts mismatches over a sweep and keeps the first few for the failure message.
-struct Mismatches {
-  size_t count = 0;
-  std::string first;
-  void add(const std::string& what) {
-    if (count++ < 8) first += "\n  " + what;
-  }
 };
 
 bool is_nan_bits(uint32_t b) { return (b & 0x7FFFFFFFu) > 0x7F800000u; }

@@ -46,34 +46,23 @@
 #include "format/scalar.hpp"
 #include "format/swizzle.hpp"
 
+#include "support/mismatches.hpp"
+
 namespace {
+
+using nvfp4::test_support::hex32;
+using nvfp4::test_support::Mismatches;
 
 using namespace nvfp4::fmt;
 
 uint32_t bits_of(float f) { return std::bit_cast<uint32_t>(f); }
 float float_of(uint32_t u) { return std::bit_cast<float>(u); }
 
-std::string hex32(uint32_t u) {
-  char buf[16];
-  std::snprintf(buf, sizeof buf, "0x%08x", u);
-  return buf;
-}
-
 std::string describe(float f) {
   char buf[64];
   std::snprintf(buf, sizeof buf, "%.9g (%s)", static_cast<double>(f), hex32(bits_of(f)).c_str());
   return buf;
 }
-
-// Counts mismatches over a large sweep and keeps the first few for the failure message, so a
-// broken codec produces one readable failure instead of millions.
-struct Mismatches {
-  size_t count = 0;
-  std::string first;
-  void add(const std::string& what) {
-    if (count++ < 8) first += "\n  " + what;
-  }
-};
 
 // Same value, bit for bit; for NaN only NaN-ness is required.
 bool same_float(float a, float b) {
