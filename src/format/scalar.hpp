@@ -27,15 +27,24 @@ NVFP4_HD float e2m1_decode(uint8_t code) {
   return (code & 8u) ? -mag : mag;
 }
 
-// Magnitude code (0..7) of |v| <= 6 by RNE. Each boundary is a midpoint between two grid
-// values; at a midpoint the EVEN code wins, so boundaries alternate between '>' and '>='.
-// NOTE: 0.25->0, 0.75->2 (1.0), 1.25->2, 1.75->4 (2.0), 2.5->4, 3.5->6 (4.0), 5->6 (4.0);
-// this is TE's cast_to_fp4x2 and the PTX cvt.rn.satfinite.e2m1x2 rule.
+// Magnitude code (0..7) of a >= 0 by RNE, saturating: above 6 gives 7; NaN gives 0. The rule (TE's cast_to_fp4x2, PTX
+// cvt.rn.satfinite.e2m1x2): each boundary is a midpoint between two grid values and a
+// midpoint goes to the EVEN code:
+//   code = (a > 0.25) + (a >= 0.75) + (a > 1.25) + (a >= 1.75) + (a > 2.5) + (a >= 3.5) + (a > 5)
+// i.e. 0.25->0, 0.75->2 (1.0), 1.25->2, 1.75->4 (2.0), 2.5->4, 3.5->6 (4.0), 5->6 (4.0).
+// Computed here with fewer operations: on each binade-pair the grid is evenly spaced, so
+// scale a by a power of two (exact) to make the spacing 1, round to an integer with the FPU's
+// own ties-to-even by adding 2^23, and read the integer from the low mantissa bits:
+//   [0, 2): code = rne(2a); [2, 4): code = 2 + rne(a); [4, 6]: code = 4 + rne(a / 2).
+// NOTE: equal to the threshold rule for every FP32 in [0, 6] (-0.0 included): checked
+// exhaustively by CodecE2M1.MagnitudeCodeEqualsThresholdRuleOnEveryFloat.
 NVFP4_HD uint32_t e2m1_magnitude_code_rne(float a) {
-  return static_cast<uint32_t>(a > 0.25f) + static_cast<uint32_t>(a >= 0.75f) +
-         static_cast<uint32_t>(a > 1.25f) + static_cast<uint32_t>(a >= 1.75f) +
-         static_cast<uint32_t>(a > 2.5f) + static_cast<uint32_t>(a >= 3.5f) +
-         static_cast<uint32_t>(a > 5.0f);
+  a = a > kE2M1Max ? kE2M1Max : (a == a ? a : 0.0f);  // saturate; NaN -> 0 (callers reject NaN)
+  const bool low = a < 2.0f, mid = a < 4.0f;
+  const float scale = low ? 2.0f : (mid ? 1.0f : 0.5f);
+  const uint32_t offset = low ? 0u : (mid ? 2u : 4u);
+  const float t = a * scale + 8388608.0f;  // a * scale is exact, so an FMA here changes nothing
+  return (f32_bits(t) & 7u) + offset;
 }
 
 // FP32 -> E2M1 code, RNE, saturating at +-6. A negative value that rounds to zero keeps

@@ -299,6 +299,23 @@ TEST(CodecE2M1, DecodeTableMatchesNumericsMdAndCudaFp4) {
   EXPECT_TRUE(std::signbit(e2m1_decode(8))) << "code 8 is -0";
 }
 
+// The encoder computes the RNE code arithmetically; the rule it must equal is the list of
+// midpoint thresholds in numerics.md. Every FP32 value in [0, 6] (about 1.08e9) is checked.
+TEST(CodecE2M1, MagnitudeCodeEqualsThresholdRuleOnEveryFloat) {
+  auto rule = [](float a) {
+    return static_cast<uint32_t>(a > 0.25f) + (a >= 0.75f) + (a > 1.25f) + (a >= 1.75f) + (a > 2.5f) + (a >= 3.5f) +
+           (a > 5.0f);
+  };
+  Mismatches m;
+  const uint32_t last = bits_of(6.0f);
+  for (uint32_t u = 0; u <= last; ++u) {
+    const float a = float_of(u);
+    if (e2m1_magnitude_code_rne(a) != rule(a)) m.add(describe(a));
+  }
+  EXPECT_EQ(e2m1_magnitude_code_rne(-0.0f), 0u);
+  EXPECT_EQ(m.count, 0u) << m.first;
+}
+
 TEST(CodecE2M1, TiesAndTheirNeighboursFollowNumericsMd) {
   // numerics.md §1: 0.25->0, 0.75->1, 1.25->1, 1.75->2, 2.5->2, 3.5->4, 5->4 (ties to even code).
   struct Tie {

@@ -6,6 +6,7 @@
 // column-wise layout. The inner loops are written so the compiler vectorizes them (integer
 // max over |x| bits, branch-free E2M1 compares); that is all the tuning there is.
 #include <algorithm>
+#include <bit>
 #include <cstring>
 #include <string>
 
@@ -60,15 +61,35 @@ NVFP4_CPU_CLONES void block16_amax_bits(const float* x, int64_t rows, int64_t co
   }
 }
 
-// Codes of one row with RNE, given its block scales; packed two per byte.
-NVFP4_CPU_CLONES void nvfp4_row_encode_rne(const float* x, int64_t cols, const fmt::Nvfp4TensorScale& ts,
-                                           const uint8_t* scales, uint8_t* codes) {
+// Pack n (even) codes, one per byte, two per byte: element 2j in the low nibble.
+// NOTE: reads each pair as one little-endian uint16 (low byte = element 2j), which the
+// compiler turns into a few wide shifts and masks instead of per-byte extracts.
+NVFP4_CPU_CLONES void pack_nibbles(const uint8_t* q, int64_t n, uint8_t* out) {
+  static_assert(std::endian::native == std::endian::little, "pack_nibbles reads byte pairs as little-endian");
+  for (int64_t j = 0; j < n / 2; ++j) {
+    uint16_t w;
+    std::memcpy(&w, q + 2 * j, 2);
+    out[j] = static_cast<uint8_t>((w & 0x0Fu) | ((w >> 4) & 0xF0u));
+  }
+}
+
+// E4M3 block scales from block amaxes (as |x| bits), n of them.
+NVFP4_CPU_CLONES void nvfp4_scales_from_amax(const uint32_t* amax_bits, int64_t n, const fmt::Nvfp4TensorScale& ts,
+                                             uint8_t* scales) {
+  for (int64_t b = 0; b < n; ++b) scales[b] = fmt::nvfp4_block_scale(fmt::f32_from_bits(amax_bits[b]), ts);
+}
+
+// Encode factors of n block scales.
+NVFP4_CPU_CLONES void nvfp4_encode_factors(const uint8_t* scales, int64_t n, const fmt::Nvfp4TensorScale& ts,
+                                           float* factors) {
+  for (int64_t b = 0; b < n; ++b) factors[b] = fmt::nvfp4_block_encode_factor(scales[b], ts);
+}
+
+// Codes of one row with RNE, given its blocks' encode factors, one per byte into q (cols bytes).
+NVFP4_CPU_CLONES void nvfp4_row_encode_rne(const float* x, int64_t cols, const float* factors, uint8_t* q) {
   for (int64_t b = 0; b < cols / 16; ++b) {
-    const float e = fmt::nvfp4_block_encode_factor(scales[b], ts);
-    const float* blk = x + 16 * b;
-    uint8_t q[16];
-    for (int j = 0; j < 16; ++j) q[j] = fmt::nvfp4_encode_rne(blk[j], e);
-    for (int j = 0; j < 8; ++j) codes[8 * b + j] = static_cast<uint8_t>(q[2 * j] | (q[2 * j + 1] << 4));
+    const float e = factors[b];
+    for (int j = 0; j < 16; ++j) q[16 * b + j] = fmt::nvfp4_encode_rne(x[16 * b + j], e);
   }
 }
 
@@ -84,17 +105,15 @@ NVFP4_CPU_CLONES void nvfp4_row_encode_sr(const float* x, int64_t cols, const fm
     for (int j = 0; j < 16; ++j) r8[j] = fmt::sr_byte(bits, j);
     uint8_t q[16];
     for (int j = 0; j < 16; ++j) q[j] = fmt::nvfp4_encode_sr(x[16 * b + j], e, r8[j]);
-    for (int j = 0; j < 8; ++j) codes[8 * b + j] = static_cast<uint8_t>(q[2 * j] | (q[2 * j + 1] << 4));
+    pack_nibbles(q, 16, codes + 8 * b);
   }
 }
 
-// Codes of one row of MXFP4 blocks with RNE, given their encode factors; packed two per byte.
-NVFP4_CPU_CLONES void mxfp4_row_encode_rne(const float* x, int64_t cols, const float* factors, uint8_t* codes) {
+// Codes of one row of MXFP4 blocks with RNE, given their encode factors, one per byte into q.
+NVFP4_CPU_CLONES void mxfp4_row_encode_rne(const float* x, int64_t cols, const float* factors, uint8_t* q) {
   for (int64_t b = 0; b < cols / 32; ++b) {
     const float f = factors[b];
-    uint8_t q[32];
-    for (int j = 0; j < 32; ++j) q[j] = fmt::mxfp4_encode_rne(x[32 * b + j], f);
-    for (int j = 0; j < 16; ++j) codes[16 * b + j] = static_cast<uint8_t>(q[2 * j] | (q[2 * j + 1] << 4));
+    for (int j = 0; j < 32; ++j) q[32 * b + j] = fmt::mxfp4_encode_rne(x[32 * b + j], f);
   }
 }
 
@@ -103,10 +122,6 @@ NVFP4_CPU_CLONES void mxfp4_row_encode_rne(const float* x, int64_t cols, const f
 namespace {
 
 using cpu_detail::max_abs_bits;
-
-void pack_pairs(const uint8_t* q, int64_t n, uint8_t* out) {
-  for (int64_t j = 0; j < n / 2; ++j) out[j] = static_cast<uint8_t>(q[2 * j] | (q[2 * j + 1] << 4));
-}
 
 // Amax of x (n values); throws NonFiniteError (flat index and count) on NaN/Inf.
 float checked_amax(const float* x, int64_t n, int64_t cols, const char* what) {
@@ -143,10 +158,13 @@ void quantize_nvfp4_copy(const float* x, int64_t rows, int64_t cols, int tile_ro
   out.scale_rows = rows;
   out.scale_cols = nb;
   std::vector<uint32_t> bamax(static_cast<size_t>(nb));
+  std::vector<uint8_t> row_codes(static_cast<size_t>(cols));  // one code per byte, before packing
+  std::vector<float> factors(static_cast<size_t>(nb));
   for (int64_t r0 = 0; r0 < rows; r0 += tile_rows) {
     // Scales: per 1x16 block, or per 16x16 tile replicated over its 16 rows.
     cpu_detail::block16_amax_bits(x + r0 * cols, tile_rows, cols, bamax.data());
-    for (int64_t b = 0; b < nb; ++b) out.scales[r0 * nb + b] = fmt::nvfp4_block_scale(fmt::f32_from_bits(bamax[b]), ts);
+    cpu_detail::nvfp4_scales_from_amax(bamax.data(), nb, ts, out.scales.data() + r0 * nb);
+    cpu_detail::nvfp4_encode_factors(out.scales.data() + r0 * nb, nb, ts, factors.data());
     for (int64_t r = r0 + 1; r < r0 + tile_rows; ++r) {
       std::memcpy(out.scales.data() + r * nb, out.scales.data() + r0 * nb, static_cast<size_t>(nb));
     }
@@ -156,7 +174,8 @@ void quantize_nvfp4_copy(const float* x, int64_t rows, int64_t cols, int tile_ro
       if (sr) {
         cpu_detail::nvfp4_row_encode_sr(xr, cols, ts, out.scales.data() + r * nb, key, r * cols / 16, codes);
       } else {
-        cpu_detail::nvfp4_row_encode_rne(xr, cols, ts, out.scales.data() + r * nb, codes);
+        cpu_detail::nvfp4_row_encode_rne(xr, cols, factors.data(), row_codes.data());
+        cpu_detail::pack_nibbles(row_codes.data(), cols, codes);
       }
     }
   }
@@ -175,6 +194,7 @@ void quantize_mxfp4_copy(const float* x, int64_t rows, int64_t cols, fmt::MxScal
   out.scale_cols = nb;
   std::vector<uint32_t> half_amax(static_cast<size_t>(2 * nb));
   std::vector<float> factors(static_cast<size_t>(nb));
+  std::vector<uint8_t> row_codes(static_cast<size_t>(cols));
   uint8_t q[16];
   for (int64_t r = 0; r < rows; ++r) {
     const float* xr = x + r * cols;
@@ -188,13 +208,14 @@ void quantize_mxfp4_copy(const float* x, int64_t rows, int64_t cols, fmt::MxScal
     }
     uint8_t* codes = out.codes.data() + r * cols / 2;
     if (!sr) {
-      cpu_detail::mxfp4_row_encode_rne(xr, cols, factors.data(), codes);
+      cpu_detail::mxfp4_row_encode_rne(xr, cols, factors.data(), row_codes.data());
+      cpu_detail::pack_nibbles(row_codes.data(), cols, codes);
       continue;
     }
     for (int64_t h = 0; h < cols / 16; ++h) {  // SR bits come per 16 elements
       const fmt::Philox4x32 bits = fmt::sr_block_bits(key, static_cast<uint64_t>((r * cols + 16 * h) / 16));
       for (int j = 0; j < 16; ++j) q[j] = fmt::e2m1_encode_sr(xr[16 * h + j] * factors[h / 2], fmt::sr_byte(bits, j));
-      pack_pairs(q, 16, codes + 8 * h);
+      cpu_detail::pack_nibbles(q, 16, codes + 8 * h);
     }
   }
 }
