@@ -126,6 +126,11 @@ QuantizedTensor quantize(std::span<const float> x, int64_t M, int64_t K, const Q
 std::vector<float> dequantize(const QuantizedCopy& copy, const QuantizeOptions& options,
                               bool apply_tensor_scale = true);
 
+// Block scales (rows, cols) row-major <-> the "128x4" layout cuBLAS / CUTLASS block-scaled
+// GEMMs read (numerics.md §2): padded with zeros to (roundup(rows,128), roundup(cols,4)).
+std::vector<uint8_t> swizzle_scales(std::span<const uint8_t> scales, int64_t rows, int64_t cols);
+std::vector<uint8_t> unswizzle_scales(std::span<const uint8_t> swizzled, int64_t rows, int64_t cols);
+
 // Error statistics of an approximation `approx` of `ref`.
 struct ErrorStats {
   double sqnr_db = 0;      // 10 log10(sum ref^2 / sum (ref - approx)^2); +inf when exact

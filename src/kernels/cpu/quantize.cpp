@@ -14,6 +14,7 @@
 #include "format/mxfp4.hpp"
 #include "format/nvfp4.hpp"
 #include "format/rht.hpp"
+#include "format/swizzle.hpp"
 #include "nvfp4/error.hpp"
 #include "nvfp4/quantize.hpp"
 #include "nvfp4/tensor.hpp"
@@ -421,6 +422,29 @@ std::vector<float> dequantize(const QuantizedCopy& c, const QuantizeOptions& opt
       break;
     }
   }
+  return out;
+}
+
+std::vector<uint8_t> swizzle_scales(std::span<const uint8_t> scales, int64_t rows, int64_t cols) {
+  if (rows < 0 || cols < 0 || static_cast<uint64_t>(rows * cols) != scales.size()) {
+    throw Error("swizzle_scales: " + std::to_string(scales.size()) + " scales do not form a [" + std::to_string(rows) +
+                ", " + std::to_string(cols) + "] matrix");
+  }
+  std::vector<uint8_t> out(static_cast<size_t>(fmt::swizzled_scale_bytes(rows, cols)), 0);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) out[fmt::swizzled_scale_offset(r, c, cols)] = scales[r * cols + c];
+  return out;
+}
+
+std::vector<uint8_t> unswizzle_scales(std::span<const uint8_t> swizzled, int64_t rows, int64_t cols) {
+  if (rows < 0 || cols < 0 || static_cast<uint64_t>(fmt::swizzled_scale_bytes(rows, cols)) != swizzled.size()) {
+    throw Error("unswizzle_scales: " + std::to_string(swizzled.size()) + " bytes are not the 128x4 layout of a [" +
+                std::to_string(rows) + ", " + std::to_string(cols) + "] scale matrix (" +
+                std::to_string(fmt::swizzled_scale_bytes(rows, cols)) + " bytes)");
+  }
+  std::vector<uint8_t> out(static_cast<size_t>(rows * cols));
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) out[r * cols + c] = swizzled[fmt::swizzled_scale_offset(r, c, cols)];
   return out;
 }
 
