@@ -1,0 +1,66 @@
+// Hopper quantization kernels: the C++ API the model code calls.
+//
+// Plain C++ (no CUDA headers): device buffers are raw pointers, the stream is CUDA's opaque
+// cudaStream_t. Every kernel is a fast arrangement of the header-only format core
+// (src/format/), so its output is bit-identical to the CPU reference nvfp4::quantize()
+// (tests/cuda/test_quantize_cuda.cu checks this on fresh random inputs and the golden file).
+// Kernels take a small config, never a recipe (architecture.md, principle 3).
+#pragma once
+
+#include <cstdint>
+
+#include "nvfp4/dtype.hpp"
+#include "nvfp4/quantize.hpp"
+
+struct CUstream_st;
+
+namespace nvfp4::cuda {
+
+using Stream = CUstream_st*;  // cudaStream_t; nullptr is the default stream
+
+// One quantized copy in device memory (caller-allocated).
+//   codes  (rows, cols/2) bytes, element 2j in the low nibble
+//   scales (rows, cols/16) E4M3, row-major; or, with swizzled_scales, the 128x4 layout of
+//          swizzled_scale_bytes(rows, cols/16) bytes (padding written as 0)
+//   amax   one FP32: max |input| of this copy (post-RHT for an RHT copy)
+struct DeviceNvfp4Copy {
+  uint8_t* codes = nullptr;
+  uint8_t* scales = nullptr;
+  float* amax = nullptr;
+};
+
+struct Nvfp4KernelConfig {
+  int tile_rows = 1;             // 1: 1x16 blocks; 16: 16x16 tiles (weights)
+  bool rht = false;              // 16-point RHT on the column-wise copy (tile_rows 1 only)
+  uint16_t rht_sign_mask = kTeRhtSignMask;
+  bool stochastic = false;       // SR with Philox keyed by sr_key (column copy: role | 128)
+  SrKey sr_key{};
+  bool swizzled_scales = false;  // write scales in the 128x4 GEMM layout
+};
+
+// Device status words the kernels set instead of stopping: the caller checks them when it
+// next synchronizes, so detecting NaN/Inf costs no extra pass over the data.
+struct DeviceStatus {
+  uint32_t* nonfinite_count = nullptr;  // device counter: elements that were NaN or Inf
+};
+
+// Quantize x (M, K) row-major, BF16 or F32, to NVFP4: the row-wise copy (blocks along K)
+// and/or the column-wise copy of x^T (blocks along M), each with its own amax, computed on the
+// device. row or col may be null to skip that copy. Shapes: K % 16 == 0 for the row-wise copy,
+// M % 16 == 0 for the column-wise copy (and both for 16x16 tiles). Asynchronous on `stream`;
+// throws nvfp4::Error for bad arguments or a failed launch.
+void quantize_nvfp4(const void* x, DType dtype, int64_t M, int64_t K, const Nvfp4KernelConfig& config,
+                    const DeviceNvfp4Copy* row, const DeviceNvfp4Copy* col, DeviceStatus status, Stream stream);
+
+// Same, with the per-tensor amax of each copy already computed (by a producer kernel, or a
+// previous call): reads x once. amax pointers of row/col are inputs here.
+void quantize_nvfp4_given_amax(const void* x, DType dtype, int64_t M, int64_t K, const Nvfp4KernelConfig& config,
+                               const DeviceNvfp4Copy* row, const DeviceNvfp4Copy* col, DeviceStatus status,
+                               Stream stream);
+
+// The amax pass alone: max |x| into row_amax, and max |RHT(x^T)| into col_amax when
+// config.rht (else col_amax gets max |x| too). Either pointer may be null.
+void nvfp4_amax(const void* x, DType dtype, int64_t M, int64_t K, const Nvfp4KernelConfig& config, float* row_amax,
+                float* col_amax, DeviceStatus status, Stream stream);
+
+}  // namespace nvfp4::cuda

@@ -1,0 +1,361 @@
+// NVFP4 quantization on Hopper: the row-wise and column-wise copies of a BF16/FP32 matrix in
+// one pass over the input, with 16x16 tiles, the 16-point RHT and stochastic rounding.
+//
+// Layout (one CTA = one 64x64 tile of x, 256 threads):
+//   load      the tile goes to shared memory as FP32 (16-byte coalesced global loads)
+//   row phase thread (r, b) = (t / 4, t % 4): the 16 values x[r][16b .. 16b+15]  -> one block
+//   col phase thread (k, mb) = (t / 4, t % 4): the 16 values x[16mb .. 16mb+15][k] -> one block
+//             of the transposed copy (RHT applied to exactly these 16 values when enabled)
+// Four consecutive threads write 32 consecutive code bytes in both phases (full sectors).
+// All arithmetic is the format core's (src/format/): same functions, same order as the CPU
+// reference, so the bits agree.
+//
+// The per-tensor amax of each copy must be known before any block scale: nvfp4_amax() is a
+// separate pass (with RHT it transforms as it goes, so the column amax is post-RHT).
+#include <cuda_runtime.h>
+
+#include <string>
+
+#include "format/nvfp4.hpp"
+#include "format/rht.hpp"
+#include "format/swizzle.hpp"
+#include "nvfp4/cuda_quantize.hpp"
+#include "nvfp4/error.hpp"
+
+namespace nvfp4::cuda {
+
+namespace {
+
+constexpr int kTile = 64;            // tile edge, elements
+constexpr int kThreads = 256;        // (64 rows x 4 blocks) in the row phase, (64 cols x 4) in the col phase
+constexpr int kPad = kTile + 1;      // shared-memory row pitch in floats: column reads hit 32 banks
+static_assert(kTile / fmt::kNvfp4Block * kTile == kThreads, "one thread per 16-element block in each phase");
+static_assert(kTile % 16 == 0, "NVFP4 scales cover 16 elements; 16x16 tiles must fit a CTA tile");
+
+void check(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) throw Error(std::string("CUDA error in ") + what + ": " + cudaGetErrorString(e));
+}
+
+// ---- element access ---------------------------------------------------------------------
+
+template <typename T>
+struct Elem;
+template <>
+struct Elem<uint16_t> {  // BF16, as raw bits
+  static constexpr int kPerVec = 8;  // per 16-byte vector
+  __device__ static float to_f32(uint16_t v) { return fmt::bf16_decode(v); }
+  __device__ static float round(float v) { return fmt::bf16_round(v); }
+};
+template <>
+struct Elem<float> {
+  static constexpr int kPerVec = 4;
+  __device__ static float to_f32(float v) { return v; }
+  __device__ static float round(float v) { return v; }
+};
+
+__device__ __forceinline__ void atomic_max_nonneg(float* addr, float v) {
+  // Non-negative floats order like their bit patterns (NaN/Inf bits sort above all finite).
+  atomicMax(reinterpret_cast<unsigned int*>(addr), __float_as_uint(v));
+}
+
+__device__ __forceinline__ void count_nonfinite(uint32_t* counter, uint32_t n) {
+  if (counter == nullptr) return;
+  const uint32_t warp_total = __reduce_add_sync(__activemask(), n);
+  if (warp_total && (threadIdx.x & 31) == (__ffs(__activemask()) - 1)) atomicAdd(counter, warp_total);
+}
+
+__device__ __forceinline__ float warp_max(float v) {
+  return __uint_as_float(__reduce_max_sync(0xFFFFFFFFu, __float_as_uint(v)));
+}
+
+// ---- amax pass ----------------------------------------------------------------------------
+//
+// Thread = 16 rows x (16-byte vector of columns). It takes |x| for the row amax and, with
+// RHT, transforms each of its columns' 16-row chunk exactly as the quantize kernel will.
+template <typename T, bool kRht>
+__global__ void __launch_bounds__(256) amax_kernel(const T* __restrict__ x, int64_t M, int64_t K, uint16_t sign_mask,
+                                                   float* row_amax, float* col_amax, uint32_t* nonfinite) {
+  constexpr int V = Elem<T>::kPerVec;
+  const int64_t vecs_per_row = K / V;
+  const int64_t chunks = (M / 16) * vecs_per_row;
+  float rmax = 0.0f, cmax = 0.0f;
+  uint32_t bad = 0;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < chunks; i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t m0 = (i / vecs_per_row) * 16, c0 = (i % vecs_per_row) * V;
+    float col[V][16];
+#pragma unroll
+    for (int j = 0; j < 16; ++j) {
+      union {
+        uint4 u;
+        T e[V];
+      } v;
+      v.u = *reinterpret_cast<const uint4*>(x + (m0 + j) * K + c0);
+#pragma unroll
+      for (int c = 0; c < V; ++c) {
+        const float f = Elem<T>::to_f32(v.e[c]);
+        bad += fmt::is_finite(f) ? 0u : 1u;
+        rmax = fmaxf(rmax, fmt::abs_f32(f));
+        col[c][j] = f;
+      }
+    }
+    if constexpr (kRht) {
+#pragma unroll
+      for (int c = 0; c < V; ++c) {
+        fmt::rht16(col[c], sign_mask);
+#pragma unroll
+        for (int j = 0; j < 16; ++j) cmax = fmaxf(cmax, fmt::abs_f32(Elem<T>::round(col[c][j])));
+      }
+    }
+  }
+  count_nonfinite(nonfinite, bad);
+  rmax = warp_max(rmax);
+  cmax = warp_max(cmax);
+  if ((threadIdx.x & 31) == 0) {
+    if (row_amax) atomic_max_nonneg(row_amax, rmax);
+    if (col_amax) atomic_max_nonneg(col_amax, kRht ? cmax : rmax);
+  }
+}
+
+// ---- quantize pass ------------------------------------------------------------------------
+
+struct CopyArgs {
+  uint8_t* codes;
+  uint8_t* scales;
+  const float* amax;
+};
+
+struct QuantizeArgs {
+  int64_t M, K;
+  CopyArgs row, col;  // codes == nullptr: copy not requested
+  int tile_rows;
+  uint16_t sign_mask;
+  bool rht, sr, swizzled;
+  fmt::SrKey row_key, col_key;
+  uint32_t* nonfinite;  // counted here only when count_nonfinite_here
+  bool count_nonfinite_here;
+};
+
+// Encodes 16 values with the given tensor scale and block scale; returns 8 packed bytes.
+__device__ __forceinline__ uint2 encode16(const float (&v)[16], float encode_factor, bool sr, const fmt::Philox4x32& bits) {
+  uint32_t w[2] = {0, 0};
+#pragma unroll
+  for (int j = 0; j < 16; ++j) {
+    const uint32_t q = sr ? fmt::nvfp4_encode_sr(v[j], encode_factor, fmt::sr_byte(bits, j))
+                          : fmt::nvfp4_encode_rne(v[j], encode_factor);
+    w[j / 8] |= q << (4 * (j % 8));
+  }
+  return make_uint2(w[0], w[1]);
+}
+
+__device__ __forceinline__ int64_t scale_offset(bool swizzled, int64_t r, int64_t c, int64_t scale_cols) {
+  return swizzled ? fmt::swizzled_scale_offset(r, c, scale_cols) : r * scale_cols + c;
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kThreads) quantize_kernel(const T* __restrict__ x, QuantizeArgs a) {
+  constexpr int V = Elem<T>::kPerVec;
+  __shared__ float tile[kTile][kPad];
+  __shared__ unsigned int tile_amax[kTile / 16][kTile / 16];  // 16x16 tiles (2D mode), |x| bits
+
+  const int t = threadIdx.x;
+  const int64_t m0 = int64_t(blockIdx.y) * kTile, k0 = int64_t(blockIdx.x) * kTile;
+  const int rows = static_cast<int>(a.M - m0 < kTile ? a.M - m0 : kTile);
+  const int cols = static_cast<int>(a.K - k0 < kTile ? a.K - k0 : kTile);
+
+  // ---- load: 16-byte vectors, rows of the tile split across consecutive threads ----
+  uint32_t bad = 0;
+  constexpr int kVecsPerRow = kTile / V;
+  for (int i = t; i < kTile * kVecsPerRow; i += kThreads) {
+    const int r = i / kVecsPerRow, c = (i % kVecsPerRow) * V;
+    union {
+      uint4 u;
+      T e[V];
+    } v;
+    if (r < rows && c < cols) {
+      v.u = *reinterpret_cast<const uint4*>(x + (m0 + r) * a.K + k0 + c);
+    } else {
+      v.u = make_uint4(0, 0, 0, 0);
+    }
+#pragma unroll
+    for (int e = 0; e < V; ++e) {
+      const float f = Elem<T>::to_f32(v.e[e]);
+      bad += fmt::is_finite(f) ? 0u : 1u;
+      tile[r][c + e] = f;
+    }
+  }
+  if (t < (kTile / 16) * (kTile / 16)) tile_amax[t / 4][t % 4] = 0;
+  __syncthreads();
+  if (a.count_nonfinite_here) count_nonfinite(a.nonfinite, bad);
+
+  const int i4 = t / 4, j4 = t % 4;  // (row, block) in the row phase; (col, block) in the col phase
+
+  // 16x16 tiles: every thread folds its block's amax into its tile's (shared atomics).
+  if (a.tile_rows == 16) {
+    uint32_t m = 0;
+#pragma unroll
+    for (int j = 0; j < 16; ++j) m = max(m, __float_as_uint(fmt::abs_f32(tile[i4][16 * j4 + j])));
+    atomicMax(&tile_amax[i4 / 16][j4], m);
+    __syncthreads();
+  }
+
+  // ---- row phase: x[m0 + i4][k0 + 16 j4 ..] ----
+  if (a.row.codes != nullptr && i4 < rows && 16 * j4 < cols) {
+    const auto ts = fmt::nvfp4_tensor_scale(*a.row.amax);
+    float v[16];
+    uint32_t m = 0;
+#pragma unroll
+    for (int j = 0; j < 16; ++j) {
+      v[j] = tile[i4][16 * j4 + j];
+      m = max(m, __float_as_uint(fmt::abs_f32(v[j])));
+    }
+    if (a.tile_rows == 16) m = tile_amax[i4 / 16][j4];
+    const uint8_t s = fmt::nvfp4_block_scale(__uint_as_float(m), ts);
+    const float e = fmt::nvfp4_block_encode_factor(s, ts);
+    const int64_t r = m0 + i4, c16 = (k0 + 16 * j4) / 16;
+    const fmt::Philox4x32 bits =
+        a.sr ? fmt::sr_block_bits(a.row_key, static_cast<uint64_t>(r * (a.K / 16) + c16)) : fmt::Philox4x32{};
+    *reinterpret_cast<uint2*>(a.row.codes + r * (a.K / 2) + 8 * c16) = encode16(v, e, a.sr, bits);
+    a.row.scales[scale_offset(a.swizzled, r, c16, a.K / 16)] = s;
+  }
+
+  // ---- col phase: x[m0 + 16 j4 ..][k0 + i4] is row k0 + i4 of the transposed copy ----
+  if (a.col.codes != nullptr && i4 < cols && 16 * j4 < rows) {
+    const auto ts = fmt::nvfp4_tensor_scale(*a.col.amax);
+    float v[16];
+#pragma unroll
+    for (int j = 0; j < 16; ++j) v[j] = tile[16 * j4 + j][i4];
+    if (a.rht) {
+      fmt::rht16(v, a.sign_mask);
+#pragma unroll
+      for (int j = 0; j < 16; ++j) v[j] = Elem<T>::round(v[j]);
+    }
+    uint32_t m = 0;
+#pragma unroll
+    for (int j = 0; j < 16; ++j) m = max(m, __float_as_uint(fmt::abs_f32(v[j])));
+    if (a.tile_rows == 16) m = tile_amax[j4][i4 / 16];
+    const uint8_t s = fmt::nvfp4_block_scale(__uint_as_float(m), ts);
+    const float e = fmt::nvfp4_block_encode_factor(s, ts);
+    const int64_t r = k0 + i4, c16 = (m0 + 16 * j4) / 16;
+    const fmt::Philox4x32 bits =
+        a.sr ? fmt::sr_block_bits(a.col_key, static_cast<uint64_t>(r * (a.M / 16) + c16)) : fmt::Philox4x32{};
+    *reinterpret_cast<uint2*>(a.col.codes + r * (a.M / 2) + 8 * c16) = encode16(v, e, a.sr, bits);
+    a.col.scales[scale_offset(a.swizzled, r, c16, a.M / 16)] = s;
+  }
+}
+
+// ---- host side ------------------------------------------------------------------------------
+
+void validate_input(const void* x, DType dtype, int64_t M, int64_t K, const Nvfp4KernelConfig& c) {
+  if (dtype != DType::BF16 && dtype != DType::F32) {
+    throw Error("quantize_nvfp4: input dtype " + std::string(dtype_name(dtype)) + " is not supported; use BF16 or F32");
+  }
+  if (M < 0 || K < 0) throw Error("quantize_nvfp4: negative shape");
+  if (M * K > 0 && x == nullptr) throw Error("quantize_nvfp4: input pointer is null");
+  if (reinterpret_cast<uintptr_t>(x) % 16 != 0) throw Error("quantize_nvfp4: the input must be 16-byte aligned");
+  if (K % 16 != 0) throw Error("quantize_nvfp4: K = " + std::to_string(K) + " is not a multiple of 16 (NVFP4 blocks)");
+  if (M % 16 != 0) {
+    throw Error("quantize_nvfp4: M = " + std::to_string(M) +
+                " is not a multiple of 16 (the kernels read 16-row chunks; pad the tensor)");
+  }
+  if (c.tile_rows != 1 && c.tile_rows != 16) throw Error("quantize_nvfp4: tile_rows must be 1 or 16");
+  if (c.rht && c.tile_rows != 1) throw Error("quantize_nvfp4: RHT applies to 1x16 operands only");
+  if (c.sr_key.role >= 128 || c.sr_key.layer >= (1u << 24)) throw Error("quantize_nvfp4: SR key role < 128, layer < 2^24");
+}
+
+void validate(const void* x, DType dtype, int64_t M, int64_t K, const Nvfp4KernelConfig& c, const DeviceNvfp4Copy* row,
+              const DeviceNvfp4Copy* col) {
+  validate_input(x, dtype, M, K, c);
+  if (!row && !col) throw Error("quantize_nvfp4: neither the row-wise nor the column-wise copy was requested");
+  if (c.rht && !col) throw Error("quantize_nvfp4: RHT transforms the column-wise copy: pass a column-wise output");
+  for (const DeviceNvfp4Copy* p : {row, col}) {
+    if (p && (!p->codes || !p->scales || !p->amax)) throw Error("quantize_nvfp4: an output copy has a null pointer");
+  }
+}
+
+template <typename T>
+void launch_amax(const T* x, int64_t M, int64_t K, const Nvfp4KernelConfig& c, float* row_amax, float* col_amax,
+                 uint32_t* nonfinite, cudaStream_t s) {
+  const int64_t chunks = (M / 16) * (K / Elem<T>::kPerVec);
+  if (chunks == 0) return;
+  int sms = 0, dev = 0;
+  check(cudaGetDevice(&dev), "cudaGetDevice");
+  check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev), "cudaDeviceGetAttribute");
+  const int64_t blocks = std::min<int64_t>((chunks + 255) / 256, int64_t(sms) * 8);
+  if (c.rht) {
+    amax_kernel<T, true><<<static_cast<unsigned>(blocks), 256, 0, s>>>(x, M, K, c.rht_sign_mask, row_amax, col_amax, nonfinite);
+  } else {
+    amax_kernel<T, false><<<static_cast<unsigned>(blocks), 256, 0, s>>>(x, M, K, c.rht_sign_mask, row_amax, col_amax, nonfinite);
+  }
+  check(cudaGetLastError(), "amax_kernel launch");
+}
+
+template <typename T>
+void launch_quantize(const T* x, int64_t M, int64_t K, const Nvfp4KernelConfig& c, const DeviceNvfp4Copy* row,
+                     const DeviceNvfp4Copy* col, uint32_t* nonfinite, bool count_here, cudaStream_t s) {
+  if (M == 0 || K == 0) return;
+  QuantizeArgs a{};
+  a.M = M;
+  a.K = K;
+  a.row = row ? CopyArgs{row->codes, row->scales, row->amax} : CopyArgs{nullptr, nullptr, nullptr};
+  a.col = col ? CopyArgs{col->codes, col->scales, col->amax} : CopyArgs{nullptr, nullptr, nullptr};
+  a.tile_rows = c.tile_rows;
+  a.sign_mask = c.rht_sign_mask;
+  a.rht = c.rht;
+  a.sr = c.stochastic;
+  a.swizzled = c.swizzled_scales;
+  a.row_key = fmt::SrKey{c.sr_key.seed, c.sr_key.step, c.sr_key.layer, c.sr_key.role & 0x7Fu};
+  a.col_key = fmt::SrKey{c.sr_key.seed, c.sr_key.step, c.sr_key.layer, (c.sr_key.role & 0x7Fu) | 0x80u};
+  a.nonfinite = nonfinite;
+  a.count_nonfinite_here = count_here && nonfinite != nullptr;
+  if (c.swizzled_scales) {  // the padding of the 128x4 layout must read as zero
+    if (row) check(cudaMemsetAsync(row->scales, 0, fmt::swizzled_scale_bytes(M, K / 16), s), "cudaMemsetAsync");
+    if (col) check(cudaMemsetAsync(col->scales, 0, fmt::swizzled_scale_bytes(K, M / 16), s), "cudaMemsetAsync");
+  }
+  const dim3 grid(static_cast<unsigned>((K + kTile - 1) / kTile), static_cast<unsigned>((M + kTile - 1) / kTile));
+  if (grid.y > 65535) throw Error("quantize_nvfp4: M = " + std::to_string(M) + " is too large for one launch");
+  quantize_kernel<T><<<grid, kThreads, 0, s>>>(x, a);
+  check(cudaGetLastError(), "quantize_kernel launch");
+}
+
+void run(const void* x, DType dtype, int64_t M, int64_t K, const Nvfp4KernelConfig& c, const DeviceNvfp4Copy* row,
+         const DeviceNvfp4Copy* col, DeviceStatus status, Stream stream, bool with_amax) {
+  validate(x, dtype, M, K, c, row, col);
+  const auto s = reinterpret_cast<cudaStream_t>(stream);
+  if (with_amax) {
+    float* ra = row ? row->amax : nullptr;
+    float* ca = col ? col->amax : nullptr;
+    if (ra) check(cudaMemsetAsync(ra, 0, sizeof(float), s), "cudaMemsetAsync");
+    if (ca) check(cudaMemsetAsync(ca, 0, sizeof(float), s), "cudaMemsetAsync");
+    if (dtype == DType::BF16) launch_amax(static_cast<const uint16_t*>(x), M, K, c, ra, ca, status.nonfinite_count, s);
+    else launch_amax(static_cast<const float*>(x), M, K, c, ra, ca, status.nonfinite_count, s);
+  }
+  // Non-finite input is counted by whichever pass reads every element first.
+  const bool count_here = !with_amax;
+  if (dtype == DType::BF16) launch_quantize(static_cast<const uint16_t*>(x), M, K, c, row, col, status.nonfinite_count, count_here, s);
+  else launch_quantize(static_cast<const float*>(x), M, K, c, row, col, status.nonfinite_count, count_here, s);
+}
+
+}  // namespace
+
+void quantize_nvfp4(const void* x, DType dtype, int64_t M, int64_t K, const Nvfp4KernelConfig& config,
+                    const DeviceNvfp4Copy* row, const DeviceNvfp4Copy* col, DeviceStatus status, Stream stream) {
+  run(x, dtype, M, K, config, row, col, status, stream, true);
+}
+
+void quantize_nvfp4_given_amax(const void* x, DType dtype, int64_t M, int64_t K, const Nvfp4KernelConfig& config,
+                               const DeviceNvfp4Copy* row, const DeviceNvfp4Copy* col, DeviceStatus status,
+                               Stream stream) {
+  run(x, dtype, M, K, config, row, col, status, stream, false);
+}
+
+void nvfp4_amax(const void* x, DType dtype, int64_t M, int64_t K, const Nvfp4KernelConfig& config, float* row_amax,
+                float* col_amax, DeviceStatus status, Stream stream) {
+  validate_input(x, dtype, M, K, config);
+  const auto s = reinterpret_cast<cudaStream_t>(stream);
+  if (row_amax) check(cudaMemsetAsync(row_amax, 0, sizeof(float), s), "cudaMemsetAsync");
+  if (col_amax) check(cudaMemsetAsync(col_amax, 0, sizeof(float), s), "cudaMemsetAsync");
+  if (dtype == DType::BF16) launch_amax(static_cast<const uint16_t*>(x), M, K, config, row_amax, col_amax, status.nonfinite_count, s);
+  else launch_amax(static_cast<const float*>(x), M, K, config, row_amax, col_amax, status.nonfinite_count, s);
+}
+
+}  // namespace nvfp4::cuda

@@ -1,0 +1,334 @@
+// CUDA NVFP4 quantization kernels against the CPU reference, bit for bit.
+//
+// A declarative case list (style.md #10): shapes (odd multiples of 16, tall/skinny, sizes not
+// multiples of the 64x64 CTA tile) x input dtypes x kernel configurations x data kinds. Every
+// output byte is compared: codes, scales (unswizzled when swizzled), amax, and the outputs are
+// poisoned first so an unwritten byte cannot pass. Plus the golden file, the non-finite
+// counter, and the given-amax entry point. Skips cleanly without a GPU.
+#include <cuda_runtime.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "format/scalar.hpp"
+#include "format/swizzle.hpp"
+#include "nvfp4/cuda_quantize.hpp"
+#include "nvfp4/cuda_runtime_info.hpp"
+#include "nvfp4/error.hpp"
+#include "nvfp4/quantize.hpp"
+#include "nvfp4/safetensors.hpp"
+
+namespace {
+
+#define CUDA_OK(expr)                                                                   \
+  do {                                                                                  \
+    const cudaError_t err_ = (expr);                                                    \
+    ASSERT_EQ(err_, cudaSuccess) << #expr << ": " << cudaGetErrorString(err_);          \
+  } while (0)
+
+#define REQUIRE_GPU()                                                                                  \
+  if (nvfp4::cuda::device_count() == 0) GTEST_SKIP() << "no CUDA device: " << nvfp4::cuda::unavailable_reason()
+
+template <typename T>
+struct DeviceBuffer {
+  T* ptr = nullptr;
+  size_t n = 0;
+  explicit DeviceBuffer(size_t count) : n(count) {
+    if (cudaMalloc(&ptr, std::max<size_t>(count, 1) * sizeof(T)) != cudaSuccess) ptr = nullptr;
+  }
+  ~DeviceBuffer() { cudaFree(ptr); }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  std::vector<T> download() const {
+    std::vector<T> h(n);
+    if (n) cudaMemcpy(h.data(), ptr, n * sizeof(T), cudaMemcpyDeviceToHost);
+    return h;
+  }
+};
+
+struct Config {
+  const char* name;
+  int tile_rows;
+  bool row, col, rht;
+  uint16_t sign_mask;
+  bool sr, swizzled;
+};
+
+const Config kConfigs[] = {
+    {"1x16 row", 1, true, false, false, 0, false, false},
+    {"1x16 row+col", 1, true, true, false, 0, false, false},
+    {"1x16 col only", 1, false, true, false, 0, false, false},
+    {"16x16 row+col", 16, true, true, false, 0, false, false},
+    {"1x16 row+col RHT", 1, true, true, true, nvfp4::kTeRhtSignMask, false, false},
+    {"1x16 row+col RHT(no signs) + SR", 1, true, true, true, 0, true, false},
+    {"1x16 row+col SR", 1, true, true, false, 0, true, false},
+    {"16x16 row+col SR swizzled", 16, true, true, false, 0, true, true},
+    {"1x16 row+col RHT+SR swizzled", 1, true, true, true, nvfp4::kTeRhtSignMask, true, true},
+};
+
+struct Shape {
+  int64_t M, K;
+};
+const Shape kShapes[] = {{16, 16}, {48, 80}, {64, 64}, {208, 144}, {256, 272}, {1024, 512}, {32, 4096}, {4096, 32}};
+
+enum class Data { gaussian, heavy, rowscale, zeros };
+const Data kData[] = {Data::gaussian, Data::heavy, Data::rowscale, Data::zeros};
+const char* data_name(Data d) {
+  switch (d) {
+    case Data::gaussian: return "gaussian";
+    case Data::heavy: return "heavy";
+    case Data::rowscale: return "rowscale";
+    default: return "zeros";
+  }
+}
+
+std::vector<float> make(Data kind, int64_t M, int64_t K, uint64_t seed, bool bf16) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> n(0.0f, 1.0f);
+  std::student_t_distribution<float> t(2.0f);
+  std::vector<float> x(static_cast<size_t>(M * K), 0.0f);
+  for (int64_t r = 0; r < M; ++r) {
+    const float row_scale = std::ldexp(1.0f, static_cast<int>(r % 40) - 20);  // spans 40 binades
+    for (int64_t c = 0; c < K; ++c) {
+      float v = 0.0f;
+      if (kind == Data::gaussian) v = n(rng);
+      if (kind == Data::heavy) v = t(rng);
+      if (kind == Data::rowscale) v = n(rng) * row_scale;
+      x[r * K + c] = bf16 ? nvfp4::fmt::bf16_round(v) : v;
+    }
+  }
+  return x;
+}
+
+std::string first_diff(const std::vector<uint8_t>& want, const std::vector<uint8_t>& got) {
+  if (want.size() != got.size()) return "size " + std::to_string(got.size()) + " vs " + std::to_string(want.size());
+  size_t n = 0, first = 0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    if (want[i] != got[i] && n++ == 0) first = i;
+  }
+  if (n == 0) return {};
+  return std::to_string(n) + " bytes differ, first at " + std::to_string(first) + ": want " + std::to_string(want[first]) +
+         " got " + std::to_string(got[first]);
+}
+
+// Device copy of one orientation, poisoned.
+struct DeviceCopy {
+  DeviceBuffer<uint8_t> codes, scales;
+  DeviceBuffer<float> amax;
+  int64_t rows, cols;
+  bool swizzled;
+  DeviceCopy(int64_t r, int64_t c, bool sw)
+      : codes(static_cast<size_t>(r * c / 2)),
+        scales(static_cast<size_t>(sw ? nvfp4::fmt::swizzled_scale_bytes(r, c / 16) : r * c / 16)),
+        amax(1),
+        rows(r),
+        cols(c),
+        swizzled(sw) {
+    cudaMemset(codes.ptr, 0xAB, std::max<size_t>(codes.n, 1));
+    cudaMemset(scales.ptr, 0xAB, std::max<size_t>(scales.n, 1));
+    cudaMemset(amax.ptr, 0xFF, sizeof(float));
+  }
+  nvfp4::cuda::DeviceNvfp4Copy view() { return {codes.ptr, scales.ptr, amax.ptr}; }
+  std::vector<uint8_t> plain_scales() const {
+    const auto s = scales.download();
+    return swizzled ? nvfp4::unswizzle_scales(s, rows, cols / 16) : s;
+  }
+};
+
+// Runs the GPU quantizer on x (values already representable in dtype) and compares with CPU.
+void check_against_cpu(const std::vector<float>& x, int64_t M, int64_t K, nvfp4::DType dtype, const Config& cfg,
+                       uint64_t seed, bool given_amax = false) {
+  nvfp4::QuantizeOptions o;
+  o.block = nvfp4::BlockShape{cfg.tile_rows, 16};
+  o.rowwise = cfg.row;
+  o.columnwise = cfg.col;
+  o.rht = cfg.rht;
+  o.rht_sign_mask = cfg.sign_mask;
+  o.rounding = cfg.sr ? nvfp4::Rounding::stochastic : nvfp4::Rounding::rne;
+  o.sr_key = {seed, 3, 7, 2};
+  const auto ref = nvfp4::quantize(x, M, K, o, dtype);
+
+  // Upload in the input dtype.
+  const size_t esize = dtype == nvfp4::DType::BF16 ? 2 : 4;
+  std::vector<uint8_t> host(x.size() * esize);
+  for (size_t i = 0; i < x.size(); ++i) {
+    if (esize == 2) {
+      const uint16_t h = nvfp4::fmt::bf16_encode(x[i]);
+      std::memcpy(host.data() + 2 * i, &h, 2);
+    } else {
+      std::memcpy(host.data() + 4 * i, &x[i], 4);
+    }
+  }
+  DeviceBuffer<uint8_t> dx(host.size());
+  CUDA_OK(cudaMemcpy(dx.ptr, host.data(), host.size(), cudaMemcpyHostToDevice));
+  DeviceCopy row(M, K, cfg.swizzled), col(K, M, cfg.swizzled);
+  DeviceBuffer<uint32_t> bad(1);
+  CUDA_OK(cudaMemset(bad.ptr, 0, 4));
+  nvfp4::cuda::Nvfp4KernelConfig kc;
+  kc.tile_rows = cfg.tile_rows;
+  kc.rht = cfg.rht;
+  kc.rht_sign_mask = cfg.sign_mask;
+  kc.stochastic = cfg.sr;
+  kc.sr_key = o.sr_key;
+  kc.swizzled_scales = cfg.swizzled;
+  auto rv = row.view();
+  auto cv = col.view();
+  if (given_amax) {
+    nvfp4::cuda::nvfp4_amax(dx.ptr, dtype, M, K, kc, cfg.row ? rv.amax : nullptr, cfg.col ? cv.amax : nullptr, {bad.ptr},
+                            nullptr);
+    nvfp4::cuda::quantize_nvfp4_given_amax(dx.ptr, dtype, M, K, kc, cfg.row ? &rv : nullptr, cfg.col ? &cv : nullptr,
+                                           {bad.ptr}, nullptr);
+  } else {
+    nvfp4::cuda::quantize_nvfp4(dx.ptr, dtype, M, K, kc, cfg.row ? &rv : nullptr, cfg.col ? &cv : nullptr, {bad.ptr},
+                                nullptr);
+  }
+  CUDA_OK(cudaDeviceSynchronize());
+  EXPECT_EQ(bad.download()[0], 0u) << "finite input flagged as non-finite";
+  if (cfg.row) {
+    EXPECT_EQ(nvfp4::fmt::f32_bits(row.amax.download()[0]), nvfp4::fmt::f32_bits(ref.row->amax)) << "row amax";
+    EXPECT_EQ(first_diff(ref.row->codes, row.codes.download()), "") << "row codes";
+    EXPECT_EQ(first_diff(ref.row->scales, row.plain_scales()), "") << "row scales";
+  }
+  if (cfg.col) {
+    EXPECT_EQ(nvfp4::fmt::f32_bits(col.amax.download()[0]), nvfp4::fmt::f32_bits(ref.col->amax)) << "col amax";
+    EXPECT_EQ(first_diff(ref.col->codes, col.codes.download()), "") << "col codes";
+    EXPECT_EQ(first_diff(ref.col->scales, col.plain_scales()), "") << "col scales";
+  }
+}
+
+TEST(CudaNvfp4, MatchesCpuOnEveryCase) {
+  REQUIRE_GPU();
+  uint64_t seed = 100;
+  int cases = 0;
+  for (const Config& cfg : kConfigs) {
+    for (const Shape& s : kShapes) {
+      for (Data d : kData) {
+        for (nvfp4::DType dt : {nvfp4::DType::BF16, nvfp4::DType::F32}) {
+          SCOPED_TRACE(std::string(cfg.name) + " " + std::to_string(s.M) + "x" + std::to_string(s.K) + " " + data_name(d) +
+                       (dt == nvfp4::DType::BF16 ? " bf16" : " f32"));
+          const auto x = make(d, s.M, s.K, ++seed, dt == nvfp4::DType::BF16);
+          check_against_cpu(x, s.M, s.K, dt, cfg, seed);
+          ++cases;
+          if (HasFailure()) return;  // one readable failure, not hundreds
+        }
+      }
+    }
+  }
+  EXPECT_EQ(cases, 9 * 8 * 4 * 2);
+}
+
+TEST(CudaNvfp4, GivenAmaxEntryPointMatchesToo) {
+  REQUIRE_GPU();
+  for (const Config& cfg : kConfigs) {
+    SCOPED_TRACE(cfg.name);
+    const auto x = make(Data::heavy, 272, 208, 7, true);
+    check_against_cpu(x, 272, 208, nvfp4::DType::BF16, cfg, 7, /*given_amax=*/true);
+  }
+}
+
+TEST(CudaNvfp4, LargeTensorMatchesCpu) {
+  REQUIRE_GPU();
+  const auto x = make(Data::gaussian, 2048, 3072, 9, true);
+  check_against_cpu(x, 2048, 3072, nvfp4::DType::BF16, kConfigs[8], 9);
+}
+
+TEST(CudaNvfp4, GoldenVectorsBitExact) {
+  REQUIRE_GPU();
+  const std::string path = std::string(NVFP4_GOLDEN_DIR) + "/nvfp4_te_reference.safetensors";
+  ASSERT_TRUE(std::filesystem::exists(path)) << "golden vectors not found at " << path;
+  const auto f = nvfp4::io::SafetensorsFile::open(path);
+  const auto cases = nlohmann::json::parse(f.metadata().at("cases"));
+  int checked = 0;
+  for (const auto& [name, spec] : cases.items()) {
+    if (spec.at("format") != "nvfp4") continue;
+    SCOPED_TRACE(name);
+    const nvfp4::Tensor x = f.load(name + ".x");
+    const int64_t M = spec.at("M"), K = spec.at("N");
+    DeviceBuffer<uint8_t> dx(x.data.size());
+    CUDA_OK(cudaMemcpy(dx.ptr, x.data.data(), x.data.size(), cudaMemcpyHostToDevice));
+    DeviceCopy row(M, K, false), col(K, M, false);
+    nvfp4::cuda::Nvfp4KernelConfig kc;
+    kc.tile_rows = spec.at("tile")[0].get<int>();
+    kc.rht = spec.at("rht_on_columnwise").get<bool>();
+    if (kc.rht) kc.rht_sign_mask = spec.at("rht_sign_mask").get<bool>() ? nvfp4::kTeRhtSignMask : 0;
+    auto rv = row.view();
+    auto cv = col.view();
+    nvfp4::cuda::quantize_nvfp4(dx.ptr, x.dtype, M, K, kc, &rv, &cv, {}, nullptr);
+    CUDA_OK(cudaDeviceSynchronize());
+    auto bytes = [&](const std::string& n) {
+      const auto b = f.bytes(f.at(n));
+      return std::vector<uint8_t>(b.begin(), b.end());
+    };
+    EXPECT_EQ(first_diff(bytes(name + ".row.q"), row.codes.download()), "") << "row codes";
+    EXPECT_EQ(first_diff(bytes(name + ".row.s"), row.scales.download()), "") << "row scales";
+    EXPECT_EQ(first_diff(bytes(name + ".col.q"), col.codes.download()), "") << "col codes";
+    EXPECT_EQ(first_diff(bytes(name + ".col.s"), col.scales.download()), "") << "col scales";
+    const auto ra = row.amax.download()[0], ca = col.amax.download()[0];
+    float want_r, want_c;
+    std::memcpy(&want_r, bytes(name + ".row.amax").data(), 4);
+    std::memcpy(&want_c, bytes(name + ".col.amax").data(), 4);
+    EXPECT_EQ(nvfp4::fmt::f32_bits(ra), nvfp4::fmt::f32_bits(want_r));
+    EXPECT_EQ(nvfp4::fmt::f32_bits(ca), nvfp4::fmt::f32_bits(want_c));
+    ++checked;
+  }
+  EXPECT_EQ(checked, 14);
+}
+
+TEST(CudaNvfp4, NonFiniteInputIsCountedOnBothEntryPoints) {
+  REQUIRE_GPU();
+  const int64_t M = 128, K = 256;
+  std::vector<uint16_t> h(M * K, nvfp4::fmt::bf16_encode(0.5f));
+  h[3] = 0x7FC0;             // NaN
+  h[M * K - 1] = 0xFF80;     // -Inf
+  h[77 * K + 100] = 0x7F80;  // +Inf
+  DeviceBuffer<uint16_t> dx(h.size());
+  CUDA_OK(cudaMemcpy(dx.ptr, h.data(), h.size() * 2, cudaMemcpyHostToDevice));
+  DeviceCopy row(M, K, false), col(K, M, false);
+  DeviceBuffer<uint32_t> bad(1);
+  auto rv = row.view();
+  auto cv = col.view();
+  for (int given = 0; given < 2; ++given) {
+    CUDA_OK(cudaMemset(bad.ptr, 0, 4));
+    CUDA_OK(cudaMemset(rv.amax, 0, 4));
+    CUDA_OK(cudaMemset(cv.amax, 0, 4));
+    if (given) {
+      nvfp4::cuda::quantize_nvfp4_given_amax(dx.ptr, nvfp4::DType::BF16, M, K, {}, &rv, &cv, {bad.ptr}, nullptr);
+    } else {
+      nvfp4::cuda::quantize_nvfp4(dx.ptr, nvfp4::DType::BF16, M, K, {}, &rv, &cv, {bad.ptr}, nullptr);
+    }
+    CUDA_OK(cudaDeviceSynchronize());
+    EXPECT_EQ(bad.download()[0], 3u) << (given ? "given amax" : "with amax pass");
+  }
+}
+
+TEST(CudaNvfp4, BadArgumentsAreExplained) {
+  REQUIRE_GPU();
+  DeviceBuffer<uint16_t> dx(64 * 64);
+  DeviceCopy row(64, 64, false);
+  auto rv = row.view();
+  auto expect = [&](auto fn, const std::string& needle) {
+    try {
+      fn();
+      ADD_FAILURE() << "expected an error mentioning " << needle;
+    } catch (const nvfp4::Error& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  };
+  expect([&] { nvfp4::cuda::quantize_nvfp4(dx.ptr, nvfp4::DType::BF16, 64, 40, {}, &rv, nullptr, {}, nullptr); }, "K = 40");
+  expect([&] { nvfp4::cuda::quantize_nvfp4(dx.ptr, nvfp4::DType::BF16, 40, 64, {}, &rv, nullptr, {}, nullptr); }, "M = 40");
+  expect([&] { nvfp4::cuda::quantize_nvfp4(dx.ptr, nvfp4::DType::F16, 64, 64, {}, &rv, nullptr, {}, nullptr); }, "F16");
+  nvfp4::cuda::Nvfp4KernelConfig rht;
+  rht.rht = true;
+  expect([&] { nvfp4::cuda::quantize_nvfp4(dx.ptr, nvfp4::DType::BF16, 64, 64, rht, &rv, nullptr, {}, nullptr); },
+         "column-wise");
+  expect([&] { nvfp4::cuda::quantize_nvfp4(dx.ptr, nvfp4::DType::BF16, 64, 64, {}, nullptr, nullptr, {}, nullptr); },
+         "neither");
+}
+
+}  // namespace
