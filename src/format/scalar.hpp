@@ -38,13 +38,17 @@ NVFP4_HD float e2m1_decode(uint8_t code) {
 //   [0, 2): code = rne(2a); [2, 4): code = 2 + rne(a); [4, 6]: code = 4 + rne(a / 2).
 // NOTE: equal to the threshold rule for every FP32 in [0, 6] (-0.0 included): checked
 // exhaustively by CodecE2M1.MagnitudeCodeEqualsThresholdRuleOnEveryFloat.
-NVFP4_HD uint32_t e2m1_magnitude_code_rne(float a) {
-  a = a > kE2M1Max ? kE2M1Max : (a == a ? a : 0.0f);  // saturate; NaN -> 0 (callers reject NaN)
+NVFP4_HD uint32_t e2m1_magnitude_code_rne_unchecked(float a) {  // a in [0, 6] (or -0.0)
   const bool low = a < 2.0f, mid = a < 4.0f;
   const float scale = low ? 2.0f : (mid ? 1.0f : 0.5f);
   const uint32_t offset = low ? 0u : (mid ? 2u : 4u);
   const float t = a * scale + 8388608.0f;  // a * scale is exact, so an FMA here changes nothing
   return (f32_bits(t) & 7u) + offset;
+}
+
+NVFP4_HD uint32_t e2m1_magnitude_code_rne(float a) {
+  a = a > kE2M1Max ? kE2M1Max : (a == a ? a : 0.0f);  // saturate; NaN -> 0 (callers reject NaN)
+  return e2m1_magnitude_code_rne_unchecked(a);
 }
 
 // FP32 -> E2M1 code, RNE, saturating at +-6. A negative value that rounds to zero keeps

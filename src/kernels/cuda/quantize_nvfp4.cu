@@ -15,6 +15,7 @@
 #include <cuda_runtime.h>
 
 #include <string>
+#include <type_traits>
 
 #include "format/nvfp4.hpp"
 #include "format/rht.hpp"
@@ -135,13 +136,15 @@ struct QuantizeArgs {
   bool count_nonfinite_here;
 };
 
-// Encodes 16 values with the given tensor scale and block scale; returns 8 packed bytes.
-__device__ __forceinline__ uint2 encode16(const float (&v)[16], float encode_factor, bool sr, const fmt::Philox4x32& bits) {
+// Encodes 16 values with the block's encode factor; returns the 8 packed bytes.
+template <bool kSr>
+__device__ __forceinline__ uint2 encode16(const float (&v)[16], float encode_factor, const fmt::Philox4x32& bits) {
   uint32_t w[2] = {0, 0};
 #pragma unroll
   for (int j = 0; j < 16; ++j) {
-    const uint32_t q = sr ? fmt::nvfp4_encode_sr(v[j], encode_factor, fmt::sr_byte(bits, j))
-                          : fmt::nvfp4_encode_rne(v[j], encode_factor);
+    uint32_t q;
+    if constexpr (kSr) q = fmt::nvfp4_encode_sr(v[j], encode_factor, fmt::sr_byte(bits, j));
+    else q = fmt::nvfp4_encode_rne(v[j], encode_factor);
     w[j / 8] |= q << (4 * (j % 8));
   }
   return make_uint2(w[0], w[1]);
@@ -151,94 +154,89 @@ __device__ __forceinline__ int64_t scale_offset(bool swizzled, int64_t r, int64_
   return swizzled ? fmt::swizzled_scale_offset(r, c, scale_cols) : r * scale_cols + c;
 }
 
-template <typename T>
+// kRow / kCol: which copies; kSr: stochastic rounding; kCount: count non-finite inputs here.
+template <typename T, bool kRow, bool kCol, bool kSr, bool kCount>
 __global__ void __launch_bounds__(kThreads) quantize_kernel(const T* __restrict__ x, QuantizeArgs a) {
   constexpr int V = Elem<T>::kPerVec;
-  __shared__ float tile[kTile][kPad];
+  constexpr int kVecs = 16 / V;  // 16-byte loads per 16-element block
+  __shared__ float tile[kCol ? kTile : 1][kPad];
   __shared__ unsigned int tile_amax[kTile / 16][kTile / 16];  // 16x16 tiles (2D mode), |x| bits
 
   const int t = threadIdx.x;
+  const int i4 = t / 4, j4 = t % 4;  // (row, block) in the row phase; (col, block) in the col phase
   const int64_t m0 = int64_t(blockIdx.y) * kTile, k0 = int64_t(blockIdx.x) * kTile;
   const int rows = static_cast<int>(a.M - m0 < kTile ? a.M - m0 : kTile);
   const int cols = static_cast<int>(a.K - k0 < kTile ? a.K - k0 : kTile);
 
-  // ---- load: 16-byte vectors, rows of the tile split across consecutive threads ----
-  uint32_t bad = 0;
-  constexpr int kVecsPerRow = kTile / V;
-  for (int i = t; i < kTile * kVecsPerRow; i += kThreads) {
-    const int r = i / kVecsPerRow, c = (i % kVecsPerRow) * V;
+  // ---- load: thread (i4, j4) reads its 16 values x[m0 + i4][k0 + 16 j4 ..] (4 threads = 128 B) ----
+  const bool mine = i4 < rows && 16 * j4 < cols;
+  float v[16];
+  {
     union {
-      uint4 u;
-      T e[V];
-    } v;
-    if (r < rows && c < cols) {
-      v.u = *reinterpret_cast<const uint4*>(x + (m0 + r) * a.K + k0 + c);
-    } else {
-      v.u = make_uint4(0, 0, 0, 0);
-    }
+      uint4 u[kVecs];
+      T e[16];
+    } in;
 #pragma unroll
-    for (int e = 0; e < V; ++e) {
-      const float f = Elem<T>::to_f32(v.e[e]);
-      bad += fmt::is_finite(f) ? 0u : 1u;
-      tile[r][c + e] = f;
+    for (int q = 0; q < kVecs; ++q) {
+      in.u[q] = mine ? *reinterpret_cast<const uint4*>(x + (m0 + i4) * a.K + k0 + 16 * j4 + q * V) : make_uint4(0, 0, 0, 0);
     }
-  }
-  if (t < (kTile / 16) * (kTile / 16)) tile_amax[t / 4][t % 4] = 0;
-  __syncthreads();
-  if (a.count_nonfinite_here) count_nonfinite(a.nonfinite, bad);
-
-  const int i4 = t / 4, j4 = t % 4;  // (row, block) in the row phase; (col, block) in the col phase
-
-  // 16x16 tiles: every thread folds its block's amax into its tile's (shared atomics).
-  if (a.tile_rows == 16) {
-    uint32_t m = 0;
-#pragma unroll
-    for (int j = 0; j < 16; ++j) m = max(m, __float_as_uint(fmt::abs_f32(tile[i4][16 * j4 + j])));
-    atomicMax(&tile_amax[i4 / 16][j4], m);
-    __syncthreads();
-  }
-
-  // ---- row phase: x[m0 + i4][k0 + 16 j4 ..] ----
-  if (a.row.codes != nullptr && i4 < rows && 16 * j4 < cols) {
-    const auto ts = fmt::nvfp4_tensor_scale(*a.row.amax);
-    float v[16];
-    uint32_t m = 0;
+    uint32_t bad = 0;
 #pragma unroll
     for (int j = 0; j < 16; ++j) {
-      v[j] = tile[i4][16 * j4 + j];
-      m = max(m, __float_as_uint(fmt::abs_f32(v[j])));
+      v[j] = Elem<T>::to_f32(in.e[j]);
+      if constexpr (kCount) bad += fmt::is_finite(v[j]) ? 0u : 1u;
     }
-    if (a.tile_rows == 16) m = tile_amax[i4 / 16][j4];
+    if constexpr (kCount) count_nonfinite(a.nonfinite, bad);
+  }
+  uint32_t bamax = 0;  // this block's max |x| bits
+#pragma unroll
+  for (int j = 0; j < 16; ++j) bamax = max(bamax, __float_as_uint(fmt::abs_f32(v[j])));
+
+  if constexpr (kCol) {
+#pragma unroll
+    for (int j = 0; j < 16; ++j) tile[i4][16 * j4 + j] = v[j];
+  }
+  if (a.tile_rows == 16) {  // uniform: fold every block's amax into its 16x16 tile's
+    if (t < (kTile / 16) * (kTile / 16)) tile_amax[t / 4][t % 4] = 0;
+    __syncthreads();
+    atomicMax(&tile_amax[i4 / 16][j4], bamax);
+  }
+  if (kCol || a.tile_rows == 16) __syncthreads();
+
+  // ---- row phase: from registers ----
+  if (kRow && mine) {
+    const auto ts = fmt::nvfp4_tensor_scale(*a.row.amax);
+    const uint32_t m = a.tile_rows == 16 ? tile_amax[i4 / 16][j4] : bamax;
     const uint8_t s = fmt::nvfp4_block_scale(__uint_as_float(m), ts);
     const float e = fmt::nvfp4_block_encode_factor(s, ts);
     const int64_t r = m0 + i4, c16 = (k0 + 16 * j4) / 16;
-    const fmt::Philox4x32 bits =
-        a.sr ? fmt::sr_block_bits(a.row_key, static_cast<uint64_t>(r * (a.K / 16) + c16)) : fmt::Philox4x32{};
-    *reinterpret_cast<uint2*>(a.row.codes + r * (a.K / 2) + 8 * c16) = encode16(v, e, a.sr, bits);
+    fmt::Philox4x32 bits{};
+    if constexpr (kSr) bits = fmt::sr_block_bits(a.row_key, static_cast<uint64_t>(r * (a.K / 16) + c16));
+    *reinterpret_cast<uint2*>(a.row.codes + r * (a.K / 2) + 8 * c16) = encode16<kSr>(v, e, bits);
     a.row.scales[scale_offset(a.swizzled, r, c16, a.K / 16)] = s;
   }
 
   // ---- col phase: x[m0 + 16 j4 ..][k0 + i4] is row k0 + i4 of the transposed copy ----
-  if (a.col.codes != nullptr && i4 < cols && 16 * j4 < rows) {
+  if (kCol && i4 < cols && 16 * j4 < rows) {
     const auto ts = fmt::nvfp4_tensor_scale(*a.col.amax);
-    float v[16];
+    float c[16];
 #pragma unroll
-    for (int j = 0; j < 16; ++j) v[j] = tile[16 * j4 + j][i4];
+    for (int j = 0; j < 16; ++j) c[j] = tile[16 * j4 + j][i4];
     if (a.rht) {
-      fmt::rht16(v, a.sign_mask);
+      fmt::rht16(c, a.sign_mask);
 #pragma unroll
-      for (int j = 0; j < 16; ++j) v[j] = Elem<T>::round(v[j]);
+      for (int j = 0; j < 16; ++j) c[j] = Elem<T>::round(c[j]);
     }
     uint32_t m = 0;
 #pragma unroll
-    for (int j = 0; j < 16; ++j) m = max(m, __float_as_uint(fmt::abs_f32(v[j])));
+    for (int j = 0; j < 16; ++j) m = max(m, __float_as_uint(fmt::abs_f32(c[j])));
     if (a.tile_rows == 16) m = tile_amax[j4][i4 / 16];
     const uint8_t s = fmt::nvfp4_block_scale(__uint_as_float(m), ts);
     const float e = fmt::nvfp4_block_encode_factor(s, ts);
     const int64_t r = k0 + i4, c16 = (m0 + 16 * j4) / 16;
-    const fmt::Philox4x32 bits =
-        a.sr ? fmt::sr_block_bits(a.col_key, static_cast<uint64_t>(r * (a.M / 16) + c16)) : fmt::Philox4x32{};
-    *reinterpret_cast<uint2*>(a.col.codes + r * (a.M / 2) + 8 * c16) = encode16(v, e, a.sr, bits);
+    fmt::Philox4x32 bits{};
+    if constexpr (kSr) bits = fmt::sr_block_bits(a.col_key, static_cast<uint64_t>(r * (a.M / 16) + c16));
+    *reinterpret_cast<uint2*>(a.col.codes + r * (a.M / 2) + 8 * c16) = encode16<kSr>(c, e, bits);
     a.col.scales[scale_offset(a.swizzled, r, c16, a.M / 16)] = s;
   }
 }
@@ -313,7 +311,24 @@ void launch_quantize(const T* x, int64_t M, int64_t K, const Nvfp4KernelConfig& 
   }
   const dim3 grid(static_cast<unsigned>((K + kTile - 1) / kTile), static_cast<unsigned>((M + kTile - 1) / kTile));
   if (grid.y > 65535) throw Error("quantize_nvfp4: M = " + std::to_string(M) + " is too large for one launch");
-  quantize_kernel<T><<<grid, kThreads, 0, s>>>(x, a);
+  // One instantiation per (copies, rounding, where non-finite input is counted).
+  auto go = [&](auto row_c, auto col_c, auto sr_c, auto count_c) {
+    quantize_kernel<T, decltype(row_c)::value, decltype(col_c)::value, decltype(sr_c)::value, decltype(count_c)::value>
+        <<<grid, kThreads, 0, s>>>(x, a);
+  };
+  using F = std::false_type;
+  using Tr = std::true_type;
+  auto with_count = [&](auto row_c, auto col_c, auto sr_c) {
+    if (a.count_nonfinite_here) go(row_c, col_c, sr_c, Tr{});
+    else go(row_c, col_c, sr_c, F{});
+  };
+  auto with_sr = [&](auto row_c, auto col_c) {
+    if (a.sr) with_count(row_c, col_c, Tr{});
+    else with_count(row_c, col_c, F{});
+  };
+  if (row && col) with_sr(Tr{}, Tr{});
+  else if (row) with_sr(Tr{}, F{});
+  else with_sr(F{}, Tr{});
   check(cudaGetLastError(), "quantize_kernel launch");
 }
 
