@@ -60,4 +60,19 @@ NVFP4_HD float rne_integer(float v) {
 #endif
 }
 
+// 2^23 + floor(q) for 0 <= q < 2^22, exactly: the integer floor(q) sits in the low mantissa
+// bits of the result. NOTE: the device adds with round-toward-zero (a full-rate FADD); the
+// host truncates through an integer. Both give the same float, without the device's slower
+// float<->int conversion instructions in the hot loop.
+NVFP4_HD float floor_plus_2p23(float q) {
+#if defined(__CUDA_ARCH__)
+  return __fadd_rz(q, 8388608.0f);
+#else
+  return f32_from_bits(0x4B000000u | static_cast<uint32_t>(q));
+#endif
+}
+
+// An integer 0 <= r < 2^23 as a float, exactly, by bit assembly (no conversion instruction).
+NVFP4_HD float small_uint_to_f32(uint32_t r) { return f32_from_bits(0x4B000000u | r) - 8388608.0f; }
+
 }  // namespace nvfp4::fmt

@@ -81,14 +81,16 @@ NVFP4_HD uint32_t e2m1_magnitude_code_floor(float a) {
 // [2,4): 2 + floor(q) + up (q = |v|); [4,6]: 4 + floor(q) + up (q = |v|/2; 6 gives 7).
 NVFP4_HD uint8_t e2m1_encode_sr(float v, uint32_t r8) {
   const bool neg = v < 0.0f;
-  const float a = min_f32(neg ? -v : v, kE2M1Max);
+  const float m = neg ? -v : v;
+  const float a = m < kE2M1Max ? m : kE2M1Max;  // saturate; NaN (rejected upstream) -> 6, code 7
   const bool low = a < 2.0f, mid = a < 4.0f;
   const float inv_step = low ? 2.0f : (mid ? 1.0f : 0.5f);
-  const float q = a * inv_step;
-  const float fl = static_cast<float>(static_cast<int>(q));  // q >= 0: truncation is floor
-  const uint32_t up = static_cast<float>(r8) < (q - fl) * 256.0f ? 1u : 0u;
+  const float q = a * inv_step;              // exact, in [0, 4)
+  const float t = floor_plus_2p23(q);        // 2^23 + floor(q)
+  const float frac = q - (t - 8388608.0f);   // exact
+  const uint32_t up = small_uint_to_f32(r8) < frac * 256.0f ? 1u : 0u;
   const uint32_t base = low ? 0u : (mid ? 2u : 4u);
-  return static_cast<uint8_t>((neg ? 8u : 0u) | (base + static_cast<uint32_t>(fl) + up));
+  return static_cast<uint8_t>((neg ? 8u : 0u) | (base + (f32_bits(t) & 7u) + up));
 }
 
 // ---------------------------------------------------------------------------------------
