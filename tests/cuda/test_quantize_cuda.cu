@@ -62,6 +62,7 @@ struct Config {
 
 const Config kConfigs[] = {
     {"1x16 row", 1, true, false, false, 0, false, false},
+    {"1x16 row SR swizzled", 1, true, false, false, 0, true, true},
     {"1x16 row+col", 1, true, true, false, 0, false, false},
     {"1x16 col only", 1, false, true, false, 0, false, false},
     {"16x16 row+col", 16, true, true, false, 0, false, false},
@@ -220,7 +221,7 @@ TEST(CudaNvfp4, MatchesCpuOnEveryCase) {
       }
     }
   }
-  EXPECT_EQ(cases, 9 * 8 * 4 * 2);
+  EXPECT_EQ(cases, static_cast<int>(std::size(kConfigs)) * 8 * 4 * 2);
 }
 
 TEST(CudaNvfp4, GivenAmaxEntryPointMatchesToo) {
@@ -235,7 +236,7 @@ TEST(CudaNvfp4, GivenAmaxEntryPointMatchesToo) {
 TEST(CudaNvfp4, LargeTensorMatchesCpu) {
   REQUIRE_GPU();
   const auto x = make(Data::gaussian, 2048, 3072, 9, true);
-  check_against_cpu(x, 2048, 3072, nvfp4::DType::BF16, kConfigs[8], 9);
+  check_against_cpu(x, 2048, 3072, nvfp4::DType::BF16, kConfigs[9], 9);  // RHT+SR swizzled
 }
 
 TEST(CudaNvfp4, GoldenVectorsBitExact) {
