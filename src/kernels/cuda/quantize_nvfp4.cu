@@ -12,6 +12,7 @@
 //
 // The per-tensor amax of each copy must be known before any block scale: nvfp4_amax() is a
 // separate pass (with RHT it transforms as it goes, so the column amax is post-RHT).
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <string>
@@ -45,7 +46,9 @@ template <>
 struct Elem<uint16_t> {  // BF16, as raw bits
   static constexpr int kPerVec = 8;  // per 16-byte vector
   __device__ static float to_f32(uint16_t v) { return fmt::bf16_decode(v); }
-  __device__ static float round(float v) { return fmt::bf16_round(v); }
+  // NOTE: cvt.rn.bf16.f32 is the same RNE as fmt::bf16_round for every non-NaN value, in
+  // one instruction (NaN input is counted and flagged, never silently used).
+  __device__ static float round(float v) { return __bfloat162float(__float2bfloat16_rn(v)); }
 };
 template <>
 struct Elem<float> {
@@ -71,40 +74,40 @@ __device__ __forceinline__ float warp_max(float v) {
 
 // ---- amax pass ----------------------------------------------------------------------------
 //
-// Thread = 16 rows x (16-byte vector of columns). It takes |x| for the row amax and, with
-// RHT, transforms each of its columns' 16-row chunk exactly as the quantize kernel will.
+// Thread = 16 rows x one 32-bit word of columns (2 BF16 or 1 FP32): a warp reads 128
+// contiguous bytes of each row. It takes |x| for the row amax and, with RHT, transforms each
+// of its columns' 16-row chunk exactly as the quantize kernel will (post-RHT column amax).
 template <typename T, bool kRht>
 __global__ void __launch_bounds__(256) amax_kernel(const T* __restrict__ x, int64_t M, int64_t K, uint16_t sign_mask,
                                                    float* row_amax, float* col_amax, uint32_t* nonfinite) {
-  constexpr int V = Elem<T>::kPerVec;
-  const int64_t vecs_per_row = K / V;
-  const int64_t chunks = (M / 16) * vecs_per_row;
+  constexpr int W = 4 / sizeof(T);  // columns per 32-bit word
+  const int64_t words_per_row = K / W;
+  const int64_t chunks = (M / 16) * words_per_row;
+  const uint32_t* xw = reinterpret_cast<const uint32_t*>(x);
   float rmax = 0.0f, cmax = 0.0f;
   uint32_t bad = 0;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < chunks; i += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t m0 = (i / vecs_per_row) * 16, c0 = (i % vecs_per_row) * V;
-    float col[V][16];
+    const int64_t m0 = (i / words_per_row) * 16, w = i % words_per_row;
+    uint32_t raw[16];
 #pragma unroll
-    for (int j = 0; j < 16; ++j) {
-      union {
-        uint4 u;
-        T e[V];
-      } v;
-      v.u = *reinterpret_cast<const uint4*>(x + (m0 + j) * K + c0);
+    for (int j = 0; j < 16; ++j) raw[j] = __ldcs(xw + (m0 + j) * words_per_row + w);
 #pragma unroll
-      for (int c = 0; c < V; ++c) {
-        const float f = Elem<T>::to_f32(v.e[c]);
-        bad += fmt::is_finite(f) ? 0u : 1u;
-        rmax = fmaxf(rmax, fmt::abs_f32(f));
-        col[c][j] = f;
+    for (int c = 0; c < W; ++c) {
+      float col[16];
+#pragma unroll
+      for (int j = 0; j < 16; ++j) {
+        union {
+          uint32_t u;
+          T e[W];
+        } v{raw[j]};
+        col[j] = Elem<T>::to_f32(v.e[c]);
+        bad += fmt::is_finite(col[j]) ? 0u : 1u;
+        rmax = fmaxf(rmax, fmt::abs_f32(col[j]));
       }
-    }
-    if constexpr (kRht) {
+      if constexpr (kRht) {
+        fmt::rht16(col, sign_mask);
 #pragma unroll
-      for (int c = 0; c < V; ++c) {
-        fmt::rht16(col[c], sign_mask);
-#pragma unroll
-        for (int j = 0; j < 16; ++j) cmax = fmaxf(cmax, fmt::abs_f32(Elem<T>::round(col[c][j])));
+        for (int j = 0; j < 16; ++j) cmax = fmaxf(cmax, fmt::abs_f32(Elem<T>::round(col[j])));
       }
     }
   }
@@ -155,8 +158,11 @@ __device__ __forceinline__ int64_t scale_offset(bool swizzled, int64_t r, int64_
 }
 
 // kRow / kCol: which copies; kSr: stochastic rounding; kCount: count non-finite inputs here.
+// NOTE: the SR variants ask for 6 CTAs per SM (a 40-register budget, no spills per ptxas -v):
+// uncapped they took 56 registers, 4 CTAs and 50% occupancy, and are instruction-bound.
+// minBlocks 0 leaves the RNE variants to the compiler (it picks 32-60 registers, no spills).
 template <typename T, bool kRow, bool kCol, bool kSr, bool kCount>
-__global__ void __launch_bounds__(kThreads) quantize_kernel(const T* __restrict__ x, QuantizeArgs a) {
+__global__ void __launch_bounds__(kThreads, kSr ? 6 : 0) quantize_kernel(const T* __restrict__ x, QuantizeArgs a) {
   constexpr int V = Elem<T>::kPerVec;
   constexpr int kVecs = 16 / V;  // 16-byte loads per 16-element block
   __shared__ float tile[kCol ? kTile : 1][kPad];
@@ -273,7 +279,7 @@ void validate(const void* x, DType dtype, int64_t M, int64_t K, const Nvfp4Kerne
 template <typename T>
 void launch_amax(const T* x, int64_t M, int64_t K, const Nvfp4KernelConfig& c, float* row_amax, float* col_amax,
                  uint32_t* nonfinite, cudaStream_t s) {
-  const int64_t chunks = (M / 16) * (K / Elem<T>::kPerVec);
+  const int64_t chunks = (M / 16) * (K * static_cast<int64_t>(sizeof(T)) / 4);
   if (chunks == 0) return;
   int sms = 0, dev = 0;
   check(cudaGetDevice(&dev), "cudaGetDevice");
