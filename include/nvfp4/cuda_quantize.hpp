@@ -46,9 +46,11 @@ struct DeviceStatus {
 
 // Quantize x (M, K) row-major, BF16 or F32, to NVFP4: the row-wise copy (blocks along K)
 // and/or the column-wise copy of x^T (blocks along M), each with its own amax, computed on the
-// device. row or col may be null to skip that copy. Shapes: K % 16 == 0 for the row-wise copy,
-// M % 16 == 0 for the column-wise copy (and both for 16x16 tiles). Asynchronous on `stream`;
-// throws nvfp4::Error for bad arguments or a failed launch.
+// device. row or col may be null to skip that copy. Shapes: K % 16 == 0 and M % 16 == 0 (the
+// kernels read 16-row chunks). x must be 16-byte aligned, codes 8-byte aligned (cudaMalloc
+// pointers are). Asynchronous on `stream`; throws nvfp4::Error for bad arguments or a failed
+// launch. Non-finite inputs are counted into status.nonfinite_count (when given), not stopped:
+// check it after synchronizing; the outputs for such a tensor are not meaningful.
 void quantize_nvfp4(const void* x, DType dtype, int64_t M, int64_t K, const Nvfp4KernelConfig& config,
                     const DeviceNvfp4Copy* row, const DeviceNvfp4Copy* col, DeviceStatus status, Stream stream);
 

@@ -330,6 +330,11 @@ TEST(CudaNvfp4, BadArgumentsAreExplained) {
          "column-wise");
   expect([&] { nvfp4::cuda::quantize_nvfp4(dx.ptr, nvfp4::DType::BF16, 64, 64, {}, nullptr, nullptr, {}, nullptr); },
          "neither");
+  nvfp4::cuda::DeviceNvfp4Copy misaligned{row.codes.ptr + 4, row.scales.ptr, row.amax.ptr};
+  expect([&] { nvfp4::cuda::quantize_nvfp4(dx.ptr, nvfp4::DType::BF16, 64, 64, {}, &misaligned, nullptr, {}, nullptr); },
+         "8-byte aligned");
+  expect([&] { nvfp4::cuda::quantize_nvfp4(dx.ptr + 1, nvfp4::DType::BF16, 64, 64, {}, &rv, nullptr, {}, nullptr); },
+         "16-byte aligned");
 }
 
 }  // namespace

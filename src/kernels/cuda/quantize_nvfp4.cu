@@ -30,7 +30,11 @@ namespace {
 
 constexpr int kTile = 64;            // tile edge, elements
 constexpr int kThreads = 256;        // (64 rows x 4 blocks) in the row phase, (64 cols x 4) in the col phase
-constexpr int kPad = kTile + 1;      // shared-memory row pitch in floats: column reads hit 32 banks
+constexpr int kPad = kTile + 1;      // shared-memory row pitch in floats (== 1 mod 32)
+// NOTE: both phases have 2-way bank conflicts (blocks b and b + 2 of a row share banks; ncu:
+// 50% excess wavefronts). An XOR swizzle that removes them measured SLOWER (the kernel is
+// instruction-bound and the index math costs more than the conflicts): see docs/perf.md.
+
 static_assert(kTile / fmt::kNvfp4Block * kTile == kThreads, "one thread per 16-element block in each phase");
 static_assert(kTile % 16 == 0, "NVFP4 scales cover 16 elements; 16x16 tiles must fit a CTA tile");
 
@@ -273,6 +277,9 @@ void validate(const void* x, DType dtype, int64_t M, int64_t K, const Nvfp4Kerne
   if (c.rht && !col) throw Error("quantize_nvfp4: RHT transforms the column-wise copy: pass a column-wise output");
   for (const DeviceNvfp4Copy* p : {row, col}) {
     if (p && (!p->codes || !p->scales || !p->amax)) throw Error("quantize_nvfp4: an output copy has a null pointer");
+    if (p && reinterpret_cast<uintptr_t>(p->codes) % 8 != 0) {
+      throw Error("quantize_nvfp4: output codes must be 8-byte aligned (each block's 16 codes are one 8-byte store)");
+    }
   }
 }
 
