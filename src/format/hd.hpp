@@ -60,6 +60,18 @@ NVFP4_HD float rne_integer(float v) {
 #endif
 }
 
+// min(|v|, hi) for hi > 0, with NaN giving hi and -0.0 giving +0 or -0 (both compare as 0).
+// NOTE: the device form is one FMNMX with an |.| operand (fminf returns the non-NaN operand);
+// the host form is compare-and-select, which compilers vectorize. Same value either way.
+NVFP4_HD float min_abs(float v, float hi) {
+#if defined(__CUDA_ARCH__)
+  return fminf(fabsf(v), hi);
+#else
+  const float m = v < 0.0f ? -v : v;
+  return m < hi ? m : hi;
+#endif
+}
+
 // 2^23 + floor(q) for 0 <= q < 2^22, exactly: the integer floor(q) sits in the low mantissa
 // bits of the result. NOTE: the device adds with round-toward-zero (a full-rate FADD); the
 // host truncates through an integer. Both give the same float, without the device's slower

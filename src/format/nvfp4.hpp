@@ -72,10 +72,8 @@ NVFP4_HD float nvfp4_scaled(float x, float encode_factor) {
 // operations — this is the hot loop of every quantizer. (NaN, rejected upstream, gives 7.)
 NVFP4_HD uint8_t nvfp4_encode_rne(float x, float encode_factor) {
   const float v = x * encode_factor;
-  const bool neg = v < 0.0f;
-  const float m = neg ? -v : v;
-  const float a = m < kE2M1Max ? m : kE2M1Max;
-  return static_cast<uint8_t>((neg ? 8u : 0u) | e2m1_magnitude_code_rne_unchecked(a));
+  const float a = min_abs(v, kE2M1Max);
+  return static_cast<uint8_t>((v < 0.0f ? 8u : 0u) | e2m1_magnitude_code_rne_unchecked(a));
 }
 
 // e2m1_encode_sr saturates |v| at 6 itself: no separate clamp.

@@ -85,8 +85,7 @@ NVFP4_HD uint32_t e2m1_magnitude_code_floor(float a) {
 // [2,4): 2 + floor(q) + up (q = |v|); [4,6]: 4 + floor(q) + up (q = |v|/2; 6 gives 7).
 NVFP4_HD uint8_t e2m1_encode_sr(float v, uint32_t r8) {
   const bool neg = v < 0.0f;
-  const float m = neg ? -v : v;
-  const float a = m < kE2M1Max ? m : kE2M1Max;  // saturate; NaN (rejected upstream) -> 6, code 7
+  const float a = min_abs(v, kE2M1Max);  // saturate; NaN (rejected upstream) -> 6, code 7
   const bool low = a < 2.0f, mid = a < 4.0f;
   const float inv_step = low ? 2.0f : (mid ? 1.0f : 0.5f);
   const float q = a * inv_step;              // exact, in [0, 4)
