@@ -65,4 +65,23 @@ void quantize_nvfp4_given_amax(const void* x, DType dtype, int64_t M, int64_t K,
 void nvfp4_amax(const void* x, DType dtype, int64_t M, int64_t K, const Nvfp4KernelConfig& config, float* row_amax,
                 float* col_amax, DeviceStatus status, Stream stream);
 
+// ---- FP8 with per-tensor current scaling ----------------------------------------------------
+//
+// codes = fp8_satfinite(x * scale), scale = fp8_max / amax (1 for an all-zero tensor); the
+// stored decode factor is scale_inv = 1 / scale. The column-wise copy holds x^T (same amax,
+// same scale), so a TN GEMM can take either operand. (1x128 / 128x128 block scaling: CPU
+// reference only so far.)
+struct DeviceFp8Copy {
+  uint8_t* codes = nullptr;    // (rows, cols) bytes, 16-byte aligned
+  float* scale_inv = nullptr;  // [1]
+  float* amax = nullptr;       // [1]: output of quantize_fp8, input of quantize_fp8_given_amax
+};
+
+// format: Format::fp8_e4m3 or Format::fp8_e5m2. Shapes: M % 16 == 0, K % 16 == 0.
+void quantize_fp8(const void* x, DType dtype, int64_t M, int64_t K, Format format, const DeviceFp8Copy* row,
+                  const DeviceFp8Copy* col, DeviceStatus status, Stream stream);
+void quantize_fp8_given_amax(const void* x, DType dtype, int64_t M, int64_t K, Format format,
+                             const DeviceFp8Copy* row, const DeviceFp8Copy* col, DeviceStatus status,
+                             Stream stream);
+
 }  // namespace nvfp4::cuda

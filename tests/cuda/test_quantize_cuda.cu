@@ -308,6 +308,98 @@ TEST(CudaNvfp4, NonFiniteInputIsCountedOnBothEntryPoints) {
   }
 }
 
+// FP8 per-tensor cast + transpose vs the CPU reference, both entry points.
+TEST(CudaFp8, CastAndTransposeMatchCpu) {
+  REQUIRE_GPU();
+  uint64_t seed = 500;
+  int cases = 0;
+  for (nvfp4::Format f : {nvfp4::Format::fp8_e4m3, nvfp4::Format::fp8_e5m2}) {
+    for (const Shape& s : kShapes) {
+      for (Data d : kData) {
+        for (nvfp4::DType dt : {nvfp4::DType::BF16, nvfp4::DType::F32}) {
+          for (int copies = 0; copies < 3; ++copies) {  // row, col, both
+            for (int given = 0; given < 2; ++given) {
+              const bool want_row = copies != 1, want_col = copies != 0;
+              SCOPED_TRACE(std::string(nvfp4::format_traits(f).name) + " " + std::to_string(s.M) + "x" +
+                           std::to_string(s.K) + " " + data_name(d) + (dt == nvfp4::DType::BF16 ? " bf16" : " f32") +
+                           " copies " + std::to_string(copies) + (given ? " amax given" : ""));
+              const auto x = make(d, s.M, s.K, ++seed, dt == nvfp4::DType::BF16);
+              nvfp4::QuantizeOptions o;
+              o.format = f;
+              o.block = nvfp4::BlockShape{0, 0};
+              o.rowwise = want_row;
+              o.columnwise = want_col;
+              const auto ref = nvfp4::quantize(x, s.M, s.K, o, dt);
+              const size_t esize = dt == nvfp4::DType::BF16 ? 2 : 4;
+              std::vector<uint8_t> host(x.size() * esize);
+              for (size_t i = 0; i < x.size(); ++i) {
+                if (esize == 2) {
+                  const uint16_t h = nvfp4::fmt::bf16_encode(x[i]);
+                  std::memcpy(host.data() + 2 * i, &h, 2);
+                } else {
+                  std::memcpy(host.data() + 4 * i, &x[i], 4);
+                }
+              }
+              DeviceBuffer<uint8_t> dx(host.size()), rq(x.size()), cq(x.size());
+              DeviceBuffer<float> rs(1), cs(1), ra(1), ca(1);
+              DeviceBuffer<uint32_t> bad(1);
+              CUDA_OK(cudaMemcpy(dx.ptr, host.data(), host.size(), cudaMemcpyHostToDevice));
+              CUDA_OK(cudaMemset(rq.ptr, 0xAB, x.size()));
+              CUDA_OK(cudaMemset(cq.ptr, 0xAB, x.size()));
+              CUDA_OK(cudaMemset(bad.ptr, 0, 4));
+              nvfp4::cuda::DeviceFp8Copy row{rq.ptr, rs.ptr, ra.ptr}, col{cq.ptr, cs.ptr, ca.ptr};
+              if (given) {
+                const float amax = (want_row ? ref.row : ref.col)->amax;
+                CUDA_OK(cudaMemcpy(ra.ptr, &amax, 4, cudaMemcpyHostToDevice));
+                CUDA_OK(cudaMemcpy(ca.ptr, &amax, 4, cudaMemcpyHostToDevice));
+                nvfp4::cuda::quantize_fp8_given_amax(dx.ptr, dt, s.M, s.K, f, want_row ? &row : nullptr,
+                                                     want_col ? &col : nullptr, {bad.ptr}, nullptr);
+              } else {
+                nvfp4::cuda::quantize_fp8(dx.ptr, dt, s.M, s.K, f, want_row ? &row : nullptr, want_col ? &col : nullptr,
+                                          {bad.ptr}, nullptr);
+              }
+              CUDA_OK(cudaDeviceSynchronize());
+              EXPECT_EQ(bad.download()[0], 0u);
+              if (want_row) {
+                EXPECT_EQ(first_diff(ref.row->codes, rq.download()), "") << "row codes";
+                EXPECT_EQ(nvfp4::fmt::f32_bits(rs.download()[0]), nvfp4::fmt::f32_bits(ref.row->scale_inv[0]));
+                EXPECT_EQ(nvfp4::fmt::f32_bits(ra.download()[0]), nvfp4::fmt::f32_bits(ref.row->amax));
+              }
+              if (want_col) {
+                EXPECT_EQ(first_diff(ref.col->codes, cq.download()), "") << "col codes";
+                EXPECT_EQ(nvfp4::fmt::f32_bits(cs.download()[0]), nvfp4::fmt::f32_bits(ref.col->scale_inv[0]));
+                EXPECT_EQ(nvfp4::fmt::f32_bits(ca.download()[0]), nvfp4::fmt::f32_bits(ref.col->amax));
+              }
+              ++cases;
+              if (HasFailure()) return;
+            }
+          }
+        }
+      }
+    }
+  }
+  EXPECT_EQ(cases, 2 * 8 * 4 * 2 * 3 * 2);
+}
+
+TEST(CudaFp8, NonFiniteIsCountedAndBadFormatRejected) {
+  REQUIRE_GPU();
+  std::vector<uint16_t> h(64 * 64, nvfp4::fmt::bf16_encode(1.5f));
+  h[10] = 0x7FC0;
+  DeviceBuffer<uint16_t> dx(h.size());
+  CUDA_OK(cudaMemcpy(dx.ptr, h.data(), h.size() * 2, cudaMemcpyHostToDevice));
+  DeviceBuffer<uint8_t> q(h.size());
+  DeviceBuffer<float> si(1), am(1);
+  DeviceBuffer<uint32_t> bad(1);
+  CUDA_OK(cudaMemset(bad.ptr, 0, 4));
+  nvfp4::cuda::DeviceFp8Copy row{q.ptr, si.ptr, am.ptr};
+  nvfp4::cuda::quantize_fp8(dx.ptr, nvfp4::DType::BF16, 64, 64, nvfp4::Format::fp8_e4m3, &row, nullptr, {bad.ptr}, nullptr);
+  CUDA_OK(cudaDeviceSynchronize());
+  EXPECT_EQ(bad.download()[0], 1u);
+  EXPECT_THROW(nvfp4::cuda::quantize_fp8(dx.ptr, nvfp4::DType::BF16, 64, 64, nvfp4::Format::nvfp4, &row, nullptr, {},
+                                         nullptr),
+               nvfp4::Error);
+}
+
 TEST(CudaNvfp4, BadArgumentsAreExplained) {
   REQUIRE_GPU();
   DeviceBuffer<uint16_t> dx(64 * 64);

@@ -1,5 +1,6 @@
-// NVFP4 quantization on Hopper: the row-wise and column-wise copies of a BF16/FP32 matrix in
-// one pass over the input, with 16x16 tiles, the 16-point RHT and stochastic rounding.
+// Quantization on Hopper: NVFP4 (the row-wise and column-wise copies of a BF16/FP32 matrix in
+// one pass over the input, with 16x16 tiles, the 16-point RHT and stochastic rounding) and
+// FP8 with per-tensor scaling (cast + transpose, same tiling).
 //
 // Layout (one CTA = one 64x64 tile of x, 256 threads):
 //   load      the tile goes to shared memory as FP32 (16-byte coalesced global loads)
@@ -18,6 +19,7 @@
 #include <string>
 #include <type_traits>
 
+#include "format/fp8.hpp"
 #include "format/nvfp4.hpp"
 #include "format/rht.hpp"
 #include "format/swizzle.hpp"
@@ -254,6 +256,79 @@ __global__ void __launch_bounds__(kThreads, kSr ? 6 : 0) quantize_kernel(const T
   }
 }
 
+// ---- FP8 cast + transpose (per-tensor scale) -------------------------------------------------
+//
+// Same tiling as the NVFP4 kernel: thread (i4, j4) loads x[m0 + i4][k0 + 16 j4 ..] and writes
+// those 16 codes as one 16-byte store; the column phase reads 16 values of a column from the
+// shared tile and writes them as one 16-byte store of the transposed copy.
+struct Fp8Args {
+  int64_t M, K;
+  uint8_t* row_codes;  // nullptr: not requested
+  uint8_t* col_codes;
+  float* row_scale_inv;
+  float* col_scale_inv;
+  const float* amax;
+  fmt::Fp8Kind kind;
+  uint32_t* nonfinite;
+};
+
+__device__ __forceinline__ uint4 fp8_encode16(const float (&v)[16], float scale, fmt::Fp8Kind kind) {
+  uint32_t w[4] = {0, 0, 0, 0};
+#pragma unroll
+  for (int j = 0; j < 16; ++j) w[j / 4] |= uint32_t(fmt::fp8_encode_scaled(v[j], scale, kind)) << (8 * (j % 4));
+  return make_uint4(w[0], w[1], w[2], w[3]);
+}
+
+template <typename T, bool kRow, bool kCol, bool kCount>
+__global__ void __launch_bounds__(kThreads) fp8_kernel(const T* __restrict__ x, Fp8Args a) {
+  constexpr int V = Elem<T>::kPerVec;
+  constexpr int kVecs = 16 / V;
+  __shared__ float tile[kCol ? kTile : 1][kPad];
+  const int t = threadIdx.x;
+  const int i4 = t / 4, j4 = t % 4;
+  const int64_t m0 = int64_t(blockIdx.y) * kTile, k0 = int64_t(blockIdx.x) * kTile;
+  const int rows = static_cast<int>(a.M - m0 < kTile ? a.M - m0 : kTile);
+  const int cols = static_cast<int>(a.K - k0 < kTile ? a.K - k0 : kTile);
+  const bool mine = i4 < rows && 16 * j4 < cols;
+  float v[16];
+  {
+    union {
+      uint4 u[kVecs];
+      T e[16];
+    } in;
+#pragma unroll
+    for (int q = 0; q < kVecs; ++q) {
+      in.u[q] = mine ? *reinterpret_cast<const uint4*>(x + (m0 + i4) * a.K + k0 + 16 * j4 + q * V) : make_uint4(0, 0, 0, 0);
+    }
+    uint32_t bad = 0;
+#pragma unroll
+    for (int j = 0; j < 16; ++j) {
+      v[j] = Elem<T>::to_f32(in.e[j]);
+      if constexpr (kCount) bad += fmt::is_finite(v[j]) ? 0u : 1u;
+    }
+    if constexpr (kCount) count_nonfinite(a.nonfinite, bad);
+  }
+  const float scale = fmt::fp8_scale_from_amax(*a.amax, a.kind);
+  if (blockIdx.x == 0 && blockIdx.y == 0 && t == 0) {
+    if (kRow) *a.row_scale_inv = 1.0f / scale;
+    if (kCol) *a.col_scale_inv = 1.0f / scale;
+  }
+  if constexpr (kCol) {
+#pragma unroll
+    for (int j = 0; j < 16; ++j) tile[i4][16 * j4 + j] = v[j];
+    __syncthreads();
+  }
+  if (kRow && mine) {
+    *reinterpret_cast<uint4*>(a.row_codes + (m0 + i4) * a.K + k0 + 16 * j4) = fp8_encode16(v, scale, a.kind);
+  }
+  if (kCol && i4 < cols && 16 * j4 < rows) {
+    float c[16];
+#pragma unroll
+    for (int j = 0; j < 16; ++j) c[j] = tile[16 * j4 + j][i4];
+    *reinterpret_cast<uint4*>(a.col_codes + (k0 + i4) * a.M + m0 + 16 * j4) = fp8_encode16(c, scale, a.kind);
+  }
+}
+
 // ---- host side ------------------------------------------------------------------------------
 
 void validate_input(const void* x, DType dtype, int64_t M, int64_t K, const Nvfp4KernelConfig& c) {
@@ -366,7 +441,72 @@ void run(const void* x, DType dtype, int64_t M, int64_t K, const Nvfp4KernelConf
   else launch_quantize(static_cast<const float*>(x), M, K, c, row, col, status.nonfinite_count, count_here, s);
 }
 
+template <typename T>
+void launch_fp8(const T* x, int64_t M, int64_t K, const Fp8Args& a, bool count_here, cudaStream_t s) {
+  if (M == 0 || K == 0) return;
+  const dim3 grid(static_cast<unsigned>((K + kTile - 1) / kTile), static_cast<unsigned>((M + kTile - 1) / kTile));
+  if (grid.y > 65535) throw Error("quantize_fp8: M = " + std::to_string(M) + " is too large for one launch");
+  auto go = [&](auto row_c, auto col_c, auto count_c) {
+    fp8_kernel<T, decltype(row_c)::value, decltype(col_c)::value, decltype(count_c)::value><<<grid, kThreads, 0, s>>>(x, a);
+  };
+  auto with_count = [&](auto row_c, auto col_c) {
+    if (count_here && a.nonfinite) go(row_c, col_c, std::true_type{});
+    else go(row_c, col_c, std::false_type{});
+  };
+  if (a.row_codes && a.col_codes) with_count(std::true_type{}, std::true_type{});
+  else if (a.row_codes) with_count(std::true_type{}, std::false_type{});
+  else with_count(std::false_type{}, std::true_type{});
+  check(cudaGetLastError(), "fp8_kernel launch");
+}
+
+void run_fp8(const void* x, DType dtype, int64_t M, int64_t K, Format format, const DeviceFp8Copy* row,
+             const DeviceFp8Copy* col, DeviceStatus status, Stream stream, bool with_amax) {
+  if (format != Format::fp8_e4m3 && format != Format::fp8_e5m2) {
+    throw Error("quantize_fp8: format " + std::string(format_traits(format).name) + " is not an FP8 format");
+  }
+  validate_input(x, dtype, M, K, Nvfp4KernelConfig{});
+  if (!row && !col) throw Error("quantize_fp8: neither the row-wise nor the column-wise copy was requested");
+  for (const DeviceFp8Copy* p : {row, col}) {
+    if (p && (!p->codes || !p->scale_inv || !p->amax)) throw Error("quantize_fp8: an output copy has a null pointer");
+    if (p && reinterpret_cast<uintptr_t>(p->codes) % 16 != 0) {
+      throw Error("quantize_fp8: output codes must be 16-byte aligned (16 codes are one store)");
+    }
+  }
+  const auto s = reinterpret_cast<cudaStream_t>(stream);
+  float* ra = row ? row->amax : nullptr;
+  float* ca = col ? col->amax : nullptr;
+  if (with_amax) {
+    if (ra) check(cudaMemsetAsync(ra, 0, sizeof(float), s), "cudaMemsetAsync");
+    if (ca) check(cudaMemsetAsync(ca, 0, sizeof(float), s), "cudaMemsetAsync");
+    if (dtype == DType::BF16) launch_amax(static_cast<const uint16_t*>(x), M, K, Nvfp4KernelConfig{}, ra, ca, status.nonfinite_count, s);
+    else launch_amax(static_cast<const float*>(x), M, K, Nvfp4KernelConfig{}, ra, ca, status.nonfinite_count, s);
+  }
+  Fp8Args a{};
+  a.M = M;
+  a.K = K;
+  a.row_codes = row ? row->codes : nullptr;
+  a.col_codes = col ? col->codes : nullptr;
+  a.row_scale_inv = row ? row->scale_inv : nullptr;
+  a.col_scale_inv = col ? col->scale_inv : nullptr;
+  a.amax = ra ? ra : ca;  // per tensor: both copies share one amax and one scale
+  a.kind = format == Format::fp8_e4m3 ? fmt::Fp8Kind::e4m3 : fmt::Fp8Kind::e5m2;
+  a.nonfinite = status.nonfinite_count;
+  if (dtype == DType::BF16) launch_fp8(static_cast<const uint16_t*>(x), M, K, a, !with_amax, s);
+  else launch_fp8(static_cast<const float*>(x), M, K, a, !with_amax, s);
+}
+
 }  // namespace
+
+void quantize_fp8(const void* x, DType dtype, int64_t M, int64_t K, Format format, const DeviceFp8Copy* row,
+                  const DeviceFp8Copy* col, DeviceStatus status, Stream stream) {
+  run_fp8(x, dtype, M, K, format, row, col, status, stream, true);
+}
+
+void quantize_fp8_given_amax(const void* x, DType dtype, int64_t M, int64_t K, Format format,
+                             const DeviceFp8Copy* row, const DeviceFp8Copy* col, DeviceStatus status,
+                             Stream stream) {
+  run_fp8(x, dtype, M, K, format, row, col, status, stream, false);
+}
 
 void quantize_nvfp4(const void* x, DType dtype, int64_t M, int64_t K, const Nvfp4KernelConfig& config,
                     const DeviceNvfp4Copy* row, const DeviceNvfp4Copy* col, DeviceStatus status, Stream stream) {
