@@ -47,7 +47,7 @@ __global__ void fill_gaussian_bf16(uint16_t* x, int64_t n, uint64_t seed) {
 
 struct Variant {
   const char* name;
-  int tile_rows;  // 0: FP8 E4M3 per-tensor cast (+ transpose with col)
+  int tile_rows;  // 0: FP8 E4M3 per-tensor cast (+ transpose with col); 32: MXFP4
   bool col, rht, sr, given_amax;
 };
 
@@ -57,6 +57,7 @@ const Variant kVariants[] = {
     {"row+col 16x16 (weights)", 16, true, false, false, false},
     {"row+col 1x16 RHT+SR (grads)", 1, true, true, true, false},
     {"row+col 1x16 RHT+SR, amax given", 1, true, true, true, true},
+    {"MXFP4 row+col (round-up)", 32, true, false, false, false},
     {"FP8 E4M3 cast+transpose", 0, true, false, false, false},
     {"FP8 E4M3 cast+transpose, amax given", 0, true, false, false, true},
 };
@@ -67,6 +68,12 @@ struct Outputs {
 };
 
 void launch(const Variant& v, const uint16_t* x, int64_t M, int64_t K, Outputs& o, uint32_t* bad) {
+  if (v.tile_rows == 32) {  // MXFP4: no tensor scale, one pass; scales reuse rs/cs
+    nvfp4::cuda::DeviceNvfp4Copy row{o.rq, o.rs, nullptr}, col{o.cq, o.cs, nullptr};
+    nvfp4::cuda::quantize_mxfp4(x, nvfp4::DType::BF16, M, K, nvfp4::Format::mxfp4, false, {}, &row, v.col ? &col : nullptr,
+                                {bad}, nullptr);
+    return;
+  }
   if (v.tile_rows == 0) {  // FP8: codes reuse the rq/cq buffers (sized M*K below for FP8)
     nvfp4::cuda::DeviceFp8Copy row{o.rq, o.fs, o.ra}, col{o.cq, o.fs + 1, o.ca};
     if (v.given_amax) {
@@ -103,6 +110,10 @@ bool check_against_cpu(const Variant& v, const uint16_t* dx, int64_t M, int64_t 
   if (v.tile_rows == 0) {
     opt.format = nvfp4::Format::fp8_e4m3;
     opt.block = nvfp4::BlockShape{0, 0};
+  }
+  if (v.tile_rows == 32) {
+    opt.format = nvfp4::Format::mxfp4;
+    opt.block = std::nullopt;
   }
   const auto ref = nvfp4::quantize(x, M, K, opt, nvfp4::DType::BF16);
   if (v.given_amax) {
@@ -203,7 +214,7 @@ int main(int argc, char** argv) {
         CK(cudaDeviceSynchronize());
       }
       const double ms = median_ms([&] { launch(v, x, M, K, o, bad); });
-      const double per_copy = v.tile_rows == 0 ? n * 1.0 : n / 2.0 + n / 16.0;  // codes (+ scales)
+      const double per_copy = v.tile_rows == 0 ? n * 1.0 : n / 2.0 + n / (v.tile_rows == 32 ? 32.0 : 16.0);
       const double bytes = n * 2.0 + (v.col ? 2 : 1) * per_copy;
       rows.push_back({size, v.name, ms, bytes / (ms * 1e-3) / 1e9, copy_gbps});
     }

@@ -65,6 +65,14 @@ void quantize_nvfp4_given_amax(const void* x, DType dtype, int64_t M, int64_t K,
 void nvfp4_amax(const void* x, DType dtype, int64_t M, int64_t K, const Nvfp4KernelConfig& config, float* row_amax,
                 float* col_amax, DeviceStatus status, Stream stream);
 
+// ---- MXFP4: E2M1 codes + an E8M0 scale per 32 values, no tensor scale: one pass ---------------
+//
+// format: Format::mxfp4 (exponent rounded up, TE) or Format::mxfp4_ocp. Outputs reuse
+// DeviceNvfp4Copy: codes (rows, cols/2), scales (rows, cols/32) E8M0 bytes; amax is unused.
+// Shapes: K % 32 == 0 for the row-wise copy, M % 32 == 0 for the column-wise copy, both % 16.
+void quantize_mxfp4(const void* x, DType dtype, int64_t M, int64_t K, Format format, bool stochastic, SrKey sr_key,
+                    const DeviceNvfp4Copy* row, const DeviceNvfp4Copy* col, DeviceStatus status, Stream stream);
+
 // ---- FP8 with per-tensor current scaling ----------------------------------------------------
 //
 // codes = fp8_satfinite(x * scale), scale = fp8_max / amax (1 for an all-zero tensor); the

@@ -107,6 +107,28 @@ std::vector<float> make(Data kind, int64_t M, int64_t K, uint64_t seed, bool bf1
   return x;
 }
 
+std::string golden_path() { return std::string(NVFP4_GOLDEN_DIR) + "/nvfp4_te_reference.safetensors"; }
+nlohmann::json golden_cases(const nvfp4::io::SafetensorsFile& f) { return nlohmann::json::parse(f.metadata().at("cases")); }
+std::vector<uint8_t> tensor_bytes(const nvfp4::io::SafetensorsFile& f, const std::string& name) {
+  const auto b = f.bytes(f.at(name));
+  return {b.begin(), b.end()};
+}
+
+// Values (already representable in dtype) as the bytes of a BF16 or F32 tensor.
+std::vector<uint8_t> input_bytes(const std::vector<float>& x, nvfp4::DType dtype) {
+  const size_t esize = dtype == nvfp4::DType::BF16 ? 2 : 4;
+  std::vector<uint8_t> host(x.size() * esize);
+  for (size_t i = 0; i < x.size(); ++i) {
+    if (esize == 2) {
+      const uint16_t h = nvfp4::fmt::bf16_encode(x[i]);
+      std::memcpy(host.data() + 2 * i, &h, 2);
+    } else {
+      std::memcpy(host.data() + 4 * i, &x[i], 4);
+    }
+  }
+  return host;
+}
+
 std::string first_diff(const std::vector<uint8_t>& want, const std::vector<uint8_t>& got) {
   if (want.size() != got.size()) return "size " + std::to_string(got.size()) + " vs " + std::to_string(want.size());
   size_t n = 0, first = 0;
@@ -155,17 +177,7 @@ void check_against_cpu(const std::vector<float>& x, int64_t M, int64_t K, nvfp4:
   o.sr_key = {seed, 3, 7, 2};
   const auto ref = nvfp4::quantize(x, M, K, o, dtype);
 
-  // Upload in the input dtype.
-  const size_t esize = dtype == nvfp4::DType::BF16 ? 2 : 4;
-  std::vector<uint8_t> host(x.size() * esize);
-  for (size_t i = 0; i < x.size(); ++i) {
-    if (esize == 2) {
-      const uint16_t h = nvfp4::fmt::bf16_encode(x[i]);
-      std::memcpy(host.data() + 2 * i, &h, 2);
-    } else {
-      std::memcpy(host.data() + 4 * i, &x[i], 4);
-    }
-  }
+  const std::vector<uint8_t> host = input_bytes(x, dtype);
   DeviceBuffer<uint8_t> dx(host.size());
   CUDA_OK(cudaMemcpy(dx.ptr, host.data(), host.size(), cudaMemcpyHostToDevice));
   DeviceCopy row(M, K, cfg.swizzled), col(K, M, cfg.swizzled);
@@ -241,10 +253,10 @@ TEST(CudaNvfp4, LargeTensorMatchesCpu) {
 
 TEST(CudaNvfp4, GoldenVectorsBitExact) {
   REQUIRE_GPU();
-  const std::string path = std::string(NVFP4_GOLDEN_DIR) + "/nvfp4_te_reference.safetensors";
+  const std::string path = golden_path();
   ASSERT_TRUE(std::filesystem::exists(path)) << "golden vectors not found at " << path;
   const auto f = nvfp4::io::SafetensorsFile::open(path);
-  const auto cases = nlohmann::json::parse(f.metadata().at("cases"));
+  const nlohmann::json cases = golden_cases(f);  // a named object: items() refers into it
   int checked = 0;
   for (const auto& [name, spec] : cases.items()) {
     if (spec.at("format") != "nvfp4") continue;
@@ -262,10 +274,7 @@ TEST(CudaNvfp4, GoldenVectorsBitExact) {
     auto cv = col.view();
     nvfp4::cuda::quantize_nvfp4(dx.ptr, x.dtype, M, K, kc, &rv, &cv, {}, nullptr);
     CUDA_OK(cudaDeviceSynchronize());
-    auto bytes = [&](const std::string& n) {
-      const auto b = f.bytes(f.at(n));
-      return std::vector<uint8_t>(b.begin(), b.end());
-    };
+    auto bytes = [&](const std::string& n) { return tensor_bytes(f, n); };
     EXPECT_EQ(first_diff(bytes(name + ".row.q"), row.codes.download()), "") << "row codes";
     EXPECT_EQ(first_diff(bytes(name + ".row.s"), row.scales.download()), "") << "row scales";
     EXPECT_EQ(first_diff(bytes(name + ".col.q"), col.codes.download()), "") << "col codes";
@@ -308,6 +317,86 @@ TEST(CudaNvfp4, NonFiniteInputIsCountedOnBothEntryPoints) {
   }
 }
 
+// MXFP4 (both scale rules, RNE and SR, row/col/both) vs the CPU reference.
+TEST(CudaMxfp4, MatchesCpuOnEveryCase) {
+  REQUIRE_GPU();
+  const Shape shapes[] = {{32, 32}, {64, 96}, {96, 64}, {224, 160}, {256, 288}, {1024, 512}, {32, 4096}, {4096, 32}};
+  uint64_t seed = 900;
+  int cases = 0;
+  for (nvfp4::Format f : {nvfp4::Format::mxfp4, nvfp4::Format::mxfp4_ocp}) {
+    for (const Shape& s : shapes) {
+      for (Data d : kData) {
+        for (nvfp4::DType dt : {nvfp4::DType::BF16, nvfp4::DType::F32}) {
+          for (int copies = 0; copies < 3; ++copies) {
+            for (int sr = 0; sr < 2; ++sr) {
+              const bool want_row = copies != 1, want_col = copies != 0;
+              SCOPED_TRACE(std::string(nvfp4::format_traits(f).name) + " " + std::to_string(s.M) + "x" +
+                           std::to_string(s.K) + " " + data_name(d) + (dt == nvfp4::DType::BF16 ? " bf16" : " f32") +
+                           " copies " + std::to_string(copies) + (sr ? " SR" : ""));
+              const auto x = make(d, s.M, s.K, ++seed, dt == nvfp4::DType::BF16);
+              nvfp4::QuantizeOptions o;
+              o.format = f;
+              o.rowwise = want_row;
+              o.columnwise = want_col;
+              o.rounding = sr ? nvfp4::Rounding::stochastic : nvfp4::Rounding::rne;
+              o.sr_key = {seed, 4, 5, 6};
+              const auto ref = nvfp4::quantize(x, s.M, s.K, o, dt);
+              const std::vector<uint8_t> host = input_bytes(x, dt);
+              DeviceBuffer<uint8_t> dx(host.size()), rq(x.size() / 2), cq(x.size() / 2), rs(x.size() / 32),
+                  cs(x.size() / 32);
+              DeviceBuffer<uint32_t> bad(1);
+              CUDA_OK(cudaMemcpy(dx.ptr, host.data(), host.size(), cudaMemcpyHostToDevice));
+              for (auto* b : {&rq, &cq, &rs, &cs}) CUDA_OK(cudaMemset(b->ptr, 0xAB, b->n));
+              CUDA_OK(cudaMemset(bad.ptr, 0, 4));
+              nvfp4::cuda::DeviceNvfp4Copy row{rq.ptr, rs.ptr, nullptr}, col{cq.ptr, cs.ptr, nullptr};
+              nvfp4::cuda::quantize_mxfp4(dx.ptr, dt, s.M, s.K, f, sr, o.sr_key, want_row ? &row : nullptr,
+                                          want_col ? &col : nullptr, {bad.ptr}, nullptr);
+              CUDA_OK(cudaDeviceSynchronize());
+              EXPECT_EQ(bad.download()[0], 0u);
+              if (want_row) {
+                EXPECT_EQ(first_diff(ref.row->codes, rq.download()), "") << "row codes";
+                EXPECT_EQ(first_diff(ref.row->scales, rs.download()), "") << "row E8M0 scales";
+              }
+              if (want_col) {
+                EXPECT_EQ(first_diff(ref.col->codes, cq.download()), "") << "col codes";
+                EXPECT_EQ(first_diff(ref.col->scales, cs.download()), "") << "col E8M0 scales";
+              }
+              ++cases;
+              if (HasFailure()) return;
+            }
+          }
+        }
+      }
+    }
+  }
+  EXPECT_EQ(cases, 2 * 8 * 4 * 2 * 3 * 2);
+}
+
+TEST(CudaMxfp4, GoldenVectorsBitExact) {
+  REQUIRE_GPU();
+  const std::string path = golden_path();
+  ASSERT_TRUE(std::filesystem::exists(path)) << "golden vectors not found at " << path;
+  const auto f = nvfp4::io::SafetensorsFile::open(path);
+  const nlohmann::json cases = golden_cases(f);  // a named object: items() refers into it
+  int checked = 0;
+  for (const auto& [name, spec] : cases.items()) {
+    if (spec.at("format") != "mxfp4_scale_round_up") continue;
+    SCOPED_TRACE(name);
+    const nvfp4::Tensor x = f.load(name + ".x");
+    const int64_t M = spec.at("M"), K = spec.at("N");
+    DeviceBuffer<uint8_t> dx(x.data.size()), q(M * K / 2), s(M * K / 32);
+    CUDA_OK(cudaMemcpy(dx.ptr, x.data.data(), x.data.size(), cudaMemcpyHostToDevice));
+    nvfp4::cuda::DeviceNvfp4Copy row{q.ptr, s.ptr, nullptr};
+    nvfp4::cuda::quantize_mxfp4(dx.ptr, x.dtype, M, K, nvfp4::Format::mxfp4, false, {}, &row, nullptr, {}, nullptr);
+    CUDA_OK(cudaDeviceSynchronize());
+    auto bytes = [&](const std::string& n) { return tensor_bytes(f, n); };
+    EXPECT_EQ(first_diff(bytes(name + ".row.q"), q.download()), "") << "codes";
+    EXPECT_EQ(first_diff(bytes(name + ".row.e8m0"), s.download()), "") << "E8M0 scales";
+    ++checked;
+  }
+  EXPECT_EQ(checked, 2);
+}
+
 // FP8 per-tensor cast + transpose vs the CPU reference, both entry points.
 TEST(CudaFp8, CastAndTransposeMatchCpu) {
   REQUIRE_GPU();
@@ -330,16 +419,7 @@ TEST(CudaFp8, CastAndTransposeMatchCpu) {
               o.rowwise = want_row;
               o.columnwise = want_col;
               const auto ref = nvfp4::quantize(x, s.M, s.K, o, dt);
-              const size_t esize = dt == nvfp4::DType::BF16 ? 2 : 4;
-              std::vector<uint8_t> host(x.size() * esize);
-              for (size_t i = 0; i < x.size(); ++i) {
-                if (esize == 2) {
-                  const uint16_t h = nvfp4::fmt::bf16_encode(x[i]);
-                  std::memcpy(host.data() + 2 * i, &h, 2);
-                } else {
-                  std::memcpy(host.data() + 4 * i, &x[i], 4);
-                }
-              }
+              const std::vector<uint8_t> host = input_bytes(x, dt);
               DeviceBuffer<uint8_t> dx(host.size()), rq(x.size()), cq(x.size());
               DeviceBuffer<float> rs(1), cs(1), ra(1), ca(1);
               DeviceBuffer<uint32_t> bad(1);

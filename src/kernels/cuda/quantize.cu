@@ -20,6 +20,7 @@
 #include <type_traits>
 
 #include "format/fp8.hpp"
+#include "format/mxfp4.hpp"
 #include "format/nvfp4.hpp"
 #include "format/rht.hpp"
 #include "format/swizzle.hpp"
@@ -256,6 +257,55 @@ __global__ void __launch_bounds__(kThreads, kSr ? 6 : 0) quantize_kernel(const T
   }
 }
 
+// ---- shared by the FP8 and MXFP4 kernels --------------------------------------------------
+
+// Thread (i4, j4) of a 64x64 tile loads x[m0 + i4][k0 + 16 j4 ..] as FP32 (zeros outside the
+// matrix) and, with kCount, counts non-finite values. (The NVFP4 kernel spells this out
+// itself; see the NOTE there on what a helper did to its registers.)
+// Where thread t of a CTA sits in its 64x64 tile: (i4, j4) = (t / 4, t % 4); the tile's origin
+// (m0, k0) and its valid extent (rows, cols) at the matrix edges.
+struct TileThread {
+  int t, i4, j4;
+  int64_t m0, k0;
+  int rows, cols;
+  __device__ bool row_block_valid() const { return i4 < rows && 16 * j4 < cols; }  // x[i4][16 j4 ..]
+  __device__ bool col_block_valid() const { return i4 < cols && 16 * j4 < rows; }  // x[16 j4 ..][i4]
+};
+
+__device__ __forceinline__ TileThread tile_thread(int64_t M, int64_t K) {
+  TileThread p;
+  p.t = threadIdx.x;
+  p.i4 = p.t / 4;
+  p.j4 = p.t % 4;
+  p.m0 = int64_t(blockIdx.y) * kTile;
+  p.k0 = int64_t(blockIdx.x) * kTile;
+  p.rows = static_cast<int>(M - p.m0 < kTile ? M - p.m0 : kTile);
+  p.cols = static_cast<int>(K - p.k0 < kTile ? K - p.k0 : kTile);
+  return p;
+}
+
+template <typename T, bool kCount>
+__device__ __forceinline__ void load_block16(const T* __restrict__ x, int64_t K, int64_t m0, int64_t k0, int i4, int j4,
+                                             bool mine, uint32_t* nonfinite, float (&v)[16]) {
+  constexpr int V = Elem<T>::kPerVec;
+  constexpr int kVecs = 16 / V;
+  union {
+    uint4 u[kVecs];
+    T e[16];
+  } in;
+#pragma unroll
+  for (int q = 0; q < kVecs; ++q) {
+    in.u[q] = mine ? *reinterpret_cast<const uint4*>(x + (m0 + i4) * K + k0 + 16 * j4 + q * V) : make_uint4(0, 0, 0, 0);
+  }
+  uint32_t bad = 0;
+#pragma unroll
+  for (int j = 0; j < 16; ++j) {
+    v[j] = Elem<T>::to_f32(in.e[j]);
+    if constexpr (kCount) bad += fmt::is_finite(v[j]) ? 0u : 1u;
+  }
+  if constexpr (kCount) count_nonfinite(nonfinite, bad);
+}
+
 // ---- FP8 cast + transpose (per-tensor scale) -------------------------------------------------
 //
 // Same tiling as the NVFP4 kernel: thread (i4, j4) loads x[m0 + i4][k0 + 16 j4 ..] and writes
@@ -281,33 +331,13 @@ __device__ __forceinline__ uint4 fp8_encode16(const float (&v)[16], float scale,
 
 template <typename T, bool kRow, bool kCol, bool kCount>
 __global__ void __launch_bounds__(kThreads) fp8_kernel(const T* __restrict__ x, Fp8Args a) {
-  constexpr int V = Elem<T>::kPerVec;
-  constexpr int kVecs = 16 / V;
   __shared__ float tile[kCol ? kTile : 1][kPad];
-  const int t = threadIdx.x;
-  const int i4 = t / 4, j4 = t % 4;
-  const int64_t m0 = int64_t(blockIdx.y) * kTile, k0 = int64_t(blockIdx.x) * kTile;
-  const int rows = static_cast<int>(a.M - m0 < kTile ? a.M - m0 : kTile);
-  const int cols = static_cast<int>(a.K - k0 < kTile ? a.K - k0 : kTile);
-  const bool mine = i4 < rows && 16 * j4 < cols;
+  const TileThread p = tile_thread(a.M, a.K);
+  const int t = p.t, i4 = p.i4, j4 = p.j4;
+  const int64_t m0 = p.m0, k0 = p.k0;
+  const bool mine = p.row_block_valid();
   float v[16];
-  {
-    union {
-      uint4 u[kVecs];
-      T e[16];
-    } in;
-#pragma unroll
-    for (int q = 0; q < kVecs; ++q) {
-      in.u[q] = mine ? *reinterpret_cast<const uint4*>(x + (m0 + i4) * a.K + k0 + 16 * j4 + q * V) : make_uint4(0, 0, 0, 0);
-    }
-    uint32_t bad = 0;
-#pragma unroll
-    for (int j = 0; j < 16; ++j) {
-      v[j] = Elem<T>::to_f32(in.e[j]);
-      if constexpr (kCount) bad += fmt::is_finite(v[j]) ? 0u : 1u;
-    }
-    if constexpr (kCount) count_nonfinite(a.nonfinite, bad);
-  }
+  load_block16<T, kCount>(x, a.K, m0, k0, i4, j4, mine, a.nonfinite, v);
   const float scale = fmt::fp8_scale_from_amax(*a.amax, a.kind);
   if (blockIdx.x == 0 && blockIdx.y == 0 && t == 0) {
     if (kRow) *a.row_scale_inv = 1.0f / scale;
@@ -321,11 +351,72 @@ __global__ void __launch_bounds__(kThreads) fp8_kernel(const T* __restrict__ x, 
   if (kRow && mine) {
     *reinterpret_cast<uint4*>(a.row_codes + (m0 + i4) * a.K + k0 + 16 * j4) = fp8_encode16(v, scale, a.kind);
   }
-  if (kCol && i4 < cols && 16 * j4 < rows) {
+  if (kCol && p.col_block_valid()) {
     float c[16];
 #pragma unroll
     for (int j = 0; j < 16; ++j) c[j] = tile[16 * j4 + j][i4];
     *reinterpret_cast<uint4*>(a.col_codes + (k0 + i4) * a.M + m0 + 16 * j4) = fp8_encode16(c, scale, a.kind);
+  }
+}
+
+// ---- MXFP4 (1x32 blocks, E8M0 scales, no tensor scale): one pass --------------------------
+//
+// Same tiling again; a 32-element block is two neighbouring threads (lanes t and t ^ 1), which
+// swap their 16-element amaxes with one shuffle. The even thread writes the E8M0 scale.
+struct MxArgs {
+  int64_t M, K;
+  uint8_t *row_codes, *row_scales, *col_codes, *col_scales;  // codes nullptr: copy not requested
+  fmt::MxScaleRule rule;
+  fmt::SrKey row_key, col_key;
+  uint32_t* nonfinite;
+};
+
+template <typename T, bool kRow, bool kCol, bool kSr, bool kCount>
+__global__ void __launch_bounds__(kThreads) mxfp4_kernel(const T* __restrict__ x, MxArgs a) {
+  __shared__ float tile[kCol ? kTile : 1][kPad];
+  const TileThread p = tile_thread(a.M, a.K);
+  const int i4 = p.i4, j4 = p.j4;
+  const int64_t m0 = p.m0, k0 = p.k0;
+  const bool mine = p.row_block_valid();
+  float v[16];
+  load_block16<T, kCount>(x, a.K, m0, k0, i4, j4, mine, a.nonfinite, v);
+  if constexpr (kCol) {
+#pragma unroll
+    for (int j = 0; j < 16; ++j) tile[i4][16 * j4 + j] = v[j];
+    __syncthreads();
+  }
+  if constexpr (kRow) {
+    uint32_t m = 0;
+#pragma unroll
+    for (int j = 0; j < 16; ++j) m = max(m, __float_as_uint(fmt::abs_f32(v[j])));
+    m = max(m, __shfl_xor_sync(0xFFFFFFFFu, m, 1));  // the other half of the 32-block
+    if (mine) {
+      const int e = fmt::mxfp4_block_exponent(__uint_as_float(m), a.rule);
+      const int64_t r = m0 + i4, c16 = (k0 + 16 * j4) / 16;
+      fmt::Philox4x32 bits{};
+      if constexpr (kSr) bits = fmt::sr_block_bits(a.row_key, static_cast<uint64_t>(r * (a.K / 16) + c16));
+      *reinterpret_cast<uint2*>(a.row_codes + r * (a.K / 2) + 8 * c16) = encode16<kSr>(v, fmt::mxfp4_encode_factor(e), bits);
+      if ((j4 & 1) == 0) a.row_scales[r * (a.K / 32) + c16 / 2] = fmt::mxfp4_e8m0_code(e);
+    }
+  }
+  if constexpr (kCol) {
+    const bool col_mine = p.col_block_valid();
+    float c[16];
+    uint32_t m = 0;
+#pragma unroll
+    for (int j = 0; j < 16; ++j) {
+      c[j] = tile[16 * j4 + j][i4];
+      m = max(m, __float_as_uint(fmt::abs_f32(c[j])));
+    }
+    m = max(m, __shfl_xor_sync(0xFFFFFFFFu, m, 1));
+    if (col_mine) {
+      const int e = fmt::mxfp4_block_exponent(__uint_as_float(m), a.rule);
+      const int64_t r = k0 + i4, c16 = (m0 + 16 * j4) / 16;
+      fmt::Philox4x32 bits{};
+      if constexpr (kSr) bits = fmt::sr_block_bits(a.col_key, static_cast<uint64_t>(r * (a.M / 16) + c16));
+      *reinterpret_cast<uint2*>(a.col_codes + r * (a.M / 2) + 8 * c16) = encode16<kSr>(c, fmt::mxfp4_encode_factor(e), bits);
+      if ((j4 & 1) == 0) a.col_scales[r * (a.M / 32) + c16 / 2] = fmt::mxfp4_e8m0_code(e);
+    }
   }
 }
 
@@ -495,7 +586,67 @@ void run_fp8(const void* x, DType dtype, int64_t M, int64_t K, Format format, co
   else launch_fp8(static_cast<const float*>(x), M, K, a, !with_amax, s);
 }
 
+void run_mxfp4(const void* x, DType dtype, int64_t M, int64_t K, Format format, bool stochastic, SrKey key,
+               const DeviceNvfp4Copy* row, const DeviceNvfp4Copy* col, DeviceStatus status, Stream stream) {
+  if (format != Format::mxfp4 && format != Format::mxfp4_ocp) {
+    throw Error("quantize_mxfp4: format " + std::string(format_traits(format).name) + " is not an MXFP4 format");
+  }
+  validate_input(x, dtype, M, K, Nvfp4KernelConfig{});
+  if (!row && !col) throw Error("quantize_mxfp4: neither the row-wise nor the column-wise copy was requested");
+  if (row && K % 32 != 0) throw Error("quantize_mxfp4: K = " + std::to_string(K) + " is not a multiple of 32 (MXFP4 blocks)");
+  if (col && M % 32 != 0) {
+    throw Error("quantize_mxfp4: M = " + std::to_string(M) + " is not a multiple of 32 (blocks of the column-wise copy)");
+  }
+  for (const DeviceNvfp4Copy* p : {row, col}) {
+    if (p && (!p->codes || !p->scales)) throw Error("quantize_mxfp4: an output copy has a null pointer");
+    if (p && reinterpret_cast<uintptr_t>(p->codes) % 8 != 0) throw Error("quantize_mxfp4: output codes must be 8-byte aligned");
+  }
+  if (key.role >= 128 || key.layer >= (1u << 24)) throw Error("quantize_mxfp4: SR key role < 128, layer < 2^24");
+  if (M == 0 || K == 0) return;
+  MxArgs a{};
+  a.M = M;
+  a.K = K;
+  a.row_codes = row ? row->codes : nullptr;
+  a.row_scales = row ? row->scales : nullptr;
+  a.col_codes = col ? col->codes : nullptr;
+  a.col_scales = col ? col->scales : nullptr;
+  a.rule = format == Format::mxfp4 ? fmt::MxScaleRule::round_up : fmt::MxScaleRule::ocp_floor;
+  a.row_key = fmt::SrKey{key.seed, key.step, key.layer, key.role & 0x7Fu};
+  a.col_key = fmt::SrKey{key.seed, key.step, key.layer, (key.role & 0x7Fu) | 0x80u};
+  a.nonfinite = status.nonfinite_count;
+  const auto s = reinterpret_cast<cudaStream_t>(stream);
+  const dim3 grid(static_cast<unsigned>((K + kTile - 1) / kTile), static_cast<unsigned>((M + kTile - 1) / kTile));
+  if (grid.y > 65535) throw Error("quantize_mxfp4: M = " + std::to_string(M) + " is too large for one launch");
+  auto launch = [&](auto type_c) {
+    using T = typename decltype(type_c)::type;
+    const T* xt = static_cast<const T*>(x);
+    auto go = [&](auto row_c, auto col_c, auto sr_c, auto count_c) {
+      mxfp4_kernel<T, decltype(row_c)::value, decltype(col_c)::value, decltype(sr_c)::value, decltype(count_c)::value>
+          <<<grid, kThreads, 0, s>>>(xt, a);
+    };
+    auto with_count = [&](auto row_c, auto col_c, auto sr_c) {
+      if (a.nonfinite) go(row_c, col_c, sr_c, std::true_type{});
+      else go(row_c, col_c, sr_c, std::false_type{});
+    };
+    auto with_sr = [&](auto row_c, auto col_c) {
+      if (stochastic) with_count(row_c, col_c, std::true_type{});
+      else with_count(row_c, col_c, std::false_type{});
+    };
+    if (row && col) with_sr(std::true_type{}, std::true_type{});
+    else if (row) with_sr(std::true_type{}, std::false_type{});
+    else with_sr(std::false_type{}, std::true_type{});
+  };
+  if (dtype == DType::BF16) launch(std::type_identity<uint16_t>{});
+  else launch(std::type_identity<float>{});
+  check(cudaGetLastError(), "mxfp4_kernel launch");
+}
+
 }  // namespace
+
+void quantize_mxfp4(const void* x, DType dtype, int64_t M, int64_t K, Format format, bool stochastic, SrKey sr_key,
+                    const DeviceNvfp4Copy* row, const DeviceNvfp4Copy* col, DeviceStatus status, Stream stream) {
+  run_mxfp4(x, dtype, M, K, format, stochastic, sr_key, row, col, status, stream);
+}
 
 void quantize_fp8(const void* x, DType dtype, int64_t M, int64_t K, Format format, const DeviceFp8Copy* row,
                   const DeviceFp8Copy* col, DeviceStatus status, Stream stream) {
