@@ -114,6 +114,31 @@ std::vector<uint8_t> tensor_bytes(const nvfp4::io::SafetensorsFile& f, const std
   return {b.begin(), b.end()};
 }
 
+// Runs fn(file, name, spec, dx, M, K) for every golden case of `format` ("nvfp4",
+// "mxfp4_scale_round_up"), with the case's input uploaded to dx; returns how many ran. A missing
+// golden file is a failure naming the path.
+template <typename Fn>
+int for_each_golden_case(const std::string& format, Fn&& fn) {
+  const std::string path = golden_path();
+  if (!std::filesystem::exists(path)) {
+    ADD_FAILURE() << "golden vectors not found at " << path;
+    return 0;
+  }
+  const auto f = nvfp4::io::SafetensorsFile::open(path);
+  const nlohmann::json cases = golden_cases(f);  // a named object: items() refers into it
+  int ran = 0;
+  for (const auto& [name, spec] : cases.items()) {
+    if (spec.at("format") != format) continue;
+    SCOPED_TRACE(name);
+    const nvfp4::Tensor x = f.load(name + ".x");
+    DeviceBuffer<uint8_t> dx(x.data.size());
+    EXPECT_EQ(cudaMemcpy(dx.ptr, x.data.data(), x.data.size(), cudaMemcpyHostToDevice), cudaSuccess);
+    fn(f, name, spec, x.dtype, dx, spec.at("M").get<int64_t>(), spec.at("N").get<int64_t>());
+    ++ran;
+  }
+  return ran;
+}
+
 // Values (already representable in dtype) as the bytes of a BF16 or F32 tensor.
 std::vector<uint8_t> input_bytes(const std::vector<float>& x, nvfp4::DType dtype) {
   const size_t esize = dtype == nvfp4::DType::BF16 ? 2 : 4;
@@ -253,18 +278,9 @@ TEST(CudaNvfp4, LargeTensorMatchesCpu) {
 
 TEST(CudaNvfp4, GoldenVectorsBitExact) {
   REQUIRE_GPU();
-  const std::string path = golden_path();
-  ASSERT_TRUE(std::filesystem::exists(path)) << "golden vectors not found at " << path;
-  const auto f = nvfp4::io::SafetensorsFile::open(path);
-  const nlohmann::json cases = golden_cases(f);  // a named object: items() refers into it
-  int checked = 0;
-  for (const auto& [name, spec] : cases.items()) {
-    if (spec.at("format") != "nvfp4") continue;
-    SCOPED_TRACE(name);
-    const nvfp4::Tensor x = f.load(name + ".x");
-    const int64_t M = spec.at("M"), K = spec.at("N");
-    DeviceBuffer<uint8_t> dx(x.data.size());
-    CUDA_OK(cudaMemcpy(dx.ptr, x.data.data(), x.data.size(), cudaMemcpyHostToDevice));
+  const int checked = for_each_golden_case("nvfp4", [](const nvfp4::io::SafetensorsFile& f, const std::string& name,
+                                                      const nlohmann::json& spec, nvfp4::DType dtype,
+                                                      const DeviceBuffer<uint8_t>& dx, int64_t M, int64_t K) {
     DeviceCopy row(M, K, false), col(K, M, false);
     nvfp4::cuda::Nvfp4KernelConfig kc;
     kc.tile_rows = spec.at("tile")[0].get<int>();
@@ -272,7 +288,7 @@ TEST(CudaNvfp4, GoldenVectorsBitExact) {
     if (kc.rht) kc.rht_sign_mask = spec.at("rht_sign_mask").get<bool>() ? nvfp4::kTeRhtSignMask : 0;
     auto rv = row.view();
     auto cv = col.view();
-    nvfp4::cuda::quantize_nvfp4(dx.ptr, x.dtype, M, K, kc, &rv, &cv, {}, nullptr);
+    nvfp4::cuda::quantize_nvfp4(dx.ptr, dtype, M, K, kc, &rv, &cv, {}, nullptr);
     CUDA_OK(cudaDeviceSynchronize());
     auto bytes = [&](const std::string& n) { return tensor_bytes(f, n); };
     EXPECT_EQ(first_diff(bytes(name + ".row.q"), row.codes.download()), "") << "row codes";
@@ -285,8 +301,7 @@ TEST(CudaNvfp4, GoldenVectorsBitExact) {
     std::memcpy(&want_c, bytes(name + ".col.amax").data(), 4);
     EXPECT_EQ(nvfp4::fmt::f32_bits(ra), nvfp4::fmt::f32_bits(want_r));
     EXPECT_EQ(nvfp4::fmt::f32_bits(ca), nvfp4::fmt::f32_bits(want_c));
-    ++checked;
-  }
+  });
   EXPECT_EQ(checked, 14);
 }
 
@@ -374,26 +389,17 @@ TEST(CudaMxfp4, MatchesCpuOnEveryCase) {
 
 TEST(CudaMxfp4, GoldenVectorsBitExact) {
   REQUIRE_GPU();
-  const std::string path = golden_path();
-  ASSERT_TRUE(std::filesystem::exists(path)) << "golden vectors not found at " << path;
-  const auto f = nvfp4::io::SafetensorsFile::open(path);
-  const nlohmann::json cases = golden_cases(f);  // a named object: items() refers into it
-  int checked = 0;
-  for (const auto& [name, spec] : cases.items()) {
-    if (spec.at("format") != "mxfp4_scale_round_up") continue;
-    SCOPED_TRACE(name);
-    const nvfp4::Tensor x = f.load(name + ".x");
-    const int64_t M = spec.at("M"), K = spec.at("N");
-    DeviceBuffer<uint8_t> dx(x.data.size()), q(M * K / 2), s(M * K / 32);
-    CUDA_OK(cudaMemcpy(dx.ptr, x.data.data(), x.data.size(), cudaMemcpyHostToDevice));
+  const int checked = for_each_golden_case("mxfp4_scale_round_up", [](const nvfp4::io::SafetensorsFile& f,
+                                                                     const std::string& name, const nlohmann::json&,
+                                                                     nvfp4::DType dtype, const DeviceBuffer<uint8_t>& dx,
+                                                                     int64_t M, int64_t K) {
+    DeviceBuffer<uint8_t> q(M * K / 2), s(M * K / 32);
     nvfp4::cuda::DeviceNvfp4Copy row{q.ptr, s.ptr, nullptr};
-    nvfp4::cuda::quantize_mxfp4(dx.ptr, x.dtype, M, K, nvfp4::Format::mxfp4, false, {}, &row, nullptr, {}, nullptr);
+    nvfp4::cuda::quantize_mxfp4(dx.ptr, dtype, M, K, nvfp4::Format::mxfp4, false, {}, &row, nullptr, {}, nullptr);
     CUDA_OK(cudaDeviceSynchronize());
-    auto bytes = [&](const std::string& n) { return tensor_bytes(f, n); };
-    EXPECT_EQ(first_diff(bytes(name + ".row.q"), q.download()), "") << "codes";
-    EXPECT_EQ(first_diff(bytes(name + ".row.e8m0"), s.download()), "") << "E8M0 scales";
-    ++checked;
-  }
+    EXPECT_EQ(first_diff(tensor_bytes(f, name + ".row.q"), q.download()), "") << "codes";
+    EXPECT_EQ(first_diff(tensor_bytes(f, name + ".row.e8m0"), s.download()), "") << "E8M0 scales";
+  });
   EXPECT_EQ(checked, 2);
 }
 
