@@ -1,6 +1,6 @@
-// NVFP4 quantization kernels on the GPU: GB/s and the ratio to a device-to-device copy
-// measured in the same run (issue 3's targets: row-wise >= 85% of copy, row + column-wise with
-// RHT and SR >= 70%).
+// Quantization and dequantization kernels on the GPU: GB/s and the ratio to a device-to-device
+// copy measured in the same run (issue 3's targets: NVFP4 row-wise >= 85% of copy, row +
+// column-wise with RHT and SR >= 70%, FP8 cast + transpose >= 85%).
 //
 // Bytes counted = input read once + outputs written once (codes, scales; amax ignored), the
 // least any implementation must move. Copy bandwidth = 2 x bytes copied / time. Timing: CUDA
@@ -45,43 +45,72 @@ __global__ void fill_gaussian_bf16(uint16_t* x, int64_t n, uint64_t seed) {
   }
 }
 
+enum class Op { nvfp4, mxfp4, fp8, fp8_1x128, fp8_128x128, dequant_nvfp4, dequant_nvfp4_factor };
+
 struct Variant {
   const char* name;
-  int tile_rows;  // 0: FP8 E4M3 per-tensor cast (+ transpose with col); 32: MXFP4
+  Op op;
+  int tile_rows;  // NVFP4: 1 or 16
   bool col, rht, sr, given_amax;
 };
 
 const Variant kVariants[] = {
-    {"row 1x16", 1, false, false, false, false},
-    {"row 1x16, amax given", 1, false, false, false, true},
-    {"row+col 16x16 (weights)", 16, true, false, false, false},
-    {"row+col 1x16 RHT+SR (grads)", 1, true, true, true, false},
-    {"row+col 1x16 RHT+SR, amax given", 1, true, true, true, true},
-    {"MXFP4 row+col (round-up)", 32, true, false, false, false},
-    {"FP8 E4M3 cast+transpose", 0, true, false, false, false},
-    {"FP8 E4M3 cast+transpose, amax given", 0, true, false, false, true},
+    {"row 1x16", Op::nvfp4, 1, false, false, false, false},
+    {"row 1x16, amax given", Op::nvfp4, 1, false, false, false, true},
+    {"row+col 16x16 (weights)", Op::nvfp4, 16, true, false, false, false},
+    {"row+col 1x16 RHT+SR (grads)", Op::nvfp4, 1, true, true, true, false},
+    {"row+col 1x16 RHT+SR, amax given", Op::nvfp4, 1, true, true, true, true},
+    {"MXFP4 row+col (round-up)", Op::mxfp4, 0, true, false, false, false},
+    {"FP8 E4M3 cast+transpose", Op::fp8, 0, true, false, false, false},
+    {"FP8 E4M3 cast+transpose, amax given", Op::fp8, 0, true, false, false, true},
+    {"FP8 E4M3 1x128 blocks row+col", Op::fp8_1x128, 0, true, false, false, false},
+    {"FP8 E4M3 128x128 blocks row+col", Op::fp8_128x128, 0, true, false, false, false},
+    {"dequant NVFP4 -> BF16 (codes x scale)", Op::dequant_nvfp4, 1, false, false, false, false},
+    {"dequant NVFP4 -> BF16 (x tensor factor)", Op::dequant_nvfp4_factor, 1, false, false, false, false},
 };
+
+bool is_dequant(const Variant& v) { return v.op == Op::dequant_nvfp4 || v.op == Op::dequant_nvfp4_factor; }
 
 struct Outputs {
   uint8_t *rq, *rs, *cq, *cs;
   float *ra, *ca, *fs;
+  uint16_t* y;  // dequantized BF16 (M, K)
 };
 
 void launch(const Variant& v, const uint16_t* x, int64_t M, int64_t K, Outputs& o, uint32_t* bad) {
-  if (v.tile_rows == 32) {  // MXFP4: no tensor scale, one pass; scales reuse rs/cs
-    nvfp4::cuda::DeviceNvfp4Copy row{o.rq, o.rs, nullptr}, col{o.cq, o.cs, nullptr};
-    nvfp4::cuda::quantize_mxfp4(x, nvfp4::DType::BF16, M, K, nvfp4::Format::mxfp4, false, {}, &row, v.col ? &col : nullptr,
-                                {bad}, nullptr);
-    return;
-  }
-  if (v.tile_rows == 0) {  // FP8: codes reuse the rq/cq buffers (sized M*K below for FP8)
-    nvfp4::cuda::DeviceFp8Copy row{o.rq, o.fs, o.ra}, col{o.cq, o.fs + 1, o.ca};
-    if (v.given_amax) {
-      nvfp4::cuda::quantize_fp8_given_amax(x, nvfp4::DType::BF16, M, K, nvfp4::Format::fp8_e4m3, &row, &col, {bad}, nullptr);
-    } else {
-      nvfp4::cuda::quantize_fp8(x, nvfp4::DType::BF16, M, K, nvfp4::Format::fp8_e4m3, &row, &col, {bad}, nullptr);
+  switch (v.op) {
+    case Op::mxfp4: {  // no tensor scale, one pass; scales reuse rs/cs
+      nvfp4::cuda::DeviceNvfp4Copy row{o.rq, o.rs, nullptr}, col{o.cq, o.cs, nullptr};
+      nvfp4::cuda::quantize_mxfp4(x, nvfp4::DType::BF16, M, K, nvfp4::Format::mxfp4, false, {}, &row,
+                                  v.col ? &col : nullptr, {bad}, nullptr);
+      return;
     }
-    return;
+    case Op::fp8: {  // codes reuse the rq/cq buffers (sized M*K below for FP8)
+      nvfp4::cuda::DeviceFp8Copy row{o.rq, o.fs, o.ra}, col{o.cq, o.fs + 1, o.ca};
+      if (v.given_amax) {
+        nvfp4::cuda::quantize_fp8_given_amax(x, nvfp4::DType::BF16, M, K, nvfp4::Format::fp8_e4m3, &row, &col, {bad},
+                                             nullptr);
+      } else {
+        nvfp4::cuda::quantize_fp8(x, nvfp4::DType::BF16, M, K, nvfp4::Format::fp8_e4m3, &row, &col, {bad}, nullptr);
+      }
+      return;
+    }
+    case Op::fp8_1x128:
+    case Op::fp8_128x128: {  // scale_inv arrays reuse rs/cs (M*K/16 bytes >= what 1x128 needs)
+      nvfp4::cuda::DeviceFp8Copy row{o.rq, reinterpret_cast<float*>(o.rs), o.ra};
+      nvfp4::cuda::DeviceFp8Copy col{o.cq, reinterpret_cast<float*>(o.cs), o.ca};
+      const nvfp4::BlockShape b = v.op == Op::fp8_1x128 ? nvfp4::BlockShape{1, 128} : nvfp4::BlockShape{128, 128};
+      nvfp4::cuda::quantize_fp8_blockwise(x, nvfp4::DType::BF16, M, K, nvfp4::Format::fp8_e4m3, b, &row, &col, {bad},
+                                          nullptr);
+      return;
+    }
+    case Op::dequant_nvfp4:
+    case Op::dequant_nvfp4_factor:  // the row copy left by the previous variant's quantization
+      nvfp4::cuda::dequantize_nvfp4({o.rq, o.rs, o.ra}, M, K, false, v.op == Op::dequant_nvfp4_factor, o.y,
+                                    nvfp4::DType::BF16, nullptr);
+      return;
+    case Op::nvfp4:
+      break;
   }
   nvfp4::cuda::Nvfp4KernelConfig c;
   c.tile_rows = v.tile_rows;
@@ -96,6 +125,13 @@ void launch(const Variant& v, const uint16_t* x, int64_t M, int64_t K, Outputs& 
   }
 }
 
+template <typename T>
+bool same_bytes(const std::vector<T>& want, const void* d) {
+  std::vector<T> got(want.size());
+  cudaMemcpy(got.data(), d, got.size() * sizeof(T), cudaMemcpyDeviceToHost);
+  return std::memcmp(got.data(), want.data(), want.size() * sizeof(T)) == 0;
+}
+
 bool check_against_cpu(const Variant& v, const uint16_t* dx, int64_t M, int64_t K, Outputs& o, uint32_t* bad) {
   std::vector<uint16_t> hx(M * K);
   CK(cudaMemcpy(hx.data(), dx, hx.size() * 2, cudaMemcpyDeviceToHost));
@@ -107,15 +143,26 @@ bool check_against_cpu(const Variant& v, const uint16_t* dx, int64_t M, int64_t 
   opt.rht = v.rht;
   opt.rounding = v.sr ? nvfp4::Rounding::stochastic : nvfp4::Rounding::rne;
   opt.sr_key = {42, 1, 0, 1};
-  if (v.tile_rows == 0) {
+  if (v.op == Op::fp8 || v.op == Op::fp8_1x128 || v.op == Op::fp8_128x128) {
     opt.format = nvfp4::Format::fp8_e4m3;
-    opt.block = nvfp4::BlockShape{0, 0};
+    opt.block = v.op == Op::fp8 ? nvfp4::BlockShape{0, 0}
+                                : (v.op == Op::fp8_1x128 ? nvfp4::BlockShape{1, 128} : nvfp4::BlockShape{128, 128});
   }
-  if (v.tile_rows == 32) {
+  if (v.op == Op::mxfp4) {
     opt.format = nvfp4::Format::mxfp4;
     opt.block = std::nullopt;
   }
   const auto ref = nvfp4::quantize(x, M, K, opt, nvfp4::DType::BF16);
+  if (is_dequant(v)) {  // quantize on the device first (checked by its own variant), then decode
+    launch(Variant{v.name, Op::nvfp4, 1, false, false, false, false}, dx, M, K, o, bad);
+    CK(cudaMemset(o.y, 0xAB, M * K * 2));
+    launch(v, dx, M, K, o, bad);
+    CK(cudaDeviceSynchronize());
+    const auto want = nvfp4::dequantize(*ref.row, ref.options, v.op == Op::dequant_nvfp4_factor);
+    std::vector<uint16_t> want_bf16(want.size());
+    for (size_t i = 0; i < want.size(); ++i) want_bf16[i] = nvfp4::fmt::bf16_encode(nvfp4::fmt::bf16_round(want[i]));
+    return same_bytes(want_bf16, o.y);
+  }
   if (v.given_amax) {
     nvfp4::cuda::Nvfp4KernelConfig c;
     c.rht = v.rht;
@@ -125,15 +172,28 @@ bool check_against_cpu(const Variant& v, const uint16_t* dx, int64_t M, int64_t 
   CK(cudaMemset(o.cq, 0xAB, M * K));
   launch(v, dx, M, K, o, bad);
   CK(cudaDeviceSynchronize());
-  auto same = [](const std::vector<uint8_t>& want, const uint8_t* d) {
-    std::vector<uint8_t> got(want.size());
-    cudaMemcpy(got.data(), d, got.size(), cudaMemcpyDeviceToHost);
-    return got == want;
-  };
-  if (v.tile_rows == 0) return same(ref.row->codes, o.rq) && same(ref.col->codes, o.cq);
-  bool ok = same(ref.row->codes, o.rq) && same(ref.row->scales, o.rs);
-  if (v.col) ok = ok && same(ref.col->codes, o.cq) && same(ref.col->scales, o.cs);
+  if (v.op == Op::fp8) return same_bytes(ref.row->codes, o.rq) && same_bytes(ref.col->codes, o.cq);
+  if (v.op == Op::fp8_1x128 || v.op == Op::fp8_128x128) {
+    return same_bytes(ref.row->codes, o.rq) && same_bytes(ref.col->codes, o.cq) &&
+           same_bytes(ref.row->scale_inv, o.rs) && same_bytes(ref.col->scale_inv, o.cs);
+  }
+  bool ok = same_bytes(ref.row->codes, o.rq) && same_bytes(ref.row->scales, o.rs);
+  if (v.col) ok = ok && same_bytes(ref.col->codes, o.cq) && same_bytes(ref.col->scales, o.cs);
   return ok;
+}
+
+// Bytes a variant must move at least: input read once, every output written once.
+double bytes_moved(const Variant& v, int64_t n) {
+  switch (v.op) {
+    case Op::fp8: return n * 2.0 + 2.0 * n;
+    case Op::fp8_1x128: return n * 2.0 + 2.0 * (n + 4.0 * n / 128);
+    case Op::fp8_128x128: return n * 2.0 + 2.0 * (n + 4.0 * n / (128 * 128));
+    case Op::mxfp4: return n * 2.0 + (v.col ? 2 : 1) * (n / 2.0 + n / 32.0);
+    case Op::dequant_nvfp4:
+    case Op::dequant_nvfp4_factor: return n / 2.0 + n / 16.0 + 2.0 * n;
+    case Op::nvfp4: break;
+  }
+  return n * 2.0 + (v.col ? 2 : 1) * (n / 2.0 + n / 16.0);
 }
 
 float time_ms(cudaEvent_t a, cudaEvent_t b) {
@@ -194,6 +254,7 @@ int main(int argc, char** argv) {
     CK(cudaMalloc(&o.cs, n / 16));
     CK(cudaMalloc(&o.ra, 4));
     CK(cudaMalloc(&o.ca, 4));
+    CK(cudaMalloc(&o.y, n * 2));
     CK(cudaMalloc(&bad, 4));
     CK(cudaMemset(bad, 0, 4));
     fill_gaussian_bf16<<<1024, 256>>>(x, n, 1234 + si);
@@ -210,13 +271,15 @@ int main(int argc, char** argv) {
         all_ok = all_ok && ok;
       }
       if (v.given_amax) {  // amax buffers hold this input's amax from a full run
-        launch(Variant{v.name, v.tile_rows, v.col, v.rht, v.sr, false}, x, M, K, o, bad);
+        launch(Variant{v.name, v.op, v.tile_rows, v.col, v.rht, v.sr, false}, x, M, K, o, bad);
+        CK(cudaDeviceSynchronize());
+      }
+      if (is_dequant(v)) {  // decode a row-wise NVFP4 copy of this input
+        launch(Variant{v.name, Op::nvfp4, 1, false, false, false, false}, x, M, K, o, bad);
         CK(cudaDeviceSynchronize());
       }
       const double ms = median_ms([&] { launch(v, x, M, K, o, bad); });
-      const double per_copy = v.tile_rows == 0 ? n * 1.0 : n / 2.0 + n / (v.tile_rows == 32 ? 32.0 : 16.0);
-      const double bytes = n * 2.0 + (v.col ? 2 : 1) * per_copy;
-      rows.push_back({size, v.name, ms, bytes / (ms * 1e-3) / 1e9, copy_gbps});
+      rows.push_back({size, v.name, ms, bytes_moved(v, n) / (ms * 1e-3) / 1e9, copy_gbps});
     }
     uint32_t nonfinite = 0;
     CK(cudaMemcpy(&nonfinite, bad, 4, cudaMemcpyDeviceToHost));
@@ -224,7 +287,7 @@ int main(int argc, char** argv) {
       std::printf("unexpected non-finite count %u\n", nonfinite);
       all_ok = false;
     }
-    for (void* p : {(void*)x, (void*)x2, (void*)o.rq, (void*)o.cq, (void*)o.rs, (void*)o.cs, (void*)o.ra, (void*)o.ca, (void*)o.fs, (void*)bad}) {
+    for (void* p : {(void*)x, (void*)x2, (void*)o.rq, (void*)o.cq, (void*)o.rs, (void*)o.cs, (void*)o.ra, (void*)o.ca, (void*)o.fs, (void*)o.y, (void*)bad}) {
       CK(cudaFree(p));
     }
   }

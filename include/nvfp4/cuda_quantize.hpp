@@ -77,12 +77,12 @@ void quantize_mxfp4(const void* x, DType dtype, int64_t M, int64_t K, Format for
 //
 // codes = fp8_satfinite(x * scale), scale = fp8_max / amax (1 for an all-zero tensor); the
 // stored decode factor is scale_inv = 1 / scale. The column-wise copy holds x^T (same amax,
-// same scale), so a TN GEMM can take either operand. (1x128 / 128x128 block scaling: CPU
-// reference only so far.)
+// same scale), so a TN GEMM can take either operand.
 struct DeviceFp8Copy {
   uint8_t* codes = nullptr;    // (rows, cols) bytes, 16-byte aligned
-  float* scale_inv = nullptr;  // [1]
-  float* amax = nullptr;       // [1]: output of quantize_fp8, input of quantize_fp8_given_amax
+  float* scale_inv = nullptr;  // [1] per tensor; per block: see quantize_fp8_blockwise
+  float* amax = nullptr;       // [1]: output of quantize_fp8, input of quantize_fp8_given_amax;
+                               // optional output (max |x|) of quantize_fp8_blockwise
 };
 
 // format: Format::fp8_e4m3 or Format::fp8_e5m2. Shapes: M % 16 == 0, K % 16 == 0.
@@ -91,5 +91,34 @@ void quantize_fp8(const void* x, DType dtype, int64_t M, int64_t K, Format forma
 void quantize_fp8_given_amax(const void* x, DType dtype, int64_t M, int64_t K, Format format,
                              const DeviceFp8Copy* row, const DeviceFp8Copy* col, DeviceStatus status,
                              Stream stream);
+
+// ---- FP8 with block scales (DeepSeek-V3 style): one pass, no tensor amax needed ------------
+//
+// block 1x128 (activations, gradients): a scale per 128 consecutive elements of each row of
+// the copy; scale_inv is (M, ceil(K/128)) for the row-wise copy, (K, ceil(M/128)) for the
+// column-wise copy x^T (its blocks run along M). block 128x128 (weights): scale_inv is
+// (ceil(M/128), ceil(K/128)) and, for x^T, its transpose (a tile maps onto itself). Edge blocks
+// may be partial. Shapes: M % 16 == 0, K % 16 == 0. The amax of a copy, when its pointer is
+// given, receives max |x| over the tensor (for logging and delayed-scaling recipes).
+void quantize_fp8_blockwise(const void* x, DType dtype, int64_t M, int64_t K, Format format, BlockShape block,
+                            const DeviceFp8Copy* row, const DeviceFp8Copy* col, DeviceStatus status, Stream stream);
+
+// ---- Dequantization (src/kernels/cuda/dequantize.cu) ------------------------------------------
+//
+// One copy (rows, cols) back to BF16 or F32, row-major, written to `out` (16-byte aligned).
+// Bit-exact with nvfp4::dequantize() for F32 output; BF16 output is its RNE rounding.
+//   NVFP4, apply_tensor_scale = false: codes x E4M3 block scale only — exact in BF16; the FP32
+//          factor amax / 2688 is left to the caller (a GEMM applies it in alpha). true: times
+//          that factor, read from copy.amax on the device (no host synchronization).
+//          swizzled_scales: the scales are in the 128x4 layout.
+//   MXFP4: codes x E8M0 scale (exact in BF16).
+//   FP8:   codes x scale_inv, per tensor (block {0, 0}) or per 1x128 / 128x128 block, in the
+//          scale_inv layout quantize_fp8_blockwise writes.
+void dequantize_nvfp4(const DeviceNvfp4Copy& copy, int64_t rows, int64_t cols, bool swizzled_scales,
+                      bool apply_tensor_scale, void* out, DType out_dtype, Stream stream);
+void dequantize_mxfp4(const DeviceNvfp4Copy& copy, int64_t rows, int64_t cols, void* out, DType out_dtype,
+                      Stream stream);
+void dequantize_fp8(const DeviceFp8Copy& copy, int64_t rows, int64_t cols, Format format, BlockShape block, void* out,
+                    DType out_dtype, Stream stream);
 
 }  // namespace nvfp4::cuda

@@ -467,6 +467,188 @@ TEST(CudaFp8, CastAndTransposeMatchCpu) {
   EXPECT_EQ(cases, 2 * 8 * 4 * 2 * 3 * 2);
 }
 
+// FP8 with 1x128 / 128x128 block scales vs the CPU reference: codes, every scale_inv, amax.
+TEST(CudaFp8, BlockScaledCastAndTransposeMatchCpu) {
+  REQUIRE_GPU();
+  uint64_t seed = 900;
+  int cases = 0;
+  const nvfp4::BlockShape blocks[] = {{1, 128}, {128, 128}};
+  for (nvfp4::Format f : {nvfp4::Format::fp8_e4m3, nvfp4::Format::fp8_e5m2}) {
+    for (const nvfp4::BlockShape b : blocks) {
+      for (const Shape& s : kShapes) {
+        for (Data d : kData) {
+          for (nvfp4::DType dt : {nvfp4::DType::BF16, nvfp4::DType::F32}) {
+            for (int copies = 0; copies < 3; ++copies) {  // row, col, both
+              const bool want_row = copies != 1, want_col = copies != 0;
+              SCOPED_TRACE(std::string(nvfp4::format_traits(f).name) + " " + nvfp4::block_name(b) + " " +
+                           std::to_string(s.M) + "x" + std::to_string(s.K) + " " + data_name(d) +
+                           (dt == nvfp4::DType::BF16 ? " bf16" : " f32") + " copies " + std::to_string(copies));
+              const auto x = make(d, s.M, s.K, ++seed, dt == nvfp4::DType::BF16);
+              nvfp4::QuantizeOptions o;
+              o.format = f;
+              o.block = b;
+              o.rowwise = want_row;
+              o.columnwise = want_col;
+              const auto ref = nvfp4::quantize(x, s.M, s.K, o, dt);
+              const std::vector<uint8_t> host = input_bytes(x, dt);
+              const int64_t rsn = want_row ? ref.row->scale_rows * ref.row->scale_cols : 1;
+              const int64_t csn = want_col ? ref.col->scale_rows * ref.col->scale_cols : 1;
+              DeviceBuffer<uint8_t> dx(host.size()), rq(x.size()), cq(x.size());
+              DeviceBuffer<float> rs(rsn), cs(csn), ra(1), ca(1);
+              DeviceBuffer<uint32_t> bad(1);
+              CUDA_OK(cudaMemcpy(dx.ptr, host.data(), host.size(), cudaMemcpyHostToDevice));
+              CUDA_OK(cudaMemset(rq.ptr, 0xAB, x.size()));
+              CUDA_OK(cudaMemset(cq.ptr, 0xAB, x.size()));
+              CUDA_OK(cudaMemset(rs.ptr, 0xFF, rsn * 4));
+              CUDA_OK(cudaMemset(cs.ptr, 0xFF, csn * 4));
+              CUDA_OK(cudaMemset(ra.ptr, 0xFF, 4));
+              CUDA_OK(cudaMemset(ca.ptr, 0xFF, 4));
+              CUDA_OK(cudaMemset(bad.ptr, 0, 4));
+              nvfp4::cuda::DeviceFp8Copy row{rq.ptr, rs.ptr, ra.ptr}, col{cq.ptr, cs.ptr, ca.ptr};
+              nvfp4::cuda::quantize_fp8_blockwise(dx.ptr, dt, s.M, s.K, f, b, want_row ? &row : nullptr,
+                                                  want_col ? &col : nullptr, {bad.ptr}, nullptr);
+              CUDA_OK(cudaDeviceSynchronize());
+              EXPECT_EQ(bad.download()[0], 0u);
+              auto bits = [](const std::vector<float>& v) {
+                std::vector<uint8_t> out(v.size() * 4);
+                std::memcpy(out.data(), v.data(), out.size());
+                return out;
+              };
+              if (want_row) {
+                EXPECT_EQ(first_diff(ref.row->codes, rq.download()), "") << "row codes";
+                EXPECT_EQ(first_diff(bits(ref.row->scale_inv), bits(rs.download())), "") << "row scale_inv";
+                EXPECT_EQ(nvfp4::fmt::f32_bits(ra.download()[0]), nvfp4::fmt::f32_bits(ref.row->amax));
+              }
+              if (want_col) {
+                EXPECT_EQ(first_diff(ref.col->codes, cq.download()), "") << "col codes";
+                EXPECT_EQ(first_diff(bits(ref.col->scale_inv), bits(cs.download())), "") << "col scale_inv";
+                EXPECT_EQ(nvfp4::fmt::f32_bits(ca.download()[0]), nvfp4::fmt::f32_bits(ref.col->amax));
+              }
+              ++cases;
+              if (HasFailure()) return;
+            }
+          }
+        }
+      }
+    }
+  }
+  EXPECT_EQ(cases, 2 * 2 * 8 * 4 * 2 * 3);
+}
+
+// Dequantization kernels vs nvfp4::dequantize(): FP32 output bit-exact, BF16 output its RNE
+// rounding; every format, both tensor-factor modes, plain and swizzled NVFP4 scales.
+struct DequantCase {
+  const char* name;
+  nvfp4::Format format;
+  nvfp4::BlockShape block;
+  bool swizzled, tensor_factor;
+};
+const DequantCase kDequantCases[] = {
+    {"nvfp4 1x16 codes x scale", nvfp4::Format::nvfp4, {1, 16}, false, false},
+    {"nvfp4 1x16 with tensor factor", nvfp4::Format::nvfp4, {1, 16}, false, true},
+    {"nvfp4 16x16 swizzled, tensor factor", nvfp4::Format::nvfp4, {16, 16}, true, true},
+    {"nvfp4 1x16 swizzled", nvfp4::Format::nvfp4, {1, 16}, true, false},
+    {"mxfp4", nvfp4::Format::mxfp4, {1, 32}, false, false},
+    {"mxfp4-ocp", nvfp4::Format::mxfp4_ocp, {1, 32}, false, false},
+    {"fp8-e4m3 per tensor", nvfp4::Format::fp8_e4m3, {0, 0}, false, false},
+    {"fp8-e5m2 1x128", nvfp4::Format::fp8_e5m2, {1, 128}, false, false},
+    {"fp8-e4m3 128x128", nvfp4::Format::fp8_e4m3, {128, 128}, false, false},
+};
+
+TEST(CudaDequantize, MatchesCpuForEveryFormat) {
+  REQUIRE_GPU();
+  const Shape shapes[] = {{32, 32}, {64, 96}, {224, 160}, {1024, 512}, {32, 4096}};
+  uint64_t seed = 2000;
+  int cases = 0;
+  for (const DequantCase& dc : kDequantCases) {
+    for (const Shape& s : shapes) {
+      for (Data d : kData) {
+        for (nvfp4::DType out_dt : {nvfp4::DType::BF16, nvfp4::DType::F32}) {
+          SCOPED_TRACE(std::string(dc.name) + " " + std::to_string(s.M) + "x" + std::to_string(s.K) + " " +
+                       data_name(d) + (out_dt == nvfp4::DType::BF16 ? " -> bf16" : " -> f32"));
+          const auto x = make(d, s.M, s.K, ++seed, false);
+          nvfp4::QuantizeOptions o;
+          o.format = dc.format;
+          o.block = dc.block;
+          const auto ref = nvfp4::quantize(x, s.M, s.K, o);
+          const nvfp4::QuantizedCopy& c = *ref.row;
+          const auto want = nvfp4::dequantize(c, ref.options, dc.tensor_factor);
+          const auto scales = dc.swizzled ? nvfp4::swizzle_scales(c.scales, c.rows, c.cols / 16) : c.scales;
+          DeviceBuffer<uint8_t> q(c.codes.size()), sc(std::max<size_t>(scales.size(), 1));
+          DeviceBuffer<float> si(std::max<size_t>(c.scale_inv.size(), 1)), am(1);
+          const size_t esize = out_dt == nvfp4::DType::BF16 ? 2 : 4;
+          DeviceBuffer<uint8_t> out(x.size() * esize);
+          CUDA_OK(cudaMemcpy(q.ptr, c.codes.data(), c.codes.size(), cudaMemcpyHostToDevice));
+          if (!scales.empty()) CUDA_OK(cudaMemcpy(sc.ptr, scales.data(), scales.size(), cudaMemcpyHostToDevice));
+          if (!c.scale_inv.empty()) {
+            CUDA_OK(cudaMemcpy(si.ptr, c.scale_inv.data(), c.scale_inv.size() * 4, cudaMemcpyHostToDevice));
+          }
+          CUDA_OK(cudaMemcpy(am.ptr, &c.amax, 4, cudaMemcpyHostToDevice));
+          CUDA_OK(cudaMemset(out.ptr, 0xAB, out.n));
+          if (dc.format == nvfp4::Format::nvfp4) {
+            nvfp4::cuda::dequantize_nvfp4({q.ptr, sc.ptr, am.ptr}, c.rows, c.cols, dc.swizzled, dc.tensor_factor, out.ptr,
+                                          out_dt, nullptr);
+          } else if (dc.format == nvfp4::Format::mxfp4 || dc.format == nvfp4::Format::mxfp4_ocp) {
+            nvfp4::cuda::dequantize_mxfp4({q.ptr, sc.ptr, nullptr}, c.rows, c.cols, out.ptr, out_dt, nullptr);
+          } else {
+            nvfp4::cuda::dequantize_fp8({q.ptr, si.ptr, nullptr}, c.rows, c.cols, dc.format, dc.block, out.ptr, out_dt,
+                                        nullptr);
+          }
+          CUDA_OK(cudaDeviceSynchronize());
+          const std::vector<uint8_t> want_bytes = input_bytes(
+              out_dt == nvfp4::DType::BF16 ? [&] {
+                std::vector<float> r(want.size());
+                for (size_t i = 0; i < want.size(); ++i) r[i] = nvfp4::fmt::bf16_round(want[i]);
+                return r;
+              }()
+                                           : want,
+              out_dt);
+          EXPECT_EQ(first_diff(want_bytes, out.download()), "");
+          ++cases;
+          if (HasFailure()) return;
+        }
+      }
+    }
+  }
+  EXPECT_EQ(cases, 9 * 5 * 4 * 2);
+}
+
+TEST(CudaDequantize, BadArgumentsAreExplained) {
+  REQUIRE_GPU();
+  DeviceBuffer<uint8_t> q(64 * 64), sc(64 * 4);
+  DeviceBuffer<float> out(64 * 64), si(1);
+  auto expect = [&](auto fn, const std::string& needle) {
+    try {
+      fn();
+      ADD_FAILURE() << "expected an error mentioning " << needle;
+    } catch (const nvfp4::Error& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  };
+  expect([&] { nvfp4::cuda::dequantize_nvfp4({q.ptr, sc.ptr, nullptr}, 64, 40, false, false, out.ptr, nvfp4::DType::F32, nullptr); },
+         "cols = 40");
+  expect([&] { nvfp4::cuda::dequantize_nvfp4({q.ptr, sc.ptr, nullptr}, 64, 64, false, true, out.ptr, nvfp4::DType::F32, nullptr); },
+         "amax");
+  expect([&] { nvfp4::cuda::dequantize_mxfp4({q.ptr, sc.ptr, nullptr}, 64, 48, out.ptr, nvfp4::DType::BF16, nullptr); },
+         "multiple of 32");
+  expect([&] { nvfp4::cuda::dequantize_mxfp4({q.ptr, sc.ptr, nullptr}, 64, 64, out.ptr, nvfp4::DType::F16, nullptr); },
+         "F16");
+  expect([&] {
+    nvfp4::cuda::dequantize_fp8({q.ptr, si.ptr, nullptr}, 64, 64, nvfp4::Format::fp8_e4m3, {1, 16}, out.ptr,
+                                nvfp4::DType::F32, nullptr);
+  }, "block 1x16");
+  expect([&] {
+    nvfp4::cuda::dequantize_fp8({q.ptr, si.ptr, nullptr}, 64, 64, nvfp4::Format::nvfp4, {0, 0}, out.ptr,
+                                nvfp4::DType::F32, nullptr);
+  }, "not an FP8 format");
+  DeviceBuffer<uint16_t> dx(64 * 64);
+  nvfp4::cuda::DeviceFp8Copy row{q.ptr, si.ptr, nullptr};
+  expect([&] {
+    nvfp4::cuda::quantize_fp8_blockwise(dx.ptr, nvfp4::DType::BF16, 64, 64, nvfp4::Format::fp8_e4m3, {1, 64}, &row,
+                                        nullptr, {}, nullptr);
+  }, "1x128");
+}
+
 TEST(CudaFp8, NonFiniteIsCountedAndBadFormatRejected) {
   REQUIRE_GPU();
   std::vector<uint16_t> h(64 * 64, nvfp4::fmt::bf16_encode(1.5f));

@@ -79,6 +79,43 @@ __device__ __forceinline__ float warp_max(float v) {
   return __uint_as_float(__reduce_max_sync(0xFFFFFFFFu, __float_as_uint(v)));
 }
 
+// max |x| of a 16-element block as FP32 bits, from its raw 16-byte vectors (v: the same values
+// as FP32). NaN and Inf bits sort above every finite value, so the block holds a non-finite
+// value exactly when the result is >= 0x7F800000.
+template <typename T>
+__device__ __forceinline__ uint32_t block_amax_bits(const uint4 (&u)[16 / Elem<T>::kPerVec], const float (&v)[16]) {
+  if constexpr (std::is_same_v<T, uint16_t>) {
+    // NOTE: BF16 pairs: |x| by masking the two sign bits, then a NaN-propagating packed max
+    // (HMNMX2): one instruction per two elements, and a max of BF16 values is exact.
+    __nv_bfloat162 m2 = __halves2bfloat162(__ushort_as_bfloat16(0), __ushort_as_bfloat16(0));
+#pragma unroll
+    for (int q = 0; q < 2; ++q) {
+      const uint32_t w[4] = {u[q].x & 0x7FFF7FFFu, u[q].y & 0x7FFF7FFFu, u[q].z & 0x7FFF7FFFu, u[q].w & 0x7FFF7FFFu};
+#pragma unroll
+      for (int i = 0; i < 4; ++i) m2 = __hmax2_nan(m2, *reinterpret_cast<const __nv_bfloat162*>(&w[i]));
+    }
+    const uint32_t m = *reinterpret_cast<const uint32_t*>(&m2);
+    return max(m & 0xFFFFu, m >> 16) << 16;
+  } else {
+    uint32_t m = 0;
+#pragma unroll
+    for (int j = 0; j < 16; ++j) m = max(m, __float_as_uint(fmt::abs_f32(v[j])));
+    return m;
+  }
+}
+
+// Adds the block's NaN/Inf count to the device counter (every thread of the CTA must call it).
+// NOTE: only a block whose |x| max is non-finite is counted element by element, so the common
+// case costs one compare per 16 elements instead of a test per element.
+__device__ __forceinline__ void count_block_nonfinite(uint32_t* counter, uint32_t block_amax, const float (&v)[16]) {
+  uint32_t bad = 0;
+  if (block_amax >= 0x7F800000u) {
+#pragma unroll
+    for (int j = 0; j < 16; ++j) bad += fmt::is_finite(v[j]) ? 0u : 1u;
+  }
+  count_nonfinite(counter, bad);
+}
+
 // ---- amax pass ----------------------------------------------------------------------------
 //
 // Thread = 16 rows x one 32-bit word of columns (2 BF16 or 1 FP32): a warp reads 128
@@ -184,6 +221,7 @@ __global__ void __launch_bounds__(kThreads, kSr ? 6 : 0) quantize_kernel(const T
   // ---- load: thread (i4, j4) reads its 16 values x[m0 + i4][k0 + 16 j4 ..] (4 threads = 128 B) ----
   const bool mine = i4 < rows && 16 * j4 < cols;
   float v[16];
+  uint32_t bamax;  // this block's max |x| bits
   {
     union {
       uint4 u[kVecs];
@@ -193,17 +231,11 @@ __global__ void __launch_bounds__(kThreads, kSr ? 6 : 0) quantize_kernel(const T
     for (int q = 0; q < kVecs; ++q) {
       in.u[q] = mine ? *reinterpret_cast<const uint4*>(x + (m0 + i4) * a.K + k0 + 16 * j4 + q * V) : make_uint4(0, 0, 0, 0);
     }
-    uint32_t bad = 0;
 #pragma unroll
-    for (int j = 0; j < 16; ++j) {
-      v[j] = Elem<T>::to_f32(in.e[j]);
-      if constexpr (kCount) bad += fmt::is_finite(v[j]) ? 0u : 1u;
-    }
-    if constexpr (kCount) count_nonfinite(a.nonfinite, bad);
+    for (int j = 0; j < 16; ++j) v[j] = Elem<T>::to_f32(in.e[j]);
+    bamax = block_amax_bits<T>(in.u, v);
   }
-  uint32_t bamax = 0;  // this block's max |x| bits
-#pragma unroll
-  for (int j = 0; j < 16; ++j) bamax = max(bamax, __float_as_uint(fmt::abs_f32(v[j])));
+  if constexpr (kCount) count_block_nonfinite(a.nonfinite, bamax, v);
 
   if constexpr (kCol) {
 #pragma unroll
@@ -243,9 +275,12 @@ __global__ void __launch_bounds__(kThreads, kSr ? 6 : 0) quantize_kernel(const T
 #pragma unroll
       for (int j = 0; j < 16; ++j) c[j] = Elem<T>::round(c[j]);
     }
-    uint32_t m = 0;
+    // NOTE: fmaxf with an |.| operand is one instruction; it drops NaN, which is fine here:
+    // non-finite input was counted in the load phase and such outputs are not meaningful.
+    float fm = 0.0f;
 #pragma unroll
-    for (int j = 0; j < 16; ++j) m = max(m, __float_as_uint(fmt::abs_f32(c[j])));
+    for (int j = 0; j < 16; ++j) fm = fmaxf(fm, fabsf(c[j]));
+    uint32_t m = __float_as_uint(fm);
     if (a.tile_rows == 16) m = tile_amax[j4][i4 / 16];
     const uint8_t s = fmt::nvfp4_block_scale(__uint_as_float(m), ts);
     const float e = fmt::nvfp4_block_encode_factor(s, ts);
@@ -284,9 +319,10 @@ __device__ __forceinline__ TileThread tile_thread(int64_t M, int64_t K) {
   return p;
 }
 
+// Returns the block's max |x| bits (block_amax_bits).
 template <typename T, bool kCount>
-__device__ __forceinline__ void load_block16(const T* __restrict__ x, int64_t K, int64_t m0, int64_t k0, int i4, int j4,
-                                             bool mine, uint32_t* nonfinite, float (&v)[16]) {
+__device__ __forceinline__ uint32_t load_block16(const T* __restrict__ x, int64_t K, int64_t m0, int64_t k0, int i4,
+                                                 int j4, bool mine, uint32_t* nonfinite, float (&v)[16]) {
   constexpr int V = Elem<T>::kPerVec;
   constexpr int kVecs = 16 / V;
   union {
@@ -297,13 +333,11 @@ __device__ __forceinline__ void load_block16(const T* __restrict__ x, int64_t K,
   for (int q = 0; q < kVecs; ++q) {
     in.u[q] = mine ? *reinterpret_cast<const uint4*>(x + (m0 + i4) * K + k0 + 16 * j4 + q * V) : make_uint4(0, 0, 0, 0);
   }
-  uint32_t bad = 0;
 #pragma unroll
-  for (int j = 0; j < 16; ++j) {
-    v[j] = Elem<T>::to_f32(in.e[j]);
-    if constexpr (kCount) bad += fmt::is_finite(v[j]) ? 0u : 1u;
-  }
-  if constexpr (kCount) count_nonfinite(nonfinite, bad);
+  for (int j = 0; j < 16; ++j) v[j] = Elem<T>::to_f32(in.e[j]);
+  const uint32_t m = block_amax_bits<T>(in.u, v);
+  if constexpr (kCount) count_block_nonfinite(nonfinite, m, v);
+  return m;
 }
 
 // ---- FP8 cast + transpose (per-tensor scale) -------------------------------------------------
@@ -359,6 +393,142 @@ __global__ void __launch_bounds__(kThreads) fp8_kernel(const T* __restrict__ x, 
   }
 }
 
+// ---- FP8 with 1x128 / 128x128 block scales (+ optional transposed copy) ---------------------
+//
+// One CTA = one 128x128 tile, 256 threads; the tile is staged in shared memory as FP32.
+//   load    coalesced 16-byte loads of whole rows; each warp folds its |x| into the tile amax
+//   lines   a "line" is a row of the tile (row-wise copy) or a column (column-wise copy, which is
+//           a row of x^T). Thread (line, half) = (t % 128, t / 128) owns line elements
+//           [64 half, 64 half + 64): a 1x128 block is one line, its amax the max of two halves.
+//           A 128x128 block is the whole tile; it transposes onto itself, so both copies share
+//           its amax and scale.
+// Pitch 132 floats keeps rows 16-byte aligned: the load's float4 stores and the row lines'
+// float4 reads take the minimum number of wavefronts, and the column lines read one float per
+// lane from 32 consecutive columns (32 different banks).
+constexpr int kBTile = 128;
+constexpr int kBPitch = kBTile + 4;
+constexpr size_t kBSmemBytes = sizeof(float) * kBTile * kBPitch;
+static_assert(kBTile * 2 == kThreads, "two threads per 128-element line");
+static_assert(kBPitch % 4 == 0, "float4 access to tile rows");
+
+struct Fp8BlockArgs {
+  int64_t M, K;
+  uint8_t *row_codes, *col_codes;  // nullptr: copy not requested
+  float *row_scale_inv, *col_scale_inv;
+  float *row_amax, *col_amax;  // optional: max |x| over the tensor
+  bool tile_scaled;  // 128x128 blocks (weights) instead of 1x128
+  fmt::Fp8Kind kind;
+  uint32_t* nonfinite;
+};
+
+// Element i of line `line`: tile[line][i] (row-wise) or tile[i][line] (column-wise).
+template <bool kColumn>
+__device__ __forceinline__ void read16(const float* tile, int line, int i0, float (&v)[16]) {
+  if constexpr (kColumn) {
+#pragma unroll
+    for (int j = 0; j < 16; ++j) v[j] = tile[(i0 + j) * kBPitch + line];
+  } else {
+#pragma unroll
+    for (int q = 0; q < 4; ++q) {
+      const float4 f = *reinterpret_cast<const float4*>(tile + line * kBPitch + i0 + 4 * q);
+      v[4 * q] = f.x;
+      v[4 * q + 1] = f.y;
+      v[4 * q + 2] = f.z;
+      v[4 * q + 3] = f.w;
+    }
+  }
+}
+
+// Quantizes this thread's half line of one copy. line_len: valid elements of the line (the
+// tile's extent across), lines: valid lines. Codes go to codes + (origin_line + line) * ld +
+// origin_elem; the block scale to scale_inv[scale_index]. tile_amax: the 128x128 block's |x|
+// bits (used when a.tile_scaled). half_amax: [2][128] scratch for this copy.
+template <bool kColumn>
+__device__ __forceinline__ void fp8_block_copy(const float* tile, uint32_t (*half_amax)[kBTile], uint32_t tile_amax,
+                                               const Fp8BlockArgs& a, int line, int half, int lines, int line_len,
+                                               uint8_t* codes, int64_t ld, float* scale_inv, int64_t scale_index) {
+  uint32_t m = tile_amax;
+  if (!a.tile_scaled) {  // uniform branch: the 1x128 block is this line
+    m = 0;
+    for (int i0 = 64 * half; i0 < 64 * half + 64; i0 += 16) {
+      float v[16];
+      read16<kColumn>(tile, line, i0, v);
+#pragma unroll
+      for (int j = 0; j < 16; ++j) m = max(m, __float_as_uint(fmt::abs_f32(v[j])));
+    }
+    half_amax[half][line] = m;
+    __syncthreads();
+    m = max(half_amax[0][line], half_amax[1][line]);
+  }
+  if (line >= lines) return;
+  const float scale = fmt::fp8_scale_from_amax(__uint_as_float(m), a.kind);
+  if (half == 0 && (!a.tile_scaled || line == 0)) scale_inv[scale_index] = 1.0f / scale;
+  for (int i0 = 64 * half; i0 < 64 * half + 64 && i0 < line_len; i0 += 16) {
+    float v[16];
+    read16<kColumn>(tile, line, i0, v);
+    *reinterpret_cast<uint4*>(codes + line * ld + i0) = fp8_encode16(v, scale, a.kind);
+  }
+}
+
+template <typename T, bool kRow, bool kCol, bool kCount>
+__global__ void __launch_bounds__(kThreads) fp8_block_kernel(const T* __restrict__ x, Fp8BlockArgs a) {
+  extern __shared__ float4 smem[];  // float4: 16-byte alignment of the tile
+  float* tile = reinterpret_cast<float*>(smem);
+  __shared__ uint32_t half_amax[2][2][kBTile];  // [copy][half][line]
+  __shared__ uint32_t warp_amax[kThreads / 32];
+  constexpr int V = Elem<T>::kPerVec, kVecsPerRow = kBTile / V;
+  const int t = threadIdx.x;
+  const int64_t m0 = int64_t(blockIdx.y) * kBTile, k0 = int64_t(blockIdx.x) * kBTile;
+  const int rows = static_cast<int>(a.M - m0 < kBTile ? a.M - m0 : kBTile);
+  const int cols = static_cast<int>(a.K - k0 < kBTile ? a.K - k0 : kBTile);
+
+  // ---- load (zeros outside the matrix; they cannot raise an amax) ----
+  uint32_t m = 0, bad = 0;
+  for (int i = t; i < kBTile * kVecsPerRow; i += kThreads) {
+    const int r = i / kVecsPerRow, c = (i % kVecsPerRow) * V;
+    union {
+      uint4 u;
+      T e[V];
+    } in;
+    // cols is a multiple of 16 (K % 16 == 0), so a vector is wholly inside or outside.
+    in.u = r < rows && c < cols ? *reinterpret_cast<const uint4*>(x + (m0 + r) * a.K + k0 + c) : make_uint4(0, 0, 0, 0);
+    float f[V];
+#pragma unroll
+    for (int j = 0; j < V; ++j) {
+      f[j] = Elem<T>::to_f32(in.e[j]);
+      if constexpr (kCount) bad += fmt::is_finite(f[j]) ? 0u : 1u;
+      m = max(m, __float_as_uint(fmt::abs_f32(f[j])));
+    }
+#pragma unroll
+    for (int j = 0; j < V; j += 4) *reinterpret_cast<float4*>(tile + r * kBPitch + c + j) = make_float4(f[j], f[j + 1], f[j + 2], f[j + 3]);
+  }
+  if constexpr (kCount) count_nonfinite(a.nonfinite, bad);
+  m = __reduce_max_sync(0xFFFFFFFFu, m);
+  if ((t & 31) == 0) warp_amax[t / 32] = m;
+  __syncthreads();
+  uint32_t tile_amax = 0;
+#pragma unroll
+  for (int w = 0; w < kThreads / 32; ++w) tile_amax = max(tile_amax, warp_amax[w]);
+  if (t == 0) {
+    if (a.row_amax) atomic_max_nonneg(a.row_amax, __uint_as_float(tile_amax));
+    if (a.col_amax) atomic_max_nonneg(a.col_amax, __uint_as_float(tile_amax));
+  }
+
+  const int line = t % kBTile, half = t / kBTile;
+  if constexpr (kRow) {
+    const int64_t scale_cols = (a.K + kBTile - 1) / kBTile;
+    const int64_t si = a.tile_scaled ? blockIdx.y * scale_cols + blockIdx.x : (m0 + line) * scale_cols + blockIdx.x;
+    fp8_block_copy<false>(tile, half_amax[0], tile_amax, a, line, half, rows, cols, a.row_codes + m0 * a.K + k0, a.K,
+                          a.row_scale_inv, si);
+  }
+  if constexpr (kCol) {
+    const int64_t scale_cols = (a.M + kBTile - 1) / kBTile;
+    const int64_t si = a.tile_scaled ? blockIdx.x * scale_cols + blockIdx.y : (k0 + line) * scale_cols + blockIdx.y;
+    fp8_block_copy<true>(tile, half_amax[1], tile_amax, a, line, half, cols, rows, a.col_codes + k0 * a.M + m0, a.M,
+                         a.col_scale_inv, si);
+  }
+}
+
 // ---- MXFP4 (1x32 blocks, E8M0 scales, no tensor scale): one pass --------------------------
 //
 // Same tiling again; a 32-element block is two neighbouring threads (lanes t and t ^ 1), which
@@ -379,17 +549,14 @@ __global__ void __launch_bounds__(kThreads) mxfp4_kernel(const T* __restrict__ x
   const int64_t m0 = p.m0, k0 = p.k0;
   const bool mine = p.row_block_valid();
   float v[16];
-  load_block16<T, kCount>(x, a.K, m0, k0, i4, j4, mine, a.nonfinite, v);
+  const uint32_t bamax = load_block16<T, kCount>(x, a.K, m0, k0, i4, j4, mine, a.nonfinite, v);
   if constexpr (kCol) {
 #pragma unroll
     for (int j = 0; j < 16; ++j) tile[i4][16 * j4 + j] = v[j];
     __syncthreads();
   }
   if constexpr (kRow) {
-    uint32_t m = 0;
-#pragma unroll
-    for (int j = 0; j < 16; ++j) m = max(m, __float_as_uint(fmt::abs_f32(v[j])));
-    m = max(m, __shfl_xor_sync(0xFFFFFFFFu, m, 1));  // the other half of the 32-block
+    const uint32_t m = max(bamax, __shfl_xor_sync(0xFFFFFFFFu, bamax, 1));  // the other half of the 32-block
     if (mine) {
       const int e = fmt::mxfp4_block_exponent(__uint_as_float(m), a.rule);
       const int64_t r = m0 + i4, c16 = (k0 + 16 * j4) / 16;
@@ -586,6 +753,64 @@ void run_fp8(const void* x, DType dtype, int64_t M, int64_t K, Format format, co
   else launch_fp8(static_cast<const float*>(x), M, K, a, !with_amax, s);
 }
 
+void run_fp8_block(const void* x, DType dtype, int64_t M, int64_t K, Format format, BlockShape block,
+                   const DeviceFp8Copy* row, const DeviceFp8Copy* col, DeviceStatus status, Stream stream) {
+  if (format != Format::fp8_e4m3 && format != Format::fp8_e5m2) {
+    throw Error("quantize_fp8_blockwise: format " + std::string(format_traits(format).name) + " is not an FP8 format");
+  }
+  const bool tile_scaled = block == BlockShape{128, 128};
+  if (!tile_scaled && block != BlockShape{1, 128}) {
+    throw Error("quantize_fp8_blockwise: block " + block_name(block) +
+                " is not supported; use 1x128 (activations, gradients) or 128x128 (weights)");
+  }
+  validate_input(x, dtype, M, K, Nvfp4KernelConfig{});
+  if (!row && !col) throw Error("quantize_fp8_blockwise: neither the row-wise nor the column-wise copy was requested");
+  for (const DeviceFp8Copy* p : {row, col}) {
+    if (p && (!p->codes || !p->scale_inv)) throw Error("quantize_fp8_blockwise: an output copy has a null pointer");
+    if (p && reinterpret_cast<uintptr_t>(p->codes) % 16 != 0) {
+      throw Error("quantize_fp8_blockwise: output codes must be 16-byte aligned (16 codes are one store)");
+    }
+  }
+  const auto s = reinterpret_cast<cudaStream_t>(stream);
+  Fp8BlockArgs a{};
+  a.M = M;
+  a.K = K;
+  a.row_codes = row ? row->codes : nullptr;
+  a.col_codes = col ? col->codes : nullptr;
+  a.row_scale_inv = row ? row->scale_inv : nullptr;
+  a.col_scale_inv = col ? col->scale_inv : nullptr;
+  a.row_amax = row ? row->amax : nullptr;  // optional outputs
+  a.col_amax = col ? col->amax : nullptr;
+  a.tile_scaled = tile_scaled;
+  a.kind = format == Format::fp8_e4m3 ? fmt::Fp8Kind::e4m3 : fmt::Fp8Kind::e5m2;
+  a.nonfinite = status.nonfinite_count;
+  for (const DeviceFp8Copy* p : {row, col}) {
+    if (p && p->amax) check(cudaMemsetAsync(p->amax, 0, sizeof(float), s), "cudaMemsetAsync");
+  }
+  if (M == 0 || K == 0) return;
+  const dim3 grid(static_cast<unsigned>((K + kBTile - 1) / kBTile), static_cast<unsigned>((M + kBTile - 1) / kBTile));
+  if (grid.y > 65535) throw Error("quantize_fp8_blockwise: M = " + std::to_string(M) + " is too large for one launch");
+  auto launch = [&](auto type_c) {
+    using T = typename decltype(type_c)::type;
+    auto go = [&](auto row_c, auto col_c, auto count_c) {
+      auto* kernel = fp8_block_kernel<T, decltype(row_c)::value, decltype(col_c)::value, decltype(count_c)::value>;
+      check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kBSmemBytes)),
+            "cudaFuncSetAttribute");
+      kernel<<<grid, kThreads, kBSmemBytes, s>>>(static_cast<const T*>(x), a);
+    };
+    auto with_count = [&](auto row_c, auto col_c) {
+      if (a.nonfinite) go(row_c, col_c, std::true_type{});
+      else go(row_c, col_c, std::false_type{});
+    };
+    if (row && col) with_count(std::true_type{}, std::true_type{});
+    else if (row) with_count(std::true_type{}, std::false_type{});
+    else with_count(std::false_type{}, std::true_type{});
+  };
+  if (dtype == DType::BF16) launch(std::type_identity<uint16_t>{});
+  else launch(std::type_identity<float>{});
+  check(cudaGetLastError(), "fp8_block_kernel launch");
+}
+
 void run_mxfp4(const void* x, DType dtype, int64_t M, int64_t K, Format format, bool stochastic, SrKey key,
                const DeviceNvfp4Copy* row, const DeviceNvfp4Copy* col, DeviceStatus status, Stream stream) {
   if (format != Format::mxfp4 && format != Format::mxfp4_ocp) {
@@ -657,6 +882,11 @@ void quantize_fp8_given_amax(const void* x, DType dtype, int64_t M, int64_t K, F
                              const DeviceFp8Copy* row, const DeviceFp8Copy* col, DeviceStatus status,
                              Stream stream) {
   run_fp8(x, dtype, M, K, format, row, col, status, stream, false);
+}
+
+void quantize_fp8_blockwise(const void* x, DType dtype, int64_t M, int64_t K, Format format, BlockShape block,
+                            const DeviceFp8Copy* row, const DeviceFp8Copy* col, DeviceStatus status, Stream stream) {
+  run_fp8_block(x, dtype, M, K, format, block, row, col, status, stream);
 }
 
 void quantize_nvfp4(const void* x, DType dtype, int64_t M, int64_t K, const Nvfp4KernelConfig& config,
