@@ -73,7 +73,11 @@ NVFP4_HD float nvfp4_scaled(float x, float encode_factor) {
 NVFP4_HD uint8_t nvfp4_encode_rne(float x, float encode_factor) {
   const float v = x * encode_factor;
   const float a = min_abs(v, kE2M1Max);
-  return static_cast<uint8_t>((v < 0.0f ? 8u : 0u) | e2m1_magnitude_code_rne_unchecked(a));
+#if defined(__CUDA_ARCH__)
+  return static_cast<uint8_t>((v < 0.0f ? 8u : 0u) | e2m1_magnitude_code_rne_exponent(a));  // fewer instructions
+#else
+  return static_cast<uint8_t>((v < 0.0f ? 8u : 0u) | e2m1_magnitude_code_rne_unchecked(a));  // vectorizes
+#endif
 }
 
 // e2m1_encode_sr saturates |v| at 6 itself: no separate clamp.

@@ -50,6 +50,20 @@ NVFP4_HD uint32_t e2m1_magnitude_code_rne_unchecked(float a) {  // a in [0, 6] (
   return (f32_bits(t) & 7u) + offset;
 }
 
+// The same code from a's exponent with integer operations instead of compares and selects
+// (the device form: 7 instructions instead of 9). On a's binade pair the grid spacing is
+// s = 2^(max(floor(log2 a), 0) - 1) (0.5 below 2, 1 in [2, 4), 2 in [4, 6]); adding the magic
+// number 2^23 * s rounds a to a multiple of s with the FPU's ties-to-even and leaves a / s in
+// the low mantissa bits, and the code offset (0, 2, 4) is twice the same exponent.
+// NOTE: equal to the threshold rule for every FP32 in [0, 6]: checked exhaustively by
+// CodecE2M1.ExponentFormEqualsThresholdRuleOnEveryFloat.
+NVFP4_HD uint32_t e2m1_magnitude_code_rne_exponent(float a) {  // a in [0, 6] (or -0.0)
+  const uint32_t eb = f32_bits(a) & 0x7F800000u;
+  const uint32_t e = eb > 0x3F800000u ? eb : 0x3F800000u;  // 2^max(floor(log2 a), 0), as FP32 bits
+  const float t = a + f32_from_bits(e + 0x0B000000u);       // + 2^22 * that power = 2^23 * s
+  return (f32_bits(t) & 7u) + (e >> 22) - 254u;
+}
+
 NVFP4_HD uint32_t e2m1_magnitude_code_rne(float a) {
   a = a > kE2M1Max ? kE2M1Max : (a == a ? a : 0.0f);  // saturate; NaN -> 0 (callers reject NaN)
   return e2m1_magnitude_code_rne_unchecked(a);
@@ -86,6 +100,22 @@ NVFP4_HD uint32_t e2m1_magnitude_code_floor(float a) {
 NVFP4_HD uint8_t e2m1_encode_sr(float v, uint32_t r8) {
   const bool neg = v < 0.0f;
   const float a = min_abs(v, kE2M1Max);  // saturate; NaN (rejected upstream) -> 6, code 7
+#if defined(__CUDA_ARCH__)
+  // The device form derives the step from a's exponent (as e2m1_magnitude_code_rne_exponent)
+  // instead of compares and selects. Same decision, exactly: with s the step,
+  //   t = 2^23 s + floor(a / s) s      (round-toward-zero add: floor(a/s) in the low bits)
+  //   frac = a - floor(a / s) s        (exact: Sterbenz), in [0, s)
+  //   up  <=>  r8 * s / 256 < frac     <=>  r8 < 256 * frac / s   (power-of-two scalings only)
+  // NOTE: DeviceFormat tests compare it with the host form below on every midpoint and r8.
+  const uint32_t eb = f32_bits(a) & 0x7F800000u;
+  const uint32_t e = eb > 0x3F800000u ? eb : 0x3F800000u;  // 2^max(floor(log2 a), 0), as FP32 bits
+  const float magic = f32_from_bits(e + 0x0B000000u);      // 2^23 * s
+  const float t = __fadd_rz(a, magic);
+  const float frac = a - (t - magic);
+  const float threshold = small_uint_to_f32(r8) * f32_from_bits(e - 0x04800000u);  // r8 * s / 256
+  const uint32_t up = threshold < frac ? 1u : 0u;
+  return static_cast<uint8_t>((neg ? 8u : 0u) | ((f32_bits(t) & 7u) + (e >> 22) - 254u + up));
+#else
   const bool low = a < 2.0f, mid = a < 4.0f;
   const float inv_step = low ? 2.0f : (mid ? 1.0f : 0.5f);
   const float q = a * inv_step;              // exact, in [0, 4)
@@ -94,6 +124,7 @@ NVFP4_HD uint8_t e2m1_encode_sr(float v, uint32_t r8) {
   const uint32_t up = small_uint_to_f32(r8) < frac * 256.0f ? 1u : 0u;
   const uint32_t base = low ? 0u : (mid ? 2u : 4u);
   return static_cast<uint8_t>((neg ? 8u : 0u) | (base + (f32_bits(t) & 7u) + up));
+#endif
 }
 
 // ---------------------------------------------------------------------------------------
@@ -103,6 +134,12 @@ NVFP4_HD uint8_t e2m1_encode_sr(float v, uint32_t r8) {
 inline constexpr float kE4M3Max = 448.0f;
 
 NVFP4_HD float e4m3_decode(uint8_t code) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
+  // NOTE: on the GPU, the hardware conversion E4M3 -> FP16 (exact: every E4M3 value is an FP16
+  // normal) and FP16 -> FP32, instead of the bit assembly below. NaN codes keep the host's bits.
+  if ((code & 0x7Fu) == 0x7Fu) return f32_from_bits(0x7FC00000u | ((code & 0x80u) ? 0x80000000u : 0u));
+  return __half2float(__half(__nv_cvt_fp8_to_halfraw(static_cast<__nv_fp8_storage_t>(code), __NV_E4M3)));
+#endif
   const uint32_t exp = (code >> 3) & 0xFu;
   const uint32_t man = code & 7u;
   const bool neg = (code & 0x80u) != 0;

@@ -316,6 +316,18 @@ TEST(CodecE2M1, MagnitudeCodeEqualsThresholdRuleOnEveryFloat) {
   EXPECT_EQ(m.count, 0u) << m.first;
 }
 
+TEST(CodecE2M1, ExponentFormEqualsThresholdRuleOnEveryFloat) {
+  // The device encoder's form (integer ops on the exponent); the host compiles the same code.
+  Mismatches m;
+  const uint32_t last = bits_of(6.0f);
+  for (uint32_t u = 0; u <= last; ++u) {
+    const float a = float_of(u);
+    if (e2m1_magnitude_code_rne_exponent(a) != e2m1_magnitude_code_rne(a)) m.add(describe(a));
+  }
+  EXPECT_EQ(e2m1_magnitude_code_rne_exponent(-0.0f), 0u);
+  EXPECT_EQ(m.count, 0u) << m.first;
+}
+
 TEST(CodecE2M1, TiesAndTheirNeighboursFollowNumericsMd) {
   // numerics.md §1: 0.25->0, 0.75->1, 1.25->1, 1.75->2, 2.5->2, 3.5->4, 5->4 (ties to even code).
   struct Tie {
