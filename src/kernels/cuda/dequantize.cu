@@ -1,9 +1,9 @@
 // Dequantization on Hopper: NVFP4, MXFP4 and FP8 copies back to BF16 or FP32.
 //
-// Layout: one thread = one group of 16 consecutive elements of a row (one NVFP4 block, half
-// an MXFP4 block, 16 FP8 codes), grid-stride over the groups. It reads its codes with one
-// 8-byte (FP4) or 16-byte (FP8) load and its scale once, and writes 32 (BF16) or 64 (FP32)
-// bytes as 16-byte stores: consecutive threads touch consecutive memory in every stream.
+// Layout: a group = 16 consecutive elements of a row (one NVFP4 block, half an MXFP4 block, 16
+// FP8 codes); threads take groups grid-stride, kUnroll at a time. A group is read with one
+// 8-byte (FP4) or 16-byte (FP8) load plus its scale, and written as 32 (BF16) or 64 (FP32)
+// bytes of 16-byte stores: consecutive threads touch consecutive memory in every stream.
 // Values are the format core's decode functions (src/format/), in the CPU reference's order,
 // so FP32 output equals nvfp4::dequantize() bit for bit and BF16 output is its RNE rounding.
 #include <cuda_bf16.h>
@@ -60,48 +60,85 @@ struct DequantArgs {
   fmt::Fp8Kind fp8_kind;
 };
 
+// Raw inputs of one group: its codes and its scale (FP4) or decode factor (FP8).
+struct GroupIn {
+  uint4 codes;  // FP8: 16 codes; FP4: .x, .y hold 16 nibbles
+  uint8_t scale;
+  float scale_inv;
+};
+
+template <Kind kKind>
+__device__ __forceinline__ GroupIn load_group(const DequantArgs& a, int64_t g) {
+  const int64_t groups_per_row = a.cols / kGroup;
+  const int64_t r = g / groups_per_row, c16 = g % groups_per_row;
+  GroupIn in{};
+  if constexpr (kKind == Kind::fp8) {
+    in.codes = *reinterpret_cast<const uint4*>(a.codes + g * kGroup);
+    in.scale_inv = a.scale_inv[0];
+    if (a.block_rows > 0) {  // 16 | block_cols, so the group lies in one block
+      const int64_t scale_cols = (a.cols + a.block_cols - 1) / a.block_cols;
+      in.scale_inv = a.scale_inv[(r / a.block_rows) * scale_cols + (c16 * kGroup) / a.block_cols];
+    }
+  } else {
+    const uint2 q = *reinterpret_cast<const uint2*>(a.codes + g * (kGroup / 2));
+    in.codes = make_uint4(q.x, q.y, 0, 0);
+    if constexpr (kKind == Kind::nvfp4) {
+      const int64_t scale_cols = a.cols / 16;
+      in.scale = a.scales[a.swizzled ? fmt::swizzled_scale_offset(r, c16, scale_cols) : r * scale_cols + c16];
+    } else {
+      in.scale = a.scales[r * (a.cols / 32) + c16 / 2];
+    }
+  }
+  return in;
+}
+
+template <Kind kKind, bool kTensorFactor>
+__device__ __forceinline__ void decode_group(const GroupIn& in, const DequantArgs& a, float f, float (&v)[kGroup]) {
+  if constexpr (kKind == Kind::fp8) {
+    const uint32_t w[4] = {in.codes.x, in.codes.y, in.codes.z, in.codes.w};
+#pragma unroll
+    for (int j = 0; j < kGroup; ++j) v[j] = fmt::fp8_decode(uint8_t(w[j / 4] >> (8 * (j % 4))), a.fp8_kind) * in.scale_inv;
+  } else if constexpr (kKind == Kind::nvfp4) {
+    const float sf = fmt::e4m3_decode(in.scale);
+#pragma unroll
+    for (int j = 0; j < kGroup; ++j) {
+      const uint8_t code = uint8_t(((j < 8 ? in.codes.x : in.codes.y) >> (4 * (j % 8))) & 0xFu);
+      // NOTE: e2m1 * scale is exact (at most 6 significant bits); the tensor factor is the
+      // last multiply, as in fmt::nvfp4_decode (left to right).
+      v[j] = fmt::e2m1_decode(code) * sf;
+      if constexpr (kTensorFactor) v[j] = v[j] * f;
+    }
+  } else {
+#pragma unroll
+    for (int j = 0; j < kGroup; ++j) {
+      v[j] = fmt::mxfp4_decode(uint8_t(((j < 8 ? in.codes.x : in.codes.y) >> (4 * (j % 8))) & 0xFu), in.scale);
+    }
+  }
+}
+
+// kUnroll groups per thread and iteration, loads first: several loads in flight per thread
+// (one 8-byte load each would leave the memory system idle between them).
+constexpr int kUnroll = 4;
+
 template <Kind kKind, typename Out, bool kTensorFactor>
 __global__ void __launch_bounds__(256) dequantize_kernel(DequantArgs a, Out* __restrict__ out) {
-  const int64_t groups_per_row = a.cols / kGroup;
-  const int64_t groups = a.rows * groups_per_row;
+  const int64_t groups = a.rows * (a.cols / kGroup);
   // NOTE: amax / 2688 is computed per thread exactly as the CPU computes it once per tensor.
   const float f = kTensorFactor ? fmt::nvfp4_tensor_decode_factor(*a.amax) : 1.0f;
-  for (int64_t g = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; g < groups; g += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t r = g / groups_per_row, c16 = g % groups_per_row;
-    float v[kGroup];
-    if constexpr (kKind == Kind::fp8) {
-      const uint4 q = *reinterpret_cast<const uint4*>(a.codes + g * kGroup);
-      const uint32_t w[4] = {q.x, q.y, q.z, q.w};
-      float si = a.scale_inv[0];
-      if (a.block_rows > 0) {  // 16 | block_cols, so the group lies in one block
-        const int64_t scale_cols = (a.cols + a.block_cols - 1) / a.block_cols;
-        si = a.scale_inv[(r / a.block_rows) * scale_cols + (c16 * kGroup) / a.block_cols];
-      }
+  const int64_t stride = int64_t(gridDim.x) * blockDim.x;
+  for (int64_t g0 = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; g0 < groups; g0 += stride * kUnroll) {
+    GroupIn in[kUnroll];
 #pragma unroll
-      for (int j = 0; j < kGroup; ++j) v[j] = fmt::fp8_decode(uint8_t(w[j / 4] >> (8 * (j % 4))), a.fp8_kind) * si;
-    } else {
-      const uint2 q = *reinterpret_cast<const uint2*>(a.codes + g * (kGroup / 2));
-      if constexpr (kKind == Kind::nvfp4) {
-        const int64_t scale_cols = a.cols / 16;
-        const uint8_t s = a.scales[a.swizzled ? fmt::swizzled_scale_offset(r, c16, scale_cols) : r * scale_cols + c16];
-        const float sf = fmt::e4m3_decode(s);
-#pragma unroll
-        for (int j = 0; j < kGroup; ++j) {
-          const uint8_t code = uint8_t(((j < 8 ? q.x : q.y) >> (4 * (j % 8))) & 0xFu);
-          // NOTE: e2m1 * scale is exact (at most 6 significant bits); the tensor factor is the
-          // last multiply, as in fmt::nvfp4_decode (left to right).
-          v[j] = fmt::e2m1_decode(code) * sf;
-          if constexpr (kTensorFactor) v[j] = v[j] * f;
-        }
-      } else {
-        const uint8_t e = a.scales[r * (a.cols / 32) + c16 / 2];
-#pragma unroll
-        for (int j = 0; j < kGroup; ++j) {
-          v[j] = fmt::mxfp4_decode(uint8_t(((j < 8 ? q.x : q.y) >> (4 * (j % 8))) & 0xFu), e);
-        }
-      }
+    for (int u = 0; u < kUnroll; ++u) {
+      if (g0 + u * stride < groups) in[u] = load_group<kKind>(a, g0 + u * stride);
     }
-    store16(out + g * kGroup, v);
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      if (g0 + u * stride >= groups) break;
+      float v[kGroup];
+      decode_group<kKind, kTensorFactor>(in[u], a, f, v);
+      store16(out + (g0 + u * stride) * kGroup, v);
+    }
   }
 }
 
@@ -130,7 +167,8 @@ void launch(const DequantArgs& a, void* out, DType out_dtype, Stream stream, con
   int sms = 0, dev = 0;
   check(cudaGetDevice(&dev), "cudaGetDevice");
   check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev), "cudaDeviceGetAttribute");
-  const unsigned blocks = static_cast<unsigned>(std::min<int64_t>((groups + 255) / 256, int64_t(sms) * 16));
+  const int64_t per_block = 256 * kUnroll;
+  const unsigned blocks = static_cast<unsigned>(std::min<int64_t>((groups + per_block - 1) / per_block, int64_t(sms) * 16));
   const auto s = reinterpret_cast<cudaStream_t>(stream);
   if (out_dtype == DType::BF16) {
     dequantize_kernel<kKind, __nv_bfloat16, kTensorFactor><<<blocks, 256, 0, s>>>(a, static_cast<__nv_bfloat16*>(out));

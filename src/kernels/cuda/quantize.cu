@@ -396,15 +396,20 @@ __global__ void __launch_bounds__(kThreads) fp8_kernel(const T* __restrict__ x, 
 // ---- FP8 with 1x128 / 128x128 block scales (+ optional transposed copy) ---------------------
 //
 // One CTA = one 128x128 tile, 256 threads; the tile is staged in shared memory as FP32.
-//   load    coalesced 16-byte loads of whole rows; each warp folds its |x| into the tile amax
+//   load    coalesced 16-byte loads of whole rows, all issued before any is used; the lanes
+//           that share a row reduce its |x| max with shuffles (the 1x128 row amax), and the
+//           row maxima give the tile amax
 //   lines   a "line" is a row of the tile (row-wise copy) or a column (column-wise copy, which is
 //           a row of x^T). Thread (line, half) = (t % 128, t / 128) owns line elements
-//           [64 half, 64 half + 64): a 1x128 block is one line, its amax the max of two halves.
+//           [64 half, 64 half + 64). A 1x128 block is one line: a row's amax comes from the load,
+//           a column's is the max of two half-line maxima exchanged through shared memory.
 //           A 128x128 block is the whole tile; it transposes onto itself, so both copies share
 //           its amax and scale.
 // Pitch 132 floats keeps rows 16-byte aligned: the load's float4 stores and the row lines'
 // float4 reads take the minimum number of wavefronts, and the column lines read one float per
 // lane from 32 consecutive columns (32 different banks).
+// NOTE: staging the tile as BF16 (34 KiB, six CTAs per SM instead of three) measured slower on
+// the H100 (33.7% vs 38.0% of copy for 1x128 row + col); see docs/perf.md.
 constexpr int kBTile = 128;
 constexpr int kBPitch = kBTile + 4;
 constexpr size_t kBSmemBytes = sizeof(float) * kBTile * kBPitch;
@@ -416,7 +421,7 @@ struct Fp8BlockArgs {
   uint8_t *row_codes, *col_codes;  // nullptr: copy not requested
   float *row_scale_inv, *col_scale_inv;
   float *row_amax, *col_amax;  // optional: max |x| over the tensor
-  bool tile_scaled;  // 128x128 blocks (weights) instead of 1x128
+  bool tile_scaled;            // 128x128 blocks (weights) instead of 1x128
   fmt::Fp8Kind kind;
   uint32_t* nonfinite;
 };
@@ -439,31 +444,19 @@ __device__ __forceinline__ void read16(const float* tile, int line, int i0, floa
   }
 }
 
-// Quantizes this thread's half line of one copy. line_len: valid elements of the line (the
-// tile's extent across), lines: valid lines. Codes go to codes + (origin_line + line) * ld +
-// origin_elem; the block scale to scale_inv[scale_index]. tile_amax: the 128x128 block's |x|
-// bits (used when a.tile_scaled). half_amax: [2][128] scratch for this copy.
+// Encodes this thread's half line of one copy with the block amax m (|x| bits). lines: valid
+// lines; line_len: valid elements per line (the tile's extent across). Codes go to codes +
+// line * ld + element; the scale to scale_inv[scale_index] (once per block).
 template <bool kColumn>
-__device__ __forceinline__ void fp8_block_copy(const float* tile, uint32_t (*half_amax)[kBTile], uint32_t tile_amax,
-                                               const Fp8BlockArgs& a, int line, int half, int lines, int line_len,
-                                               uint8_t* codes, int64_t ld, float* scale_inv, int64_t scale_index) {
-  uint32_t m = tile_amax;
-  if (!a.tile_scaled) {  // uniform branch: the 1x128 block is this line
-    m = 0;
-    for (int i0 = 64 * half; i0 < 64 * half + 64; i0 += 16) {
-      float v[16];
-      read16<kColumn>(tile, line, i0, v);
-#pragma unroll
-      for (int j = 0; j < 16; ++j) m = max(m, __float_as_uint(fmt::abs_f32(v[j])));
-    }
-    half_amax[half][line] = m;
-    __syncthreads();
-    m = max(half_amax[0][line], half_amax[1][line]);
-  }
+__device__ __forceinline__ void fp8_block_encode(const float* tile, uint32_t m, const Fp8BlockArgs& a, int line, int half,
+                                                 int lines, int line_len, uint8_t* codes, int64_t ld, float* scale_inv,
+                                                 int64_t scale_index) {
   if (line >= lines) return;
   const float scale = fmt::fp8_scale_from_amax(__uint_as_float(m), a.kind);
   if (half == 0 && (!a.tile_scaled || line == 0)) scale_inv[scale_index] = 1.0f / scale;
-  for (int i0 = 64 * half; i0 < 64 * half + 64 && i0 < line_len; i0 += 16) {
+#pragma unroll
+  for (int i0 = 64 * half; i0 < 64 * half + 64; i0 += 16) {
+    if (i0 >= line_len) break;
     float v[16];
     read16<kColumn>(tile, line, i0, v);
     *reinterpret_cast<uint4*>(codes + line * ld + i0) = fp8_encode16(v, scale, a.kind);
@@ -474,41 +467,54 @@ template <typename T, bool kRow, bool kCol, bool kCount>
 __global__ void __launch_bounds__(kThreads) fp8_block_kernel(const T* __restrict__ x, Fp8BlockArgs a) {
   extern __shared__ float4 smem[];  // float4: 16-byte alignment of the tile
   float* tile = reinterpret_cast<float*>(smem);
-  __shared__ uint32_t half_amax[2][2][kBTile];  // [copy][half][line]
-  __shared__ uint32_t warp_amax[kThreads / 32];
-  constexpr int V = Elem<T>::kPerVec, kVecsPerRow = kBTile / V;
+  __shared__ uint32_t row_amax[kBTile];      // |x| bits of each tile row (its 1x128 block)
+  __shared__ uint32_t half_amax[2][kBTile];  // column lines: [half][column]
+  constexpr int V = Elem<T>::kPerVec, kVecsPerRow = kBTile / V, kIters = kBTile * kVecsPerRow / kThreads;
+  static_assert(kVecsPerRow <= 32 && 32 % kVecsPerRow == 0, "the lanes of one row sit in one warp");
   const int t = threadIdx.x;
   const int64_t m0 = int64_t(blockIdx.y) * kBTile, k0 = int64_t(blockIdx.x) * kBTile;
   const int rows = static_cast<int>(a.M - m0 < kBTile ? a.M - m0 : kBTile);
   const int cols = static_cast<int>(a.K - k0 < kBTile ? a.K - k0 : kBTile);
 
   // ---- load (zeros outside the matrix; they cannot raise an amax) ----
-  uint32_t m = 0, bad = 0;
-  for (int i = t; i < kBTile * kVecsPerRow; i += kThreads) {
-    const int r = i / kVecsPerRow, c = (i % kVecsPerRow) * V;
-    union {
-      uint4 u;
-      T e[V];
-    } in;
+  union Vec {
+    uint4 u;
+    T e[V];
+  };
+  Vec in[kIters];
+#pragma unroll
+  for (int it = 0; it < kIters; ++it) {  // every load in flight before the first use
+    const int i = t + it * kThreads, r = i / kVecsPerRow, c = (i % kVecsPerRow) * V;
     // cols is a multiple of 16 (K % 16 == 0), so a vector is wholly inside or outside.
-    in.u = r < rows && c < cols ? *reinterpret_cast<const uint4*>(x + (m0 + r) * a.K + k0 + c) : make_uint4(0, 0, 0, 0);
+    in[it].u = r < rows && c < cols ? *reinterpret_cast<const uint4*>(x + (m0 + r) * a.K + k0 + c) : make_uint4(0, 0, 0, 0);
+  }
+  uint32_t bad = 0;
+#pragma unroll
+  for (int it = 0; it < kIters; ++it) {
+    const int i = t + it * kThreads, r = i / kVecsPerRow, c = (i % kVecsPerRow) * V;
     float f[V];
+    uint32_t m = 0;
 #pragma unroll
     for (int j = 0; j < V; ++j) {
-      f[j] = Elem<T>::to_f32(in.e[j]);
+      f[j] = Elem<T>::to_f32(in[it].e[j]);
       if constexpr (kCount) bad += fmt::is_finite(f[j]) ? 0u : 1u;
       m = max(m, __float_as_uint(fmt::abs_f32(f[j])));
     }
 #pragma unroll
-    for (int j = 0; j < V; j += 4) *reinterpret_cast<float4*>(tile + r * kBPitch + c + j) = make_float4(f[j], f[j + 1], f[j + 2], f[j + 3]);
+    for (int j = 0; j < V; j += 4) {
+      *reinterpret_cast<float4*>(tile + r * kBPitch + c + j) = make_float4(f[j], f[j + 1], f[j + 2], f[j + 3]);
+    }
+#pragma unroll
+    for (int lanes = kVecsPerRow / 2; lanes > 0; lanes /= 2) m = max(m, __shfl_xor_sync(0xFFFFFFFFu, m, lanes));
+    if (i % kVecsPerRow == 0) row_amax[r] = m;
   }
   if constexpr (kCount) count_nonfinite(a.nonfinite, bad);
-  m = __reduce_max_sync(0xFFFFFFFFu, m);
-  if ((t & 31) == 0) warp_amax[t / 32] = m;
   __syncthreads();
   uint32_t tile_amax = 0;
-#pragma unroll
-  for (int w = 0; w < kThreads / 32; ++w) tile_amax = max(tile_amax, warp_amax[w]);
+  if (a.tile_scaled || a.row_amax || a.col_amax) {  // uniform
+#pragma unroll 8
+    for (int r = 0; r < kBTile; ++r) tile_amax = max(tile_amax, row_amax[r]);  // broadcast reads
+  }
   if (t == 0) {
     if (a.row_amax) atomic_max_nonneg(a.row_amax, __uint_as_float(tile_amax));
     if (a.col_amax) atomic_max_nonneg(a.col_amax, __uint_as_float(tile_amax));
@@ -518,14 +524,27 @@ __global__ void __launch_bounds__(kThreads) fp8_block_kernel(const T* __restrict
   if constexpr (kRow) {
     const int64_t scale_cols = (a.K + kBTile - 1) / kBTile;
     const int64_t si = a.tile_scaled ? blockIdx.y * scale_cols + blockIdx.x : (m0 + line) * scale_cols + blockIdx.x;
-    fp8_block_copy<false>(tile, half_amax[0], tile_amax, a, line, half, rows, cols, a.row_codes + m0 * a.K + k0, a.K,
-                          a.row_scale_inv, si);
+    fp8_block_encode<false>(tile, a.tile_scaled ? tile_amax : row_amax[line], a, line, half, rows, cols,
+                               a.row_codes + m0 * a.K + k0, a.K, a.row_scale_inv, si);
   }
   if constexpr (kCol) {
+    uint32_t m = tile_amax;
+    if (!a.tile_scaled) {  // uniform: this column's 1x128 block amax from its two halves
+      m = 0;
+#pragma unroll
+      for (int i0 = 64 * half; i0 < 64 * half + 64; i0 += 16) {
+        float v[16];
+        read16<true>(tile, line, i0, v);
+#pragma unroll
+        for (int j = 0; j < 16; ++j) m = max(m, __float_as_uint(fmt::abs_f32(v[j])));
+      }
+      half_amax[half][line] = m;
+      __syncthreads();
+      m = max(half_amax[0][line], half_amax[1][line]);
+    }
     const int64_t scale_cols = (a.M + kBTile - 1) / kBTile;
     const int64_t si = a.tile_scaled ? blockIdx.x * scale_cols + blockIdx.y : (k0 + line) * scale_cols + blockIdx.y;
-    fp8_block_copy<true>(tile, half_amax[1], tile_amax, a, line, half, cols, rows, a.col_codes + k0 * a.M + m0, a.M,
-                         a.col_scale_inv, si);
+    fp8_block_encode<true>(tile, m, a, line, half, cols, rows, a.col_codes + k0 * a.M + m0, a.M, a.col_scale_inv, si);
   }
 }
 
