@@ -17,6 +17,7 @@ void register_qtensor(CLI::App& app);
 void register_dequant(CLI::App& app);
 void register_inspect(CLI::App& app);
 void register_formats(CLI::App& app);
+void register_data(CLI::App& app);
 
 // A 2-D floating-point tensor widened to FP32.
 struct Matrix {

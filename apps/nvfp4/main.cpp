@@ -15,6 +15,7 @@ int main(int argc, char** argv) {
   nvfp4::cli::register_dequant(app);
   nvfp4::cli::register_inspect(app);
   nvfp4::cli::register_formats(app);
+  nvfp4::cli::register_data(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

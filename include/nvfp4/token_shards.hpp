@@ -1,0 +1,251 @@
+// Token shards: the training data on disk, how it is made from text and how training reads it
+// back. docs/data.md is the user-level description; this header is the contract.
+//
+// ---- the shard file (llm.c's layout, with our metadata in slots llm.c leaves zero) -----------
+//
+//   bytes [0, 1024)      header: 256 little-endian int32
+//     header[0]          magic 20240520 (llm.c's GPT-2 token shards)
+//     header[1]          version 1 (= uint16 tokens)
+//     header[2]          N, the number of tokens in the file
+//     header[3]          vocabulary size of the tokenizer that made it; 0 = not recorded
+//     header[4]          tokenizer id (kTokenizerIds in nvfp4/tokenizer.hpp: 1 = byte); 0 = not recorded
+//     header[5]          split: 0 = train, 1 = val
+//     header[6]          shard number within its split (0, 1, ...)
+//     header[7]          documents that start in this shard (= its end-of-text tokens)
+//     header[8..255]     0 (reserved; readers ignore them)
+//   bytes [1024, 1024+2N) N tokens, little-endian uint16
+//
+// A shard written by llm.c's own scripts (slots 3.. zero) reads fine: vocabulary and tokenizer
+// are then "not recorded" and the reader checks tokens against the vocabulary the caller gives.
+//
+// ---- a dataset folder (what `nvfp4 data` writes) ----------------------------------------------
+//
+//   DIR/train_000000.bin, train_000001.bin, ...   the train split, shards of <= shard_tokens
+//   DIR/val_000000.bin, ...                       the validation split (absent if it is empty)
+//   DIR/manifest.json                             written last; describes all of the above
+//
+// Every file is written atomically (temp + rename). The manifest's fields are listed at
+// build_token_dataset() and in docs/data.md.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "nvfp4/tokenizer.hpp"
+
+namespace nvfp4::io {
+
+inline constexpr int32_t kShardMagic = 20240520;
+inline constexpr int32_t kShardVersion = 1;
+inline constexpr int64_t kShardHeaderInts = 256;
+inline constexpr int64_t kShardHeaderBytes = kShardHeaderInts * 4;  // 1024
+inline constexpr int64_t kMaxShardTokens = 2147483647;              // header[2] is an int32
+inline constexpr int32_t kMaxShardVocab = 65536;                    // tokens are uint16
+inline constexpr const char* kManifestName = "manifest.json";
+inline constexpr const char* kManifestFormat = "nvfp4.token_shards";
+inline constexpr int kManifestVersion = 1;
+
+enum class Split : int32_t { train = 0, val = 1 };
+const char* split_name(Split s);  // "train", "val"
+
+// The header fields we use (see the table above).
+struct ShardHeader {
+  int64_t num_tokens = 0;       // header[2]
+  int32_t vocab_size = 0;       // header[3]; 0 = not recorded
+  int32_t tokenizer_id = 0;     // header[4]; 0 = not recorded
+  Split split = Split::train;   // header[5]
+  int32_t index = 0;            // header[6]
+  int32_t documents = 0;        // header[7]
+};
+
+// Writes one shard atomically; h.num_tokens is taken from tokens.size(). Throws nvfp4::Error
+// naming `path` for more than kMaxShardTokens tokens, a vocabulary over kMaxShardVocab, a token
+// >= h.vocab_size (when recorded), or an I/O failure (the target is then left untouched).
+void write_token_shard(const std::string& path, const ShardHeader& h, std::span<const uint16_t> tokens);
+
+// One shard, memory-mapped read-only and validated on open.
+class TokenShard {
+ public:
+  // Checks, in order, each failure an nvfp4::Error naming `path` and the problem: the file is a
+  // regular file of at least 1024 bytes; magic; version; a non-negative token count whose
+  // 2N bytes are exactly what follows the header (shorter: truncated; longer: trailing bytes);
+  // vocabulary size in [0, 65536]; split 0 or 1; if expected_vocab != 0 and the header records
+  // a different vocabulary, the shard belongs to another tokenizer; finally every token is below
+  // the vocabulary (the header's, else expected_vocab, else not checked).
+  static TokenShard open(const std::string& path, int32_t expected_vocab = 0);
+
+  TokenShard(TokenShard&&) noexcept;
+  TokenShard& operator=(TokenShard&&) noexcept;
+  ~TokenShard();
+
+  const std::string& path() const;
+  const ShardHeader& header() const;
+  int64_t size() const { return header().num_tokens; }
+  std::span<const uint16_t> tokens() const;  // (N,) view into the mapping
+
+ private:
+  struct Impl;
+  explicit TokenShard(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// Where a ShardLoader is: the first token of the next window is shards[shard].tokens()[offset].
+// Saving it in a checkpoint and passing it back (constructor or seek) continues exactly.
+struct LoaderPosition {
+  int64_t shard = 0;   // index into the loader's shard list
+  int64_t offset = 0;  // token offset inside that shard
+  int64_t epoch = 0;   // completed passes over the shard list
+  bool operator==(const LoaderPosition&) const = default;
+};
+
+// Sequential, deterministic (B, T+1) windows over a list of shards, llm.c's DataLoader order:
+// window row b holds tokens[offset + b*T, offset + (b+1)*T] (T+1 tokens: inputs are the first T,
+// targets the last T); then offset advances by B*T. A batch never spans two shards: when the
+// next B*T+1 tokens do not fit in the current shard, its tail is skipped and the next shard
+// starts at offset 0; after the last shard the first one comes again and epoch counts up.
+// No shuffling: the order is the shard list's, and the data was split by document when made.
+class ShardLoader {
+ public:
+  // Opens and validates every shard up front (TokenShard::open with vocab_size, so 0 = use the
+  // headers' own vocabularies). Each shard must hold at least B*T+1 tokens. Throws nvfp4::Error
+  // naming the shard (or option) otherwise, or if `start` is not a position in these shards.
+  ShardLoader(std::vector<std::string> shard_paths, int64_t B, int64_t T, int32_t vocab_size = 0,
+              LoaderPosition start = {});
+
+  // The next batch: out is (B, T+1) row-major, B*(T+1) int32 (an Error if out has another size).
+  void next(std::span<int32_t> out);
+  std::vector<int32_t> next();
+
+  // The start of the next window (always a valid window start: the loader moves to the next
+  // shard as soon as the current one cannot give another full batch).
+  LoaderPosition position() const { return pos_; }
+  void seek(LoaderPosition p);  // validated like the constructor's `start`
+
+  int64_t B() const { return B_; }
+  int64_t T() const { return T_; }
+  int64_t batches_per_epoch() const;  // sum over shards of floor((N_i - 1) / (B*T))
+  const std::vector<TokenShard>& shards() const { return shards_; }
+
+ private:
+  void normalize(LoaderPosition& p) const;
+  std::vector<TokenShard> shards_;
+  int64_t B_ = 0, T_ = 0;
+  LoaderPosition pos_;
+};
+
+// The shard files of `split` listed in DIR/manifest.json, in order, as paths under DIR. Throws
+// nvfp4::Error naming the manifest when it is missing or malformed, or lists no such shards.
+std::vector<std::string> manifest_shards(const std::string& dir, Split split);
+
+// ---- making a dataset from text ----------------------------------------------------------------
+
+// The files behind INPUT arguments, in a deterministic order: each argument in the order given;
+// a file is itself; a folder is every regular file under it, recursively, sorted by path (names
+// starting with '.' are skipped, folder symlinks are not followed); an argument with * ? or [ is a
+// glob whose matches (files or folders, expanded likewise) are sorted by path. A file reached
+// twice is kept the first time only. Throws nvfp4::Error for a path that does not exist or a glob
+// that matches nothing.
+std::vector<std::string> expand_inputs(const std::vector<std::string>& inputs);
+
+// The text of one input file: `.gz` files are decompressed (zlib; concatenated members are
+// read in full); GNU info files (`.info`, `.info-N`, each optionally `.gz`) are cleaned by
+// is_info_name()/clean_info_text(). Throws nvfp4::Error naming the file if it cannot be read or
+// the gzip stream is corrupt or truncated.
+std::string read_input_text(const std::string& path);
+bool is_info_name(const std::string& path);
+// GNU info text without its navigation: the 0x1F node separators, the "File: ..., Node: ..."
+// line that heads each node, and the "Tag Table", "Indirect" and "Local Variables" blocks (byte
+// offsets, not prose) are removed; nodes are separated by one blank line. Text without 0x1F
+// comes back unchanged.
+std::string clean_info_text(std::string_view raw);
+
+// The documents of one file's text. Text of at most doc_bytes bytes is one document (none if it
+// is empty). Longer text is cut into paragraphs, each ending after a run of blank lines (lines
+// of only spaces, tabs and '\r'), and consecutive paragraphs are grouped greedily into documents
+// of at most doc_bytes; a paragraph longer than doc_bytes is cut at its last newline (else its
+// last UTF-8 character boundary) within each doc_bytes window. The documents are views into
+// `text`, and concatenated they are `text` exactly.
+std::vector<std::string_view> split_documents(std::string_view text, int64_t doc_bytes);
+
+// The split rule. Document i (0-based, over all documents of all inputs in order) draws
+// u = split_draw(seed, i), uniform in [0, 1) from Philox4x32-10 keyed by the seed; it goes to val
+// when u < val_fraction. Then, when there are >= 2 documents and val_fraction > 0: if no
+// document went to val, the one with the smallest u does; if every document went to val, the
+// one with the largest u goes to train.
+double split_draw(uint64_t seed, uint64_t index);
+std::vector<Split> assign_splits(uint64_t seed, int64_t documents, double val_fraction);
+
+struct DataOptions {
+  std::vector<std::string> inputs;  // files, folders, globs (expand_inputs)
+  std::string out_dir;
+  std::string tokenizer = "byte";
+  double val_fraction = 0.05;           // in [0, 1)
+  uint64_t seed = 1;
+  int64_t shard_tokens = 100'000'000;   // in [1, kMaxShardTokens]
+  int64_t doc_bytes = 64 * 1024;        // >= 1
+  bool force = false;                   // write into an existing, non-empty out_dir
+  std::string command;                  // recorded in the manifest as "command" ("" = null)
+  std::string tool;                     // recorded as "created_by", e.g. "nvfp4 0.1.0" ("" = null)
+};
+
+struct SourceStats {
+  std::string path;
+  uint64_t file_bytes = 0;  // on disk
+  uint64_t text_bytes = 0;  // after decompression / info cleaning
+  int64_t documents = 0;
+  bool gzip = false, info = false;
+};
+
+struct SkippedInput {
+  std::string path;
+  std::string reason;  // "binary (NUL byte in the first 8 KiB)"
+};
+
+struct ShardRecord {
+  std::string file;  // name inside out_dir: train_000000.bin
+  Split split = Split::train;
+  int64_t tokens = 0;
+  int64_t documents = 0;
+};
+
+struct SplitStats {
+  int64_t documents = 0;
+  uint64_t text_bytes = 0;
+  int64_t tokens = 0;  // including one end-of-text token per document
+  int64_t shards = 0;
+};
+
+struct DataSummary {
+  std::string out_dir, manifest_path, tokenizer_description;
+  std::vector<SourceStats> sources;
+  std::vector<SkippedInput> skipped;
+  std::vector<ShardRecord> shards;
+  SplitStats train, val;
+  double seconds = 0;  // wall time of build_token_dataset
+};
+
+// Called now and then with text bytes processed so far (second pass) and the total.
+using DataProgress = std::function<void(uint64_t done_bytes, uint64_t total_bytes)>;
+
+// Builds a dataset folder (see the top of this header):
+//  1. checks the options and out_dir: if it exists and is not empty, an nvfp4::Error unless
+//     force; with force, its old manifest.json goes first, then the new shards replace the old
+//     ones, stale train_/val_ shards of the old dataset are removed, other files are left;
+//  2. expand_inputs; reads every file once to count its documents (split_documents), skipping
+//     binary files (a NUL byte in the first 8 KiB); no text at all is an nvfp4::Error;
+//  3. assign_splits; reads every file again and appends, per document, the end-of-text token and
+//     the document's tokens to its split's stream, cut into shards of shard_tokens (documents
+//     may span two shards);
+//  4. writes DIR/manifest.json (shards listed train first, then val, in order):
+//     {"format", "format_version", "created_by", "command",
+//     "tokenizer": describe(), "options": {val_fraction, seed, shard_tokens, doc_bytes},
+//     "shard_layout": {magic, version, header_ints, token_dtype}, "sources": [...SourceStats],
+//     "skipped": [...], "splits": {"train"|"val": SplitStats}, "shards": [...ShardRecord]}.
+DataSummary build_token_dataset(const DataOptions& options, const DataProgress& progress = {});
+
+}  // namespace nvfp4::io
