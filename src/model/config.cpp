@@ -1,0 +1,183 @@
+// ModelConfig: validation, JSON, sizes; the parameter layout and its initialization.
+#include <cmath>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "format/philox.hpp"
+#include "nvfp4/error.hpp"
+#include "nvfp4/model.hpp"
+
+namespace nvfp4::model {
+
+int ModelConfig::ffn() const {
+  if (d_ffn > 0) return d_ffn;
+  const int raw = (8 * d_model + 2) / 3;  // ceil(8/3 d)
+  return (raw + 63) / 64 * 64;
+}
+
+void ModelConfig::validate() const {
+  auto need = [](bool ok, const std::string& what) {
+    if (!ok) throw Error("model config: " + what);
+  };
+  need(n_layer >= 1, "n_layer = " + std::to_string(n_layer) + " must be >= 1");
+  need(d_model >= 16 && d_model % 16 == 0, "d_model = " + std::to_string(d_model) +
+                                               " must be a positive multiple of 16 (NVFP4 blocks run along it)");
+  need(n_head >= 1 && d_model % n_head == 0,
+       "n_head = " + std::to_string(n_head) + " must divide d_model = " + std::to_string(d_model));
+  need(head_size() % 2 == 0, "head size d_model / n_head = " + std::to_string(head_size()) + " must be even (RoPE pairs)");
+  need(n_kv_head >= 1 && n_head % n_kv_head == 0,
+       "n_kv_head = " + std::to_string(n_kv_head) + " must divide n_head = " + std::to_string(n_head));
+  need(d_ffn >= 0 && ffn() % 16 == 0, "d_ffn = " + std::to_string(d_ffn) + " must be 0 (auto) or a multiple of 16");
+  need(vocab >= 2, "vocab = " + std::to_string(vocab) + " must be >= 2");
+  need(seq_len >= 1, "seq_len = " + std::to_string(seq_len) + " must be >= 1");
+  need(rope_theta > 0 && std::isfinite(rope_theta), "rope_theta must be positive");
+  need(norm_eps > 0 && std::isfinite(norm_eps), "norm_eps must be positive");
+  need(init_std > 0 && std::isfinite(init_std), "init_std must be positive");
+}
+
+std::string ModelConfig::to_json() const {
+  nlohmann::ordered_json j;
+  j["n_layer"] = n_layer;
+  j["d_model"] = d_model;
+  j["n_head"] = n_head;
+  j["n_kv_head"] = n_kv_head;
+  j["d_ffn"] = ffn();
+  j["vocab"] = vocab;
+  j["seq_len"] = seq_len;
+  j["rope_theta"] = rope_theta;
+  j["norm_eps"] = norm_eps;
+  j["init_std"] = init_std;
+  return j.dump();
+}
+
+ModelConfig ModelConfig::from_json(std::string_view text) {
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(text);
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(std::string("model config: not valid JSON: ") + e.what());
+  }
+  if (!j.is_object()) throw Error("model config: expected a JSON object");
+  ModelConfig c;
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    const std::string& k = it.key();
+    const auto& v = it.value();
+    auto as_int = [&]() {
+      if (!v.is_number_integer()) throw Error("model config: \"" + k + "\" must be an integer");
+      return v.get<int>();
+    };
+    auto as_float = [&]() {
+      if (!v.is_number()) throw Error("model config: \"" + k + "\" must be a number");
+      return v.get<float>();
+    };
+    if (k == "n_layer") c.n_layer = as_int();
+    else if (k == "d_model") c.d_model = as_int();
+    else if (k == "n_head") c.n_head = as_int();
+    else if (k == "n_kv_head") c.n_kv_head = as_int();
+    else if (k == "d_ffn") c.d_ffn = as_int();
+    else if (k == "vocab") c.vocab = as_int();
+    else if (k == "seq_len") c.seq_len = as_int();
+    else if (k == "rope_theta") c.rope_theta = as_float();
+    else if (k == "norm_eps") c.norm_eps = as_float();
+    else if (k == "init_std") c.init_std = as_float();
+    else {
+      throw Error("model config: unknown key \"" + k +
+                  "\" (known: n_layer, d_model, n_head, n_kv_head, d_ffn, vocab, seq_len, rope_theta, norm_eps, "
+                  "init_std)");
+    }
+  }
+  c.validate();
+  return c;
+}
+
+int64_t ModelConfig::num_params() const {
+  int64_t n = 0;
+  for (const auto& s : param_specs(*this)) n += s.numel;
+  return n;
+}
+
+double ModelConfig::flops_per_token(int T) const {
+  const double C = d_model, F = ffn(), HS = head_size(), L = n_layer;
+  const double matmul = L * (C * HS * (n_head + 2.0 * n_kv_head) + HS * n_head * C + 3.0 * C * F) + C * vocab;
+  // Attention: scores q.k and att.v, 2 x T x HS x NH multiply-adds per token and layer (full
+  // T x T counted, as PaLM's MFU convention).
+  const double attention = L * 2.0 * T * HS * n_head;
+  return 6.0 * matmul + 6.0 * attention;
+}
+
+const char* linear_name(LinearKind k) {
+  switch (k) {
+    case LinearKind::q: return "self_attn.q_proj";
+    case LinearKind::k: return "self_attn.k_proj";
+    case LinearKind::v: return "self_attn.v_proj";
+    case LinearKind::o: return "self_attn.o_proj";
+    case LinearKind::gate: return "mlp.gate_proj";
+    case LinearKind::up: return "mlp.up_proj";
+    case LinearKind::down: return "mlp.down_proj";
+    case LinearKind::lm_head: return "lm_head";
+  }
+  return "?";
+}
+
+std::vector<ParamSpec> param_specs(const ModelConfig& c) {
+  c.validate();
+  const int64_t C = c.d_model, F = c.ffn(), V = c.vocab, HS = c.head_size(), NH = c.n_head, NKV = c.n_kv_head;
+  std::vector<ParamSpec> s;
+  int64_t offset = 0;
+  auto add = [&](std::string name, std::vector<int64_t> shape, bool decay) {
+    int64_t n = 1;
+    for (int64_t d : shape) n *= d;
+    s.push_back({std::move(name), std::move(shape), offset, n, decay});
+    offset += n;
+  };
+  add("model.embed_tokens.weight", {V, C}, true);
+  for (int l = 0; l < c.n_layer; ++l) {
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    add(p + "input_layernorm.weight", {C}, false);
+    add(p + "self_attn.q_proj.weight", {NH * HS, C}, true);
+    add(p + "self_attn.k_proj.weight", {NKV * HS, C}, true);
+    add(p + "self_attn.v_proj.weight", {NKV * HS, C}, true);
+    add(p + "self_attn.o_proj.weight", {C, NH * HS}, true);
+    add(p + "post_attention_layernorm.weight", {C}, false);
+    add(p + "mlp.gate_proj.weight", {F, C}, true);
+    add(p + "mlp.up_proj.weight", {F, C}, true);
+    add(p + "mlp.down_proj.weight", {C, F}, true);
+  }
+  add("model.norm.weight", {C}, false);
+  add("lm_head.weight", {V, C}, true);
+  return s;
+}
+
+void init_params(const ModelConfig& c, std::span<float> params, uint64_t seed) {
+  const auto specs = param_specs(c);
+  const int64_t total = specs.back().offset + specs.back().numel;
+  if (static_cast<int64_t>(params.size()) != total) {
+    throw Error("init_params: buffer holds " + std::to_string(params.size()) + " floats, the model needs " +
+                std::to_string(total));
+  }
+  const float out_scale = 1.0f / std::sqrt(2.0f * static_cast<float>(c.n_layer));
+  for (const ParamSpec& s : specs) {
+    float* p = params.data() + s.offset;
+    if (s.shape.size() == 1) {  // norm gains
+      for (int64_t i = 0; i < s.numel; ++i) p[i] = 1.0f;
+      continue;
+    }
+    const bool output_proj = s.name.find("o_proj") != std::string::npos || s.name.find("down_proj") != std::string::npos;
+    const float stddev = c.init_std * (output_proj ? out_scale : 1.0f);
+    // NOTE: the pair starting at element e of the whole buffer draws from counter (e, 0x1417);
+    // Box-Muller turns two 24-bit uniforms into two normals. Same values on every machine (no
+    // implementation-defined std:: distribution). A GPU run initializes on the host.
+    for (int64_t i = 0; i < s.numel; i += 2) {
+      const uint64_t e = static_cast<uint64_t>(s.offset + i);
+      const fmt::Philox4x32 r = fmt::philox4x32_10({{uint32_t(e), uint32_t(e >> 32), 0x1417u, 0u}}, uint32_t(seed),
+                                                   uint32_t(seed >> 32));
+      const double u1 = (static_cast<double>(r.v[0] >> 8) + 1.0) / 16777217.0;  // (0, 1)
+      const double u2 = static_cast<double>(r.v[1] >> 8) / 16777216.0;          // [0, 1)
+      const double rad = std::sqrt(-2.0 * std::log(u1));
+      p[i] = static_cast<float>(stddev * rad * std::cos(6.283185307179586 * u2));
+      if (i + 1 < s.numel) p[i + 1] = static_cast<float>(stddev * rad * std::sin(6.283185307179586 * u2));
+    }
+  }
+}
+
+}  // namespace nvfp4::model
