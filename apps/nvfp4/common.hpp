@@ -18,6 +18,9 @@ void register_dequant(CLI::App& app);
 void register_inspect(CLI::App& app);
 void register_formats(CLI::App& app);
 void register_data(CLI::App& app);
+void register_train(CLI::App& app);
+void register_sample(CLI::App& app);
+void register_export_hf(CLI::App& app);
 
 // A 2-D floating-point tensor widened to FP32.
 struct Matrix {

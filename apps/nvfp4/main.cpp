@@ -16,6 +16,9 @@ int main(int argc, char** argv) {
   nvfp4::cli::register_inspect(app);
   nvfp4::cli::register_formats(app);
   nvfp4::cli::register_data(app);
+  nvfp4::cli::register_train(app);
+  nvfp4::cli::register_sample(app);
+  nvfp4::cli::register_export_hf(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

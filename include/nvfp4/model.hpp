@@ -104,7 +104,7 @@ class CpuModel {
   const ParamSpec& spec(const std::string& name) const;  // throws naming the unknown parameter
 
   // Linear layers use `p` from now on (not owned; nullptr restores FP32).
-  void set_linear_precision(LinearPrecision* p) { linear_ = p ? p : &fp32_; }
+  void set_linear_precision(LinearPrecision* p) { linear_ = p; }
 
   // Forward over tokens (B, T), T <= seq_len. With targets (B, T): returns the mean
   // cross-entropy and keeps what backward() needs. Without: returns 0 (logits only).
@@ -122,8 +122,9 @@ class CpuModel {
   ModelConfig config_;
   std::vector<ParamSpec> specs_;
   std::vector<float> params_, grads_;
+  LinearPrecision& lin() { return linear_ ? *linear_ : fp32_; }
   Fp32Linear fp32_;
-  LinearPrecision* linear_ = &fp32_;
+  LinearPrecision* linear_ = nullptr;  // nullptr: fp32_ (a pointer to it would not survive a move)
   // Activations of the last forward (sized for B_, T_), per layer where noted.
   int B_ = 0, T_ = 0;
   bool have_targets_ = false;

@@ -1,5 +1,7 @@
 // ModelConfig: validation, JSON, sizes; the parameter layout and its initialization.
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <nlohmann/json.hpp>
 #include <string>
 
@@ -35,6 +37,21 @@ void ModelConfig::validate() const {
   need(init_std > 0 && std::isfinite(init_std), "init_std must be positive");
 }
 
+namespace {
+// A float as the shortest-looking double that reads back as the same float ("1e-05", not
+// "9.999999747378752e-06"): 9 significant digits always round-trip an FP32 value.
+double float_for_json(float v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.9g", static_cast<double>(v));
+  for (int digits = 1; digits <= 9; ++digits) {
+    char shorter[32];
+    std::snprintf(shorter, sizeof shorter, "%.*g", digits, static_cast<double>(v));
+    if (std::strtof(shorter, nullptr) == v) return std::strtod(shorter, nullptr);
+  }
+  return std::strtod(buf, nullptr);
+}
+}  // namespace
+
 std::string ModelConfig::to_json() const {
   nlohmann::ordered_json j;
   j["n_layer"] = n_layer;
@@ -44,9 +61,9 @@ std::string ModelConfig::to_json() const {
   j["d_ffn"] = ffn();
   j["vocab"] = vocab;
   j["seq_len"] = seq_len;
-  j["rope_theta"] = rope_theta;
-  j["norm_eps"] = norm_eps;
-  j["init_std"] = init_std;
+  j["rope_theta"] = float_for_json(rope_theta);
+  j["norm_eps"] = float_for_json(norm_eps);
+  j["init_std"] = float_for_json(init_std);
   return j.dump();
 }
 

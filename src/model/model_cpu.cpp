@@ -127,25 +127,25 @@ float CpuModel::forward(const int32_t* tokens, const int32_t* targets, int B, in
     float* h = h_.data() + l * N * F;
 
     cpu::rmsnorm_forward(ln1, rstd1_.data() + l * N, x, w.ln1, N, C, config_.norm_eps);
-    linear_->forward({layer, LinearKind::q}, q, ln1, w.wq, N, C, QD);
-    linear_->forward({layer, LinearKind::k}, k, ln1, w.wk, N, C, KD);
-    linear_->forward({layer, LinearKind::v}, v, ln1, w.wv, N, C, KD);
+    lin().forward({layer, LinearKind::q}, q, ln1, w.wq, N, C, QD);
+    lin().forward({layer, LinearKind::k}, k, ln1, w.wk, N, C, KD);
+    lin().forward({layer, LinearKind::v}, v, ln1, w.wv, N, C, KD);
     cpu::rope_forward(q, q, B, T, NH, HS, config_.rope_theta);  // in place
     cpu::rope_forward(k, k, B, T, NKV, HS, config_.rope_theta);
     cpu::attention_forward(atty, att, q, k, v, B, T, NH, NKV, HS);
-    linear_->forward({layer, LinearKind::o}, x2, atty, w.wo, N, QD, C);
+    lin().forward({layer, LinearKind::o}, x2, atty, w.wo, N, QD, C);
     cpu::residual_forward(x2, x2, x, N * C);  // x2 = x + o_proj(...)
     cpu::rmsnorm_forward(ln2, rstd2_.data() + l * N, x2, w.ln2, N, C, config_.norm_eps);
-    linear_->forward({layer, LinearKind::gate}, gate, ln2, w.wg, N, C, F);
-    linear_->forward({layer, LinearKind::up}, up, ln2, w.wu, N, C, F);
+    lin().forward({layer, LinearKind::gate}, gate, ln2, w.wg, N, C, F);
+    lin().forward({layer, LinearKind::up}, up, ln2, w.wu, N, C, F);
     cpu::swiglu_forward(h, gate, up, N * F);
-    linear_->forward({layer, LinearKind::down}, xo, h, w.wd, N, F, C);
+    lin().forward({layer, LinearKind::down}, xo, h, w.wd, N, F, C);
     cpu::residual_forward(xo, xo, x2, N * C);
   }
   const ParamSpec& norm = specs_[specs_.size() - 2];
   const ParamSpec& head = specs_.back();
   cpu::rmsnorm_forward(lnf_.data(), rstdf_.data(), resid_.data() + L * N * C, p + norm.offset, N, C, config_.norm_eps);
-  linear_->forward({static_cast<int>(L), LinearKind::lm_head}, logits_.data(), lnf_.data(), p + head.offset, N, C, V);
+  lin().forward({static_cast<int>(L), LinearKind::lm_head}, logits_.data(), lnf_.data(), p + head.offset, N, C, V);
   if (!have_targets_) return 0.0f;
   cpu::crossentropy_forward(losses_.data(), logits_.data(), targets, N, V);
   double sum = 0.0;  // fixed order
@@ -169,7 +169,7 @@ void CpuModel::backward(float loss_scale) {
   cpu::crossentropy_softmax_backward(dlogits_.data(), logits_.data(), targets_.data(), N, V,
                                      loss_scale / static_cast<float>(N));
   fill_zero(dln_);
-  linear_->backward({static_cast<int>(L), LinearKind::lm_head}, dln_.data(), g + head.offset, dlogits_.data(),
+  lin().backward({static_cast<int>(L), LinearKind::lm_head}, dln_.data(), g + head.offset, dlogits_.data(),
                     lnf_.data(), p + head.offset, N, C, V);
   fill_zero(dresid_);  // gradient w.r.t. the residual stream, walked back layer by layer
   cpu::rmsnorm_backward(dresid_.data(), g + norm.offset, dln_.data(), resid_.data() + L * N * C, p + norm.offset,
@@ -194,18 +194,18 @@ void CpuModel::backward(float loss_scale) {
 
     // MLP: xo = x2 + down(swiglu(gate(ln2), up(ln2))); dresid holds d xo = d x2 (residual path).
     fill_zero(dh_);
-    linear_->backward({layer, LinearKind::down}, dh_.data(), dw.wd, dresid_.data(), h, w.wd, N, F, C);
+    lin().backward({layer, LinearKind::down}, dh_.data(), dw.wd, dresid_.data(), h, w.wd, N, F, C);
     fill_zero(dgate_);
     fill_zero(dup_);
     cpu::swiglu_backward(dgate_.data(), dup_.data(), dh_.data(), gate, up, N * F);
     fill_zero(dln_);
-    linear_->backward({layer, LinearKind::gate}, dln_.data(), dw.wg, dgate_.data(), ln2, w.wg, N, C, F);
-    linear_->backward({layer, LinearKind::up}, dln_.data(), dw.wu, dup_.data(), ln2, w.wu, N, C, F);
+    lin().backward({layer, LinearKind::gate}, dln_.data(), dw.wg, dgate_.data(), ln2, w.wg, N, C, F);
+    lin().backward({layer, LinearKind::up}, dln_.data(), dw.wu, dup_.data(), ln2, w.wu, N, C, F);
     cpu::rmsnorm_backward(dresid_.data(), dw.ln2, dln_.data(), x2, w.ln2, rstd2_.data() + l * N, N, C);
 
     // Attention: x2 = x + o_proj(attn(rope(q(ln1)), rope(k(ln1)), v(ln1))); dresid = d x2.
     fill_zero(dattn_);
-    linear_->backward({layer, LinearKind::o}, dattn_.data(), dw.wo, dresid_.data(), atty, w.wo, N, QD, C);
+    lin().backward({layer, LinearKind::o}, dattn_.data(), dw.wo, dresid_.data(), atty, w.wo, N, QD, C);
     fill_zero(dqr_);
     fill_zero(dkr_);
     fill_zero(dv_);
@@ -216,9 +216,9 @@ void CpuModel::backward(float loss_scale) {
     cpu::rope_backward(dq_.data(), dqr_.data(), B, T, NH, HS, config_.rope_theta);
     cpu::rope_backward(dk_.data(), dkr_.data(), B, T, NKV, HS, config_.rope_theta);
     fill_zero(dln_);
-    linear_->backward({layer, LinearKind::q}, dln_.data(), dw.wq, dq_.data(), ln1, w.wq, N, C, QD);
-    linear_->backward({layer, LinearKind::k}, dln_.data(), dw.wk, dk_.data(), ln1, w.wk, N, C, KD);
-    linear_->backward({layer, LinearKind::v}, dln_.data(), dw.wv, dv_.data(), ln1, w.wv, N, C, KD);
+    lin().backward({layer, LinearKind::q}, dln_.data(), dw.wq, dq_.data(), ln1, w.wq, N, C, QD);
+    lin().backward({layer, LinearKind::k}, dln_.data(), dw.wk, dk_.data(), ln1, w.wk, N, C, KD);
+    lin().backward({layer, LinearKind::v}, dln_.data(), dw.wv, dv_.data(), ln1, w.wv, N, C, KD);
     cpu::rmsnorm_backward(dresid_.data(), dw.ln1, dln_.data(), x, w.ln1, rstd1_.data() + l * N, N, C);
   }
   cpu::encoder_backward(g + specs_[0].offset, dresid_.data(), tokens_.data(), B, T, C, V);

@@ -82,7 +82,9 @@ TEST(ModelParams, NamesAndShapesAreHuggingFaceLlamas) {
   for (const auto& s : specs) {
     EXPECT_EQ(s.offset, offset) << s.name;
     offset += s.numel;
-    if (want.count(s.name)) EXPECT_EQ(s.shape, want[s.name]) << s.name;
+    if (want.count(s.name)) {
+      EXPECT_EQ(s.shape, want[s.name]) << s.name;
+    }
     EXPECT_EQ(s.decay, s.shape.size() == 2) << s.name;
   }
   EXPECT_EQ(offset, c.num_params());

@@ -1,0 +1,348 @@
+// The training loop (see trainer.hpp). CPU backend: the FP32 reference model.
+#include "train/trainer.hpp"
+
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "kernels/cpu/ops.hpp"
+#include "nvfp4/checkpoint.hpp"
+#include "nvfp4/error.hpp"
+#include "nvfp4/safetensors.hpp"
+#include "nvfp4/token_shards.hpp"
+#include "nvfp4/tokenizer.hpp"
+#include "train/metrics.hpp"
+
+namespace nvfp4::train {
+
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+int64_t peak_rss_bytes() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return static_cast<int64_t>(u.ru_maxrss) * 1024;  // Linux reports KiB
+}
+
+// The options that fix the data order and the optimizer: a resumed run must match them.
+nlohmann::ordered_json run_json(const TrainOptions& o) {
+  nlohmann::ordered_json j;
+  j["data_dir"] = o.data_dir;
+  j["device"] = o.device;
+  j["model"] = nlohmann::json::parse(o.model.to_json());
+  j["batch"] = o.batch;
+  j["seq_len"] = o.model.seq_len;
+  j["grad_accum"] = o.grad_accum;
+  j["steps"] = o.steps;
+  j["schedule"] = nlohmann::json::parse(o.schedule.to_json_string());
+  j["weight_decay"] = o.weight_decay;
+  j["beta1"] = o.beta1;
+  j["beta2"] = o.beta2;
+  j["eps"] = o.eps;
+  j["grad_clip"] = o.grad_clip;
+  j["val_every"] = o.val_every;
+  j["val_batches"] = o.val_batches;
+  j["seed"] = o.seed;
+  j["spike_factor"] = o.spike_factor;
+  j["precision"] = "fp32";
+  return j;
+}
+
+void validate(const TrainOptions& o) {
+  o.model.validate();
+  auto need = [](bool ok, const std::string& what) {
+    if (!ok) throw Error(what);
+  };
+  need(o.device == "cpu", "--device " + o.device + ": only the cpu backend is available in this build so far");
+  need(o.batch >= 1, "--batch must be >= 1");
+  need(o.grad_accum >= 1, "--grad-accum must be >= 1");
+  need(o.steps >= 1, "--steps must be >= 1");
+  need(o.val_batches >= 1, "--val-batches must be >= 1");
+  need(o.val_every >= 0 && o.ckpt_every >= 0, "--val-every and --ckpt-every must be >= 0");
+  need(o.grad_clip >= 0, "--grad-clip must be >= 0 (0 turns clipping off)");
+  need(o.weight_decay >= 0, "--weight-decay must be >= 0");
+  need(o.beta1 >= 0 && o.beta1 < 1 && o.beta2 >= 0 && o.beta2 < 1, "--beta1/--beta2 must be in [0, 1)");
+  need(o.spike_factor > 1, "--spike-factor must be > 1");
+  need(o.keep_checkpoints >= 1, "--keep-checkpoints must be >= 1");
+  need(!o.out_dir.empty(), "--out is required: the folder for metrics and checkpoints");
+}
+
+// Cross-entropy (nats) of the validation tokens under the training data's unigram distribution
+// (add-one smoothing): the loss a model that ignores context reaches.
+double unigram_baseline(const io::ShardLoader& train, const io::ShardLoader& val, int vocab) {
+  std::vector<double> count(static_cast<size_t>(vocab), 1.0);
+  double total = vocab;
+  for (const auto& s : train.shards()) {
+    for (uint16_t t : s.tokens()) count[t] += 1.0;
+    total += static_cast<double>(s.size());
+  }
+  double nll = 0;
+  int64_t n = 0;
+  for (const auto& s : val.shards()) {
+    for (uint16_t t : s.tokens()) nll -= std::log(count[t] / total);
+    n += s.size();
+  }
+  return n ? nll / static_cast<double>(n) : 0.0;
+}
+
+// Splits a (B, T+1) window into inputs and targets (B, T).
+void split_window(const std::vector<int32_t>& w, int B, int T, std::vector<int32_t>& in, std::vector<int32_t>& tgt) {
+  in.resize(size_t(B) * T);
+  tgt.resize(size_t(B) * T);
+  for (int b = 0; b < B; ++b) {
+    const int32_t* row = w.data() + size_t(b) * (T + 1);
+    std::copy(row, row + T, in.data() + size_t(b) * T);
+    std::copy(row + 1, row + T + 1, tgt.data() + size_t(b) * T);
+  }
+}
+
+std::string layer_of(const std::string& name) {
+  const std::string key = "model.layers.";
+  if (name.rfind(key, 0) == 0) return "layer " + name.substr(key.size(), name.find('.', key.size()) - key.size());
+  return name.rfind("lm_head", 0) == 0 || name == "model.norm.weight" ? "the output head" : "the embedding";
+}
+
+struct TrainState {
+  int64_t step = 0, tokens = 0;
+  io::LoaderPosition position;
+  double loss_mean = 0;  // running mean of the loss for spike detection
+};
+
+nlohmann::ordered_json state_json(const TrainState& s) {
+  nlohmann::ordered_json j;
+  j["step"] = s.step;
+  j["tokens"] = s.tokens;
+  j["loader"] = {{"shard", s.position.shard}, {"offset", s.position.offset}, {"epoch", s.position.epoch}};
+  // NOTE: %.17g round-trips a double exactly; nlohmann writes doubles that way.
+  j["loss_mean"] = s.loss_mean;
+  return j;
+}
+
+}  // namespace
+
+model::CpuModel load_checkpoint_model(const std::string& checkpoint) {
+  const io::CheckpointReader ck = io::CheckpointReader::open(checkpoint);
+  model::CpuModel m(model::ModelConfig::from_json(ck.metadata("nvfp4.model_config")));
+  for (const auto& s : m.specs()) ck.read_into(s.name, m.params().subspan(s.offset, s.numel), s.shape);
+  return m;
+}
+
+std::string checkpoint_tokenizer(const std::string& checkpoint) {
+  return io::CheckpointReader::open(checkpoint).metadata("nvfp4.tokenizer");
+}
+
+model::ModelConfig model_preset(const std::string& name) {
+  model::ModelConfig c;
+  if (name == "tiny") {  // seconds on a CPU: tests and smoke runs
+    c.n_layer = 2, c.d_model = 64, c.n_head = 4, c.n_kv_head = 2, c.seq_len = 64;
+  } else if (name == "small") {  // minutes on a CPU: the README's main job
+    c.n_layer = 4, c.d_model = 128, c.n_head = 4, c.n_kv_head = 4, c.seq_len = 128;
+  } else if (name == "gpt2-small") {  // 12 x 768, the speed measurement of issue 4
+    c.n_layer = 12, c.d_model = 768, c.n_head = 12, c.n_kv_head = 12, c.seq_len = 1024, c.d_ffn = 2048;
+    c.vocab = 50304;
+  } else {
+    throw Error("--preset " + name + " is not known; use one of: " + model_preset_names());
+  }
+  return c;
+}
+
+std::string model_preset_names() { return "tiny, small, gpt2-small"; }
+
+TrainResult train(const TrainOptions& opt_in) {
+  TrainOptions o = opt_in;
+  validate(o);
+  o.schedule.total_steps = o.steps;
+  validate(o.schedule);
+  cpu::set_num_threads(o.threads > 0 ? o.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+  const int B = o.batch, T = o.model.seq_len;
+
+  // ---- data ----
+  io::ShardLoader train_data(io::manifest_shards(o.data_dir, io::Split::train), B, T);
+  io::ShardLoader val_data(io::manifest_shards(o.data_dir, io::Split::val), B, T);
+  const int32_t data_vocab = train_data.shards().front().header().vocab_size;
+  const std::string tokenizer = io::tokenizer_name_for_id(train_data.shards().front().header().tokenizer_id);
+  if (data_vocab > o.model.vocab) {
+    throw Error("the data in " + o.data_dir + " uses a vocabulary of " + std::to_string(data_vocab) +
+                " tokens but the model's vocab is " + std::to_string(o.model.vocab) + "; raise --vocab");
+  }
+
+  // ---- model and optimizer state ----
+  model::CpuModel m(o.model);
+  const size_t P = m.params().size();
+  std::vector<float> adam_m(P, 0.0f), adam_v(P, 0.0f);
+  TrainState st;
+  fs::create_directories(o.out_dir);
+  const std::string metrics_path = (fs::path(o.out_dir) / "metrics.jsonl").string();
+  const nlohmann::ordered_json run = run_json(o);
+
+  const std::string latest = io::latest_checkpoint(o.out_dir);
+  if (o.resume && !latest.empty()) {
+    const io::CheckpointReader ck = io::CheckpointReader::open(latest);
+    const auto saved_run = nlohmann::json::parse(ck.metadata("nvfp4.run"));
+    for (const char* key : {"model", "batch", "seq_len", "grad_accum", "steps", "schedule", "weight_decay", "beta1",
+                            "beta2", "eps", "grad_clip", "seed", "precision"}) {
+      if (saved_run.at(key) != nlohmann::json(run.at(key))) {
+        throw Error("--resume: " + latest + " was written with " + key + " = " + saved_run.at(key).dump() +
+                    ", this run has " + run.at(key).dump() + "; use the same options or a new --out");
+      }
+    }
+    for (const auto& s : m.specs()) {
+      ck.read_into(s.name, m.params().subspan(s.offset, s.numel), s.shape);
+      ck.read_into("optimizer.m." + s.name, std::span<float>(adam_m).subspan(s.offset, s.numel), s.shape);
+      ck.read_into("optimizer.v." + s.name, std::span<float>(adam_v).subspan(s.offset, s.numel), s.shape);
+    }
+    const auto js = nlohmann::json::parse(ck.metadata("nvfp4.train_state"));
+    st.step = js.at("step").get<int64_t>();
+    st.tokens = js.at("tokens").get<int64_t>();
+    st.position = {js.at("loader").at("shard").get<int64_t>(), js.at("loader").at("offset").get<int64_t>(),
+                   js.at("loader").at("epoch").get<int64_t>()};
+    st.loss_mean = js.at("loss_mean").get<double>();
+    train_data.seek(st.position);
+    train::truncate_after_step(metrics_path, st.step);
+  } else {
+    if (!latest.empty()) {
+      throw Error(o.out_dir + " already holds checkpoints (" + fs::path(latest).filename().string() +
+                  "); pass --resume to continue that run, or choose a new --out");
+    }
+    model::init_params(o.model, m.params(), o.seed);
+    std::error_code ec;
+    fs::remove(metrics_path, ec);  // a fresh run: no stale records
+  }
+  {
+    const std::string text = run.dump(2) + "\n";
+    io::write_file_atomic((fs::path(o.out_dir) / "run.json").string(),
+                          std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()), text.size()));
+  }
+
+  TrainResult result;
+  result.metrics_path = metrics_path;
+  result.unigram_val_loss = unigram_baseline(train_data, val_data, o.model.vocab);
+  MetricsLog log(metrics_path);
+  ProgressBar bar(stderr);
+
+  std::vector<int32_t> window, in, tgt;
+  auto evaluate = [&]() {
+    val_data.seek({});
+    double sum = 0;
+    for (int64_t i = 0; i < o.val_batches; ++i) {
+      window = val_data.next();
+      split_window(window, B, T, in, tgt);
+      sum += m.forward(in.data(), tgt.data(), B, T);
+    }
+    return sum / static_cast<double>(o.val_batches);
+  };
+  auto save = [&]() {
+    std::vector<io::CheckpointTensor> tensors;
+    for (const auto& s : m.specs()) tensors.push_back({s.name, s.shape, m.params().data() + s.offset});
+    for (const auto& s : m.specs()) tensors.push_back({"optimizer.m." + s.name, s.shape, adam_m.data() + s.offset});
+    for (const auto& s : m.specs()) tensors.push_back({"optimizer.v." + s.name, s.shape, adam_v.data() + s.offset});
+    const std::string path = io::checkpoint_path(o.out_dir, st.step);
+    io::write_checkpoint(path, tensors,
+                         {{"nvfp4.run", run.dump()},
+                          {"nvfp4.model_config", o.model.to_json()},
+                          {"nvfp4.tokenizer", tokenizer},
+                          {"nvfp4.train_state", state_json(st).dump()}});
+    io::prune_checkpoints(o.out_dir, o.keep_checkpoints);
+    result.last_checkpoint = path;
+  };
+
+  const int64_t tokens_per_step = int64_t(B) * T * o.grad_accum;
+  while (st.step < o.steps) {
+    const auto t0 = Clock::now();
+    const double lr = lr_at(o.schedule, st.step);
+    m.zero_grad();
+    double loss = 0;
+    for (int a = 0; a < o.grad_accum; ++a) {
+      window = train_data.next();
+      split_window(window, B, T, in, tgt);
+      loss += m.forward(in.data(), tgt.data(), B, T) / static_cast<double>(o.grad_accum);
+      m.backward(1.0f / static_cast<float>(o.grad_accum));
+    }
+    const double grad_norm = cpu::global_norm(m.grads().data(), static_cast<int64_t>(P));
+
+    // ---- divergence: stop before the update, leaving the last checkpoint as it is ----
+    std::string why;
+    if (!std::isfinite(loss) || !std::isfinite(grad_norm)) {
+      std::string where = "the loss";
+      for (const auto& s : m.specs()) {
+        const float* g = m.grads().data() + s.offset;
+        if (!std::all_of(g, g + s.numel, [](float v) { return std::isfinite(v); })) {
+          where = "the gradient of " + s.name + " (" + layer_of(s.name) + ")";
+          break;
+        }
+      }
+      why = "non-finite values (loss " + std::to_string(loss) + ", gradient norm " + std::to_string(grad_norm) +
+            ") first in " + where;
+    } else if (st.step >= o.spike_warmup && loss > o.spike_factor * st.loss_mean) {
+      double worst = -1;
+      std::string name;
+      for (const auto& s : m.specs()) {
+        const double n = cpu::global_norm(m.grads().data() + s.offset, s.numel);
+        if (n > worst) worst = n, name = s.name;
+      }
+      why = "a loss spike: " + std::to_string(loss) + " > " + std::to_string(o.spike_factor) + " x the running mean " +
+            std::to_string(st.loss_mean) + "; the largest gradient is " + name + " (" + layer_of(name) +
+            ", norm " + std::to_string(worst) + ")";
+    }
+    if (!why.empty()) {
+      result.diverged = true;
+      result.divergence = "diverged at step " + std::to_string(st.step + 1) + ": " + why + ". Nothing was updated; " +
+                          (result.last_checkpoint.empty() && latest.empty()
+                               ? std::string("no checkpoint had been written yet")
+                               : "the last good checkpoint is " +
+                                     (result.last_checkpoint.empty() ? latest : result.last_checkpoint));
+      log.log({{"step", st.step + 1}, {"event", "divergence"}, {"message", result.divergence}});
+      break;
+    }
+
+    // ---- update ----
+    const double clip = o.grad_clip > 0 && grad_norm > o.grad_clip ? o.grad_clip / grad_norm : 1.0;
+    if (clip != 1.0) {
+      const float c = static_cast<float>(clip);
+      for (float& g : m.grads()) g *= c;
+    }
+    for (const auto& s : m.specs()) {
+      cpu::adamw_update(m.params().data() + s.offset, m.grads().data() + s.offset, adam_m.data() + s.offset,
+                        adam_v.data() + s.offset, s.numel, static_cast<float>(lr), static_cast<float>(o.beta1),
+                        static_cast<float>(o.beta2), static_cast<float>(o.eps),
+                        s.decay ? static_cast<float>(o.weight_decay) : 0.0f, st.step + 1);
+    }
+    st.step += 1;
+    st.tokens += tokens_per_step;
+    st.position = train_data.position();
+    st.loss_mean = st.step == 1 ? loss : 0.9 * st.loss_mean + 0.1 * loss;
+
+    StepRecord r;
+    r.step = st.step;
+    r.tokens = st.tokens;
+    r.loss = loss;
+    r.lr = lr;
+    r.grad_norm = grad_norm;
+    const double secs = std::chrono::duration<double>(Clock::now() - t0).count();  // training only
+    r.step_ms = secs * 1e3;
+    r.tokens_per_s = static_cast<double>(tokens_per_step) / secs;
+    const bool validate_now = st.step == o.steps || (o.val_every > 0 && st.step % o.val_every == 0);
+    if (validate_now) r.val_loss = evaluate();
+    result.history.push_back(r);
+    nlohmann::ordered_json rec = {{"step", r.step},         {"tokens", r.tokens},
+                                  {"loss", r.loss},         {"lr", r.lr},
+                                  {"grad_norm", r.grad_norm}, {"tokens_per_s", r.tokens_per_s},
+                                  {"step_ms", r.step_ms},   {"peak_mem_bytes", peak_rss_bytes()}};
+    if (r.val_loss >= 0) rec["val_loss"] = r.val_loss;
+    log.log(rec);
+    if (o.progress) bar.update(st.step, o.steps, loss, r.tokens_per_s);
+    if (st.step == o.steps || (o.ckpt_every > 0 && st.step % o.ckpt_every == 0)) save();
+  }
+  if (o.progress) bar.finish();
+  result.peak_rss_bytes = peak_rss_bytes();
+  return result;
+}
+
+}  // namespace nvfp4::train

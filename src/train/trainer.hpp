@@ -1,0 +1,73 @@
+// The training loop: data, model, AdamW, schedule, validation, metrics, checkpoints, resume,
+// divergence detection. One function, `train()`, driven by TrainOptions (the CLI fills them).
+//
+// Determinism: the data order is the loader's (a position saved in every checkpoint), the
+// optimizer state is saved whole, and every reduction runs in a fixed order, so a run resumed
+// from a checkpoint continues with exactly the losses the uninterrupted run has.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "nvfp4/model.hpp"
+#include "train/schedule.hpp"
+
+namespace nvfp4::train {
+
+struct TrainOptions {
+  std::string data_dir;          // a folder written by `nvfp4 data` (manifest.json + shards)
+  std::string out_dir;           // metrics.jsonl, ckpt_*.safetensors, run.json
+  std::string device = "cpu";    // cpu (cuda: see the CUDA backend)
+  model::ModelConfig model;      // vocab is checked against the data's tokenizer
+  int batch = 8;                 // sequences per micro-batch (B)
+  int grad_accum = 1;            // micro-batches per optimizer step
+  int64_t steps = 100;           // optimizer steps of the whole run
+  LrSchedule schedule;           // total_steps is set to `steps`
+  double weight_decay = 0.1;     // decoupled, matrices only (ParamSpec::decay)
+  double beta1 = 0.9, beta2 = 0.95, eps = 1e-8;
+  double grad_clip = 1.0;        // clip the global gradient norm to this (0: off)
+  int64_t val_every = 50;        // validate every N steps and at the end (0: only at the end)
+  int64_t val_batches = 8;       // micro-batches of validation data per validation
+  int64_t ckpt_every = 0;        // checkpoint every N steps (0: only at the end)
+  int keep_checkpoints = 2;      // older ones are pruned (the newest is never deleted)
+  uint64_t seed = 1;             // parameter init (and, later, stochastic rounding)
+  bool resume = false;           // continue from the newest checkpoint in out_dir
+  double spike_factor = 4.0;     // divergence: loss > spike_factor x its running mean
+  int64_t spike_warmup = 20;     // ... checked after this many steps
+  int threads = 0;               // CPU threads for the reference ops (0: all cores)
+  bool progress = true;          // progress bar on stderr
+};
+
+struct StepRecord {
+  int64_t step = 0;        // 1-based: optimizer steps completed
+  int64_t tokens = 0;      // training tokens consumed so far
+  double loss = 0, lr = 0, grad_norm = 0, tokens_per_s = 0, step_ms = 0;
+  double val_loss = -1;    // < 0: not validated at this step
+};
+
+struct TrainResult {
+  std::vector<StepRecord> history;  // this invocation's steps
+  double unigram_val_loss = 0;      // entropy of the training data's token distribution, in nats
+  std::string metrics_path, last_checkpoint;
+  bool diverged = false;
+  std::string divergence;           // the message, naming step, layer and tensor
+  int64_t peak_rss_bytes = 0;
+};
+
+// Runs (or resumes) a training run. Throws nvfp4::Error for bad options or data; a divergence is
+// not an exception: it returns with diverged = true and the last good checkpoint left in place.
+TrainResult train(const TrainOptions& options);
+
+// The model a checkpoint written by train() holds: its config and parameters (the optimizer
+// state is not read). Throws nvfp4::Error naming the file.
+model::CpuModel load_checkpoint_model(const std::string& checkpoint);
+// The name of the tokenizer the checkpoint's training data used ("byte").
+std::string checkpoint_tokenizer(const std::string& checkpoint);
+
+// Model presets for the CLI ("tiny", "small", "gpt2-small"), vocab and seq_len included.
+model::ModelConfig model_preset(const std::string& name);
+std::string model_preset_names();
+
+}  // namespace nvfp4::train
