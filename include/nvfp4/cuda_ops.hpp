@@ -1,0 +1,192 @@
+// CUDA training operators of the Llama-style decoder: the GPU twins of src/kernels/cpu/ops.hpp
+// (same names, same shapes, same formulas), implemented in src/kernels/cuda/ops.cu and tested
+// against the CPU ops in tests/cuda/test_ops_cuda.cu.
+//
+// Plain C++ (no CUDA headers): device buffers are raw pointers, the stream is CUDA's opaque
+// cudaStream_t (nullptr: the default stream). Every op is asynchronous on its stream; bad
+// arguments and failed launches throw nvfp4::Error. Data-dependent errors (a token or target
+// outside the vocabulary) cannot throw without a synchronization: those ops OR a bit into a
+// device status word (kStatus*) that the caller reads when it next synchronizes.
+//
+// Storage types:
+//   activations and their gradients  BF16, passed as uint16_t* (the raw bf16 bits)
+//   parameters                       FP32 master copy + a BF16 copy the GEMMs read
+//   parameter gradients              FP32
+//   saved statistics (rstd, lse)     FP32
+// All arithmetic is FP32 in registers; a BF16 output is rounded once (RNE) when stored.
+//
+// Dimension legend (as ops.hpp):
+//   B   batch size                 T   sequence length (positions 0..T-1)
+//   C   channels (model width)     OC  output channels of a matmul
+//   N   rows, usually B*T          F   hidden width of the SwiGLU MLP
+//   NH  query heads                NKV key/value heads (grouped-query attention; NH % NKV == 0)
+//   HS  head size                  V   vocabulary size
+//
+// Gradient conventions DIFFER from the CPU ops in one respect: where a comment says
+// OVERWRITTEN, the op stores the gradient instead of adding it (a BF16 buffer would otherwise
+// be rounded twice); ACCUMULATED means += as on the CPU. Deterministic: every op returns the
+// same bits run to run on the same GPU model (no float atomics; every reduction has a fixed
+// order that does not depend on the device's SM count). Scratch buffers are caller-owned
+// device memory of at least the *_scratch_bytes() size, 16-byte aligned (cudaMalloc's are).
+// Tensor pointers need only their element's alignment; 16-byte aligned ones (and row lengths
+// that keep rows aligned) take the vectorized paths, others a scalar path with the same result.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+
+struct CUstream_st;
+
+namespace nvfp4::cuda {
+
+using Stream = CUstream_st*;  // cudaStream_t; nullptr is the default stream
+
+// Bits of the device status word (uint32_t) the ops below OR into; zero it before a step.
+inline constexpr uint32_t kStatusBadToken = 1u;   // encoder: a token outside [0, V)
+inline constexpr uint32_t kStatusBadTarget = 2u;  // cross-entropy: a target outside [0, V)
+
+// ---- matmul (nn.Linear without bias) through cuBLASLt -------------------------------------
+
+// Owns a cuBLASLt handle and a 32 MiB device workspace; the chosen algorithm of each GEMM
+// shape is cached. BF16 operands, FP32 accumulation (CUBLAS_COMPUTE_32F). Not thread-safe:
+// one Blas per host thread. Calls on one Blas must not run concurrently on two streams (they
+// share the workspace).
+class Blas {
+ public:
+  Blas();
+  ~Blas();
+  Blas(const Blas&) = delete;
+  Blas& operator=(const Blas&) = delete;
+
+  // out (N, OC) bf16 = inp (N, C) bf16 · weight (OC, C)ᵀ bf16. OVERWRITES out.
+  void matmul_forward(uint16_t* out, const uint16_t* inp, const uint16_t* weight, int64_t N, int64_t C, int64_t OC,
+                      Stream stream);
+
+  // dinp (N, C) bf16 = dout (N, OC) · weight (OC, C): OVERWRITTEN, or added to its current
+  // value when accumulate_dinp (cuBLASLt beta = 1). dinp may be nullptr (skip).
+  // NOTE: with accumulate_dinp, cuBLASLt's BF16 epilogue was measured (H100, CUDA 13.0) to round
+  // the product to BF16 before adding the old value: two roundings, as in llm.c.
+  // TODO: an FP32 product plus a fused add would make it one rounding.
+  // dweight (OC, C) fp32 += dout (N, OC)ᵀ · inp (N, C): ACCUMULATED (beta = 1); may be nullptr.
+  void matmul_backward(uint16_t* dinp, float* dweight, const uint16_t* dout, const uint16_t* inp,
+                       const uint16_t* weight, int64_t N, int64_t C, int64_t OC, bool accumulate_dinp, Stream stream);
+
+  struct Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+// ---- RMSNorm --------------------------------------------------------------------------
+
+// Per row n: rstd[n] = 1 / sqrt(mean_c(inp[n,c]^2) + eps); out[n,c] = (inp[n,c] * rstd[n]) * weight[c].
+// out (N, C) bf16 OVERWRITTEN, rstd (N) fp32 saved for the backward, inp (N, C) bf16, weight (C) bf16.
+void rmsnorm_forward(uint16_t* out, float* rstd, const uint16_t* inp, const uint16_t* weight, int64_t N, int64_t C,
+                     float eps, Stream stream);
+
+// With xhat = inp * rstd and g = dout * weight:
+//   dinp (N, C) bf16 += rstd * (g - xhat * mean_c(g * xhat))    ACCUMULATED (one rounding)
+//   dweight (C) fp32 += sum_n dout * xhat                        ACCUMULATED
+// Deterministic dweight: rows are cut into fixed chunks of 64; one pass writes each chunk's
+// per-channel partial sum (rows in increasing order) to scratch (ceil(N/64), C), a second
+// pass adds the chunks in increasing order per channel, then adds that into dweight.
+size_t rmsnorm_backward_scratch_bytes(int64_t N, int64_t C);
+void rmsnorm_backward(uint16_t* dinp, float* dweight, const uint16_t* dout, const uint16_t* inp,
+                      const uint16_t* weight, const float* rstd, int64_t N, int64_t C, void* scratch, Stream stream);
+
+// ---- rotary position embedding (RoPE), HF rotate_half -----------------------------------
+
+// out, inp (B, T, NH, HS) bf16; pass NKV as NH for the keys; HS even. Pair (i, i + HS/2) at
+// position t is rotated by angle = float(t) * inv_freq, inv_freq = 1 / theta^(2i/HS) in FP32
+// (CUDA's powf/sincosf: a few ulp from glibc's). out may equal inp (in place).
+void rope_forward(uint16_t* out, const uint16_t* inp, int64_t B, int64_t T, int64_t NH, int64_t HS, float theta,
+                  Stream stream);
+
+// dinp (B, T, NH, HS) bf16 += the inverse rotation of dout: ACCUMULATED (one rounding).
+void rope_backward(uint16_t* dinp, const uint16_t* dout, int64_t B, int64_t T, int64_t NH, int64_t HS, float theta,
+                   Stream stream);
+
+// ---- causal grouped-query attention (flash-style, no T x T matrix in memory) --------------
+
+// out (B, T, NH, HS) bf16 OVERWRITTEN; lse (B, NH, T) fp32 the log-sum-exp of each row's
+// scaled scores, saved for the backward; q (B, T, NH, HS), k, v (B, T, NKV, HS) bf16.
+// Query head h reads KV head h / (NH / NKV). HS must be 32, 64 or 128.
+void attention_forward(uint16_t* out, float* lse, const uint16_t* q, const uint16_t* k, const uint16_t* v, int64_t B,
+                       int64_t T, int64_t NH, int64_t NKV, int64_t HS, Stream stream);
+
+// dq (B, T, NH, HS), dk, dv (B, T, NKV, HS) bf16 OVERWRITTEN. dout, out (B, T, NH, HS) bf16
+// (out: attention_forward's), lse (B, NH, T) fp32 (attention_forward's). scratch holds
+// D = rowsum(dout * out) (B, NH, T) fp32. Deterministic: dk/dv by one CTA per (b, kv head, key
+// tile) looping over the group's query heads and query tiles in order; dq by one CTA per
+// (b, head, query tile) looping over key tiles (probabilities recomputed; no atomics).
+size_t attention_backward_scratch_bytes(int64_t B, int64_t T, int64_t NH);
+void attention_backward(uint16_t* dq, uint16_t* dk, uint16_t* dv, const uint16_t* dout, const uint16_t* out,
+                        const uint16_t* q, const uint16_t* k, const uint16_t* v, const float* lse, int64_t B, int64_t T,
+                        int64_t NH, int64_t NKV, int64_t HS, void* scratch, Stream stream);
+
+// ---- SwiGLU ---------------------------------------------------------------------------
+
+// out (N, F) = silu(gate) * up, silu(x) = x / (1 + exp(-x)); n = N * F elements, bf16.
+void swiglu_forward(uint16_t* out, const uint16_t* gate, const uint16_t* up, int64_t n, Stream stream);
+
+// dgate = dout * up * s * (1 + gate * (1 - s)), s = sigmoid(gate); dup = dout * silu(gate).
+// dgate, dup (n) bf16 OVERWRITTEN; dout, gate, up (n) bf16.
+void swiglu_backward(uint16_t* dgate, uint16_t* dup, const uint16_t* dout, const uint16_t* gate, const uint16_t* up,
+                     int64_t n, Stream stream);
+
+// ---- token embedding -------------------------------------------------------------------
+
+// out[b,t,:] = wte[tokens[b,t], :]. out (B, T, C) bf16 OVERWRITTEN; tokens (B, T) int32;
+// wte (V, C) bf16. A token outside [0, V) gives a zero row and sets kStatusBadToken in *status
+// (status may be nullptr).
+void encoder_forward(uint16_t* out, const int32_t* tokens, const uint16_t* wte, int64_t B, int64_t T, int64_t C,
+                     int64_t V, uint32_t* status, Stream stream);
+
+// dwte[tokens[b,t], :] += dout[b,t,:]: dwte (V, C) fp32 ACCUMULATED, dout (B, T, C) bf16.
+// Deterministic and in the CPU op's order: a stable radix sort (CUB) of (token, position)
+// pairs groups the positions of each token in increasing order; one thread per (token,
+// channel) then adds that token's rows in that order, starting from the old dwte value: the
+// same FP32 additions as the CPU loop, so the bits equal the CPU op's. Out-of-range tokens are
+// skipped and set kStatusBadToken.
+size_t encoder_backward_scratch_bytes(int64_t B, int64_t T, int64_t V);
+void encoder_backward(float* dwte, const uint16_t* dout, const int32_t* tokens, int64_t B, int64_t T, int64_t C,
+                      int64_t V, void* scratch, uint32_t* status, Stream stream);
+
+// ---- residual ----------------------------------------------------------------------------
+
+// out = a + b, n elements bf16. out may equal a or b.
+void residual_forward(uint16_t* out, const uint16_t* a, const uint16_t* b, int64_t n, Stream stream);
+
+// ---- fused cross-entropy -------------------------------------------------------------------
+
+// Per row n of logits (N, V) bf16: losses[n] (fp32) = logsumexp(row) - row[targets[n]] (max
+// subtracted first), and dlogits (N, V) bf16 = (softmax(row) - onehot(targets[n])) * dloss_scale,
+// OVERWRITTEN. dlogits may equal logits (written in place). Row values are read as FP32, never
+// stored as FP32. A target outside [0, V) sets kStatusBadTarget in *status (may be nullptr),
+// gives losses[n] = NaN and a zero gradient row.
+void crossentropy_forward_backward(float* losses, uint16_t* dlogits, const uint16_t* logits, const int32_t* targets,
+                                   int64_t N, int64_t V, float dloss_scale, uint32_t* status, Stream stream);
+
+// ---- optimizer --------------------------------------------------------------------------------
+
+// One AdamW step, n elements, step >= 1, the CPU op's formula and operation order with every
+// FP32 operation rounded separately (no FMA contraction), so params, m, v equal the CPU op's
+// bits. params (n) fp32 updated, params_bf16 (n) = the refreshed BF16 copy (RNE), grads, m, v
+// (n) fp32.
+void adamw_update(float* params, uint16_t* params_bf16, const float* grads, float* m, float* v, int64_t n, float lr,
+                  float beta1, float beta2, float eps, float weight_decay, int64_t step, Stream stream);
+
+// *out (one device double) = sum_i grads[i]^2 in double over fixed 4096-element chunks whose
+// partial sums are added in order: exactly cpu::global_norm's arithmetic, so
+// sqrt(*out) == cpu::global_norm(grads, n) bit for bit. scratch: ceil(n / 4096) doubles.
+size_t global_norm_scratch_bytes(int64_t n);
+void global_norm_squared(double* out, const float* grads, int64_t n, void* scratch, Stream stream);
+
+// ---- conversions ----------------------------------------------------------------------------------
+
+// out (n) bf16 = RNE(in (n) fp32);  out (n) fp32 = in (n) bf16 (exact).
+void convert_f32_to_bf16(uint16_t* out, const float* in, int64_t n, Stream stream);
+void convert_bf16_to_f32(float* out, const uint16_t* in, int64_t n, Stream stream);
+
+}  // namespace nvfp4::cuda
