@@ -7,10 +7,15 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <thread>
 
 #include "kernels/cpu/ops.hpp"
+#if NVFP4_HAVE_CUDA
+#include "nvfp4/cuda_runtime_info.hpp"
+#include "nvfp4/model_cuda.hpp"
+#endif
 #include "nvfp4/checkpoint.hpp"
 #include "nvfp4/error.hpp"
 #include "nvfp4/safetensors.hpp"
@@ -60,7 +65,6 @@ void validate(const TrainOptions& o) {
   auto need = [](bool ok, const std::string& what) {
     if (!ok) throw Error(what);
   };
-  need(o.device == "cpu", "--device " + o.device + ": only the cpu backend is available in this build so far");
   need(o.batch >= 1, "--batch must be >= 1");
   need(o.grad_accum >= 1, "--grad-accum must be >= 1");
   need(o.steps >= 1, "--steps must be >= 1");
@@ -125,7 +129,119 @@ nlohmann::ordered_json state_json(const TrainState& s) {
   return j;
 }
 
+// What the loop needs from a model on some device. Parameters, gradients and optimizer state
+// are in param_specs() order; host copies are FP32.
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual void set_params(std::span<const float> p) = 0;
+  virtual void get_params(std::span<float> p) = 0;
+  virtual void set_optimizer_state(std::span<const float> m, std::span<const float> v) = 0;
+  virtual void get_optimizer_state(std::span<float> m, std::span<float> v) = 0;
+  virtual void zero_grad() = 0;
+  // forward + backward of one micro-batch; returns its mean loss
+  virtual double train_micro(const int32_t* in, const int32_t* tgt, int B, int T, float loss_scale) = 0;
+  virtual double eval(const int32_t* in, const int32_t* tgt, int B, int T) = 0;
+  virtual std::vector<double> grad_norms_squared() = 0;  // per parameter tensor
+  virtual void scale_grads(float s) = 0;
+  virtual void adamw(float lr, float beta1, float beta2, float eps, float weight_decay, int64_t step) = 0;
+  virtual int64_t device_bytes() const { return 0; }
+};
+
+class CpuBackend final : public Backend {
+ public:
+  explicit CpuBackend(const model::ModelConfig& c) : m_(c), adam_m_(m_.params().size()), adam_v_(m_.params().size()) {}
+  void set_params(std::span<const float> p) override { std::copy(p.begin(), p.end(), m_.params().begin()); }
+  void get_params(std::span<float> p) override { std::copy(m_.params().begin(), m_.params().end(), p.begin()); }
+  void set_optimizer_state(std::span<const float> m, std::span<const float> v) override {
+    std::copy(m.begin(), m.end(), adam_m_.begin());
+    std::copy(v.begin(), v.end(), adam_v_.begin());
+  }
+  void get_optimizer_state(std::span<float> m, std::span<float> v) override {
+    std::copy(adam_m_.begin(), adam_m_.end(), m.begin());
+    std::copy(adam_v_.begin(), adam_v_.end(), v.begin());
+  }
+  void zero_grad() override { m_.zero_grad(); }
+  double train_micro(const int32_t* in, const int32_t* tgt, int B, int T, float loss_scale) override {
+    const double loss = m_.forward(in, tgt, B, T);
+    m_.backward(loss_scale);
+    return loss;
+  }
+  double eval(const int32_t* in, const int32_t* tgt, int B, int T) override { return m_.forward(in, tgt, B, T); }
+  std::vector<double> grad_norms_squared() override {
+    std::vector<double> out;
+    for (const auto& s : m_.specs()) {
+      const double n = cpu::global_norm(m_.grads().data() + s.offset, s.numel);
+      out.push_back(n * n);
+    }
+    return out;
+  }
+  void scale_grads(float f) override {
+    for (float& g : m_.grads()) g *= f;
+  }
+  void adamw(float lr, float beta1, float beta2, float eps, float weight_decay, int64_t step) override {
+    for (const auto& s : m_.specs()) {
+      cpu::adamw_update(m_.params().data() + s.offset, m_.grads().data() + s.offset, adam_m_.data() + s.offset,
+                        adam_v_.data() + s.offset, s.numel, lr, beta1, beta2, eps, s.decay ? weight_decay : 0.0f, step);
+    }
+  }
+
+ private:
+  model::CpuModel m_;
+  std::vector<float> adam_m_, adam_v_;
+};
+
+#if NVFP4_HAVE_CUDA
+class CudaBackend final : public Backend {
+ public:
+  explicit CudaBackend(const model::ModelConfig& c) : m_(c) {}
+  void set_params(std::span<const float> p) override { m_.set_params(p); }
+  void get_params(std::span<float> p) override { m_.get_params(p); }
+  void set_optimizer_state(std::span<const float> m, std::span<const float> v) override { m_.set_optimizer_state(m, v); }
+  void get_optimizer_state(std::span<float> m, std::span<float> v) override { m_.get_optimizer_state(m, v); }
+  void zero_grad() override { m_.zero_grad(); }
+  double train_micro(const int32_t* in, const int32_t* tgt, int B, int T, float loss_scale) override {
+    const double loss = m_.forward(in, tgt, B, T, loss_scale);
+    m_.backward();
+    return loss;
+  }
+  double eval(const int32_t* in, const int32_t* tgt, int B, int T) override { return m_.forward(in, tgt, B, T); }
+  std::vector<double> grad_norms_squared() override { return m_.grad_norms_squared(); }
+  void scale_grads(float f) override { m_.scale_grads(f); }
+  void adamw(float lr, float beta1, float beta2, float eps, float weight_decay, int64_t step) override {
+    m_.adamw(lr, beta1, beta2, eps, weight_decay, step);
+  }
+  int64_t device_bytes() const override { return m_.device_bytes(); }
+
+ private:
+  model::CudaModel m_;
+};
+#endif
+
+std::unique_ptr<Backend> make_backend(const std::string& device, const model::ModelConfig& c) {
+  if (device == "cpu") return std::make_unique<CpuBackend>(c);
+#if NVFP4_HAVE_CUDA
+  if (device == "cuda") {
+    if (cuda::device_count() == 0) {
+      throw Error("--device cuda: no CUDA device (" + cuda::unavailable_reason() + "); use --device cpu");
+    }
+    return std::make_unique<CudaBackend>(c);
+  }
+#else
+  if (device == "cuda") throw Error("--device cuda: this build has no CUDA support (configure with NVFP4_CUDA=ON)");
+#endif
+  throw Error("--device " + device + " is not known; use cpu, cuda or auto");
+}
+
 }  // namespace
+
+std::string resolve_device(const std::string& device) {
+  if (device != "auto") return device;
+#if NVFP4_HAVE_CUDA
+  if (cuda::device_count() > 0) return "cuda";
+#endif
+  return "cpu";
+}
 
 model::CpuModel load_checkpoint_model(const std::string& checkpoint) {
   const io::CheckpointReader ck = io::CheckpointReader::open(checkpoint);
@@ -141,7 +257,7 @@ std::string checkpoint_tokenizer(const std::string& checkpoint) {
 model::ModelConfig model_preset(const std::string& name) {
   model::ModelConfig c;
   if (name == "tiny") {  // seconds on a CPU: tests and smoke runs
-    c.n_layer = 2, c.d_model = 64, c.n_head = 4, c.n_kv_head = 2, c.seq_len = 64;
+    c.n_layer = 2, c.d_model = 64, c.n_head = 2, c.n_kv_head = 1, c.seq_len = 64;  // head size 32 (CUDA kernels)
   } else if (name == "small") {  // minutes on a CPU: the README's main job
     c.n_layer = 4, c.d_model = 128, c.n_head = 4, c.n_kv_head = 4, c.seq_len = 128;
   } else if (name == "gpt2-small") {  // 12 x 768, the speed measurement of issue 4
@@ -174,9 +290,11 @@ TrainResult train(const TrainOptions& opt_in) {
   }
 
   // ---- model and optimizer state ----
-  model::CpuModel m(o.model);
-  const size_t P = m.params().size();
-  std::vector<float> adam_m(P, 0.0f), adam_v(P, 0.0f);
+  if (o.device == "auto") o.device = resolve_device("auto");
+  const std::unique_ptr<Backend> be = make_backend(o.device, o.model);
+  const std::vector<model::ParamSpec> specs = model::param_specs(o.model);
+  const size_t P = static_cast<size_t>(specs.back().offset + specs.back().numel);
+  std::vector<float> params(P, 0.0f), adam_m(P, 0.0f), adam_v(P, 0.0f);  // host copies (checkpoints)
   TrainState st;
   fs::create_directories(o.out_dir);
   const std::string metrics_path = (fs::path(o.out_dir) / "metrics.jsonl").string();
@@ -193,11 +311,13 @@ TrainResult train(const TrainOptions& opt_in) {
                     ", this run has " + run.at(key).dump() + "; use the same options or a new --out");
       }
     }
-    for (const auto& s : m.specs()) {
-      ck.read_into(s.name, m.params().subspan(s.offset, s.numel), s.shape);
+    for (const auto& s : specs) {
+      ck.read_into(s.name, std::span<float>(params).subspan(s.offset, s.numel), s.shape);
       ck.read_into("optimizer.m." + s.name, std::span<float>(adam_m).subspan(s.offset, s.numel), s.shape);
       ck.read_into("optimizer.v." + s.name, std::span<float>(adam_v).subspan(s.offset, s.numel), s.shape);
     }
+    be->set_params(params);
+    be->set_optimizer_state(adam_m, adam_v);
     const auto js = nlohmann::json::parse(ck.metadata("nvfp4.train_state"));
     st.step = js.at("step").get<int64_t>();
     st.tokens = js.at("tokens").get<int64_t>();
@@ -211,7 +331,9 @@ TrainResult train(const TrainOptions& opt_in) {
       throw Error(o.out_dir + " already holds checkpoints (" + fs::path(latest).filename().string() +
                   "); pass --resume to continue that run, or choose a new --out");
     }
-    model::init_params(o.model, m.params(), o.seed);
+    model::init_params(o.model, params, o.seed);
+    be->set_params(params);
+    be->set_optimizer_state(adam_m, adam_v);
     std::error_code ec;
     fs::remove(metrics_path, ec);  // a fresh run: no stale records
   }
@@ -234,15 +356,17 @@ TrainResult train(const TrainOptions& opt_in) {
     for (int64_t i = 0; i < o.val_batches; ++i) {
       window = val_data.next();
       split_window(window, B, T, in, tgt);
-      sum += m.forward(in.data(), tgt.data(), B, T);
+      sum += be->eval(in.data(), tgt.data(), B, T);
     }
     return sum / static_cast<double>(o.val_batches);
   };
   auto save = [&]() {
+    be->get_params(params);
+    be->get_optimizer_state(adam_m, adam_v);
     std::vector<io::CheckpointTensor> tensors;
-    for (const auto& s : m.specs()) tensors.push_back({s.name, s.shape, m.params().data() + s.offset});
-    for (const auto& s : m.specs()) tensors.push_back({"optimizer.m." + s.name, s.shape, adam_m.data() + s.offset});
-    for (const auto& s : m.specs()) tensors.push_back({"optimizer.v." + s.name, s.shape, adam_v.data() + s.offset});
+    for (const auto& s : specs) tensors.push_back({s.name, s.shape, params.data() + s.offset});
+    for (const auto& s : specs) tensors.push_back({"optimizer.m." + s.name, s.shape, adam_m.data() + s.offset});
+    for (const auto& s : specs) tensors.push_back({"optimizer.v." + s.name, s.shape, adam_v.data() + s.offset});
     const std::string path = io::checkpoint_path(o.out_dir, st.step);
     io::write_checkpoint(path, tensors,
                          {{"nvfp4.run", run.dump()},
@@ -257,24 +381,28 @@ TrainResult train(const TrainOptions& opt_in) {
   while (st.step < o.steps) {
     const auto t0 = Clock::now();
     const double lr = lr_at(o.schedule, st.step);
-    m.zero_grad();
+    be->zero_grad();
     double loss = 0;
     for (int a = 0; a < o.grad_accum; ++a) {
       window = train_data.next();
       split_window(window, B, T, in, tgt);
-      loss += m.forward(in.data(), tgt.data(), B, T) / static_cast<double>(o.grad_accum);
-      m.backward(1.0f / static_cast<float>(o.grad_accum));
+      loss += be->train_micro(in.data(), tgt.data(), B, T, 1.0f / static_cast<float>(o.grad_accum)) /
+              static_cast<double>(o.grad_accum);
     }
-    const double grad_norm = cpu::global_norm(m.grads().data(), static_cast<int64_t>(P));
+    // Per-tensor squared norms, summed in a fixed order: the global norm, and where a
+    // divergence shows first.
+    const std::vector<double> norms2 = be->grad_norms_squared();
+    double total2 = 0;
+    for (double n2 : norms2) total2 += n2;
+    const double grad_norm = std::sqrt(total2);
 
     // ---- divergence: stop before the update, leaving the last checkpoint as it is ----
     std::string why;
     if (!std::isfinite(loss) || !std::isfinite(grad_norm)) {
       std::string where = "the loss";
-      for (const auto& s : m.specs()) {
-        const float* g = m.grads().data() + s.offset;
-        if (!std::all_of(g, g + s.numel, [](float v) { return std::isfinite(v); })) {
-          where = "the gradient of " + s.name + " (" + layer_of(s.name) + ")";
+      for (size_t i = 0; i < specs.size(); ++i) {
+        if (!std::isfinite(norms2[i])) {
+          where = "the gradient of " + specs[i].name + " (" + layer_of(specs[i].name) + ")";
           break;
         }
       }
@@ -283,10 +411,10 @@ TrainResult train(const TrainOptions& opt_in) {
     } else if (st.step >= o.spike_warmup && loss > o.spike_factor * st.loss_mean) {
       double worst = -1;
       std::string name;
-      for (const auto& s : m.specs()) {
-        const double n = cpu::global_norm(m.grads().data() + s.offset, s.numel);
-        if (n > worst) worst = n, name = s.name;
+      for (size_t i = 0; i < specs.size(); ++i) {
+        if (norms2[i] > worst) worst = norms2[i], name = specs[i].name;
       }
+      worst = std::sqrt(worst);
       why = "a loss spike: " + std::to_string(loss) + " > " + std::to_string(o.spike_factor) + " x the running mean " +
             std::to_string(st.loss_mean) + "; the largest gradient is " + name + " (" + layer_of(name) +
             ", norm " + std::to_string(worst) + ")";
@@ -304,16 +432,9 @@ TrainResult train(const TrainOptions& opt_in) {
 
     // ---- update ----
     const double clip = o.grad_clip > 0 && grad_norm > o.grad_clip ? o.grad_clip / grad_norm : 1.0;
-    if (clip != 1.0) {
-      const float c = static_cast<float>(clip);
-      for (float& g : m.grads()) g *= c;
-    }
-    for (const auto& s : m.specs()) {
-      cpu::adamw_update(m.params().data() + s.offset, m.grads().data() + s.offset, adam_m.data() + s.offset,
-                        adam_v.data() + s.offset, s.numel, static_cast<float>(lr), static_cast<float>(o.beta1),
-                        static_cast<float>(o.beta2), static_cast<float>(o.eps),
-                        s.decay ? static_cast<float>(o.weight_decay) : 0.0f, st.step + 1);
-    }
+    if (clip != 1.0) be->scale_grads(static_cast<float>(clip));
+    be->adamw(static_cast<float>(lr), static_cast<float>(o.beta1), static_cast<float>(o.beta2),
+              static_cast<float>(o.eps), static_cast<float>(o.weight_decay), st.step + 1);
     st.step += 1;
     st.tokens += tokens_per_step;
     st.position = train_data.position();
@@ -335,6 +456,7 @@ TrainResult train(const TrainOptions& opt_in) {
                                   {"loss", r.loss},         {"lr", r.lr},
                                   {"grad_norm", r.grad_norm}, {"tokens_per_s", r.tokens_per_s},
                                   {"step_ms", r.step_ms},   {"peak_mem_bytes", peak_rss_bytes()}};
+    if (be->device_bytes() > 0) rec["device_mem_bytes"] = be->device_bytes();
     if (r.val_loss >= 0) rec["val_loss"] = r.val_loss;
     log.log(rec);
     if (o.progress) bar.update(st.step, o.steps, loss, r.tokens_per_s);
@@ -342,6 +464,8 @@ TrainResult train(const TrainOptions& opt_in) {
   }
   if (o.progress) bar.finish();
   result.peak_rss_bytes = peak_rss_bytes();
+  result.device_bytes = be->device_bytes();
+  result.device = o.device;
   return result;
 }
 

@@ -19,7 +19,7 @@ namespace nvfp4::train {
 struct TrainOptions {
   std::string data_dir;          // a folder written by `nvfp4 data` (manifest.json + shards)
   std::string out_dir;           // metrics.jsonl, ckpt_*.safetensors, run.json
-  std::string device = "cpu";    // cpu (cuda: see the CUDA backend)
+  std::string device = "cpu";    // cpu | cuda | auto (cuda when a GPU is present)
   model::ModelConfig model;      // vocab is checked against the data's tokenizer
   int batch = 8;                 // sequences per micro-batch (B)
   int grad_accum = 1;            // micro-batches per optimizer step
@@ -54,11 +54,16 @@ struct TrainResult {
   bool diverged = false;
   std::string divergence;           // the message, naming step, layer and tensor
   int64_t peak_rss_bytes = 0;
+  int64_t device_bytes = 0;         // allocated on the GPU by the model (cuda)
+  std::string device;               // where it ran
 };
 
 // Runs (or resumes) a training run. Throws nvfp4::Error for bad options or data; a divergence is
 // not an exception: it returns with diverged = true and the last good checkpoint left in place.
 TrainResult train(const TrainOptions& options);
+
+// "auto" -> "cuda" when this build has CUDA and a device is present, else "cpu"; others unchanged.
+std::string resolve_device(const std::string& device);
 
 // The model a checkpoint written by train() holds: its config and parameters (the optimizer
 // state is not read). Throws nvfp4::Error naming the file.

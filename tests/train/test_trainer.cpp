@@ -14,42 +14,16 @@
 #include "nvfp4/error.hpp"
 #include "nvfp4/safetensors.hpp"
 #include "nvfp4/token_shards.hpp"
+#include "support/tiny_corpus.hpp"
 #include "train/trainer.hpp"
 
 namespace {
 
 namespace fs = std::filesystem;
 
-// A small corpus: a few hundred sentences of English built from phrases (enough structure for
-// a tiny model to learn in a few dozen steps), as 12 documents.
-const std::string& corpus_dir() {
-  static const std::string dir = [] {
-    const fs::path root = fs::temp_directory_path() / ("nvfp4_train_test_" + std::to_string(::getpid()));
-    fs::create_directories(root / "text");
-    const char* subjects[] = {"The model", "A small network", "Our quantizer", "The optimizer", "Every block"};
-    const char* verbs[] = {"reads", "scales", "rounds", "stores", "learns"};
-    const char* objects[] = {"the next token.", "sixteen values at a time.", "its weights in four bits.",
-                             "a scale per block.", "the loss on real text."};
-    for (int d = 0; d < 12; ++d) {
-      std::ofstream f(root / "text" / ("doc" + std::to_string(d) + ".txt"));
-      for (int i = 0; i < 400; ++i) {
-        f << subjects[(i + d) % 5] << " " << verbs[(i * 3 + d) % 5] << " " << objects[(i * 7 + 2 * d) % 5]
-          << ((i % 6 == 5) ? "\n\n" : " ");
-      }
-    }
-    nvfp4::io::DataOptions o;
-    o.inputs = {(root / "text").string()};
-    o.out_dir = (root / "data").string();
-    o.val_fraction = 0.2;
-    nvfp4::io::build_token_dataset(o);
-    return o.out_dir;
-  }();
-  return dir;
-}
-
 nvfp4::train::TrainOptions tiny_run(const std::string& out, int64_t steps) {
   nvfp4::train::TrainOptions o;
-  o.data_dir = corpus_dir();
+  o.data_dir = nvfp4::test::tiny_corpus_dir();
   o.out_dir = out;
   o.model = nvfp4::train::model_preset("tiny");
   o.model.seq_len = 32;
@@ -190,7 +164,7 @@ std::string run_cli(const std::string& args, int* status) {
 
 TEST(TrainCli, TrainsAndReportsJson) {
   int status = 0;
-  const std::string out = run_cli("train --data " + corpus_dir() + " --out " + fresh_dir("cli") +
+  const std::string out = run_cli("train --data " + nvfp4::test::tiny_corpus_dir() + " --out " + fresh_dir("cli") +
                                       " --preset tiny --seq-len 32 --batch 4 --steps 6 --no-progress --json",
                                   &status);
   ASSERT_EQ(status, 0) << out;
@@ -198,7 +172,7 @@ TEST(TrainCli, TrainsAndReportsJson) {
   EXPECT_EQ(j.at("steps").get<int>(), 6);
   EXPECT_FALSE(j.at("diverged").get<bool>());
   EXPECT_TRUE(fs::exists(j.at("checkpoint").get<std::string>()));
-  const std::string err = run_cli("train --data " + corpus_dir() + " --out " + fresh_dir("cli2") + " --preset huge",
+  const std::string err = run_cli("train --data " + nvfp4::test::tiny_corpus_dir() + " --out " + fresh_dir("cli2") + " --preset huge",
                                   &status);
   EXPECT_NE(status, 0);
   EXPECT_NE(err.find("--preset huge"), std::string::npos) << err;
@@ -207,7 +181,7 @@ TEST(TrainCli, TrainsAndReportsJson) {
 TEST(TrainCli, SampleAndExportHuggingFace) {
   int status = 0;
   const std::string run_dir = fresh_dir("cli_use");
-  run_cli("train --data " + corpus_dir() + " --out " + run_dir + " --preset tiny --seq-len 32 --batch 4 --steps 8 --no-progress",
+  run_cli("train --data " + nvfp4::test::tiny_corpus_dir() + " --out " + run_dir + " --preset tiny --seq-len 32 --batch 4 --steps 8 --no-progress",
           &status);
   ASSERT_EQ(status, 0);
   const std::string ckpt = nvfp4::io::latest_checkpoint(run_dir);
@@ -228,7 +202,7 @@ TEST(TrainCli, SampleAndExportHuggingFace) {
   const auto cfg = nlohmann::json::parse(cf);
   EXPECT_EQ(cfg.at("model_type"), "llama");
   EXPECT_EQ(cfg.at("hidden_size").get<int>(), 64);
-  EXPECT_EQ(cfg.at("num_key_value_heads").get<int>(), 2);
+  EXPECT_EQ(cfg.at("num_key_value_heads").get<int>(), 1);
   EXPECT_EQ(cfg.at("vocab_size").get<int>(), 257);
   EXPECT_FALSE(cfg.at("tie_word_embeddings").get<bool>());
   const auto st = nvfp4::io::SafetensorsFile::open((fs::path(out) / "model.safetensors").string());

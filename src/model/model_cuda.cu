@@ -1,0 +1,355 @@
+// The CUDA model (see include/nvfp4/model_cuda.hpp): the CPU reference model's forward and
+// backward, op for op, over the CUDA operators (include/nvfp4/cuda_ops.hpp). Activations and
+// their gradients are BF16; parameter gradients, masters and AdamW state FP32.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstring>
+#include <string>
+
+#include "nvfp4/cuda_ops.hpp"
+#include "nvfp4/error.hpp"
+#include "nvfp4/model_cuda.hpp"
+
+namespace nvfp4::model {
+
+namespace {
+
+void check(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) throw Error(std::string("CUDA error in ") + what + ": " + cudaGetErrorString(e));
+}
+
+// One device allocation, freed on destruction.
+template <typename T>
+struct DeviceArray {
+  T* p = nullptr;
+  size_t n = 0;
+  void alloc(size_t count, int64_t& total) {
+    if (p) cudaFree(p);
+    n = count;
+    check(cudaMalloc(&p, std::max<size_t>(count, 1) * sizeof(T)), "cudaMalloc");
+    total += static_cast<int64_t>(std::max<size_t>(count, 1) * sizeof(T));
+  }
+  void zero() { check(cudaMemset(p, 0, std::max<size_t>(n, 1) * sizeof(T)), "cudaMemset"); }
+  ~DeviceArray() { cudaFree(p); }
+};
+
+__global__ void scale_kernel(float* x, int64_t n, float s) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) x[i] *= s;
+}
+
+using bf16 = uint16_t;
+
+}  // namespace
+
+struct CudaModel::State {
+  ModelConfig c;
+  std::vector<ParamSpec> specs;
+  int64_t P = 0, bytes = 0;
+  cuda::Blas blas;
+  DeviceArray<float> params, grads, m, v;
+  DeviceArray<bf16> wbf;  // BF16 copy of params, same offsets
+  DeviceArray<uint32_t> status;
+  DeviceArray<double> norms;
+  // Activations for (B, T).
+  int B = 0, T = 0;
+  bool have_targets = false;
+  DeviceArray<int32_t> tokens, targets;
+  DeviceArray<bf16> resid, resid2, ln1, ln2, q, k, v_, atty, gate, up, h, lnf, logits;
+  DeviceArray<float> rstd1, rstd2, rstdf, lse, losses;
+  DeviceArray<bf16> dresid, dln, dattn, dq, dk, dv, dqr, dkr, dgate, dup, dh;
+  DeviceArray<uint8_t> scratch;
+  std::vector<float> host_losses;
+
+  explicit State(const ModelConfig& cfg) : c(cfg), specs(param_specs(cfg)) {}
+  const float* w32(size_t i) const { return params.p + specs[i].offset; }
+  const bf16* w(size_t i) const { return wbf.p + specs[i].offset; }
+  float* g(size_t i) { return grads.p + specs[i].offset; }
+  // Index of layer l's k-th parameter (param_specs order: ln1 q k v o ln2 gate up down).
+  size_t li(int64_t l, int k) const { return 1 + 9 * static_cast<size_t>(l) + k; }
+
+  void resize(int b, int t) {
+    if (b == B && t == T) return;
+    B = b;
+    T = t;
+    const size_t L = c.n_layer, N = size_t(b) * t, C = c.d_model, F = c.ffn(), V = c.vocab, NH = c.n_head;
+    const size_t QD = NH * c.head_size(), KD = size_t(c.n_kv_head) * c.head_size();
+    int64_t& tot = bytes;
+    tokens.alloc(N, tot);
+    targets.alloc(N, tot);
+    resid.alloc((L + 1) * N * C, tot);
+    resid2.alloc(L * N * C, tot);
+    ln1.alloc(L * N * C, tot);
+    ln2.alloc(L * N * C, tot);
+    q.alloc(L * N * QD, tot);
+    k.alloc(L * N * KD, tot);
+    v_.alloc(L * N * KD, tot);
+    atty.alloc(L * N * QD, tot);
+    gate.alloc(L * N * F, tot);
+    up.alloc(L * N * F, tot);
+    h.alloc(L * N * F, tot);
+    lnf.alloc(N * C, tot);
+    logits.alloc(N * V, tot);
+    rstd1.alloc(L * N, tot);
+    rstd2.alloc(L * N, tot);
+    rstdf.alloc(N, tot);
+    lse.alloc(L * size_t(b) * NH * t, tot);
+    losses.alloc(N, tot);
+    dresid.alloc(N * C, tot);
+    dln.alloc(N * C, tot);
+    dattn.alloc(N * QD, tot);
+    dq.alloc(N * QD, tot);
+    dk.alloc(N * KD, tot);
+    dv.alloc(N * KD, tot);
+    dqr.alloc(N * QD, tot);
+    dkr.alloc(N * KD, tot);
+    dgate.alloc(N * F, tot);
+    dup.alloc(N * F, tot);
+    dh.alloc(N * F, tot);
+    size_t s = cuda::rmsnorm_backward_scratch_bytes(N, C);
+    s = std::max(s, cuda::attention_backward_scratch_bytes(b, t, NH));
+    s = std::max(s, cuda::encoder_backward_scratch_bytes(b, t, V));
+    scratch.alloc(s, tot);
+    host_losses.resize(N);
+  }
+
+  void check_status(const char* where) {
+    uint32_t st = 0;
+    check(cudaMemcpy(&st, status.p, 4, cudaMemcpyDeviceToHost), "cudaMemcpy");
+    if (st == 0) return;
+    check(cudaMemset(status.p, 0, 4), "cudaMemset");
+    throw Error(std::string("model ") + where + ": " +
+                ((st & cuda::kStatusBadToken) ? "a token is outside [0, vocab = " + std::to_string(c.vocab) + ")"
+                                              : "a target is outside [0, vocab = " + std::to_string(c.vocab) + ")"));
+  }
+};
+
+CudaModel::CudaModel(const ModelConfig& config) : s_(std::make_unique<State>(config)) {
+  const int hs = config.head_size();
+  if (hs != 32 && hs != 64 && hs != 128) {
+    throw Error("the CUDA model's attention kernels take head sizes 32, 64 or 128; d_model / n_head = " +
+                std::to_string(hs) + " (change --heads or --d-model, or train with --device cpu)");
+  }
+  State& s = *s_;
+  s.P = s.specs.back().offset + s.specs.back().numel;
+  s.params.alloc(s.P, s.bytes);
+  s.grads.alloc(s.P, s.bytes);
+  s.m.alloc(s.P, s.bytes);
+  s.v.alloc(s.P, s.bytes);
+  s.wbf.alloc(s.P, s.bytes);
+  s.status.alloc(1, s.bytes);
+  s.norms.alloc(s.specs.size(), s.bytes);
+  s.params.zero();
+  s.grads.zero();
+  s.m.zero();
+  s.v.zero();
+  s.wbf.zero();
+  s.status.zero();
+}
+
+CudaModel::~CudaModel() = default;
+const ModelConfig& CudaModel::config() const { return s_->c; }
+const std::vector<ParamSpec>& CudaModel::specs() const { return s_->specs; }
+int64_t CudaModel::num_params() const { return s_->P; }
+int64_t CudaModel::device_bytes() const { return s_->bytes; }
+
+namespace {
+void need_size(std::span<const float> h, int64_t n, const char* what) {
+  if (static_cast<int64_t>(h.size()) != n) {
+    throw Error(std::string(what) + ": " + std::to_string(h.size()) + " floats given, the model has " + std::to_string(n));
+  }
+}
+}  // namespace
+
+void CudaModel::set_params(std::span<const float> host) {
+  need_size(host, s_->P, "CudaModel::set_params");
+  check(cudaMemcpy(s_->params.p, host.data(), host.size() * 4, cudaMemcpyHostToDevice), "cudaMemcpy");
+  cuda::convert_f32_to_bf16(s_->wbf.p, s_->params.p, s_->P, nullptr);
+  check(cudaGetLastError(), "convert_f32_to_bf16");
+}
+
+void CudaModel::get_params(std::span<float> host) const {
+  need_size(host, s_->P, "CudaModel::get_params");
+  check(cudaMemcpy(host.data(), s_->params.p, host.size() * 4, cudaMemcpyDeviceToHost), "cudaMemcpy");
+}
+
+void CudaModel::get_grads(std::span<float> host) const {
+  need_size(host, s_->P, "CudaModel::get_grads");
+  check(cudaMemcpy(host.data(), s_->grads.p, host.size() * 4, cudaMemcpyDeviceToHost), "cudaMemcpy");
+}
+
+void CudaModel::set_optimizer_state(std::span<const float> m, std::span<const float> v) {
+  need_size(m, s_->P, "CudaModel::set_optimizer_state");
+  need_size(v, s_->P, "CudaModel::set_optimizer_state");
+  check(cudaMemcpy(s_->m.p, m.data(), m.size() * 4, cudaMemcpyHostToDevice), "cudaMemcpy");
+  check(cudaMemcpy(s_->v.p, v.data(), v.size() * 4, cudaMemcpyHostToDevice), "cudaMemcpy");
+}
+
+void CudaModel::get_optimizer_state(std::span<float> m, std::span<float> v) const {
+  need_size(m, s_->P, "CudaModel::get_optimizer_state");
+  need_size(v, s_->P, "CudaModel::get_optimizer_state");
+  check(cudaMemcpy(m.data(), s_->m.p, m.size() * 4, cudaMemcpyDeviceToHost), "cudaMemcpy");
+  check(cudaMemcpy(v.data(), s_->v.p, v.size() * 4, cudaMemcpyDeviceToHost), "cudaMemcpy");
+}
+
+void CudaModel::zero_grad() { s_->grads.zero(); }
+
+float CudaModel::forward(const int32_t* tokens, const int32_t* targets, int B, int T, float loss_scale) {
+  State& s = *s_;
+  const ModelConfig& c = s.c;
+  if (B < 1 || T < 1 || T > c.seq_len) {
+    throw Error("model forward: batch " + std::to_string(B) + " x " + std::to_string(T) +
+                " tokens; need B >= 1 and 1 <= T <= seq_len = " + std::to_string(c.seq_len));
+  }
+  s.resize(B, T);
+  const int64_t L = c.n_layer, N = int64_t(B) * T, C = c.d_model, F = c.ffn(), V = c.vocab;
+  const int64_t NH = c.n_head, NKV = c.n_kv_head, HS = c.head_size(), QD = NH * HS, KD = NKV * HS;
+  cudaStream_t st = nullptr;
+  check(cudaMemcpy(s.tokens.p, tokens, N * 4, cudaMemcpyHostToDevice), "cudaMemcpy");
+  s.have_targets = targets != nullptr;
+  if (targets) check(cudaMemcpy(s.targets.p, targets, N * 4, cudaMemcpyHostToDevice), "cudaMemcpy");
+
+  cuda::encoder_forward(s.resid.p, s.tokens.p, s.w(0), B, T, C, V, s.status.p, st);
+  for (int64_t l = 0; l < L; ++l) {
+    bf16* x = s.resid.p + l * N * C;
+    bf16* x2 = s.resid2.p + l * N * C;
+    bf16* xo = s.resid.p + (l + 1) * N * C;
+    bf16* ln1 = s.ln1.p + l * N * C;
+    bf16* ln2 = s.ln2.p + l * N * C;
+    bf16* q = s.q.p + l * N * QD;
+    bf16* k = s.k.p + l * N * KD;
+    bf16* v = s.v_.p + l * N * KD;
+    bf16* atty = s.atty.p + l * N * QD;
+    bf16* gate = s.gate.p + l * N * F;
+    bf16* up = s.up.p + l * N * F;
+    bf16* h = s.h.p + l * N * F;
+    cuda::rmsnorm_forward(ln1, s.rstd1.p + l * N, x, s.w(s.li(l, 0)), N, C, c.norm_eps, st);
+    s.blas.matmul_forward(q, ln1, s.w(s.li(l, 1)), N, C, QD, st);
+    s.blas.matmul_forward(k, ln1, s.w(s.li(l, 2)), N, C, KD, st);
+    s.blas.matmul_forward(v, ln1, s.w(s.li(l, 3)), N, C, KD, st);
+    cuda::rope_forward(q, q, B, T, NH, HS, c.rope_theta, st);
+    cuda::rope_forward(k, k, B, T, NKV, HS, c.rope_theta, st);
+    cuda::attention_forward(atty, s.lse.p + l * B * NH * T, q, k, v, B, T, NH, NKV, HS, st);
+    s.blas.matmul_forward(x2, atty, s.w(s.li(l, 4)), N, QD, C, st);
+    cuda::residual_forward(x2, x2, x, N * C, st);
+    cuda::rmsnorm_forward(ln2, s.rstd2.p + l * N, x2, s.w(s.li(l, 5)), N, C, c.norm_eps, st);
+    s.blas.matmul_forward(gate, ln2, s.w(s.li(l, 6)), N, C, F, st);
+    s.blas.matmul_forward(up, ln2, s.w(s.li(l, 7)), N, C, F, st);
+    cuda::swiglu_forward(h, gate, up, N * F, st);
+    s.blas.matmul_forward(xo, h, s.w(s.li(l, 8)), N, F, C, st);
+    cuda::residual_forward(xo, xo, x2, N * C, st);
+  }
+  const size_t norm = s.specs.size() - 2, head = s.specs.size() - 1;
+  cuda::rmsnorm_forward(s.lnf.p, s.rstdf.p, s.resid.p + L * N * C, s.w(norm), N, C, c.norm_eps, st);
+  s.blas.matmul_forward(s.logits.p, s.lnf.p, s.w(head), N, C, V, st);
+  if (!targets) {
+    check(cudaStreamSynchronize(st), "forward");
+    s.check_status("forward");
+    return 0.0f;
+  }
+  // NOTE: the fused loss kernel overwrites the logits with their gradient, scaled for the
+  // mean over N tokens times loss_scale (gradient accumulation).
+  cuda::crossentropy_forward_backward(s.losses.p, s.logits.p, s.logits.p, s.targets.p, N, V,
+                                      loss_scale / static_cast<float>(N), s.status.p, st);
+  check(cudaMemcpy(s.host_losses.data(), s.losses.p, N * 4, cudaMemcpyDeviceToHost), "cudaMemcpy");
+  s.check_status("forward");
+  double sum = 0.0;  // fixed order, as the CPU model
+  for (int64_t i = 0; i < N; ++i) sum += s.host_losses[i];
+  return static_cast<float>(sum / static_cast<double>(N));
+}
+
+std::vector<float> CudaModel::logits() const {
+  const State& s = *s_;
+  if (s.have_targets) throw Error("CudaModel::logits: the last forward had targets (its logits became gradients)");
+  const size_t n = size_t(s.B) * s.T * s.c.vocab;
+  std::vector<uint16_t> raw(n);
+  check(cudaMemcpy(raw.data(), s.logits.p, n * 2, cudaMemcpyDeviceToHost), "cudaMemcpy");
+  std::vector<float> out(n);
+  for (size_t i = 0; i < n; ++i) {
+    const uint32_t b = uint32_t(raw[i]) << 16;
+    std::memcpy(&out[i], &b, 4);
+  }
+  return out;
+}
+
+void CudaModel::backward() {
+  State& s = *s_;
+  if (!s.have_targets) throw Error("model backward: the last forward had no targets");
+  const ModelConfig& c = s.c;
+  const int B = s.B, T = s.T;
+  const int64_t L = c.n_layer, N = int64_t(B) * T, C = c.d_model, F = c.ffn(), V = c.vocab;
+  const int64_t NH = c.n_head, NKV = c.n_kv_head, HS = c.head_size(), QD = NH * HS, KD = NKV * HS;
+  cudaStream_t st = nullptr;
+  const size_t norm = s.specs.size() - 2, head = s.specs.size() - 1;
+  void* scratch = s.scratch.p;
+
+  s.blas.matmul_backward(s.dln.p, s.g(head), s.logits.p, s.lnf.p, s.w(head), N, C, V, false, st);
+  check(cudaMemsetAsync(s.dresid.p, 0, size_t(N) * C * 2, st), "cudaMemsetAsync");
+  cuda::rmsnorm_backward(s.dresid.p, s.g(norm), s.dln.p, s.resid.p + L * N * C, s.w(norm), s.rstdf.p, N, C, scratch, st);
+  for (int64_t l = L - 1; l >= 0; --l) {
+    const bf16* x = s.resid.p + l * N * C;
+    const bf16* x2 = s.resid2.p + l * N * C;
+    const bf16* ln1 = s.ln1.p + l * N * C;
+    const bf16* ln2 = s.ln2.p + l * N * C;
+    const bf16* q = s.q.p + l * N * QD;
+    const bf16* k = s.k.p + l * N * KD;
+    const bf16* v = s.v_.p + l * N * KD;
+    const bf16* atty = s.atty.p + l * N * QD;
+    const bf16* gate = s.gate.p + l * N * F;
+    const bf16* up = s.up.p + l * N * F;
+    const bf16* h = s.h.p + l * N * F;
+    // MLP (dresid = d of the layer output = d x2 through the residual path)
+    s.blas.matmul_backward(s.dh.p, s.g(s.li(l, 8)), s.dresid.p, h, s.w(s.li(l, 8)), N, F, C, false, st);
+    cuda::swiglu_backward(s.dgate.p, s.dup.p, s.dh.p, gate, up, N * F, st);
+    s.blas.matmul_backward(s.dln.p, s.g(s.li(l, 6)), s.dgate.p, ln2, s.w(s.li(l, 6)), N, C, F, false, st);
+    s.blas.matmul_backward(s.dln.p, s.g(s.li(l, 7)), s.dup.p, ln2, s.w(s.li(l, 7)), N, C, F, true, st);
+    cuda::rmsnorm_backward(s.dresid.p, s.g(s.li(l, 5)), s.dln.p, x2, s.w(s.li(l, 5)), s.rstd2.p + l * N, N, C, scratch,
+                           st);
+    // Attention
+    s.blas.matmul_backward(s.dattn.p, s.g(s.li(l, 4)), s.dresid.p, atty, s.w(s.li(l, 4)), N, QD, C, false, st);
+    cuda::attention_backward(s.dqr.p, s.dkr.p, s.dv.p, s.dattn.p, atty, q, k, v, s.lse.p + l * B * NH * T, B, T, NH,
+                             NKV, HS, scratch, st);
+    check(cudaMemsetAsync(s.dq.p, 0, size_t(N) * QD * 2, st), "cudaMemsetAsync");
+    check(cudaMemsetAsync(s.dk.p, 0, size_t(N) * KD * 2, st), "cudaMemsetAsync");
+    cuda::rope_backward(s.dq.p, s.dqr.p, B, T, NH, HS, c.rope_theta, st);
+    cuda::rope_backward(s.dk.p, s.dkr.p, B, T, NKV, HS, c.rope_theta, st);
+    s.blas.matmul_backward(s.dln.p, s.g(s.li(l, 1)), s.dq.p, ln1, s.w(s.li(l, 1)), N, C, QD, false, st);
+    s.blas.matmul_backward(s.dln.p, s.g(s.li(l, 2)), s.dk.p, ln1, s.w(s.li(l, 2)), N, C, KD, true, st);
+    s.blas.matmul_backward(s.dln.p, s.g(s.li(l, 3)), s.dv.p, ln1, s.w(s.li(l, 3)), N, C, KD, true, st);
+    cuda::rmsnorm_backward(s.dresid.p, s.g(s.li(l, 0)), s.dln.p, x, s.w(s.li(l, 0)), s.rstd1.p + l * N, N, C, scratch,
+                           st);
+  }
+  cuda::encoder_backward(s.g(0), s.dresid.p, s.tokens.p, B, T, C, V, scratch, s.status.p, st);
+  check(cudaStreamSynchronize(st), "backward");
+  s.check_status("backward");
+}
+
+std::vector<double> CudaModel::grad_norms_squared() {
+  State& s = *s_;
+  size_t scratch_bytes = 0;
+  for (const auto& p : s.specs) scratch_bytes = std::max(scratch_bytes, cuda::global_norm_scratch_bytes(p.numel));
+  if (s.scratch.n < scratch_bytes) s.scratch.alloc(scratch_bytes, s.bytes);
+  for (size_t i = 0; i < s.specs.size(); ++i) {
+    cuda::global_norm_squared(s.norms.p + i, s.g(i), s.specs[i].numel, s.scratch.p, nullptr);
+  }
+  std::vector<double> out(s.specs.size());
+  check(cudaMemcpy(out.data(), s.norms.p, out.size() * sizeof(double), cudaMemcpyDeviceToHost), "cudaMemcpy");
+  return out;
+}
+
+void CudaModel::scale_grads(float f) {
+  scale_kernel<<<1024, 256>>>(s_->grads.p, s_->P, f);
+  check(cudaGetLastError(), "scale_kernel");
+}
+
+void CudaModel::adamw(float lr, float beta1, float beta2, float eps, float weight_decay, int64_t step) {
+  State& s = *s_;
+  for (size_t i = 0; i < s.specs.size(); ++i) {
+    const auto& p = s.specs[i];
+    cuda::adamw_update(s.params.p + p.offset, s.wbf.p + p.offset, s.grads.p + p.offset, s.m.p + p.offset,
+                       s.v.p + p.offset, p.numel, lr, beta1, beta2, eps, p.decay ? weight_decay : 0.0f, step, nullptr);
+  }
+  check(cudaGetLastError(), "adamw_update");
+}
+
+}  // namespace nvfp4::model
