@@ -53,6 +53,7 @@ std::string resolved_command(const io::DataOptions& o) {
   c += " --out " + shell_quote(o.out_dir) + " --tokenizer " + shell_quote(o.tokenizer) + " --val-fraction " +
        shortest(o.val_fraction) + " --seed " + std::to_string(o.seed) + " --shard-tokens " +
        std::to_string(o.shard_tokens) + " --doc-bytes " + std::to_string(o.doc_bytes);
+  if (!o.shuffle) c += " --no-shuffle";
   if (o.force) c += " --force";
   return c;
 }
@@ -163,6 +164,8 @@ void register_data(CLI::App& app) {
   c->add_option("--shard-tokens", o.shard_tokens, "Tokens per shard at most")->capture_default_str();
   c->add_option("--doc-bytes", o.doc_bytes, "Files larger than this are cut at blank lines into documents of about this many bytes")
       ->capture_default_str();
+  c->add_flag("!--no-shuffle", o.shuffle,
+              "Write documents in input order (default: a seeded random order per split; that holds the text in memory)");
   c->add_flag("--force", o.force, "Write into an existing, non-empty --out folder, replacing the dataset in it");
   c->add_flag("--json", args->json, "Print JSON instead of tables");
   c->callback([args] { run_data(*args); });

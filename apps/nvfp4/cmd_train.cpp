@@ -46,6 +46,7 @@ void run(TrainArgs& a) {
   const int64_t warmup = a.warmup >= 0 ? a.warmup : std::min<int64_t>(o.steps / 10, 1000);
   o.schedule = train::parse_schedule(a.schedule, a.lr, warmup, o.steps, a.min_lr_fraction, a.decay_fraction);
   o.progress = !a.no_progress;
+  o.device = train::resolve_device(o.device);
 
   const int64_t tokens_per_step = int64_t(o.batch) * o.model.seq_len * o.grad_accum;
   std::cerr << "nvfp4 train: " << o.device << ", model " << o.model.to_json() << "\n"
@@ -99,7 +100,7 @@ void register_train(CLI::App& app) {
   CLI::App* c = app.add_subcommand("train", "Pretrain a Llama-style model on token shards from `nvfp4 data`");
   c->add_option("--data", a->o.data_dir, "Folder written by `nvfp4 data` (manifest.json + shards)")->required();
   c->add_option("--out", a->o.out_dir, "Folder for metrics.jsonl, run.json and checkpoints")->required();
-  c->add_option("--device", a->o.device, "cpu (cuda: coming with the CUDA backend)")->capture_default_str();
+  c->add_option("--device", a->o.device, "cpu | cuda | auto (cuda when a GPU is present)")->capture_default_str();
   c->add_option("--preset", a->preset, "Model size: " + train::model_preset_names())->capture_default_str();
   c->add_option("--config", a->config_file, "Model config JSON (overrides --preset)");
   c->add_option("--layers", a->layers, "Override: number of layers");

@@ -179,6 +179,10 @@ std::vector<std::string_view> split_documents(std::string_view text, int64_t doc
 // one with the largest u goes to train.
 double split_draw(uint64_t seed, uint64_t index);
 std::vector<Split> assign_splits(uint64_t seed, int64_t documents, double val_fraction);
+// The order a split's documents are written in with DataOptions::shuffle (train: seed, val:
+// seed + 1): a permutation of 0..n-1 by Fisher-Yates with Philox draws keyed by the seed, in
+// a stream of their own (independent of the split draws).
+std::vector<int64_t> document_order(uint64_t seed, int64_t n);
 
 struct DataOptions {
   std::vector<std::string> inputs;  // files, folders, globs (expand_inputs)
@@ -189,6 +193,10 @@ struct DataOptions {
   int64_t shard_tokens = 100'000'000;   // in [1, kMaxShardTokens]
   int64_t doc_bytes = 64 * 1024;        // >= 1
   bool force = false;                   // write into an existing, non-empty out_dir
+  // Write each split's documents in a seeded random order (so a sequential loader sees the
+  // corpus mixed rather than section by section). Holds the documents' text in memory; false
+  // streams file by file in input order.
+  bool shuffle = true;
   std::string command;                  // recorded in the manifest as "command" ("" = null)
   std::string tool;                     // recorded as "created_by", e.g. "nvfp4 0.1.0" ("" = null)
 };
@@ -239,11 +247,12 @@ using DataProgress = std::function<void(uint64_t done_bytes, uint64_t total_byte
 //  2. expand_inputs; reads every file once to count its documents (split_documents), skipping
 //     binary files (a NUL byte in the first 8 KiB); no text at all is an nvfp4::Error;
 //  3. assign_splits; reads every file again and appends, per document, the end-of-text token and
-//     the document's tokens to its split's stream, cut into shards of shard_tokens (documents
-//     may span two shards);
+//     the document's tokens to its split's stream — in document_order() with shuffle (the
+//     default), else in input order — cut into shards of shard_tokens (documents may span two
+//     shards);
 //  4. writes DIR/manifest.json (shards listed train first, then val, in order):
 //     {"format", "format_version", "created_by", "command",
-//     "tokenizer": describe(), "options": {val_fraction, seed, shard_tokens, doc_bytes},
+//     "tokenizer": describe(), "options": {val_fraction, seed, shuffle, shard_tokens, doc_bytes},
 //     "shard_layout": {magic, version, header_ints, token_dtype}, "sources": [...SourceStats],
 //     "skipped": [...], "splits": {"train"|"val": SplitStats}, "shards": [...ShardRecord]}.
 DataSummary build_token_dataset(const DataOptions& options, const DataProgress& progress = {});

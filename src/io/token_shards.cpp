@@ -612,6 +612,20 @@ double split_draw(uint64_t seed, uint64_t index) {
   return static_cast<double>(bits) * 0x1.0p-53;
 }
 
+std::vector<int64_t> document_order(uint64_t seed, int64_t n) {
+  std::vector<int64_t> order(static_cast<size_t>(std::max<int64_t>(n, 0)));
+  for (int64_t i = 0; i < n; ++i) order[i] = i;
+  for (int64_t i = n - 1; i > 0; --i) {
+    // NOTE: stream tag "shuf" in the third counter word: independent of the split draws.
+    const fmt::Philox4x32 c{{static_cast<uint32_t>(i), static_cast<uint32_t>(i >> 32), 0x73687566u, 0u}};
+    const fmt::Philox4x32 r = fmt::philox4x32_10(c, static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
+    const uint64_t bits = (static_cast<uint64_t>(r.v[0]) << 32) | r.v[1];
+    const int64_t j = static_cast<int64_t>(bits % static_cast<uint64_t>(i + 1));  // bias < 2^-40 for n < 2^24
+    std::swap(order[i], order[j]);
+  }
+  return order;
+}
+
 std::vector<Split> assign_splits(uint64_t seed, int64_t documents, double val_fraction) {
   if (!(val_fraction >= 0.0 && val_fraction < 1.0)) {
     throw Error("val_fraction (--val-fraction) must be in [0, 1), not " + std::to_string(val_fraction));
@@ -817,6 +831,7 @@ DataSummary build_token_dataset(const DataOptions& o, const DataProgress& progre
   SplitWriter val(dir, Split::val, *tok, o.shard_tokens, est_tokens[1], sum.shards);
   int64_t doc_index = 0;
   uint64_t done_bytes = 0;
+  std::vector<std::string> held[2];  // [train, val] documents, with o.shuffle
   if (progress) progress(0, total_bytes);
   for (const auto& s : sum.sources) {
     const std::string text = read_input_text(s.path);
@@ -827,11 +842,22 @@ DataSummary build_token_dataset(const DataOptions& o, const DataProgress& progre
     }
     for (const auto doc : docs) {
       const Split sp = splits[static_cast<size_t>(doc_index++)];
-      (sp == Split::val ? val : train).add_document(doc);
+      if (o.shuffle) {
+        held[static_cast<int>(sp)].emplace_back(doc);  // written below, in a seeded order
+      } else {
+        (sp == Split::val ? val : train).add_document(doc);
+      }
       (sp == Split::val ? sum.val : sum.train).documents += 1;
       split_bytes[static_cast<int>(sp)] += doc.size();
       done_bytes += doc.size();
       if (progress) progress(done_bytes, total_bytes);
+    }
+  }
+  if (o.shuffle) {
+    for (int k = 0; k < 2; ++k) {
+      const auto order = document_order(o.seed + static_cast<uint64_t>(k), static_cast<int64_t>(held[k].size()));
+      for (const int64_t i : order) (k == 1 ? val : train).add_document(held[k][static_cast<size_t>(i)]);
+      held[k].clear();
     }
   }
   train.finish();
@@ -868,6 +894,7 @@ DataSummary build_token_dataset(const DataOptions& o, const DataProgress& progre
   m["tokenizer"] = ordered_json::parse(sum.tokenizer_description);
   m["options"] = {{"val_fraction", o.val_fraction},
                   {"seed", o.seed},
+                  {"shuffle", o.shuffle},
                   {"shard_tokens", o.shard_tokens},
                   {"doc_bytes", o.doc_bytes}};
   m["shard_layout"] = {{"magic", kShardMagic},

@@ -717,7 +717,9 @@ TEST(CudaOps, AdamwBitExact) {
   }
 }
 
-TEST(CudaOps, GlobalNormBitExact) {
+// The GPU adds in a fixed tree (fast, deterministic), the CPU chunk-serially: equal to double
+// rounding, and the GPU's bits identical run to run.
+TEST(CudaOps, GlobalNormMatchesCpuAndIsDeterministic) {
   REQUIRE_GPU();
   for (const auto& [n, offset] : {std::pair<int64_t, int64_t>{1000003, 0}, {3 * 4096, 1}, {5, 0}, {0, 0}}) {
     SCOPED_TRACE("n=" + std::to_string(n) + " offset=" + std::to_string(offset));
@@ -728,7 +730,10 @@ TEST(CudaOps, GlobalNormBitExact) {
     cu::global_norm_squared(d_out.ptr, d_g.ptr + offset, n, scratch.ptr, nullptr);
     const double gpu = std::sqrt(d_out.download()[0]);
     const double ref = cpu::global_norm(g.data() + offset, n);
-    EXPECT_EQ(std::memcmp(&gpu, &ref, sizeof(double)), 0) << "gpu " << gpu << " cpu " << ref;
+    EXPECT_LE(std::abs(gpu - ref), 1e-13 * ref) << "gpu " << gpu << " cpu " << ref;
+    cu::global_norm_squared(d_out.ptr, d_g.ptr + offset, n, scratch.ptr, nullptr);
+    const double again = std::sqrt(d_out.download()[0]);
+    EXPECT_EQ(std::memcmp(&gpu, &again, sizeof(double)), 0) << "not deterministic";
   }
 }
 

@@ -631,13 +631,26 @@ TEST_F(DataBuild, EveryDocumentLandsInExactlyOneSplit) {
   EXPECT_EQ(static_cast<int64_t>(val.size()), s.val.documents);
   ASSERT_EQ(train.size() + val.size(), want.size());
   EXPECT_GE(val.size(), 1u);
-  // Merged back by the split rule they give the input documents in order: none lost, none twice.
+  // Each split holds its input documents (by the split rule) in the seeded shuffled order:
+  // none lost, none twice.
   const auto splits = io::assign_splits(1, static_cast<int64_t>(want.size()), 0.2);
-  size_t ti = 0, vi = 0;
-  for (size_t i = 0; i < want.size(); ++i) {
-    const std::string& got = splits[i] == io::Split::val ? val.at(vi++) : train.at(ti++);
-    EXPECT_EQ(got, want[i]) << "document " << i;
+  std::vector<std::string> want_split[2];
+  for (size_t i = 0; i < want.size(); ++i) want_split[splits[i] == io::Split::val].push_back(want[i]);
+  for (int k = 0; k < 2; ++k) {
+    const auto& got = k ? val : train;
+    const auto order = io::document_order(1 + k, static_cast<int64_t>(want_split[k].size()));
+    ASSERT_EQ(got.size(), order.size());
+    for (size_t i = 0; i < got.size(); ++i) EXPECT_EQ(got[i], want_split[k][order[i]]) << "split " << k << " document " << i;
   }
+  // The order really is shuffled, and --no-shuffle keeps the input order.
+  std::vector<int64_t> identity(want_split[0].size());
+  for (size_t i = 0; i < identity.size(); ++i) identity[i] = static_cast<int64_t>(i);
+  EXPECT_NE(io::document_order(1, static_cast<int64_t>(identity.size())), identity);
+  auto plain = Options("plain");
+  plain.shuffle = false;
+  io::build_token_dataset(plain);
+  EXPECT_EQ(Documents(path("plain"), io::Split::train), want_split[0]);
+  EXPECT_EQ(Documents(path("plain"), io::Split::val), want_split[1]);
   std::set<std::string> tset(train.begin(), train.end());
   for (const auto& v : val) EXPECT_FALSE(tset.contains(v)) << "a val document is also in train";
   // Token counts: one end-of-text per document plus one token per byte.
