@@ -11,6 +11,8 @@
 //   bench_quantize_cuda [--quick]    (--quick: first size only)
 #include <cuda_runtime.h>
 
+#include "cuda_check.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -26,14 +28,6 @@
 
 namespace {
 
-#define CK(expr)                                                                               \
-  do {                                                                                         \
-    const cudaError_t e_ = (expr);                                                             \
-    if (e_ != cudaSuccess) {                                                                   \
-      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #expr, cudaGetErrorString(e_)); \
-      std::exit(1);                                                                            \
-    }                                                                                          \
-  } while (0)
 
 __global__ void fill_gaussian_bf16(uint16_t* x, int64_t n, uint64_t seed) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; 2 * i < n; i += int64_t(gridDim.x) * blockDim.x) {

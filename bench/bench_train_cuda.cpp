@@ -8,6 +8,8 @@
 //   bench_train_cuda [--batch B] [--steps N] [--seq T]
 #include <cuda_runtime.h>
 
+#include "cuda_check.hpp"
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -23,14 +25,6 @@
 
 namespace {
 
-#define CK(expr)                                                                                 \
-  do {                                                                                           \
-    const cudaError_t e_ = (expr);                                                               \
-    if (e_ != cudaSuccess) {                                                                     \
-      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #expr, cudaGetErrorString(e_)); \
-      std::exit(1);                                                                              \
-    }                                                                                            \
-  } while (0)
 
 // cuBLAS BF16 rate (TFLOP/s) on an n^3 GEMM with random BF16 data: median of 20 after warm-up.
 double cublas_bf16_tflops(int64_t n) {

@@ -2,6 +2,8 @@
 // messages. The golden round trip here is the acceptance test: `nvfp4 qtensor` on the
 // golden inputs reproduces NVIDIA's reference bytes exactly.
 #include <gtest/gtest.h>
+
+#include "support/test_support.hpp"
 #include <sys/wait.h>
 
 #include <array>
@@ -21,26 +23,10 @@ namespace fs = std::filesystem;
 
 namespace {
 
-const std::string kBinary = NVFP4_BINARY;
 const std::string kGolden = std::string(NVFP4_GOLDEN_DIR) + "/nvfp4_te_reference.safetensors";
 
-struct Result {
-  int status = -1;
-  std::string output;  // stdout and stderr together
-};
-
-Result run(const std::string& args) {
-  Result r;
-  const std::string cmd = kBinary + " " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  if (!p) return r;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.output.append(buf.data(), n);
-  const int st = pclose(p);
-  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return r;
-}
+using Result = nvfp4::test::CliResult;
+inline Result run(const std::string& args) { return nvfp4::test::run_cli(args); }
 
 class Cli : public ::testing::Test {
  protected:

@@ -2,6 +2,8 @@
 // (windows, epochs, resume), document splitting and the train/val split, inputs (folders, globs,
 // .gz, GNU info) and `nvfp4 data` end to end through the built binary.
 #include <gtest/gtest.h>
+
+#include "support/test_support.hpp"
 #include <sys/wait.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -764,23 +766,8 @@ TEST_F(DataBuild, EmptyInputAndBinaryFiles) {
 
 // ---- the CLI --------------------------------------------------------------------------------
 
-struct RunResult {
-  int status = -1;
-  std::string output;  // stdout and stderr together
-};
-
-RunResult RunCli(const std::string& args) {
-  RunResult r;
-  const std::string cmd = std::string(NVFP4_BINARY) + " " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  if (!p) return r;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.output.append(buf.data(), n);
-  const int st = pclose(p);
-  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return r;
-}
+using RunResult = nvfp4::test::CliResult;
+inline RunResult RunCli(const std::string& args) { return nvfp4::test::run_cli(args); }
 
 class DataCli : public TempDir {
  protected:

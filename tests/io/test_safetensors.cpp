@@ -2,6 +2,8 @@
 // validation error on hand-built malformed files, atomic writes, sharded checkpoints and the
 // golden reference file.
 #include <gtest/gtest.h>
+
+#include "support/test_support.hpp"
 #include <signal.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -96,32 +98,11 @@ std::string parse_error(const std::vector<uint8_t>& img, const std::string& file
   return error_of([&] { io::parse_header(img, file); });
 }
 
-std::vector<std::string> temp_files_in(const fs::path& dir) {
-  std::vector<std::string> out;
-  for (const auto& e : fs::directory_iterator(dir)) {
-    const std::string n = e.path().filename().string();
-    if (n.find(".tmp.") != std::string::npos) out.push_back(n);
-  }
-  return out;
-}
+using nvfp4::test::temp_files_in;
 
 // A fresh folder per test, removed afterwards.
-class SafetensorsTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    static std::atomic<int> counter{0};
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    dir_ = fs::temp_directory_path() / ("nvfp4_test_io_" + std::to_string(::getpid()) + "_" +
-                                        std::to_string(counter++) + "_" + info->name());
-    fs::remove_all(dir_);
-    ASSERT_TRUE(fs::create_directories(dir_)) << dir_;
-  }
-  void TearDown() override {
-    std::error_code ec;
-    fs::remove_all(dir_, ec);
-  }
-  fs::path dir_;
-};
+inline constexpr char kIoPrefix[] = "nvfp4_test_io_";
+using SafetensorsTest = nvfp4::test::ScratchDirTest<kIoPrefix>;
 
 // ---- round trips --------------------------------------------------------------------------
 

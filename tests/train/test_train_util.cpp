@@ -1,6 +1,8 @@
 // Training utilities: learning-rate schedules (src/train/schedule.cpp), checkpoints
 // (src/io/checkpoint.cpp), the metrics log and the progress bar (src/train/metrics.cpp).
 #include <gtest/gtest.h>
+
+#include "support/test_support.hpp"
 #include <signal.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -99,32 +101,13 @@ std::vector<std::string> split_lines(const std::string& text) {
   return out;
 }
 
-std::vector<std::string> temp_files_in(const fs::path& dir) {
-  std::vector<std::string> out;
-  for (const auto& e : fs::directory_iterator(dir)) {
-    const std::string n = e.path().filename().string();
-    if (contains(n, ".tmp.")) out.push_back(n);
-  }
-  return out;
-}
+using nvfp4::test::temp_files_in;
 
 // A fresh folder per test, removed afterwards.
-class TrainUtilTest : public ::testing::Test {
+inline constexpr char kTrainPrefix[] = "nvfp4_test_train_";
+class TrainUtilTest : public nvfp4::test::ScratchDirTest<kTrainPrefix> {
  protected:
-  void SetUp() override {
-    static std::atomic<int> counter{0};
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    dir_ = fs::temp_directory_path() / ("nvfp4_test_train_" + std::to_string(::getpid()) + "_" +
-                                        std::to_string(counter++) + "_" + info->name());
-    fs::remove_all(dir_);
-    ASSERT_TRUE(fs::create_directories(dir_)) << dir_;
-  }
-  void TearDown() override {
-    std::error_code ec;
-    fs::remove_all(dir_, ec);
-  }
   std::string path(const std::string& name) const { return (dir_ / name).string(); }
-  fs::path dir_;
 };
 
 // ================================================================================================

@@ -14,6 +14,7 @@
 #include "nvfp4/error.hpp"
 #include "nvfp4/safetensors.hpp"
 #include "nvfp4/token_shards.hpp"
+#include "support/test_support.hpp"
 #include "support/tiny_corpus.hpp"
 #include "train/trainer.hpp"
 
@@ -152,14 +153,9 @@ TEST(TrainLoop, RefusesMismatchedResumeAndOverwritingARun) {
 }
 
 std::string run_cli(const std::string& args, int* status) {
-  const std::string cmd = std::string(NVFP4_BINARY) + " " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  std::string out;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-  *status = pclose(p);
-  return out;
+  const auto r = nvfp4::test::run_cli(args);
+  *status = r.status;
+  return r.output;
 }
 
 TEST(TrainCli, TrainsAndReportsJson) {

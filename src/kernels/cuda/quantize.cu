@@ -45,6 +45,19 @@ void check(cudaError_t e, const char* what) {
   if (e != cudaSuccess) throw Error(std::string("CUDA error in ") + what + ": " + cudaGetErrorString(e));
 }
 
+// Calls fn(std::bool_constant<b0>{}, std::bool_constant<b1>{}, ...) for run-time bools: one
+// kernel instantiation per combination, chosen at launch. The first two bools are always
+// (row copy, column copy), and "neither" is never instantiated (validation rejects it).
+template <typename Fn>
+void with_bools(Fn&& fn) {
+  fn();
+}
+template <typename Fn, typename... Rest>
+void with_bools(Fn&& fn, bool b, Rest... rest) {
+  if (b) with_bools([&](auto... c) { fn(std::true_type{}, c...); }, rest...);
+  else with_bools([&](auto... c) { fn(std::false_type{}, c...); }, rest...);
+}
+
 // ---- element access ---------------------------------------------------------------------
 
 template <typename T>
@@ -680,23 +693,14 @@ void launch_quantize(const T* x, int64_t M, int64_t K, const Nvfp4KernelConfig& 
   const dim3 grid(static_cast<unsigned>((K + kTile - 1) / kTile), static_cast<unsigned>((M + kTile - 1) / kTile));
   if (grid.y > 65535) throw Error("quantize_nvfp4: M = " + std::to_string(M) + " is too large for one launch");
   // One instantiation per (copies, rounding, where non-finite input is counted).
-  auto go = [&](auto row_c, auto col_c, auto sr_c, auto count_c) {
-    quantize_kernel<T, decltype(row_c)::value, decltype(col_c)::value, decltype(sr_c)::value, decltype(count_c)::value>
-        <<<grid, kThreads, 0, s>>>(x, a);
-  };
-  using F = std::false_type;
-  using Tr = std::true_type;
-  auto with_count = [&](auto row_c, auto col_c, auto sr_c) {
-    if (a.count_nonfinite_here) go(row_c, col_c, sr_c, Tr{});
-    else go(row_c, col_c, sr_c, F{});
-  };
-  auto with_sr = [&](auto row_c, auto col_c) {
-    if (a.sr) with_count(row_c, col_c, Tr{});
-    else with_count(row_c, col_c, F{});
-  };
-  if (row && col) with_sr(Tr{}, Tr{});
-  else if (row) with_sr(Tr{}, F{});
-  else with_sr(F{}, Tr{});
+  with_bools(
+      [&](auto row_c, auto col_c, auto sr_c, auto count_c) {
+        if constexpr (decltype(row_c)::value || decltype(col_c)::value) {
+          quantize_kernel<T, decltype(row_c)::value, decltype(col_c)::value, decltype(sr_c)::value,
+                          decltype(count_c)::value><<<grid, kThreads, 0, s>>>(x, a);
+        }
+      },
+      row != nullptr, col != nullptr, a.sr, a.count_nonfinite_here);
   check(cudaGetLastError(), "quantize_kernel launch");
 }
 
@@ -723,16 +727,14 @@ void launch_fp8(const T* x, int64_t M, int64_t K, const Fp8Args& a, bool count_h
   if (M == 0 || K == 0) return;
   const dim3 grid(static_cast<unsigned>((K + kTile - 1) / kTile), static_cast<unsigned>((M + kTile - 1) / kTile));
   if (grid.y > 65535) throw Error("quantize_fp8: M = " + std::to_string(M) + " is too large for one launch");
-  auto go = [&](auto row_c, auto col_c, auto count_c) {
-    fp8_kernel<T, decltype(row_c)::value, decltype(col_c)::value, decltype(count_c)::value><<<grid, kThreads, 0, s>>>(x, a);
-  };
-  auto with_count = [&](auto row_c, auto col_c) {
-    if (count_here && a.nonfinite) go(row_c, col_c, std::true_type{});
-    else go(row_c, col_c, std::false_type{});
-  };
-  if (a.row_codes && a.col_codes) with_count(std::true_type{}, std::true_type{});
-  else if (a.row_codes) with_count(std::true_type{}, std::false_type{});
-  else with_count(std::false_type{}, std::true_type{});
+  with_bools(
+      [&](auto row_c, auto col_c, auto count_c) {
+        if constexpr (decltype(row_c)::value || decltype(col_c)::value) {
+          fp8_kernel<T, decltype(row_c)::value, decltype(col_c)::value, decltype(count_c)::value>
+              <<<grid, kThreads, 0, s>>>(x, a);
+        }
+      },
+      a.row_codes != nullptr, a.col_codes != nullptr, count_here && a.nonfinite != nullptr);
   check(cudaGetLastError(), "fp8_kernel launch");
 }
 
@@ -811,19 +813,16 @@ void run_fp8_block(const void* x, DType dtype, int64_t M, int64_t K, Format form
   if (grid.y > 65535) throw Error("quantize_fp8_blockwise: M = " + std::to_string(M) + " is too large for one launch");
   auto launch = [&](auto type_c) {
     using T = typename decltype(type_c)::type;
-    auto go = [&](auto row_c, auto col_c, auto count_c) {
-      auto* kernel = fp8_block_kernel<T, decltype(row_c)::value, decltype(col_c)::value, decltype(count_c)::value>;
-      check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kBSmemBytes)),
-            "cudaFuncSetAttribute");
-      kernel<<<grid, kThreads, kBSmemBytes, s>>>(static_cast<const T*>(x), a);
-    };
-    auto with_count = [&](auto row_c, auto col_c) {
-      if (a.nonfinite) go(row_c, col_c, std::true_type{});
-      else go(row_c, col_c, std::false_type{});
-    };
-    if (row && col) with_count(std::true_type{}, std::true_type{});
-    else if (row) with_count(std::true_type{}, std::false_type{});
-    else with_count(std::false_type{}, std::true_type{});
+    with_bools(
+        [&](auto row_c, auto col_c, auto count_c) {
+          if constexpr (decltype(row_c)::value || decltype(col_c)::value) {
+            auto* kernel = fp8_block_kernel<T, decltype(row_c)::value, decltype(col_c)::value, decltype(count_c)::value>;
+            check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kBSmemBytes)),
+                  "cudaFuncSetAttribute");
+            kernel<<<grid, kThreads, kBSmemBytes, s>>>(static_cast<const T*>(x), a);
+          }
+        },
+        row != nullptr, col != nullptr, a.nonfinite != nullptr);
   };
   if (dtype == DType::BF16) launch(std::type_identity<uint16_t>{});
   else launch(std::type_identity<float>{});
@@ -864,21 +863,14 @@ void run_mxfp4(const void* x, DType dtype, int64_t M, int64_t K, Format format, 
   auto launch = [&](auto type_c) {
     using T = typename decltype(type_c)::type;
     const T* xt = static_cast<const T*>(x);
-    auto go = [&](auto row_c, auto col_c, auto sr_c, auto count_c) {
-      mxfp4_kernel<T, decltype(row_c)::value, decltype(col_c)::value, decltype(sr_c)::value, decltype(count_c)::value>
-          <<<grid, kThreads, 0, s>>>(xt, a);
-    };
-    auto with_count = [&](auto row_c, auto col_c, auto sr_c) {
-      if (a.nonfinite) go(row_c, col_c, sr_c, std::true_type{});
-      else go(row_c, col_c, sr_c, std::false_type{});
-    };
-    auto with_sr = [&](auto row_c, auto col_c) {
-      if (stochastic) with_count(row_c, col_c, std::true_type{});
-      else with_count(row_c, col_c, std::false_type{});
-    };
-    if (row && col) with_sr(std::true_type{}, std::true_type{});
-    else if (row) with_sr(std::true_type{}, std::false_type{});
-    else with_sr(std::false_type{}, std::true_type{});
+    with_bools(
+        [&](auto row_c, auto col_c, auto sr_c, auto count_c) {
+          if constexpr (decltype(row_c)::value || decltype(col_c)::value) {
+            mxfp4_kernel<T, decltype(row_c)::value, decltype(col_c)::value, decltype(sr_c)::value,
+                         decltype(count_c)::value><<<grid, kThreads, 0, s>>>(xt, a);
+          }
+        },
+        row != nullptr, col != nullptr, stochastic, a.nonfinite != nullptr);
   };
   if (dtype == DType::BF16) launch(std::type_identity<uint16_t>{});
   else launch(std::type_identity<float>{});
