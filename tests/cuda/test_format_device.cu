@@ -19,6 +19,8 @@
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
+#include "support/cuda_test.hpp"
+
 #include <algorithm>
 #include <cfloat>
 #include <cmath>
@@ -45,14 +47,6 @@ using nvfp4::test_support::hex32;
 using nvfp4::test_support::Mismatches;
 
 using namespace nvfp4::fmt;
-
-// Fails the current test (and returns from the current function) with CUDA's error string.
-#define CUDA_OK(expr)                                                                                   \
-  do {                                                                                                  \
-    const cudaError_t cuda_ok_err_ = (expr);                                                            \
-    ASSERT_EQ(cuda_ok_err_, cudaSuccess) << #expr << ": " << cudaGetErrorName(cuda_ok_err_) << ": "     \
-                                         << cudaGetErrorString(cuda_ok_err_);                           \
-  } while (0)
 
 // After every launch: the launch itself, then the kernel's execution.
 #define LAUNCH_OK()                    \
@@ -371,7 +365,7 @@ __global__ void k_rht(const float* in, const uint16_t* masks, uint64_t nvec, flo
 // Tests
 // ---------------------------------------------------------------------------------------
 TEST(DeviceFormat, EncodeEvery61stFp32PatternMatchesHost) {
-  if (nvfp4::cuda::device_count() == 0) GTEST_SKIP() << "no CUDA device: " << nvfp4::cuda::unavailable_reason();
+  REQUIRE_GPU();
   constexpr uint32_t kStride = 61;  // prime: the low bits cycle through every residue
   const uint64_t total = ((uint64_t{1} << 32) + kStride - 1) / kStride;  // patterns i * 61 < 2^32
   const uint64_t chunk = uint64_t{1} << 24;
@@ -393,7 +387,7 @@ TEST(DeviceFormat, EncodeEvery61stFp32PatternMatchesHost) {
 }
 
 TEST(DeviceFormat, EncodeMidpointsAndSpecialsMatchesHost) {
-  if (nvfp4::cuda::device_count() == 0) GTEST_SKIP() << "no CUDA device: " << nvfp4::cuda::unavailable_reason();
+  REQUIRE_GPU();
   const std::vector<float> xs = midpoint_inputs();
   DeviceBuffer<float> in;
   CUDA_OK(in.alloc(xs.size()));
@@ -413,7 +407,7 @@ TEST(DeviceFormat, EncodeMidpointsAndSpecialsMatchesHost) {
 TEST(DeviceFormat, OurEncodersMatchTheGpuConversionInstructions) {
   // Independent check: the hardware cvt instructions (what TE's kernels use) against our host
   // encoders. Only NaN-ness is compared for NaN inputs (the hardware returns a canonical NaN).
-  if (nvfp4::cuda::device_count() == 0) GTEST_SKIP() << "no CUDA device: " << nvfp4::cuda::unavailable_reason();
+  REQUIRE_GPU();
   constexpr uint32_t kStride = 127;
   const uint64_t total = ((uint64_t{1} << 32) + kStride - 1) / kStride;
   const uint64_t chunk = uint64_t{1} << 24;
@@ -444,7 +438,7 @@ TEST(DeviceFormat, OurEncodersMatchTheGpuConversionInstructions) {
 }
 
 TEST(DeviceFormat, DecodeEveryCodeMatchesHostAndHardware) {
-  if (nvfp4::cuda::device_count() == 0) GTEST_SKIP() << "no CUDA device: " << nvfp4::cuda::unavailable_reason();
+  REQUIRE_GPU();
   DeviceBuffer<uint32_t> bf16, fp16, e4m3, e5m2, e8m0, e2m1;
   CUDA_OK(bf16.alloc(65536));
   CUDA_OK(fp16.alloc(65536));
@@ -500,7 +494,7 @@ TEST(DeviceFormat, DecodeEveryCodeMatchesHostAndHardware) {
 }
 
 TEST(DeviceFormat, E2M1RneAndSrMatchHost) {
-  if (nvfp4::cuda::device_count() == 0) GTEST_SKIP() << "no CUDA device: " << nvfp4::cuda::unavailable_reason();
+  REQUIRE_GPU();
   // RNE over 4M values.
   {
     const std::vector<float> xs = e2m1_inputs(size_t{1} << 22, 0xE2'0001);
@@ -550,7 +544,7 @@ TEST(DeviceFormat, E2M1RneAndSrMatchHost) {
 }
 
 TEST(DeviceFormat, Nvfp4TensorScaleMatchesHost) {
-  if (nvfp4::cuda::device_count() == 0) GTEST_SKIP() << "no CUDA device: " << nvfp4::cuda::unavailable_reason();
+  REQUIRE_GPU();
   std::vector<float> amax = {0.0f, INFINITY, 1.0f, 2688.0f, FLT_MAX, FLT_MIN, 1e-45f, 1e-36f, 7.9e-36f, 448.0f, 6.0f};
   std::mt19937_64 rng(0x7500);
   std::uniform_real_distribution<double> lg(-149.0, 128.0);
@@ -585,7 +579,7 @@ TEST(DeviceFormat, Nvfp4TensorScaleMatchesHost) {
 }
 
 TEST(DeviceFormat, Nvfp4BlockPipelineMatchesHost) {
-  if (nvfp4::cuda::device_count() == 0) GTEST_SKIP() << "no CUDA device: " << nvfp4::cuda::unavailable_reason();
+  REQUIRE_GPU();
   const uint64_t nblocks = uint64_t{1} << 18;
   std::vector<float> x(nblocks * kNvfp4Block), tamax(nblocks);
   std::mt19937_64 rng(0xB10C);
@@ -653,7 +647,7 @@ TEST(DeviceFormat, Nvfp4BlockPipelineMatchesHost) {
 }
 
 TEST(DeviceFormat, Mxfp4BlockExponentBothRulesMatchHost) {
-  if (nvfp4::cuda::device_count() == 0) GTEST_SKIP() << "no CUDA device: " << nvfp4::cuda::unavailable_reason();
+  REQUIRE_GPU();
   std::vector<float> amax = {0.0f, -0.0f, 6.0f, 6.0001f, 1e-40f, FLT_MAX, FLT_MIN, 7.0f, 0.75f, NAN, INFINITY};
   std::mt19937_64 rng(0x3F'0001);
   std::uniform_real_distribution<double> lg(-149.0, 128.0);
@@ -689,7 +683,7 @@ TEST(DeviceFormat, Mxfp4BlockExponentBothRulesMatchHost) {
 }
 
 TEST(DeviceFormat, PhiloxAndSrBlockBitsMatchHost) {
-  if (nvfp4::cuda::device_count() == 0) GTEST_SKIP() << "no CUDA device: " << nvfp4::cuda::unavailable_reason();
+  REQUIRE_GPU();
   const size_t n = size_t{1} << 20;
   std::mt19937_64 rng(0x9417'0C5);
   std::vector<Philox4x32> ctr(n);
@@ -752,7 +746,7 @@ TEST(DeviceFormat, PhiloxAndSrBlockBitsMatchHost) {
 }
 
 TEST(DeviceFormat, Rht16OnBf16InputsMatchesHost) {
-  if (nvfp4::cuda::device_count() == 0) GTEST_SKIP() << "no CUDA device: " << nvfp4::cuda::unavailable_reason();
+  REQUIRE_GPU();
   const uint64_t nvec = uint64_t{1} << 18;
   std::vector<float> in(nvec * kRhtSize);
   std::vector<uint16_t> masks(nvec);

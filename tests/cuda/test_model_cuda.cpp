@@ -14,17 +14,17 @@
 #include <vector>
 
 #include "format/scalar.hpp"
+#include "nvfp4/checkpoint.hpp"
 #include "nvfp4/cuda_runtime_info.hpp"
 #include "nvfp4/error.hpp"
 #include "nvfp4/model.hpp"
 #include "nvfp4/model_cuda.hpp"
+#include "support/cuda_test.hpp"
 #include "support/tiny_corpus.hpp"
 #include "train/trainer.hpp"
 
 namespace {
 
-#define REQUIRE_GPU()                                                                                  \
-  if (nvfp4::cuda::device_count() == 0) GTEST_SKIP() << "no CUDA device: " << nvfp4::cuda::unavailable_reason()
 
 constexpr double kU = 1.0 / 512.0;  // BF16 unit roundoff
 
@@ -138,6 +138,24 @@ TEST(CudaModel, TrainingTracksTheCpuAndIsDeterministic) {
   EXPECT_LT(gpu.history.back().val_loss, gpu.unigram_val_loss - 0.3);
   std::printf("final val loss cpu %.4f cuda %.4f (unigram %.4f)\n", cpu.history.back().val_loss,
               gpu.history.back().val_loss, gpu.unigram_val_loss);
+}
+
+TEST(CudaModel, ResumeContinuesBitIdentically) {
+  REQUIRE_GPU();
+  auto whole_opt = run("cuda", fresh("whole"));
+  whole_opt.steps = 12;
+  whole_opt.schedule = nvfp4::train::parse_schedule("cosine", 3e-3, 3, 12);
+  const auto whole = nvfp4::train::train(whole_opt);
+  const std::string dir = fresh("resumed");
+  auto o = whole_opt;
+  o.out_dir = dir;
+  o.ckpt_every = 6;
+  nvfp4::train::train(o);
+  std::filesystem::remove(nvfp4::io::checkpoint_path(dir, 12));  // "interrupted" after step 6
+  o.resume = true;
+  const auto rest = nvfp4::train::train(o);
+  ASSERT_EQ(rest.history.size(), 6u);
+  for (size_t i = 0; i < 6; ++i) EXPECT_EQ(rest.history[i].loss, whole.history[6 + i].loss) << "step " << 7 + i;
 }
 
 TEST(CudaModel, RejectsHeadSizesTheKernelsDoNotTake) {

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "format/scalar.hpp"
+#include "support/cuda_test.hpp"
 #include "format/swizzle.hpp"
 #include "nvfp4/cuda_quantize.hpp"
 #include "nvfp4/cuda_runtime_info.hpp"
@@ -26,14 +27,6 @@
 
 namespace {
 
-#define CUDA_OK(expr)                                                                   \
-  do {                                                                                  \
-    const cudaError_t err_ = (expr);                                                    \
-    ASSERT_EQ(err_, cudaSuccess) << #expr << ": " << cudaGetErrorString(err_);          \
-  } while (0)
-
-#define REQUIRE_GPU()                                                                                  \
-  if (nvfp4::cuda::device_count() == 0) GTEST_SKIP() << "no CUDA device: " << nvfp4::cuda::unavailable_reason()
 
 template <typename T>
 struct DeviceBuffer {
