@@ -16,6 +16,9 @@
 //                    in double in the test from the same inputs.
 // Attention's backward adds 2 * 2^-8 * (its terms scaled by sum|dO * O|): D = rowsum(dO * O)
 // is computed from the BF16 forward output, as FlashAttention does (the CPU op uses exact att).
+// Attention runs on the tensor cores with BF16 operands, so the probabilities P (in P·V and
+// Pᵀ·dO) and dS (in dS·K and dSᵀ·Q) are rounded to BF16 before their product, as FlashAttention
+// does: one more rounding of every term, i.e. + 2^-8 * mag_i for out, dq, dk and dv.
 // Ops whose arithmetic is the same sequence of IEEE operations on both sides are compared bit
 // for bit: encoder (forward and backward), residual, AdamW, the gradient norm, conversions.
 // Every output buffer is poisoned (NaN bits) first, so an unwritten element cannot pass.
@@ -359,9 +362,11 @@ TEST(CudaOps, RopeMatchesCpu) {
 
 struct AttShape {
   int64_t B, T, NH, NKV, HS;
+  int64_t offset;  // BF16 elements before every BF16 tensor: 1 makes them misaligned (scalar path)
 };
-// T = 100 and 257: not multiples of the 64-row tile; NKV < NH (grouped) and = NH; T = 1.
-const AttShape kAttShapes[] = {{2, 100, 4, 2, 64}, {1, 257, 8, 2, 128}, {2, 64, 4, 4, 32}, {1, 1, 2, 1, 64}};
+// T = 100, 257 and 130: not multiples of the 64-row tile; NKV < NH (grouped) and = NH; T = 1.
+const AttShape kAttShapes[] = {
+    {2, 100, 4, 2, 64, 0}, {1, 257, 8, 2, 128, 0}, {2, 64, 4, 4, 32, 0}, {1, 1, 2, 1, 64, 0}, {1, 130, 6, 3, 32, 1}};
 
 TEST(CudaOps, AttentionMatchesCpu) {
   REQUIRE_GPU();
@@ -369,7 +374,7 @@ TEST(CudaOps, AttentionMatchesCpu) {
   for (const auto& s : kAttShapes) {
     const int64_t B = s.B, T = s.T, NH = s.NH, NKV = s.NKV, HS = s.HS, G = NH / NKV;
     SCOPED_TRACE("B=" + std::to_string(B) + " T=" + std::to_string(T) + " NH=" + std::to_string(NH) +
-                 " NKV=" + std::to_string(NKV) + " HS=" + std::to_string(HS));
+                 " NKV=" + std::to_string(NKV) + " HS=" + std::to_string(HS) + " offset=" + std::to_string(s.offset));
     const int64_t nq = B * T * NH * HS, nk = B * T * NKV * HS;
     const auto q = randn_bf16(nq, ++seed, 1.5f), k = randn_bf16(nk, ++seed, 1.5f), v = randn_bf16(nk, ++seed);
     const auto dout = randn_bf16(nq, ++seed);
@@ -378,13 +383,26 @@ TEST(CudaOps, AttentionMatchesCpu) {
     cpu::attention_backward(dq.data(), dk.data(), dv.data(), datt.data(), dout.data(), q.data(), k.data(), v.data(),
                             att.data(), B, T, NH, NKV, HS);
 
-    DeviceBuffer<uint16_t> d_q(to_bits(q)), d_k(to_bits(k)), d_v(to_bits(v)), d_dout(to_bits(dout)), d_out(nq),
-        d_dq(nq), d_dk(nk), d_dv(nk);
+    const int64_t off = s.offset;
+    auto padded = [&](const std::vector<float>& x) {
+      std::vector<uint16_t> b(off, 0);
+      const auto bits = to_bits(x);
+      b.insert(b.end(), bits.begin(), bits.end());
+      return b;
+    };
+    auto unpadded = [&](const DeviceBuffer<uint16_t>& d) {
+      const auto x = download_bf16(d);
+      return std::vector<float>(x.begin() + off, x.end());
+    };
+    DeviceBuffer<uint16_t> d_q(padded(q)), d_k(padded(k)), d_v(padded(v)), d_dout(padded(dout)), d_out(nq + off),
+        d_dq(nq + off), d_dk(nk + off), d_dv(nk + off);
     DeviceBuffer<float> d_lse(B * NH * T);
     DeviceBuffer<uint8_t> scratch(cu::attention_backward_scratch_bytes(B, T, NH));
-    cu::attention_forward(d_out.ptr, d_lse.ptr, d_q.ptr, d_k.ptr, d_v.ptr, B, T, NH, NKV, HS, nullptr);
-    cu::attention_backward(d_dq.ptr, d_dk.ptr, d_dv.ptr, d_dout.ptr, d_out.ptr, d_q.ptr, d_k.ptr, d_v.ptr, d_lse.ptr, B,
-                           T, NH, NKV, HS, scratch.ptr, nullptr);
+    cu::attention_forward(d_out.ptr + off, d_lse.ptr, d_q.ptr + off, d_k.ptr + off, d_v.ptr + off, B, T, NH, NKV, HS,
+                          nullptr);
+    cu::attention_backward(d_dq.ptr + off, d_dk.ptr + off, d_dv.ptr + off, d_dout.ptr + off, d_out.ptr + off,
+                           d_q.ptr + off, d_k.ptr + off, d_v.ptr + off, d_lse.ptr, B, T, NH, NKV, HS, scratch.ptr,
+                           nullptr);
     CUDA_OK(cudaDeviceSynchronize());
 
     // Magnitudes in double from the CPU's probabilities (see the file comment).
@@ -431,7 +449,12 @@ TEST(CudaOps, AttentionMatchesCpu) {
             }
           }
         }
-    EXPECT_TRUE(close("out", download_bf16(d_out), out, 1, reassoc(double(T + HS), mag_out)));
+    // + 2^-8 mag: the BF16 rounding of P (dS) before the tensor-core product (file comment).
+    auto with_P = [&](std::vector<double> e, const std::vector<double>& mag) {
+      for (size_t i = 0; i < e.size(); ++i) e[i] += kBf16 * mag[i];
+      return e;
+    };
+    EXPECT_TRUE(close("out", unpadded(d_out), out, 1, with_P(reassoc(double(T + HS), mag_out), mag_out)));
     const std::vector<float> lse_ref_f(lse_ref.begin(), lse_ref.end());
     EXPECT_TRUE(close("lse", d_lse.download(), lse_ref_f, 0, reassoc(double(T + HS), lse_mag)));
     // K = 4 (G T + HS): the reductions, x4 for the recomputed probabilities (lse, scores).
@@ -440,9 +463,9 @@ TEST(CudaOps, AttentionMatchesCpu) {
       for (size_t i = 0; i < e.size(); ++i) e[i] += 2.0 * kBf16 * magD[i];
       return e;
     };
-    EXPECT_TRUE(close("dq", download_bf16(d_dq), dq, 1, with_D(reassoc(Kb, mag_dq), magD_dq)));
-    EXPECT_TRUE(close("dk", download_bf16(d_dk), dk, 1, with_D(reassoc(Kb, mag_dk), magD_dk)));
-    EXPECT_TRUE(close("dv", download_bf16(d_dv), dv, 1, reassoc(Kb, mag_dv)));
+    EXPECT_TRUE(close("dq", unpadded(d_dq), dq, 1, with_P(with_D(reassoc(Kb, mag_dq), magD_dq), mag_dq)));
+    EXPECT_TRUE(close("dk", unpadded(d_dk), dk, 1, with_P(with_D(reassoc(Kb, mag_dk), magD_dk), mag_dk)));
+    EXPECT_TRUE(close("dv", unpadded(d_dv), dv, 1, with_P(reassoc(Kb, mag_dv), mag_dv)));
   }
 }
 
