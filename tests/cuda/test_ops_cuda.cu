@@ -38,6 +38,7 @@
 #include "kernels/cpu/ops.hpp"
 #include "nvfp4/cuda_ops.hpp"
 #include "nvfp4/cuda_runtime_info.hpp"
+#include "support/cuda_test.hpp"
 
 namespace {
 
@@ -47,41 +48,11 @@ using nvfp4::fmt::bf16_decode;
 using nvfp4::fmt::bf16_encode;
 using nvfp4::fmt::bf16_round;
 
-#define CUDA_OK(expr)                                                          \
-  do {                                                                         \
-    const cudaError_t err_ = (expr);                                           \
-    ASSERT_EQ(err_, cudaSuccess) << #expr << ": " << cudaGetErrorString(err_); \
-  } while (0)
-
-#define REQUIRE_GPU() \
-  if (nvfp4::cuda::device_count() == 0) GTEST_SKIP() << "no CUDA device: " << nvfp4::cuda::unavailable_reason()
 
 constexpr double kBf16 = 1.0 / 256.0;        // 2^-8: one BF16 rounding, relative
 constexpr double kReassoc = 1.0 / 4194304.0;  // 2^-22 per term of an FP32 reduction
 
-template <typename T>
-struct DeviceBuffer {
-  T* ptr = nullptr;
-  size_t n = 0;
-  explicit DeviceBuffer(size_t count) : n(count) {
-    if (cudaMalloc(&ptr, std::max<size_t>(count, 1) * sizeof(T)) != cudaSuccess) ptr = nullptr;
-    poison();
-  }
-  explicit DeviceBuffer(const std::vector<T>& h) : DeviceBuffer(h.size()) { upload(h); }
-  ~DeviceBuffer() { cudaFree(ptr); }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-  void upload(const std::vector<T>& h) {
-    if (!h.empty()) cudaMemcpy(ptr, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice);
-  }
-  void poison() { cudaMemset(ptr, 0xFF, std::max<size_t>(n, 1) * sizeof(T)); }  // NaN as bf16, f32, f64
-  std::vector<T> download() const {
-    std::vector<T> h(n);
-    cudaDeviceSynchronize();
-    if (n) cudaMemcpy(h.data(), ptr, n * sizeof(T), cudaMemcpyDeviceToHost);
-    return h;
-  }
-};
+using nvfp4::test::DeviceBuffer;
 
 // N(0, scale^2) values rounded to BF16 (what both sides read).
 std::vector<float> randn_bf16(size_t n, uint64_t seed, float scale = 1.0f) {

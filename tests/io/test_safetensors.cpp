@@ -79,20 +79,7 @@ size_t nbytes_of(DType d, const std::vector<int64_t>& shape) {
   return static_cast<size_t>(nvfp4::shape_numel(shape)) * nvfp4::dtype_size(d);
 }
 
-// Runs `fn`, expects nvfp4::Error, and returns what() ("" and a test failure otherwise).
-template <class Fn>
-std::string error_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "expected nvfp4::Error, got another exception: " << e.what();
-    return "";
-  }
-  ADD_FAILURE() << "expected nvfp4::Error, nothing was thrown";
-  return "";
-}
+using nvfp4::test::error_of;
 
 std::string parse_error(const std::vector<uint8_t>& img, const std::string& file = "bad.safetensors") {
   return error_of([&] { io::parse_header(img, file); });

@@ -13,6 +13,8 @@
 #include <string>
 #include <vector>
 
+#include "nvfp4/error.hpp"
+
 namespace nvfp4::test {
 
 struct CliResult {
@@ -42,6 +44,21 @@ inline std::vector<std::string> temp_files_in(const std::filesystem::path& dir) 
     if (n.find(".tmp.") != std::string::npos) out.push_back(n);
   }
   return out;
+}
+
+// Runs fn, expects nvfp4::Error, and returns what() ("" and a test failure otherwise).
+template <class Fn>
+std::string error_of(Fn&& fn) {
+  try {
+    fn();
+  } catch (const nvfp4::Error& e) {
+    return e.what();
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << "expected nvfp4::Error, got another exception: " << e.what();
+    return "";
+  }
+  ADD_FAILURE() << "expected nvfp4::Error, nothing was thrown";
+  return "";
 }
 
 // A fresh folder per test (dir_), removed afterwards; Prefix names it in /tmp.

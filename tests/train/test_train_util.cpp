@@ -41,20 +41,7 @@ using train::LrSchedule;
 
 // ---- helpers ------------------------------------------------------------------------------------
 
-// Runs `fn`, expects nvfp4::Error, and returns what() ("" and a test failure otherwise).
-template <class Fn>
-std::string error_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "expected nvfp4::Error, got another exception: " << e.what();
-    return "";
-  }
-  ADD_FAILURE() << "expected nvfp4::Error, nothing was thrown";
-  return "";
-}
+using nvfp4::test::error_of;
 
 bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
