@@ -1,0 +1,306 @@
+// Precision recipes (see include/nvfp4/recipe.hpp): presets, switches, validation, text and
+// JSON forms, and the per-operand decision the model asks for.
+#include "nvfp4/recipe.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "nvfp4/error.hpp"
+
+namespace nvfp4::recipe {
+
+namespace {
+
+using nlohmann::ordered_json;
+
+OperandQuant q(Format f, BlockShape b, Rounding r = Rounding::rne, bool rht = false) {
+  return OperandQuant{true, f, b, r, rht};
+}
+
+constexpr Gemm kGemms[] = {Gemm::fprop, Gemm::dgrad, Gemm::wgrad};
+
+std::string operand_text(const OperandQuant& o) {
+  if (!o.quantized) return "bf16";
+  std::string s = std::string(format_traits(o.format).name) + " " + block_name(o.block);
+  if (o.rounding == Rounding::stochastic) s += " SR";
+  if (o.rht) s += " RHT";
+  return s;
+}
+
+ordered_json operand_json(const OperandQuant& o) {
+  ordered_json j;
+  j["quantized"] = o.quantized;
+  j["format"] = std::string(format_traits(o.format).name);
+  j["block"] = block_name(o.block);
+  j["rounding"] = o.rounding == Rounding::stochastic ? "sr" : "rne";
+  j["rht"] = o.rht;
+  return j;
+}
+
+OperandQuant operand_from_json(const nlohmann::json& j, const std::string& where) {
+  auto need = [&](const char* key) -> const nlohmann::json& {
+    if (!j.contains(key)) throw Error("recipe JSON: " + where + " has no \"" + key + "\"");
+    return j.at(key);
+  };
+  OperandQuant o;
+  o.quantized = need("quantized").get<bool>();
+  const auto f = parse_format(need("format").get<std::string>());
+  if (!f) throw Error("recipe JSON: " + where + ": unknown format " + need("format").dump());
+  o.format = *f;
+  const auto b = parse_block(need("block").get<std::string>());
+  if (!b) throw Error("recipe JSON: " + where + ": unknown block " + need("block").dump());
+  o.block = *b;
+  const std::string r = need("rounding").get<std::string>();
+  if (r != "rne" && r != "sr") throw Error("recipe JSON: " + where + ": rounding must be \"rne\" or \"sr\"");
+  o.rounding = r == "sr" ? Rounding::stochastic : Rounding::rne;
+  o.rht = need("rht").get<bool>();
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    const std::string& k = it.key();
+    if (k != "quantized" && k != "format" && k != "block" && k != "rounding" && k != "rht") {
+      throw Error("recipe JSON: " + where + ": unknown key \"" + k + "\"");
+    }
+  }
+  return o;
+}
+
+}  // namespace
+
+const char* gemm_name(Gemm g) {
+  switch (g) {
+    case Gemm::fprop: return "fprop";
+    case Gemm::dgrad: return "dgrad";
+    case Gemm::wgrad: return "wgrad";
+  }
+  return "?";
+}
+
+const char* operand_name(Gemm g, Operand o) {
+  static const char* names[3][2] = {{"X", "W"}, {"dY", "W^T"}, {"dY^T", "X^T"}};
+  return names[static_cast<int>(g)][static_cast<int>(o)];
+}
+
+const GemmQuant& Recipe::gemm(Gemm g) const { return g == Gemm::fprop ? fprop : (g == Gemm::dgrad ? dgrad : wgrad); }
+GemmQuant& Recipe::gemm(Gemm g) { return g == Gemm::fprop ? fprop : (g == Gemm::dgrad ? dgrad : wgrad); }
+
+bool Recipe::quantizes_anything() const {
+  for (Gemm g : kGemms)
+    if (gemm(g).a.quantized || gemm(g).b.quantized) return true;
+  return false;
+}
+
+void default_bf16_blocks(int n_layer, int& first, int& last) {
+  if (n_layer <= 16) {
+    first = std::min(1, n_layer);
+    last = std::min(2, n_layer - first);
+    return;
+  }
+  // The paper: first 2 and last 8 of 62 blocks.
+  first = std::max(1, static_cast<int>(std::lround(n_layer * 2.0 / 62.0)));
+  last = std::max(2, static_cast<int>(std::lround(n_layer * 8.0 / 62.0)));
+}
+
+Recipe preset(std::string_view name, int n_layer) {
+  Recipe r;
+  r.name = std::string(name);
+  if (name == "bf16") return r;
+  if (name == "fp8") {
+    const OperandQuant e4 = q(Format::fp8_e4m3, {0, 0}), e5 = q(Format::fp8_e5m2, {0, 0});
+    r.fprop = {e4, e4};
+    r.dgrad = {e5, e4};
+    r.wgrad = {e5, e4};
+    return r;
+  }
+  if (name == "fp8-block") {
+    const OperandQuant act = q(Format::fp8_e4m3, {1, 128}), w = q(Format::fp8_e4m3, {128, 128});
+    r.fprop = {act, w};
+    r.dgrad = {act, w};
+    r.wgrad = {act, act};
+    return r;
+  }
+  if (name == "nvfp4") {
+    r.fprop = {q(Format::nvfp4, {1, 16}), q(Format::nvfp4, {16, 16})};
+    r.dgrad = {q(Format::nvfp4, {1, 16}, Rounding::stochastic), q(Format::nvfp4, {16, 16})};
+    r.wgrad = {q(Format::nvfp4, {1, 16}, Rounding::stochastic, true), q(Format::nvfp4, {1, 16}, Rounding::rne, true)};
+    default_bf16_blocks(n_layer, r.bf16_first, r.bf16_last);
+    return r;
+  }
+  if (name == "mxfp4" || name == "mxfp4-ocp") {
+    const Format f = name == "mxfp4" ? Format::mxfp4 : Format::mxfp4_ocp;
+    r.fprop = {q(f, {1, 32}), q(f, {1, 32})};
+    r.dgrad = {q(f, {1, 32}, Rounding::stochastic), q(f, {1, 32})};
+    r.wgrad = {q(f, {1, 32}, Rounding::stochastic), q(f, {1, 32})};
+    default_bf16_blocks(n_layer, r.bf16_first, r.bf16_last);
+    return r;
+  }
+  throw Error("--recipe " + std::string(name) + " is not known; use one of: " + preset_names());
+}
+
+std::string preset_names() { return "bf16, fp8, fp8-block, nvfp4, mxfp4, mxfp4-ocp"; }
+
+std::pair<int, int> parse_bf16_blocks(std::string_view text) {
+  // "first:N,last:M" (either part may be left out).
+  int first = 0, last = 0;
+  std::string s(text);
+  std::stringstream ss(s);
+  std::string part;
+  bool any = false;
+  while (std::getline(ss, part, ',')) {
+    const size_t colon = part.find(':');
+    const std::string key = part.substr(0, colon);
+    int* slot = key == "first" ? &first : (key == "last" ? &last : nullptr);
+    if (!slot || colon == std::string::npos || colon + 1 >= part.size()) {
+      throw Error("--bf16-layers " + s + ": expected first:N,last:M (e.g. first:1,last:2)");
+    }
+    const std::string num = part.substr(colon + 1);
+    if (num.find_first_not_of("0123456789") != std::string::npos) {
+      throw Error("--bf16-layers " + s + ": \"" + num + "\" is not a non-negative integer");
+    }
+    *slot = std::stoi(num);
+    any = true;
+  }
+  if (!any) throw Error("--bf16-layers: empty; expected first:N,last:M");
+  return {first, last};
+}
+
+Recipe apply(Recipe r, const Switches& s) {
+  for (Gemm g : kGemms) {
+    for (OperandQuant* o : {&r.gemm(g).a, &r.gemm(g).b}) {
+      if (s.no_2d && o->quantized && o->block == BlockShape{16, 16}) o->block = BlockShape{1, 16};
+      if (s.no_rht) o->rht = false;
+      if (s.no_sr) o->rounding = Rounding::rne;
+    }
+  }
+  if (s.no_2d) r.name += " --no-2d";
+  if (s.no_rht) r.name += " --no-rht";
+  if (s.no_sr) r.name += " --no-sr";
+  if (s.bf16_blocks) {
+    r.bf16_first = s.bf16_blocks->first;
+    r.bf16_last = s.bf16_blocks->second;
+    r.name += " --bf16-layers first:" + std::to_string(r.bf16_first) + ",last:" + std::to_string(r.bf16_last);
+  }
+  for (const auto& l : s.bf16_layers) {
+    r.bf16_layers.push_back(l);
+    r.name += " --bf16-layer " + l;
+  }
+  if (s.switch_bf16_at >= 0) {
+    r.switch_bf16_at = s.switch_bf16_at;
+    r.switch_forward_only = s.switch_forward_only;
+    std::ostringstream f;
+    f << s.switch_bf16_at;
+    r.name += " --switch-bf16-at " + f.str() + (s.switch_forward_only ? " --switch-forward-only" : "");
+  } else if (s.switch_forward_only) {
+    throw Error("--switch-forward-only needs --switch-bf16-at FRACTION");
+  }
+  return r;
+}
+
+void validate(const Recipe& r, int n_layer) {
+  for (Gemm g : kGemms) {
+    for (Operand op : {Operand::a, Operand::b}) {
+      const OperandQuant& o = op == Operand::a ? r.gemm(g).a : r.gemm(g).b;
+      if (!o.quantized) continue;
+      const std::string where = std::string("recipe ") + r.name + ": " + gemm_name(g) + " operand " + operand_name(g, op);
+      const FormatTraits& t = format_traits(o.format);
+      if (std::find(t.blocks.begin(), t.blocks.end(), o.block) == t.blocks.end()) {
+        throw Error(where + ": block " + block_name(o.block) + " is not available for " + std::string(t.name));
+      }
+      if (o.rht && (!t.supports_rht || o.block != BlockShape{1, 16})) {
+        throw Error(where + ": the RHT applies to " + std::string("nvfp4 1x16 operands only"));
+      }
+      if (o.rounding == Rounding::stochastic && !t.supports_sr) {
+        throw Error(where + ": stochastic rounding is defined for the FP4 formats only");
+      }
+    }
+  }
+  if (r.bf16_first < 0 || r.bf16_last < 0 || r.bf16_first + r.bf16_last > n_layer) {
+    throw Error("recipe " + r.name + ": BF16 blocks first " + std::to_string(r.bf16_first) + " + last " +
+                std::to_string(r.bf16_last) + " exceed the model's " + std::to_string(n_layer) + " blocks");
+  }
+  if (r.switch_bf16_at >= 1.0 || (r.switch_bf16_at < 0 && r.switch_bf16_at != -1.0)) {
+    throw Error("recipe " + r.name + ": --switch-bf16-at must be a fraction in [0, 1)");
+  }
+}
+
+std::string describe(const Recipe& r) {
+  std::string s = "recipe " + r.name + ":\n";
+  for (Gemm g : kGemms) {
+    s += std::string("  ") + gemm_name(g) + "  " + operand_name(g, Operand::a) + " " + operand_text(r.gemm(g).a) +
+         "; " + operand_name(g, Operand::b) + " " + operand_text(r.gemm(g).b) + "\n";
+  }
+  s += "  BF16 blocks: first " + std::to_string(r.bf16_first) + ", last " + std::to_string(r.bf16_last) +
+       "; the LM head always";
+  for (const auto& l : r.bf16_layers) s += "; " + l;
+  if (r.switch_bf16_at >= 0) {
+    std::ostringstream f;
+    f << r.switch_bf16_at * 100;
+    s += "\n  switch to BF16 at " + f.str() + "% of the tokens" + (r.switch_forward_only ? " (forward only)" : "");
+  }
+  return s;
+}
+
+std::string to_json(const Recipe& r) {
+  ordered_json j;
+  j["name"] = r.name;
+  for (Gemm g : kGemms) j[gemm_name(g)] = {{"a", operand_json(r.gemm(g).a)}, {"b", operand_json(r.gemm(g).b)}};
+  j["bf16_first"] = r.bf16_first;
+  j["bf16_last"] = r.bf16_last;
+  j["bf16_layers"] = r.bf16_layers;
+  j["switch_bf16_at"] = r.switch_bf16_at;
+  j["switch_forward_only"] = r.switch_forward_only;
+  return j.dump();
+}
+
+Recipe from_json(std::string_view text) {
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(text);
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(std::string("recipe JSON: not valid JSON: ") + e.what());
+  }
+  if (!j.is_object()) throw Error("recipe JSON: expected an object");
+  Recipe r;
+  const char* keys[] = {"name", "fprop", "dgrad", "wgrad", "bf16_first", "bf16_last", "bf16_layers", "switch_bf16_at",
+                        "switch_forward_only"};
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    if (std::find_if(std::begin(keys), std::end(keys), [&](const char* k) { return it.key() == k; }) == std::end(keys)) {
+      throw Error("recipe JSON: unknown key \"" + it.key() + "\"");
+    }
+  }
+  for (const char* k : keys) {
+    if (!j.contains(k)) throw Error(std::string("recipe JSON: missing \"") + k + "\"");
+  }
+  try {
+    r.name = j.at("name").get<std::string>();
+    for (Gemm g : kGemms) {
+      const auto& gj = j.at(gemm_name(g));
+      r.gemm(g).a = operand_from_json(gj.at("a"), std::string(gemm_name(g)) + ".a");
+      r.gemm(g).b = operand_from_json(gj.at("b"), std::string(gemm_name(g)) + ".b");
+    }
+    r.bf16_first = j.at("bf16_first").get<int>();
+    r.bf16_last = j.at("bf16_last").get<int>();
+    r.bf16_layers = j.at("bf16_layers").get<std::vector<std::string>>();
+    r.switch_bf16_at = j.at("switch_bf16_at").get<double>();
+    r.switch_forward_only = j.at("switch_forward_only").get<bool>();
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(std::string("recipe JSON: ") + e.what());
+  }
+  return r;
+}
+
+std::optional<OperandQuant> operand_quant(const Recipe& r, int n_layer, int layer, std::string_view linear, Gemm g,
+                                          Operand o, double progress) {
+  if (layer >= n_layer || linear == "lm_head") return std::nullopt;  // the LM head stays BF16
+  if (layer < r.bf16_first || layer >= n_layer - r.bf16_last) return std::nullopt;
+  const std::string full = "model.layers." + std::to_string(layer) + "." + std::string(linear);
+  if (std::find(r.bf16_layers.begin(), r.bf16_layers.end(), full) != r.bf16_layers.end()) return std::nullopt;
+  if (r.switch_bf16_at >= 0 && progress >= r.switch_bf16_at && (!r.switch_forward_only || g == Gemm::fprop)) {
+    return std::nullopt;
+  }
+  const OperandQuant& q = o == Operand::a ? r.gemm(g).a : r.gemm(g).b;
+  if (!q.quantized) return std::nullopt;
+  return q;
+}
+
+}  // namespace nvfp4::recipe
