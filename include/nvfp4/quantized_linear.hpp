@@ -1,0 +1,48 @@
+// Quantized linear layers on the CPU: a LinearPrecision (model.hpp) that holds every GEMM
+// operand the way a precision recipe says and computes the product in FP32.
+//
+// An operand the recipe quantizes is quantized by the format core (nvfp4::quantize) and decoded
+// back (codes x block scale x tensor scale): exactly the values an NVFP4 / MXFP4 / FP8 GEMM
+// multiplies, so an FP32 product of them is the emulated low-precision GEMM (up to FP32
+// summation order). An operand kept in BF16 is rounded to BF16. Operand layouts follow
+// include/nvfp4/recipe.hpp: dgrad reads W's column-wise copy (for 16x16 weights, the exact
+// transpose of the row-wise codes); wgrad reads the column-wise copies of dY and X, Hadamard-
+// transformed along N when the recipe says RHT (H is orthogonal, so dW = (H dY)ᵀ (H X) needs no
+// inverse transform). Stochastic rounding draws are keyed by (seed, step, layer, role), role =
+// 6 x linear kind + 2 x GEMM + operand (column-wise copies: role | 128), so they are reproducible.
+#pragma once
+
+#include <cstdint>
+
+#include "nvfp4/model.hpp"
+#include "nvfp4/recipe.hpp"
+
+namespace nvfp4::model {
+
+class QuantizedLinearCpu final : public LinearPrecision {
+ public:
+  // Throws nvfp4::Error if the recipe does not validate for n_layer blocks.
+  QuantizedLinearCpu(recipe::Recipe r, int n_layer, uint64_t seed);
+  const recipe::Recipe& recipe() const { return r_; }
+
+  // The optimizer step about to run (SR keys) and the fraction of the run's tokens done before
+  // it (the late BF16 switch).
+  void set_step(uint32_t step, double progress) {
+    step_ = step;
+    progress_ = progress;
+  }
+
+  void forward(LinearId id, float* out, const float* inp, const float* weight, int64_t N, int64_t C,
+               int64_t OC) override;
+  void backward(LinearId id, float* dinp, float* dweight, const float* dout, const float* inp, const float* weight,
+                int64_t N, int64_t C, int64_t OC) override;
+
+ private:
+  recipe::Recipe r_;
+  int n_layer_;
+  uint64_t seed_;
+  uint32_t step_ = 0;
+  double progress_ = 0.0;
+};
+
+}  // namespace nvfp4::model
