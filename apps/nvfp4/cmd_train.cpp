@@ -21,6 +21,8 @@ struct TrainArgs {
   double lr = 3e-3, min_lr_fraction = 0.1, decay_fraction = 0.2;
   int64_t warmup = -1;
   bool no_progress = false, json = false;
+  std::string recipe, bf16_layers;
+  recipe::Switches switches;
 };
 
 std::string read_text(const std::string& path) {
@@ -47,6 +49,15 @@ void run(TrainArgs& a) {
   o.schedule = train::parse_schedule(a.schedule, a.lr, warmup, o.steps, a.min_lr_fraction, a.decay_fraction);
   o.progress = !a.no_progress;
   o.device = train::resolve_device(o.device);
+  if (!a.bf16_layers.empty()) a.switches.bf16_blocks = recipe::parse_bf16_blocks(a.bf16_layers);
+  const bool any_switch = a.switches.no_2d || a.switches.no_rht || a.switches.no_sr || a.switches.bf16_blocks ||
+                          a.switches.switch_bf16_at >= 0 || a.switches.switch_forward_only;
+  if (!a.recipe.empty()) {
+    o.recipe = recipe::apply(recipe::preset(a.recipe, o.model.n_layer), a.switches);
+    recipe::validate(*o.recipe, o.model.n_layer);
+  } else if (any_switch) {
+    throw Error("--no-2d, --no-rht, --no-sr, --bf16-layers and --switch-bf16-at modify a recipe: add --recipe NAME");
+  }
 
   const int64_t tokens_per_step = int64_t(o.batch) * o.model.seq_len * o.grad_accum;
   std::cerr << "nvfp4 train: " << o.device << ", model " << o.model.to_json() << "\n"
@@ -54,7 +65,8 @@ void run(TrainArgs& a) {
             << o.batch << " x " << o.model.seq_len << " x " << o.grad_accum << "), " << o.steps << " steps = "
             << tokens_per_step * o.steps << " tokens\n"
             << "  schedule " << train::describe(o.schedule) << ", AdamW betas " << o.beta1 << "/" << o.beta2
-            << ", weight decay " << o.weight_decay << ", clip " << o.grad_clip << ", precision fp32\n"
+            << ", weight decay " << o.weight_decay << ", clip " << o.grad_clip << "\n"
+            << "  " << (o.recipe ? recipe::describe(*o.recipe) : std::string("precision fp32 (no recipe)")) << "\n"
             << "  data " << o.data_dir << ", out " << o.out_dir << (o.resume ? " (resume)" : "") << "\n";
 
   const train::TrainResult r = train::train(o);
@@ -110,6 +122,13 @@ void register_train(CLI::App& app) {
   c->add_option("--ffn", a->ffn, "Override: MLP width (0: 8/3 d_model rounded to 64)");
   c->add_option("--seq-len", a->seq_len, "Override: sequence length");
   c->add_option("--vocab", a->vocab, "Override: vocabulary size (>= the tokenizer's)");
+  c->add_option("--recipe", a->recipe, "Precision recipe: " + recipe::preset_names() + " (default: none, FP32)");
+  c->add_flag("--no-2d", a->switches.no_2d, "Recipe switch: weights in 1x16 blocks instead of 16x16");
+  c->add_flag("--no-rht", a->switches.no_rht, "Recipe switch: no Hadamard transform on the wgrad operands");
+  c->add_flag("--no-sr", a->switches.no_sr, "Recipe switch: round to nearest even instead of stochastic rounding");
+  c->add_option("--bf16-layers", a->bf16_layers, "Recipe switch: blocks kept in BF16, first:N,last:M");
+  c->add_option("--switch-bf16-at", a->switches.switch_bf16_at, "Recipe switch: BF16 from this fraction of the tokens on");
+  c->add_flag("--switch-forward-only", a->switches.switch_forward_only, "Recipe switch: the late switch covers fprop only");
   c->add_option("--batch", a->o.batch, "Sequences per micro-batch")->capture_default_str();
   c->add_option("--grad-accum", a->o.grad_accum, "Micro-batches per optimizer step")->capture_default_str();
   c->add_option("--steps", a->o.steps, "Optimizer steps")->capture_default_str();

@@ -18,6 +18,7 @@
 #endif
 #include "nvfp4/checkpoint.hpp"
 #include "nvfp4/error.hpp"
+#include "nvfp4/quantized_linear.hpp"
 #include "nvfp4/safetensors.hpp"
 #include "nvfp4/token_shards.hpp"
 #include "nvfp4/tokenizer.hpp"
@@ -56,7 +57,7 @@ nlohmann::ordered_json run_json(const TrainOptions& o) {
   j["val_batches"] = o.val_batches;
   j["seed"] = o.seed;
   j["spike_factor"] = o.spike_factor;
-  j["precision"] = "fp32";
+  j["precision"] = o.recipe ? nlohmann::json::parse(recipe::to_json(*o.recipe)) : nlohmann::json("fp32");
   return j;
 }
 
@@ -146,11 +147,22 @@ class Backend {
   virtual void scale_grads(float s) = 0;
   virtual void adamw(float lr, float beta1, float beta2, float eps, float weight_decay, int64_t step) = 0;
   virtual int64_t device_bytes() const { return 0; }
+  // The step about to run and the fraction of the run's tokens done (SR keys, late switch).
+  virtual void set_step(uint32_t /*step*/, double /*progress*/) {}
 };
 
 class CpuBackend final : public Backend {
  public:
-  explicit CpuBackend(const model::ModelConfig& c) : m_(c), adam_m_(m_.params().size()), adam_v_(m_.params().size()) {}
+  CpuBackend(const model::ModelConfig& c, const std::optional<recipe::Recipe>& r, uint64_t seed)
+      : m_(c), adam_m_(m_.params().size()), adam_v_(m_.params().size()) {
+    if (r) {
+      linear_.emplace(*r, c.n_layer, seed);
+      m_.set_linear_precision(&*linear_);
+    }
+  }
+  void set_step(uint32_t step, double progress) override {
+    if (linear_) linear_->set_step(step, progress);
+  }
   void set_params(std::span<const float> p) override { std::copy(p.begin(), p.end(), m_.params().begin()); }
   void get_params(std::span<float> p) override { std::copy(m_.params().begin(), m_.params().end(), p.begin()); }
   void set_optimizer_state(std::span<const float> m, std::span<const float> v) override {
@@ -189,6 +201,7 @@ class CpuBackend final : public Backend {
  private:
   model::CpuModel m_;
   std::vector<float> adam_m_, adam_v_;
+  std::optional<model::QuantizedLinearCpu> linear_;
 };
 
 #if NVFP4_HAVE_CUDA
@@ -218,10 +231,14 @@ class CudaBackend final : public Backend {
 };
 #endif
 
-std::unique_ptr<Backend> make_backend(const std::string& device, const model::ModelConfig& c) {
-  if (device == "cpu") return std::make_unique<CpuBackend>(c);
+std::unique_ptr<Backend> make_backend(const std::string& device, const model::ModelConfig& c,
+                                      const std::optional<recipe::Recipe>& r, uint64_t seed) {
+  if (device == "cpu") return std::make_unique<CpuBackend>(c, r, seed);
 #if NVFP4_HAVE_CUDA
   if (device == "cuda") {
+    if (r) {
+      throw Error("--recipe " + r->name + " on --device cuda: the CUDA recipe path is not built yet; train with --device cpu");
+    }
     if (cuda::device_count() == 0) {
       throw Error("--device cuda: no CUDA device (" + cuda::unavailable_reason() + "); use --device cpu");
     }
@@ -291,7 +308,8 @@ TrainResult train(const TrainOptions& opt_in) {
 
   // ---- model and optimizer state ----
   if (o.device == "auto") o.device = resolve_device("auto");
-  const std::unique_ptr<Backend> be = make_backend(o.device, o.model);
+  if (o.recipe) recipe::validate(*o.recipe, o.model.n_layer);
+  const std::unique_ptr<Backend> be = make_backend(o.device, o.model, o.recipe, o.seed);
   const std::vector<model::ParamSpec> specs = model::param_specs(o.model);
   const size_t P = static_cast<size_t>(specs.back().offset + specs.back().numel);
   std::vector<float> params(P, 0.0f), adam_m(P, 0.0f), adam_v(P, 0.0f);  // host copies (checkpoints)
@@ -372,6 +390,7 @@ TrainResult train(const TrainOptions& opt_in) {
                          {{"nvfp4.run", run.dump()},
                           {"nvfp4.model_config", o.model.to_json()},
                           {"nvfp4.tokenizer", tokenizer},
+                          {"nvfp4.recipe", o.recipe ? recipe::to_json(*o.recipe) : std::string("fp32")},
                           {"nvfp4.train_state", state_json(st).dump()}});
     io::prune_checkpoints(o.out_dir, o.keep_checkpoints);
     result.last_checkpoint = path;
@@ -381,6 +400,7 @@ TrainResult train(const TrainOptions& opt_in) {
   while (st.step < o.steps) {
     const auto t0 = Clock::now();
     const double lr = lr_at(o.schedule, st.step);
+    be->set_step(static_cast<uint32_t>(st.step), static_cast<double>(st.tokens) / static_cast<double>(tokens_per_step * o.steps));
     be->zero_grad();
     double loss = 0;
     for (int a = 0; a < o.grad_accum; ++a) {

@@ -11,7 +11,10 @@
 #include <string>
 #include <vector>
 
+#include <optional>
+
 #include "nvfp4/model.hpp"
+#include "nvfp4/recipe.hpp"
 #include "train/schedule.hpp"
 
 namespace nvfp4::train {
@@ -21,6 +24,8 @@ struct TrainOptions {
   std::string out_dir;           // metrics.jsonl, ckpt_*.safetensors, run.json
   std::string device = "cpu";    // cpu | cuda | auto (cuda when a GPU is present)
   model::ModelConfig model;      // vocab is checked against the data's tokenizer
+  // The precision recipe of the linear layers; none: plain FP32 (CPU) / BF16 (CUDA) GEMMs.
+  std::optional<recipe::Recipe> recipe;
   int batch = 8;                 // sequences per micro-batch (B)
   int grad_accum = 1;            // micro-batches per optimizer step
   int64_t steps = 100;           // optimizer steps of the whole run
