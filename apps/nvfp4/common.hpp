@@ -21,6 +21,7 @@ void register_data(CLI::App& app);
 void register_train(CLI::App& app);
 void register_sample(CLI::App& app);
 void register_export_hf(CLI::App& app);
+void register_compare(CLI::App& app);
 
 // A 2-D floating-point tensor widened to FP32.
 struct Matrix {

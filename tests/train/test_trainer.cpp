@@ -192,6 +192,34 @@ TEST(TrainCli, TrainsAndReportsJson) {
   EXPECT_NE(err.find("--preset huge"), std::string::npos) << err;
 }
 
+TEST(TrainCli, CompareTrainsEveryRecipeAndWritesTheReport) {
+  int status = 0;
+  const std::string out = fresh_dir("compare");
+  const std::string o = run_cli("compare --data " + nvfp4::test::tiny_corpus_dir() + " --out " + out +
+                                    " --preset tiny --layers 4 --seq-len 32 --batch 4 --steps 8 --val-every 4"
+                                    " --recipes bf16,nvfp4,nvfp4:no-rht --seeds 2 --no-progress --json",
+                                &status);
+  ASSERT_EQ(status, 0) << o;
+  const auto j = nlohmann::json::parse(o.substr(o.rfind("\n{") + 1));  // the last line; progress went first
+  ASSERT_EQ(j.at("recipes").size(), 3u);
+  EXPECT_EQ(j.at("recipes")[0].at("recipe"), "bf16");
+  EXPECT_EQ(j.at("recipes")[1].at("recipe"), "nvfp4");
+  EXPECT_EQ(j.at("recipes")[2].at("recipe"), "nvfp4 --no-rht");
+  EXPECT_EQ(j.at("recipes")[1].at("seeds").get<int>(), 2);
+  EXPECT_TRUE(j.at("recipes")[1].at("gap_percent").is_number());  // against bf16
+  std::ifstream f(fs::path(out) / "report.html");
+  std::stringstream html;
+  html << f.rdbuf();
+  for (const char* needle : {"<svg", "bf16", "nvfp4 --no-rht"}) EXPECT_NE(html.str().find(needle), std::string::npos) << needle;
+  EXPECT_TRUE(fs::exists(fs::path(out) / "summary.json"));
+  EXPECT_TRUE(fs::exists(fs::path(out) / "nvfp4-seed2" / "metrics.jsonl"));
+  const std::string bad = run_cli("compare --data " + nvfp4::test::tiny_corpus_dir() + " --out " + fresh_dir("cmp2") +
+                                      " --preset tiny --recipes nvfp4:no-fp4",
+                                  &status);
+  EXPECT_NE(status, 0);
+  EXPECT_NE(bad.find("unknown switch \"no-fp4\""), std::string::npos) << bad;
+}
+
 TEST(TrainCli, SampleAndExportHuggingFace) {
   int status = 0;
   const std::string run_dir = fresh_dir("cli_use");

@@ -1,0 +1,140 @@
+// nvfp4 compare --recipes bf16,nvfp4,mxfp4 --data DIR --out DIR: train the same model on the
+// same data in the same order under each recipe (and each seed), then write one self-contained
+// HTML report (DIR/report.html), a JSON summary (DIR/summary.json) and print the summary table.
+//
+// A recipe item is a preset name optionally followed by colon-separated switches: no-2d, no-rht,
+// no-sr, switch=F (BF16 from fraction F of the tokens on) and switch-fwd=F (the same, forward
+// only); e.g. "bf16,nvfp4,nvfp4:no-rht,mxfp4". Each run trains into DIR/<recipe>-seed<k>/.
+#include <filesystem>
+#include <iostream>
+#include <sstream>
+
+#include "common.hpp"
+#include "nvfp4/error.hpp"
+#include "nvfp4/safetensors.hpp"
+#include "train/report.hpp"
+#include "train_options.hpp"
+
+namespace nvfp4::cli {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+struct CompareCommand {
+  TrainArgs t;
+  std::string recipes = "bf16,nvfp4";
+  int seeds = 1;
+  bool json = false;
+};
+
+// "nvfp4:no-rht:switch=0.8" -> the recipe; the display name is the recipe's own name.
+recipe::Recipe parse_item(const std::string& item, int n_layer) {
+  std::vector<std::string> parts;
+  std::stringstream ss(item);
+  for (std::string p; std::getline(ss, p, ':');) parts.push_back(p);
+  if (parts.empty() || parts[0].empty()) throw Error("--recipes: empty item in \"" + item + "\"");
+  recipe::Switches s;
+  for (size_t i = 1; i < parts.size(); ++i) {
+    const std::string& p = parts[i];
+    if (p == "no-2d") s.no_2d = true;
+    else if (p == "no-rht") s.no_rht = true;
+    else if (p == "no-sr") s.no_sr = true;
+    else if (p.rfind("switch=", 0) == 0 || p.rfind("switch-fwd=", 0) == 0) {
+      const std::string v = p.substr(p.find('=') + 1);
+      char* end = nullptr;
+      s.switch_bf16_at = std::strtod(v.c_str(), &end);
+      if (v.empty() || *end != '\0') throw Error("--recipes " + item + ": \"" + v + "\" is not a fraction");
+      s.switch_forward_only = p.rfind("switch-fwd=", 0) == 0;
+    } else {
+      throw Error("--recipes " + item + ": unknown switch \"" + p +
+                  "\" (use no-2d, no-rht, no-sr, switch=F, switch-fwd=F)");
+    }
+  }
+  recipe::Recipe r = recipe::apply(recipe::preset(parts[0], n_layer), s);
+  recipe::validate(r, n_layer);
+  return r;
+}
+
+std::string slug(std::string name) {
+  for (char& c : name) {
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '.') c = '_';
+  }
+  return name;
+}
+
+void write_text(const fs::path& p, const std::string& text) {
+  io::write_file_atomic(p.string(), std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()), text.size()));
+}
+
+void run(CompareCommand& a) {
+  resolve_train_options(a.t);
+  const train::TrainOptions base = a.t.o;
+  if (a.seeds < 1) throw Error("--seeds must be >= 1");
+  std::vector<recipe::Recipe> recipes;
+  std::stringstream ss(a.recipes);
+  for (std::string item; std::getline(ss, item, ',');) recipes.push_back(parse_item(item, base.model.n_layer));
+  if (recipes.empty()) throw Error("--recipes lists no recipe");
+  fs::create_directories(base.out_dir);
+
+  train::CompareReport rep;
+  rep.title = "nvfp4 compare: " + a.recipes;
+  rep.model_description = base.model.to_json() + ", " + std::to_string(base.model.num_params()) + " parameters";
+  rep.data_description = base.data_dir;
+  rep.baseline = "bf16";
+  std::cerr << "nvfp4 compare: " << recipes.size() << " recipe(s) x " << a.seeds << " seed(s)\n"
+            << "  " << describe_train_options(base);
+  for (const auto& r : recipes) {
+    for (int k = 0; k < a.seeds; ++k) {
+      train::TrainOptions o = base;
+      o.seed = base.seed + static_cast<uint64_t>(k);
+      // On the GPU the bf16 recipe is the native BF16 model; elsewhere recipes run through
+      // the quantized linear layers.
+      if (!(o.device == "cuda" && r.name == "bf16")) o.recipe = r;
+      o.out_dir = (fs::path(base.out_dir) / (slug(r.name) + "-seed" + std::to_string(o.seed))).string();
+      std::cerr << "== " << r.name << ", seed " << o.seed << " -> " << o.out_dir << "\n";
+      const train::TrainResult res = train::train(o);
+      if (rep.unigram_val_loss <= 0) rep.unigram_val_loss = res.unigram_val_loss;
+      train::RecipeRun run;
+      run.recipe = r.name;
+      run.seed = o.seed;
+      for (const auto& h : res.history) {
+        run.history.push_back({h.step, h.tokens, h.loss, h.val_loss, h.grad_norm, h.tokens_per_s});
+      }
+      run.diverged = res.diverged;
+      run.divergence = res.divergence;
+      run.peak_memory_bytes = res.device_bytes > 0 ? res.device_bytes : res.peak_rss_bytes;
+      rep.runs.push_back(std::move(run));
+    }
+  }
+  std::ostringstream cmd;
+  cmd << "nvfp4 compare --recipes " << a.recipes << " --seeds " << a.seeds << " --data " << base.data_dir << " --out "
+      << base.out_dir;
+  rep.command = cmd.str();
+  const fs::path html = fs::path(base.out_dir) / "report.html", js = fs::path(base.out_dir) / "summary.json";
+  write_text(html, train::render_html(rep));
+  write_text(js, train::summary_json(rep) + "\n");
+  if (a.json) {
+    std::cout << train::summary_json(rep) << "\n";
+  } else {
+    std::cout << train::summary_table(rep) << "report: " << html.string() << "\nsummary: " << js.string() << "\n";
+  }
+}
+
+}  // namespace
+
+void register_compare(CLI::App& app) {
+  auto a = std::make_shared<CompareCommand>();
+  CLI::App* c = app.add_subcommand(
+      "compare", "Train the same model under several precision recipes and write an HTML report comparing them");
+  add_train_options(c, a->t, "Folder for report.html, summary.json and one training folder per run");
+  c->add_option("--recipes", a->recipes,
+                "Comma-separated recipes: " + recipe::preset_names() +
+                    ", each optionally with :no-2d :no-rht :no-sr :switch=F :switch-fwd=F")
+      ->capture_default_str();
+  c->add_option("--seeds", a->seeds, "Seeds per recipe (mean and spread in the summary)")->capture_default_str();
+  c->add_flag("--json", a->json, "Print the summary as JSON");
+  c->callback([a] { run(*a); });
+}
+
+}  // namespace nvfp4::cli
