@@ -95,6 +95,10 @@ std::string describe(const Recipe& r);
 std::string to_json(const Recipe& r);             // every field
 Recipe from_json(std::string_view json);         // inverse; unknown keys are an error
 
+// The quantizer settings of an operand: its copy of the (rows, cols) tensor it comes from —
+// the row-wise copy, or with column = true the column-wise copy (the transpose) — keyed for SR.
+QuantizeOptions quantize_options(const OperandQuant& q, bool column, SrKey key);
+
 // What the model does with one operand of one GEMM of the linear layer `layer` (0-based block
 // index; n_layer for the LM head) named `linear` (e.g. "self_attn.q_proj"), at token fraction
 // `progress` of the run: its quantizer (nullopt: BF16).

@@ -33,14 +33,7 @@ std::vector<float> hold(const float* x, int64_t rows, int64_t cols, bool column,
     }
     return out;
   }
-  QuantizeOptions o;
-  o.format = q->format;
-  o.block = q->block;
-  o.rowwise = !column;
-  o.columnwise = column;
-  o.rht = q->rht;
-  o.rounding = q->rounding;
-  o.sr_key = key;
+  const QuantizeOptions o = recipe::quantize_options(*q, column, key);
   try {
     const QuantizedTensor t = quantize(std::span<const float>(x, static_cast<size_t>(n)), rows, cols, o);
     return dequantize(column ? *t.col : *t.row, t.options, true);

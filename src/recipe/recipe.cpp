@@ -289,6 +289,18 @@ Recipe from_json(std::string_view text) {
   return r;
 }
 
+QuantizeOptions quantize_options(const OperandQuant& q, bool column, SrKey key) {
+  QuantizeOptions o;
+  o.format = q.format;
+  o.block = q.block;
+  o.rowwise = !column;
+  o.columnwise = column;
+  o.rht = q.rht;
+  o.rounding = q.rounding;
+  o.sr_key = key;
+  return o;
+}
+
 std::optional<OperandQuant> operand_quant(const Recipe& r, int n_layer, int layer, std::string_view linear, Gemm g,
                                           Operand o, double progress) {
   if (layer >= n_layer || linear == "lm_head") return std::nullopt;  // the LM head stays BF16

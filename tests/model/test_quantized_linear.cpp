@@ -37,14 +37,7 @@ std::vector<float> emulate(const std::vector<float>& x, int64_t rows, int64_t co
       for (int64_t c = 0; c < cols; ++c) (column ? out[c * rows + r] : out[r * cols + c]) = fmt::bf16_round(x[r * cols + c]);
     return out;
   }
-  QuantizeOptions o;
-  o.format = q->format;
-  o.block = q->block;
-  o.rowwise = !column;
-  o.columnwise = column;
-  o.rht = q->rht;
-  o.rounding = q->rounding;
-  o.sr_key = key;
+  const QuantizeOptions o = recipe::quantize_options(*q, column, key);
   const auto t = quantize(x, rows, cols, o);
   return dequantize(column ? *t.col : *t.row, t.options, true);
 }
