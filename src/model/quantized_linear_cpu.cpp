@@ -37,6 +37,8 @@ std::vector<float> hold(const float* x, int64_t rows, int64_t cols, bool column,
   try {
     const QuantizedTensor t = quantize(std::span<const float>(x, static_cast<size_t>(n)), rows, cols, o);
     return dequantize(column ? *t.col : *t.row, t.options, true);
+  } catch (const NonFiniteError& e) {  // keep the type: the trainer turns it into a divergence
+    throw NonFiniteError(what + ": " + e.what(), e.first_index(), e.count());
   } catch (const Error& e) {
     throw Error(what + ": " + e.what());
   }

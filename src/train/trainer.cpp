@@ -403,22 +403,28 @@ TrainResult train(const TrainOptions& opt_in) {
     be->set_step(static_cast<uint32_t>(st.step), static_cast<double>(st.tokens) / static_cast<double>(tokens_per_step * o.steps));
     be->zero_grad();
     double loss = 0;
-    for (int a = 0; a < o.grad_accum; ++a) {
-      window = train_data.next();
-      split_window(window, B, T, in, tgt);
-      loss += be->train_micro(in.data(), tgt.data(), B, T, 1.0f / static_cast<float>(o.grad_accum)) /
-              static_cast<double>(o.grad_accum);
+    std::string why;
+    try {
+      for (int a = 0; a < o.grad_accum; ++a) {
+        window = train_data.next();
+        split_window(window, B, T, in, tgt);
+        loss += be->train_micro(in.data(), tgt.data(), B, T, 1.0f / static_cast<float>(o.grad_accum)) /
+                static_cast<double>(o.grad_accum);
+      }
+    } catch (const NonFiniteError& e) {  // a quantizer met NaN/Inf in an operand it was given
+      why = std::string("non-finite values in a quantized GEMM operand: ") + e.what();
     }
     // Per-tensor squared norms, summed in a fixed order: the global norm, and where a
     // divergence shows first.
-    const std::vector<double> norms2 = be->grad_norms_squared();
+    const std::vector<double> norms2 = why.empty() ? be->grad_norms_squared() : std::vector<double>();
     double total2 = 0;
     for (double n2 : norms2) total2 += n2;
     const double grad_norm = std::sqrt(total2);
 
     // ---- divergence: stop before the update, leaving the last checkpoint as it is ----
-    std::string why;
-    if (!std::isfinite(loss) || !std::isfinite(grad_norm)) {
+    if (!why.empty()) {
+      // already explained: the operand and layer are in the quantizer's message
+    } else if (!std::isfinite(loss) || !std::isfinite(grad_norm)) {
       std::string where = "the loss";
       for (size_t i = 0; i < specs.size(); ++i) {
         if (!std::isfinite(norms2[i])) {

@@ -149,6 +149,23 @@ TEST(TrainLoop, EveryRecipePresetTrainsStably) {
   }
 }
 
+// Under a recipe, NaN reaches a quantizer before the gradient norm sees it: still a divergence
+// that names the layer and operand, not a crash.
+TEST(TrainLoop, NonFiniteQuantizerInputIsADivergence) {
+  const std::string dir = fresh_dir("diverge_q");
+  auto o = tiny_run(dir, 40);
+  o.model.n_layer = 4;
+  o.recipe = nvfp4::recipe::preset("nvfp4", 4);
+  o.schedule = nvfp4::train::parse_schedule("constant", 1e4, 0, 40);  // absurd: overflows to Inf/NaN
+  o.grad_clip = 0;
+  o.spike_factor = 1e30;  // let it run into non-finite values instead of stopping at a spike
+  const auto r = nvfp4::train::train(o);
+  ASSERT_TRUE(r.diverged);
+  EXPECT_NE(r.divergence.find("diverged at step"), std::string::npos) << r.divergence;
+  EXPECT_NE(r.divergence.find("non-finite values in a quantized GEMM operand: layer "), std::string::npos)
+      << r.divergence;  // names the layer, the GEMM and the operand
+}
+
 TEST(TrainLoop, RefusesMismatchedResumeAndOverwritingARun) {
   const std::string dir = fresh_dir("refuse");
   auto o = tiny_run(dir, 4);
