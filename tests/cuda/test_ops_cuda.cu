@@ -39,6 +39,7 @@
 #include "nvfp4/cuda_ops.hpp"
 #include "nvfp4/cuda_runtime_info.hpp"
 #include "support/cuda_test.hpp"
+#include "support/test_support.hpp"
 
 namespace {
 
@@ -64,13 +65,7 @@ std::vector<float> randn_bf16(size_t n, uint64_t seed, float scale = 1.0f) {
 }
 
 // FP32 values (parameters, gradient accumulators): not rounded.
-std::vector<float> randn_f32(size_t n, uint64_t seed, float scale = 1.0f) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> d(0.0f, scale);
-  std::vector<float> x(n);
-  for (auto& v : x) v = d(rng);
-  return x;
-}
+std::vector<float> randn_f32(size_t n, uint64_t seed, float scale = 1.0f) { return nvfp4::test::randn(n, seed, scale); }
 
 std::vector<uint16_t> to_bits(const std::vector<float>& x) {
   std::vector<uint16_t> b(x.size());

@@ -13,6 +13,7 @@
 #include "format/scalar.hpp"
 #include "nvfp4/quantize.hpp"
 #include "nvfp4/quantized_linear.hpp"
+#include "support/test_support.hpp"
 
 namespace {
 
@@ -20,13 +21,7 @@ using namespace nvfp4;
 using recipe::Gemm;
 using recipe::Operand;
 
-std::vector<float> randn(size_t n, uint64_t seed, float scale = 1.0f) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> d(0.0f, scale);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(rng);
-  return v;
-}
+using nvfp4::test::randn;
 
 // The operand values by hand: quantize + dequantize (row copy, or column copy = transpose).
 std::vector<float> emulate(const std::vector<float>& x, int64_t rows, int64_t cols, bool column,

@@ -10,6 +10,7 @@
 #include <atomic>
 #include <cstdio>
 #include <filesystem>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -44,6 +45,15 @@ inline std::vector<std::string> temp_files_in(const std::filesystem::path& dir) 
     if (n.find(".tmp.") != std::string::npos) out.push_back(n);
   }
   return out;
+}
+
+// n values drawn from N(0, scale^2), deterministic in seed.
+inline std::vector<float> randn(size_t n, uint64_t seed, float scale = 1.0f) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> d(0.0f, scale);
+  std::vector<float> v(n);
+  for (auto& x : v) x = d(rng);
+  return v;
 }
 
 // Runs fn, expects nvfp4::Error, and returns what() ("" and a test failure otherwise).

@@ -181,8 +181,12 @@ void rope_check(const char* op, int64_t B, int64_t T, int64_t NH, int64_t HS, fl
 
 }  // namespace
 
-void rope_forward(float* out, const float* inp, int64_t B, int64_t T, int64_t NH, int64_t HS, float theta) {
-  rope_check("rope_forward", B, T, NH, HS, theta);
+namespace {
+
+// Rotates each pair (x[i], x[i + HS/2]) of inp by +angle (sign = 1) or -angle (sign = -1, the
+// transpose: the backward) into out, overwriting or, with kAccumulate, adding.
+template <bool kAccumulate>
+void rope_rotate(float* out, const float* inp, int64_t B, int64_t T, int64_t NH, int64_t HS, float theta, float sign) {
   const int64_t half = HS / 2;
   NVFP4_OMP("omp parallel for collapse(2)")
   for (int64_t b = 0; b < B; ++b) {
@@ -190,36 +194,35 @@ void rope_forward(float* out, const float* inp, int64_t B, int64_t T, int64_t NH
       for (int64_t i = 0; i < half; ++i) {
         float cs, sn;
         rope_cos_sin(t, i, HS, theta, &cs, &sn);
+        sn *= sign;  // exact
         for (int64_t h = 0; h < NH; ++h) {
           const int64_t base = ((b * T + t) * NH + h) * HS;
           const float x1 = inp[base + i], x2 = inp[base + i + half];  // read both first: out may be inp
-          out[base + i] = x1 * cs - x2 * sn;
-          out[base + i + half] = x2 * cs + x1 * sn;
+          const float y1 = x1 * cs - x2 * sn, y2 = x2 * cs + x1 * sn;
+          if constexpr (kAccumulate) {
+            out[base + i] += y1;
+            out[base + i + half] += y2;
+          } else {
+            out[base + i] = y1;
+            out[base + i + half] = y2;
+          }
         }
       }
     }
   }
 }
 
+}  // namespace
+
+void rope_forward(float* out, const float* inp, int64_t B, int64_t T, int64_t NH, int64_t HS, float theta) {
+  rope_check("rope_forward", B, T, NH, HS, theta);
+  rope_rotate<false>(out, inp, B, T, NH, HS, theta, 1.0f);
+}
+
 void rope_backward(float* dinp, const float* dout, int64_t B, int64_t T, int64_t NH, int64_t HS, float theta) {
   rope_check("rope_backward", B, T, NH, HS, theta);
-  const int64_t half = HS / 2;
-  NVFP4_OMP("omp parallel for collapse(2)")
-  for (int64_t b = 0; b < B; ++b) {
-    for (int64_t t = 0; t < T; ++t) {
-      for (int64_t i = 0; i < half; ++i) {
-        float cs, sn;
-        rope_cos_sin(t, i, HS, theta, &cs, &sn);
-        for (int64_t h = 0; h < NH; ++h) {
-          const int64_t base = ((b * T + t) * NH + h) * HS;
-          const float g1 = dout[base + i], g2 = dout[base + i + half];
-          // The transpose of the rotation [[c, -s], [s, c]] is the rotation by -angle.
-          dinp[base + i] += g1 * cs + g2 * sn;
-          dinp[base + i + half] += g2 * cs - g1 * sn;
-        }
-      }
-    }
-  }
+  // The transpose of the rotation [[c, -s], [s, c]] is the rotation by -angle.
+  rope_rotate<true>(dinp, dout, B, T, NH, HS, theta, -1.0f);
 }
 
 // ---- attention ---------------------------------------------------------------------------
