@@ -5,7 +5,11 @@
 // through the same cuBLASLt wrapper), and device memory. Timing: wall clock around whole steps
 // (each step synchronizes: it reads the loss), after 3 warm-up steps, median of --steps.
 //
-//   bench_train_cuda [--batch B] [--steps N] [--seq T]
+// With --recipes, the same for each precision recipe (issue 5's measurement), plus a per-phase
+// breakdown from CUDA events around every linear layer's operand work (quantize + decode) and
+// its GEMM, over 3 more steps; "rest" is the step time minus those two.
+//
+//   bench_train_cuda [--batch B] [--steps N] [--seq T] [--recipes bf16,fp8,nvfp4,...]
 #include <cuda_runtime.h>
 
 #include "cuda_check.hpp"
@@ -21,6 +25,8 @@
 #include "nvfp4/cuda_ops.hpp"
 #include "nvfp4/cuda_runtime_info.hpp"
 #include "nvfp4/model_cuda.hpp"
+#include "nvfp4/quantized_linear_cuda.hpp"
+#include "nvfp4/recipe.hpp"
 #include "train/trainer.hpp"
 
 namespace {
@@ -67,13 +73,63 @@ double cublas_bf16_tflops(int64_t n) {
 
 }  // namespace
 
+struct Result {
+  std::string recipe;
+  double step_ms = 0, tok_s = 0, quantize_ms = 0, gemm_ms = 0, loss = 0;
+  int64_t bytes = 0;
+};
+
+// Median step time of `steps` steps after 3 warm-up steps, then 3 timed steps for the phases.
+Result run_recipe(const nvfp4::model::ModelConfig& c, const std::string& recipe, int B, int T, int steps) {
+  nvfp4::model::CudaModel m(c);
+  if (!recipe.empty()) m.set_recipe(nvfp4::recipe::preset(recipe, c.n_layer), 1234);
+  std::vector<float> params(static_cast<size_t>(m.num_params()));
+  nvfp4::model::init_params(c, params, 1);
+  m.set_params(params);
+  std::mt19937_64 rng(7);
+  std::vector<int32_t> in(size_t(B) * T), tgt(size_t(B) * T);
+  std::vector<double> secs;
+  Result r;
+  r.recipe = recipe.empty() ? "native" : recipe;
+  const int phase_steps = 3;
+  for (int s = 0; s < steps + 3 + phase_steps; ++s) {
+    const bool phases = s >= steps + 3;
+    if (s == steps + 3) {
+      m.linear().enable_timing(true);
+      m.linear().reset_timing();
+    }
+    for (auto& t : in) t = static_cast<int32_t>(rng() % 50257);  // fresh random ids each step
+    for (auto& t : tgt) t = static_cast<int32_t>(rng() % 50257);
+    m.set_step(static_cast<uint32_t>(s), 0.0);
+    const auto t0 = std::chrono::steady_clock::now();
+    m.zero_grad();
+    r.loss = m.forward(in.data(), tgt.data(), B, T);
+    m.backward();
+    const auto n2 = m.grad_norms_squared();
+    (void)n2;
+    m.adamw(3e-4f, 0.9f, 0.95f, 1e-8f, 0.1f, s + 1);
+    CK(cudaDeviceSynchronize());
+    if (s >= 3 && !phases) secs.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  const auto t = m.linear().timing();
+  std::sort(secs.begin(), secs.end());
+  r.step_ms = secs[secs.size() / 2] * 1e3;
+  r.tok_s = double(B) * T / (r.step_ms * 1e-3);
+  r.quantize_ms = t.quantize_ms / phase_steps;
+  r.gemm_ms = t.gemm_ms / phase_steps;
+  r.bytes = m.device_bytes();
+  return r;
+}
+
 int main(int argc, char** argv) {
   int B = 16, steps = 10, T = 1024;
+  std::string recipes;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string k = argv[i];
     if (k == "--batch") B = std::atoi(argv[i + 1]);
     else if (k == "--steps") steps = std::atoi(argv[i + 1]);
     else if (k == "--seq") T = std::atoi(argv[i + 1]);
+    else if (k == "--recipes") recipes = argv[i + 1];
   }
   if (nvfp4::cuda::device_count() == 0) {
     std::printf("no CUDA device: %s\n", nvfp4::cuda::unavailable_reason().c_str());
@@ -85,6 +141,32 @@ int main(int argc, char** argv) {
 
   auto c = nvfp4::train::model_preset("gpt2-small");
   c.seq_len = T;
+  const double flops = c.flops_per_token(T);
+  if (!recipes.empty()) {
+    std::vector<Result> rs;
+    std::string item;
+    for (size_t p = 0; p <= recipes.size(); ++p) {
+      if (p == recipes.size() || recipes[p] == ',') {
+        rs.push_back(run_recipe(c, item, B, T, steps));
+        std::printf("%s: step %.1f ms, loss %.4f\n", rs.back().recipe.c_str(), rs.back().step_ms, rs.back().loss);
+        item.clear();
+      } else {
+        item += recipes[p];
+      }
+    }
+    const double base = rs.front().tok_s;
+    std::printf("\nbatch %d x %d tokens, %d steps (median); phases: mean of 3 steps with events\n", B, T, steps);
+    std::printf("%-10s %10s %8s %6s %9s %11s %9s %9s %8s\n", "recipe", "tokens/s", "vs", "MFU", "step ms",
+                "quantize ms", "GEMM ms", "rest ms", "mem GiB");
+    for (const auto& r : rs) {
+      std::printf("%-10s %10.0f %7.2fx %5.1f%% %9.1f %11.1f %9.1f %9.1f %8.2f\n", r.recipe.c_str(), r.tok_s,
+                  r.tok_s / base, 100.0 * flops * r.tok_s / 1e12 / peak, r.step_ms, r.quantize_ms, r.gemm_ms,
+                  r.step_ms - r.quantize_ms - r.gemm_ms, r.bytes / 1073741824.0);
+    }
+    std::printf("(ratios vs %s, the first recipe listed)\n", rs.front().recipe.c_str());
+    return 0;
+  }
+
   nvfp4::model::CudaModel m(c);
   std::vector<float> params(static_cast<size_t>(m.num_params()));
   nvfp4::model::init_params(c, params, 1);
@@ -109,7 +191,7 @@ int main(int argc, char** argv) {
   std::sort(secs.begin(), secs.end());
   const double step_s = secs[secs.size() / 2];
   const double tok_s = double(B) * T / step_s;
-  const double flops = c.flops_per_token(T);
+
   const double achieved = flops * tok_s / 1e12;
   size_t free_b = 0, total_b = 0;
   CK(cudaMemGetInfo(&free_b, &total_b));

@@ -40,7 +40,19 @@ recipe::Recipe parse_item(const std::string& item, int n_layer) {
     if (p == "no-2d") s.no_2d = true;
     else if (p == "no-rht") s.no_rht = true;
     else if (p == "no-sr") s.no_sr = true;
-    else if (p.rfind("switch=", 0) == 0 || p.rfind("switch-fwd=", 0) == 0) {
+    else if (p.rfind("bf16=", 0) == 0) {  // "bf16=1-2": the first 1 and last 2 blocks in BF16
+      const std::string v = p.substr(5);
+      const size_t dash = v.find('-');
+      char* e1 = nullptr;
+      char* e2 = nullptr;
+      const long first = dash == std::string::npos ? -1 : std::strtol(v.substr(0, dash).c_str(), &e1, 10);
+      const long last = dash == std::string::npos ? -1 : std::strtol(v.substr(dash + 1).c_str(), &e2, 10);
+      if (dash == std::string::npos || dash == 0 || dash + 1 == v.size() || *e1 != '\0' || *e2 != '\0' || first < 0 ||
+          last < 0) {
+        throw Error("--recipes " + item + ": \"" + p + "\" is not bf16=FIRST-LAST (e.g. bf16=0-0 for none)");
+      }
+      s.bf16_blocks = std::pair<int, int>(static_cast<int>(first), static_cast<int>(last));
+    } else if (p.rfind("switch=", 0) == 0 || p.rfind("switch-fwd=", 0) == 0) {
       const std::string v = p.substr(p.find('=') + 1);
       char* end = nullptr;
       s.switch_bf16_at = std::strtod(v.c_str(), &end);
@@ -48,7 +60,7 @@ recipe::Recipe parse_item(const std::string& item, int n_layer) {
       s.switch_forward_only = p.rfind("switch-fwd=", 0) == 0;
     } else {
       throw Error("--recipes " + item + ": unknown switch \"" + p +
-                  "\" (use no-2d, no-rht, no-sr, switch=F, switch-fwd=F)");
+                  "\" (use no-2d, no-rht, no-sr, bf16=FIRST-LAST, switch=F, switch-fwd=F)");
     }
   }
   recipe::Recipe r = recipe::apply(recipe::preset(parts[0], n_layer), s);
@@ -88,9 +100,7 @@ void run(CompareCommand& a) {
     for (int k = 0; k < a.seeds; ++k) {
       train::TrainOptions o = base;
       o.seed = base.seed + static_cast<uint64_t>(k);
-      // On the GPU the bf16 recipe is the native BF16 model; elsewhere recipes run through
-      // the quantized linear layers.
-      if (!(o.device == "cuda" && r.name == "bf16")) o.recipe = r;
+      o.recipe = r;
       o.out_dir = (fs::path(base.out_dir) / (slug(r.name) + "-seed" + std::to_string(o.seed))).string();
       std::cerr << "== " << r.name << ", seed " << o.seed << " -> " << o.out_dir << "\n";
       const train::TrainResult res = train::train(o);
@@ -130,7 +140,7 @@ void register_compare(CLI::App& app) {
   add_train_options(c, a->t, "Folder for report.html, summary.json and one training folder per run");
   c->add_option("--recipes", a->recipes,
                 "Comma-separated recipes: " + recipe::preset_names() +
-                    ", each optionally with :no-2d :no-rht :no-sr :switch=F :switch-fwd=F")
+                    ", each optionally with :no-2d :no-rht :no-sr :bf16=FIRST-LAST :switch=F :switch-fwd=F")
       ->capture_default_str();
   c->add_option("--seeds", a->seeds, "Seeds per recipe (mean and spread in the summary)")->capture_default_str();
   c->add_flag("--json", a->json, "Print the summary as JSON");

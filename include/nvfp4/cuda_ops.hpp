@@ -36,6 +36,9 @@
 #include <cstdint>
 #include <memory>
 
+#include "nvfp4/dtype.hpp"
+#include "nvfp4/quantize.hpp"
+
 struct CUstream_st;
 
 namespace nvfp4::cuda {
@@ -47,6 +50,18 @@ inline constexpr uint32_t kStatusBadToken = 1u;   // encoder: a token outside [0
 inline constexpr uint32_t kStatusBadTarget = 2u;  // cross-entropy: a target outside [0, V)
 
 // ---- matmul (nn.Linear without bias) through cuBLASLt -------------------------------------
+
+// One operand of Blas::gemm: a logical (rows, K) matrix, K the contraction dimension.
+struct GemmOperand {
+  const void* data = nullptr;
+  DType dtype = DType::BF16;  // BF16, F8_E4M3 or F8_E5M2
+  bool k_major = true;        // stored (rows, K) row-major; false: stored (K, rows) row-major (BF16 only)
+  // FP8 only: the decode factors as quantize_fp8 / quantize_fp8_blockwise write them — one float
+  // (block {0, 0}), 1x128 blocks (rows, ceil(K/128)) or 128x128 blocks (ceil(rows/128), ceil(K/128)),
+  // 16-byte aligned (cuBLASLt refuses others).
+  const float* scale_inv = nullptr;
+  BlockShape block{0, 0};
+};
 
 // Owns a cuBLASLt handle and a 32 MiB device workspace; the chosen algorithm of each GEMM
 // shape is cached. BF16 operands, FP32 accumulation (CUBLAS_COMPUTE_32F). Not thread-safe:
@@ -71,6 +86,15 @@ class Blas {
   // dweight (OC, C) fp32 += dout (N, OC)ᵀ · inp (N, C): ACCUMULATED (beta = 1); may be nullptr.
   void matmul_backward(uint16_t* dinp, float* dweight, const uint16_t* dout, const uint16_t* inp,
                        const uint16_t* weight, int64_t N, int64_t C, int64_t OC, bool accumulate_dinp, Stream stream);
+
+  // out (M, N) row-major = alpha · a (M, K) · b (N, K)ᵀ with FP32 accumulation, out BF16 or F32:
+  // OVERWRITTEN, or added to (beta = 1) when accumulate. alpha: one device float (the product
+  // of per-tensor factors a quantized GEMM applies at the end), or nullptr for 1. Operands are
+  // both BF16 or both FP8; FP8 runs on Hopper's FP8 tensor cores (both k_major, at most one
+  // E5M2), per-tensor scale_inv as cuBLASLt's scalar scales, 1x128 / 128x128 block scales
+  // (cuBLAS 12.9+ on sm_90) relaid into the layout cuBLASLt reads in a buffer this Blas owns.
+  void gemm(void* out, DType out_dtype, const GemmOperand& a, const GemmOperand& b, int64_t M, int64_t N, int64_t K,
+            const float* alpha, bool accumulate, Stream stream);
 
   struct Impl;
 

@@ -12,8 +12,11 @@
 #include <vector>
 
 #include "nvfp4/model.hpp"
+#include "nvfp4/recipe.hpp"
 
 namespace nvfp4::model {
+
+class QuantizedLinearCuda;
 
 class CudaModel {
  public:
@@ -50,6 +53,14 @@ class CudaModel {
   void adamw(float lr, float beta1, float beta2, float eps, float weight_decay, int64_t step);
 
   int64_t device_bytes() const;  // what this model allocated on the device
+
+  // The precision recipe of the linear layers (include/nvfp4/quantized_linear_cuda.hpp); the
+  // default is "bf16" (every operand BF16). seed keys stochastic rounding. A quantizer meeting
+  // NaN/Inf makes forward()/backward() throw NonFiniteError naming the layer, GEMM and operand.
+  void set_recipe(const recipe::Recipe& r, uint64_t seed);
+  // The optimizer step about to run and the fraction of the run's tokens done (SR keys, late switch).
+  void set_step(uint32_t step, double progress);
+  QuantizedLinearCuda& linear();  // the linear layers (per-phase timing, held operands)
 
   struct State;
 

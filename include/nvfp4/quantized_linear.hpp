@@ -8,8 +8,8 @@
 // include/nvfp4/recipe.hpp: dgrad reads W's column-wise copy (for 16x16 weights, the exact
 // transpose of the row-wise codes); wgrad reads the column-wise copies of dY and X, Hadamard-
 // transformed along N when the recipe says RHT (H is orthogonal, so dW = (H dY)ᵀ (H X) needs no
-// inverse transform). Stochastic rounding draws are keyed by (seed, step, layer, role), role =
-// 6 x linear kind + 2 x GEMM + operand (column-wise copies: role | 128), so they are reproducible.
+// inverse transform). Stochastic rounding draws are keyed by (seed, step, layer, role) (see
+// linear_sr_key), so they are reproducible.
 #pragma once
 
 #include <cstdint>
@@ -18,6 +18,13 @@
 #include "nvfp4/recipe.hpp"
 
 namespace nvfp4::model {
+
+// The SR key of operand o of GEMM g of linear layer id at an optimizer step: role =
+// 3 x linear kind + the tensor it quantizes (X 0, W 1, dY 2). The row-wise and column-wise
+// copies of one tensor share the key (the quantizer draws the column-wise copy with role | 128),
+// as one quantization of the tensor makes both, in TE and in our kernels. The CPU and CUDA
+// layers both use it, so they draw the same random bits.
+SrKey linear_sr_key(uint64_t seed, uint32_t step, LinearId id, recipe::Gemm g, recipe::Operand o);
 
 class QuantizedLinearCpu final : public LinearPrecision {
  public:

@@ -10,6 +10,7 @@
 #include "nvfp4/cuda_ops.hpp"
 #include "nvfp4/error.hpp"
 #include "nvfp4/model_cuda.hpp"
+#include "nvfp4/quantized_linear_cuda.hpp"
 
 namespace nvfp4::model {
 
@@ -47,6 +48,7 @@ struct CudaModel::State {
   std::vector<ParamSpec> specs;
   int64_t P = 0, bytes = 0;
   cuda::Blas blas;
+  std::unique_ptr<QuantizedLinearCuda> lin;
   DeviceArray<float> params, grads, m, v;
   DeviceArray<bf16> wbf;  // BF16 copy of params, same offsets
   DeviceArray<uint32_t> status;
@@ -61,12 +63,23 @@ struct CudaModel::State {
   DeviceArray<uint8_t> scratch;
   std::vector<float> host_losses;
 
-  explicit State(const ModelConfig& cfg) : c(cfg), specs(param_specs(cfg)) {}
+  explicit State(const ModelConfig& cfg)
+      : c(cfg), specs(param_specs(cfg)), lin(std::make_unique<QuantizedLinearCuda>(recipe::preset("bf16", cfg.n_layer), cfg.n_layer, 0)) {}
   const float* w32(size_t i) const { return params.p + specs[i].offset; }
   const bf16* w(size_t i) const { return wbf.p + specs[i].offset; }
   float* g(size_t i) { return grads.p + specs[i].offset; }
   // Index of layer l's k-th parameter (param_specs order: ln1 q k v o ln2 gate up down).
   size_t li(int64_t l, int k) const { return 1 + 9 * static_cast<size_t>(l) + k; }
+
+  // The linear layers, through the recipe's QuantizedLinearCuda; wi: the weight's spec index.
+  void fwd(int64_t layer, LinearKind kind, bf16* out, const bf16* inp, size_t wi, int64_t N, int64_t C, int64_t OC) {
+    lin->forward(blas, LinearId{int(layer), kind}, out, inp, w32(wi), w(wi), N, C, OC, nullptr);
+  }
+  void bwd(int64_t layer, LinearKind kind, bf16* dinp, const bf16* dout, const bf16* inp, size_t wi, int64_t N,
+           int64_t C, int64_t OC, bool accumulate_dinp) {
+    lin->backward(blas, LinearId{int(layer), kind}, dinp, g(wi), dout, inp, w32(wi), w(wi), N, C, OC, accumulate_dinp,
+                  nullptr);
+  }
 
   void resize(int b, int t) {
     if (b == B && t == T) return;
@@ -209,6 +222,7 @@ float CudaModel::forward(const int32_t* tokens, const int32_t* targets, int B, i
   s.have_targets = targets != nullptr;
   if (targets) check(cudaMemcpy(s.targets.p, targets, N * 4, cudaMemcpyHostToDevice), "cudaMemcpy");
 
+  s.lin->begin_pass();
   cuda::encoder_forward(s.resid.p, s.tokens.p, s.w(0), B, T, C, V, s.status.p, st);
   for (int64_t l = 0; l < L; ++l) {
     bf16* x = s.resid.p + l * N * C;
@@ -224,27 +238,28 @@ float CudaModel::forward(const int32_t* tokens, const int32_t* targets, int B, i
     bf16* up = s.up.p + l * N * F;
     bf16* h = s.h.p + l * N * F;
     cuda::rmsnorm_forward(ln1, s.rstd1.p + l * N, x, s.w(s.li(l, 0)), N, C, c.norm_eps, st);
-    s.blas.matmul_forward(q, ln1, s.w(s.li(l, 1)), N, C, QD, st);
-    s.blas.matmul_forward(k, ln1, s.w(s.li(l, 2)), N, C, KD, st);
-    s.blas.matmul_forward(v, ln1, s.w(s.li(l, 3)), N, C, KD, st);
+    s.fwd(l, LinearKind::q, q, ln1, s.li(l, 1), N, C, QD);
+    s.fwd(l, LinearKind::k, k, ln1, s.li(l, 2), N, C, KD);
+    s.fwd(l, LinearKind::v, v, ln1, s.li(l, 3), N, C, KD);
     cuda::rope_forward(q, q, B, T, NH, HS, c.rope_theta, st);
     cuda::rope_forward(k, k, B, T, NKV, HS, c.rope_theta, st);
     cuda::attention_forward(atty, s.lse.p + l * B * NH * T, q, k, v, B, T, NH, NKV, HS, st);
-    s.blas.matmul_forward(x2, atty, s.w(s.li(l, 4)), N, QD, C, st);
+    s.fwd(l, LinearKind::o, x2, atty, s.li(l, 4), N, QD, C);
     cuda::residual_forward(x2, x2, x, N * C, st);
     cuda::rmsnorm_forward(ln2, s.rstd2.p + l * N, x2, s.w(s.li(l, 5)), N, C, c.norm_eps, st);
-    s.blas.matmul_forward(gate, ln2, s.w(s.li(l, 6)), N, C, F, st);
-    s.blas.matmul_forward(up, ln2, s.w(s.li(l, 7)), N, C, F, st);
+    s.fwd(l, LinearKind::gate, gate, ln2, s.li(l, 6), N, C, F);
+    s.fwd(l, LinearKind::up, up, ln2, s.li(l, 7), N, C, F);
     cuda::swiglu_forward(h, gate, up, N * F, st);
-    s.blas.matmul_forward(xo, h, s.w(s.li(l, 8)), N, F, C, st);
+    s.fwd(l, LinearKind::down, xo, h, s.li(l, 8), N, F, C);
     cuda::residual_forward(xo, xo, x2, N * C, st);
   }
   const size_t norm = s.specs.size() - 2, head = s.specs.size() - 1;
   cuda::rmsnorm_forward(s.lnf.p, s.rstdf.p, s.resid.p + L * N * C, s.w(norm), N, C, c.norm_eps, st);
-  s.blas.matmul_forward(s.logits.p, s.lnf.p, s.w(head), N, C, V, st);
+  s.fwd(L, LinearKind::lm_head, s.logits.p, s.lnf.p, head, N, C, V);
   if (!targets) {
     check(cudaStreamSynchronize(st), "forward");
     s.check_status("forward");
+    s.lin->check_nonfinite(st);
     return 0.0f;
   }
   // NOTE: the fused loss kernel overwrites the logits with their gradient, scaled for the
@@ -253,6 +268,7 @@ float CudaModel::forward(const int32_t* tokens, const int32_t* targets, int B, i
                                       loss_scale / static_cast<float>(N), s.status.p, st);
   check(cudaMemcpy(s.host_losses.data(), s.losses.p, N * 4, cudaMemcpyDeviceToHost), "cudaMemcpy");
   s.check_status("forward");
+  s.lin->check_nonfinite(st);
   double sum = 0.0;  // fixed order, as the CPU model
   for (int64_t i = 0; i < N; ++i) sum += s.host_losses[i];
   return static_cast<float>(sum / static_cast<double>(N));
@@ -282,8 +298,9 @@ void CudaModel::backward() {
   cudaStream_t st = nullptr;
   const size_t norm = s.specs.size() - 2, head = s.specs.size() - 1;
   void* scratch = s.scratch.p;
+  s.lin->begin_pass();
 
-  s.blas.matmul_backward(s.dln.p, s.g(head), s.logits.p, s.lnf.p, s.w(head), N, C, V, false, st);
+  s.bwd(L, LinearKind::lm_head, s.dln.p, s.logits.p, s.lnf.p, head, N, C, V, false);
   check(cudaMemsetAsync(s.dresid.p, 0, size_t(N) * C * 2, st), "cudaMemsetAsync");
   cuda::rmsnorm_backward(s.dresid.p, s.g(norm), s.dln.p, s.resid.p + L * N * C, s.w(norm), s.rstdf.p, N, C, scratch, st);
   for (int64_t l = L - 1; l >= 0; --l) {
@@ -299,29 +316,30 @@ void CudaModel::backward() {
     const bf16* up = s.up.p + l * N * F;
     const bf16* h = s.h.p + l * N * F;
     // MLP (dresid = d of the layer output = d x2 through the residual path)
-    s.blas.matmul_backward(s.dh.p, s.g(s.li(l, 8)), s.dresid.p, h, s.w(s.li(l, 8)), N, F, C, false, st);
+    s.bwd(l, LinearKind::down, s.dh.p, s.dresid.p, h, s.li(l, 8), N, F, C, false);
     cuda::swiglu_backward(s.dgate.p, s.dup.p, s.dh.p, gate, up, N * F, st);
-    s.blas.matmul_backward(s.dln.p, s.g(s.li(l, 6)), s.dgate.p, ln2, s.w(s.li(l, 6)), N, C, F, false, st);
-    s.blas.matmul_backward(s.dln.p, s.g(s.li(l, 7)), s.dup.p, ln2, s.w(s.li(l, 7)), N, C, F, true, st);
+    s.bwd(l, LinearKind::gate, s.dln.p, s.dgate.p, ln2, s.li(l, 6), N, C, F, false);
+    s.bwd(l, LinearKind::up, s.dln.p, s.dup.p, ln2, s.li(l, 7), N, C, F, true);
     cuda::rmsnorm_backward(s.dresid.p, s.g(s.li(l, 5)), s.dln.p, x2, s.w(s.li(l, 5)), s.rstd2.p + l * N, N, C, scratch,
                            st);
     // Attention
-    s.blas.matmul_backward(s.dattn.p, s.g(s.li(l, 4)), s.dresid.p, atty, s.w(s.li(l, 4)), N, QD, C, false, st);
+    s.bwd(l, LinearKind::o, s.dattn.p, s.dresid.p, atty, s.li(l, 4), N, QD, C, false);
     cuda::attention_backward(s.dqr.p, s.dkr.p, s.dv.p, s.dattn.p, atty, q, k, v, s.lse.p + l * B * NH * T, B, T, NH,
                              NKV, HS, scratch, st);
     check(cudaMemsetAsync(s.dq.p, 0, size_t(N) * QD * 2, st), "cudaMemsetAsync");
     check(cudaMemsetAsync(s.dk.p, 0, size_t(N) * KD * 2, st), "cudaMemsetAsync");
     cuda::rope_backward(s.dq.p, s.dqr.p, B, T, NH, HS, c.rope_theta, st);
     cuda::rope_backward(s.dk.p, s.dkr.p, B, T, NKV, HS, c.rope_theta, st);
-    s.blas.matmul_backward(s.dln.p, s.g(s.li(l, 1)), s.dq.p, ln1, s.w(s.li(l, 1)), N, C, QD, false, st);
-    s.blas.matmul_backward(s.dln.p, s.g(s.li(l, 2)), s.dk.p, ln1, s.w(s.li(l, 2)), N, C, KD, true, st);
-    s.blas.matmul_backward(s.dln.p, s.g(s.li(l, 3)), s.dv.p, ln1, s.w(s.li(l, 3)), N, C, KD, true, st);
+    s.bwd(l, LinearKind::q, s.dln.p, s.dq.p, ln1, s.li(l, 1), N, C, QD, false);
+    s.bwd(l, LinearKind::k, s.dln.p, s.dk.p, ln1, s.li(l, 2), N, C, KD, true);
+    s.bwd(l, LinearKind::v, s.dln.p, s.dv.p, ln1, s.li(l, 3), N, C, KD, true);
     cuda::rmsnorm_backward(s.dresid.p, s.g(s.li(l, 0)), s.dln.p, x, s.w(s.li(l, 0)), s.rstd1.p + l * N, N, C, scratch,
                            st);
   }
   cuda::encoder_backward(s.g(0), s.dresid.p, s.tokens.p, B, T, C, V, scratch, s.status.p, st);
   check(cudaStreamSynchronize(st), "backward");
   s.check_status("backward");
+  s.lin->check_nonfinite(st);
 }
 
 std::vector<double> CudaModel::grad_norms_squared() {
@@ -336,6 +354,13 @@ std::vector<double> CudaModel::grad_norms_squared() {
   check(cudaMemcpy(out.data(), s.norms.p, out.size() * sizeof(double), cudaMemcpyDeviceToHost), "cudaMemcpy");
   return out;
 }
+
+void CudaModel::set_recipe(const recipe::Recipe& r, uint64_t seed) {
+  s_->lin = std::make_unique<QuantizedLinearCuda>(r, s_->c.n_layer, seed);
+}
+
+void CudaModel::set_step(uint32_t step, double progress) { s_->lin->set_step(step, progress); }
+QuantizedLinearCuda& CudaModel::linear() { return *s_->lin; }
 
 void CudaModel::scale_grads(float f) {
   scale_kernel<<<1024, 256>>>(s_->grads.p, s_->P, f);

@@ -46,6 +46,13 @@ std::vector<float> hold(const float* x, int64_t rows, int64_t cols, bool column,
 
 }  // namespace
 
+SrKey linear_sr_key(uint64_t seed, uint32_t step, LinearId id, recipe::Gemm g, recipe::Operand o) {
+  // The tensor an operand quantizes: X (fprop a, wgrad b), W (fprop b, dgrad b), dY (dgrad a, wgrad a).
+  const uint32_t tensor = g == Gemm::fprop ? (o == Operand::a ? 0u : 1u) : g == Gemm::dgrad ? (o == Operand::a ? 2u : 1u)
+                                                                                          : (o == Operand::a ? 2u : 0u);
+  return SrKey{seed, step, static_cast<uint32_t>(id.layer), 3u * static_cast<uint32_t>(id.kind) + tensor};
+}
+
 QuantizedLinearCpu::QuantizedLinearCpu(recipe::Recipe r, int n_layer, uint64_t seed)
     : r_(std::move(r)), n_layer_(n_layer), seed_(seed) {
   recipe::validate(r_, n_layer);
@@ -55,9 +62,7 @@ void QuantizedLinearCpu::forward(LinearId id, float* out, const float* inp, cons
                                  int64_t OC) {
   const std::string name = linear_name(id.kind);
   auto quant = [&](Operand o) { return recipe::operand_quant(r_, n_layer_, id.layer, name, Gemm::fprop, o, progress_); };
-  auto key = [&](Operand o) {
-    return SrKey{seed_, step_, static_cast<uint32_t>(id.layer), static_cast<uint32_t>(6 * int(id.kind) + int(o))};
-  };
+  auto key = [&](Operand o) { return linear_sr_key(seed_, step_, id, Gemm::fprop, o); };
   const std::string where = "layer " + std::to_string(id.layer) + " " + name + " fprop";
   const auto x = hold(inp, N, C, false, quant(Operand::a), key(Operand::a), where + " X");
   const auto w = hold(weight, OC, C, false, quant(Operand::b), key(Operand::b), where + " W");
@@ -69,10 +74,7 @@ void QuantizedLinearCpu::backward(LinearId id, float* dinp, float* dweight, cons
   const std::string name = linear_name(id.kind);
   const std::string where = "layer " + std::to_string(id.layer) + " " + name;
   auto quant = [&](Gemm g, Operand o) { return recipe::operand_quant(r_, n_layer_, id.layer, name, g, o, progress_); };
-  auto key = [&](Gemm g, Operand o) {
-    return SrKey{seed_, step_, static_cast<uint32_t>(id.layer),
-                 static_cast<uint32_t>(6 * int(id.kind) + 2 * int(g) + int(o))};
-  };
+  auto key = [&](Gemm g, Operand o) { return linear_sr_key(seed_, step_, id, g, o); };
   if (dinp) {
     // dgrad: dX (N, C) += dY (N, OC) · W (OC, C), contraction over OC: dY row-wise, W's
     // column-wise copy (C, OC), turned back into (OC, C) for the matmul.

@@ -207,7 +207,10 @@ class CpuBackend final : public Backend {
 #if NVFP4_HAVE_CUDA
 class CudaBackend final : public Backend {
  public:
-  explicit CudaBackend(const model::ModelConfig& c) : m_(c) {}
+  CudaBackend(const model::ModelConfig& c, const std::optional<recipe::Recipe>& r, uint64_t seed) : m_(c) {
+    if (r) m_.set_recipe(*r, seed);
+  }
+  void set_step(uint32_t step, double progress) override { m_.set_step(step, progress); }
   void set_params(std::span<const float> p) override { m_.set_params(p); }
   void get_params(std::span<float> p) override { m_.get_params(p); }
   void set_optimizer_state(std::span<const float> m, std::span<const float> v) override { m_.set_optimizer_state(m, v); }
@@ -236,13 +239,10 @@ std::unique_ptr<Backend> make_backend(const std::string& device, const model::Mo
   if (device == "cpu") return std::make_unique<CpuBackend>(c, r, seed);
 #if NVFP4_HAVE_CUDA
   if (device == "cuda") {
-    if (r) {
-      throw Error("--recipe " + r->name + " on --device cuda: the CUDA recipe path is not built yet; train with --device cpu");
-    }
     if (cuda::device_count() == 0) {
       throw Error("--device cuda: no CUDA device (" + cuda::unavailable_reason() + "); use --device cpu");
     }
-    return std::make_unique<CudaBackend>(c);
+    return std::make_unique<CudaBackend>(c, r, seed);
   }
 #else
   if (device == "cuda") throw Error("--device cuda: this build has no CUDA support (configure with NVFP4_CUDA=ON)");

@@ -91,8 +91,12 @@ TEST_P(QuantizedLinear, MatchesAnFp64EmulationOfTheRecipe) {
   const uint32_t step = 5;
   const LayerRun got = run_layer(r, step, x, w, dy);
   auto qz = [&](Gemm g, Operand o) { return recipe::operand_quant(r, kLayers, kLayer, "mlp.up_proj", g, o, 0.0); };
+  // Role = 3 x kind + tensor: X 0, W 1, dY 2 (row- and column-wise copies of a tensor share it).
   auto key = [&](Gemm g, Operand o) {
-    return SrKey{77, step, kLayer, static_cast<uint32_t>(6 * int(model::LinearKind::up) + 2 * int(g) + int(o))};
+    const int tensor = (g == Gemm::fprop && o == Operand::a) || (g == Gemm::wgrad && o == Operand::b) ? 0
+                       : o == Operand::b                                                               ? 1
+                                                                                                       : 2;
+    return SrKey{77, step, kLayer, static_cast<uint32_t>(3 * int(model::LinearKind::up) + tensor)};
   };
   std::vector<double> want, mag;
   // fprop: X (N, C) · W (OC, C)ᵀ

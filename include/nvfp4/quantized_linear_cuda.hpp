@@ -1,0 +1,83 @@
+// Quantized linear layers on a CUDA GPU: the GPU twin of QuantizedLinearCpu
+// (include/nvfp4/quantized_linear.hpp), used by CudaModel for every linear layer.
+//
+// Per GEMM, each operand is held the way the recipe says (recipe::operand_quant), quantized by
+// the Hopper kernels (include/nvfp4/cuda_quantize.hpp) with the same SR keys as the CPU layer
+// (linear_sr_key), so both hold the same bits:
+//   BF16          the BF16 tensor itself (a transposed operand enters cuBLASLt transposed)
+//   NVFP4, MXFP4  codes x block scale decoded to BF16 — exact (numerics.md §1) — then a BF16
+//                 cuBLASLt GEMM with FP32 accumulation; NVFP4's per-tensor factors
+//                 (amax_a / 2688) (amax_b / 2688) are its alpha: the GEMM an NVFP4 tensor core
+//                 computes, up to FP32 summation order ("decode-then-cuBLAS")
+//   FP8           native on Hopper's FP8 tensor cores (cuBLASLt), per-tensor or 1x128/128x128
+//                 block scales
+// Weights are quantized from the FP32 masters (as the CPU layer does); activations and
+// gradients from their BF16 storage (an RHT copy is rounded to BF16, as TE does).
+//
+// Plain C++ header (no CUDA types); device pointers are raw.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "nvfp4/cuda_ops.hpp"
+#include "nvfp4/model.hpp"
+#include "nvfp4/recipe.hpp"
+
+namespace nvfp4::model {
+
+class QuantizedLinearCuda {
+ public:
+  // Throws nvfp4::Error if the recipe does not validate for n_layer blocks, or pairs an FP8
+  // operand with a non-FP8 one in a GEMM (no such cuBLASLt GEMM).
+  QuantizedLinearCuda(recipe::Recipe r, int n_layer, uint64_t seed);
+  ~QuantizedLinearCuda();
+  QuantizedLinearCuda(const QuantizedLinearCuda&) = delete;
+  QuantizedLinearCuda& operator=(const QuantizedLinearCuda&) = delete;
+
+  const recipe::Recipe& recipe() const;
+  // The optimizer step about to run (SR keys) and the fraction of the run's tokens done before it.
+  void set_step(uint32_t step, double progress);
+
+  // out (N, OC) bf16 OVERWRITTEN = inp (N, C) bf16 · W (OC, C)ᵀ. weight: the FP32 master the
+  // quantizers read; weight_bf16: its BF16 copy (what a BF16 operand is).
+  void forward(cuda::Blas& blas, LinearId id, uint16_t* out, const uint16_t* inp, const float* weight,
+               const uint16_t* weight_bf16, int64_t N, int64_t C, int64_t OC, cuda::Stream stream);
+  // dinp (N, C) bf16 = dout (N, OC) · W: OVERWRITTEN, or added when accumulate_dinp; may be null.
+  // dweight (OC, C) fp32 += dout (N, OC)ᵀ · inp (N, C): ACCUMULATED; may be null.
+  void backward(cuda::Blas& blas, LinearId id, uint16_t* dinp, float* dweight, const uint16_t* dout,
+                const uint16_t* inp, const float* weight, const uint16_t* weight_bf16, int64_t N, int64_t C,
+                int64_t OC, bool accumulate_dinp, cuda::Stream stream);
+
+  // Starts a forward or backward pass. Within a pass, consecutive layers reading the same input
+  // buffer with the same round-to-nearest settings (q/k/v, gate/up) share one quantization of
+  // it; a new pass (or anything that rewrites activations) must call this first.
+  void begin_pass();
+
+  // Whether a quantizer met NaN/Inf since the last check: synchronizes `stream`, resets the
+  // counters, and throws NonFiniteError naming the first layer, GEMM and operand that did.
+  void check_nonfinite(cuda::Stream stream);
+
+  // For tests: the values the last GEMM g multiplied as operand o — (rows, K), K contiguous —
+  // decoded to FP32 with every scale applied (for NVFP4, bit-identical to nvfp4::dequantize of
+  // the same copy). Synchronizes.
+  std::vector<float> held(recipe::Gemm g, recipe::Operand o) const;
+
+  // Per-phase time, when enabled: CUDA events around the operand work (quantize + decode) and
+  // around the GEMMs of every call. timing() synchronizes and returns the sums since reset.
+  struct Timing {
+    double quantize_ms = 0;
+    double gemm_ms = 0;
+  };
+  void enable_timing(bool on);
+  Timing timing();
+  void reset_timing();
+
+  struct State;
+
+ private:
+  std::unique_ptr<State> s_;
+};
+
+}  // namespace nvfp4::model

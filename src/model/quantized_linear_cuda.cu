@@ -1,0 +1,430 @@
+// QuantizedLinearCuda (see include/nvfp4/quantized_linear_cuda.hpp).
+//
+// Each GEMM has two operand slots (a, b); a slot owns the device buffers of its operand's
+// quantized copy and remembers what the GEMM read, for held() and the next call. Weights use
+// the same slots as activations: a weight is re-quantized at every call (its cost is small
+// next to the activations', N >> OC for training batches).
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstring>
+#include <optional>
+#include <string>
+
+#include "format/nvfp4.hpp"
+#include "nvfp4/cuda_quantize.hpp"
+#include "nvfp4/error.hpp"
+#include "nvfp4/quantized_linear.hpp"
+#include "nvfp4/quantized_linear_cuda.hpp"
+
+namespace nvfp4::model {
+
+namespace {
+
+using recipe::Gemm;
+using recipe::Operand;
+using recipe::OperandQuant;
+
+void check(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) throw Error(std::string("CUDA error in ") + what + ": " + cudaGetErrorString(e));
+}
+
+// A device buffer that only grows.
+template <typename T>
+struct Grow {
+  T* p = nullptr;
+  size_t n = 0;
+  T* need(size_t count) {
+    count = std::max<size_t>(count, 1);
+    if (count > n) {
+      cudaFree(p);
+      p = nullptr;
+      n = 0;
+      check(cudaMalloc(&p, count * sizeof(T)), "cudaMalloc");
+      n = count;
+    }
+    return p;
+  }
+  ~Grow() { cudaFree(p); }
+};
+
+bool is_fp8(Format f) { return f == Format::fp8_e4m3 || f == Format::fp8_e5m2; }
+
+// alpha = product of the NVFP4 operands' per-tensor decode factors (1 for other formats).
+__global__ void alpha_kernel(float* alpha, const float* amax_a, const float* amax_b) {
+  float f = 1.0f;
+  if (amax_a) f = fmt::nvfp4_tensor_decode_factor(*amax_a);
+  if (amax_b) f *= fmt::nvfp4_tensor_decode_factor(*amax_b);
+  *alpha = f;
+}
+
+constexpr int kMaxCounters = 4096;  // quantizer calls between two non-finite checks
+
+}  // namespace
+
+struct QuantizedLinearCuda::State {
+  recipe::Recipe r;
+  int n_layer;
+  uint64_t seed;
+  uint32_t step = 0;
+  double progress = 0.0;
+
+  struct Slot {
+    Grow<uint8_t> codes, scales;
+    Grow<float> f32;        // NVFP4: [0] amax; FP8: [0] amax, [4..] scale_inv (16-byte aligned)
+    Grow<uint16_t> decoded;  // NVFP4 / MXFP4 decoded to BF16
+    // What the last GEMM read.
+    std::optional<OperandQuant> q;
+    int64_t rows = 0, K = 0;
+    const uint16_t* bf16 = nullptr;  // BF16 operand: the tensor, (rows, K) or stored (K, rows)
+    bool bf16_column = false;
+    cuda::GemmOperand op;
+    const float* amax = nullptr;  // NVFP4: the factor's amax
+    // The quantized copy's source, for reuse by the next linear layer reading the same input
+    // in the same pass (q/k/v share their input, gate/up theirs): valid while `pass` is current.
+    const void* src = nullptr;
+    bool src_column = false;
+    uint64_t pass = 0;
+  };
+  Slot slots[3][2];
+  uint64_t pass = 1;  // bumped by begin_pass(): activations may have been rewritten
+  Grow<float> alpha;  // one per GEMM
+  Grow<uint32_t> counters;
+  int used_counters = 0;
+  std::vector<std::string> counter_what;
+
+  bool timing_on = false;
+  struct Marks {
+    cudaEvent_t start, quantized, done;
+  };
+  std::vector<Marks> events;  // pool
+  size_t events_used = 0;
+  QuantizedLinearCuda::Timing acc;
+
+  State(recipe::Recipe rr, int n, uint64_t sd) : r(std::move(rr)), n_layer(n), seed(sd) {
+    counters.need(kMaxCounters);
+    check(cudaMemset(counters.p, 0, kMaxCounters * sizeof(uint32_t)), "cudaMemset");
+    alpha.need(3);
+  }
+  ~State() {
+    for (auto& m : events) {
+      cudaEventDestroy(m.start);
+      cudaEventDestroy(m.quantized);
+      cudaEventDestroy(m.done);
+    }
+  }
+
+  Marks* marks() {
+    if (!timing_on) return nullptr;
+    if (events_used == events.size()) {
+      Marks m{};
+      check(cudaEventCreate(&m.start), "cudaEventCreate");
+      check(cudaEventCreate(&m.quantized), "cudaEventCreate");
+      check(cudaEventCreate(&m.done), "cudaEventCreate");
+      events.push_back(m);
+    }
+    return &events[events_used++];
+  }
+
+  uint32_t* counter(const std::string& what) {
+    if (used_counters == kMaxCounters) {
+      throw Error("QuantizedLinearCuda: more than " + std::to_string(kMaxCounters) +
+                  " quantizer calls without a non-finite check (call check_nonfinite after each pass)");
+    }
+    counter_what.push_back(what);
+    return counters.p + used_counters++;
+  }
+
+  // Decides how operand o of GEMM g is held — the tensor x (rows_x, cols_x) row-major, or with
+  // column = true its transpose — and, for a BF16 operand, holds it: x16 is the BF16 tensor
+  // (x itself for activations, the weight's BF16 copy for weights). Returns the slot.
+  Slot& prepare(Gemm g, Operand o, LinearId id, const std::string& name, const uint16_t* x16, int64_t rows_x,
+                int64_t cols_x, bool column) {
+    Slot& s = slots[int(g)][int(o)];
+    s.q = recipe::operand_quant(r, n_layer, id.layer, name, g, o, progress);
+    s.rows = column ? cols_x : rows_x;
+    s.K = column ? rows_x : cols_x;
+    s.amax = nullptr;
+    s.bf16 = nullptr;
+    if (!s.q) {
+      s.bf16 = x16;
+      s.bf16_column = column;
+      s.op = cuda::GemmOperand{x16, DType::BF16, !column, nullptr, BlockShape{0, 0}};
+    }
+    return s;
+  }
+
+  // Two operands that quantize the same tensor — one row-wise, one column-wise — can come from
+  // one kernel call (one read of the tensor) when their settings agree; RHT is column-wise only.
+  static bool pairable(const OperandQuant& row, const OperandQuant& col) {
+    return row.format == col.format && row.block == col.block && row.rounding == col.rounding && !row.rht;
+  }
+
+  // Quantizes x (rows_x, cols_x), dtype BF16 or F32, into the row-wise copy held by slot `row`
+  // and/or the column-wise copy held by slot `col` (prepared, quantized, pairable) in one call.
+  void quantize(Slot* row, Slot* col, const void* x, DType dtype, int64_t rows_x, int64_t cols_x, SrKey key,
+                const std::string& what, cudaStream_t st) {
+    const OperandQuant& q = row ? *row->q : *col->q;
+    const bool sr = q.rounding == Rounding::stochastic;
+    if (row) row->src = nullptr;  // hold() records a reusable source after this returns
+    if (col) col->src = nullptr;
+    const size_t n = static_cast<size_t>(rows_x * cols_x);
+    try {
+      const cuda::DeviceStatus status{counter(what)};
+      if (q.format == Format::nvfp4 || q.format == Format::mxfp4 || q.format == Format::mxfp4_ocp) {
+        const int block = q.format == Format::nvfp4 ? 16 : 32;
+        cuda::DeviceNvfp4Copy copies[2];
+        Slot* slot[2] = {row, col};
+        for (int i = 0; i < 2; ++i) {
+          if (slot[i]) copies[i] = {slot[i]->codes.need(n / 2), slot[i]->scales.need(n / block), slot[i]->f32.need(1)};
+        }
+        const cuda::DeviceNvfp4Copy* rc = row ? &copies[0] : nullptr;
+        const cuda::DeviceNvfp4Copy* cc = col ? &copies[1] : nullptr;
+        if (q.format == Format::nvfp4) {
+          cuda::Nvfp4KernelConfig c;
+          c.tile_rows = q.block.rows;
+          c.rht = col && col->q->rht;
+          c.stochastic = sr;
+          c.sr_key = key;
+          cuda::quantize_nvfp4(x, dtype, rows_x, cols_x, c, rc, cc, status, st);
+        } else {
+          cuda::quantize_mxfp4(x, dtype, rows_x, cols_x, q.format, sr, key, rc, cc, status, st);
+        }
+        for (int i = 0; i < 2; ++i) {
+          if (!slot[i]) continue;
+          Slot& s = *slot[i];
+          uint16_t* dec = s.decoded.need(n);
+          if (q.format == Format::nvfp4) {
+            cuda::dequantize_nvfp4(copies[i], s.rows, s.K, false, false, dec, DType::BF16, st);
+            s.amax = copies[i].amax;
+          } else {
+            cuda::dequantize_mxfp4(copies[i], s.rows, s.K, dec, DType::BF16, st);
+          }
+          s.op = cuda::GemmOperand{dec, DType::BF16, true, nullptr, BlockShape{0, 0}};
+        }
+      } else if (is_fp8(q.format)) {
+        const BlockShape b = q.block;
+        cuda::DeviceFp8Copy copies[2];
+        Slot* slot[2] = {row, col};
+        for (int i = 0; i < 2; ++i) {
+          if (!slot[i]) continue;
+          Slot& s = *slot[i];
+          const int64_t kb = (s.K + 127) / 128;
+          const size_t nscale =
+              b.per_tensor() ? 1 : b.rows == 1 ? size_t(s.rows * kb) : size_t((s.rows + 127) / 128 * kb);
+          float* f = s.f32.need(4 + nscale);
+          copies[i] = {s.codes.need(n), f + 4, f};
+          s.op = cuda::GemmOperand{copies[i].codes, q.format == Format::fp8_e4m3 ? DType::F8_E4M3 : DType::F8_E5M2,
+                                   true, copies[i].scale_inv, b};
+        }
+        const cuda::DeviceFp8Copy* rc = row ? &copies[0] : nullptr;
+        const cuda::DeviceFp8Copy* cc = col ? &copies[1] : nullptr;
+        if (b.per_tensor()) cuda::quantize_fp8(x, dtype, rows_x, cols_x, q.format, rc, cc, status, st);
+        else cuda::quantize_fp8_blockwise(x, dtype, rows_x, cols_x, q.format, b, rc, cc, status, st);
+      } else {
+        throw Error("format " + std::string(format_traits(q.format).name) + " has no CUDA GEMM path");
+      }
+    } catch (const NonFiniteError&) {
+      throw;
+    } catch (const Error& e) {
+      throw Error(what + ": " + e.what());
+    }
+  }
+
+  // prepare() + quantize() for one operand. An input the slot quantized last, in this pass,
+  // with the same settings and round-to-nearest (no key in the bits) is not quantized again.
+  void hold(Gemm g, Operand o, LinearId id, const std::string& name, const void* x, DType dtype, const uint16_t* x16,
+            int64_t rows_x, int64_t cols_x, bool column, const std::string& what, cudaStream_t st) {
+    Slot& s = slots[int(g)][int(o)];
+    const std::optional<OperandQuant> before = s.q;
+    const int64_t rows_before = s.rows, k_before = s.K;
+    prepare(g, o, id, name, x16, rows_x, cols_x, column);
+    if (!s.q) {
+      s.src = nullptr;
+      return;
+    }
+    if (s.src == x && s.src_column == column && s.pass == pass && before == s.q && rows_before == s.rows &&
+        k_before == s.K && s.q->rounding == Rounding::rne) {
+      s.amax = s.q->format == Format::nvfp4 ? s.f32.p : nullptr;  // prepare() cleared it
+      return;
+    }
+    quantize(column ? nullptr : &s, column ? &s : nullptr, x, dtype, rows_x, cols_x, linear_sr_key(seed, step, id, g, o),
+             what, st);
+    s.src = x;
+    s.src_column = column;
+    s.pass = pass;
+  }
+
+  // out = alpha · a · bᵀ over the slots of GEMM g.
+  void run_gemm(cuda::Blas& blas, Gemm g, void* out, DType out_dtype, int64_t M, int64_t N, int64_t K, bool accumulate,
+                const std::string& what, cudaStream_t st) {
+    const Slot& a = slots[int(g)][0];
+    const Slot& b = slots[int(g)][1];
+    const float* alpha_ptr = nullptr;
+    if (a.amax || b.amax) {
+      alpha_ptr = alpha.p + int(g);
+      alpha_kernel<<<1, 1, 0, st>>>(alpha.p + int(g), a.amax, b.amax);
+      check(cudaGetLastError(), "alpha_kernel");
+    }
+    try {
+      blas.gemm(out, out_dtype, a.op, b.op, M, N, K, alpha_ptr, accumulate, st);
+    } catch (const Error& e) {
+      throw Error(what + ": " + e.what());
+    }
+  }
+};
+
+QuantizedLinearCuda::QuantizedLinearCuda(recipe::Recipe r, int n_layer, uint64_t seed) {
+  recipe::validate(r, n_layer);
+  for (Gemm g : {Gemm::fprop, Gemm::dgrad, Gemm::wgrad}) {
+    const auto& gq = r.gemm(g);
+    const bool fa = gq.a.quantized && is_fp8(gq.a.format), fb = gq.b.quantized && is_fp8(gq.b.format);
+    if (fa != fb) {
+      throw Error(std::string("recipe ") + r.name + ": the " + recipe::gemm_name(g) +
+                  " GEMM pairs an FP8 operand with a non-FP8 one; the CUDA path runs FP8 GEMMs natively and needs "
+                  "both operands in FP8");
+    }
+    if (fa && gq.a.format == Format::fp8_e5m2 && gq.b.format == Format::fp8_e5m2) {
+      throw Error(std::string("recipe ") + r.name + ": the " + recipe::gemm_name(g) +
+                  " GEMM has two E5M2 operands; Hopper's FP8 GEMMs take at most one");
+    }
+  }
+  s_ = std::make_unique<State>(std::move(r), n_layer, seed);
+}
+
+QuantizedLinearCuda::~QuantizedLinearCuda() = default;
+const recipe::Recipe& QuantizedLinearCuda::recipe() const { return s_->r; }
+
+void QuantizedLinearCuda::set_step(uint32_t step, double progress) {
+  s_->step = step;
+  s_->progress = progress;
+}
+
+void QuantizedLinearCuda::forward(cuda::Blas& blas, LinearId id, uint16_t* out, const uint16_t* inp,
+                                  const float* weight, const uint16_t* weight_bf16, int64_t N, int64_t C, int64_t OC,
+                                  cuda::Stream stream) {
+  State& s = *s_;
+  const auto st = reinterpret_cast<cudaStream_t>(stream);
+  const std::string name = linear_name(id.kind);
+  const std::string where = "layer " + std::to_string(id.layer) + " " + name + " fprop";
+  State::Marks* m = s.marks();
+  if (m) check(cudaEventRecord(m->start, st), "cudaEventRecord");
+  s.hold(Gemm::fprop, Operand::a, id, name, inp, DType::BF16, inp, N, C, false, where + " X", st);
+  s.hold(Gemm::fprop, Operand::b, id, name, weight, DType::F32, weight_bf16, OC, C, false, where + " W", st);
+  if (m) check(cudaEventRecord(m->quantized, st), "cudaEventRecord");
+  s.run_gemm(blas, Gemm::fprop, out, DType::BF16, N, OC, C, false, where, st);
+  if (m) check(cudaEventRecord(m->done, st), "cudaEventRecord");
+}
+
+void QuantizedLinearCuda::backward(cuda::Blas& blas, LinearId id, uint16_t* dinp, float* dweight,
+                                   const uint16_t* dout, const uint16_t* inp, const float* weight,
+                                   const uint16_t* weight_bf16, int64_t N, int64_t C, int64_t OC,
+                                   bool accumulate_dinp, cuda::Stream stream) {
+  State& s = *s_;
+  const auto st = reinterpret_cast<cudaStream_t>(stream);
+  const std::string name = linear_name(id.kind);
+  const std::string where = "layer " + std::to_string(id.layer) + " " + name;
+  // dgrad: dX (N, C) = dY (N, OC) · W: contraction over OC; b = W's column-wise copy (C, OC).
+  // wgrad: dW (OC, C) += dYᵀ (OC, N) · X (N, C): contraction over N; both column-wise copies.
+  // dY's row-wise (dgrad) and column-wise (wgrad) copies come from one kernel call when the
+  // recipe quantizes both alike (the paper's recipe: SR on both, RHT on the column-wise one).
+  State::Marks* m = s.marks();
+  if (m) check(cudaEventRecord(m->start, st), "cudaEventRecord");
+  bool dy_done = false;
+  if (dinp && dweight) {
+    State::Slot& ra = s.prepare(Gemm::dgrad, Operand::a, id, name, dout, N, OC, false);
+    State::Slot& ca = s.prepare(Gemm::wgrad, Operand::a, id, name, dout, N, OC, true);
+    if (ra.q && ca.q && State::pairable(*ra.q, *ca.q)) {
+      s.quantize(&ra, &ca, dout, DType::BF16, N, OC, linear_sr_key(s.seed, s.step, id, Gemm::dgrad, Operand::a),
+                 where + " dY (dgrad and wgrad)", st);
+      dy_done = true;
+    }
+  }
+  if (dinp) {
+    if (!dy_done) s.hold(Gemm::dgrad, Operand::a, id, name, dout, DType::BF16, dout, N, OC, false, where + " dgrad dY", st);
+    s.hold(Gemm::dgrad, Operand::b, id, name, weight, DType::F32, weight_bf16, OC, C, true, where + " dgrad W^T", st);
+  }
+  if (dweight) {
+    if (!dy_done) s.hold(Gemm::wgrad, Operand::a, id, name, dout, DType::BF16, dout, N, OC, true, where + " wgrad dY^T", st);
+    s.hold(Gemm::wgrad, Operand::b, id, name, inp, DType::BF16, inp, N, C, true, where + " wgrad X^T", st);
+  }
+  if (m) check(cudaEventRecord(m->quantized, st), "cudaEventRecord");
+  if (dinp) s.run_gemm(blas, Gemm::dgrad, dinp, DType::BF16, N, C, OC, accumulate_dinp, where + " dgrad", st);
+  if (dweight) s.run_gemm(blas, Gemm::wgrad, dweight, DType::F32, OC, C, N, true, where + " wgrad", st);
+  if (m) check(cudaEventRecord(m->done, st), "cudaEventRecord");
+}
+
+void QuantizedLinearCuda::begin_pass() { ++s_->pass; }
+
+void QuantizedLinearCuda::check_nonfinite(cuda::Stream stream) {
+  State& s = *s_;
+  const auto st = reinterpret_cast<cudaStream_t>(stream);
+  if (s.used_counters == 0) return;
+  std::vector<uint32_t> h(static_cast<size_t>(s.used_counters));
+  check(cudaMemcpyAsync(h.data(), s.counters.p, h.size() * sizeof(uint32_t), cudaMemcpyDeviceToHost, st),
+        "cudaMemcpyAsync");
+  check(cudaStreamSynchronize(st), "check_nonfinite");
+  const std::vector<std::string> what = std::move(s.counter_what);
+  s.counter_what.clear();
+  s.used_counters = 0;
+  for (size_t i = 0; i < h.size(); ++i) {
+    if (h[i] == 0) continue;
+    check(cudaMemset(s.counters.p, 0, h.size() * sizeof(uint32_t)), "cudaMemset");
+    throw NonFiniteError(what[i] + ": " + std::to_string(h[i]) + " NaN/Inf values reached the quantizer", -1, h[i]);
+  }
+}
+
+std::vector<float> QuantizedLinearCuda::held(Gemm g, Operand o) const {
+  const State::Slot& s = s_->slots[int(g)][int(o)];
+  const size_t n = static_cast<size_t>(s.rows * s.K);
+  std::vector<float> out(n);
+  check(cudaDeviceSynchronize(), "held");
+  if (!s.q) {
+    std::vector<uint16_t> raw(n);
+    check(cudaMemcpy(raw.data(), s.bf16, n * 2, cudaMemcpyDeviceToHost), "cudaMemcpy");
+    for (int64_t r = 0; r < s.rows; ++r) {
+      for (int64_t k = 0; k < s.K; ++k) {
+        const uint16_t v = s.bf16_column ? raw[k * s.rows + r] : raw[r * s.K + k];
+        const uint32_t bits = uint32_t(v) << 16;
+        std::memcpy(&out[r * s.K + k], &bits, 4);
+      }
+    }
+    return out;
+  }
+  Grow<float> dev;
+  dev.need(n);
+  const Format f = s.q->format;
+  if (f == Format::nvfp4 || f == Format::mxfp4 || f == Format::mxfp4_ocp) {
+    const cuda::DeviceNvfp4Copy copy{s.codes.p, s.scales.p, s.f32.p};
+    if (f == Format::nvfp4) cuda::dequantize_nvfp4(copy, s.rows, s.K, false, true, dev.p, DType::F32, nullptr);
+    else cuda::dequantize_mxfp4(copy, s.rows, s.K, dev.p, DType::F32, nullptr);
+  } else {
+    const cuda::DeviceFp8Copy copy{s.codes.p, s.f32.p + 4, s.f32.p};
+    cuda::dequantize_fp8(copy, s.rows, s.K, f, s.q->block, dev.p, DType::F32, nullptr);
+  }
+  check(cudaMemcpy(out.data(), dev.p, n * 4, cudaMemcpyDeviceToHost), "cudaMemcpy");
+  return out;
+}
+
+void QuantizedLinearCuda::enable_timing(bool on) { s_->timing_on = on; }
+
+QuantizedLinearCuda::Timing QuantizedLinearCuda::timing() {
+  State& s = *s_;
+  check(cudaDeviceSynchronize(), "timing");
+  for (size_t i = 0; i < s.events_used; ++i) {
+    float q = 0, g = 0;
+    check(cudaEventElapsedTime(&q, s.events[i].start, s.events[i].quantized), "cudaEventElapsedTime");
+    check(cudaEventElapsedTime(&g, s.events[i].quantized, s.events[i].done), "cudaEventElapsedTime");
+    s.acc.quantize_ms += q;
+    s.acc.gemm_ms += g;
+  }
+  s.events_used = 0;
+  return s.acc;
+}
+
+void QuantizedLinearCuda::reset_timing() {
+  timing();
+  s_->acc = Timing{};
+}
+
+}  // namespace nvfp4::model
