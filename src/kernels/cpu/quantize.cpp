@@ -158,9 +158,13 @@ void quantize_nvfp4_copy(const float* x, int64_t rows, int64_t cols, int tile_ro
   out.scales.resize(static_cast<size_t>(rows * nb));
   out.scale_rows = rows;
   out.scale_cols = nb;
+  // Tiles are independent (SR draws are keyed by element position): OpenMP over tiles.
+#pragma omp parallel if (rows * cols >= (int64_t{1} << 16))
+  {
   std::vector<uint32_t> bamax(static_cast<size_t>(nb));
   std::vector<uint8_t> row_codes(static_cast<size_t>(cols));  // one code per byte, before packing
   std::vector<float> factors(static_cast<size_t>(nb));
+#pragma omp for schedule(static)
   for (int64_t r0 = 0; r0 < rows; r0 += tile_rows) {
     // Scales: per 1x16 block, or per 16x16 tile replicated over its 16 rows.
     cpu_detail::block16_amax_bits(x + r0 * cols, tile_rows, cols, bamax.data());
@@ -180,6 +184,7 @@ void quantize_nvfp4_copy(const float* x, int64_t rows, int64_t cols, int tile_ro
       }
     }
   }
+  }  // omp parallel
 }
 
 // MXFP4: x (rows, cols) -> codes (rows, cols/2), E8M0 scales (rows, cols/32).
@@ -193,16 +198,21 @@ void quantize_mxfp4_copy(const float* x, int64_t rows, int64_t cols, fmt::MxScal
   out.scales.resize(static_cast<size_t>(rows * nb));
   out.scale_rows = rows;
   out.scale_cols = nb;
+  float amax = 0.0f;
+  // Rows are independent (SR draws are keyed by element position): OpenMP over rows.
+#pragma omp parallel if (rows * cols >= (int64_t{1} << 16)) reduction(max : amax)
+  {
   std::vector<uint32_t> half_amax(static_cast<size_t>(2 * nb));
   std::vector<float> factors(static_cast<size_t>(nb));
   std::vector<uint8_t> row_codes(static_cast<size_t>(cols));
   uint8_t q[16];
+#pragma omp for schedule(static)
   for (int64_t r = 0; r < rows; ++r) {
     const float* xr = x + r * cols;
     cpu_detail::block16_amax_bits(xr, 1, cols, half_amax.data());  // two 16-amaxes per 32-block
     for (int64_t b = 0; b < nb; ++b) {
       const float bamax = fmt::f32_from_bits(std::max(half_amax[2 * b], half_amax[2 * b + 1]));
-      out.amax = std::max(out.amax, bamax);
+      amax = std::max(amax, bamax);
       const int e = fmt::mxfp4_block_exponent(bamax, rule);
       out.scales[r * nb + b] = fmt::mxfp4_e8m0_code(e);
       factors[b] = fmt::mxfp4_encode_factor(e);
@@ -219,6 +229,8 @@ void quantize_mxfp4_copy(const float* x, int64_t rows, int64_t cols, fmt::MxScal
       cpu_detail::pack_nibbles(q, 16, codes + 8 * h);
     }
   }
+  }  // omp parallel
+  out.amax = amax;
 }
 
 // FP8 with current scaling: per tensor (block {0,0}) or per block (partial edge blocks allowed).
@@ -375,6 +387,7 @@ QuantizedTensor quantize(std::span<const float> x, int64_t M, int64_t K, const Q
     std::vector<float> xt = transpose(x.data(), M, K);  // (K, M)
     float col_amax = row_amax;
     if (o.rht) {
+#pragma omp parallel for schedule(static) if (K * M >= (int64_t{1} << 16))
       for (int64_t i = 0; i < K * M; i += fmt::kRhtSize) {
         fmt::rht16(xt.data() + i, o.rht_sign_mask);
         for (int j = 0; j < fmt::kRhtSize; ++j) xt[i + j] = round_to_dtype(xt[i + j], input_dtype);
