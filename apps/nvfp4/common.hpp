@@ -22,6 +22,7 @@ void register_train(CLI::App& app);
 void register_sample(CLI::App& app);
 void register_export_hf(CLI::App& app);
 void register_compare(CLI::App& app);
+void register_report(CLI::App& app);
 
 // A 2-D floating-point tensor widened to FP32.
 struct Matrix {

@@ -83,3 +83,27 @@ std::string summary_json(const CompareReport& report);
 std::string summary_table(const CompareReport& report);
 
 }  // namespace nvfp4::train
+
+namespace nvfp4::train {
+
+// ---- runs read back from disk (`nvfp4 report`) ------------------------------------------------
+
+// A training folder written by `nvfp4 train` or `nvfp4 compare`: run.json (the options; its
+// "precision" is the recipe) and metrics.jsonl (a record per step with loss, tokens, grad_norm,
+// tokens_per_s and, when validated, val_loss; divergence events).
+struct RunFolder {
+  std::string path;
+  RecipeRun run;           // recipe = the recipe's name ("fp32" without one), seed from run.json
+  std::string model_json;  // run.json "model", compact JSON
+  std::string data_dir;    // run.json "data_dir"
+};
+
+// Reads one folder. Throws nvfp4::Error naming the file (and the line) when a file is missing,
+// is not JSON, or a step record lacks a number it needs.
+RunFolder read_run_folder(const std::string& dir);
+
+// The training folders at `path` or below it (up to two levels: a compare folder holds one per
+// run), sorted by path. Throws nvfp4::Error naming `path` when it holds none.
+std::vector<std::string> find_run_folders(const std::string& path);
+
+}  // namespace nvfp4::train

@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
@@ -230,11 +231,53 @@ TEST(TrainCli, CompareTrainsEveryRecipeAndWritesTheReport) {
   for (const char* needle : {"<svg", "bf16", "nvfp4 --no-rht"}) EXPECT_NE(html.str().find(needle), std::string::npos) << needle;
   EXPECT_TRUE(fs::exists(fs::path(out) / "summary.json"));
   EXPECT_TRUE(fs::exists(fs::path(out) / "nvfp4-seed2" / "metrics.jsonl"));
+
+  // nvfp4 report draws the same runs back from disk into the same summary.
+  const std::string redrawn = fresh_dir("report");
+  const std::string r = run_cli("report " + out + " --out " + redrawn + " --json", &status);
+  ASSERT_EQ(status, 0) << r;
+  const auto k = nlohmann::json::parse(r.substr(r.rfind("\n{") + 1));
+  ASSERT_EQ(k.at("recipes").size(), 3u);
+  std::map<std::string, double> want;
+  for (const auto& x : j.at("recipes")) want[x.at("recipe")] = x.at("final_val_mean").get<double>();
+  for (const auto& x : k.at("recipes")) {
+    EXPECT_EQ(x.at("final_val_mean").get<double>(), want.at(x.at("recipe"))) << x.at("recipe");
+    EXPECT_EQ(x.at("seeds").get<int>(), 2);
+  }
+  EXPECT_EQ(k.at("unigram_val_loss"), j.at("unigram_val_loss"));
+  EXPECT_TRUE(fs::exists(fs::path(redrawn) / "report.html"));
+
   const std::string bad = run_cli("compare --data " + nvfp4::test::tiny_corpus_dir() + " --out " + fresh_dir("cmp2") +
                                       " --preset tiny --recipes nvfp4:no-fp4",
                                   &status);
   EXPECT_NE(status, 0);
   EXPECT_NE(bad.find("unknown switch \"no-fp4\""), std::string::npos) << bad;
+}
+
+TEST(TrainCli, ReportRefusesFoldersWithoutRunsAndRunsOfDifferentModels) {
+  int status = 0;
+  const std::string empty = fresh_dir("report_empty");
+  fs::create_directories(empty);
+  std::string o = run_cli("report " + empty + " --out " + fresh_dir("report_out1"), &status);
+  EXPECT_NE(status, 0);
+  EXPECT_NE(o.find("holds no training folder"), std::string::npos) << o;
+
+  const std::string a = fresh_dir("report_a"), b = fresh_dir("report_b");
+  for (const auto& [dir, layers] : {std::pair{a, 2}, std::pair{b, 3}}) {
+    run_cli("train --data " + nvfp4::test::tiny_corpus_dir() + " --out " + dir + " --preset tiny --layers " +
+                std::to_string(layers) + " --seq-len 32 --batch 2 --steps 2 --no-progress",
+            &status);
+    ASSERT_EQ(status, 0);
+  }
+  o = run_cli("report " + a + " " + b + " --out " + fresh_dir("report_out2"), &status);
+  EXPECT_NE(status, 0);
+  EXPECT_NE(o.find("runs of different models cannot share a report"), std::string::npos) << o;
+
+  // A damaged metrics line is named by file and line.
+  std::ofstream(fs::path(a) / "metrics.jsonl", std::ios::app) << "{\"step\": 3, \"loss\": \"x\"}\n{}\n";
+  o = run_cli("report " + a + " --out " + fresh_dir("report_out3"), &status);
+  EXPECT_NE(status, 0);
+  EXPECT_NE(o.find("metrics.jsonl:"), std::string::npos) << o;
 }
 
 TEST(TrainCli, SampleAndExportHuggingFace) {

@@ -1,0 +1,100 @@
+// nvfp4 report FOLDER... --out DIR: draw training runs that already exist — folders written by
+// `nvfp4 train` or `nvfp4 compare`, possibly by several invocations on several machines — into
+// one comparison report: DIR/report.html, DIR/summary.json and the summary table, exactly as
+// `nvfp4 compare` writes them. The runs must be of one model configuration.
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "common.hpp"
+#include "nvfp4/error.hpp"
+#include "nvfp4/safetensors.hpp"
+#include "train/report.hpp"
+
+namespace nvfp4::cli {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+struct ReportCommand {
+  std::vector<std::string> inputs;
+  std::string out_dir;
+  std::string baseline = "bf16";
+  std::string title;
+  bool json = false;
+};
+
+void write_text(const fs::path& p, const std::string& text) {
+  io::write_file_atomic(p.string(), std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()), text.size()));
+}
+
+// unigram_val_loss from a compare folder's summary.json, when there is one.
+double unigram_of(const std::string& folder) {
+  std::ifstream f(fs::path(folder) / "summary.json");
+  if (!f) return 0.0;
+  try {
+    const auto j = nlohmann::json::parse(f);
+    return j.value("unigram_val_loss", 0.0);
+  } catch (const nlohmann::json::exception&) {
+    return 0.0;  // not ours, or damaged: the report just omits the unigram line
+  }
+}
+
+void run(const ReportCommand& a) {
+  train::CompareReport rep;
+  rep.baseline = a.baseline;
+  std::string model;
+  std::string model_from;
+  std::set<std::string> data;
+  for (const auto& in : a.inputs) {
+    if (rep.unigram_val_loss <= 0) rep.unigram_val_loss = unigram_of(in);
+    for (const auto& dir : train::find_run_folders(in)) {
+      train::RunFolder f = train::read_run_folder(dir);
+      if (model.empty()) {
+        model = f.model_json;
+        model_from = dir;
+      } else if (f.model_json != model) {
+        throw Error("runs of different models cannot share a report: " + dir + " has " + f.model_json + ", " +
+                    model_from + " has " + model);
+      }
+      data.insert(f.data_dir);
+      std::cerr << "  " << dir << ": " << f.run.recipe << ", seed " << f.run.seed << ", " << f.run.history.size()
+                << " steps" << (f.run.diverged ? " (diverged)" : "") << "\n";
+      rep.runs.push_back(std::move(f.run));
+    }
+  }
+  rep.title = a.title.empty() ? "nvfp4 report: " + std::to_string(rep.runs.size()) + " runs" : a.title;
+  rep.model_description = model;
+  for (const auto& d : data) rep.data_description += (rep.data_description.empty() ? "" : ", ") + d;
+  std::string cmd = "nvfp4 report";
+  for (const auto& in : a.inputs) cmd += " " + in;
+  rep.command = cmd + " --out " + a.out_dir;
+  fs::create_directories(a.out_dir);
+  const fs::path html = fs::path(a.out_dir) / "report.html", js = fs::path(a.out_dir) / "summary.json";
+  write_text(html, train::render_html(rep));
+  write_text(js, train::summary_json(rep) + "\n");
+  if (a.json) {
+    std::cout << train::summary_json(rep) << "\n";
+  } else {
+    std::cout << train::summary_table(rep) << "report: " << html.string() << "\nsummary: " << js.string() << "\n";
+  }
+}
+
+}  // namespace
+
+void register_report(CLI::App& app) {
+  auto a = std::make_shared<ReportCommand>();
+  CLI::App* c = app.add_subcommand(
+      "report", "Draw existing training runs (folders of nvfp4 train / compare) into one comparison report");
+  c->add_option("folders", a->inputs, "Training folders, or folders holding them (e.g. compare outputs)")->required();
+  c->add_option("--out", a->out_dir, "Folder for report.html and summary.json")->required();
+  c->add_option("--baseline", a->baseline, "Recipe the gaps are measured against")->capture_default_str();
+  c->add_option("--title", a->title, "Report title");
+  c->add_flag("--json", a->json, "Print the summary as JSON");
+  c->callback([a] { run(*a); });
+}
+
+}  // namespace nvfp4::cli
