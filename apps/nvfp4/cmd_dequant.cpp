@@ -21,8 +21,10 @@ struct DequantArgs {
 // The column-wise copy represents x^T (after RHT when enabled): undo the RHT, transpose back.
 std::vector<float> from_column_copy(const QuantizedTensor& q) {
   std::vector<float> t = dequantize(*q.col, q.options);  // (K, M)
-  if (q.options.rht) {
+  if (q.options.rht && q.options.format == Format::nvfp4) {
     for (size_t i = 0; i + 16 <= t.size(); i += 16) fmt::rht16_inverse(t.data() + i, q.options.rht_sign_mask);
+  } else if (q.options.rht) {  // MXFP4: the 32-point transform
+    for (size_t i = 0; i + 32 <= t.size(); i += 32) fmt::rht32_inverse(t.data() + i, fmt::kRht32SignMask);
   }
   std::vector<float> x(t.size());
   for (int64_t k = 0; k < q.K; ++k)

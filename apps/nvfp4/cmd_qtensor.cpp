@@ -146,7 +146,7 @@ void register_qtensor(CLI::App& app) {
                 "Block shape: 1x16 or 16x16 (nvfp4), 1x32 (mxfp4), tensor, 1x128 or 128x128 (fp8); default per format");
   c->add_flag("--columnwise", args->columnwise, "Also write the column-wise (transposed) copy T.col.*");
   c->add_flag("--no-rowwise", args->no_rowwise, "Leave out the row-wise copy (needs --columnwise)");
-  c->add_flag("--rht", args->rht, "16-point random Hadamard transform on the column-wise copy (nvfp4, 1x16)");
+  c->add_flag("--rht", args->rht, "Random Hadamard transform on the column-wise copy: 16-point (nvfp4, 1x16), 32-point (mxfp4)");
   c->add_option("--rht-signs", args->rht_signs,
                  "RHT sign vector: te (TE's + + + - + - - - - - - + - + - -), none, or 16 characters of +/-")
       ->default_val("te");

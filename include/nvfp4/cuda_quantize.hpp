@@ -73,6 +73,13 @@ void nvfp4_amax(const void* x, DType dtype, int64_t M, int64_t K, const Nvfp4Ker
 void quantize_mxfp4(const void* x, DType dtype, int64_t M, int64_t K, Format format, bool stochastic, SrKey sr_key,
                     const DeviceNvfp4Copy* row, const DeviceNvfp4Copy* col, DeviceStatus status, Stream stream);
 
+// The 32-point RHT that MXFP4's column-wise copy takes under RHT (the paper's MXFP4 variant):
+// out (M, K) = x with each column's 32-row segments transformed (fmt::rht32, kRht32SignMask)
+// and rounded to dtype (BF16 or F32, as x). Quantizing out's column-wise copy with
+// quantize_mxfp4 gives the bits nvfp4::quantize() gives with options.rht for MXFP4.
+// M % 32 == 0; out must not alias x.
+void rht32_columns(const void* x, DType dtype, int64_t M, int64_t K, void* out, Stream stream);
+
 // ---- FP8 with per-tensor current scaling ----------------------------------------------------
 //
 // codes = fp8_satfinite(x * scale), scale = fp8_max / amax (1 for an all-zero tensor); the

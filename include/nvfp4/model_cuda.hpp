@@ -52,7 +52,7 @@ class CudaModel {
   // AdamW on every tensor (decay only where ParamSpec::decay); refreshes the BF16 copy.
   void adamw(float lr, float beta1, float beta2, float eps, float weight_decay, int64_t step);
 
-  int64_t device_bytes() const;  // what this model allocated on the device
+  int64_t device_bytes() const;  // what this model allocated on the device, its linear layers' buffers included
 
   // The precision recipe of the linear layers (include/nvfp4/quantized_linear_cuda.hpp); the
   // default is "bf16" (every operand BF16). seed keys stochastic rounding. A quantizer meeting

@@ -64,6 +64,9 @@ class QuantizedLinearCuda {
   // the same copy). Synchronizes.
   std::vector<float> held(recipe::Gemm g, recipe::Operand o) const;
 
+  // Device memory of the quantized operands' buffers (they grow to the largest operand seen).
+  int64_t device_bytes() const;
+
   // Per-phase time, when enabled: CUDA events around the operand work (quantize + decode) and
   // around the GEMMs of every call. timing() synchronizes and returns the sums since reset.
   struct Timing {

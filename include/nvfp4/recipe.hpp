@@ -32,7 +32,8 @@ struct OperandQuant {
   Format format = Format::nvfp4;
   BlockShape block{1, 16};
   Rounding rounding = Rounding::rne;
-  bool rht = false;  // the 16-point RHT along the contraction dimension (wgrad operands)
+  bool rht = false;  // the RHT along the contraction dimension (wgrad operands): 16-point for
+                     // NVFP4, 32-point for MXFP4
   bool operator==(const OperandQuant&) const = default;
 };
 
@@ -62,9 +63,9 @@ struct Recipe {
 // Presets: "bf16"; "fp8" (E4M3 forward, E5M2 gradients, per-tensor current scaling);
 // "fp8-block" (E4M3, 1x128 activations and gradients, 128x128 weights); "nvfp4" (the paper's
 // recipe: 16x16 weights, RHT on both wgrad operands, SR on gradients, first and last blocks in
-// BF16 scaled to the depth); "mxfp4" (round-up scale rule, the paper's comparison variant) and
-// "mxfp4-ocp" (OCP scale rule), both with the NVFP4 recipe's SR and BF16 blocks (no RHT: this
-// project's RHT is the 16-point one NVFP4 uses). n_layer sizes the BF16 blocks.
+// BF16 scaled to the depth); "mxfp4" (round-up scale rule and a 32-point RHT on both wgrad
+// operands: the paper's comparison variant) and "mxfp4-ocp" (the same with OCP's scale rule),
+// both with the NVFP4 recipe's SR and BF16 blocks. n_layer sizes the BF16 blocks.
 Recipe preset(std::string_view name, int n_layer);
 std::string preset_names();  // "bf16, fp8, fp8-block, nvfp4, mxfp4, mxfp4-ocp"
 

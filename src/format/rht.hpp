@@ -1,4 +1,5 @@
-// The 16-point random Hadamard transform (numerics.md §4).
+// The random Hadamard transforms (numerics.md §4): 16-point for NVFP4 (TE's), 32-point for
+// MXFP4 (the NVFP4 paper's MXFP4 comparison used one; numerics.md §5).
 //
 //   H = diag(s) * H16 / 4,  H16 the Sylvester Hadamard matrix, s a fixed sign vector.
 //   y = x * H  for each contiguous 16-chunk x of a row (row vector times matrix):
@@ -48,6 +49,48 @@ namespace nvfp4::fmt {
 NVFP4_HD void rht16_inverse(float* v, uint16_t sign_mask) {
   rht16(v, 0);
   for (int i = 0; i < kRhtSize; ++i) {
+    if ((sign_mask >> i) & 1u) v[i] = -v[i];
+  }
+}
+
+}  // namespace nvfp4::fmt
+
+namespace nvfp4::fmt {
+
+// ---- the 32-point transform (MXFP4: one transform per 32-element block) ----------------------
+//
+//   H = diag(s) * H32 / sqrt(32),  y_j = (1/sqrt(32)) * sum_i s_i * (-1)^popcount(i & j) * x_i
+//
+// Sign vector (this project's choice; TE defines none for 32 points): TE's 16 signs, then the
+// same 16 negated — bit i set means s_i = -1.
+inline constexpr int kRht32Size = 32;
+inline constexpr uint32_t kRht32SignMask = uint32_t{kTeRhtSignMask} | (uint32_t{static_cast<uint16_t>(~kTeRhtSignMask)} << 16);
+// fp32(1/sqrt(32)), the final scale. Unlike 16 points' 1/4 it is not a power of two: the
+// product is rounded once (RNE), identically on CPU and GPU.
+inline constexpr float kRht32Scale = 0.17677669529663688f;
+
+// In-place transform of 32 FP32 values: signs (exact), five butterfly stages of FP32 adds in
+// the order of rht16, then * kRht32Scale.
+NVFP4_HD void rht32(float* v, uint32_t sign_mask) {
+  for (int i = 0; i < kRht32Size; ++i) {
+    if ((sign_mask >> i) & 1u) v[i] = -v[i];
+  }
+  for (int h = 1; h < kRht32Size; h <<= 1) {
+    for (int i = 0; i < kRht32Size; i += 2 * h) {
+      for (int j = i; j < i + h; ++j) {
+        const float a = v[j], b = v[j + h];
+        v[j] = a + b;
+        v[j + h] = a - b;
+      }
+    }
+  }
+  for (int i = 0; i < kRht32Size; ++i) v[i] *= kRht32Scale;
+}
+
+// Inverse of rht32 up to rounding (H is orthogonal): the unsigned transform, then the signs.
+NVFP4_HD void rht32_inverse(float* v, uint32_t sign_mask) {
+  rht32(v, 0);
+  for (int i = 0; i < kRht32Size; ++i) {
     if ((sign_mask >> i) & 1u) v[i] = -v[i];
   }
 }

@@ -164,7 +164,7 @@ CudaModel::~CudaModel() = default;
 const ModelConfig& CudaModel::config() const { return s_->c; }
 const std::vector<ParamSpec>& CudaModel::specs() const { return s_->specs; }
 int64_t CudaModel::num_params() const { return s_->P; }
-int64_t CudaModel::device_bytes() const { return s_->bytes; }
+int64_t CudaModel::device_bytes() const { return s_->bytes + s_->lin->device_bytes(); }
 
 namespace {
 void need_size(std::span<const float> h, int64_t n, const char* what) {

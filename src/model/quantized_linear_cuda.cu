@@ -46,6 +46,7 @@ struct Grow {
     return p;
   }
   ~Grow() { cudaFree(p); }
+  int64_t bytes() const { return p ? static_cast<int64_t>(n * sizeof(T)) : 0; }
 };
 
 bool is_fp8(Format f) { return f == Format::fp8_e4m3 || f == Format::fp8_e5m2; }
@@ -73,6 +74,7 @@ struct QuantizedLinearCuda::State {
     Grow<uint8_t> codes, scales;
     Grow<float> f32;        // NVFP4: [0] amax; FP8: [0] amax, [4..] scale_inv (16-byte aligned)
     Grow<uint16_t> decoded;  // NVFP4 / MXFP4 decoded to BF16
+    Grow<uint8_t> rht;       // MXFP4 under RHT: the transformed input (the 32-point RHT is its own pass)
     // What the last GEMM read.
     std::optional<OperandQuant> q;
     int64_t rows = 0, K = 0;
@@ -157,7 +159,8 @@ struct QuantizedLinearCuda::State {
   // Two operands that quantize the same tensor — one row-wise, one column-wise — can come from
   // one kernel call (one read of the tensor) when their settings agree; RHT is column-wise only.
   static bool pairable(const OperandQuant& row, const OperandQuant& col) {
-    return row.format == col.format && row.block == col.block && row.rounding == col.rounding && !row.rht;
+    return row.format == col.format && row.block == col.block && row.rounding == col.rounding && !row.rht &&
+           (col.format == Format::nvfp4 || !col.rht);  // MXFP4's RHT transforms the input first
   }
 
   // Quantizes x (rows_x, cols_x), dtype BF16 or F32, into the row-wise copy held by slot `row`
@@ -188,7 +191,14 @@ struct QuantizedLinearCuda::State {
           c.sr_key = key;
           cuda::quantize_nvfp4(x, dtype, rows_x, cols_x, c, rc, cc, status, st);
         } else {
-          cuda::quantize_mxfp4(x, dtype, rows_x, cols_x, q.format, sr, key, rc, cc, status, st);
+          const void* src = x;
+          if (col && col->q->rht) {  // the 32-point RHT along the copy's rows, then quantize
+            if (row) throw Error("an MXFP4 RHT copy cannot share a kernel call with a row-wise copy");
+            void* t = col->rht.need(n * dtype_size(dtype));
+            cuda::rht32_columns(x, dtype, rows_x, cols_x, t, st);
+            src = t;
+          }
+          cuda::quantize_mxfp4(src, dtype, rows_x, cols_x, q.format, sr, key, rc, cc, status, st);
         }
         for (int i = 0; i < 2; ++i) {
           if (!slot[i]) continue;
@@ -404,6 +414,14 @@ std::vector<float> QuantizedLinearCuda::held(Gemm g, Operand o) const {
   }
   check(cudaMemcpy(out.data(), dev.p, n * 4, cudaMemcpyDeviceToHost), "cudaMemcpy");
   return out;
+}
+
+int64_t QuantizedLinearCuda::device_bytes() const {
+  int64_t total = s_->alpha.bytes() + s_->counters.bytes();
+  for (const auto& g : s_->slots)
+    for (const auto& sl : g)
+      total += sl.codes.bytes() + sl.scales.bytes() + sl.f32.bytes() + sl.decoded.bytes() + sl.rht.bytes();
+  return total;
 }
 
 void QuantizedLinearCuda::enable_timing(bool on) { s_->timing_on = on; }

@@ -130,7 +130,8 @@ Recipe preset(std::string_view name, int n_layer) {
     const Format f = name == "mxfp4" ? Format::mxfp4 : Format::mxfp4_ocp;
     r.fprop = {q(f, {1, 32}), q(f, {1, 32})};
     r.dgrad = {q(f, {1, 32}, Rounding::stochastic), q(f, {1, 32})};
-    r.wgrad = {q(f, {1, 32}, Rounding::stochastic), q(f, {1, 32})};
+    // The paper's MXFP4 comparison: a 32-point RHT on both wgrad operands.
+    r.wgrad = {q(f, {1, 32}, Rounding::stochastic, true), q(f, {1, 32}, Rounding::rne, true)};
     default_bf16_blocks(n_layer, r.bf16_first, r.bf16_last);
     return r;
   }
@@ -206,8 +207,8 @@ void validate(const Recipe& r, int n_layer) {
       if (std::find(t.blocks.begin(), t.blocks.end(), o.block) == t.blocks.end()) {
         throw Error(where + ": block " + block_name(o.block) + " is not available for " + std::string(t.name));
       }
-      if (o.rht && (!t.supports_rht || o.block != BlockShape{1, 16})) {
-        throw Error(where + ": the RHT applies to " + std::string("nvfp4 1x16 operands only"));
+      if (o.rht && (!t.supports_rht || o.block.rows != 1)) {
+        throw Error(where + ": the RHT applies to nvfp4 1x16 (16-point) and mxfp4 1x32 (32-point) operands only");
       }
       if (o.rounding == Rounding::stochastic && !t.supports_sr) {
         throw Error(where + ": stochastic rounding is defined for the FP4 formats only");

@@ -18,6 +18,7 @@
 
 #include "format/scalar.hpp"
 #include "support/cuda_test.hpp"
+#include "format/rht.hpp"
 #include "format/swizzle.hpp"
 #include "nvfp4/cuda_quantize.hpp"
 #include "nvfp4/cuda_runtime_info.hpp"
@@ -673,6 +674,47 @@ TEST(CudaNvfp4, BadArgumentsAreExplained) {
          "8-byte aligned");
   expect([&] { nvfp4::cuda::quantize_nvfp4(dx.ptr + 1, nvfp4::DType::BF16, 64, 64, {}, &rv, nullptr, {}, nullptr); },
          "16-byte aligned");
+}
+
+}  // namespace
+
+namespace {
+
+// The 32-point RHT of MXFP4's column-wise copies: bit-identical to fmt::rht32 on the host, for
+// BF16 and FP32 storage, with an odd column count.
+TEST(CudaRht32, ColumnSegmentsMatchTheHostTransform) {
+  REQUIRE_GPU();
+  const int64_t M = 96, K = 37;
+  std::mt19937 rng(32);
+  std::normal_distribution<float> nd;
+  std::vector<float> x(static_cast<size_t>(M * K));
+  for (auto& v : x) v = nvfp4::fmt::bf16_round(nd(rng) * (rng() % 9 == 0 ? 30.0f : 1.0f));
+  std::vector<float> want32 = x, want16 = x;
+  for (int64_t k = 0; k < K; ++k) {
+    for (int64_t m0 = 0; m0 < M; m0 += 32) {
+      float v[32];
+      for (int j = 0; j < 32; ++j) v[j] = x[(m0 + j) * K + k];
+      nvfp4::fmt::rht32(v, nvfp4::fmt::kRht32SignMask);
+      for (int j = 0; j < 32; ++j) {
+        want32[(m0 + j) * K + k] = v[j];
+        want16[(m0 + j) * K + k] = nvfp4::fmt::bf16_round(v[j]);
+      }
+    }
+  }
+  DeviceBuffer<float> dx(x), dout(x.size());
+  nvfp4::cuda::rht32_columns(dx.ptr, nvfp4::DType::F32, M, K, dout.ptr, nullptr);
+  const auto got32 = dout.download();
+  EXPECT_EQ(std::memcmp(got32.data(), want32.data(), x.size() * 4), 0);
+
+  std::vector<uint16_t> xb(x.size());
+  for (size_t i = 0; i < x.size(); ++i) xb[i] = nvfp4::fmt::bf16_encode(x[i]);
+  DeviceBuffer<uint16_t> db(xb), dbo(xb.size());
+  nvfp4::cuda::rht32_columns(db.ptr, nvfp4::DType::BF16, M, K, dbo.ptr, nullptr);
+  const auto got16 = dbo.download();
+  size_t bad = 0;
+  for (size_t i = 0; i < x.size(); ++i) bad += nvfp4::fmt::bf16_decode(got16[i]) != want16[i];
+  EXPECT_EQ(bad, 0u);
+  EXPECT_THROW(nvfp4::cuda::rht32_columns(dx.ptr, nvfp4::DType::F32, 48, K, dout.ptr, nullptr), nvfp4::Error);
 }
 
 }  // namespace

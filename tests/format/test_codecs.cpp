@@ -967,4 +967,30 @@ TEST(CodecRht, OrthogonalAndSignedRowsMatchNaiveProduct) {
   }
 }
 
+TEST(CodecRht, ThirtyTwoPointTransformMatchesNaiveProductAndInverts) {
+  // The sign vector: TE's 16 signs, then the same 16 negated.
+  for (int i = 0; i < 16; ++i) {
+    EXPECT_EQ((kRht32SignMask >> i) & 1u, (uint32_t{kTeRhtSignMask} >> i) & 1u) << i;
+    EXPECT_NE((kRht32SignMask >> (16 + i)) & 1u, (uint32_t{kTeRhtSignMask} >> i) & 1u) << i;
+  }
+  EXPECT_EQ(kRht32Scale, static_cast<float>(1.0 / std::sqrt(32.0)));
+  std::mt19937_64 rng(0x32);
+  std::uniform_int_distribution<int> small(-64, 64);
+  for (int iter = 0; iter < 5'000; ++iter) {
+    float x[32], y[32];
+    for (float& xi : x) xi = static_cast<float>(small(rng));
+    // The butterflies on small integers are exact; only the final scale rounds, once.
+    std::copy(std::begin(x), std::end(x), std::begin(y));
+    rht32(y, kRht32SignMask);
+    for (int j = 0; j < 32; ++j) {
+      double acc = 0.0;
+      for (int i = 0; i < 32; ++i) acc += x[i] * ((kRht32SignMask >> i) & 1 ? -1.0 : 1.0) * sylvester(i, j);
+      ASSERT_EQ(y[j], static_cast<float>(acc) * kRht32Scale) << "col " << j;
+      ASSERT_NEAR(y[j], acc / std::sqrt(32.0), 1e-6 * std::max(1.0, std::abs(acc))) << "col " << j;
+    }
+    rht32_inverse(y, kRht32SignMask);  // orthogonal: back to x up to the two scale roundings
+    for (int i = 0; i < 32; ++i) ASSERT_NEAR(y[i], x[i], 1e-4 * std::max(1.0f, std::abs(x[i]))) << i;
+  }
+}
+
 }  // namespace

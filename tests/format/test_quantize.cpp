@@ -11,6 +11,7 @@
 #include "format/swizzle.hpp"
 #include "nvfp4/error.hpp"
 #include "nvfp4/quantize.hpp"
+#include "support/test_support.hpp"
 
 namespace {
 
@@ -204,6 +205,48 @@ TEST(Nvfp4, RhtCopyIsTheTransformOfTheTransposeAndInverts) {
   for (float v : q.col_rht_input) amax = std::max(amax, std::abs(v));
   EXPECT_EQ(q.col->amax, amax);
   EXPECT_NE(q.col->amax, q.row->amax);
+}
+
+TEST(Mxfp4, RhtCopyIsTheColumnCopyOfThe32PointTransformedInput) {
+  const int64_t M = 96, K = 40;
+  auto x = gaussian(M * K, 6);
+  for (auto& v : x) v = nvfp4::fmt::bf16_round(v);
+  for (auto fmt_ : {nvfp4::Format::mxfp4, nvfp4::Format::mxfp4_ocp}) {
+    QuantizeOptions o;
+    o.format = fmt_;
+    o.rowwise = false;
+    o.columnwise = true;
+    o.rht = true;
+    o.rounding = nvfp4::Rounding::stochastic;
+    o.sr_key = {5, 6, 7, 8};
+    const auto q = nvfp4::quantize(x, M, K, o, nvfp4::DType::BF16);
+    // The same, by hand: transform each 32-row segment of each column, round to BF16, then the
+    // plain column-wise quantization (same key) of that tensor.
+    std::vector<float> y = x;
+    for (int64_t k = 0; k < K; ++k) {
+      for (int64_t m0 = 0; m0 < M; m0 += 32) {
+        float v[32];
+        for (int j = 0; j < 32; ++j) v[j] = x[(m0 + j) * K + k];
+        nvfp4::fmt::rht32(v, nvfp4::fmt::kRht32SignMask);
+        for (int j = 0; j < 32; ++j) y[(m0 + j) * K + k] = nvfp4::fmt::bf16_round(v[j]);
+      }
+    }
+    QuantizeOptions plain = o;
+    plain.rht = false;
+    const auto p = nvfp4::quantize(y, M, K, plain, nvfp4::DType::BF16);
+    EXPECT_EQ(q.col->codes, p.col->codes);
+    EXPECT_EQ(q.col->scales, p.col->scales);
+    // And it differs from quantizing x itself.
+    EXPECT_NE(q.col->codes, nvfp4::quantize(x, M, K, plain, nvfp4::DType::BF16).col->codes);
+  }
+  // Custom signs are the 16-point transform's only.
+  QuantizeOptions bad;
+  bad.format = nvfp4::Format::mxfp4;
+  bad.columnwise = true;
+  bad.rht = true;
+  bad.rht_sign_mask = 0;
+  const std::string e = nvfp4::test::error_of([&] { nvfp4::quantize(x, M, K, bad); });
+  EXPECT_NE(e.find("32-point transform has fixed signs"), std::string::npos) << e;
 }
 
 // ---- stochastic rounding at tensor level -------------------------------------------------

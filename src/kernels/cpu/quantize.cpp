@@ -294,6 +294,9 @@ void check_multiple(int64_t dim, int64_t m, const char* dim_name, const std::str
   }
 }
 
+// Points of a format's RHT: 16 for NVFP4 (TE), 32 for MXFP4 (its block).
+int rht_points(Format f) { return f == Format::nvfp4 ? fmt::kRhtSize : fmt::kRht32Size; }
+
 }  // namespace
 
 QuantizeOptions resolve_options(const QuantizeOptions& options, int64_t M, int64_t K) {
@@ -311,12 +314,16 @@ QuantizeOptions resolve_options(const QuantizeOptions& options, int64_t M, int64
   if (M < 0 || K < 0) throw Error("negative tensor shape");
   if (o.rht) {
     if (!t.supports_rht) {
-      throw Error("--rht is defined for nvfp4 only (16-point Hadamard on the column-wise copy); format " +
-                  std::string(t.name) + " does not support it");
+      throw Error("--rht is defined for nvfp4 (16-point Hadamard) and mxfp4 (32-point) on the column-wise copy; "
+                  "format " + std::string(t.name) + " does not support it");
     }
     if (b.rows != 1) {
       throw Error("--rht applies to 1x16 operands (activations and gradients); 16x16 weight blocks are not "
                   "Hadamard-transformed (paper §4): drop --rht or use --block 1x16");
+    }
+    if (o.format != Format::nvfp4 && o.rht_sign_mask != kTeRhtSignMask) {
+      throw Error("--rht-signs chooses the 16-point transform's signs (nvfp4); " + std::string(t.name) +
+                  "'s 32-point transform has fixed signs");
     }
     if (!o.columnwise) throw Error("--rht transforms the column-wise copy: add --columnwise");
   }
@@ -335,7 +342,10 @@ QuantizeOptions resolve_options(const QuantizeOptions& options, int64_t M, int64
       check_multiple(K, b.rows, "K (columns)", "16x16 tiles need whole tiles");
     }
   }
-  if (o.rht && M % fmt::kRhtSize != 0) check_multiple(M, fmt::kRhtSize, "M (rows)", "the RHT works on 16-chunks");
+  if (o.rht) {
+    const int n = rht_points(o.format);
+    check_multiple(M, n, "M (rows)", "the RHT works on " + std::to_string(n) + "-chunks");
+  }
   if (o.sr_key.layer >= (1u << 24)) throw Error("SR key layer must be below 2^24");
   if (o.sr_key.role >= 128u) throw Error("SR key role must be below 128 (the column-wise copy uses role | 128)");
   return o;
@@ -387,10 +397,12 @@ QuantizedTensor quantize(std::span<const float> x, int64_t M, int64_t K, const Q
     std::vector<float> xt = transpose(x.data(), M, K);  // (K, M)
     float col_amax = row_amax;
     if (o.rht) {
+      const int n = rht_points(o.format);
 #pragma omp parallel for schedule(static) if (K * M >= (int64_t{1} << 16))
-      for (int64_t i = 0; i < K * M; i += fmt::kRhtSize) {
-        fmt::rht16(xt.data() + i, o.rht_sign_mask);
-        for (int j = 0; j < fmt::kRhtSize; ++j) xt[i + j] = round_to_dtype(xt[i + j], input_dtype);
+      for (int64_t i = 0; i < K * M; i += n) {
+        if (n == fmt::kRhtSize) fmt::rht16(xt.data() + i, o.rht_sign_mask);
+        else fmt::rht32(xt.data() + i, fmt::kRht32SignMask);
+        for (int j = 0; j < n; ++j) xt[i + j] = round_to_dtype(xt[i + j], input_dtype);
       }
       // NOTE: the amax of the column-wise copy is taken AFTER the transform and rounding.
       col_amax = checked_amax(xt.data(), K * M, std::max<int64_t>(M, 1), "the Hadamard-transformed input");

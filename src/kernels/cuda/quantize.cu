@@ -619,6 +619,32 @@ __global__ void __launch_bounds__(kThreads) mxfp4_kernel(const T* __restrict__ x
   }
 }
 
+// ---- the 32-point RHT of MXFP4's column-wise copies ---------------------------------------
+//
+// One thread per (32-row segment, column): adjacent threads read adjacent columns, so each of
+// the 32 loads is coalesced across the warp. fmt::rht32 in registers, then the result rounded
+// to the storage type (BF16: RNE), as the CPU quantizer rounds its transformed copy.
+template <typename T>
+__global__ void rht32_columns_kernel(const T* __restrict__ x, T* __restrict__ out, int64_t M, int64_t K) {
+  const int64_t idx = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (idx >= (M / 32) * K) return;
+  const int64_t seg = idx / K, col = idx % K;
+  const T* src = x + seg * 32 * K + col;
+  T* dst = out + seg * 32 * K + col;
+  float v[32];
+#pragma unroll
+  for (int i = 0; i < 32; ++i) {
+    if constexpr (sizeof(T) == 2) v[i] = fmt::bf16_decode(src[i * K]);
+    else v[i] = src[i * K];
+  }
+  fmt::rht32(v, fmt::kRht32SignMask);
+#pragma unroll
+  for (int i = 0; i < 32; ++i) {
+    if constexpr (sizeof(T) == 2) dst[i * K] = fmt::bf16_encode(v[i]);
+    else dst[i * K] = v[i];
+  }
+}
+
 // ---- host side ------------------------------------------------------------------------------
 
 void validate_input(const void* x, DType dtype, int64_t M, int64_t K, const Nvfp4KernelConfig& c) {
@@ -882,6 +908,26 @@ void run_mxfp4(const void* x, DType dtype, int64_t M, int64_t K, Format format, 
 void quantize_mxfp4(const void* x, DType dtype, int64_t M, int64_t K, Format format, bool stochastic, SrKey sr_key,
                     const DeviceNvfp4Copy* row, const DeviceNvfp4Copy* col, DeviceStatus status, Stream stream) {
   run_mxfp4(x, dtype, M, K, format, stochastic, sr_key, row, col, status, stream);
+}
+
+void rht32_columns(const void* x, DType dtype, int64_t M, int64_t K, void* out, Stream stream) {
+  if (dtype != DType::BF16 && dtype != DType::F32) {
+    throw Error("rht32_columns: input dtype " + std::string(dtype_name(dtype)) + " is not supported; use BF16 or F32");
+  }
+  if (M < 0 || K < 0) throw Error("rht32_columns: negative shape");
+  if (M % 32 != 0) throw Error("rht32_columns: M = " + std::to_string(M) + " is not a multiple of 32 (32-point RHT)");
+  if (M * K == 0) return;
+  if (!x || !out) throw Error("rht32_columns: a pointer is null");
+  if (x == out) throw Error("rht32_columns: out must not alias x");
+  const auto s = reinterpret_cast<cudaStream_t>(stream);
+  const int64_t n = (M / 32) * K;
+  const unsigned blocks = static_cast<unsigned>((n + 255) / 256);
+  if (dtype == DType::BF16) {
+    rht32_columns_kernel<<<blocks, 256, 0, s>>>(static_cast<const uint16_t*>(x), static_cast<uint16_t*>(out), M, K);
+  } else {
+    rht32_columns_kernel<<<blocks, 256, 0, s>>>(static_cast<const float*>(x), static_cast<float*>(out), M, K);
+  }
+  check(cudaGetLastError(), "rht32_columns launch");
 }
 
 void quantize_fp8(const void* x, DType dtype, int64_t M, int64_t K, Format format, const DeviceFp8Copy* row,
