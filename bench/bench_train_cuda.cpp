@@ -76,7 +76,8 @@ double cublas_bf16_tflops(int64_t n) {
 struct Result {
   std::string recipe;
   double step_ms = 0, tok_s = 0, quantize_ms = 0, gemm_ms = 0, loss = 0;
-  int64_t bytes = 0;
+  int64_t bytes = 0;   // what the model allocated (its linear layers' buffers included)
+  int64_t in_use = 0;  // device memory in use at the end of the run (cudaMemGetInfo)
 };
 
 // Median step time of `steps` steps after 3 warm-up steps, then 3 timed steps for the phases.
@@ -118,6 +119,9 @@ Result run_recipe(const nvfp4::model::ModelConfig& c, const std::string& recipe,
   r.quantize_ms = t.quantize_ms / phase_steps;
   r.gemm_ms = t.gemm_ms / phase_steps;
   r.bytes = m.device_bytes();
+  size_t free_b = 0, total_b = 0;
+  CK(cudaMemGetInfo(&free_b, &total_b));
+  r.in_use = static_cast<int64_t>(total_b - free_b);
   return r;
 }
 
@@ -167,42 +171,17 @@ int main(int argc, char** argv) {
     return 0;
   }
 
-  nvfp4::model::CudaModel m(c);
-  std::vector<float> params(static_cast<size_t>(m.num_params()));
-  nvfp4::model::init_params(c, params, 1);
-  m.set_params(params);
-  std::mt19937_64 rng(7);
-  std::vector<int32_t> in(size_t(B) * T), tgt(size_t(B) * T);
-  std::vector<double> secs;
-  double loss = 0;
-  for (int s = 0; s < steps + 3; ++s) {
-    for (auto& t : in) t = static_cast<int32_t>(rng() % 50257);  // fresh random ids each step
-    for (auto& t : tgt) t = static_cast<int32_t>(rng() % 50257);
-    const auto t0 = std::chrono::steady_clock::now();
-    m.zero_grad();
-    loss = m.forward(in.data(), tgt.data(), B, T);
-    m.backward();
-    const auto n2 = m.grad_norms_squared();
-    (void)n2;
-    m.adamw(3e-4f, 0.9f, 0.95f, 1e-8f, 0.1f, s + 1);
-    CK(cudaDeviceSynchronize());
-    if (s >= 3) secs.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-  }
-  std::sort(secs.begin(), secs.end());
-  const double step_s = secs[secs.size() / 2];
-  const double tok_s = double(B) * T / step_s;
-
-  const double achieved = flops * tok_s / 1e12;
-  size_t free_b = 0, total_b = 0;
-  CK(cudaMemGetInfo(&free_b, &total_b));
-  std::printf("model: %lld parameters, %.3f GFLOP per token (6N + attention)\n", static_cast<long long>(m.num_params()),
+  // Without --recipes: the native BF16 model, the measurement of issue 4.
+  const Result r = run_recipe(c, "", B, T, steps);
+  const double achieved = flops * r.tok_s / 1e12;
+  std::printf("model: %lld parameters, %.3f GFLOP per token (6N + attention)\n", static_cast<long long>(c.num_params()),
               flops / 1e9);
-  std::printf("batch %d x %d tokens: step %.1f ms (median of %d), last loss %.4f\n", B, T, step_s * 1e3, steps, loss);
+  std::printf("batch %d x %d tokens: step %.1f ms (median of %d), last loss %.4f\n", B, T, r.step_ms, steps, r.loss);
   std::printf("\n%-28s %12s\n", "metric", "value");
-  std::printf("%-28s %12.0f\n", "tokens/s", tok_s);
+  std::printf("%-28s %12.0f\n", "tokens/s", r.tok_s);
   std::printf("%-28s %12.1f\n", "model TFLOP/s", achieved);
   std::printf("%-28s %11.1f%%\n", "MFU vs measured cuBLAS BF16", 100.0 * achieved / peak);
-  std::printf("%-28s %12.2f\n", "model device memory GiB", m.device_bytes() / 1073741824.0);
-  std::printf("%-28s %12.2f\n", "device memory in use GiB", (total_b - free_b) / 1073741824.0);
+  std::printf("%-28s %12.2f\n", "model device memory GiB", r.bytes / 1073741824.0);
+  std::printf("%-28s %12.2f\n", "device memory in use GiB", r.in_use / 1073741824.0);
   return 0;
 }

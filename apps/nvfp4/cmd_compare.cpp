@@ -75,10 +75,6 @@ std::string slug(std::string name) {
   return name;
 }
 
-void write_text(const fs::path& p, const std::string& text) {
-  io::write_file_atomic(p.string(), std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()), text.size()));
-}
-
 void run(CompareCommand& a) {
   resolve_train_options(a.t);
   const train::TrainOptions base = a.t.o;
@@ -121,14 +117,7 @@ void run(CompareCommand& a) {
   cmd << "nvfp4 compare --recipes " << a.recipes << " --seeds " << a.seeds << " --data " << base.data_dir << " --out "
       << base.out_dir;
   rep.command = cmd.str();
-  const fs::path html = fs::path(base.out_dir) / "report.html", js = fs::path(base.out_dir) / "summary.json";
-  write_text(html, train::render_html(rep));
-  write_text(js, train::summary_json(rep) + "\n");
-  if (a.json) {
-    std::cout << train::summary_json(rep) << "\n";
-  } else {
-    std::cout << train::summary_table(rep) << "report: " << html.string() << "\nsummary: " << js.string() << "\n";
-  }
+  write_comparison(rep, base.out_dir, a.json);
 }
 
 }  // namespace

@@ -27,10 +27,6 @@ struct ReportCommand {
   bool json = false;
 };
 
-void write_text(const fs::path& p, const std::string& text) {
-  io::write_file_atomic(p.string(), std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()), text.size()));
-}
-
 // unigram_val_loss from a compare folder's summary.json, when there is one.
 double unigram_of(const std::string& folder) {
   std::ifstream f(fs::path(folder) / "summary.json");
@@ -72,18 +68,26 @@ void run(const ReportCommand& a) {
   std::string cmd = "nvfp4 report";
   for (const auto& in : a.inputs) cmd += " " + in;
   rep.command = cmd + " --out " + a.out_dir;
-  fs::create_directories(a.out_dir);
-  const fs::path html = fs::path(a.out_dir) / "report.html", js = fs::path(a.out_dir) / "summary.json";
+  write_comparison(rep, a.out_dir, a.json);
+}
+
+void write_text(const fs::path& p, const std::string& text) {
+  io::write_file_atomic(p.string(), std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()), text.size()));
+}
+
+}  // namespace
+
+void write_comparison(const train::CompareReport& rep, const std::string& out_dir, bool json) {
+  fs::create_directories(out_dir);
+  const fs::path html = fs::path(out_dir) / "report.html", js = fs::path(out_dir) / "summary.json";
   write_text(html, train::render_html(rep));
   write_text(js, train::summary_json(rep) + "\n");
-  if (a.json) {
+  if (json) {
     std::cout << train::summary_json(rep) << "\n";
   } else {
     std::cout << train::summary_table(rep) << "report: " << html.string() << "\nsummary: " << js.string() << "\n";
   }
 }
-
-}  // namespace
 
 void register_report(CLI::App& app) {
   auto a = std::make_shared<ReportCommand>();

@@ -10,6 +10,10 @@
 #include "nvfp4/quantize.hpp"
 #include "nvfp4/safetensors.hpp"
 
+namespace nvfp4::train {
+struct CompareReport;
+}
+
 namespace nvfp4::cli {
 
 // Each subcommand registers its options and its action on the app.
@@ -23,6 +27,10 @@ void register_sample(CLI::App& app);
 void register_export_hf(CLI::App& app);
 void register_compare(CLI::App& app);
 void register_report(CLI::App& app);
+
+// What compare and report write: out_dir/report.html and out_dir/summary.json (atomically),
+// then the summary table and both paths on stdout — or, with json, the summary JSON.
+void write_comparison(const train::CompareReport& report, const std::string& out_dir, bool json);
 
 // A 2-D floating-point tensor widened to FP32.
 struct Matrix {

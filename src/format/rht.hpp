@@ -21,15 +21,15 @@ inline constexpr int kRhtSize = 16;
 // + + + - + - - - - - - + - + - -
 inline constexpr uint16_t kTeRhtSignMask = 0b1101'0111'1110'1000;  // bits 3,5,6,7,8,9,10,12,14,15
 
-// In-place transform of 16 FP32 values.
-// NOTE: each input is first multiplied by its sign (exact), then four butterfly stages of
-// FP32 adds; the final * 0.25 is exact (a power of two) barring FP32 underflow.
-NVFP4_HD void rht16(float* v, uint16_t sign_mask) {
-  for (int i = 0; i < kRhtSize; ++i) {
+// In-place transform of N FP32 values: each input multiplied by its sign (exact), then
+// log2(N) butterfly stages of FP32 adds in this one order, then * scale.
+template <int N>
+NVFP4_HD void rht_n(float* v, uint32_t sign_mask, float scale) {
+  for (int i = 0; i < N; ++i) {
     if ((sign_mask >> i) & 1u) v[i] = -v[i];
   }
-  for (int h = 1; h < kRhtSize; h <<= 1) {
-    for (int i = 0; i < kRhtSize; i += 2 * h) {
+  for (int h = 1; h < N; h <<= 1) {
+    for (int i = 0; i < N; i += 2 * h) {
       for (int j = i; j < i + h; ++j) {
         const float a = v[j], b = v[j + h];
         v[j] = a + b;
@@ -37,8 +37,11 @@ NVFP4_HD void rht16(float* v, uint16_t sign_mask) {
       }
     }
   }
-  for (int i = 0; i < kRhtSize; ++i) v[i] *= 0.25f;
+  for (int i = 0; i < N; ++i) v[i] *= scale;
 }
+
+// The 16-point transform; the final * 0.25 is exact (a power of two) barring FP32 underflow.
+NVFP4_HD void rht16(float* v, uint16_t sign_mask) { rht_n<kRhtSize>(v, sign_mask, 0.25f); }
 
 }  // namespace nvfp4::fmt
 
@@ -69,23 +72,8 @@ inline constexpr uint32_t kRht32SignMask = uint32_t{kTeRhtSignMask} | (uint32_t{
 // product is rounded once (RNE), identically on CPU and GPU.
 inline constexpr float kRht32Scale = 0.17677669529663688f;
 
-// In-place transform of 32 FP32 values: signs (exact), five butterfly stages of FP32 adds in
-// the order of rht16, then * kRht32Scale.
-NVFP4_HD void rht32(float* v, uint32_t sign_mask) {
-  for (int i = 0; i < kRht32Size; ++i) {
-    if ((sign_mask >> i) & 1u) v[i] = -v[i];
-  }
-  for (int h = 1; h < kRht32Size; h <<= 1) {
-    for (int i = 0; i < kRht32Size; i += 2 * h) {
-      for (int j = i; j < i + h; ++j) {
-        const float a = v[j], b = v[j + h];
-        v[j] = a + b;
-        v[j + h] = a - b;
-      }
-    }
-  }
-  for (int i = 0; i < kRht32Size; ++i) v[i] *= kRht32Scale;
-}
+// In-place transform of 32 FP32 values: signs, five butterfly stages, then * kRht32Scale.
+NVFP4_HD void rht32(float* v, uint32_t sign_mask) { rht_n<kRht32Size>(v, sign_mask, kRht32Scale); }
 
 // Inverse of rht32 up to rounding (H is orthogonal): the unsigned transform, then the signs.
 NVFP4_HD void rht32_inverse(float* v, uint32_t sign_mask) {

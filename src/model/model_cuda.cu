@@ -7,6 +7,7 @@
 #include <cstring>
 #include <string>
 
+#include "model/device_array.cuh"
 #include "nvfp4/cuda_ops.hpp"
 #include "nvfp4/error.hpp"
 #include "nvfp4/model_cuda.hpp"
@@ -16,24 +17,7 @@ namespace nvfp4::model {
 
 namespace {
 
-void check(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) throw Error(std::string("CUDA error in ") + what + ": " + cudaGetErrorString(e));
-}
-
-// One device allocation, freed on destruction.
-template <typename T>
-struct DeviceArray {
-  T* p = nullptr;
-  size_t n = 0;
-  void alloc(size_t count, int64_t& total) {
-    if (p) cudaFree(p);
-    n = count;
-    check(cudaMalloc(&p, std::max<size_t>(count, 1) * sizeof(T)), "cudaMalloc");
-    total += static_cast<int64_t>(std::max<size_t>(count, 1) * sizeof(T));
-  }
-  void zero() { check(cudaMemset(p, 0, std::max<size_t>(n, 1) * sizeof(T)), "cudaMemset"); }
-  ~DeviceArray() { cudaFree(p); }
-};
+void check(cudaError_t e, const char* what) { check_cuda(e, what); }
 
 __global__ void scale_kernel(float* x, int64_t n, float s) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) x[i] *= s;

@@ -12,6 +12,7 @@
 #include <string>
 
 #include "format/nvfp4.hpp"
+#include "model/device_array.cuh"
 #include "nvfp4/cuda_quantize.hpp"
 #include "nvfp4/error.hpp"
 #include "nvfp4/quantized_linear.hpp"
@@ -25,29 +26,11 @@ using recipe::Gemm;
 using recipe::Operand;
 using recipe::OperandQuant;
 
-void check(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) throw Error(std::string("CUDA error in ") + what + ": " + cudaGetErrorString(e));
-}
+void check(cudaError_t e, const char* what) { check_cuda(e, what); }
 
 // A device buffer that only grows.
 template <typename T>
-struct Grow {
-  T* p = nullptr;
-  size_t n = 0;
-  T* need(size_t count) {
-    count = std::max<size_t>(count, 1);
-    if (count > n) {
-      cudaFree(p);
-      p = nullptr;
-      n = 0;
-      check(cudaMalloc(&p, count * sizeof(T)), "cudaMalloc");
-      n = count;
-    }
-    return p;
-  }
-  ~Grow() { cudaFree(p); }
-  int64_t bytes() const { return p ? static_cast<int64_t>(n * sizeof(T)) : 0; }
-};
+using Grow = DeviceArray<T>;
 
 bool is_fp8(Format f) { return f == Format::fp8_e4m3 || f == Format::fp8_e5m2; }
 

@@ -20,7 +20,7 @@
 #include "nvfp4/model.hpp"
 #include "nvfp4/model_cuda.hpp"
 #include "support/cuda_test.hpp"
-#include "support/tiny_corpus.hpp"
+#include "support/tiny_run.hpp"
 #include "train/trainer.hpp"
 
 namespace {
@@ -100,26 +100,10 @@ TEST(CudaModel, LossAndEveryGradientMatchTheCpuModel) {
 }
 
 nvfp4::train::TrainOptions run(const std::string& device, const std::string& out) {
-  nvfp4::train::TrainOptions o;
-  o.data_dir = nvfp4::test::tiny_corpus_dir();
-  o.out_dir = out;
-  o.device = device;
-  o.model = nvfp4::train::model_preset("tiny");
-  o.model.seq_len = 64;
-  o.batch = 8;
-  o.steps = 30;
-  o.schedule = nvfp4::train::parse_schedule("cosine", 3e-3, 3, 30);
-  o.val_every = 10;
-  o.val_batches = 2;
-  o.progress = false;
-  return o;
+  return nvfp4::test::tiny_run(device, out);
 }
 
-std::string fresh(const std::string& name) {
-  const auto p = std::filesystem::temp_directory_path() / ("nvfp4_cudamodel_" + name + "_" + std::to_string(::getpid()));
-  std::filesystem::remove_all(p);
-  return p.string();
-}
+std::string fresh(const std::string& name) { return nvfp4::test::fresh_run_dir("nvfp4_cudamodel_", name); }
 
 TEST(CudaModel, TrainingTracksTheCpuAndIsDeterministic) {
   REQUIRE_GPU();

@@ -24,8 +24,7 @@
 #include "nvfp4/quantized_linear_cuda.hpp"
 #include "support/cuda_test.hpp"
 #include "support/test_support.hpp"
-#include "support/tiny_corpus.hpp"
-#include "train/trainer.hpp"
+#include "support/tiny_run.hpp"
 
 namespace {
 
@@ -307,29 +306,14 @@ TEST(QuantizedLinearCuda, RejectsAGemmMixingFp8AndOtherOperands) {
 // ---- whole training runs ---------------------------------------------------------------------
 
 nvfp4::train::TrainOptions run(const std::string& device, const std::string& recipe, const std::string& out) {
-  nvfp4::train::TrainOptions o;
-  o.data_dir = nvfp4::test::tiny_corpus_dir();
-  o.out_dir = out;
-  o.device = device;
-  o.model = nvfp4::train::model_preset("tiny");
-  o.model.seq_len = 64;
-  o.batch = 8;
-  o.steps = 30;
-  o.schedule = nvfp4::train::parse_schedule("cosine", 3e-3, 3, 30);
-  o.val_every = 10;
-  o.val_batches = 2;
-  o.progress = false;
+  nvfp4::train::TrainOptions o = nvfp4::test::tiny_run(device, out);
   o.recipe = nvfp4::recipe::preset(recipe, o.model.n_layer);
   // The tiny model has 2 blocks: the presets' BF16 blocks (first 1, last 2) would cover both.
   o.recipe->bf16_first = o.recipe->bf16_last = 0;
   return o;
 }
 
-std::string fresh(const std::string& name) {
-  const auto p = std::filesystem::temp_directory_path() / ("nvfp4_qlcuda_" + name + "_" + std::to_string(::getpid()));
-  std::filesystem::remove_all(p);
-  return p.string();
-}
+std::string fresh(const std::string& name) { return nvfp4::test::fresh_run_dir("nvfp4_qlcuda_", name); }
 
 TEST(QuantizedLinearCuda, EveryPresetTrainsOnTheGpuAndNvfp4TracksTheCpu) {
   REQUIRE_GPU();

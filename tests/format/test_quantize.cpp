@@ -402,7 +402,7 @@ TEST(Options, BadCombinationsAreExplained) {
   o.rounding = nvfp4::Rounding::stochastic;
   expect_error(o, 16, 64, "--sr");
   o = {};
-  o.format = Format::mxfp4;
+  o.format = Format::fp8_e4m3;  // RHT is an FP4 technique (16-point NVFP4, 32-point MXFP4)
   o.rht = true;
   o.columnwise = true;
   expect_error(o, 32, 64, "--rht");

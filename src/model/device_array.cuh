@@ -1,0 +1,52 @@
+// Device memory for the CUDA model's sources (model_cuda.cu, quantized_linear_cuda.cu): an
+// array from cudaMalloc, freed on destruction, that can be reallocated or grown; every CUDA
+// error becomes an nvfp4::Error naming the call.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <string>
+
+#include "nvfp4/error.hpp"
+
+namespace nvfp4::model {
+
+inline void check_cuda(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) throw Error(std::string("CUDA error in ") + what + ": " + cudaGetErrorString(e));
+}
+
+template <typename T>
+struct DeviceArray {
+  T* p = nullptr;
+  size_t n = 0;
+  DeviceArray() = default;
+  DeviceArray(const DeviceArray&) = delete;
+  DeviceArray& operator=(const DeviceArray&) = delete;
+  ~DeviceArray() { cudaFree(p); }
+
+  // (Re)allocates `count` elements (at least one), adding the bytes to `total`.
+  void alloc(size_t count, int64_t& total) {
+    reset(std::max<size_t>(count, 1));
+    total += static_cast<int64_t>(n * sizeof(T));
+  }
+  // At least `count` elements: reallocates (contents lost) only when it must grow.
+  T* need(size_t count) {
+    if (std::max<size_t>(count, 1) > n || !p) reset(std::max<size_t>(count, 1));
+    return p;
+  }
+  void zero() { check_cuda(cudaMemset(p, 0, std::max<size_t>(n, 1) * sizeof(T)), "cudaMemset"); }
+  int64_t bytes() const { return p ? static_cast<int64_t>(n * sizeof(T)) : 0; }
+
+ private:
+  void reset(size_t count) {
+    cudaFree(p);
+    p = nullptr;
+    n = 0;
+    check_cuda(cudaMalloc(&p, count * sizeof(T)), "cudaMalloc");
+    n = count;
+  }
+};
+
+}  // namespace nvfp4::model
