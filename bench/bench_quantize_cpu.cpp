@@ -3,6 +3,9 @@
 // NVFP4. Every benchmark first checks its output against an independent element-by-element
 // evaluation of the format core, so a fast wrong kernel cannot report a number.
 #include <benchmark/benchmark.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #include <random>
 
@@ -78,4 +81,14 @@ BENCHMARK_CAPTURE(BM_Quantize, fp8_e4m3_tensor_row, Format::fp8_e4m3, BlockShape
 
 }  // namespace
 
-BENCHMARK_MAIN();
+// One core, as docs/perf.md reports it (the quantizer's OpenMP would use every core).
+int main(int argc, char** argv) {
+#ifdef _OPENMP
+  omp_set_num_threads(1);
+#endif
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

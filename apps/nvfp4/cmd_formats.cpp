@@ -12,6 +12,7 @@
 #include <random>
 
 #include "common.hpp"
+#include "kernels/cpu/ops.hpp"
 #include "nvfp4/error.hpp"
 
 namespace nvfp4::cli {
@@ -115,6 +116,7 @@ Row measure(const std::string& data_name, const std::vector<float>& x, int64_t r
 }
 
 void run_formats(const FormatsArgs& a) {
+  cpu::set_num_threads(1);  // the throughput column is per core (the quantizer runs OpenMP otherwise)
   if (a.rows <= 0 || a.cols <= 0 || a.rows * a.cols > (int64_t{1} << 30)) {
     throw Error("--rows and --cols must be positive with rows*cols <= 2^30");
   }
