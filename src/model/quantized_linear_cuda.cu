@@ -28,10 +28,6 @@ using recipe::OperandQuant;
 
 void check(cudaError_t e, const char* what) { check_cuda(e, what); }
 
-// A device buffer that only grows.
-template <typename T>
-using Grow = DeviceArray<T>;
-
 bool is_fp8(Format f) { return f == Format::fp8_e4m3 || f == Format::fp8_e5m2; }
 
 // alpha = product of the NVFP4 operands' per-tensor decode factors (1 for other formats).
@@ -54,10 +50,10 @@ struct QuantizedLinearCuda::State {
   double progress = 0.0;
 
   struct Slot {
-    Grow<uint8_t> codes, scales;
-    Grow<float> f32;        // NVFP4: [0] amax; FP8: [0] amax, [4..] scale_inv (16-byte aligned)
-    Grow<uint16_t> decoded;  // NVFP4 / MXFP4 decoded to BF16
-    Grow<uint8_t> rht;       // MXFP4 under RHT: the transformed input (the 32-point RHT is its own pass)
+    DeviceArray<uint8_t> codes, scales;
+    DeviceArray<float> f32;        // NVFP4: [0] amax; FP8: [0] amax, [4..] scale_inv (16-byte aligned)
+    DeviceArray<uint16_t> decoded;  // NVFP4 / MXFP4 decoded to BF16
+    DeviceArray<uint8_t> rht;       // MXFP4 under RHT: the transformed input (the 32-point RHT is its own pass)
     // What the last GEMM read.
     std::optional<OperandQuant> q;
     int64_t rows = 0, K = 0;
@@ -73,8 +69,8 @@ struct QuantizedLinearCuda::State {
   };
   Slot slots[3][2];
   uint64_t pass = 1;  // bumped by begin_pass(): activations may have been rewritten
-  Grow<float> alpha;  // one per GEMM
-  Grow<uint32_t> counters;
+  DeviceArray<float> alpha;  // one per GEMM
+  DeviceArray<uint32_t> counters;
   int used_counters = 0;
   std::vector<std::string> counter_what;
 
@@ -384,7 +380,7 @@ std::vector<float> QuantizedLinearCuda::held(Gemm g, Operand o) const {
     }
     return out;
   }
-  Grow<float> dev;
+  DeviceArray<float> dev;
   dev.need(n);
   const Format f = s.q->format;
   if (f == Format::nvfp4 || f == Format::mxfp4 || f == Format::mxfp4_ocp) {
