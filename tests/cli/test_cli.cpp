@@ -33,6 +33,7 @@ class Cli : public ::testing::Test {
   void SetUp() override {
     dir_ = fs::temp_directory_path() /
            ("nvfp4_cli_" + std::to_string(::getpid()) + "_" + ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);  // left by an earlier process with the same pid, if any
     fs::create_directories(dir_);
   }
   void TearDown() override { fs::remove_all(dir_); }

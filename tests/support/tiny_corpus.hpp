@@ -13,10 +13,23 @@
 
 namespace nvfp4::test {
 
+// The folder lives as long as the process (removed at exit).
+struct TinyCorpusFolder {
+  std::filesystem::path root;
+  std::string data;
+  ~TinyCorpusFolder() {
+    std::error_code ec;
+    std::filesystem::remove_all(root, ec);
+  }
+};
+
 inline const std::string& tiny_corpus_dir() {
-  static const std::string dir = [] {
+  static const TinyCorpusFolder folder = [] {
     namespace fs = std::filesystem;
     const fs::path root = fs::temp_directory_path() / ("nvfp4_train_test_" + std::to_string(::getpid()));
+    // A folder of this name may be left from an earlier process with the same pid (pids wrap at
+    // pid_max, 32768 on the CI machine kind); the dataset builder refuses a non-empty --out.
+    fs::remove_all(root);
     fs::create_directories(root / "text");
     const char* subjects[] = {"The model", "A small network", "Our quantizer", "The optimizer", "Every block"};
     const char* verbs[] = {"reads", "scales", "rounds", "stores", "learns"};
@@ -34,9 +47,9 @@ inline const std::string& tiny_corpus_dir() {
     o.out_dir = (root / "data").string();
     o.val_fraction = 0.2;
     nvfp4::io::build_token_dataset(o);
-    return o.out_dir;
+    return TinyCorpusFolder{root, o.out_dir};
   }();
-  return dir;
+  return folder.data;
 }
 
 }  // namespace nvfp4::test
