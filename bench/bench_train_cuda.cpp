@@ -9,7 +9,11 @@
 // breakdown from CUDA events around every linear layer's operand work (quantize + decode) and
 // its GEMM, over 3 more steps; "rest" is the step time minus those two.
 //
-//   bench_train_cuda [--batch B] [--steps N] [--seq T] [--recipes bf16,fp8,nvfp4,...]
+// --profile-step brackets the first timed step with cudaProfilerStart/Stop, for
+// `ncu --profile-from-start off` (a per-kernel breakdown of one training step).
+//
+//   bench_train_cuda [--batch B] [--steps N] [--seq T] [--recipes bf16,fp8,nvfp4,...] [--profile-step 1]
+#include <cuda_profiler_api.h>
 #include <cuda_runtime.h>
 
 #include "cuda_check.hpp"
@@ -81,6 +85,8 @@ struct Result {
 };
 
 // Median step time of `steps` steps after 3 warm-up steps, then 3 timed steps for the phases.
+bool g_profile_step = false;
+
 Result run_recipe(const nvfp4::model::ModelConfig& c, const std::string& recipe, int B, int T, int steps) {
   nvfp4::model::CudaModel m(c);
   if (!recipe.empty()) m.set_recipe(nvfp4::recipe::preset(recipe, c.n_layer), 1234);
@@ -102,6 +108,8 @@ Result run_recipe(const nvfp4::model::ModelConfig& c, const std::string& recipe,
     for (auto& t : in) t = static_cast<int32_t>(rng() % 50257);  // fresh random ids each step
     for (auto& t : tgt) t = static_cast<int32_t>(rng() % 50257);
     m.set_step(static_cast<uint32_t>(s), 0.0);
+    const bool profiled = g_profile_step && s == 3;
+    if (profiled) CK(cudaProfilerStart());
     const auto t0 = std::chrono::steady_clock::now();
     m.zero_grad();
     r.loss = m.forward(in.data(), tgt.data(), B, T);
@@ -110,6 +118,7 @@ Result run_recipe(const nvfp4::model::ModelConfig& c, const std::string& recipe,
     (void)n2;
     m.adamw(3e-4f, 0.9f, 0.95f, 1e-8f, 0.1f, s + 1);
     CK(cudaDeviceSynchronize());
+    if (profiled) CK(cudaProfilerStop());
     if (s >= 3 && !phases) secs.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   }
   const auto t = m.linear().timing();
@@ -134,6 +143,7 @@ int main(int argc, char** argv) {
     else if (k == "--steps") steps = std::atoi(argv[i + 1]);
     else if (k == "--seq") T = std::atoi(argv[i + 1]);
     else if (k == "--recipes") recipes = argv[i + 1];
+    else if (k == "--profile-step") g_profile_step = std::atoi(argv[i + 1]) != 0;
   }
   if (nvfp4::cuda::device_count() == 0) {
     std::printf("no CUDA device: %s\n", nvfp4::cuda::unavailable_reason().c_str());
