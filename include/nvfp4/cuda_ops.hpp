@@ -102,12 +102,18 @@ class Blas {
   std::unique_ptr<Impl> impl_;
 };
 
+// Producer amax: the ops below whose output a quantizer may read next take an optional
+// `amax` (device float, zeroed by the caller): when non-null, max |value| of the output as
+// stored (BF16) is folded into it with atomicMax, so a per-tensor quantizer (FP8 current
+// scaling) needs no pass of its own to find it. NaN does not raise it: the quantizer reading
+// the tensor counts non-finite values.
+
 // ---- RMSNorm --------------------------------------------------------------------------
 
 // Per row n: rstd[n] = 1 / sqrt(mean_c(inp[n,c]^2) + eps); out[n,c] = (inp[n,c] * rstd[n]) * weight[c].
 // out (N, C) bf16 OVERWRITTEN, rstd (N) fp32 saved for the backward, inp (N, C) bf16, weight (C) bf16.
 void rmsnorm_forward(uint16_t* out, float* rstd, const uint16_t* inp, const uint16_t* weight, int64_t N, int64_t C,
-                     float eps, Stream stream);
+                     float eps, Stream stream, float* amax = nullptr);
 
 // With xhat = inp * rstd and g = dout * weight:
 //   dinp (N, C) bf16 += rstd * (g - xhat * mean_c(g * xhat))    ACCUMULATED (one rounding)
@@ -116,8 +122,10 @@ void rmsnorm_forward(uint16_t* out, float* rstd, const uint16_t* inp, const uint
 // per-channel partial sum (rows in increasing order) to scratch (ceil(N/64), C), a second
 // pass adds the chunks in increasing order per channel, then adds that into dweight.
 size_t rmsnorm_backward_scratch_bytes(int64_t N, int64_t C);
+// amax_dinp: of dinp after the accumulation.
 void rmsnorm_backward(uint16_t* dinp, float* dweight, const uint16_t* dout, const uint16_t* inp,
-                      const uint16_t* weight, const float* rstd, int64_t N, int64_t C, void* scratch, Stream stream);
+                      const uint16_t* weight, const float* rstd, int64_t N, int64_t C, void* scratch, Stream stream,
+                      float* amax_dinp = nullptr);
 
 // ---- rotary position embedding (RoPE), HF rotate_half -----------------------------------
 
@@ -128,8 +136,9 @@ void rope_forward(uint16_t* out, const uint16_t* inp, int64_t B, int64_t T, int6
                   Stream stream);
 
 // dinp (B, T, NH, HS) bf16 += the inverse rotation of dout: ACCUMULATED (one rounding).
+// amax: of dinp after the accumulation.
 void rope_backward(uint16_t* dinp, const uint16_t* dout, int64_t B, int64_t T, int64_t NH, int64_t HS, float theta,
-                   Stream stream);
+                   Stream stream, float* amax = nullptr);
 
 // ---- causal grouped-query attention (flash-style, no T x T matrix in memory) --------------
 
@@ -152,12 +161,13 @@ void attention_backward(uint16_t* dq, uint16_t* dk, uint16_t* dv, const uint16_t
 // ---- SwiGLU ---------------------------------------------------------------------------
 
 // out (N, F) = silu(gate) * up, silu(x) = x / (1 + exp(-x)); n = N * F elements, bf16.
-void swiglu_forward(uint16_t* out, const uint16_t* gate, const uint16_t* up, int64_t n, Stream stream);
+void swiglu_forward(uint16_t* out, const uint16_t* gate, const uint16_t* up, int64_t n, Stream stream,
+                    float* amax = nullptr);
 
 // dgate = dout * up * s * (1 + gate * (1 - s)), s = sigmoid(gate); dup = dout * silu(gate).
 // dgate, dup (n) bf16 OVERWRITTEN; dout, gate, up (n) bf16.
 void swiglu_backward(uint16_t* dgate, uint16_t* dup, const uint16_t* dout, const uint16_t* gate, const uint16_t* up,
-                     int64_t n, Stream stream);
+                     int64_t n, Stream stream, float* amax_dgate = nullptr, float* amax_dup = nullptr);
 
 // ---- token embedding -------------------------------------------------------------------
 

@@ -50,10 +50,23 @@ class QuantizedLinearCuda {
                 const uint16_t* inp, const float* weight, const uint16_t* weight_bf16, int64_t N, int64_t C,
                 int64_t OC, bool accumulate_dinp, cuda::Stream stream);
 
-  // Starts a forward or backward pass. Within a pass, consecutive layers reading the same input
-  // buffer with the same round-to-nearest settings (q/k/v, gate/up) share one quantization of
-  // it; a new pass (or anything that rewrites activations) must call this first.
-  void begin_pass();
+  // Starts a pass. Within a pass, consecutive layers reading the same input buffer with the same
+  // round-to-nearest settings (q/k/v, gate/up) share one quantization of it; a new pass (or
+  // anything that rewrites activations) must call this first. A training forward pass (one the
+  // backward pass of the same inputs and weights follows, nothing rewritten in between) also
+  // makes, in the same kernel calls, the column-wise copies of X and W that wgrad and dgrad
+  // read, where the recipe quantizes them like the row-wise ones with round-to-nearest; the
+  // backward pass takes them instead of reading those tensors again. Bits are the same either way.
+  enum class Pass { forward, training_forward, backward };
+  void begin_pass(Pass p = Pass::forward);
+
+  // A device float for the kernel about to write `tensor` to fold max |value| into (the ops'
+  // `amax` parameters, include/nvfp4/cuda_ops.hpp), when operand (g, o) of layer id reads that
+  // tensor next and the recipe scales it by max |x| of the whole tensor (FP8 current scaling):
+  // its quantizer then skips the pass that would find it. nullptr when there is no such use.
+  // Zeroed on `stream` here; valid until the next begin_pass(); the next kernel to write
+  // `tensor` must be the one it is given to.
+  float* producer_amax(const void* tensor, LinearId id, recipe::Gemm g, recipe::Operand o, cuda::Stream stream);
 
   // Whether a quantizer met NaN/Inf since the last check: synchronizes `stream`, resets the
   // counters, and throws NonFiniteError naming the first layer, GEMM and operand that did.

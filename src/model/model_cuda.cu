@@ -55,6 +55,18 @@ struct CudaModel::State {
   // Index of layer l's k-th parameter (param_specs order: ln1 q k v o ln2 gate up down).
   size_t li(int64_t l, int k) const { return 1 + 9 * static_cast<size_t>(l) + k; }
 
+  // Where the kernel about to write `tensor` folds its amax for operand (g, o) of linear layer
+  // (layer, kind), which reads it next (nullptr: the recipe has no use for it).
+  float* amax_for(const void* tensor, int64_t layer, LinearKind kind, recipe::Gemm g, recipe::Operand o) {
+    return lin->producer_amax(tensor, LinearId{int(layer), kind}, g, o, nullptr);
+  }
+  float* x_amax(const void* tensor, int64_t layer, LinearKind kind) {
+    return amax_for(tensor, layer, kind, recipe::Gemm::fprop, recipe::Operand::a);
+  }
+  float* dy_amax(const void* tensor, int64_t layer, LinearKind kind) {
+    return amax_for(tensor, layer, kind, recipe::Gemm::dgrad, recipe::Operand::a);
+  }
+
   // The linear layers, through the recipe's QuantizedLinearCuda; wi: the weight's spec index.
   void fwd(int64_t layer, LinearKind kind, bf16* out, const bf16* inp, size_t wi, int64_t N, int64_t C, int64_t OC) {
     lin->forward(blas, LinearId{int(layer), kind}, out, inp, w32(wi), w(wi), N, C, OC, nullptr);
@@ -206,7 +218,7 @@ float CudaModel::forward(const int32_t* tokens, const int32_t* targets, int B, i
   s.have_targets = targets != nullptr;
   if (targets) check(cudaMemcpy(s.targets.p, targets, N * 4, cudaMemcpyHostToDevice), "cudaMemcpy");
 
-  s.lin->begin_pass();
+  s.lin->begin_pass(targets ? QuantizedLinearCuda::Pass::training_forward : QuantizedLinearCuda::Pass::forward);
   cuda::encoder_forward(s.resid.p, s.tokens.p, s.w(0), B, T, C, V, s.status.p, st);
   for (int64_t l = 0; l < L; ++l) {
     bf16* x = s.resid.p + l * N * C;
@@ -221,7 +233,8 @@ float CudaModel::forward(const int32_t* tokens, const int32_t* targets, int B, i
     bf16* gate = s.gate.p + l * N * F;
     bf16* up = s.up.p + l * N * F;
     bf16* h = s.h.p + l * N * F;
-    cuda::rmsnorm_forward(ln1, s.rstd1.p + l * N, x, s.w(s.li(l, 0)), N, C, c.norm_eps, st);
+    cuda::rmsnorm_forward(ln1, s.rstd1.p + l * N, x, s.w(s.li(l, 0)), N, C, c.norm_eps, st,
+                          s.x_amax(ln1, l, LinearKind::q));
     s.fwd(l, LinearKind::q, q, ln1, s.li(l, 1), N, C, QD);
     s.fwd(l, LinearKind::k, k, ln1, s.li(l, 2), N, C, KD);
     s.fwd(l, LinearKind::v, v, ln1, s.li(l, 3), N, C, KD);
@@ -230,15 +243,17 @@ float CudaModel::forward(const int32_t* tokens, const int32_t* targets, int B, i
     cuda::attention_forward(atty, s.lse.p + l * B * NH * T, q, k, v, B, T, NH, NKV, HS, st);
     s.fwd(l, LinearKind::o, x2, atty, s.li(l, 4), N, QD, C);
     cuda::residual_forward(x2, x2, x, N * C, st);
-    cuda::rmsnorm_forward(ln2, s.rstd2.p + l * N, x2, s.w(s.li(l, 5)), N, C, c.norm_eps, st);
+    cuda::rmsnorm_forward(ln2, s.rstd2.p + l * N, x2, s.w(s.li(l, 5)), N, C, c.norm_eps, st,
+                          s.x_amax(ln2, l, LinearKind::gate));
     s.fwd(l, LinearKind::gate, gate, ln2, s.li(l, 6), N, C, F);
     s.fwd(l, LinearKind::up, up, ln2, s.li(l, 7), N, C, F);
-    cuda::swiglu_forward(h, gate, up, N * F, st);
+    cuda::swiglu_forward(h, gate, up, N * F, st, s.x_amax(h, l, LinearKind::down));
     s.fwd(l, LinearKind::down, xo, h, s.li(l, 8), N, F, C);
     cuda::residual_forward(xo, xo, x2, N * C, st);
   }
   const size_t norm = s.specs.size() - 2, head = s.specs.size() - 1;
-  cuda::rmsnorm_forward(s.lnf.p, s.rstdf.p, s.resid.p + L * N * C, s.w(norm), N, C, c.norm_eps, st);
+  cuda::rmsnorm_forward(s.lnf.p, s.rstdf.p, s.resid.p + L * N * C, s.w(norm), N, C, c.norm_eps, st,
+                        s.x_amax(s.lnf.p, L, LinearKind::lm_head));
   s.fwd(L, LinearKind::lm_head, s.logits.p, s.lnf.p, head, N, C, V);
   if (!targets) {
     check(cudaStreamSynchronize(st), "forward");
@@ -282,11 +297,12 @@ void CudaModel::backward() {
   cudaStream_t st = nullptr;
   const size_t norm = s.specs.size() - 2, head = s.specs.size() - 1;
   void* scratch = s.scratch.p;
-  s.lin->begin_pass();
+  s.lin->begin_pass(QuantizedLinearCuda::Pass::backward);
 
   s.bwd(L, LinearKind::lm_head, s.dln.p, s.logits.p, s.lnf.p, head, N, C, V, false);
   check(cudaMemsetAsync(s.dresid.p, 0, size_t(N) * C * 2, st), "cudaMemsetAsync");
-  cuda::rmsnorm_backward(s.dresid.p, s.g(norm), s.dln.p, s.resid.p + L * N * C, s.w(norm), s.rstdf.p, N, C, scratch, st);
+  cuda::rmsnorm_backward(s.dresid.p, s.g(norm), s.dln.p, s.resid.p + L * N * C, s.w(norm), s.rstdf.p, N, C, scratch, st,
+                         L > 0 ? s.dy_amax(s.dresid.p, L - 1, LinearKind::down) : nullptr);
   for (int64_t l = L - 1; l >= 0; --l) {
     const bf16* x = s.resid.p + l * N * C;
     const bf16* x2 = s.resid2.p + l * N * C;
@@ -301,24 +317,25 @@ void CudaModel::backward() {
     const bf16* h = s.h.p + l * N * F;
     // MLP (dresid = d of the layer output = d x2 through the residual path)
     s.bwd(l, LinearKind::down, s.dh.p, s.dresid.p, h, s.li(l, 8), N, F, C, false);
-    cuda::swiglu_backward(s.dgate.p, s.dup.p, s.dh.p, gate, up, N * F, st);
+    cuda::swiglu_backward(s.dgate.p, s.dup.p, s.dh.p, gate, up, N * F, st, s.dy_amax(s.dgate.p, l, LinearKind::gate),
+                          s.dy_amax(s.dup.p, l, LinearKind::up));
     s.bwd(l, LinearKind::gate, s.dln.p, s.dgate.p, ln2, s.li(l, 6), N, C, F, false);
     s.bwd(l, LinearKind::up, s.dln.p, s.dup.p, ln2, s.li(l, 7), N, C, F, true);
     cuda::rmsnorm_backward(s.dresid.p, s.g(s.li(l, 5)), s.dln.p, x2, s.w(s.li(l, 5)), s.rstd2.p + l * N, N, C, scratch,
-                           st);
+                           st, s.dy_amax(s.dresid.p, l, LinearKind::o));
     // Attention
     s.bwd(l, LinearKind::o, s.dattn.p, s.dresid.p, atty, s.li(l, 4), N, QD, C, false);
     cuda::attention_backward(s.dqr.p, s.dkr.p, s.dv.p, s.dattn.p, atty, q, k, v, s.lse.p + l * B * NH * T, B, T, NH,
                              NKV, HS, scratch, st);
     check(cudaMemsetAsync(s.dq.p, 0, size_t(N) * QD * 2, st), "cudaMemsetAsync");
     check(cudaMemsetAsync(s.dk.p, 0, size_t(N) * KD * 2, st), "cudaMemsetAsync");
-    cuda::rope_backward(s.dq.p, s.dqr.p, B, T, NH, HS, c.rope_theta, st);
-    cuda::rope_backward(s.dk.p, s.dkr.p, B, T, NKV, HS, c.rope_theta, st);
+    cuda::rope_backward(s.dq.p, s.dqr.p, B, T, NH, HS, c.rope_theta, st, s.dy_amax(s.dq.p, l, LinearKind::q));
+    cuda::rope_backward(s.dk.p, s.dkr.p, B, T, NKV, HS, c.rope_theta, st, s.dy_amax(s.dk.p, l, LinearKind::k));
     s.bwd(l, LinearKind::q, s.dln.p, s.dq.p, ln1, s.li(l, 1), N, C, QD, false);
     s.bwd(l, LinearKind::k, s.dln.p, s.dk.p, ln1, s.li(l, 2), N, C, KD, true);
     s.bwd(l, LinearKind::v, s.dln.p, s.dv.p, ln1, s.li(l, 3), N, C, KD, true);
     cuda::rmsnorm_backward(s.dresid.p, s.g(s.li(l, 0)), s.dln.p, x, s.w(s.li(l, 0)), s.rstd1.p + l * N, N, C, scratch,
-                           st);
+                           st, l > 0 ? s.dy_amax(s.dresid.p, l - 1, LinearKind::down) : nullptr);
   }
   cuda::encoder_backward(s.g(0), s.dresid.p, s.tokens.p, B, T, C, V, scratch, s.status.p, st);
   check(cudaStreamSynchronize(st), "backward");

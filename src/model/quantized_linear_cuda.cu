@@ -2,12 +2,19 @@
 //
 // Each GEMM has two operand slots (a, b); a slot owns the device buffers of its operand's
 // quantized copy and remembers what the GEMM read, for held() and the next call. Weights use
-// the same slots as activations: a weight is re-quantized at every call (its cost is small
-// next to the activations', N >> OC for training batches).
+// the same slots as activations.
+//
+// A training forward pass also makes the column-wise copies its backward pass will need (X^T
+// for wgrad, W^T for dgrad) in the kernel call that makes the row-wise ones, when the recipe
+// quantizes both alike (pairable, round-to-nearest: no SR key in the bits): one read of the
+// tensor instead of two passes (amax + cast) in each direction. They are kept, by source
+// tensor, in `kept` until the next forward pass; the backward pass takes them when its own
+// decision for the operand is the same (else it quantizes afresh).
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <cstring>
+#include <map>
 #include <optional>
 #include <string>
 
@@ -39,6 +46,11 @@ __global__ void alpha_kernel(float* alpha, const float* amax_a, const float* ama
 }
 
 constexpr int kMaxCounters = 4096;  // quantizer calls between two non-finite checks
+constexpr int kMaxGiven = 1024;     // producer amaxes per pass (beyond: the quantizer finds its own)
+
+// Whether an operand's per-tensor scale comes from max |x| of the stored tensor itself, which
+// the kernel writing the tensor can compute (producer_amax): FP8 current scaling.
+bool amax_from_producer(const OperandQuant& q) { return is_fp8(q.format) && q.block.per_tensor(); }
 
 }  // namespace
 
@@ -66,8 +78,24 @@ struct QuantizedLinearCuda::State {
     const void* src = nullptr;
     bool src_column = false;
     uint64_t pass = 0;
+    // Where the quantized copy lives: this slot, or a copy kept from the forward pass.
+    const Slot* from = nullptr;
+    const Slot& holder() const { return from ? *from : *this; }
   };
   Slot slots[3][2];
+  // Column-wise copies made by the last training forward pass, by source tensor.
+  std::map<const void*, std::unique_ptr<Slot>> kept;
+  bool training_forward = false;  // the current pass is a forward pass a backward pass follows
+  bool kept_valid = false;        // `kept` holds the copies of the last forward pass
+  uint64_t kept_pass = 0;         // the pass number of the last training forward pass
+  // Producer amaxes of this pass: tensor -> its latest slot in `given`.
+  DeviceArray<float> given;
+  int given_used = 0;
+  std::map<const void*, int> given_index;
+  const float* given_for(const void* x) const {
+    const auto it = given_index.find(x);
+    return it == given_index.end() ? nullptr : given.p + it->second;
+  }
   uint64_t pass = 1;  // bumped by begin_pass(): activations may have been rewritten
   DeviceArray<float> alpha;  // one per GEMM
   DeviceArray<uint32_t> counters;
@@ -86,6 +114,7 @@ struct QuantizedLinearCuda::State {
     counters.need(kMaxCounters);
     check(cudaMemset(counters.p, 0, kMaxCounters * sizeof(uint32_t)), "cudaMemset");
     alpha.need(3);
+    given.need(kMaxGiven);
   }
   ~State() {
     for (auto& m : events) {
@@ -144,12 +173,20 @@ struct QuantizedLinearCuda::State {
 
   // Quantizes x (rows_x, cols_x), dtype BF16 or F32, into the row-wise copy held by slot `row`
   // and/or the column-wise copy held by slot `col` (prepared, quantized, pairable) in one call.
+  // A kept column copy (col_is_operand = false) is not made into a GEMM operand here: the
+  // backward pass does that (finish) when it takes the copy.
+  // given_amax: max |x| from the kernel that wrote x (producer_amax), for copies whose scale
+  // comes from it (amax_from_producer); else the quantizer finds the amax itself.
   void quantize(Slot* row, Slot* col, const void* x, DType dtype, int64_t rows_x, int64_t cols_x, SrKey key,
-                const std::string& what, cudaStream_t st) {
+                const std::string& what, cudaStream_t st, bool col_is_operand = true,
+                const float* given_amax = nullptr) {
     const OperandQuant& q = row ? *row->q : *col->q;
     const bool sr = q.rounding == Rounding::stochastic;
-    if (row) row->src = nullptr;  // hold() records a reusable source after this returns
-    if (col) col->src = nullptr;
+    for (Slot* p : {row, col}) {
+      if (!p) continue;
+      p->src = nullptr;  // hold() records a reusable source after this returns
+      p->from = nullptr;
+    }
     const size_t n = static_cast<size_t>(rows_x * cols_x);
     try {
       const cuda::DeviceStatus status{counter(what)};
@@ -179,18 +216,8 @@ struct QuantizedLinearCuda::State {
           }
           cuda::quantize_mxfp4(src, dtype, rows_x, cols_x, q.format, sr, key, rc, cc, status, st);
         }
-        for (int i = 0; i < 2; ++i) {
-          if (!slot[i]) continue;
-          Slot& s = *slot[i];
-          uint16_t* dec = s.decoded.need(n);
-          if (q.format == Format::nvfp4) {
-            cuda::dequantize_nvfp4(copies[i], s.rows, s.K, false, false, dec, DType::BF16, st);
-            s.amax = copies[i].amax;
-          } else {
-            cuda::dequantize_mxfp4(copies[i], s.rows, s.K, dec, DType::BF16, st);
-          }
-          s.op = cuda::GemmOperand{dec, DType::BF16, true, nullptr, BlockShape{0, 0}};
-        }
+        if (row) finish(*row, st);
+        if (col && col_is_operand) finish(*col, st);
       } else if (is_fp8(q.format)) {
         const BlockShape b = q.block;
         cuda::DeviceFp8Copy copies[2];
@@ -203,13 +230,19 @@ struct QuantizedLinearCuda::State {
               b.per_tensor() ? 1 : b.rows == 1 ? size_t(s.rows * kb) : size_t((s.rows + 127) / 128 * kb);
           float* f = s.f32.need(4 + nscale);
           copies[i] = {s.codes.need(n), f + 4, f};
-          s.op = cuda::GemmOperand{copies[i].codes, q.format == Format::fp8_e4m3 ? DType::F8_E4M3 : DType::F8_E5M2,
-                                   true, copies[i].scale_inv, b};
         }
         const cuda::DeviceFp8Copy* rc = row ? &copies[0] : nullptr;
         const cuda::DeviceFp8Copy* cc = col ? &copies[1] : nullptr;
-        if (b.per_tensor()) cuda::quantize_fp8(x, dtype, rows_x, cols_x, q.format, rc, cc, status, st);
-        else cuda::quantize_fp8_blockwise(x, dtype, rows_x, cols_x, q.format, b, rc, cc, status, st);
+        if (b.per_tensor() && given_amax) {
+          for (auto& c : copies) c.amax = const_cast<float*>(given_amax);  // read only
+          cuda::quantize_fp8_given_amax(x, dtype, rows_x, cols_x, q.format, rc, cc, status, st);
+        } else if (b.per_tensor()) {
+          cuda::quantize_fp8(x, dtype, rows_x, cols_x, q.format, rc, cc, status, st);
+        } else {
+          cuda::quantize_fp8_blockwise(x, dtype, rows_x, cols_x, q.format, b, rc, cc, status, st);
+        }
+        if (row) finish(*row, st);
+        if (col && col_is_operand) finish(*col, st);
       } else {
         throw Error("format " + std::string(format_traits(q.format).name) + " has no CUDA GEMM path");
       }
@@ -220,28 +253,81 @@ struct QuantizedLinearCuda::State {
     }
   }
 
+  // Makes slot s's quantized copy (in s.holder()) the GEMM operand: FP8 codes as they are,
+  // NVFP4 / MXFP4 decoded to BF16 into s.decoded.
+  void finish(Slot& s, cudaStream_t st) {
+    const Slot& c = s.holder();
+    const OperandQuant& q = *s.q;
+    const size_t n = static_cast<size_t>(s.rows * s.K);
+    s.amax = nullptr;
+    if (is_fp8(q.format)) {
+      s.op = cuda::GemmOperand{c.codes.p, q.format == Format::fp8_e4m3 ? DType::F8_E4M3 : DType::F8_E5M2, true,
+                               c.f32.p + 4, q.block};
+      return;
+    }
+    const cuda::DeviceNvfp4Copy copy{c.codes.p, c.scales.p, c.f32.p};
+    uint16_t* dec = s.decoded.need(n);
+    if (q.format == Format::nvfp4) {
+      cuda::dequantize_nvfp4(copy, s.rows, s.K, false, false, dec, DType::BF16, st);
+      s.amax = c.f32.p;
+    } else {
+      cuda::dequantize_mxfp4(copy, s.rows, s.K, dec, DType::BF16, st);
+    }
+    s.op = cuda::GemmOperand{dec, DType::BF16, true, nullptr, BlockShape{0, 0}};
+  }
+
   // prepare() + quantize() for one operand. An input the slot quantized last, in this pass,
-  // with the same settings and round-to-nearest (no key in the bits) is not quantized again.
+  // with the same settings and round-to-nearest (no key in the bits) is not quantized again; a
+  // column-wise copy the forward pass kept for it is taken. In a training forward pass, `keep`
+  // names the backward operand (gemm, operand) that reads the column-wise copy of the same
+  // tensor: it is made in the same kernel call when the two are pairable and round-to-nearest.
   void hold(Gemm g, Operand o, LinearId id, const std::string& name, const void* x, DType dtype, const uint16_t* x16,
-            int64_t rows_x, int64_t cols_x, bool column, const std::string& what, cudaStream_t st) {
+            int64_t rows_x, int64_t cols_x, bool column, const std::string& what, cudaStream_t st,
+            std::optional<std::pair<Gemm, Operand>> keep = std::nullopt) {
     Slot& s = slots[int(g)][int(o)];
     const std::optional<OperandQuant> before = s.q;
     const int64_t rows_before = s.rows, k_before = s.K;
     prepare(g, o, id, name, x16, rows_x, cols_x, column);
     if (!s.q) {
       s.src = nullptr;
+      s.from = nullptr;
       return;
     }
     if (s.src == x && s.src_column == column && s.pass == pass && before == s.q && rows_before == s.rows &&
         k_before == s.K && s.q->rounding == Rounding::rne) {
-      s.amax = s.q->format == Format::nvfp4 ? s.f32.p : nullptr;  // prepare() cleared it
+      s.amax = s.q->format == Format::nvfp4 ? s.holder().f32.p : nullptr;  // prepare() cleared it
       return;
     }
-    quantize(column ? nullptr : &s, column ? &s : nullptr, x, dtype, rows_x, cols_x, linear_sr_key(seed, step, id, g, o),
-             what, st);
     s.src = x;
     s.src_column = column;
     s.pass = pass;
+    if (column && kept_valid && !training_forward) {
+      const auto it = kept.find(x);
+      if (it != kept.end() && it->second->q == s.q && it->second->rows == s.rows && it->second->K == s.K) {
+        s.from = it->second.get();
+        finish(s, st);
+        return;
+      }
+    }
+    Slot* k = nullptr;
+    if (keep && training_forward && !column && s.q->rounding == Rounding::rne) {
+      const auto kq = recipe::operand_quant(r, n_layer, id.layer, name, keep->first, keep->second, progress);
+      if (kq && kq->rounding == Rounding::rne && pairable(*s.q, *kq)) {
+        auto& slot = kept[x];
+        if (!slot) slot = std::make_unique<Slot>();
+        k = slot.get();
+        k->q = kq;
+        k->rows = cols_x;
+        k->K = rows_x;
+        k->pass = pass;
+      }
+    }
+    const bool given_ok = amax_from_producer(*s.q) && (!k || amax_from_producer(*k->q));
+    quantize(column ? nullptr : &s, column ? &s : k, x, dtype, rows_x, cols_x, linear_sr_key(seed, step, id, g, o),
+             k ? what + " (and its column-wise copy for " + recipe::gemm_name(keep->first) + ")" : what, st,
+             /*col_is_operand=*/column, given_ok ? given_for(x) : nullptr);
+    s.src = x;  // quantize() cleared them
+    s.src_column = column;
   }
 
   // out = alpha · a · bᵀ over the slots of GEMM g.
@@ -298,8 +384,10 @@ void QuantizedLinearCuda::forward(cuda::Blas& blas, LinearId id, uint16_t* out, 
   const std::string where = "layer " + std::to_string(id.layer) + " " + name + " fprop";
   State::Marks* m = s.marks();
   if (m) check(cudaEventRecord(m->start, st), "cudaEventRecord");
-  s.hold(Gemm::fprop, Operand::a, id, name, inp, DType::BF16, inp, N, C, false, where + " X", st);
-  s.hold(Gemm::fprop, Operand::b, id, name, weight, DType::F32, weight_bf16, OC, C, false, where + " W", st);
+  s.hold(Gemm::fprop, Operand::a, id, name, inp, DType::BF16, inp, N, C, false, where + " X", st,
+         std::pair{Gemm::wgrad, Operand::b});
+  s.hold(Gemm::fprop, Operand::b, id, name, weight, DType::F32, weight_bf16, OC, C, false, where + " W", st,
+         std::pair{Gemm::dgrad, Operand::b});
   if (m) check(cudaEventRecord(m->quantized, st), "cudaEventRecord");
   s.run_gemm(blas, Gemm::fprop, out, DType::BF16, N, OC, C, false, where, st);
   if (m) check(cudaEventRecord(m->done, st), "cudaEventRecord");
@@ -324,8 +412,9 @@ void QuantizedLinearCuda::backward(cuda::Blas& blas, LinearId id, uint16_t* dinp
     State::Slot& ra = s.prepare(Gemm::dgrad, Operand::a, id, name, dout, N, OC, false);
     State::Slot& ca = s.prepare(Gemm::wgrad, Operand::a, id, name, dout, N, OC, true);
     if (ra.q && ca.q && State::pairable(*ra.q, *ca.q)) {
+      const bool given_ok = amax_from_producer(*ra.q) && amax_from_producer(*ca.q);
       s.quantize(&ra, &ca, dout, DType::BF16, N, OC, linear_sr_key(s.seed, s.step, id, Gemm::dgrad, Operand::a),
-                 where + " dY (dgrad and wgrad)", st);
+                 where + " dY (dgrad and wgrad)", st, true, given_ok ? s.given_for(dout) : nullptr);
       dy_done = true;
     }
   }
@@ -343,7 +432,44 @@ void QuantizedLinearCuda::backward(cuda::Blas& blas, LinearId id, uint16_t* dinp
   if (m) check(cudaEventRecord(m->done, st), "cudaEventRecord");
 }
 
-void QuantizedLinearCuda::begin_pass() { ++s_->pass; }
+void QuantizedLinearCuda::begin_pass(Pass p) {
+  State& s = *s_;
+  ++s.pass;
+  s.given_used = 0;
+  s.given_index.clear();
+  if (p == Pass::backward) {
+    s.training_forward = false;
+    return;
+  }
+  // A forward pass rewrites the activations: the kept copies are stale. Those the last
+  // training forward pass did not refresh (a tensor no longer read, after a resize) go.
+  s.kept_valid = p == Pass::training_forward;
+  s.training_forward = s.kept_valid;
+  if (!s.kept_valid) return;
+  for (auto it = s.kept.begin(); it != s.kept.end();) {
+    if (it->second->pass != s.kept_pass) {
+      for (auto& g : s.slots)
+        for (auto& sl : g)
+          if (sl.from == it->second.get()) sl.from = nullptr, sl.q.reset(), sl.src = nullptr;
+      it = s.kept.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  s.kept_pass = s.pass;
+}
+
+float* QuantizedLinearCuda::producer_amax(const void* tensor, LinearId id, Gemm g, Operand o, cuda::Stream stream) {
+  State& s = *s_;
+  const auto q = recipe::operand_quant(s.r, s.n_layer, id.layer, linear_name(id.kind), g, o, s.progress);
+  if (!q || !amax_from_producer(*q) || s.given_used == kMaxGiven) return nullptr;
+  if (s.given_used == 0) {
+    check(cudaMemsetAsync(s.given.p, 0, kMaxGiven * sizeof(float), reinterpret_cast<cudaStream_t>(stream)),
+          "cudaMemsetAsync");
+  }
+  s.given_index[tensor] = s.given_used;
+  return s.given.p + s.given_used++;
+}
 
 void QuantizedLinearCuda::check_nonfinite(cuda::Stream stream) {
   State& s = *s_;
@@ -365,6 +491,7 @@ void QuantizedLinearCuda::check_nonfinite(cuda::Stream stream) {
 
 std::vector<float> QuantizedLinearCuda::held(Gemm g, Operand o) const {
   const State::Slot& s = s_->slots[int(g)][int(o)];
+  const State::Slot& c = s.holder();
   const size_t n = static_cast<size_t>(s.rows * s.K);
   std::vector<float> out(n);
   check(cudaDeviceSynchronize(), "held");
@@ -384,11 +511,11 @@ std::vector<float> QuantizedLinearCuda::held(Gemm g, Operand o) const {
   dev.need(n);
   const Format f = s.q->format;
   if (f == Format::nvfp4 || f == Format::mxfp4 || f == Format::mxfp4_ocp) {
-    const cuda::DeviceNvfp4Copy copy{s.codes.p, s.scales.p, s.f32.p};
+    const cuda::DeviceNvfp4Copy copy{c.codes.p, c.scales.p, c.f32.p};
     if (f == Format::nvfp4) cuda::dequantize_nvfp4(copy, s.rows, s.K, false, true, dev.p, DType::F32, nullptr);
     else cuda::dequantize_mxfp4(copy, s.rows, s.K, dev.p, DType::F32, nullptr);
   } else {
-    const cuda::DeviceFp8Copy copy{s.codes.p, s.f32.p + 4, s.f32.p};
+    const cuda::DeviceFp8Copy copy{c.codes.p, c.f32.p + 4, c.f32.p};
     cuda::dequantize_fp8(copy, s.rows, s.K, f, s.q->block, dev.p, DType::F32, nullptr);
   }
   check(cudaMemcpy(out.data(), dev.p, n * 4, cudaMemcpyDeviceToHost), "cudaMemcpy");
@@ -396,10 +523,13 @@ std::vector<float> QuantizedLinearCuda::held(Gemm g, Operand o) const {
 }
 
 int64_t QuantizedLinearCuda::device_bytes() const {
-  int64_t total = s_->alpha.bytes() + s_->counters.bytes();
+  int64_t total = s_->alpha.bytes() + s_->counters.bytes() + s_->given.bytes();
+  const auto add = [&](const State::Slot& sl) {
+    total += sl.codes.bytes() + sl.scales.bytes() + sl.f32.bytes() + sl.decoded.bytes() + sl.rht.bytes();
+  };
   for (const auto& g : s_->slots)
-    for (const auto& sl : g)
-      total += sl.codes.bytes() + sl.scales.bytes() + sl.f32.bytes() + sl.decoded.bytes() + sl.rht.bytes();
+    for (const auto& sl : g) add(sl);
+  for (const auto& [src, sl] : s_->kept) add(*sl);
   return total;
 }
 

@@ -509,6 +509,73 @@ TEST(CudaOps, SwigluMatchesCpu) {
   }
 }
 
+// The producer amax of every op that takes one: max |output| exactly as stored (the BF16
+// values downloaded), folded into a caller-zeroed float; an op given a non-zero float only
+// raises it; each op's output bits are the same with and without it.
+TEST(CudaOps, ProducerAmaxIsTheMaxOfTheStoredOutput) {
+  REQUIRE_GPU();
+  auto max_abs = [](const std::vector<float>& x) {
+    float m = 0.0f;
+    for (float v : x) m = std::max(m, std::fabs(v));
+    return m;
+  };
+  DeviceBuffer<float> amax(std::vector<float>(2, 0.0f));
+  auto read = [&](int i) { return amax.download()[i]; };
+  auto zero = [&] { amax.upload(std::vector<float>(2, 0.0f)); };
+  uint64_t seed = 900;
+  for (const auto& s : kNormShapes) {
+    SCOPED_TRACE("N=" + std::to_string(s.N) + " C=" + std::to_string(s.C));
+    const int64_t N = s.N, C = s.C;
+    const auto x = randn_bf16(N * C, ++seed, 2.0f), w = randn_bf16(C, ++seed), dy = randn_bf16(N * C, ++seed);
+    const auto dx0 = randn_bf16(N * C, ++seed);
+    DeviceBuffer<uint16_t> d_x(to_bits(x)), d_w(to_bits(w)), d_dy(to_bits(dy)), d_out(N * C), d_out2(N * C),
+        d_dx(to_bits(dx0)), d_dx2(to_bits(dx0));
+    DeviceBuffer<float> d_rstd(N), d_dw(C);
+    DeviceBuffer<uint8_t> scratch(cu::rmsnorm_backward_scratch_bytes(N, C));
+    zero();
+    cu::rmsnorm_forward(d_out.ptr, d_rstd.ptr, d_x.ptr, d_w.ptr, N, C, 1e-5f, nullptr, amax.ptr);
+    cu::rmsnorm_forward(d_out2.ptr, d_rstd.ptr, d_x.ptr, d_w.ptr, N, C, 1e-5f, nullptr);
+    EXPECT_EQ(read(0), max_abs(download_bf16(d_out))) << "rmsnorm_forward";
+    EXPECT_TRUE(same_bits(d_out.download(), d_out2.download()));
+    zero();
+    cu::rmsnorm_backward(d_dx.ptr, d_dw.ptr, d_dy.ptr, d_x.ptr, d_w.ptr, d_rstd.ptr, N, C, scratch.ptr, nullptr, amax.ptr);
+    cu::rmsnorm_backward(d_dx2.ptr, nullptr, d_dy.ptr, d_x.ptr, d_w.ptr, d_rstd.ptr, N, C, scratch.ptr, nullptr);
+    EXPECT_EQ(read(0), max_abs(download_bf16(d_dx))) << "rmsnorm_backward (after the accumulation)";
+    EXPECT_TRUE(same_bits(d_dx.download(), d_dx2.download()));
+  }
+  for (const auto& [n, offset] : {std::pair<int64_t, int64_t>{65536, 0}, {1003, 1}}) {
+    SCOPED_TRACE("n=" + std::to_string(n) + " offset=" + std::to_string(offset));
+    const auto gate = randn_bf16(n + offset, ++seed, 3.0f), up = randn_bf16(n + offset, ++seed);
+    const auto dy = randn_bf16(n + offset, ++seed);
+    DeviceBuffer<uint16_t> d_g(to_bits(gate)), d_u(to_bits(up)), d_dy(to_bits(dy)), d_out(n + offset),
+        d_dg(n + offset), d_du(n + offset);
+    auto tail = [&](const DeviceBuffer<uint16_t>& d) {
+      auto v = download_bf16(d);
+      return std::vector<float>(v.begin() + offset, v.end());
+    };
+    zero();
+    cu::swiglu_forward(d_out.ptr + offset, d_g.ptr + offset, d_u.ptr + offset, n, nullptr, amax.ptr);
+    EXPECT_EQ(read(0), max_abs(tail(d_out))) << "swiglu_forward";
+    zero();
+    cu::swiglu_backward(d_dg.ptr + offset, d_du.ptr + offset, d_dy.ptr + offset, d_g.ptr + offset, d_u.ptr + offset, n,
+                        nullptr, amax.ptr, amax.ptr + 1);
+    EXPECT_EQ(read(0), max_abs(tail(d_dg))) << "swiglu_backward dgate";
+    EXPECT_EQ(read(1), max_abs(tail(d_du))) << "swiglu_backward dup";
+    // A larger value already there stays (atomicMax): the caller zeroes.
+    amax.upload({1e30f, 0.0f});
+    cu::swiglu_forward(d_out.ptr + offset, d_g.ptr + offset, d_u.ptr + offset, n, nullptr, amax.ptr);
+    EXPECT_EQ(read(0), 1e30f);
+  }
+  for (const auto& s : kRopeShapes) {
+    const int64_t n = s.B * s.T * s.NH * s.HS;
+    const auto dy = randn_bf16(n, ++seed), dx0 = randn_bf16(n, ++seed);
+    DeviceBuffer<uint16_t> d_dy(to_bits(dy)), d_dx(to_bits(dx0));
+    zero();
+    cu::rope_backward(d_dx.ptr, d_dy.ptr, s.B, s.T, s.NH, s.HS, 10000.0f, nullptr, amax.ptr);
+    EXPECT_EQ(read(0), max_abs(download_bf16(d_dx))) << "rope_backward (after the accumulation)";
+  }
+}
+
 TEST(CudaOps, ResidualAndConversionsBitExact) {
   REQUIRE_GPU();
   uint64_t seed = 500;

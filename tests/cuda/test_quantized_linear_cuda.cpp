@@ -133,9 +133,13 @@ std::vector<Case> cases() {
 
 class QuantizedLinearCudaTest : public ::testing::TestWithParam<Case> {};
 
-TEST_P(QuantizedLinearCudaTest, HoldsTheCpuBitsAndMultipliesThem) {
-  REQUIRE_GPU();
-  const Case& cs = GetParam();
+using Pass = nvfp4::model::QuantizedLinearCuda::Pass;
+
+// One layer's forward and backward under the case's recipe, checked three ways. training: the
+// passes are begun as the model begins them (a training forward pass keeps the column-wise
+// copies of X and W for the backward pass), else as separate passes (every operand quantized
+// where its GEMM reads it). The bits must not depend on it.
+void check_layer(const Case& cs, bool training) {
   const auto r = nvfp4::recipe::apply(nvfp4::recipe::preset(cs.preset, kLayers), cs.sw);
   const uint64_t seed = 77;
   const uint32_t step = 5;
@@ -155,9 +159,11 @@ TEST_P(QuantizedLinearCudaTest, HoldsTheCpuBitsAndMultipliesThem) {
   nvfp4::model::QuantizedLinearCuda lin(r, kLayers, seed);
   lin.set_step(step, 0.0);
 
+  lin.begin_pass(training ? Pass::training_forward : Pass::forward);
   lin.forward(blas, id, d_out.ptr, d_x.ptr, d_w.ptr, d_wb.ptr, N, C, OC, nullptr);
   const auto fx = lin.held(Gemm::fprop, Operand::a), fw = lin.held(Gemm::fprop, Operand::b);
   const auto out = from_bf16(d_out.download());
+  lin.begin_pass(Pass::backward);
   lin.backward(blas, id, d_dx.ptr, d_dw.ptr, d_dy.ptr, d_x.ptr, d_w.ptr, d_wb.ptr, N, C, OC, false, nullptr);
   EXPECT_NO_THROW(lin.check_nonfinite(nullptr));
   const auto ga = lin.held(Gemm::dgrad, Operand::a), gb = lin.held(Gemm::dgrad, Operand::b);
@@ -228,6 +234,59 @@ TEST_P(QuantizedLinearCudaTest, HoldsTheCpuBitsAndMultipliesThem) {
   EXPECT_LT(rel_l2(dw, c_dw, &dw0), tol) << cs.label;
 }
 
+TEST_P(QuantizedLinearCudaTest, HoldsTheCpuBitsAndMultipliesThem) {
+  REQUIRE_GPU();
+  check_layer(GetParam(), false);
+}
+
+TEST_P(QuantizedLinearCudaTest, HoldsTheSameBitsWhenTheForwardPassKeepsColumnCopies) {
+  REQUIRE_GPU();
+  check_layer(GetParam(), true);
+}
+
+TEST(QuantizedLinearCuda, TheBackwardPassTakesTheColumnCopiesATrainingForwardPassKept) {
+  REQUIRE_GPU();
+  // Proof that the kept copies are what wgrad and dgrad read: X and W are rewritten between the
+  // passes (which a model never does), and the backward pass still holds the old ones exactly
+  // where the recipe pairs the copies (X^T under fp8 and nvfp4 — NVFP4's RHT is made in the
+  // same kernel — but not under mxfp4, whose 32-point RHT is a pass of its own; W^T under all
+  // three). After a plain forward pass nothing is kept.
+  const uint64_t seed = 5;
+  const nvfp4::model::LinearId id{kLayer, nvfp4::model::LinearKind::down};
+  const auto x0 = bf16_values(nvfp4::test::randn(size_t(N * C), 11));
+  const auto x1 = bf16_values(nvfp4::test::randn(size_t(N * C), 12));
+  const auto w0 = nvfp4::test::randn(size_t(OC * C), 13, 0.05f);
+  const auto w1 = nvfp4::test::randn(size_t(OC * C), 14, 0.05f);
+  const auto dy = bf16_values(nvfp4::test::randn(size_t(N * OC), 15, 1e-3f));
+  for (const char* preset : {"fp8", "nvfp4", "mxfp4"}) {
+    for (bool training : {true, false}) {
+      const auto r = nvfp4::recipe::preset(preset, kLayers);
+      DeviceBuffer<uint16_t> d_x(bf16_bits(x0)), d_dy(bf16_bits(dy)), d_wb(bf16_bits(bf16_values(w0)));
+      DeviceBuffer<float> d_w(w0), d_dw(std::vector<float>(size_t(OC * C), 0.0f));
+      DeviceBuffer<uint16_t> d_out(size_t(N * OC)), d_dx(size_t(N * C));
+      nvfp4::cuda::Blas blas;
+      nvfp4::model::QuantizedLinearCuda lin(r, kLayers, seed);
+      lin.set_step(2, 0.0);
+      lin.begin_pass(training ? Pass::training_forward : Pass::forward);
+      lin.forward(blas, id, d_out.ptr, d_x.ptr, d_w.ptr, d_wb.ptr, N, C, OC, nullptr);
+      d_x.upload(bf16_bits(x1));
+      d_w.upload(w1);
+      d_wb.upload(bf16_bits(bf16_values(w1)));
+      lin.begin_pass(Pass::backward);
+      lin.backward(blas, id, d_dx.ptr, d_dw.ptr, d_dy.ptr, d_x.ptr, d_w.ptr, d_wb.ptr, N, C, OC, false, nullptr);
+      lin.check_nonfinite(nullptr);
+      const bool x_kept = training && std::string(preset) != "mxfp4", w_kept = training;
+      using nvfp4::DType;
+      EXPECT_EQ(lin.held(Gemm::wgrad, Operand::b),
+                cpu_held(r, Gemm::wgrad, Operand::b, id, seed, 2, x_kept ? x0 : x1, N, C, true, DType::BF16))
+          << preset << (training ? " training" : " plain") << ": wgrad X^T";
+      EXPECT_EQ(lin.held(Gemm::dgrad, Operand::b),
+                cpu_held(r, Gemm::dgrad, Operand::b, id, seed, 2, w_kept ? w0 : w1, OC, C, true, DType::F32))
+          << preset << (training ? " training" : " plain") << ": dgrad W^T";
+    }
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Recipes, QuantizedLinearCudaTest, ::testing::ValuesIn(cases()),
                          [](const ::testing::TestParamInfo<Case>& info) {
                            std::string n = info.param.label;
@@ -290,6 +349,66 @@ TEST(QuantizedLinearCuda, LayersReadingOneInputShareItsQuantizationWithinAPass) 
   EXPECT_EQ(lin.held(Gemm::fprop, Operand::a),
             cpu_held(r, Gemm::fprop, Operand::a, {kLayer, LinearKind::q}, 9, 3, x, N, C, false, nvfp4::DType::BF16));
   lin.check_nonfinite(nullptr);
+}
+
+TEST(QuantizedLinearCuda, AProducerAmaxStandsInForTheQuantizersOwnPass) {
+  REQUIRE_GPU();
+  // producer_amax is offered where an operand's scale is max |x| of the whole tensor (FP8
+  // current scaling) and nowhere else. Given the tensor's true amax, every copy holds the CPU's
+  // bits; given a wrong one, the bits follow it — so it is what the quantizer used.
+  const nvfp4::model::LinearId id{kLayer, nvfp4::model::LinearKind::o};
+  const auto x = bf16_values(nvfp4::test::randn(size_t(N * C), 21));
+  const auto w = nvfp4::test::randn(size_t(OC * C), 22, 0.05f);
+  const auto dy = bf16_values(nvfp4::test::randn(size_t(N * OC), 23, 1e-3f));
+  DeviceBuffer<uint16_t> d_x(bf16_bits(x)), d_dy(bf16_bits(dy)), d_wb(bf16_bits(bf16_values(w)));
+  DeviceBuffer<float> d_w(w), d_dw(std::vector<float>(size_t(OC * C), 0.0f));
+  DeviceBuffer<uint16_t> d_out(size_t(N * OC)), d_dx(size_t(N * C));
+  nvfp4::cuda::Blas blas;
+  for (const char* preset : {"bf16", "fp8-block", "nvfp4", "mxfp4"}) {
+    nvfp4::model::QuantizedLinearCuda lin(nvfp4::recipe::preset(preset, kLayers), kLayers, 1);
+    lin.begin_pass(Pass::training_forward);
+    EXPECT_EQ(lin.producer_amax(d_x.ptr, id, Gemm::fprop, Operand::a, nullptr), nullptr) << preset;
+    EXPECT_EQ(lin.producer_amax(d_dy.ptr, id, Gemm::dgrad, Operand::a, nullptr), nullptr) << preset;
+  }
+  auto max_abs = [](const std::vector<float>& v) {
+    float m = 0.0f;
+    for (float e : v) m = std::max(m, std::fabs(e));
+    return m;
+  };
+  auto put = [](float* dev, float v) { ASSERT_EQ(cudaMemcpy(dev, &v, 4, cudaMemcpyHostToDevice), cudaSuccess); };
+  const auto r = nvfp4::recipe::preset("fp8", kLayers);
+  using nvfp4::DType;
+  for (const float factor : {1.0f, 3.0f}) {
+    nvfp4::model::QuantizedLinearCuda lin(r, kLayers, 1);
+    lin.begin_pass(Pass::training_forward);
+    float* ax = lin.producer_amax(d_x.ptr, id, Gemm::fprop, Operand::a, nullptr);
+    ASSERT_NE(ax, nullptr);
+    put(ax, factor * max_abs(x));
+    lin.forward(blas, id, d_out.ptr, d_x.ptr, d_w.ptr, d_wb.ptr, N, C, OC, nullptr);
+    const auto fx = lin.held(Gemm::fprop, Operand::a);
+    lin.begin_pass(Pass::backward);
+    float* ady = lin.producer_amax(d_dy.ptr, id, Gemm::dgrad, Operand::a, nullptr);
+    ASSERT_NE(ady, nullptr);
+    put(ady, factor * max_abs(dy));
+    lin.backward(blas, id, d_dx.ptr, d_dw.ptr, d_dy.ptr, d_x.ptr, d_w.ptr, d_wb.ptr, N, C, OC, false, nullptr);
+    lin.check_nonfinite(nullptr);
+    const struct {
+      std::vector<float> got, want;
+      const char* name;
+    } held[] = {
+        {fx, cpu_held(r, Gemm::fprop, Operand::a, id, 1, 0, x, N, C, false, DType::BF16), "fprop X"},
+        {lin.held(Gemm::wgrad, Operand::b), cpu_held(r, Gemm::wgrad, Operand::b, id, 1, 0, x, N, C, true, DType::BF16),
+         "wgrad X^T (kept)"},
+        {lin.held(Gemm::dgrad, Operand::a), cpu_held(r, Gemm::dgrad, Operand::a, id, 1, 0, dy, N, OC, false, DType::BF16),
+         "dgrad dY"},
+        {lin.held(Gemm::wgrad, Operand::a), cpu_held(r, Gemm::wgrad, Operand::a, id, 1, 0, dy, N, OC, true, DType::BF16),
+         "wgrad dY^T"},
+    };
+    for (const auto& h : held) {
+      if (factor == 1.0f) EXPECT_EQ(h.got, h.want) << h.name << ": the true amax gives the CPU's bits";
+      else EXPECT_NE(h.got, h.want) << h.name << ": a wrong amax must change the bits";
+    }
+  }
 }
 
 TEST(QuantizedLinearCuda, RejectsAGemmMixingFp8AndOtherOperands) {

@@ -135,6 +135,33 @@ __device__ __forceinline__ float warp_sum(float v) {
   return v;
 }
 
+// ---- producer amax ------------------------------------------------------------------------------
+//
+// Kernels whose BF16 output a quantizer reads next can fold max |output| into a caller-zeroed
+// float (see the ops' `amax` parameters): the quantizer then needs no pass of its own to find it.
+// Values are taken as stored (BF16-rounded); NaN does not raise it (fmaxf), and the quantizer
+// reading the tensor counts non-finite values.
+
+// max(m, |bf16(v)|) over 8 values: the magnitudes the store will write.
+__device__ __forceinline__ float stored_max_abs(float m, const float (&v)[8]) {
+#pragma unroll
+  for (int e = 0; e < 8; ++e) m = fmaxf(m, fabsf(bf16_to_f32(f32_to_bf16(v[e]))));
+  return m;
+}
+
+// Folds each thread's m into *amax: a warp maximum, then one atomicMax per warp (on the bits:
+// non-negative floats order like them), skipped when it cannot raise the stored value. No
+// block barrier: threads may have returned early. Call from every thread that has not.
+__device__ __forceinline__ void fold_amax(float* amax, float m) {
+  if (amax == nullptr) return;
+  const unsigned lanes = __activemask();
+  const uint32_t bits = __reduce_max_sync(lanes, __float_as_uint(m));
+  if ((threadIdx.x & 31) == static_cast<unsigned>(__ffs(lanes) - 1) &&
+      bits > *reinterpret_cast<volatile uint32_t*>(amax)) {
+    atomicMax(reinterpret_cast<unsigned int*>(amax), bits);
+  }
+}
+
 // Grid-stride loop over the 8-element chunks of an n-element array: i is the chunk's first index.
 #define NVFP4_FOR_CHUNKS(i, n)                                                                   \
   for (int64_t i = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) * kVec; i < (n); \
@@ -164,7 +191,8 @@ __global__ void residual_kernel(uint16_t* out, const uint16_t* a, const uint16_t
 __device__ __forceinline__ float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
 
 template <bool kAligned>
-__global__ void swiglu_forward_kernel(uint16_t* out, const uint16_t* gate, const uint16_t* up, int64_t n) {
+__global__ void swiglu_forward_kernel(uint16_t* out, const uint16_t* gate, const uint16_t* up, int64_t n, float* amax) {
+  float m = 0.0f;
   NVFP4_FOR_CHUNKS(i, n) {
     float g[8], u[8];
     load8<kAligned>(gate, i, n, g);
@@ -172,12 +200,15 @@ __global__ void swiglu_forward_kernel(uint16_t* out, const uint16_t* gate, const
 #pragma unroll
     for (int e = 0; e < 8; ++e) g[e] = (g[e] * sigmoidf(g[e])) * u[e];
     store8<kAligned>(out, i, n, g);
+    if (amax) m = stored_max_abs(m, g);
   }
+  fold_amax(amax, m);
 }
 
 template <bool kAligned>
 __global__ void swiglu_backward_kernel(uint16_t* dgate, uint16_t* dup, const uint16_t* dout, const uint16_t* gate,
-                                       const uint16_t* up, int64_t n) {
+                                       const uint16_t* up, int64_t n, float* amax_dgate, float* amax_dup) {
+  float mg = 0.0f, mu = 0.0f;
   NVFP4_FOR_CHUNKS(i, n) {
     float dy[8], g[8], u[8], dg[8], du[8];
     load8<kAligned>(dout, i, n, dy);
@@ -191,7 +222,11 @@ __global__ void swiglu_backward_kernel(uint16_t* dgate, uint16_t* dup, const uin
     }
     store8<kAligned>(dgate, i, n, dg);
     store8<kAligned>(dup, i, n, du);
+    if (amax_dgate) mg = stored_max_abs(mg, dg);
+    if (amax_dup) mu = stored_max_abs(mu, du);
   }
+  fold_amax(amax_dgate, mg);
+  fold_amax(amax_dup, mu);
 }
 
 template <bool kAligned>
@@ -224,7 +259,7 @@ template <bool kAligned>
 __global__ void __launch_bounds__(kThreads) rmsnorm_forward_kernel(uint16_t* __restrict__ out, float* __restrict__ rstd,
                                                                    const uint16_t* __restrict__ inp,
                                                                    const uint16_t* __restrict__ weight, int64_t N,
-                                                                   int64_t C, float eps) {
+                                                                   int64_t C, float eps, float* amax) {
   const int64_t row = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + threadIdx.x / 32;
   const int lane = threadIdx.x & 31;
   if (row >= N) return;
@@ -239,6 +274,7 @@ __global__ void __launch_bounds__(kThreads) rmsnorm_forward_kernel(uint16_t* __r
   ss = warp_sum(ss);
   const float r = 1.0f / sqrtf(ss / static_cast<float>(C) + eps);
   uint16_t* o = out + row * C;
+  float m = 0.0f;
   for (int64_t c = lane * kVec; c < C; c += 32 * kVec) {
     float v[8], w[8];
     load8<kAligned>(x, c, C, v);
@@ -246,8 +282,10 @@ __global__ void __launch_bounds__(kThreads) rmsnorm_forward_kernel(uint16_t* __r
 #pragma unroll
     for (int e = 0; e < 8; ++e) v[e] = (v[e] * r) * w[e];
     store8<kAligned>(o, c, C, v);
+    if (amax) m = stored_max_abs(m, v);
   }
   if (lane == 0) rstd[row] = r;
+  fold_amax(amax, m);
 }
 
 // dinp += rstd * (g - xhat * mean(g * xhat)), g = dout * weight, xhat = inp * rstd: warp per row.
@@ -257,7 +295,7 @@ __global__ void __launch_bounds__(kThreads) rmsnorm_backward_dinp_kernel(uint16_
                                                                          const uint16_t* __restrict__ inp,
                                                                          const uint16_t* __restrict__ weight,
                                                                          const float* __restrict__ rstd, int64_t N,
-                                                                         int64_t C) {
+                                                                         int64_t C, float* amax) {
   const int64_t row = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + threadIdx.x / 32;
   const int lane = threadIdx.x & 31;
   if (row >= N) return;
@@ -275,6 +313,7 @@ __global__ void __launch_bounds__(kThreads) rmsnorm_backward_dinp_kernel(uint16_
     for (int e = 0; e < 8; ++e) dot += (gv[e] * wv[e]) * (xv[e] * r);
   }
   const float mean = warp_sum(dot) / static_cast<float>(C);
+  float m = 0.0f;
   for (int64_t c = lane * kVec; c < C; c += 32 * kVec) {
     float xv[8], gv[8], wv[8], d[8];
     load8<kAligned>(x, c, C, xv);
@@ -284,7 +323,9 @@ __global__ void __launch_bounds__(kThreads) rmsnorm_backward_dinp_kernel(uint16_
 #pragma unroll
     for (int e = 0; e < 8; ++e) d[e] += r * ((gv[e] * wv[e]) - (xv[e] * r) * mean);
     store8<kAligned>(dx, c, C, d);
+    if (amax) m = stored_max_abs(m, d);
   }
+  fold_amax(amax, m);
 }
 
 // partial[chunk, c] = sum over the chunk's rows (increasing) of dout * inp * rstd.
@@ -321,7 +362,8 @@ __global__ void __launch_bounds__(kThreads) rmsnorm_dweight_reduce_kernel(float*
 
 template <bool kBackward>
 __global__ void rope_kernel(uint16_t* out, const uint16_t* inp, int64_t rows /* B*T*NH */, int64_t T, int64_t NH,
-                            int64_t HS, float theta) {
+                            int64_t HS, float theta, float* amax) {
+  float m = 0.0f;
   const int64_t half = HS / 2;
   const int64_t total = rows * half;
   for (int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; idx < total;
@@ -341,10 +383,14 @@ __global__ void rope_kernel(uint16_t* out, const uint16_t* inp, int64_t rows /* 
       out[base + i + half] = f32_to_bf16(x2 * cs + x1 * sn);
     } else {
       // The transpose of [[c, -s], [s, c]] is the rotation by -angle; accumulate into dinp.
-      out[base + i] = f32_to_bf16(bf16_to_f32(out[base + i]) + (x1 * cs + x2 * sn));
-      out[base + i + half] = f32_to_bf16(bf16_to_f32(out[base + i + half]) + (x2 * cs - x1 * sn));
+      const uint16_t a = f32_to_bf16(bf16_to_f32(out[base + i]) + (x1 * cs + x2 * sn));
+      const uint16_t b = f32_to_bf16(bf16_to_f32(out[base + i + half]) + (x2 * cs - x1 * sn));
+      out[base + i] = a;
+      out[base + i + half] = b;
+      if (amax) m = fmaxf(m, fmaxf(fabsf(bf16_to_f32(a)), fabsf(bf16_to_f32(b))));
     }
   }
+  fold_amax(amax, m);
 }
 
 // ---- attention -------------------------------------------------------------------------------------
@@ -1468,14 +1514,14 @@ void Blas::gemm(void* out, DType out_dtype, const GemmOperand& a, const GemmOper
 // ---- RMSNorm -------------------------------------------------------------------------------------
 
 void rmsnorm_forward(uint16_t* out, float* rstd, const uint16_t* inp, const uint16_t* weight, int64_t N, int64_t C,
-                     float eps, Stream stream) {
+                     float eps, Stream stream, float* amax) {
   constexpr const char* op = "rmsnorm_forward";
   require_nonnegative(op, {{"N", N}, {"C", C}});
   require(C > 0 || N == 0, op, "C = 0: a row without channels has no RMS");
   if (N == 0) return;
   const bool aligned = C % kVec == 0 && aligned16(out) && aligned16(inp) && aligned16(weight);
   NVFP4_LAUNCH_ALIGNED(aligned, rmsnorm_forward_kernel, grid_for(N, kRowsPerBlock), kThreads, 0, stream, out, rstd, inp,
-                       weight, N, C, eps);
+                       weight, N, C, eps, amax);
   check_launch(op);
 }
 
@@ -1484,7 +1530,8 @@ size_t rmsnorm_backward_scratch_bytes(int64_t N, int64_t C) {
 }
 
 void rmsnorm_backward(uint16_t* dinp, float* dweight, const uint16_t* dout, const uint16_t* inp,
-                      const uint16_t* weight, const float* rstd, int64_t N, int64_t C, void* scratch, Stream stream) {
+                      const uint16_t* weight, const float* rstd, int64_t N, int64_t C, void* scratch, Stream stream,
+                      float* amax_dinp) {
   constexpr const char* op = "rmsnorm_backward";
   require_nonnegative(op, {{"N", N}, {"C", C}});
   if (N == 0 || C == 0) return;
@@ -1492,7 +1539,7 @@ void rmsnorm_backward(uint16_t* dinp, float* dweight, const uint16_t* dout, cons
     const bool aligned =
         C % kVec == 0 && aligned16(dinp) && aligned16(dout) && aligned16(inp) && aligned16(weight);
     NVFP4_LAUNCH_ALIGNED(aligned, rmsnorm_backward_dinp_kernel, grid_for(N, kRowsPerBlock), kThreads, 0, stream, dinp,
-                         dout, inp, weight, rstd, N, C);
+                         dout, inp, weight, rstd, N, C, amax_dinp);
     check_launch(op);
   }
   if (dweight) {
@@ -1525,16 +1572,16 @@ void rope_forward(uint16_t* out, const uint16_t* inp, int64_t B, int64_t T, int6
   rope_check("rope_forward", B, T, NH, HS, theta);
   const int64_t rows = B * T * NH;
   if (rows == 0 || HS == 0) return;
-  rope_kernel<false><<<grid_for(rows * (HS / 2)), kThreads, 0, stream>>>(out, inp, rows, T, NH, HS, theta);
+  rope_kernel<false><<<grid_for(rows * (HS / 2)), kThreads, 0, stream>>>(out, inp, rows, T, NH, HS, theta, nullptr);
   check_launch("rope_forward");
 }
 
 void rope_backward(uint16_t* dinp, const uint16_t* dout, int64_t B, int64_t T, int64_t NH, int64_t HS, float theta,
-                   Stream stream) {
+                   Stream stream, float* amax) {
   rope_check("rope_backward", B, T, NH, HS, theta);
   const int64_t rows = B * T * NH;
   if (rows == 0 || HS == 0) return;
-  rope_kernel<true><<<grid_for(rows * (HS / 2)), kThreads, 0, stream>>>(dinp, dout, rows, T, NH, HS, theta);
+  rope_kernel<true><<<grid_for(rows * (HS / 2)), kThreads, 0, stream>>>(dinp, dout, rows, T, NH, HS, theta, amax);
   check_launch("rope_backward");
 }
 
@@ -1585,22 +1632,22 @@ void attention_backward(uint16_t* dq, uint16_t* dk, uint16_t* dv, const uint16_t
 
 // ---- SwiGLU, residual, conversions -------------------------------------------------------------
 
-void swiglu_forward(uint16_t* out, const uint16_t* gate, const uint16_t* up, int64_t n, Stream stream) {
+void swiglu_forward(uint16_t* out, const uint16_t* gate, const uint16_t* up, int64_t n, Stream stream, float* amax) {
   require_nonnegative("swiglu_forward", {{"n", n}});
   if (n == 0) return;
   const bool aligned = aligned16(out) && aligned16(gate) && aligned16(up);
   NVFP4_LAUNCH_ALIGNED(aligned, swiglu_forward_kernel, grid_for((n + kVec - 1) / kVec), kThreads, 0, stream, out, gate,
-                       up, n);
+                       up, n, amax);
   check_launch("swiglu_forward");
 }
 
 void swiglu_backward(uint16_t* dgate, uint16_t* dup, const uint16_t* dout, const uint16_t* gate, const uint16_t* up,
-                     int64_t n, Stream stream) {
+                     int64_t n, Stream stream, float* amax_dgate, float* amax_dup) {
   require_nonnegative("swiglu_backward", {{"n", n}});
   if (n == 0) return;
   const bool aligned = aligned16(dgate) && aligned16(dup) && aligned16(dout) && aligned16(gate) && aligned16(up);
   NVFP4_LAUNCH_ALIGNED(aligned, swiglu_backward_kernel, grid_for((n + kVec - 1) / kVec), kThreads, 0, stream, dgate,
-                       dup, dout, gate, up, n);
+                       dup, dout, gate, up, n, amax_dgate, amax_dup);
   check_launch("swiglu_backward");
 }
 
