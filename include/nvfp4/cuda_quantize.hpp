@@ -65,6 +65,17 @@ void quantize_nvfp4_given_amax(const void* x, DType dtype, int64_t M, int64_t K,
 void nvfp4_amax(const void* x, DType dtype, int64_t M, int64_t K, const Nvfp4KernelConfig& config, float* row_amax,
                 float* col_amax, DeviceStatus status, Stream stream);
 
+// max |x| of several tensors in one launch: for each task, folded into *amax (atomicMax on
+// the bits: zero it first). A model's weights are many small tensors whose amax pass is launch-
+// bound one by one. dtype BF16 or F32; each x 16-byte aligned, n a multiple of 8. NaN does not
+// raise an amax (a quantizer given it counts non-finite values).
+struct AmaxTask {
+  const void* x = nullptr;
+  int64_t n = 0;
+  float* amax = nullptr;
+};
+void multi_amax(const AmaxTask* tasks, int count, DType dtype, Stream stream);
+
 // ---- MXFP4: E2M1 codes + an E8M0 scale per 32 values, no tensor scale: one pass ---------------
 //
 // format: Format::mxfp4 (exponent rounded up, TE) or Format::mxfp4_ocp. Outputs reuse

@@ -9,6 +9,7 @@
 
 #include "model/device_array.cuh"
 #include "nvfp4/cuda_ops.hpp"
+#include "nvfp4/cuda_quantize.hpp"
 #include "nvfp4/error.hpp"
 #include "nvfp4/model_cuda.hpp"
 #include "nvfp4/quantized_linear_cuda.hpp"
@@ -219,6 +220,22 @@ float CudaModel::forward(const int32_t* tokens, const int32_t* targets, int B, i
   if (targets) check(cudaMemcpy(s.targets.p, targets, N * 4, cudaMemcpyHostToDevice), "cudaMemcpy");
 
   s.lin->begin_pass(targets ? QuantizedLinearCuda::Pass::training_forward : QuantizedLinearCuda::Pass::forward);
+  // The weights' amaxes the recipe scales by (FP8 current scaling), all in one launch: one by
+  // one, each small tensor's own amax pass is launch-bound.
+  std::vector<cuda::AmaxTask> weight_amax;
+  for (int64_t l = 0; l < L; ++l) {
+    const std::pair<LinearKind, int> linears[] = {{LinearKind::q, 1},    {LinearKind::k, 2},  {LinearKind::v, 3},
+                                                  {LinearKind::o, 4},    {LinearKind::gate, 6}, {LinearKind::up, 7},
+                                                  {LinearKind::down, 8}};
+    for (const auto& [kind, k] : linears) {
+      const size_t wi = s.li(l, k);
+      const bool fits = reinterpret_cast<uintptr_t>(s.w32(wi)) % 16 == 0 && s.specs[wi].numel % 8 == 0;
+      if (float* a = fits ? s.amax_for(s.w32(wi), l, kind, recipe::Gemm::fprop, recipe::Operand::b) : nullptr) {
+        weight_amax.push_back({s.w32(wi), s.specs[wi].numel, a});
+      }
+    }
+  }
+  cuda::multi_amax(weight_amax.data(), static_cast<int>(weight_amax.size()), DType::F32, st);
   cuda::encoder_forward(s.resid.p, s.tokens.p, s.w(0), B, T, C, V, s.status.p, st);
   for (int64_t l = 0; l < L; ++l) {
     bf16* x = s.resid.p + l * N * C;

@@ -446,6 +446,47 @@ TEST(CudaFp8, CastAndTransposeMatchCpu) {
   EXPECT_EQ(cases, 2 * 8 * 4 * 2 * 3 * 2);
 }
 
+// multi_amax: every task's amax is the CPU's max |x| (more tasks than one launch takes, sizes
+// from one block's worth to many, BF16 and FP32); a value already there larger stays.
+TEST(CudaAmax, MultiAmaxMatchesCpu) {
+  REQUIRE_GPU();
+  uint64_t seed = 700;
+  for (nvfp4::DType dt : {nvfp4::DType::BF16, nvfp4::DType::F32}) {
+    const int count = 61;
+    std::vector<uint8_t> all;  // the tensors one after another, each 16-byte aligned
+    std::vector<size_t> at;
+    std::vector<int64_t> sizes;
+    std::vector<float> want;
+    for (int i = 0; i < count; ++i) {
+      const int64_t M = 16 * (1 + i % 7), K = 16 * (1 + (i * 37) % 300);
+      const auto x = make(i % 3 == 0 ? Data::heavy : Data::gaussian, M, K, ++seed, dt == nvfp4::DType::BF16);
+      float m = 0.0f;
+      for (float v : x) m = std::max(m, std::fabs(v));
+      want.push_back(m);
+      const auto host = input_bytes(x, dt);
+      at.push_back(all.size());
+      sizes.push_back(M * K);
+      all.insert(all.end(), host.begin(), host.end());
+      all.resize((all.size() + 15) / 16 * 16);
+    }
+    DeviceBuffer<uint8_t> xs(all.size());
+    CUDA_OK(cudaMemcpy(xs.ptr, all.data(), all.size(), cudaMemcpyHostToDevice));
+    DeviceBuffer<float> amax(std::vector<float>(count, 0.0f));
+    std::vector<nvfp4::cuda::AmaxTask> tasks;
+    for (int i = 0; i < count; ++i) tasks.push_back({xs.ptr + at[i], sizes[i], amax.ptr + i});
+    want[5] = 1e30f;
+    CUDA_OK(cudaMemcpy(amax.ptr + 5, &want[5], 4, cudaMemcpyHostToDevice));
+    nvfp4::cuda::multi_amax(tasks.data(), count, dt, nullptr);
+    CUDA_OK(cudaDeviceSynchronize());
+    const auto got = amax.download();
+    for (int i = 0; i < count; ++i) {
+      EXPECT_EQ(nvfp4::fmt::f32_bits(got[i]), nvfp4::fmt::f32_bits(want[i])) << "task " << i;
+    }
+    tasks[3].n = 12;  // not a multiple of 8
+    EXPECT_THROW(nvfp4::cuda::multi_amax(tasks.data(), count, dt, nullptr), nvfp4::Error);
+  }
+}
+
 // FP8 with 1x128 / 128x128 block scales vs the CPU reference: codes, every scale_inv, amax.
 TEST(CudaFp8, BlockScaledCastAndTransposeMatchCpu) {
   REQUIRE_GPU();

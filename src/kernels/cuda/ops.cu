@@ -142,20 +142,22 @@ __device__ __forceinline__ float warp_sum(float v) {
 // Values are taken as stored (BF16-rounded); NaN does not raise it (fmaxf), and the quantizer
 // reading the tensor counts non-finite values.
 
-// max(m, |bf16(v)|) over 8 values: the magnitudes the store will write.
-__device__ __forceinline__ float stored_max_abs(float m, const float (&v)[8]) {
+// max(m, |v|) over 8 values before their BF16 rounding: fold_amax rounds the maximum once,
+// which is the maximum of the rounded magnitudes (RNE is monotonic and symmetric).
+__device__ __forceinline__ float max_abs8(float m, const float (&v)[8]) {
 #pragma unroll
-  for (int e = 0; e < 8; ++e) m = fmaxf(m, fabsf(bf16_to_f32(f32_to_bf16(v[e]))));
+  for (int e = 0; e < 8; ++e) m = fmaxf(m, fabsf(v[e]));
   return m;
 }
 
-// Folds each thread's m into *amax: a warp maximum, then one atomicMax per warp (on the bits:
-// non-negative floats order like them), skipped when it cannot raise the stored value. No
-// block barrier: threads may have returned early. Call from every thread that has not.
+// Folds each thread's m (a max |value| before BF16 rounding) into *amax as the stored value's:
+// rounded to BF16, a warp maximum, then one atomicMax per warp (on the bits: non-negative
+// floats order like them), skipped when it cannot raise the stored value. No block barrier:
+// threads may have returned early. Call from every thread that has not.
 __device__ __forceinline__ void fold_amax(float* amax, float m) {
   if (amax == nullptr) return;
   const unsigned lanes = __activemask();
-  const uint32_t bits = __reduce_max_sync(lanes, __float_as_uint(m));
+  const uint32_t bits = __reduce_max_sync(lanes, __float_as_uint(bf16_to_f32(f32_to_bf16(m))));
   if ((threadIdx.x & 31) == static_cast<unsigned>(__ffs(lanes) - 1) &&
       bits > *reinterpret_cast<volatile uint32_t*>(amax)) {
     atomicMax(reinterpret_cast<unsigned int*>(amax), bits);
@@ -200,7 +202,7 @@ __global__ void swiglu_forward_kernel(uint16_t* out, const uint16_t* gate, const
 #pragma unroll
     for (int e = 0; e < 8; ++e) g[e] = (g[e] * sigmoidf(g[e])) * u[e];
     store8<kAligned>(out, i, n, g);
-    if (amax) m = stored_max_abs(m, g);
+    if (amax) m = max_abs8(m, g);
   }
   fold_amax(amax, m);
 }
@@ -222,8 +224,8 @@ __global__ void swiglu_backward_kernel(uint16_t* dgate, uint16_t* dup, const uin
     }
     store8<kAligned>(dgate, i, n, dg);
     store8<kAligned>(dup, i, n, du);
-    if (amax_dgate) mg = stored_max_abs(mg, dg);
-    if (amax_dup) mu = stored_max_abs(mu, du);
+    if (amax_dgate) mg = max_abs8(mg, dg);
+    if (amax_dup) mu = max_abs8(mu, du);
   }
   fold_amax(amax_dgate, mg);
   fold_amax(amax_dup, mu);
@@ -282,7 +284,7 @@ __global__ void __launch_bounds__(kThreads) rmsnorm_forward_kernel(uint16_t* __r
 #pragma unroll
     for (int e = 0; e < 8; ++e) v[e] = (v[e] * r) * w[e];
     store8<kAligned>(o, c, C, v);
-    if (amax) m = stored_max_abs(m, v);
+    if (amax) m = max_abs8(m, v);
   }
   if (lane == 0) rstd[row] = r;
   fold_amax(amax, m);
@@ -323,7 +325,7 @@ __global__ void __launch_bounds__(kThreads) rmsnorm_backward_dinp_kernel(uint16_
 #pragma unroll
     for (int e = 0; e < 8; ++e) d[e] += r * ((gv[e] * wv[e]) - (xv[e] * r) * mean);
     store8<kAligned>(dx, c, C, d);
-    if (amax) m = stored_max_abs(m, d);
+    if (amax) m = max_abs8(m, d);
   }
   fold_amax(amax, m);
 }

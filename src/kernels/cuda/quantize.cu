@@ -16,6 +16,7 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <string>
 #include <type_traits>
 
@@ -180,15 +181,17 @@ __global__ void __launch_bounds__(256) amax_kernel(const T* __restrict__ x, int6
 // Without RHT both copies' amax is max |x|: one flat pass of 16-byte loads (x is 16-byte
 // aligned and M K is a multiple of 16), the block's maximum folded with one atomic. (The
 // chunked kernel above reads 4 bytes per load: measured at 1.76 TB/s on an H100.)
+//
+// Block b of nb reads 16-byte vectors b*256 + t, + nb*256, ... of x (n values); returns this
+// thread's max |x| (NaN ignored) and adds its non-finite count to bad.
 template <typename T>
-__global__ void __launch_bounds__(256) flat_amax_kernel(const T* __restrict__ x, int64_t n, float* row_amax,
-                                                        float* col_amax, uint32_t* nonfinite) {
+__device__ __forceinline__ float strided_max_abs(const T* __restrict__ x, int64_t n, int64_t b, int64_t nb,
+                                                 uint32_t& bad) {
   constexpr int V = Elem<T>::kPerVec;
   const uint4* xv = reinterpret_cast<const uint4*>(x);
   const int64_t nv = n / V;
   float m = 0.0f;
-  uint32_t bad = 0;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < nv; i += int64_t(gridDim.x) * blockDim.x) {
+  for (int64_t i = b * 256 + threadIdx.x; i < nv; i += nb * 256) {
     union {
       uint4 u;
       T e[V];
@@ -200,16 +203,49 @@ __global__ void __launch_bounds__(256) flat_amax_kernel(const T* __restrict__ x,
       m = fmaxf(m, fmt::abs_f32(f));
     }
   }
-  count_nonfinite(nonfinite, bad);
+  return m;
+}
+
+// The block's maximum of m (every thread of the 256 calls), folded into a and b (either null).
+__device__ __forceinline__ void fold_block_max(float m, float* a, float* b) {
   __shared__ float warp_m[8];
   m = warp_max(m);
   if ((threadIdx.x & 31) == 0) warp_m[threadIdx.x / 32] = m;
   __syncthreads();
   if (threadIdx.x == 0) {
-    for (int w = 1; w < int(blockDim.x / 32); ++w) m = fmaxf(m, warp_m[w]);
-    if (row_amax) atomic_max_nonneg(row_amax, m);
-    if (col_amax) atomic_max_nonneg(col_amax, m);
+    for (int w = 1; w < 8; ++w) m = fmaxf(m, warp_m[w]);
+    if (a) atomic_max_nonneg(a, m);
+    if (b) atomic_max_nonneg(b, m);
   }
+}
+
+template <typename T>
+__global__ void __launch_bounds__(256) flat_amax_kernel(const T* __restrict__ x, int64_t n, float* row_amax,
+                                                        float* col_amax, uint32_t* nonfinite) {
+  uint32_t bad = 0;
+  const float m = strided_max_abs(x, n, blockIdx.x, gridDim.x, bad);
+  count_nonfinite(nonfinite, bad);
+  fold_block_max(m, row_amax, col_amax);
+}
+
+// multi_amax: task i owns blocks [first[i], first[i + 1]).
+constexpr int kAmaxTasks = 48;  // per launch (the argument block stays under 2 KB)
+struct MultiAmaxArgs {
+  const void* x[kAmaxTasks];
+  int64_t n[kAmaxTasks];
+  float* amax[kAmaxTasks];
+  int first[kAmaxTasks + 1];
+  int count;
+};
+
+template <typename T>
+__global__ void __launch_bounds__(256) multi_amax_kernel(const MultiAmaxArgs a) {
+  int t = 0;
+  while (t + 1 < a.count && a.first[t + 1] <= int(blockIdx.x)) ++t;  // uniform
+  uint32_t bad = 0;
+  const float m = strided_max_abs(static_cast<const T*>(a.x[t]), a.n[t], blockIdx.x - a.first[t],
+                                  a.first[t + 1] - a.first[t], bad);
+  fold_block_max(m, a.amax[t], nullptr);
 }
 
 // ---- quantize pass ------------------------------------------------------------------------
@@ -999,6 +1035,36 @@ void quantize_nvfp4_given_amax(const void* x, DType dtype, int64_t M, int64_t K,
                                const DeviceNvfp4Copy* row, const DeviceNvfp4Copy* col, DeviceStatus status,
                                Stream stream) {
   run(x, dtype, M, K, config, row, col, status, stream, false);
+}
+
+void multi_amax(const AmaxTask* tasks, int count, DType dtype, Stream stream) {
+  if (dtype != DType::BF16 && dtype != DType::F32) {
+    throw Error("multi_amax: dtype " + std::string(dtype_name(dtype)) + " is not supported; use BF16 or F32");
+  }
+  const auto s = reinterpret_cast<cudaStream_t>(stream);
+  const int64_t per_vec = dtype == DType::BF16 ? 8 : 4;
+  for (int i0 = 0; i0 < count; i0 += kAmaxTasks) {
+    MultiAmaxArgs a{};
+    a.count = std::min(count - i0, kAmaxTasks);
+    int blocks = 0;
+    for (int j = 0; j < a.count; ++j) {
+      const AmaxTask& t = tasks[i0 + j];
+      if (t.n < 0 || t.n % 8 != 0 || !t.amax || (t.n > 0 && !t.x) || reinterpret_cast<uintptr_t>(t.x) % 16 != 0) {
+        throw Error("multi_amax: task " + std::to_string(i0 + j) +
+                    " needs a 16-byte aligned input, a size that is a multiple of 8 and an amax pointer");
+      }
+      a.x[j] = t.x;
+      a.n[j] = t.n;
+      a.amax[j] = t.amax;
+      a.first[j] = blocks;
+      // About 32 vectors per thread: enough work per block, enough blocks to fill the GPU.
+      blocks += static_cast<int>(std::max<int64_t>(1, (t.n / per_vec + 256 * 32 - 1) / (256 * 32)));
+    }
+    a.first[a.count] = blocks;
+    if (dtype == DType::BF16) multi_amax_kernel<uint16_t><<<static_cast<unsigned>(blocks), 256, 0, s>>>(a);
+    else multi_amax_kernel<float><<<static_cast<unsigned>(blocks), 256, 0, s>>>(a);
+    check(cudaGetLastError(), "multi_amax_kernel launch");
+  }
 }
 
 void nvfp4_amax(const void* x, DType dtype, int64_t M, int64_t K, const Nvfp4KernelConfig& config, float* row_amax,
