@@ -257,7 +257,8 @@ float CudaModel::forward(const int32_t* tokens, const int32_t* targets, int B, i
     s.fwd(l, LinearKind::v, v, ln1, s.li(l, 3), N, C, KD);
     cuda::rope_forward(q, q, B, T, NH, HS, c.rope_theta, st);
     cuda::rope_forward(k, k, B, T, NKV, HS, c.rope_theta, st);
-    cuda::attention_forward(atty, s.lse.p + l * B * NH * T, q, k, v, B, T, NH, NKV, HS, st);
+    cuda::attention_forward(atty, s.lse.p + l * B * NH * T, q, k, v, B, T, NH, NKV, HS, st,
+                            s.x_amax(atty, l, LinearKind::o));
     s.fwd(l, LinearKind::o, x2, atty, s.li(l, 4), N, QD, C);
     cuda::residual_forward(x2, x2, x, N * C, st);
     cuda::rmsnorm_forward(ln2, s.rstd2.p + l * N, x2, s.w(s.li(l, 5)), N, C, c.norm_eps, st,
@@ -343,7 +344,7 @@ void CudaModel::backward() {
     // Attention
     s.bwd(l, LinearKind::o, s.dattn.p, s.dresid.p, atty, s.li(l, 4), N, QD, C, false);
     cuda::attention_backward(s.dqr.p, s.dkr.p, s.dv.p, s.dattn.p, atty, q, k, v, s.lse.p + l * B * NH * T, B, T, NH,
-                             NKV, HS, scratch, st);
+                             NKV, HS, scratch, st, s.dy_amax(s.dv.p, l, LinearKind::v));
     check(cudaMemsetAsync(s.dq.p, 0, size_t(N) * QD * 2, st), "cudaMemsetAsync");
     check(cudaMemsetAsync(s.dk.p, 0, size_t(N) * KD * 2, st), "cudaMemsetAsync");
     cuda::rope_backward(s.dq.p, s.dqr.p, B, T, NH, HS, c.rope_theta, st, s.dy_amax(s.dq.p, l, LinearKind::q));

@@ -26,6 +26,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -573,6 +574,25 @@ TEST(CudaOps, ProducerAmaxIsTheMaxOfTheStoredOutput) {
     zero();
     cu::rope_backward(d_dx.ptr, d_dy.ptr, s.B, s.T, s.NH, s.HS, 10000.0f, nullptr, amax.ptr);
     EXPECT_EQ(read(0), max_abs(download_bf16(d_dx))) << "rope_backward (after the accumulation)";
+  }
+  // Attention: out (forward) and dv (backward), head sizes 32/64/128, a ragged last tile, GQA.
+  for (const auto& [T, NH, NKV, HS] : {std::array<int64_t, 4>{200, 8, 2, 64}, {70, 4, 4, 128}, {130, 6, 3, 32}}) {
+    SCOPED_TRACE("attention T=" + std::to_string(T) + " HS=" + std::to_string(HS));
+    const int64_t B = 2, nq = B * T * NH * HS, nk = B * T * NKV * HS;
+    DeviceBuffer<uint16_t> d_q(to_bits(randn_bf16(nq, ++seed))), d_k(to_bits(randn_bf16(nk, ++seed))),
+        d_v(to_bits(randn_bf16(nk, ++seed))), d_dout(to_bits(randn_bf16(nq, ++seed))), d_out(nq), d_out2(nq), d_dq(nq),
+        d_dk(nk), d_dv(nk);
+    DeviceBuffer<float> d_lse(B * NH * T);
+    DeviceBuffer<uint8_t> scratch(cu::attention_backward_scratch_bytes(B, T, NH));
+    zero();
+    cu::attention_forward(d_out.ptr, d_lse.ptr, d_q.ptr, d_k.ptr, d_v.ptr, B, T, NH, NKV, HS, nullptr, amax.ptr);
+    EXPECT_EQ(read(0), max_abs(download_bf16(d_out))) << "attention_forward out";
+    cu::attention_forward(d_out2.ptr, d_lse.ptr, d_q.ptr, d_k.ptr, d_v.ptr, B, T, NH, NKV, HS, nullptr);
+    EXPECT_TRUE(same_bits(d_out.download(), d_out2.download()));
+    zero();
+    cu::attention_backward(d_dq.ptr, d_dk.ptr, d_dv.ptr, d_dout.ptr, d_out.ptr, d_q.ptr, d_k.ptr, d_v.ptr, d_lse.ptr, B,
+                           T, NH, NKV, HS, scratch.ptr, nullptr, amax.ptr);
+    EXPECT_EQ(read(0), max_abs(download_bf16(d_dv))) << "attention_backward dv";
   }
 }
 

@@ -579,10 +579,12 @@ __device__ __forceinline__ void load_tile_async(uint16_t* tile, const uint16_t* 
 // Epilogue: a warp's (16, HS) accumulator tile times `scale` as BF16 rows row0 + g and
 // row0 + g + 8 (those < T) of one head (base: its row 0; rows row_stride elements apart).
 template <int HS>
-__device__ __forceinline__ void store_acc_rows(uint16_t* base, int64_t row_stride, int row0, int T,
-                                               const float (&acc)[HS / 8][4], float scale_lo, float scale_hi,
-                                               int lane, bool aligned) {
+// Returns max |value| this thread stored, before BF16 rounding (for fold_amax).
+__device__ __forceinline__ float store_acc_rows(uint16_t* base, int64_t row_stride, int row0, int T,
+                                                const float (&acc)[HS / 8][4], float scale_lo, float scale_hi,
+                                                int lane, bool aligned) {
   const int g = lane >> 2, t = lane & 3;
+  float m = 0.0f;
 #pragma unroll
   for (int half = 0; half < 2; ++half) {
     const int row = row0 + g + 8 * half;
@@ -591,7 +593,9 @@ __device__ __forceinline__ void store_acc_rows(uint16_t* base, int64_t row_strid
     uint16_t* dst = base + static_cast<int64_t>(row) * row_stride + 2 * t;
 #pragma unroll
     for (int nb = 0; nb < HS / 8; ++nb) {
-      const uint32_t w = pack_bf16(acc[nb][2 * half] * sc, acc[nb][2 * half + 1] * sc);
+      const float a = acc[nb][2 * half] * sc, b = acc[nb][2 * half + 1] * sc;
+      m = fmaxf(m, fmaxf(fabsf(a), fabsf(b)));
+      const uint32_t w = pack_bf16(a, b);
       if (aligned) {
         *reinterpret_cast<uint32_t*>(dst + 8 * nb) = w;
       } else {
@@ -600,12 +604,14 @@ __device__ __forceinline__ void store_acc_rows(uint16_t* base, int64_t row_strid
       }
     }
   }
+  return m;
 }
 
 struct AttShape {
   int T, NH, NKV;
   float scale;   // 1 / sqrt(HS)
   bool aligned;  // every BF16 tensor 16-byte aligned
+  float* amax = nullptr;  // producer amax: of out (forward) or of dv (backward); may be null
 };
 
 template <int HS>
@@ -712,8 +718,9 @@ __global__ void __launch_bounds__(kAttThreads) attention_forward_mma_kernel(uint
     l[i] += __shfl_xor_sync(0xFFFFFFFFu, l[i], 2);
   }
   const int row0 = qt * L::kTile + r0;
-  store_acc_rows<HS>(out + static_cast<int64_t>(b) * s.T * qstride + h * HS, qstride, row0, s.T, o, 1.0f / l[0],
-                     1.0f / l[1], lane, s.aligned);
+  const float mo = store_acc_rows<HS>(out + static_cast<int64_t>(b) * s.T * qstride + h * HS, qstride, row0, s.T, o,
+                                     1.0f / l[0], 1.0f / l[1], lane, s.aligned);
+  fold_amax(s.amax, mo);
   if (t == 0) {
     float* lrow = lse + (static_cast<int64_t>(b) * s.NH + h) * s.T;
 #pragma unroll
@@ -848,7 +855,7 @@ __global__ void __launch_bounds__(kAttThreads) attention_backward_dkdv_mma_kerne
   }
   const int row0 = kt * L::kTile + r0;
   store_acc_rows<HS>(dk + kv_off, kstride, row0, s.T, dka, s.scale, s.scale, lane, s.aligned);
-  store_acc_rows<HS>(dv + kv_off, kstride, row0, s.T, dva, 1.0f, 1.0f, lane, s.aligned);
+  fold_amax(s.amax, store_acc_rows<HS>(dv + kv_off, kstride, row0, s.T, dva, 1.0f, 1.0f, lane, s.aligned));
 }
 
 template <int HS>
@@ -1590,13 +1597,13 @@ void rope_backward(uint16_t* dinp, const uint16_t* dout, int64_t B, int64_t T, i
 // ---- attention ------------------------------------------------------------------------------------
 
 void attention_forward(uint16_t* out, float* lse, const uint16_t* q, const uint16_t* k, const uint16_t* v, int64_t B,
-                       int64_t T, int64_t NH, int64_t NKV, int64_t HS, Stream stream) {
+                       int64_t T, int64_t NH, int64_t NKV, int64_t HS, Stream stream, float* amax) {
   constexpr const char* op = "attention_forward";
   attention_check(op, B, T, NH, NKV, HS);
   if (B == 0 || T == 0 || NH == 0) return;
   const AttShape s{static_cast<int>(T), static_cast<int>(NH), static_cast<int>(NKV),
                    1.0f / sqrtf(static_cast<float>(HS)),
-                   aligned16(out) && aligned16(q) && aligned16(k) && aligned16(v)};
+                   aligned16(out) && aligned16(q) && aligned16(k) && aligned16(v), amax};
   switch (HS) {
     case 32: attention_forward_hs<32>(out, lse, q, k, v, B, s, stream); break;
     case 64: attention_forward_hs<64>(out, lse, q, k, v, B, s, stream); break;
@@ -1610,7 +1617,7 @@ size_t attention_backward_scratch_bytes(int64_t B, int64_t T, int64_t NH) {
 
 void attention_backward(uint16_t* dq, uint16_t* dk, uint16_t* dv, const uint16_t* dout, const uint16_t* out,
                         const uint16_t* q, const uint16_t* k, const uint16_t* v, const float* lse, int64_t B, int64_t T,
-                        int64_t NH, int64_t NKV, int64_t HS, void* scratch, Stream stream) {
+                        int64_t NH, int64_t NKV, int64_t HS, void* scratch, Stream stream, float* amax_dv) {
   constexpr const char* op = "attention_backward";
   attention_check(op, B, T, NH, NKV, HS);
   if (B == 0 || T == 0 || NH == 0) return;
@@ -1624,7 +1631,8 @@ void attention_backward(uint16_t* dq, uint16_t* dk, uint16_t* dv, const uint16_t
   const AttShape s{static_cast<int>(T), static_cast<int>(NH), static_cast<int>(NKV),
                    1.0f / sqrtf(static_cast<float>(HS)),
                    aligned16(dq) && aligned16(dk) && aligned16(dv) && aligned16(dout) && aligned16(q) &&
-                       aligned16(k) && aligned16(v)};
+                       aligned16(k) && aligned16(v),
+                   amax_dv};
   switch (HS) {
     case 32: attention_backward_hs<32>(dq, dk, dv, dout, q, k, v, lse, D, B, s, stream); break;
     case 64: attention_backward_hs<64>(dq, dk, dv, dout, q, k, v, lse, D, B, s, stream); break;
