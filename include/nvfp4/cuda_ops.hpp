@@ -93,8 +93,11 @@ class Blas {
   // both BF16 or both FP8; FP8 runs on Hopper's FP8 tensor cores (both k_major, at most one
   // E5M2), per-tensor scale_inv as cuBLASLt's scalar scales, 1x128 / 128x128 block scales
   // (cuBLAS 12.9+ on sm_90) relaid into the layout cuBLASLt reads in a buffer this Blas owns.
+  // fast_accumulation (FP8 only): the FP8 tensor cores keep the running sum in their own
+  // reduced-precision accumulator instead of promoting it to FP32 after every K block
+  // (cuBLASLt's FAST_ACCUM; Transformer Engine's choice for fprop, not for dgrad or wgrad).
   void gemm(void* out, DType out_dtype, const GemmOperand& a, const GemmOperand& b, int64_t M, int64_t N, int64_t K,
-            const float* alpha, bool accumulate, Stream stream);
+            const float* alpha, bool accumulate, Stream stream, bool fast_accumulation = false);
 
   struct Impl;
 

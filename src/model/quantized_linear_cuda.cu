@@ -341,8 +341,10 @@ struct QuantizedLinearCuda::State {
       alpha_kernel<<<1, 1, 0, st>>>(alpha.p + int(g), a.amax, b.amax);
       check(cudaGetLastError(), "alpha_kernel");
     }
+    // FP8 fprop with fast accumulation; dgrad and wgrad promote to FP32 after every K block
+    // (Transformer Engine's split: gradients keep the full accumulation).
     try {
-      blas.gemm(out, out_dtype, a.op, b.op, M, N, K, alpha_ptr, accumulate, st);
+      blas.gemm(out, out_dtype, a.op, b.op, M, N, K, alpha_ptr, accumulate, st, g == Gemm::fprop);
     } catch (const Error& e) {
       throw Error(what + ": " + e.what());
     }

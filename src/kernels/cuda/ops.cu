@@ -1274,21 +1274,26 @@ struct Blas::Impl {
     bool ta, tb;
     int64_t m, n, k, lda, ldb, ldd;
     int type_a, type_b, dtype_d, mode_a, mode_b;
-    bool device_alpha;
+    bool device_alpha, fast_accum;
     uint32_t align_a, align_b, align_d;
     auto operator<=>(const Key&) const = default;
   };
   std::map<Key, cublasLtMatmulAlgo_t> algos;
 
   // Column-major D (m, n) = alpha * op(A) (m, k) · op(B) (k, n) + beta * D; D BF16 or FP32.
-  // alpha: a device float, or nullptr for 1.
+  // alpha: a device float, or nullptr for 1. fast_accum: FP8 fast accumulation (Blas::gemm).
   void gemm(const char* op, int64_t m, int64_t n, int64_t k, const Op& A, const Op& B, void* D,
-            cudaDataType_t dtype_d, int64_t ldd, const float* alpha, float beta, Stream stream) {
+            cudaDataType_t dtype_d, int64_t ldd, const float* alpha, float beta, Stream stream,
+            bool fast_accum = false) {
     MatmulDesc desc;
     check_blas(cublasLtMatmulDescCreate(&desc.d, CUBLAS_COMPUTE_32F, CUDA_R_32F), op);
     const cublasOperation_t opa = A.trans ? CUBLAS_OP_T : CUBLAS_OP_N, opb = B.trans ? CUBLAS_OP_T : CUBLAS_OP_N;
     check_blas(cublasLtMatmulDescSetAttribute(desc.d, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof(opa)), op);
     check_blas(cublasLtMatmulDescSetAttribute(desc.d, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof(opb)), op);
+    if (fast_accum) {
+      const int8_t on = 1;
+      check_blas(cublasLtMatmulDescSetAttribute(desc.d, CUBLASLT_MATMUL_DESC_FAST_ACCUM, &on, sizeof(on)), op);
+    }
     if (alpha) {
       const cublasLtPointerMode_t pm = CUBLASLT_POINTER_MODE_DEVICE;
       check_blas(cublasLtMatmulDescSetAttribute(desc.d, CUBLASLT_MATMUL_DESC_POINTER_MODE, &pm, sizeof(pm)), op);
@@ -1308,7 +1313,7 @@ struct Blas::Impl {
     check_blas(cublasLtMatrixLayoutCreate(&ld.d, dtype_d, m, n, ldd), op);
 
     const Key key{A.trans, B.trans, m, n, k, A.ld, B.ld, ldd, static_cast<int>(A.type), static_cast<int>(B.type),
-                  static_cast<int>(dtype_d), A.scale_mode, B.scale_mode, alpha != nullptr, ptr_alignment(A.data),
+                  static_cast<int>(dtype_d), A.scale_mode, B.scale_mode, alpha != nullptr, fast_accum, ptr_alignment(A.data),
                   ptr_alignment(B.data), ptr_alignment(D)};
     auto it = algos.find(key);
     if (it == algos.end()) {
@@ -1427,7 +1432,7 @@ cudaDataType_t blas_type(DType d, const char* op) {
 }  // namespace
 
 void Blas::gemm(void* out, DType out_dtype, const GemmOperand& a, const GemmOperand& b, int64_t M, int64_t N, int64_t K,
-                const float* alpha, bool accumulate, Stream stream) {
+                const float* alpha, bool accumulate, Stream stream, bool fast_accumulation) {
   constexpr const char* op = "Blas::gemm";
   require_nonnegative(op, {{"M", M}, {"N", N}, {"K", K}});
   require(out_dtype == DType::BF16 || out_dtype == DType::F32, op, "out must be BF16 or F32");
@@ -1517,7 +1522,8 @@ void Blas::gemm(void* out, DType out_dtype, const GemmOperand& a, const GemmOper
   } else {
     require(!a.scale_inv && !b.scale_inv, op, "BF16 operands take no scale_inv (use alpha)");
   }
-  impl_->gemm(op, N, M, K, A, B, out, blas_type(out_dtype, op), N, alpha, accumulate ? 1.0f : 0.0f, stream);
+  impl_->gemm(op, N, M, K, A, B, out, blas_type(out_dtype, op), N, alpha, accumulate ? 1.0f : 0.0f, stream,
+              fp8a && fast_accumulation);
 }
 
 // ---- RMSNorm -------------------------------------------------------------------------------------
