@@ -110,6 +110,19 @@ void quantize_fp8_given_amax(const void* x, DType dtype, int64_t M, int64_t K, F
                              const DeviceFp8Copy* row, const DeviceFp8Copy* col, DeviceStatus status,
                              Stream stream);
 
+// quantize_fp8_given_amax for several tensors in a few launches (many small tensors, e.g. a
+// model's weights, are launch-bound one call each). Every task asks for the same copies (row,
+// column or both); each copy's amax is an input. Non-finite inputs are counted into the task's
+// nonfinite_count (when given).
+struct Fp8Task {
+  const void* x = nullptr;
+  int64_t M = 0, K = 0;
+  Format format = Format::fp8_e4m3;
+  DeviceFp8Copy row, col;  // codes == nullptr: copy not requested
+  uint32_t* nonfinite_count = nullptr;
+};
+void quantize_fp8_multi(const Fp8Task* tasks, int count, DType dtype, Stream stream);
+
 // ---- FP8 with block scales (DeepSeek-V3 style): one pass, no tensor amax needed ------------
 //
 // block 1x128 (activations, gradients): a scale per 128 consecutive elements of each row of

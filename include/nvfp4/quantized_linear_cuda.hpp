@@ -19,6 +19,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <vector>
 
 #include "nvfp4/cuda_ops.hpp"
@@ -67,6 +68,18 @@ class QuantizedLinearCuda {
   // Zeroed on `stream` here; valid until the next begin_pass(); the next kernel to write
   // `tensor` must be the one it is given to.
   float* producer_amax(const void* tensor, LinearId id, recipe::Gemm g, recipe::Operand o, cuda::Stream stream);
+
+  // Quantizes, for the pass just begun, every listed weight whose fprop copy the recipe scales by
+  // its amax (FP8 current scaling) — and in a training forward pass dgrad's W^T beside it, as
+  // forward() would keep it — in a few multi-tensor launches: one by one, a model's many small
+  // weights are launch-bound. forward() then takes these copies (same bits); weights not
+  // prepared are quantized there as before. The weights must not change until the pass ends.
+  struct WeightRef {
+    LinearId id;
+    const float* weight = nullptr;  // the FP32 master (OC, C)
+    int64_t OC = 0, C = 0;
+  };
+  void prepare_weights(std::span<const WeightRef> weights, cuda::Stream stream);
 
   // Whether a quantizer met NaN/Inf since the last check: synchronizes `stream`, resets the
   // counters, and throws NonFiniteError naming the first layer, GEMM and operand that did.

@@ -9,7 +9,6 @@
 
 #include "model/device_array.cuh"
 #include "nvfp4/cuda_ops.hpp"
-#include "nvfp4/cuda_quantize.hpp"
 #include "nvfp4/error.hpp"
 #include "nvfp4/model_cuda.hpp"
 #include "nvfp4/quantized_linear_cuda.hpp"
@@ -220,22 +219,19 @@ float CudaModel::forward(const int32_t* tokens, const int32_t* targets, int B, i
   if (targets) check(cudaMemcpy(s.targets.p, targets, N * 4, cudaMemcpyHostToDevice), "cudaMemcpy");
 
   s.lin->begin_pass(targets ? QuantizedLinearCuda::Pass::training_forward : QuantizedLinearCuda::Pass::forward);
-  // The weights' amaxes the recipe scales by (FP8 current scaling), all in one launch: one by
-  // one, each small tensor's own amax pass is launch-bound.
-  std::vector<cuda::AmaxTask> weight_amax;
+  // The weights' quantized copies for this pass in a few launches (FP8 current scaling).
+  std::vector<QuantizedLinearCuda::WeightRef> weights;
   for (int64_t l = 0; l < L; ++l) {
-    const std::pair<LinearKind, int> linears[] = {{LinearKind::q, 1},    {LinearKind::k, 2},  {LinearKind::v, 3},
-                                                  {LinearKind::o, 4},    {LinearKind::gate, 6}, {LinearKind::up, 7},
-                                                  {LinearKind::down, 8}};
-    for (const auto& [kind, k] : linears) {
-      const size_t wi = s.li(l, k);
-      const bool fits = reinterpret_cast<uintptr_t>(s.w32(wi)) % 16 == 0 && s.specs[wi].numel % 8 == 0;
-      if (float* a = fits ? s.amax_for(s.w32(wi), l, kind, recipe::Gemm::fprop, recipe::Operand::b) : nullptr) {
-        weight_amax.push_back({s.w32(wi), s.specs[wi].numel, a});
-      }
-    }
+    const struct {
+      LinearKind kind;
+      int k;
+      int64_t OC, C;
+    } linears[] = {{LinearKind::q, 1, QD, C},   {LinearKind::k, 2, KD, C},    {LinearKind::v, 3, KD, C},
+                   {LinearKind::o, 4, C, QD},   {LinearKind::gate, 6, F, C}, {LinearKind::up, 7, F, C},
+                   {LinearKind::down, 8, C, F}};
+    for (const auto& li : linears) weights.push_back({LinearId{int(l), li.kind}, s.w32(s.li(l, li.k)), li.OC, li.C});
   }
-  cuda::multi_amax(weight_amax.data(), static_cast<int>(weight_amax.size()), DType::F32, st);
+  s.lin->prepare_weights(weights, st);
   cuda::encoder_forward(s.resid.p, s.tokens.p, s.w(0), B, T, C, V, s.status.p, st);
   for (int64_t l = 0; l < L; ++l) {
     bf16* x = s.resid.p + l * N * C;

@@ -85,6 +85,8 @@ struct QuantizedLinearCuda::State {
   Slot slots[3][2];
   // Column-wise copies made by the last training forward pass, by source tensor.
   std::map<const void*, std::unique_ptr<Slot>> kept;
+  // Row-wise weight copies prepare_weights() made for the current pass, by weight.
+  std::map<const void*, std::unique_ptr<Slot>> prepared;
   bool training_forward = false;  // the current pass is a forward pass a backward pass follows
   bool kept_valid = false;        // `kept` holds the copies of the last forward pass
   uint64_t kept_pass = 0;         // the pass number of the last training forward pass
@@ -95,6 +97,26 @@ struct QuantizedLinearCuda::State {
   const float* given_for(const void* x) const {
     const auto it = given_index.find(x);
     return it == given_index.end() ? nullptr : given.p + it->second;
+  }
+  // The slot of `m` for `key`, made if new, set to hold a (rows, K) copy quantized as q in this
+  // pass (kept and prepared copies).
+  Slot& copy_slot(std::map<const void*, std::unique_ptr<Slot>>& m, const void* key, const OperandQuant& q,
+                  int64_t rows, int64_t K) {
+    auto& slot = m[key];
+    if (!slot) slot = std::make_unique<Slot>();
+    slot->q = q;
+    slot->rows = rows;
+    slot->K = K;
+    slot->pass = pass;
+    return *slot;
+  }
+
+  // A zeroed float of `given` for the amax of `tensor` in this pass (nullptr when full).
+  float* new_given(const void* tensor, cudaStream_t st) {
+    if (given_used == kMaxGiven) return nullptr;
+    if (given_used == 0) check(cudaMemsetAsync(given.p, 0, kMaxGiven * sizeof(float), st), "cudaMemsetAsync");
+    given_index[tensor] = given_used;
+    return given.p + given_used++;
   }
   uint64_t pass = 1;  // bumped by begin_pass(): activations may have been rewritten
   DeviceArray<float> alpha;  // one per GEMM
@@ -301,6 +323,15 @@ struct QuantizedLinearCuda::State {
     s.src = x;
     s.src_column = column;
     s.pass = pass;
+    if (!column) {
+      const auto it = prepared.find(x);
+      if (it != prepared.end() && it->second->pass == pass && it->second->q == s.q && it->second->rows == s.rows &&
+          it->second->K == s.K) {
+        s.from = it->second.get();
+        finish(s, st);
+        return;
+      }
+    }
     if (column && kept_valid && !training_forward) {
       const auto it = kept.find(x);
       if (it != kept.end() && it->second->q == s.q && it->second->rows == s.rows && it->second->K == s.K) {
@@ -312,15 +343,7 @@ struct QuantizedLinearCuda::State {
     Slot* k = nullptr;
     if (keep && training_forward && !column && s.q->rounding == Rounding::rne) {
       const auto kq = recipe::operand_quant(r, n_layer, id.layer, name, keep->first, keep->second, progress);
-      if (kq && kq->rounding == Rounding::rne && pairable(*s.q, *kq)) {
-        auto& slot = kept[x];
-        if (!slot) slot = std::make_unique<Slot>();
-        k = slot.get();
-        k->q = kq;
-        k->rows = cols_x;
-        k->K = rows_x;
-        k->pass = pass;
-      }
+      if (kq && kq->rounding == Rounding::rne && pairable(*s.q, *kq)) k = &copy_slot(kept, x, *kq, cols_x, rows_x);
     }
     const bool given_ok = amax_from_producer(*s.q) && (!k || amax_from_producer(*k->q));
     quantize(column ? nullptr : &s, column ? &s : k, x, dtype, rows_x, cols_x, linear_sr_key(seed, step, id, g, o),
@@ -464,13 +487,57 @@ void QuantizedLinearCuda::begin_pass(Pass p) {
 float* QuantizedLinearCuda::producer_amax(const void* tensor, LinearId id, Gemm g, Operand o, cuda::Stream stream) {
   State& s = *s_;
   const auto q = recipe::operand_quant(s.r, s.n_layer, id.layer, linear_name(id.kind), g, o, s.progress);
-  if (!q || !amax_from_producer(*q) || s.given_used == kMaxGiven) return nullptr;
-  if (s.given_used == 0) {
-    check(cudaMemsetAsync(s.given.p, 0, kMaxGiven * sizeof(float), reinterpret_cast<cudaStream_t>(stream)),
-          "cudaMemsetAsync");
+  if (!q || !amax_from_producer(*q)) return nullptr;
+  return s.new_given(tensor, reinterpret_cast<cudaStream_t>(stream));
+}
+
+void QuantizedLinearCuda::prepare_weights(std::span<const WeightRef> weights, cuda::Stream stream) {
+  State& s = *s_;
+  const auto st = reinterpret_cast<cudaStream_t>(stream);
+  State::Marks* m = s.marks();
+  if (m) check(cudaEventRecord(m->start, st), "cudaEventRecord");
+  std::vector<cuda::AmaxTask> amax;
+  std::vector<cuda::Fp8Task> both, rows_only;  // one multi-tensor call asks every tensor for the same copies
+  for (const WeightRef& w : weights) {
+    const std::string name = linear_name(w.id.kind);
+    const auto q = recipe::operand_quant(s.r, s.n_layer, w.id.layer, name, Gemm::fprop, Operand::b, s.progress);
+    const int64_t n = w.OC * w.C;
+    if (!q || !amax_from_producer(*q) || w.OC % 16 != 0 || w.C % 16 != 0 ||
+        reinterpret_cast<uintptr_t>(w.weight) % 16 != 0) {
+      continue;  // forward() quantizes it
+    }
+    std::optional<OperandQuant> kq;
+    if (s.training_forward) {  // dgrad's W^T beside it, as forward() would keep it
+      kq = recipe::operand_quant(s.r, s.n_layer, w.id.layer, name, Gemm::dgrad, Operand::b, s.progress);
+      if (!(kq && q->rounding == Rounding::rne && kq->rounding == Rounding::rne && State::pairable(*q, *kq) &&
+            amax_from_producer(*kq))) {
+        kq.reset();
+      }
+    }
+    float* a = s.new_given(w.weight, st);
+    if (!a) continue;
+    State::Slot& row = s.copy_slot(s.prepared, w.weight, *q, w.OC, w.C);
+    cuda::Fp8Task t;
+    t.x = w.weight;
+    t.M = w.OC;
+    t.K = w.C;
+    t.format = q->format;
+    t.row = {row.codes.need(static_cast<size_t>(n)), row.f32.need(8) + 4, a};
+    t.nonfinite_count = s.counter("layer " + std::to_string(w.id.layer) + " " + name + " fprop W");
+    if (kq) {
+      State::Slot& col = s.copy_slot(s.kept, w.weight, *kq, w.C, w.OC);
+      t.col = {col.codes.need(static_cast<size_t>(n)), col.f32.need(8) + 4, a};
+    }
+    amax.push_back({w.weight, n, a});
+    (kq ? both : rows_only).push_back(t);
   }
-  s.given_index[tensor] = s.given_used;
-  return s.given.p + s.given_used++;
+  cuda::multi_amax(amax.data(), static_cast<int>(amax.size()), DType::F32, stream);
+  cuda::quantize_fp8_multi(both.data(), static_cast<int>(both.size()), DType::F32, stream);
+  cuda::quantize_fp8_multi(rows_only.data(), static_cast<int>(rows_only.size()), DType::F32, stream);
+  if (m) {
+    check(cudaEventRecord(m->quantized, st), "cudaEventRecord");
+    check(cudaEventRecord(m->done, st), "cudaEventRecord");
+  }
 }
 
 void QuantizedLinearCuda::check_nonfinite(cuda::Stream stream) {
@@ -532,6 +599,7 @@ int64_t QuantizedLinearCuda::device_bytes() const {
   for (const auto& g : s_->slots)
     for (const auto& sl : g) add(sl);
   for (const auto& [src, sl] : s_->kept) add(*sl);
+  for (const auto& [src, sl] : s_->prepared) add(*sl);
   return total;
 }
 

@@ -487,6 +487,89 @@ TEST(CudaAmax, MultiAmaxMatchesCpu) {
   }
 }
 
+// quantize_fp8_multi: each task's codes and scale_inv equal the CPU's for that tensor (more
+// tasks than one launch takes; edge tiles; E4M3 and E5M2 mixed; BF16 and FP32; row, column or
+// both copies); tasks asking for different copies are refused.
+TEST(CudaFp8, MultiTensorCastMatchesCpu) {
+  REQUIRE_GPU();
+  uint64_t seed = 800;
+  for (nvfp4::DType dt : {nvfp4::DType::BF16, nvfp4::DType::F32}) {
+    for (int copies = 0; copies < 3; ++copies) {  // row, col, both
+      const bool want_row = copies != 1, want_col = copies != 0;
+      SCOPED_TRACE(std::string(dt == nvfp4::DType::BF16 ? "bf16" : "f32") + " copies " + std::to_string(copies));
+      const int count = 30;
+      std::vector<std::vector<float>> xs;
+      std::vector<nvfp4::QuantizedTensor> refs;
+      std::vector<uint8_t> all;
+      std::vector<size_t> at, codes_at;
+      std::vector<int64_t> Ms, Ks;
+      size_t codes_bytes = 0;
+      for (int i = 0; i < count; ++i) {
+        const int64_t M = 16 * (1 + (i * 5) % 11), K = 16 * (1 + (i * 7) % 13);
+        Ms.push_back(M);
+        Ks.push_back(K);
+        xs.push_back(make(i % 4 == 3 ? Data::heavy : Data::gaussian, M, K, ++seed, dt == nvfp4::DType::BF16));
+        nvfp4::QuantizeOptions o;
+        o.format = i % 3 == 0 ? nvfp4::Format::fp8_e5m2 : nvfp4::Format::fp8_e4m3;
+        o.block = nvfp4::BlockShape{0, 0};
+        o.rowwise = want_row;
+        o.columnwise = want_col;
+        refs.push_back(nvfp4::quantize(xs.back(), M, K, o, dt));
+        const auto host = input_bytes(xs.back(), dt);
+        at.push_back(all.size());
+        all.insert(all.end(), host.begin(), host.end());
+        all.resize((all.size() + 15) / 16 * 16);
+        codes_at.push_back(codes_bytes);
+        codes_bytes += (size_t(M * K) + 15) / 16 * 16;
+      }
+      DeviceBuffer<uint8_t> dx(all.size()), rq(codes_bytes), cq(codes_bytes);
+      CUDA_OK(cudaMemcpy(dx.ptr, all.data(), all.size(), cudaMemcpyHostToDevice));
+      DeviceBuffer<float> f(std::vector<float>(size_t(count) * 12, 0.0f));  // per task: amax, row and col scale_inv
+      DeviceBuffer<uint32_t> bad(std::vector<uint32_t>(count, 0));
+      std::vector<nvfp4::cuda::Fp8Task> tasks;
+      for (int i = 0; i < count; ++i) {
+        const auto& ref = refs[i];
+        const float amax = (want_row ? ref.row : ref.col)->amax;
+        CUDA_OK(cudaMemcpy(f.ptr + 12 * i, &amax, 4, cudaMemcpyHostToDevice));
+        nvfp4::cuda::Fp8Task t;
+        t.x = dx.ptr + at[i];
+        t.M = Ms[i];
+        t.K = Ks[i];
+        t.format = ref.options.format;
+        if (want_row) t.row = {rq.ptr + codes_at[i], f.ptr + 12 * i + 4, f.ptr + 12 * i};
+        if (want_col) t.col = {cq.ptr + codes_at[i], f.ptr + 12 * i + 8, f.ptr + 12 * i};
+        t.nonfinite_count = bad.ptr + i;
+        tasks.push_back(t);
+      }
+      nvfp4::cuda::quantize_fp8_multi(tasks.data(), count, dt, nullptr);
+      CUDA_OK(cudaDeviceSynchronize());
+      const auto rcodes = rq.download(), ccodes = cq.download();
+      const auto fs = f.download();
+      for (int i = 0; i < count; ++i) {
+        const auto& ref = refs[i];
+        const size_t n = xs[i].size();
+        if (want_row) {
+          EXPECT_EQ(first_diff(ref.row->codes, std::vector<uint8_t>(rcodes.begin() + codes_at[i],
+                                                                    rcodes.begin() + codes_at[i] + n)), "")
+              << "task " << i << " row codes";
+          EXPECT_EQ(nvfp4::fmt::f32_bits(fs[12 * i + 4]), nvfp4::fmt::f32_bits(ref.row->scale_inv[0])) << "task " << i;
+        }
+        if (want_col) {
+          EXPECT_EQ(first_diff(ref.col->codes, std::vector<uint8_t>(ccodes.begin() + codes_at[i],
+                                                                    ccodes.begin() + codes_at[i] + n)), "")
+              << "task " << i << " col codes";
+          EXPECT_EQ(nvfp4::fmt::f32_bits(fs[12 * i + 8]), nvfp4::fmt::f32_bits(ref.col->scale_inv[0])) << "task " << i;
+        }
+      }
+      for (uint32_t b : bad.download()) EXPECT_EQ(b, 0u);
+      if (copies == 2) {
+        tasks[4].col.codes = nullptr;
+        EXPECT_THROW(nvfp4::cuda::quantize_fp8_multi(tasks.data(), count, dt, nullptr), nvfp4::Error);
+      }
+    }
+  }
+}
+
 // FP8 with 1x128 / 128x128 block scales vs the CPU reference: codes, every scale_inv, amax.
 TEST(CudaFp8, BlockScaledCastAndTransposeMatchCpu) {
   REQUIRE_GPU();

@@ -411,6 +411,70 @@ TEST(QuantizedLinearCuda, AProducerAmaxStandsInForTheQuantizersOwnPass) {
   }
 }
 
+TEST(QuantizedLinearCuda, PreparedWeightsAreTheOnesTheGemmsRead) {
+  REQUIRE_GPU();
+  // prepare_weights quantizes the listed weights for the pass (fprop W, and dgrad's W^T in a
+  // training forward pass) in multi-tensor launches. They hold the CPU's bits, and they are what
+  // forward/backward read: the weights are rewritten after prepare_weights (which a model never
+  // does) and the GEMMs still hold the prepared ones. A plain forward pass prepares W only (W^T
+  // is quantized in the backward, from the weight as it is then). Only FP8 per-tensor weights
+  // are prepared: under nvfp4 the rewritten weight is what forward() quantizes.
+  using nvfp4::DType;
+  using nvfp4::model::LinearKind;
+  const uint64_t seed = 3;
+  const std::vector<LinearKind> kinds = {LinearKind::gate, LinearKind::up, LinearKind::down};
+  std::vector<std::vector<float>> w0, w1;
+  for (size_t i = 0; i < kinds.size(); ++i) {
+    w0.push_back(nvfp4::test::randn(size_t(OC * C), 30 + i, 0.05f));
+    w1.push_back(nvfp4::test::randn(size_t(OC * C), 40 + i, 0.05f));
+  }
+  const auto x = bf16_values(nvfp4::test::randn(size_t(N * C), 50));
+  const auto dy = bf16_values(nvfp4::test::randn(size_t(N * OC), 51, 1e-3f));
+  for (const char* preset : {"fp8", "nvfp4"}) {
+    for (bool training : {true, false}) {
+      const auto r = nvfp4::recipe::preset(preset, kLayers);
+      const bool prepared = std::string(preset) == "fp8";
+      std::vector<float> all0, all1;  // the three weights back to back (as in a model's parameters)
+      for (size_t i = 0; i < kinds.size(); ++i) {
+        all0.insert(all0.end(), w0[i].begin(), w0[i].end());
+        all1.insert(all1.end(), w1[i].begin(), w1[i].end());
+      }
+      DeviceBuffer<float> d_w(all0), d_dw(std::vector<float>(size_t(OC * C), 0.0f));
+      DeviceBuffer<uint16_t> d_wb(bf16_bits(bf16_values(all0))), d_x(bf16_bits(x)), d_dy(bf16_bits(dy));
+      DeviceBuffer<uint16_t> d_out(size_t(N * OC)), d_dx(size_t(N * C));
+      nvfp4::cuda::Blas blas;
+      nvfp4::model::QuantizedLinearCuda lin(r, kLayers, seed);
+      lin.begin_pass(training ? Pass::training_forward : Pass::forward);
+      std::vector<nvfp4::model::QuantizedLinearCuda::WeightRef> refs;
+      for (size_t i = 0; i < kinds.size(); ++i) refs.push_back({{kLayer, kinds[i]}, d_w.ptr + i * OC * C, OC, C});
+      lin.prepare_weights(refs, nullptr);
+      d_w.upload(all1);
+      d_wb.upload(bf16_bits(bf16_values(all1)));
+      for (size_t i = 0; i < kinds.size(); ++i) {
+        const nvfp4::model::LinearId id{kLayer, kinds[i]};
+        const std::string what = std::string(preset) + (training ? " training " : " plain ") +
+                                 nvfp4::model::linear_name(kinds[i]);
+        lin.forward(blas, id, d_out.ptr, d_x.ptr, d_w.ptr + i * OC * C, d_wb.ptr + i * OC * C, N, C, OC, nullptr);
+        EXPECT_EQ(lin.held(Gemm::fprop, Operand::b),
+                  cpu_held(r, Gemm::fprop, Operand::b, id, seed, 0, prepared ? w0[i] : w1[i], OC, C, false, DType::F32))
+            << what << ": fprop W";
+      }
+      lin.begin_pass(Pass::backward);
+      for (size_t i = 0; i < kinds.size(); ++i) {
+        const nvfp4::model::LinearId id{kLayer, kinds[i]};
+        lin.backward(blas, id, d_dx.ptr, d_dw.ptr, d_dy.ptr, d_x.ptr, d_w.ptr + i * OC * C, d_wb.ptr + i * OC * C, N, C,
+                     OC, false, nullptr);
+        // nvfp4's W^T is kept by forward() from the weight it read then (the rewritten one).
+        const bool old_wt = prepared && training;
+        EXPECT_EQ(lin.held(Gemm::dgrad, Operand::b),
+                  cpu_held(r, Gemm::dgrad, Operand::b, id, seed, 0, old_wt ? w0[i] : w1[i], OC, C, true, DType::F32))
+            << preset << (training ? " training " : " plain ") << nvfp4::model::linear_name(kinds[i]) << ": dgrad W^T";
+      }
+      lin.check_nonfinite(nullptr);
+    }
+  }
+}
+
 TEST(QuantizedLinearCuda, RejectsAGemmMixingFp8AndOtherOperands) {
   auto r = nvfp4::recipe::preset("fp8", kLayers);
   r.fprop.b = nvfp4::recipe::preset("nvfp4", kLayers).fprop.b;

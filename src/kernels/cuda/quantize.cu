@@ -17,6 +17,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <climits>
 #include <string>
 #include <type_traits>
 
@@ -391,13 +392,14 @@ struct TileThread {
   __device__ bool col_block_valid() const { return i4 < cols && 16 * j4 < rows; }  // x[16 j4 ..][i4]
 };
 
-__device__ __forceinline__ TileThread tile_thread(int64_t M, int64_t K) {
+// Tile (ty, tx) of the grid: by default the CTA's (blockIdx.y, blockIdx.x).
+__device__ __forceinline__ TileThread tile_thread(int64_t M, int64_t K, int64_t ty = -1, int64_t tx = -1) {
   TileThread p;
   p.t = threadIdx.x;
   p.i4 = p.t / 4;
   p.j4 = p.t % 4;
-  p.m0 = int64_t(blockIdx.y) * kTile;
-  p.k0 = int64_t(blockIdx.x) * kTile;
+  p.m0 = (ty < 0 ? int64_t(blockIdx.y) : ty) * kTile;
+  p.k0 = (tx < 0 ? int64_t(blockIdx.x) : tx) * kTile;
   p.rows = static_cast<int>(M - p.m0 < kTile ? M - p.m0 : kTile);
   p.cols = static_cast<int>(K - p.k0 < kTile ? K - p.k0 : kTile);
   return p;
@@ -454,17 +456,17 @@ __device__ __forceinline__ uint4 fp8_encode16(const float (&v)[16], float scale,
   return make_uint4(w[0], w[1], w[2], w[3]);
 }
 
+// One 64x64 tile p of x; the tile at the origin also writes the scale_inv.
 template <typename T, bool kRow, bool kCol, bool kCount>
-__global__ void __launch_bounds__(kThreads) fp8_kernel(const T* __restrict__ x, Fp8Args a) {
+__device__ __forceinline__ void fp8_tile(const T* __restrict__ x, const Fp8Args& a, const TileThread& p) {
   __shared__ float tile[kCol ? kTile : 1][kPad];
-  const TileThread p = tile_thread(a.M, a.K);
   const int t = p.t, i4 = p.i4, j4 = p.j4;
   const int64_t m0 = p.m0, k0 = p.k0;
   const bool mine = p.row_block_valid();
   float v[16];
   load_block16<T, kCount>(x, a.K, m0, k0, i4, j4, mine, a.nonfinite, v);
   const float scale = fmt::fp8_scale_from_amax(*a.amax, a.kind);
-  if (blockIdx.x == 0 && blockIdx.y == 0 && t == 0) {
+  if (m0 == 0 && k0 == 0 && t == 0) {
     if (kRow) *a.row_scale_inv = 1.0f / scale;
     if (kCol) *a.col_scale_inv = 1.0f / scale;
   }
@@ -482,6 +484,29 @@ __global__ void __launch_bounds__(kThreads) fp8_kernel(const T* __restrict__ x, 
     for (int j = 0; j < 16; ++j) c[j] = tile[16 * j4 + j][i4];
     *reinterpret_cast<uint4*>(a.col_codes + (k0 + i4) * a.M + m0 + 16 * j4) = fp8_encode16(c, scale, a.kind);
   }
+}
+
+template <typename T, bool kRow, bool kCol, bool kCount>
+__global__ void __launch_bounds__(kThreads) fp8_kernel(const T* __restrict__ x, Fp8Args a) {
+  fp8_tile<T, kRow, kCol, kCount>(x, a, tile_thread(a.M, a.K));
+}
+
+// quantize_fp8_multi: tensor i owns the CTAs [first[i], first[i + 1]), its tiles row by row.
+constexpr int kFp8Tasks = 24;  // per launch (the argument block stays near 2 KB)
+struct MultiFp8Args {
+  const void* x[kFp8Tasks];
+  Fp8Args a[kFp8Tasks];
+  int first[kFp8Tasks + 1];
+  int count;
+};
+
+template <typename T, bool kRow, bool kCol>
+__global__ void __launch_bounds__(kThreads) multi_fp8_kernel(const MultiFp8Args m) {
+  int i = 0;
+  while (i + 1 < m.count && m.first[i + 1] <= int(blockIdx.x)) ++i;  // uniform
+  const Fp8Args& a = m.a[i];
+  const int64_t tiles_x = (a.K + kTile - 1) / kTile, local = int(blockIdx.x) - m.first[i];
+  fp8_tile<T, kRow, kCol, true>(static_cast<const T*>(m.x[i]), a, tile_thread(a.M, a.K, local / tiles_x, local % tiles_x));
 }
 
 // ---- FP8 with 1x128 / 128x128 block scales (+ optional transposed copy) ---------------------
@@ -1035,6 +1060,65 @@ void quantize_nvfp4_given_amax(const void* x, DType dtype, int64_t M, int64_t K,
                                const DeviceNvfp4Copy* row, const DeviceNvfp4Copy* col, DeviceStatus status,
                                Stream stream) {
   run(x, dtype, M, K, config, row, col, status, stream, false);
+}
+
+void quantize_fp8_multi(const Fp8Task* tasks, int count, DType dtype, Stream stream) {
+  if (dtype != DType::BF16 && dtype != DType::F32) {
+    throw Error("quantize_fp8_multi: dtype " + std::string(dtype_name(dtype)) + " is not supported; use BF16 or F32");
+  }
+  const auto s = reinterpret_cast<cudaStream_t>(stream);
+  if (count == 0) return;
+  const bool row = tasks[0].row.codes != nullptr, col = tasks[0].col.codes != nullptr;
+  for (int i0 = 0; i0 < count; i0 += kFp8Tasks) {
+    MultiFp8Args m{};
+    m.count = std::min(count - i0, kFp8Tasks);
+    int blocks = 0;
+    for (int j = 0; j < m.count; ++j) {
+      const Fp8Task& t = tasks[i0 + j];
+      const std::string which = "quantize_fp8_multi: task " + std::to_string(i0 + j);
+      validate_input(t.x, dtype, t.M, t.K, Nvfp4KernelConfig{});
+      if ((t.row.codes != nullptr) != row || (t.col.codes != nullptr) != col) {
+        throw Error(which + " asks for other copies than task 0 (every task: the same row/column copies)");
+      }
+      if (t.format != Format::fp8_e4m3 && t.format != Format::fp8_e5m2) throw Error(which + ": not an FP8 format");
+      for (const DeviceFp8Copy* c : {&t.row, &t.col}) {
+        if (c->codes && (!c->scale_inv || !c->amax || reinterpret_cast<uintptr_t>(c->codes) % 16 != 0)) {
+          throw Error(which + ": a copy needs 16-byte aligned codes, scale_inv and its (given) amax");
+        }
+      }
+      Fp8Args& a = m.a[j];
+      a.M = t.M;
+      a.K = t.K;
+      a.row_codes = t.row.codes;
+      a.col_codes = t.col.codes;
+      a.row_scale_inv = t.row.scale_inv;
+      a.col_scale_inv = t.col.scale_inv;
+      a.amax = row ? t.row.amax : t.col.amax;
+      a.kind = t.format == Format::fp8_e4m3 ? fmt::Fp8Kind::e4m3 : fmt::Fp8Kind::e5m2;
+      a.nonfinite = t.nonfinite_count;
+      m.x[j] = t.x;
+      m.first[j] = blocks;
+      const int64_t tiles = ((t.M + kTile - 1) / kTile) * ((t.K + kTile - 1) / kTile);
+      if (tiles > INT_MAX - blocks) throw Error(which + ": too many tiles for one launch");
+      blocks += static_cast<int>(tiles);
+    }
+    m.first[m.count] = blocks;
+    if (blocks == 0) continue;
+    with_bools(
+        [&](auto row_c, auto col_c) {
+          if constexpr (decltype(row_c)::value || decltype(col_c)::value) {
+            if (dtype == DType::BF16) {
+              multi_fp8_kernel<uint16_t, decltype(row_c)::value, decltype(col_c)::value>
+                  <<<static_cast<unsigned>(blocks), kThreads, 0, s>>>(m);
+            } else {
+              multi_fp8_kernel<float, decltype(row_c)::value, decltype(col_c)::value>
+                  <<<static_cast<unsigned>(blocks), kThreads, 0, s>>>(m);
+            }
+          }
+        },
+        row, col);
+    check(cudaGetLastError(), "multi_fp8_kernel launch");
+  }
 }
 
 void multi_amax(const AmaxTask* tasks, int count, DType dtype, Stream stream) {
