@@ -55,16 +55,13 @@ struct CudaModel::State {
   // Index of layer l's k-th parameter (param_specs order: ln1 q k v o ln2 gate up down).
   size_t li(int64_t l, int k) const { return 1 + 9 * static_cast<size_t>(l) + k; }
 
-  // Where the kernel about to write `tensor` folds its amax for operand (g, o) of linear layer
-  // (layer, kind), which reads it next (nullptr: the recipe has no use for it).
-  float* amax_for(const void* tensor, int64_t layer, LinearKind kind, recipe::Gemm g, recipe::Operand o) {
-    return lin->producer_amax(tensor, LinearId{int(layer), kind}, g, o, nullptr);
-  }
+  // Where the kernel about to write `tensor` folds its amax for linear layer (layer, kind), which
+  // reads it next as its input X or its output gradient dY (nullptr: the recipe has no use for it).
   float* x_amax(const void* tensor, int64_t layer, LinearKind kind) {
-    return amax_for(tensor, layer, kind, recipe::Gemm::fprop, recipe::Operand::a);
+    return lin->producer_amax(tensor, LinearId{int(layer), kind}, recipe::Gemm::fprop, recipe::Operand::a, nullptr);
   }
   float* dy_amax(const void* tensor, int64_t layer, LinearKind kind) {
-    return amax_for(tensor, layer, kind, recipe::Gemm::dgrad, recipe::Operand::a);
+    return lin->producer_amax(tensor, LinearId{int(layer), kind}, recipe::Gemm::dgrad, recipe::Operand::a, nullptr);
   }
 
   // The linear layers, through the recipe's QuantizedLinearCuda; wi: the weight's spec index.

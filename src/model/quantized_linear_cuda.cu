@@ -111,6 +111,19 @@ struct QuantizedLinearCuda::State {
     return *slot;
   }
 
+  // Makes the copy m holds for `key` slot s's operand, if it is what s needs (and, with
+  // this_pass, was made in this pass). Returns whether it did.
+  bool take(Slot& s, const std::map<const void*, std::unique_ptr<Slot>>& m, const void* key, bool this_pass,
+            cudaStream_t st) {
+    const auto it = m.find(key);
+    if (it == m.end()) return false;
+    const Slot& c = *it->second;
+    if ((this_pass && c.pass != pass) || c.q != s.q || c.rows != s.rows || c.K != s.K) return false;
+    s.from = &c;
+    finish(s, st);
+    return true;
+  }
+
   // A zeroed float of `given` for the amax of `tensor` in this pass (nullptr when full).
   float* new_given(const void* tensor, cudaStream_t st) {
     if (given_used == kMaxGiven) return nullptr;
@@ -238,8 +251,6 @@ struct QuantizedLinearCuda::State {
           }
           cuda::quantize_mxfp4(src, dtype, rows_x, cols_x, q.format, sr, key, rc, cc, status, st);
         }
-        if (row) finish(*row, st);
-        if (col && col_is_operand) finish(*col, st);
       } else if (is_fp8(q.format)) {
         const BlockShape b = q.block;
         cuda::DeviceFp8Copy copies[2];
@@ -263,11 +274,11 @@ struct QuantizedLinearCuda::State {
         } else {
           cuda::quantize_fp8_blockwise(x, dtype, rows_x, cols_x, q.format, b, rc, cc, status, st);
         }
-        if (row) finish(*row, st);
-        if (col && col_is_operand) finish(*col, st);
       } else {
         throw Error("format " + std::string(format_traits(q.format).name) + " has no CUDA GEMM path");
       }
+      if (row) finish(*row, st);
+      if (col && col_is_operand) finish(*col, st);
     } catch (const NonFiniteError&) {
       throw;
     } catch (const Error& e) {
@@ -323,23 +334,9 @@ struct QuantizedLinearCuda::State {
     s.src = x;
     s.src_column = column;
     s.pass = pass;
-    if (!column) {
-      const auto it = prepared.find(x);
-      if (it != prepared.end() && it->second->pass == pass && it->second->q == s.q && it->second->rows == s.rows &&
-          it->second->K == s.K) {
-        s.from = it->second.get();
-        finish(s, st);
-        return;
-      }
-    }
-    if (column && kept_valid && !training_forward) {
-      const auto it = kept.find(x);
-      if (it != kept.end() && it->second->q == s.q && it->second->rows == s.rows && it->second->K == s.K) {
-        s.from = it->second.get();
-        finish(s, st);
-        return;
-      }
-    }
+    // A weight prepare_weights() quantized for this pass; a column copy the forward pass kept.
+    if (!column && take(s, prepared, x, true, st)) return;
+    if (column && kept_valid && !training_forward && take(s, kept, x, false, st)) return;
     Slot* k = nullptr;
     if (keep && training_forward && !column && s.q->rounding == Rounding::rne) {
       const auto kq = recipe::operand_quant(r, n_layer, id.layer, name, keep->first, keep->second, progress);
