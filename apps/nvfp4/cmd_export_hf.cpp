@@ -25,10 +25,6 @@ struct ExportArgs {
   bool force = false, json = false;
 };
 
-void write_text(const fs::path& path, const std::string& text) {
-  io::write_file_atomic(path.string(), std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()), text.size()));
-}
-
 void run(const ExportArgs& a) {
   model::CpuModel m = train::load_checkpoint_model(a.checkpoint);
   const std::string tok_name = train::checkpoint_tokenizer(a.checkpoint);
@@ -82,10 +78,10 @@ void run(const ExportArgs& a) {
   cfg["eos_token_id"] = tok->eot_token();
   cfg["torch_dtype"] = "bfloat16";
   cfg["use_cache"] = true;
-  write_text(dir / "config.json", cfg.dump(2) + "\n");
+  write_text_file((dir / "config.json").string(), cfg.dump(2) + "\n");
   nlohmann::ordered_json gen = {{"bos_token_id", tok->eot_token()}, {"eos_token_id", tok->eot_token()}};
-  write_text(dir / "generation_config.json", gen.dump(2) + "\n");
-  write_text(dir / "nvfp4_tokenizer.json", tok->describe() + "\n");
+  write_text_file((dir / "generation_config.json").string(), gen.dump(2) + "\n");
+  write_text_file((dir / "nvfp4_tokenizer.json").string(), tok->describe() + "\n");
 
   // Reference: our FP32 logits from the BF16 weights on [EOT] + the check text (<= seq_len).
   std::vector<int32_t> ids = {tok->eot_token()};

@@ -71,17 +71,13 @@ void run(const ReportCommand& a) {
   write_comparison(rep, a.out_dir, a.json);
 }
 
-void write_text(const fs::path& p, const std::string& text) {
-  io::write_file_atomic(p.string(), std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()), text.size()));
-}
-
 }  // namespace
 
 void write_comparison(const train::CompareReport& rep, const std::string& out_dir, bool json) {
   fs::create_directories(out_dir);
   const fs::path html = fs::path(out_dir) / "report.html", js = fs::path(out_dir) / "summary.json";
-  write_text(html, train::render_html(rep));
-  write_text(js, train::summary_json(rep) + "\n");
+  write_text_file(html.string(), train::render_html(rep));
+  write_text_file(js.string(), train::summary_json(rep) + "\n");
   if (json) {
     std::cout << train::summary_json(rep) << "\n";
   } else {

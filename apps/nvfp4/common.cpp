@@ -53,6 +53,10 @@ void Table::print() const {
   for (const auto& r : rows_) line(r);
 }
 
+void write_text_file(const std::string& path, const std::string& text) {
+  io::write_file_atomic(path, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()), text.size()));
+}
+
 std::string fixed(double v, int decimals) {
   if (std::isnan(v)) return "nan";
   if (std::isinf(v)) return v > 0 ? "inf" : "-inf";

@@ -28,6 +28,9 @@ void register_export_hf(CLI::App& app);
 void register_compare(CLI::App& app);
 void register_report(CLI::App& app);
 
+// Writes text to path atomically (io::write_file_atomic: temporary file, then rename).
+void write_text_file(const std::string& path, const std::string& text);
+
 // What compare and report write: out_dir/report.html and out_dir/summary.json (atomically),
 // then the summary table and both paths on stdout — or, with json, the summary JSON.
 void write_comparison(const train::CompareReport& report, const std::string& out_dir, bool json);
