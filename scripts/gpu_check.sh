@@ -6,7 +6,8 @@
 #
 #   scripts/gpu_check.sh [BUILD] [OUT]        defaults: build, gpu-check-<time>
 #
-# Environment: RECIPES (default bf16,fp8,fp8-block,nvfp4,mxfp4), PROFILE=0 skips ncu.
+# Environment: RECIPES (default bf16,fp8,fp8-block,nvfp4,mxfp4); PROFILE: the recipes to profile
+# one step of (default fp8; 0 skips ncu), each into ncu_<recipe>_by_kernel.txt.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build}
@@ -36,20 +37,23 @@ done
 bench="$build/bench/bench_train_cuda"
 if [ -x "$bench" ]; then
   "$bench" --batch 16 --steps 10 --recipes "$recipes" > "$out/bench_train.txt" 2>&1 || failed=1
-  if [ "${PROFILE:-1}" != 0 ] && command -v ncu > /dev/null; then
-    # One training step, each kernel's duration (no clock or cache control: as the step runs).
-    ncu --profile-from-start off --clock-control none --cache-control none --metrics gpu__time_duration.sum \
-      --csv --page raw "$bench" --batch 16 --steps 1 --recipes fp8 --profile-step 1 > "$out/ncu_fp8.csv" 2> "$out/ncu_fp8.err"
-    # Sum by kernel name (the CSV's second row holds the units).
-    # (The program's own output comes first; the CSV starts at its header.)
-    awk -F'","' '!k && /Kernel Name/ { for (i = 1; i <= NF; i++) { if ($i ~ /Kernel Name/) k = i; if ($i ~ /gpu__time_duration.sum/) d = i } next }
-                 !k { next }
-                 !unit { unit = $d; next }
-                 { name = $k; sub(/\(.*/, "", name); v = $d; gsub(/[",]/, "", v); ms = v / (unit ~ /^n/ ? 1e6 : unit ~ /^u/ ? 1e3 : 1);
-                   sum[name] += ms; n[name]++; total += ms; count++ }
-                 END { printf "%d kernels, %.2f ms summed\n", count, total
-                       for (x in sum) printf "%8.3f ms %6d  %s\n", sum[x], n[x], substr(x, 1, 90) }' "$out/ncu_fp8.csv" |
-      sort -rn > "$out/ncu_fp8_by_kernel.txt"
+  profile=${PROFILE:-fp8}
+  if [ "$profile" != 0 ] && command -v ncu > /dev/null; then
+    for r in ${profile//,/ }; do
+      # One training step, each kernel's duration (no clock or cache control: as the step runs).
+      ncu --profile-from-start off --clock-control none --cache-control none --metrics gpu__time_duration.sum \
+        --csv --page raw "$bench" --batch 16 --steps 1 --recipes "$r" --profile-step 1 > "$out/ncu_$r.csv" 2> "$out/ncu_$r.err"
+      # Sum by kernel name. The program's own output comes first; the CSV starts at its header,
+      # and its second row holds the units.
+      awk -F'","' '!k && /Kernel Name/ { for (i = 1; i <= NF; i++) { if ($i ~ /Kernel Name/) k = i; if ($i ~ /gpu__time_duration.sum/) d = i } next }
+                   !k { next }
+                   !unit { unit = $d; next }
+                   { name = $k; sub(/\(.*/, "", name); v = $d; gsub(/[",]/, "", v); ms = v / (unit ~ /^n/ ? 1e6 : unit ~ /^u/ ? 1e3 : 1);
+                     sum[name] += ms; n[name]++; total += ms; count++ }
+                   END { printf "%d kernels, %.2f ms summed\n", count, total
+                         for (x in sum) printf "%8.3f ms %6d  %s\n", sum[x], n[x], substr(x, 1, 90) }' "$out/ncu_$r.csv" |
+        sort -rn > "$out/ncu_${r}_by_kernel.txt"
+    done
   fi
 else
   summary+=("bench_train_cuda: not built")
@@ -58,7 +62,7 @@ fi
 
 echo
 for s in "${summary[@]}"; do echo "$s"; done
-[ -f "$out/ncu_fp8_by_kernel.txt" ] && head -25 "$out/ncu_fp8_by_kernel.txt"
+for f in "$out"/ncu_*_by_kernel.txt; do [ -f "$f" ] && { echo "$f"; head -25 "$f"; }; done
 [ -f "$out/bench_train.txt" ] && tail -n 9 "$out/bench_train.txt"
 echo "logs: $out"
 exit $failed

@@ -96,6 +96,8 @@ class Blas {
   // fast_accumulation (FP8 only): the FP8 tensor cores keep the running sum in their own
   // reduced-precision accumulator instead of promoting it to FP32 after every K block
   // (cuBLASLt's FAST_ACCUM; Transformer Engine's choice for fprop, not for dgrad or wgrad).
+  // Per-tensor scales only: with block scales cuBLAS 13.0 on sm_90 answers "not supported"
+  // (measured on the H100), so asking for it there is an error.
   void gemm(void* out, DType out_dtype, const GemmOperand& a, const GemmOperand& b, int64_t M, int64_t N, int64_t K,
             const float* alpha, bool accumulate, Stream stream, bool fast_accumulation = false);
 

@@ -361,10 +361,13 @@ struct QuantizedLinearCuda::State {
       alpha_kernel<<<1, 1, 0, st>>>(alpha.p + int(g), a.amax, b.amax);
       check(cudaGetLastError(), "alpha_kernel");
     }
-    // FP8 fprop with fast accumulation; dgrad and wgrad promote to FP32 after every K block
-    // (Transformer Engine's split: gradients keep the full accumulation).
+    // FP8 fprop with per-tensor scales runs with fast accumulation; dgrad and wgrad promote to
+    // FP32 after every K block (Transformer Engine's split: gradients keep the full
+    // accumulation). Block-scaled FP8 promotes everywhere (cuBLASLt has no fast mode for it).
+    const bool fp8 = a.op.dtype == DType::F8_E4M3 || a.op.dtype == DType::F8_E5M2;
+    const bool fast = g == Gemm::fprop && fp8 && a.op.block.per_tensor() && b.op.block.per_tensor();
     try {
-      blas.gemm(out, out_dtype, a.op, b.op, M, N, K, alpha_ptr, accumulate, st, g == Gemm::fprop);
+      blas.gemm(out, out_dtype, a.op, b.op, M, N, K, alpha_ptr, accumulate, st, fast);
     } catch (const Error& e) {
       throw Error(what + ": " + e.what());
     }

@@ -207,6 +207,36 @@ TEST(CudaOps, MatmulBackwardDeterministic) {
   EXPECT_EQ(first_diff(f32_bits(dw[0]), f32_bits(dw[1])), -1);
 }
 
+TEST(CudaOps, GemmFastAccumulationIsForPerTensorFp8Only) {
+  REQUIRE_GPU();
+  // cuBLASLt (13.0, sm_90) answers "not supported" for fast accumulation with block scales;
+  // Blas::gemm refuses it, and BF16 operands, with a message naming the option.
+  cu::Blas blas;
+  const int64_t M = 128, N = 128, K = 128;
+  std::vector<uint8_t> codes(size_t(M * K));
+  std::mt19937 rng(5);
+  for (auto& c : codes) c = static_cast<uint8_t>(rng() % 0x7e);  // finite E4M3
+  DeviceBuffer<uint8_t> d_a(codes), d_b(codes);
+  DeviceBuffer<float> d_scale(std::vector<float>(4, 1.0f));
+  DeviceBuffer<uint16_t> d_out(size_t(M * N)), d_bf(to_bits(randn_bf16(M * K, 6)));
+  const auto expect_refused = [&](const cu::GemmOperand& a, const cu::GemmOperand& b) {
+    try {
+      blas.gemm(d_out.ptr, nvfp4::DType::BF16, a, b, M, N, K, nullptr, false, nullptr, true);
+      ADD_FAILURE() << "fast accumulation accepted";
+    } catch (const nvfp4::Error& e) {
+      EXPECT_NE(std::string(e.what()).find("fast accumulation"), std::string::npos) << e.what();
+    }
+  };
+  const cu::GemmOperand tensor_a{d_a.ptr, nvfp4::DType::F8_E4M3, true, d_scale.ptr, {0, 0}};
+  const cu::GemmOperand tensor_b{d_b.ptr, nvfp4::DType::F8_E4M3, true, d_scale.ptr, {0, 0}};
+  const cu::GemmOperand block_a{d_a.ptr, nvfp4::DType::F8_E4M3, true, d_scale.ptr, {1, 128}};
+  expect_refused(block_a, tensor_b);
+  expect_refused({d_bf.ptr, nvfp4::DType::BF16, true}, {d_bf.ptr, nvfp4::DType::BF16, true});
+  // Per-tensor FP8 runs with it.
+  blas.gemm(d_out.ptr, nvfp4::DType::BF16, tensor_a, tensor_b, M, N, K, nullptr, false, nullptr, true);
+  CUDA_OK(cudaDeviceSynchronize());
+}
+
 // ---- RMSNorm ------------------------------------------------------------------------------------
 
 struct RowShape {
