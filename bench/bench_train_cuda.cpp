@@ -11,8 +11,11 @@
 //
 // --profile-step brackets the first timed step with cudaProfilerStart/Stop, for
 // `ncu --profile-from-start off` (a per-kernel breakdown of one training step).
+// --host-wait 1 also times forward and backward with the host enqueuing each pass ahead of the
+// GPU (behind a 50 ms host callback): what the GPU spends waiting for launches.
 //
 //   bench_train_cuda [--batch B] [--steps N] [--seq T] [--recipes bf16,fp8,nvfp4,...] [--profile-step 1]
+//                    [--host-wait 1]
 #include <cuda_profiler_api.h>
 #include <cuda_runtime.h>
 
@@ -24,6 +27,7 @@
 #include <cstring>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "nvfp4/cuda_ops.hpp"
@@ -82,10 +86,47 @@ struct Result {
   double step_ms = 0, tok_s = 0, quantize_ms = 0, gemm_ms = 0, loss = 0;
   int64_t bytes = 0;   // what the model allocated (its linear layers' buffers included)
   int64_t in_use = 0;  // device memory in use at the end of the run (cudaMemGetInfo)
+  // --host-wait: forward and backward as they run, and with the host enqueuing ahead (medians).
+  double fwd_ms = 0, fwd_ahead_ms = 0, bwd_ms = 0, bwd_ahead_ms = 0;
 };
 
 // Median step time of `steps` steps after 3 warm-up steps, then 3 timed steps for the phases.
 bool g_profile_step = false;
+bool g_host_wait = false;
+
+// Holds the stream (the model's: the legacy default one) for 50 ms from the host.
+constexpr double kHoldMs = 50.0;
+void CUDART_CB hold_stream(void*) { std::this_thread::sleep_for(std::chrono::duration<double, std::milli>(kHoldMs)); }
+
+// Whether the GPU waits for the host: each pass timed as it runs (it ends in a synchronization),
+// and again behind a 50 ms host callback on the stream, so that the host has enqueued the whole
+// pass before the GPU starts it. The difference (minus the 50 ms) is the time the GPU spent
+// waiting for launches. Median of 5 of each.
+void host_wait(nvfp4::model::CudaModel& m, std::vector<int32_t>& in, std::vector<int32_t>& tgt, int B, int T,
+               Result& r) {
+  std::vector<double> t[4];
+  for (int rep = 0; rep < 5; ++rep) {
+    for (int ahead = 0; ahead < 2; ++ahead) {
+      m.zero_grad();
+      CK(cudaDeviceSynchronize());
+      if (ahead) CK(cudaLaunchHostFunc(nullptr, hold_stream, nullptr));
+      auto t0 = std::chrono::steady_clock::now();
+      m.forward(in.data(), tgt.data(), B, T);
+      t[ahead].push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count() -
+                         (ahead ? kHoldMs : 0.0));
+      if (ahead) CK(cudaLaunchHostFunc(nullptr, hold_stream, nullptr));
+      t0 = std::chrono::steady_clock::now();
+      m.backward();
+      t[2 + ahead].push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count() -
+                             (ahead ? kHoldMs : 0.0));
+    }
+  }
+  for (auto& v : t) std::sort(v.begin(), v.end());
+  r.fwd_ms = t[0][2];
+  r.fwd_ahead_ms = t[1][2];
+  r.bwd_ms = t[2][2];
+  r.bwd_ahead_ms = t[3][2];
+}
 
 Result run_recipe(const nvfp4::model::ModelConfig& c, const std::string& recipe, int B, int T, int steps) {
   nvfp4::model::CudaModel m(c);
@@ -122,6 +163,8 @@ Result run_recipe(const nvfp4::model::ModelConfig& c, const std::string& recipe,
     if (s >= 3 && !phases) secs.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   }
   const auto t = m.linear().timing();
+  m.linear().enable_timing(false);
+  if (g_host_wait) host_wait(m, in, tgt, B, T, r);
   std::sort(secs.begin(), secs.end());
   r.step_ms = secs[secs.size() / 2] * 1e3;
   r.tok_s = double(B) * T / (r.step_ms * 1e-3);
@@ -144,6 +187,7 @@ int main(int argc, char** argv) {
     else if (k == "--seq") T = std::atoi(argv[i + 1]);
     else if (k == "--recipes") recipes = argv[i + 1];
     else if (k == "--profile-step") g_profile_step = std::atoi(argv[i + 1]) != 0;
+    else if (k == "--host-wait") g_host_wait = std::atoi(argv[i + 1]) != 0;
   }
   if (nvfp4::cuda::device_count() == 0) {
     std::printf("no CUDA device: %s\n", nvfp4::cuda::unavailable_reason().c_str());
@@ -178,6 +222,14 @@ int main(int argc, char** argv) {
                   r.step_ms - r.quantize_ms - r.gemm_ms, r.bytes / 1073741824.0);
     }
     std::printf("(ratios vs %s, the first recipe listed)\n", rs.front().recipe.c_str());
+    if (g_host_wait) {
+      std::printf("\n%-10s %9s %14s %10s %14s  (ms; ahead: the host enqueued the pass before the GPU ran it)\n",
+                  "recipe", "forward", "forward ahead", "backward", "backward ahead");
+      for (const auto& r : rs) {
+        std::printf("%-10s %9.2f %14.2f %10.2f %14.2f\n", r.recipe.c_str(), r.fwd_ms, r.fwd_ahead_ms, r.bwd_ms,
+                    r.bwd_ahead_ms);
+      }
+    }
     return 0;
   }
 

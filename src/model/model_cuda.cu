@@ -46,6 +46,7 @@ struct CudaModel::State {
   DeviceArray<bf16> dresid, dln, dattn, dq, dk, dv, dqr, dkr, dgate, dup, dh;
   DeviceArray<uint8_t> scratch;
   std::vector<float> host_losses;
+  std::vector<int32_t> host_ids;  // pageable staging of the tokens and targets (see forward)
 
   explicit State(const ModelConfig& cfg)
       : c(cfg), specs(param_specs(cfg)), lin(std::make_unique<QuantizedLinearCuda>(recipe::preset("bf16", cfg.n_layer), cfg.n_layer, 0)) {}
@@ -211,9 +212,16 @@ float CudaModel::forward(const int32_t* tokens, const int32_t* targets, int B, i
   const int64_t L = c.n_layer, N = int64_t(B) * T, C = c.d_model, F = c.ffn(), V = c.vocab;
   const int64_t NH = c.n_head, NKV = c.n_kv_head, HS = c.head_size(), QD = NH * HS, KD = NKV * HS;
   cudaStream_t st = nullptr;
-  check(cudaMemcpy(s.tokens.p, tokens, N * 4, cudaMemcpyHostToDevice), "cudaMemcpy");
+  // Unlike cudaMemcpy, an async copy does not wait for the work already on the stream; from
+  // pageable memory (our own vector, whatever memory the caller's is) it is staged before it
+  // returns, so the caller may reuse its buffers at once.
+  s.host_ids.assign(tokens, tokens + N);
+  check(cudaMemcpyAsync(s.tokens.p, s.host_ids.data(), N * 4, cudaMemcpyHostToDevice, st), "cudaMemcpyAsync");
   s.have_targets = targets != nullptr;
-  if (targets) check(cudaMemcpy(s.targets.p, targets, N * 4, cudaMemcpyHostToDevice), "cudaMemcpy");
+  if (targets) {
+    s.host_ids.assign(targets, targets + N);
+    check(cudaMemcpyAsync(s.targets.p, s.host_ids.data(), N * 4, cudaMemcpyHostToDevice, st), "cudaMemcpyAsync");
+  }
 
   s.lin->begin_pass(targets ? QuantizedLinearCuda::Pass::training_forward : QuantizedLinearCuda::Pass::forward);
   // The weights' quantized copies for this pass in a few launches (FP8 current scaling).
