@@ -554,7 +554,12 @@ TEST(CudaOps, ProducerAmaxIsTheMaxOfTheStoredOutput) {
   auto read = [&](int i) { return amax.download()[i]; };
   auto zero = [&] { amax.upload(std::vector<float>(2, 0.0f)); };
   uint64_t seed = 900;
-  for (const auto& s : kNormShapes) {
+  // With an amax the kernels run one resident wave (132 SMs x 2048 threads on an H100), looping
+  // over the rest: N = 40000 rows and n = 4e6 elements take several rounds; their outputs must
+  // equal those of the one-item-per-thread launch without an amax.
+  std::vector<RowShape> norm_shapes(std::begin(kNormShapes), std::end(kNormShapes));
+  norm_shapes.push_back({40000, 256});
+  for (const auto& s : norm_shapes) {
     SCOPED_TRACE("N=" + std::to_string(s.N) + " C=" + std::to_string(s.C));
     const int64_t N = s.N, C = s.C;
     const auto x = randn_bf16(N * C, ++seed, 2.0f), w = randn_bf16(C, ++seed), dy = randn_bf16(N * C, ++seed);
@@ -574,7 +579,7 @@ TEST(CudaOps, ProducerAmaxIsTheMaxOfTheStoredOutput) {
     EXPECT_EQ(read(0), max_abs(download_bf16(d_dx))) << "rmsnorm_backward (after the accumulation)";
     EXPECT_TRUE(same_bits(d_dx.download(), d_dx2.download()));
   }
-  for (const auto& [n, offset] : {std::pair<int64_t, int64_t>{65536, 0}, {1003, 1}}) {
+  for (const auto& [n, offset] : {std::pair<int64_t, int64_t>{65536, 0}, {1003, 1}, {4000000, 0}}) {
     SCOPED_TRACE("n=" + std::to_string(n) + " offset=" + std::to_string(offset));
     const auto gate = randn_bf16(n + offset, ++seed, 3.0f), up = randn_bf16(n + offset, ++seed);
     const auto dy = randn_bf16(n + offset, ++seed);
@@ -592,6 +597,11 @@ TEST(CudaOps, ProducerAmaxIsTheMaxOfTheStoredOutput) {
                         nullptr, amax.ptr, amax.ptr + 1);
     EXPECT_EQ(read(0), max_abs(tail(d_dg))) << "swiglu_backward dgate";
     EXPECT_EQ(read(1), max_abs(tail(d_du))) << "swiglu_backward dup";
+    DeviceBuffer<uint16_t> d_dg2(n + offset), d_du2(n + offset);
+    cu::swiglu_backward(d_dg2.ptr + offset, d_du2.ptr + offset, d_dy.ptr + offset, d_g.ptr + offset, d_u.ptr + offset,
+                        n, nullptr);
+    EXPECT_TRUE(same_bits(d_dg.download(), d_dg2.download())) << "swiglu_backward dgate with and without amax";
+    EXPECT_TRUE(same_bits(d_du.download(), d_du2.download())) << "swiglu_backward dup with and without amax";
     // A larger value already there stays (atomicMax): the caller zeroes.
     amax.upload({1e30f, 0.0f});
     cu::swiglu_forward(d_out.ptr + offset, d_g.ptr + offset, d_u.ptr + offset, n, nullptr, amax.ptr);
