@@ -748,10 +748,16 @@ __global__ void rht32_columns_kernel(const T* __restrict__ x, T* __restrict__ ou
 
 // ---- host side ------------------------------------------------------------------------------
 
-void validate_input(const void* x, DType dtype, int64_t M, int64_t K, const Nvfp4KernelConfig& c) {
+// The kernels read BF16 or FP32 inputs.
+void require_bf16_or_f32(const char* op, DType dtype) {
   if (dtype != DType::BF16 && dtype != DType::F32) {
-    throw Error("quantize_nvfp4: input dtype " + std::string(dtype_name(dtype)) + " is not supported; use BF16 or F32");
+    throw Error(std::string(op) + ": input dtype " + std::string(dtype_name(dtype)) +
+                " is not supported; use BF16 or F32");
   }
+}
+
+void validate_input(const void* x, DType dtype, int64_t M, int64_t K, const Nvfp4KernelConfig& c) {
+  require_bf16_or_f32("quantize_nvfp4", dtype);
   if (M < 0 || K < 0) throw Error("quantize_nvfp4: negative shape");
   if (M * K > 0 && x == nullptr) throw Error("quantize_nvfp4: input pointer is null");
   if (reinterpret_cast<uintptr_t>(x) % 16 != 0) throw Error("quantize_nvfp4: the input must be 16-byte aligned");
@@ -1014,9 +1020,7 @@ void quantize_mxfp4(const void* x, DType dtype, int64_t M, int64_t K, Format for
 }
 
 void rht32_columns(const void* x, DType dtype, int64_t M, int64_t K, void* out, Stream stream) {
-  if (dtype != DType::BF16 && dtype != DType::F32) {
-    throw Error("rht32_columns: input dtype " + std::string(dtype_name(dtype)) + " is not supported; use BF16 or F32");
-  }
+  require_bf16_or_f32("rht32_columns", dtype);
   if (M < 0 || K < 0) throw Error("rht32_columns: negative shape");
   if (M % 32 != 0) throw Error("rht32_columns: M = " + std::to_string(M) + " is not a multiple of 32 (32-point RHT)");
   if (M * K == 0) return;
@@ -1061,9 +1065,7 @@ void quantize_nvfp4_given_amax(const void* x, DType dtype, int64_t M, int64_t K,
 }
 
 void quantize_fp8_multi(const Fp8Task* tasks, int count, DType dtype, Stream stream) {
-  if (dtype != DType::BF16 && dtype != DType::F32) {
-    throw Error("quantize_fp8_multi: dtype " + std::string(dtype_name(dtype)) + " is not supported; use BF16 or F32");
-  }
+  require_bf16_or_f32("quantize_fp8_multi", dtype);
   const auto s = reinterpret_cast<cudaStream_t>(stream);
   if (count == 0) return;
   const bool row = tasks[0].row.codes != nullptr, col = tasks[0].col.codes != nullptr;
@@ -1120,9 +1122,7 @@ void quantize_fp8_multi(const Fp8Task* tasks, int count, DType dtype, Stream str
 }
 
 void multi_amax(const AmaxTask* tasks, int count, DType dtype, Stream stream) {
-  if (dtype != DType::BF16 && dtype != DType::F32) {
-    throw Error("multi_amax: dtype " + std::string(dtype_name(dtype)) + " is not supported; use BF16 or F32");
-  }
+  require_bf16_or_f32("multi_amax", dtype);
   const auto s = reinterpret_cast<cudaStream_t>(stream);
   const int64_t per_vec = dtype == DType::BF16 ? 8 : 4;
   for (int i0 = 0; i0 < count; i0 += kAmaxTasks) {
