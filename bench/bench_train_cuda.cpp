@@ -14,8 +14,11 @@
 // --host-wait 1 also times forward and backward with the host enqueuing each pass ahead of the
 // GPU (behind a 50 ms host callback): what the GPU spends waiting for launches.
 //
+// --layers and --vocab change the model's depth and vocabulary (docs/results.md's experiment:
+// --layers 8 --vocab 257, its byte-level model).
+//
 //   bench_train_cuda [--batch B] [--steps N] [--seq T] [--recipes bf16,fp8,nvfp4,...] [--profile-step 1]
-//                    [--host-wait 1]
+//                    [--host-wait 1] [--layers L] [--vocab V]
 #include <cuda_profiler_api.h>
 #include <cuda_runtime.h>
 
@@ -146,8 +149,8 @@ Result run_recipe(const nvfp4::model::ModelConfig& c, const std::string& recipe,
       m.linear().enable_timing(true);
       m.linear().reset_timing();
     }
-    for (auto& t : in) t = static_cast<int32_t>(rng() % 50257);  // fresh random ids each step
-    for (auto& t : tgt) t = static_cast<int32_t>(rng() % 50257);
+    for (auto& t : in) t = static_cast<int32_t>(rng() % c.vocab);  // fresh random ids each step
+    for (auto& t : tgt) t = static_cast<int32_t>(rng() % c.vocab);
     m.set_step(static_cast<uint32_t>(s), 0.0);
     const bool profiled = g_profile_step && s == 3;
     if (profiled) CK(cudaProfilerStart());
@@ -178,7 +181,7 @@ Result run_recipe(const nvfp4::model::ModelConfig& c, const std::string& recipe,
 }
 
 int main(int argc, char** argv) {
-  int B = 16, steps = 10, T = 1024;
+  int B = 16, steps = 10, T = 1024, layers = 0, vocab = 0;
   std::string recipes;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string k = argv[i];
@@ -188,6 +191,12 @@ int main(int argc, char** argv) {
     else if (k == "--recipes") recipes = argv[i + 1];
     else if (k == "--profile-step") g_profile_step = std::atoi(argv[i + 1]) != 0;
     else if (k == "--host-wait") g_host_wait = std::atoi(argv[i + 1]) != 0;
+    else if (k == "--layers") layers = std::atoi(argv[i + 1]);
+    else if (k == "--vocab") vocab = std::atoi(argv[i + 1]);
+    else {
+      std::fprintf(stderr, "bench_train_cuda: unknown option %s\n", k.c_str());
+      return 2;
+    }
   }
   if (nvfp4::cuda::device_count() == 0) {
     std::printf("no CUDA device: %s\n", nvfp4::cuda::unavailable_reason().c_str());
@@ -199,6 +208,10 @@ int main(int argc, char** argv) {
 
   auto c = nvfp4::train::model_preset("gpt2-small");
   c.seq_len = T;
+  if (layers > 0) c.n_layer = layers;
+  if (vocab > 0) c.vocab = vocab;
+  std::printf("model: %d layers x %d, %d heads, ffn %d, vocabulary %d, sequence %d\n", c.n_layer, c.d_model, c.n_head,
+              c.ffn(), c.vocab, c.seq_len);
   const double flops = c.flops_per_token(T);
   if (!recipes.empty()) {
     std::vector<Result> rs;
