@@ -125,7 +125,8 @@ void rmsnorm_forward(uint16_t* out, float* rstd, const uint16_t* inp, const uint
 //   dweight (C) fp32 += sum_n dout * xhat                        ACCUMULATED
 // Deterministic dweight: rows are cut into fixed chunks of 64; one pass writes each chunk's
 // per-channel partial sum (rows in increasing order) to scratch (ceil(N/64), C), a second
-// pass adds the chunks in increasing order per channel, then adds that into dweight.
+// pass adds the chunks per channel in a fixed order (32 runs of consecutive chunks, each in
+// increasing order, then the runs in increasing order), then adds that into dweight.
 size_t rmsnorm_backward_scratch_bytes(int64_t N, int64_t C);
 // amax_dinp: of dinp after the accumulation.
 void rmsnorm_backward(uint16_t* dinp, float* dweight, const uint16_t* dout, const uint16_t* inp,
@@ -140,10 +141,10 @@ void rmsnorm_backward(uint16_t* dinp, float* dweight, const uint16_t* dout, cons
 void rope_forward(uint16_t* out, const uint16_t* inp, int64_t B, int64_t T, int64_t NH, int64_t HS, float theta,
                   Stream stream);
 
-// dinp (B, T, NH, HS) bf16 += the inverse rotation of dout: ACCUMULATED (one rounding).
-// amax: of dinp after the accumulation.
+// dinp (B, T, NH, HS) bf16 += the inverse rotation of dout: ACCUMULATED (one rounding), or
+// OVERWRITTEN with accumulate = false (no memset and no read of dinp). amax: of dinp as stored.
 void rope_backward(uint16_t* dinp, const uint16_t* dout, int64_t B, int64_t T, int64_t NH, int64_t HS, float theta,
-                   Stream stream, float* amax = nullptr);
+                   Stream stream, float* amax = nullptr, bool accumulate = true);
 
 // ---- causal grouped-query attention (flash-style, no T x T matrix in memory) --------------
 

@@ -346,10 +346,9 @@ void CudaModel::backward() {
     s.bwd(l, LinearKind::o, s.dattn.p, s.dresid.p, atty, s.li(l, 4), N, QD, C, false);
     cuda::attention_backward(s.dqr.p, s.dkr.p, s.dv.p, s.dattn.p, atty, q, k, v, s.lse.p + l * B * NH * T, B, T, NH,
                              NKV, HS, scratch, st, s.dy_amax(s.dv.p, l, LinearKind::v));
-    check(cudaMemsetAsync(s.dq.p, 0, size_t(N) * QD * 2, st), "cudaMemsetAsync");
-    check(cudaMemsetAsync(s.dk.p, 0, size_t(N) * KD * 2, st), "cudaMemsetAsync");
-    cuda::rope_backward(s.dq.p, s.dqr.p, B, T, NH, HS, c.rope_theta, st, s.dy_amax(s.dq.p, l, LinearKind::q));
-    cuda::rope_backward(s.dk.p, s.dkr.p, B, T, NKV, HS, c.rope_theta, st, s.dy_amax(s.dk.p, l, LinearKind::k));
+    // dq, dk written, not accumulated: nothing else adds into them.
+    cuda::rope_backward(s.dq.p, s.dqr.p, B, T, NH, HS, c.rope_theta, st, s.dy_amax(s.dq.p, l, LinearKind::q), false);
+    cuda::rope_backward(s.dk.p, s.dkr.p, B, T, NKV, HS, c.rope_theta, st, s.dy_amax(s.dk.p, l, LinearKind::k), false);
     s.bwd(l, LinearKind::q, s.dln.p, s.dq.p, ln1, s.li(l, 1), N, C, QD, false);
     s.bwd(l, LinearKind::k, s.dln.p, s.dk.p, ln1, s.li(l, 2), N, C, KD, true);
     s.bwd(l, LinearKind::v, s.dln.p, s.dv.p, ln1, s.li(l, 3), N, C, KD, true);

@@ -352,6 +352,12 @@ TEST(CudaOps, RopeMatchesCpu) {
     EXPECT_EQ(first_diff(gout, d_inplace.download()), -1) << "in place differs from out of place";
     // The old dinp enters one FP32 addition, rounded once with the output.
     EXPECT_TRUE(close("dinp (+=)", download_bf16(d_dx), dx, 1, rope_extra(dy, s)));
+    // accumulate = false writes dinp without reading it (NaN there stays out of the result):
+    // the bits of accumulating onto zeros.
+    DeviceBuffer<uint16_t> d_zero(std::vector<uint16_t>(n, 0)), d_nan(std::vector<uint16_t>(n, 0x7FC0));
+    cu::rope_backward(d_zero.ptr, d_dy.ptr, s.B, s.T, s.NH, s.HS, 10000.0f, nullptr);
+    cu::rope_backward(d_nan.ptr, d_dy.ptr, s.B, s.T, s.NH, s.HS, 10000.0f, nullptr, nullptr, false);
+    EXPECT_EQ(first_diff(d_zero.download(), d_nan.download()), -1) << "rope_backward without accumulation";
   }
 }
 
@@ -554,8 +560,8 @@ TEST(CudaOps, ProducerAmaxIsTheMaxOfTheStoredOutput) {
   auto read = [&](int i) { return amax.download()[i]; };
   auto zero = [&] { amax.upload(std::vector<float>(2, 0.0f)); };
   uint64_t seed = 900;
-  // With an amax the kernels run one resident wave (132 SMs x 2048 threads on an H100), looping
-  // over the rest: N = 40000 rows and n = 4e6 elements take several rounds; their outputs must
+  // With an amax the kernels run one resident wave (as many blocks as the occupancy calculator
+  // fits: 132 SMs x 5-8 blocks of 256 threads on an H100), looping over the rest: N = 40000 rows and n = 4e6 elements take several rounds; their outputs must
   // equal those of the one-item-per-thread launch without an amax.
   std::vector<RowShape> norm_shapes(std::begin(kNormShapes), std::end(kNormShapes));
   norm_shapes.push_back({40000, 256});
@@ -592,6 +598,9 @@ TEST(CudaOps, ProducerAmaxIsTheMaxOfTheStoredOutput) {
     zero();
     cu::swiglu_forward(d_out.ptr + offset, d_g.ptr + offset, d_u.ptr + offset, n, nullptr, amax.ptr);
     EXPECT_EQ(read(0), max_abs(tail(d_out))) << "swiglu_forward";
+    DeviceBuffer<uint16_t> d_out2(n + offset);
+    cu::swiglu_forward(d_out2.ptr + offset, d_g.ptr + offset, d_u.ptr + offset, n, nullptr);
+    EXPECT_TRUE(same_bits(d_out.download(), d_out2.download())) << "swiglu_forward with and without amax";
     zero();
     cu::swiglu_backward(d_dg.ptr + offset, d_du.ptr + offset, d_dy.ptr + offset, d_g.ptr + offset, d_u.ptr + offset, n,
                         nullptr, amax.ptr, amax.ptr + 1);

@@ -24,6 +24,7 @@
 #include <cub/device/device_radix_sort.cuh>
 #include <initializer_list>
 #include <map>
+#include <mutex>
 #include <string>
 #include <tuple>
 #include <utility>
@@ -67,19 +68,36 @@ unsigned grid_for(int64_t items, int threads = kThreads) {
   return static_cast<unsigned>(std::clamp<int64_t>(blocks, 1, INT_MAX));
 }
 
-// The same, at most one resident wave (2048 threads per SM) when a kernel folds an amax (see
+// Blocks of kThreads threads that fit on the device at once for `kernel` (its registers and
+// shared memory decide how many an SM holds), asked of the CUDA occupancy calculator once per
+// kernel and device.
+int resident_blocks(const void* kernel) {
+  static std::mutex mu;
+  static std::map<std::pair<const void*, int>, int> known;
+  int dev = 0;
+  check(cudaGetDevice(&dev), "cudaGetDevice");
+  const std::lock_guard<std::mutex> lock(mu);
+  const auto it = known.find({kernel, dev});
+  if (it != known.end()) return it->second;
+  int sms = 0, per_sm = 0;
+  check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev), "cudaDeviceGetAttribute");
+  check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, 0),
+        "cudaOccupancyMaxActiveBlocksPerMultiprocessor");
+  return known[{kernel, dev}] = std::max(1, per_sm) * std::max(1, sms);
+}
+
+// The same as grid_for, at most one resident wave of `kernel` when it folds an amax (see
 // "producer amax" below): each thread then loops over several items and folds its maximum once,
-// instead of every short-lived warp ending on a read of the global maximum (measured on the H100,
-// with amax against without: RMSNorm forward +37 % -> +15 %, SwiGLU backward +18 % -> +7 %;
-// SwiGLU forward, +9 % at one item per thread, is +15 % capped, so it stays uncapped).
+// instead of every short-lived warp ending on a read of the global maximum. The wave is what
+// the occupancy calculator says fits: a fixed 2048 threads per SM (the first version) overshot
+// for kernels of more than 32 registers, and their second, partial wave cost the H100 RMSNorm
+// forward +15 % and SwiGLU backward +8 % over the same kernels without amax (batch 64 x 1024).
 // (Blocks of kThreads threads; per_block: the items a block takes per round.)
-unsigned grid_for(int64_t items, const float* amax, int per_block = kThreads) {
+template <class Kernel>
+unsigned grid_for(Kernel kernel, int64_t items, const float* amax, int per_block = kThreads) {
   const unsigned blocks = grid_for(items, per_block);
   if (amax == nullptr) return blocks;
-  int sms = 0, dev = 0;
-  check(cudaGetDevice(&dev), "cudaGetDevice");
-  check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev), "cudaDeviceGetAttribute");
-  return std::min<unsigned>(blocks, static_cast<unsigned>(sms) * (2048 / kThreads));
+  return std::min<unsigned>(blocks, static_cast<unsigned>(resident_blocks(reinterpret_cast<const void*>(kernel))));
 }
 
 // ---- device helpers -------------------------------------------------------------------------
@@ -189,6 +207,16 @@ __device__ __forceinline__ void fold_amax(float* amax, float m) {
   do {                                                                         \
     if (aligned) kernel<true><<<grid, block, smem, stream>>>(__VA_ARGS__);     \
     else kernel<false><<<grid, block, smem, stream>>>(__VA_ARGS__);            \
+  } while (0)
+
+// The same for a producer folding `amax`: kThreads per block, one resident wave of the chosen
+// instance when amax is non-null (grid_for(kernel, items, amax, per_block)).
+#define NVFP4_LAUNCH_PRODUCER(aligned, kernel, items, per_block, amax, stream, ...)                               \
+  do {                                                                                                            \
+    if (aligned)                                                                                                  \
+      kernel<true><<<grid_for(kernel<true>, items, amax, per_block), kThreads, 0, stream>>>(__VA_ARGS__);   \
+    else                                                                                                          \
+      kernel<false><<<grid_for(kernel<false>, items, amax, per_block), kThreads, 0, stream>>>(__VA_ARGS__); \
   } while (0)
 
 // ---- elementwise kernels ------------------------------------------------------------------------
@@ -363,15 +391,29 @@ __global__ void __launch_bounds__(kThreads) rmsnorm_dweight_partial_kernel(float
   partial[blockIdx.x * C + c] = acc;
 }
 
-// dweight[c] += sum over chunks (increasing) of partial[chunk, c].
-__global__ void __launch_bounds__(kThreads) rmsnorm_dweight_reduce_kernel(float* __restrict__ dweight,
-                                                                          const float* __restrict__ partial,
-                                                                          int64_t chunks, int64_t C) {
-  const int64_t c = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
-  if (c >= C) return;
+// dweight[c] += the sum over chunks of partial[chunk, c], in a fixed order: the chunks are cut
+// into kDwGroups runs of consecutive chunks, each summed in increasing order by one warp, and the
+// runs' sums are added in increasing order. A block takes 32 channels (lane = channel), so each
+// warp reads 128 contiguous bytes a chunk. (The first version summed every chunk in one thread
+// per channel: 3 blocks for C = 768, 115 us a call at 64 x 1024 tokens on the H100.)
+constexpr int kDwGroups = 32;
+__global__ void __launch_bounds__(32 * kDwGroups) rmsnorm_dweight_reduce_kernel(float* __restrict__ dweight,
+                                                                                const float* __restrict__ partial,
+                                                                                int64_t chunks, int64_t C) {
+  __shared__ float sums[kDwGroups][33];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x / 32;
+  const int64_t c = static_cast<int64_t>(blockIdx.x) * 32 + lane;
+  const int64_t per = (chunks + kDwGroups - 1) / kDwGroups;
+  const int64_t ch0 = warp * per, ch1 = min(chunks, ch0 + per);
   float acc = 0.0f;
-  for (int64_t ch = 0; ch < chunks; ++ch) acc += partial[ch * C + c];
-  dweight[c] += acc;
+  if (c < C)
+    for (int64_t ch = ch0; ch < ch1; ++ch) acc += partial[ch * C + c];
+  sums[warp][lane] = acc;
+  __syncthreads();
+  if (warp != 0 || c >= C) return;
+  float total = 0.0f;
+  for (int w = 0; w < kDwGroups; ++w) total += sums[w][lane];
+  dweight[c] += total;
 }
 
 // ---- RoPE ------------------------------------------------------------------------------------------
@@ -397,7 +439,8 @@ __device__ __forceinline__ void store_w(uint16_t* p, const float (&v)[W]) {
 
 template <bool kBackward, bool kVec8>
 __global__ void __launch_bounds__(kThreads) rope_kernel(uint16_t* out, const uint16_t* inp, int tokens /* B*T */,
-                                                        int T, int NH, int HS, int tpb, float theta, float* amax) {
+                                                        int T, int NH, int HS, int tpb, float theta, float* amax,
+                                                        bool accumulate) {
   extern __shared__ float2 rope_cs[];  // [tpb][HS/2]: (cos, sin)
   constexpr int W = kVec8 ? 8 : 1;
   const int half = HS / 2;
@@ -429,9 +472,14 @@ __global__ void __launch_bounds__(kThreads) rope_kernel(uint16_t* out, const uin
         y2[e] = x2[e] * cs[e].x + x1[e] * cs[e].y;
       }
     } else {
-      // The transpose of [[c, -s], [s, c]] is the rotation by -angle; accumulate into dinp.
-      load_w<W>(out + base, y1);
-      load_w<W>(out + base + half, y2);
+      // The transpose of [[c, -s], [s, c]] is the rotation by -angle; added to dinp, or written.
+      if (accumulate) {
+        load_w<W>(out + base, y1);
+        load_w<W>(out + base + half, y2);
+      } else {
+#pragma unroll
+        for (int e = 0; e < W; ++e) y1[e] = y2[e] = 0.0f;
+      }
 #pragma unroll
       for (int e = 0; e < W; ++e) {
         y1[e] += x1[e] * cs[e].x + x2[e] * cs[e].y;
@@ -779,18 +827,28 @@ __global__ void __launch_bounds__(kAttThreads) attention_forward_mma_kernel(uint
   }
 }
 
-// D[b, h, t] = sum_d dout[b,t,h,d] * out[b,t,h,d]: one warp per (b, t, h) row.
+// D[b, h, t] = sum_d dout[b,t,h,d] * out[b,t,h,d]: HS / 8 threads per (b, t, h) row (4, 8 or 16
+// lanes of one warp), 8 elements each through 16-byte loads, then a butterfly over the row's
+// lanes. (One warp per row with 2-byte loads ran at a third of the bandwidth on the H100.)
+template <bool kAligned>
 __global__ void __launch_bounds__(kThreads) attention_rowdot_kernel(float* __restrict__ D,
                                                                     const uint16_t* __restrict__ dout,
                                                                     const uint16_t* __restrict__ out, int64_t rows,
                                                                     int T, int NH, int HS) {
-  const int64_t row = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + threadIdx.x / 32;  // (b, t, h)
-  const int lane = threadIdx.x & 31;
-  if (row >= rows) return;
+  const int per_row = HS / kVec;  // a power of two dividing 32 (HS = 32, 64 or 128)
+  const int64_t id = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int64_t row = id / per_row;  // (b, t, h)
+  const int part = static_cast<int>(id % per_row);
   float acc = 0.0f;
-  for (int d = lane; d < HS; d += 32) acc += bf16_to_f32(dout[row * HS + d]) * bf16_to_f32(out[row * HS + d]);
-  acc = warp_sum(acc);
-  if (lane == 0) {
+  if (row < rows) {
+    float a[8], b[8];
+    load8<kAligned>(dout + row * HS, static_cast<int64_t>(part) * kVec, HS, a);
+    load8<kAligned>(out + row * HS, static_cast<int64_t>(part) * kVec, HS, b);
+#pragma unroll
+    for (int e = 0; e < 8; ++e) acc += a[e] * b[e];
+  }
+  for (int o = per_row / 2; o > 0; o /= 2) acc += __shfl_xor_sync(0xFFFFFFFFu, acc, o);  // every lane takes part
+  if (row < rows && part == 0) {
     const int64_t h = row % NH, bt = row / NH, t = bt % T, b = bt / T;
     D[(b * NH + h) * T + t] = acc;
   }
@@ -1588,8 +1646,8 @@ void rmsnorm_forward(uint16_t* out, float* rstd, const uint16_t* inp, const uint
   require(C > 0 || N == 0, op, "C = 0: a row without channels has no RMS");
   if (N == 0) return;
   const bool aligned = C % kVec == 0 && aligned16(out) && aligned16(inp) && aligned16(weight);
-  NVFP4_LAUNCH_ALIGNED(aligned, rmsnorm_forward_kernel, grid_for(N, amax, kRowsPerBlock), kThreads, 0, stream, out, rstd, inp,
-                       weight, N, C, eps, amax);
+  NVFP4_LAUNCH_PRODUCER(aligned, rmsnorm_forward_kernel, N, kRowsPerBlock, amax, stream, out, rstd, inp, weight, N, C,
+                        eps, amax);
   check_launch(op);
 }
 
@@ -1606,8 +1664,8 @@ void rmsnorm_backward(uint16_t* dinp, float* dweight, const uint16_t* dout, cons
   if (dinp) {
     const bool aligned =
         C % kVec == 0 && aligned16(dinp) && aligned16(dout) && aligned16(inp) && aligned16(weight);
-    NVFP4_LAUNCH_ALIGNED(aligned, rmsnorm_backward_dinp_kernel, grid_for(N, amax_dinp, kRowsPerBlock), kThreads, 0, stream, dinp,
-                         dout, inp, weight, rstd, N, C, amax_dinp);
+    NVFP4_LAUNCH_PRODUCER(aligned, rmsnorm_backward_dinp_kernel, N, kRowsPerBlock, amax_dinp, stream, dinp, dout, inp,
+                          weight, rstd, N, C, amax_dinp);
     check_launch(op);
   }
   if (dweight) {
@@ -1619,8 +1677,8 @@ void rmsnorm_backward(uint16_t* dinp, float* dweight, const uint16_t* dout, cons
     rmsnorm_dweight_partial_kernel<<<dim3(static_cast<unsigned>(chunks), static_cast<unsigned>(channel_blocks)),
                                      kThreads, 0, stream>>>(partial, dout, inp, rstd, N, C);
     check_launch(op);
-    rmsnorm_dweight_reduce_kernel<<<static_cast<unsigned>(channel_blocks), kThreads, 0, stream>>>(dweight, partial,
-                                                                                                   chunks, C);
+    rmsnorm_dweight_reduce_kernel<<<static_cast<unsigned>((C + 31) / 32), 32 * kDwGroups, 0, stream>>>(dweight, partial,
+                                                                                                     chunks, C);
     check_launch(op);
   }
 }
@@ -1637,7 +1695,7 @@ void rope_check(const char* op, int64_t B, int64_t T, int64_t NH, int64_t HS, fl
 
 template <bool kBackward>
 void launch_rope(uint16_t* out, const uint16_t* inp, int64_t B, int64_t T, int64_t NH, int64_t HS, float theta,
-                 Stream stream, float* amax) {
+                 Stream stream, float* amax, bool accumulate) {
   const int64_t half = HS / 2, tokens = B * T;
   // Tokens per block: up to 16, fewer for wide heads (16 KiB of angles at most).
   const int64_t tpb = std::clamp<int64_t>(2048 / half, 1, 16);
@@ -1647,7 +1705,7 @@ void launch_rope(uint16_t* out, const uint16_t* inp, int64_t B, int64_t T, int64
   const auto kernel = vec ? rope_kernel<kBackward, true> : rope_kernel<kBackward, false>;
   kernel<<<grid, kThreads, smem, stream>>>(out, inp, static_cast<int>(tokens), static_cast<int>(T),
                                            static_cast<int>(NH), static_cast<int>(HS), static_cast<int>(tpb), theta,
-                                           amax);
+                                           amax, accumulate);
 }
 }  // namespace
 
@@ -1656,16 +1714,16 @@ void rope_forward(uint16_t* out, const uint16_t* inp, int64_t B, int64_t T, int6
   rope_check("rope_forward", B, T, NH, HS, theta);
   const int64_t rows = B * T * NH;
   if (rows == 0 || HS == 0) return;
-  launch_rope<false>(out, inp, B, T, NH, HS, theta, stream, nullptr);
+  launch_rope<false>(out, inp, B, T, NH, HS, theta, stream, nullptr, false);
   check_launch("rope_forward");
 }
 
 void rope_backward(uint16_t* dinp, const uint16_t* dout, int64_t B, int64_t T, int64_t NH, int64_t HS, float theta,
-                   Stream stream, float* amax) {
+                   Stream stream, float* amax, bool accumulate) {
   rope_check("rope_backward", B, T, NH, HS, theta);
   const int64_t rows = B * T * NH;
   if (rows == 0 || HS == 0) return;
-  launch_rope<true>(dinp, dout, B, T, NH, HS, theta, stream, amax);
+  launch_rope<true>(dinp, dout, B, T, NH, HS, theta, stream, amax, accumulate);
   check_launch("rope_backward");
 }
 
@@ -1699,9 +1757,9 @@ void attention_backward(uint16_t* dq, uint16_t* dk, uint16_t* dv, const uint16_t
   require_ptr(scratch, op, "scratch (attention_backward_scratch_bytes)");
   float* D = static_cast<float*>(scratch);
   const int64_t rows = B * T * NH;
-  attention_rowdot_kernel<<<grid_for(rows, kRowsPerBlock), kThreads, 0, stream>>>(D, dout, out, rows, static_cast<int>(T),
-                                                                                  static_cast<int>(NH),
-                                                                                  static_cast<int>(HS));
+  NVFP4_LAUNCH_ALIGNED(aligned16(dout) && aligned16(out), attention_rowdot_kernel, grid_for(rows * (HS / kVec)),
+                       kThreads, 0, stream, D, dout, out, rows, static_cast<int>(T), static_cast<int>(NH),
+                       static_cast<int>(HS));
   check_launch(op);
   const AttShape s{static_cast<int>(T), static_cast<int>(NH), static_cast<int>(NKV),
                    1.0f / sqrtf(static_cast<float>(HS)),
@@ -1721,8 +1779,8 @@ void swiglu_forward(uint16_t* out, const uint16_t* gate, const uint16_t* up, int
   require_nonnegative("swiglu_forward", {{"n", n}});
   if (n == 0) return;
   const bool aligned = aligned16(out) && aligned16(gate) && aligned16(up);
-  NVFP4_LAUNCH_ALIGNED(aligned, swiglu_forward_kernel, grid_for((n + kVec - 1) / kVec), kThreads, 0, stream, out, gate,
-                       up, n, amax);
+  NVFP4_LAUNCH_PRODUCER(aligned, swiglu_forward_kernel, (n + kVec - 1) / kVec, kThreads, amax, stream, out, gate, up, n,
+                        amax);
   check_launch("swiglu_forward");
 }
 
@@ -1731,9 +1789,8 @@ void swiglu_backward(uint16_t* dgate, uint16_t* dup, const uint16_t* dout, const
   require_nonnegative("swiglu_backward", {{"n", n}});
   if (n == 0) return;
   const bool aligned = aligned16(dgate) && aligned16(dup) && aligned16(dout) && aligned16(gate) && aligned16(up);
-  NVFP4_LAUNCH_ALIGNED(aligned, swiglu_backward_kernel,
-                       grid_for((n + kVec - 1) / kVec, amax_dgate ? amax_dgate : amax_dup), kThreads, 0, stream, dgate,
-                       dup, dout, gate, up, n, amax_dgate, amax_dup);
+  NVFP4_LAUNCH_PRODUCER(aligned, swiglu_backward_kernel, (n + kVec - 1) / kVec, kThreads,
+                        amax_dgate ? amax_dgate : amax_dup, stream, dgate, dup, dout, gate, up, n, amax_dgate, amax_dup);
   check_launch("swiglu_backward");
 }
 
