@@ -188,7 +188,8 @@ void encoder_forward(uint16_t* out, const int32_t* tokens, const uint16_t* wte, 
 // dwte[tokens[b,t], :] += dout[b,t,:]: dwte (V, C) fp32 ACCUMULATED, dout (B, T, C) bf16.
 // Deterministic and in the CPU op's order: a stable radix sort (CUB) of (token, position)
 // pairs groups the positions of each token in increasing order; one thread per (token,
-// channel) then adds that token's rows in that order, starting from the old dwte value: the
+// channel) then adds that token's rows in that order (fetching several rows ahead of the
+// additions), starting from the old dwte value: the
 // same FP32 additions as the CPU loop, so the bits equal the CPU op's. Out-of-range tokens are
 // skipped and set kStatusBadToken.
 size_t encoder_backward_scratch_bytes(int64_t B, int64_t T, int64_t V);

@@ -677,7 +677,9 @@ TEST(CudaOps, ResidualAndConversionsBitExact) {
 struct EncShape {
   int64_t B, T, C, V, token_range;  // tokens drawn from [0, token_range): small ranges repeat a lot
 };
-const EncShape kEncShapes[] = {{4, 64, 256, 1000, 1000}, {2, 300, 200, 50304, 50304}, {8, 256, 64, 50304, 7}};
+// The last: two tokens over 4096 positions, runs of ~2048 rows (byte-level text's space character).
+const EncShape kEncShapes[] = {
+    {4, 64, 256, 1000, 1000}, {2, 300, 200, 50304, 50304}, {8, 256, 64, 50304, 7}, {4, 1024, 768, 257, 2}};
 
 TEST(CudaOps, EncoderMatchesCpuBitExact) {
   REQUIRE_GPU();

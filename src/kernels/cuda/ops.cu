@@ -1126,21 +1126,44 @@ __global__ void encoder_keys_kernel(uint32_t* __restrict__ keys, int32_t* __rest
   }
 }
 
-// grid (N, ceil(C / kThreads)): block x = a sorted position; only the first position of each
-// token's run works, adding the run's dout rows (positions increasing) into dwte[token].
-__global__ void __launch_bounds__(kThreads) encoder_backward_kernel(float* __restrict__ dwte,
-                                                                    const uint16_t* __restrict__ dout,
-                                                                    const uint32_t* __restrict__ keys,
-                                                                    const int32_t* __restrict__ positions, int64_t N,
-                                                                    int64_t C, int64_t V) {
+// grid (N, ceil(C / kEncThreads)): block x = a sorted position; only the first position of each
+// token's run works, adding the run's dout rows (positions increasing) into dwte[token]. The
+// additions are a dependent chain in the CPU op's order, but their loads are not: each round
+// fetches kEncAhead rows' values first, then adds them in order. Narrow blocks spread a run's
+// channels over more SMs. With one load per addition, byte-level text (a large share of its
+// tokens on a few characters: one long run) made this the slowest kernel of a training step.
+// Measured on the H100, docs/results.md's model and corpus at 64 x 1024 byte tokens: the step
+// 84.4 -> 81.8 ms (bf16); this kernel still takes 2.6 ms there against 0.27 ms on uniformly
+// random tokens, as the longest run's chain is one block column's work (see docs/perf.md).
+constexpr int kEncThreads = 128;
+constexpr int kEncAhead = 32;
+__global__ void __launch_bounds__(kEncThreads) encoder_backward_kernel(float* __restrict__ dwte,
+                                                                       const uint16_t* __restrict__ dout,
+                                                                       const uint32_t* __restrict__ keys,
+                                                                       const int32_t* __restrict__ positions,
+                                                                       int64_t N, int64_t C, int64_t V) {
   const int64_t i = blockIdx.x;
   const uint32_t tok = keys[i];
   if (tok >= V || (i > 0 && keys[i - 1] == tok)) return;
-  const int64_t c = static_cast<int64_t>(blockIdx.y) * kThreads + threadIdx.x;
+  const int64_t c = static_cast<int64_t>(blockIdx.y) * kEncThreads + threadIdx.x;
   if (c >= C) return;
   float* row = dwte + static_cast<int64_t>(tok) * C;
   float acc = row[c];
-  for (int64_t p = i; p < N && keys[p] == tok; ++p) acc += bf16_to_f32(dout[static_cast<int64_t>(positions[p]) * C + c]);
+  for (int64_t p = i;; p += kEncAhead) {
+    // The run is contiguous in the sorted keys: once a position leaves it, so do the rest.
+    float v[kEncAhead];
+    int n = 0;
+#pragma unroll
+    for (int u = 0; u < kEncAhead; ++u) {
+      const bool in = p + u < N && keys[p + u] == tok;
+      n += in;
+      v[u] = in ? bf16_to_f32(dout[static_cast<int64_t>(positions[p + u]) * C + c]) : 0.0f;
+    }
+#pragma unroll
+    for (int u = 0; u < kEncAhead; ++u)
+      if (u < n) acc += v[u];  // skipped, not added as 0: -0 + 0 would change the bits
+    if (n < kEncAhead) break;
+  }
   row[c] = acc;
 }
 
@@ -1845,7 +1868,7 @@ void encoder_backward(float* dwte, const uint16_t* dout, const int32_t* tokens, 
   if (N == 0 || C == 0) return;
   require(N <= INT_MAX && V < (int64_t{1} << 31), op, "B*T or V does not fit the 32-bit sort");
   require_ptr(scratch, op, "scratch (encoder_backward_scratch_bytes)");
-  const int64_t channel_blocks = (C + kThreads - 1) / kThreads;
+  const int64_t channel_blocks = (C + kEncThreads - 1) / kEncThreads;
   require(channel_blocks <= 65535, op, "C too large for the launch grid");
   char* base = static_cast<char*>(scratch);
   const size_t seg = align256(sizeof(int32_t) * static_cast<size_t>(N));
@@ -1862,7 +1885,7 @@ void encoder_backward(float* dwte, const uint16_t* dout, const int32_t* tokens, 
   check(cub::DeviceRadixSort::SortPairs(temp, temp_bytes, keys_in, keys_out, pos_in, pos_out, static_cast<int>(N), 0,
                                         key_bits(V), stream),
         "encoder_backward (sort)");
-  encoder_backward_kernel<<<dim3(static_cast<unsigned>(N), static_cast<unsigned>(channel_blocks)), kThreads, 0,
+  encoder_backward_kernel<<<dim3(static_cast<unsigned>(N), static_cast<unsigned>(channel_blocks)), kEncThreads, 0,
                             stream>>>(dwte, dout, keys_out, pos_out, N, C, V);
   check_launch(op);
 }
