@@ -186,13 +186,13 @@ void encoder_forward(uint16_t* out, const int32_t* tokens, const uint16_t* wte, 
                      int64_t V, uint32_t* status, Stream stream);
 
 // dwte[tokens[b,t], :] += dout[b,t,:]: dwte (V, C) fp32 ACCUMULATED, dout (B, T, C) bf16.
-// Deterministic and in the CPU op's order: a stable radix sort (CUB) of (token, position)
-// pairs groups the positions of each token in increasing order; one thread per (token,
-// channel) then adds that token's rows in that order (fetching several rows ahead of the
-// additions), starting from the old dwte value: the
-// same FP32 additions as the CPU loop, so the bits equal the CPU op's. Out-of-range tokens are
-// skipped and set kStatusBadToken.
-size_t encoder_backward_scratch_bytes(int64_t B, int64_t T, int64_t V);
+// Deterministic and in the CPU op's order, so the bits equal cpu::encoder_backward's: a stable
+// radix sort (CUB) of (token, position) pairs groups each token's positions in increasing order;
+// the sorted sequence is cut into chunks of cpu::kEncoderChunk; a token's rows inside one chunk
+// are summed from zero in order, and its chunk sums added into dwte in order — one block per
+// chunk, so a very frequent token is not one serial chain. Out-of-range tokens are skipped and
+// set kStatusBadToken.
+size_t encoder_backward_scratch_bytes(int64_t B, int64_t T, int64_t C, int64_t V);
 void encoder_backward(float* dwte, const uint16_t* dout, const int32_t* tokens, int64_t B, int64_t T, int64_t C,
                       int64_t V, void* scratch, uint32_t* status, Stream stream);
 

@@ -115,7 +115,7 @@ struct CudaModel::State {
     dh.alloc(N * F, tot);
     size_t s = cuda::rmsnorm_backward_scratch_bytes(N, C);
     s = std::max(s, cuda::attention_backward_scratch_bytes(b, t, NH));
-    s = std::max(s, cuda::encoder_backward_scratch_bytes(b, t, V));
+    s = std::max(s, cuda::encoder_backward_scratch_bytes(b, t, C, V));
     scratch.alloc(s, tot);
     host_losses.resize(N);
   }

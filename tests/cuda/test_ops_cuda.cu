@@ -701,7 +701,7 @@ TEST(CudaOps, EncoderMatchesCpuBitExact) {
     DeviceBuffer<uint16_t> d_wte(to_bits(wte)), d_dy(to_bits(dy)), d_out(N * s.C);
     DeviceBuffer<float> d_dwte(dwte0);
     DeviceBuffer<uint32_t> status(std::vector<uint32_t>{0});
-    DeviceBuffer<uint8_t> scratch(cu::encoder_backward_scratch_bytes(s.B, s.T, s.V));
+    DeviceBuffer<uint8_t> scratch(cu::encoder_backward_scratch_bytes(s.B, s.T, s.C, s.V));
     cu::encoder_forward(d_out.ptr, d_tok.ptr, d_wte.ptr, s.B, s.T, s.C, s.V, status.ptr, nullptr);
     cu::encoder_backward(d_dwte.ptr, d_dy.ptr, d_tok.ptr, s.B, s.T, s.C, s.V, scratch.ptr, status.ptr, nullptr);
     EXPECT_EQ(first_diff(to_bits(out), d_out.download()), -1) << "forward";
@@ -724,7 +724,7 @@ TEST(CudaOps, EncoderFlagsBadTokens) {
       d_out(B * T * C);
   DeviceBuffer<float> d_dwte(std::vector<float>(V * C, 0.0f));
   DeviceBuffer<uint32_t> status(std::vector<uint32_t>{0});
-  DeviceBuffer<uint8_t> scratch(cu::encoder_backward_scratch_bytes(B, T, V));
+  DeviceBuffer<uint8_t> scratch(cu::encoder_backward_scratch_bytes(B, T, C, V));
   cu::encoder_forward(d_out.ptr, d_tok.ptr, d_wte.ptr, B, T, C, V, status.ptr, nullptr);
   EXPECT_EQ(status.download()[0], cu::kStatusBadToken);
   const auto out = from_bits(d_out.download());

@@ -394,12 +394,29 @@ void encoder_backward(float* dwte, const float* dout, const int32_t* tokens, int
                       int64_t V) {
   require_nonnegative("encoder_backward", {{"B", B}, {"T", T}, {"C", C}, {"V", V}});
   check_tokens("encoder_backward", tokens, B, T, V);
-  // NOTE: serial over positions: two positions with the same token add into the same row, and
-  // a fixed order keeps the sum's bits independent of the thread count.
-  for (int64_t i = 0; i < B * T; ++i) {
-    float* row = dwte + static_cast<int64_t>(tokens[i]) * C;
-    const float* g = dout + i * C;
-    for (int64_t c = 0; c < C; ++c) row[c] += g[c];
+  // The order of the additions (cuda::encoder_backward's too, bit for bit): the positions sorted
+  // by token, stably (a counting sort), cut into chunks of kEncoderChunk sorted positions; in a
+  // chunk, each token's rows summed from zero in position order (a piece); each token's pieces
+  // added into its row in order. Serial: it keeps the bits independent of the thread count.
+  const int64_t N = B * T;
+  std::vector<int64_t> next(static_cast<size_t>(V) + 1, 0);
+  for (int64_t i = 0; i < N; ++i) ++next[static_cast<size_t>(tokens[i]) + 1];
+  for (int64_t v = 0; v < V; ++v) next[v + 1] += next[v];
+  std::vector<int64_t> sorted(static_cast<size_t>(N));
+  for (int64_t i = 0; i < N; ++i) sorted[next[tokens[i]]++] = i;
+  std::vector<float> piece(static_cast<size_t>(C));
+  for (int64_t a = 0; a < N;) {
+    const int32_t tok = tokens[sorted[a]];
+    const int64_t chunk_end = std::min(N, (a / kEncoderChunk + 1) * kEncoderChunk);
+    std::fill(piece.begin(), piece.end(), 0.0f);
+    int64_t b = a;
+    for (; b < chunk_end && tokens[sorted[b]] == tok; ++b) {
+      const float* g = dout + sorted[b] * C;
+      for (int64_t c = 0; c < C; ++c) piece[c] += g[c];
+    }
+    float* row = dwte + static_cast<int64_t>(tok) * C;
+    for (int64_t c = 0; c < C; ++c) row[c] += piece[c];
+    a = b;
   }
 }
 

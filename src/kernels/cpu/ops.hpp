@@ -116,7 +116,11 @@ void swiglu_backward(float* dgate, float* dup, const float* dout, const float* g
 void encoder_forward(float* out, const int32_t* tokens, const float* wte, int64_t B, int64_t T, int64_t C,
                      int64_t V);
 
-// dwte[tokens[b,t], :] += dout[b,t,:], positions in increasing order. dwte (V, C), dout (B, T, C).
+// dwte[tokens[b,t], :] += dout[b,t,:]. dwte (V, C), dout (B, T, C). The additions in a fixed
+// order that a GPU can split over many blocks: positions sorted by token (stably), cut into
+// chunks of kEncoderChunk; a token's rows inside one chunk summed from zero in position order,
+// then its chunk sums added into dwte in order (cuda::encoder_backward: the same bits).
+inline constexpr int64_t kEncoderChunk = 64;
 void encoder_backward(float* dwte, const float* dout, const int32_t* tokens, int64_t B, int64_t T, int64_t C,
                       int64_t V);
 
