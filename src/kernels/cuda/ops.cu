@@ -1144,8 +1144,9 @@ __global__ void encoder_keys_kernel(uint32_t* __restrict__ keys, int32_t* __rest
 constexpr int kEncThreads = 128;
 constexpr int kChunk = static_cast<int>(cpu::kEncoderChunk);
 
-// Where sorted position a's run starts relative to chunk g = a / kChunk: whether the piece that
-// holds a is the first of its run.
+// Whether the piece of the chunk starting at sorted index chunk_start that begins at sorted
+// index a is the first of its token's run: it is, unless it opens the chunk and the chunk
+// before ends with the same token.
 __device__ __forceinline__ bool piece_begins_run(const uint32_t* keys, int64_t a, int64_t chunk_start) {
   return a > chunk_start || chunk_start == 0 || keys[chunk_start - 1] != keys[a];
 }
@@ -1199,10 +1200,10 @@ __global__ void __launch_bounds__(kEncThreads) encoder_chains_kernel(float* __re
                                                                      int64_t C, int64_t V) {
   const int64_t g = blockIdx.x, start = g * kChunk, end = min(N, start + kChunk);
   const uint32_t tok = keys[end - 1];  // the chunk's last piece
-  if (tok >= V || end == N || keys[end] != tok) return;  // it does not continue
-  // Its first index: past the chunk's start unless the whole chunk is one token.
-  const int64_t a = keys[start] == tok ? start : start + 1;  // only begins-run matters below
-  if (!piece_begins_run(keys, a, start)) return;  // a continuation: its chain starts earlier
+  if (tok >= V || end == N || keys[end] != tok) return;  // it does not continue past the chunk
+  // It opens the chunk when the whole chunk is that token; then it may itself continue a run,
+  // whose chain starts in an earlier chunk.
+  if (keys[start] == tok && !piece_begins_run(keys, start, start)) return;
   const int64_t c = static_cast<int64_t>(blockIdx.y) * kEncThreads + threadIdx.x;
   if (c >= C) return;
   // The run's end (binary search in the sorted keys), then its chunks' pieces in order.
