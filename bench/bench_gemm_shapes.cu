@@ -20,14 +20,10 @@
 #include <string>
 #include <vector>
 
+#include "cuda_check.hpp"
+
 namespace {
 
-void ck(cudaError_t e, const char* w) {
-  if (e != cudaSuccess) {
-    std::fprintf(stderr, "%s: %s\n", w, cudaGetErrorString(e));
-    std::exit(1);
-  }
-}
 void ckb(cublasStatus_t s, const char* w) {
   if (s != CUBLAS_STATUS_SUCCESS) {
     std::fprintf(stderr, "%s: cuBLAS status %d\n", w, int(s));
@@ -100,8 +96,8 @@ Result run(cublasLtHandle_t h, bool fp8, bool e5m2_b, bool out_f32, long m, long
   ckb(cublasLtMatmulAlgoGetHeuristic(h, desc, la, lb, ld, ld, pref, std::min(a.algos, 64), res, &found), "heuristic");
   const float alpha = 1.0f, beta = out_f32 ? 1.0f : 0.0f;  // wgrad accumulates into FP32
   cudaEvent_t e0, e1;
-  ck(cudaEventCreate(&e0), "ev");
-  ck(cudaEventCreate(&e1), "ev");
+  CK(cudaEventCreate(&e0));
+  CK(cudaEventCreate(&e1));
   Result r;
   r.n = found;
   r.best_us = 1e30f;
@@ -114,12 +110,12 @@ Result run(cublasLtHandle_t h, bool fp8, bool e5m2_b, bool out_f32, long m, long
     if (!ok) continue;
     std::vector<float> ts;
     for (int rep = 0; rep < a.reps; ++rep) {
-      ck(cudaEventRecord(e0, st), "rec");
+      CK(cudaEventRecord(e0, st));
       ckb(cublasLtMatmul(h, desc, &alpha, A, la, B, lb, &beta, D, ld, D, ld, &res[i].algo, ws, ws_bytes, st), "mm");
-      ck(cudaEventRecord(e1, st), "rec");
-      ck(cudaEventSynchronize(e1), "sync");
+      CK(cudaEventRecord(e1, st));
+      CK(cudaEventSynchronize(e1));
       float ms = 0;
-      ck(cudaEventElapsedTime(&ms, e0, e1), "el");
+      CK(cudaEventElapsedTime(&ms, e0, e1));
       ts.push_back(ms * 1000.0f);
     }
     const float us = median(ts);
@@ -159,21 +155,21 @@ int main(int argc, char** argv) {
   cublasLtHandle_t h;
   ckb(cublasLtCreate(&h), "create");
   cudaStream_t st;
-  ck(cudaStreamCreate(&st), "stream");
+  CK(cudaStreamCreate(&st));
   const size_t ws_bytes = size_t(32) << 20;
   void* ws;
-  ck(cudaMalloc(&ws, ws_bytes), "ws");
+  CK(cudaMalloc(&ws, ws_bytes));
   const long T = a.tokens, d = a.d, f = a.ffn;
   const size_t maxel = size_t(T) * std::max(2 * f, 3 * d);
   uint8_t *A, *B, *D;
-  ck(cudaMalloc(&A, maxel * 2), "A");
-  ck(cudaMalloc(&B, maxel * 2), "B");
-  ck(cudaMalloc(&D, maxel * 4), "D");
+  CK(cudaMalloc(&A, maxel * 2));
+  CK(cudaMalloc(&B, maxel * 2));
+  CK(cudaMalloc(&D, maxel * 4));
   float* scales;
-  ck(cudaMalloc(&scales, 16), "scales");
+  CK(cudaMalloc(&scales, 16));
   const float s1[4] = {1e-3f, 1e-3f, 1e-3f, 1e-3f};
-  ck(cudaMemcpy(scales, s1, 16, cudaMemcpyHostToDevice), "scales");
-  ck(cudaMemset(D, 0, maxel * 4), "D");
+  CK(cudaMemcpy(scales, s1, 16, cudaMemcpyHostToDevice));
+  CK(cudaMemset(D, 0, maxel * 4));
 
   // Warm-up: about half a second of GEMMs, so that the clocks have risen before the first timing.
   {
@@ -208,7 +204,7 @@ int main(int argc, char** argv) {
         const int kind = fp8 ? 1 : 0;
         fill_kernel<<<1024, 256>>>(B, size_t(g.M) * g.K, 1234 + g.M, e5 ? 2 : kind);
         fill_kernel<<<1024, 256>>>(A, size_t(g.N) * g.K, 99 + g.N, kind);
-        ck(cudaDeviceSynchronize(), "fill");
+        CK(cudaDeviceSynchronize());
         // BF16 as the recipe's GEMMs hold their operands: dgrad's W as stored (OC, C), wgrad's dY
         // and X as stored (T, rows); FP8 always K-major (the quantizer writes the transposes).
         const bool a_km = fp8 || std::strcmp(g.g, "wgrad") != 0;  // a: X, dY, dY^T
