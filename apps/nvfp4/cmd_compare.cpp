@@ -2,9 +2,10 @@
 // same data in the same order under each recipe (and each seed), then write one self-contained
 // HTML report (DIR/report.html), a JSON summary (DIR/summary.json) and print the summary table.
 //
-// A recipe item is a preset name optionally followed by colon-separated switches: no-2d, no-rht,
-// no-sr, switch=F (BF16 from fraction F of the tokens on) and switch-fwd=F (the same, forward
-// only); e.g. "bf16,nvfp4,nvfp4:no-rht,mxfp4". Each run trains into DIR/<recipe>-seed<k>/.
+// A recipe item is a recipe spec (include/nvfp4/recipe.hpp, recipe::parse): a preset name
+// optionally followed by colon-separated switches — no-2d, no-rht, no-sr, bf16=F-L,
+// bf16-layer=NAME, switch=F, switch-fwd=F; e.g. "bf16,nvfp4,nvfp4:no-rht,mxfp4". Each run trains
+// into DIR/<recipe>-seed<k>/.
 #include <filesystem>
 #include <iostream>
 #include <sstream>
@@ -28,44 +29,13 @@ struct CompareCommand {
   bool json = false;
 };
 
-// "nvfp4:no-rht:switch=0.8" -> the recipe; the display name is the recipe's own name.
+// "nvfp4:no-rht:switch=0.8" -> the recipe (recipe::parse); its name is the item, normalized.
 recipe::Recipe parse_item(const std::string& item, int n_layer) {
-  std::vector<std::string> parts;
-  std::stringstream ss(item);
-  for (std::string p; std::getline(ss, p, ':');) parts.push_back(p);
-  if (parts.empty() || parts[0].empty()) throw Error("--recipes: empty item in \"" + item + "\"");
-  recipe::Switches s;
-  for (size_t i = 1; i < parts.size(); ++i) {
-    const std::string& p = parts[i];
-    if (p == "no-2d") s.no_2d = true;
-    else if (p == "no-rht") s.no_rht = true;
-    else if (p == "no-sr") s.no_sr = true;
-    else if (p.rfind("bf16=", 0) == 0) {  // "bf16=1-2": the first 1 and last 2 blocks in BF16
-      const std::string v = p.substr(5);
-      const size_t dash = v.find('-');
-      char* e1 = nullptr;
-      char* e2 = nullptr;
-      const long first = dash == std::string::npos ? -1 : std::strtol(v.substr(0, dash).c_str(), &e1, 10);
-      const long last = dash == std::string::npos ? -1 : std::strtol(v.substr(dash + 1).c_str(), &e2, 10);
-      if (dash == std::string::npos || dash == 0 || dash + 1 == v.size() || *e1 != '\0' || *e2 != '\0' || first < 0 ||
-          last < 0) {
-        throw Error("--recipes " + item + ": \"" + p + "\" is not bf16=FIRST-LAST (e.g. bf16=0-0 for none)");
-      }
-      s.bf16_blocks = std::pair<int, int>(static_cast<int>(first), static_cast<int>(last));
-    } else if (p.rfind("switch=", 0) == 0 || p.rfind("switch-fwd=", 0) == 0) {
-      const std::string v = p.substr(p.find('=') + 1);
-      char* end = nullptr;
-      s.switch_bf16_at = std::strtod(v.c_str(), &end);
-      if (v.empty() || *end != '\0') throw Error("--recipes " + item + ": \"" + v + "\" is not a fraction");
-      s.switch_forward_only = p.rfind("switch-fwd=", 0) == 0;
-    } else {
-      throw Error("--recipes " + item + ": unknown switch \"" + p +
-                  "\" (use no-2d, no-rht, no-sr, bf16=FIRST-LAST, switch=F, switch-fwd=F)");
-    }
+  try {
+    return recipe::parse(item, n_layer);
+  } catch (const Error& e) {
+    throw Error(std::string("--recipes: ") + e.what());
   }
-  recipe::Recipe r = recipe::apply(recipe::preset(parts[0], n_layer), s);
-  recipe::validate(r, n_layer);
-  return r;
 }
 
 std::string slug(std::string name) {
@@ -129,7 +99,7 @@ void register_compare(CLI::App& app) {
   add_train_options(c, a->t, "Folder for report.html, summary.json and one training folder per run");
   c->add_option("--recipes", a->recipes,
                 "Comma-separated recipes: " + recipe::preset_names() +
-                    ", each optionally with :no-2d :no-rht :no-sr :bf16=FIRST-LAST :switch=F :switch-fwd=F")
+                    ", each optionally with :no-2d :no-rht :no-sr :bf16=FIRST-LAST :bf16-layer=NAME :switch=F :switch-fwd=F")
       ->capture_default_str();
   c->add_option("--seeds", a->seeds, "Seeds per recipe (mean and spread in the summary)")->capture_default_str();
   c->add_flag("--json", a->json, "Print the summary as JSON");

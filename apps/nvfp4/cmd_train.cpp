@@ -7,6 +7,7 @@
 #include "common.hpp"
 #include "train_options.hpp"
 #include "nvfp4/error.hpp"
+#include "nvfp4/model.hpp"
 #include "train/trainer.hpp"
 
 namespace nvfp4::cli {
@@ -23,18 +24,31 @@ struct TrainCommand {
 void run(TrainCommand& a) {
   resolve_train_options(a.t);
   train::TrainOptions& o = a.t.o;
-  if (!a.bf16_layers.empty()) a.switches.bf16_blocks = recipe::parse_bf16_blocks(a.bf16_layers);
+  if (!a.bf16_layers.empty()) {
+    try {
+      a.switches.bf16_blocks = recipe::parse_bf16_blocks(a.bf16_layers);
+    } catch (const Error& e) {
+      throw Error(std::string("--bf16-layers: ") + e.what());
+    }
+  }
   const bool any_switch = a.switches.no_2d || a.switches.no_rht || a.switches.no_sr || a.switches.bf16_blocks ||
                           a.switches.switch_bf16_at >= 0 || a.switches.switch_forward_only;
   if (!a.recipe.empty()) {
-    o.recipe = recipe::apply(recipe::preset(a.recipe, o.model.n_layer), a.switches);
+    try {
+      o.recipe = recipe::apply(recipe::parse(a.recipe, o.model.n_layer), a.switches);
+    } catch (const Error& e) {
+      throw Error(std::string("--recipe: ") + e.what());
+    }
     recipe::validate(*o.recipe, o.model.n_layer);
   } else if (any_switch) {
     throw Error("--no-2d, --no-rht, --no-sr, --bf16-layers and --switch-bf16-at modify a recipe: add --recipe NAME");
   }
+  // The plan (the recipe resolved against this model's layers) is what trains: printed here, so
+  // a recipe that would quantize no layer stops before any work.
+  const std::string precision =
+      o.recipe ? model::resolve_plan(*o.recipe, o.model.n_layer).describe() : std::string("precision fp32 (no recipe)");
 
-  std::cerr << "nvfp4 train: " << describe_train_options(o) << "  "
-            << (o.recipe ? recipe::describe(*o.recipe) : std::string("precision fp32 (no recipe)")) << "\n";
+  std::cerr << "nvfp4 train: " << describe_train_options(o) << "  " << precision << "\n";
 
   const train::TrainResult r = train::train(o);
 
@@ -78,11 +92,13 @@ void register_train(CLI::App& app) {
   auto a = std::make_shared<TrainCommand>();
   CLI::App* c = app.add_subcommand("train", "Pretrain a Llama-style model on token shards from `nvfp4 data`");
   add_train_options(c, a->t, "Folder for metrics.jsonl, run.json and checkpoints");
-  c->add_option("--recipe", a->recipe, "Precision recipe: " + recipe::preset_names() + " (default: none, FP32)");
+  c->add_option("--recipe", a->recipe,
+                "Precision recipe: " + recipe::preset_names() +
+                    ", optionally with :switches (e.g. nvfp4:no-rht:bf16=1-2; see docs/recipes.md) (default: none, FP32)");
   c->add_flag("--no-2d", a->switches.no_2d, "Recipe switch: weights in 1x16 blocks instead of 16x16");
   c->add_flag("--no-rht", a->switches.no_rht, "Recipe switch: no Hadamard transform on the wgrad operands");
   c->add_flag("--no-sr", a->switches.no_sr, "Recipe switch: round to nearest even instead of stochastic rounding");
-  c->add_option("--bf16-layers", a->bf16_layers, "Recipe switch: blocks kept in BF16, first:N,last:M");
+  c->add_option("--bf16-layers", a->bf16_layers, "Recipe switch: blocks kept in BF16, FIRST-LAST (e.g. 1-2; 0-0: none)");
   c->add_option("--switch-bf16-at", a->switches.switch_bf16_at, "Recipe switch: BF16 from this fraction of the tokens on");
   c->add_flag("--switch-forward-only", a->switches.switch_forward_only, "Recipe switch: the late switch covers fprop only");
   c->add_flag("--json", a->json, "Print the summary as JSON");

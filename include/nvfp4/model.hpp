@@ -20,6 +20,8 @@
 #include <string_view>
 #include <vector>
 
+#include "nvfp4/plan.hpp"
+
 namespace nvfp4::model {
 
 struct ModelConfig {
@@ -53,6 +55,16 @@ struct LinearId {
   int layer;  // 0 .. n_layer - 1; n_layer for lm_head
   LinearKind kind;
 };
+
+// The model's linear layers in a fixed order — per block q, k, v, o, gate, up, down, then the LM
+// head — as a quantization plan is resolved against them (include/nvfp4/plan.hpp); a layer's
+// position in it is linear_index().
+std::vector<recipe::LinearRef> linear_refs(int n_layer);
+inline size_t linear_index(LinearId id) {
+  return static_cast<size_t>(id.layer) * 7 + (id.kind == LinearKind::lm_head ? 0 : static_cast<size_t>(id.kind));
+}
+// The plan of recipe r for a model of n_layer blocks (throws nvfp4::Error as Plan::resolve).
+recipe::Plan resolve_plan(const recipe::Recipe& r, int n_layer);
 
 // out (N, OC) = inp (N, C) . weight (OC, C)^T and its gradients.
 class LinearPrecision {

@@ -54,9 +54,11 @@ class CudaModel {
 
   int64_t device_bytes() const;  // what this model allocated on the device, its linear layers' buffers included
 
-  // The precision recipe of the linear layers (include/nvfp4/quantized_linear_cuda.hpp); the
-  // default is "bf16" (every operand BF16). seed keys stochastic rounding. A quantizer meeting
-  // NaN/Inf makes forward()/backward() throw NonFiniteError naming the layer, GEMM and operand.
+  // The quantization plan of the linear layers (include/nvfp4/plan.hpp, quantized_linear_cuda.hpp),
+  // resolved for this model's config; the default is "bf16"'s (every operand BF16). seed keys
+  // stochastic rounding. A quantizer meeting NaN/Inf makes forward()/backward() throw
+  // NonFiniteError naming the layer, GEMM and operand. set_recipe resolves r's plan first.
+  void set_plan(recipe::Plan plan, uint64_t seed);
   void set_recipe(const recipe::Recipe& r, uint64_t seed);
   // The optimizer step about to run and the fraction of the run's tokens done (SR keys, late switch).
   void set_step(uint32_t step, double progress);

@@ -82,6 +82,9 @@ struct FormatTraits {
   // File naming: the dtype of the stored codes and scales (qtensor files, checkpoints).
   DType code_dtype;
   std::optional<DType> scale_dtype;  // none for FP8 (it stores FP32 scale_inv)
+  // An FP32 per-tensor scale derived from max |x| besides the block scales (NVFP4: amax / 2688).
+  // (A per-tensor block, FP8's "tensor", is the other way to have an amax-derived scale.)
+  bool tensor_scale_from_amax;
 };
 
 std::span<const FormatTraits> format_table();

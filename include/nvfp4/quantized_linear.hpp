@@ -15,28 +15,28 @@
 #include <cstdint>
 
 #include "nvfp4/model.hpp"
-#include "nvfp4/recipe.hpp"
+#include "nvfp4/plan.hpp"
 
 namespace nvfp4::model {
 
-// The SR key of operand o of GEMM g of linear layer id at an optimizer step: role =
-// 3 x linear kind + the tensor it quantizes (X 0, W 1, dY 2). The row-wise and column-wise
-// copies of one tensor share the key (the quantizer draws the column-wise copy with role | 128),
-// as one quantization of the tensor makes both, in TE and in our kernels. The CPU and CUDA
-// layers both use it, so they draw the same random bits.
-SrKey linear_sr_key(uint64_t seed, uint32_t step, LinearId id, recipe::Gemm g, recipe::Operand o);
-
+// SR keys come from the plan: role = 3 x linear kind + the tensor an operand quantizes (X 0,
+// W 1, dY 2). The row-wise and column-wise copies of one tensor share the key (the quantizer
+// draws the column-wise copy with role | 128), as one quantization of the tensor makes both,
+// in TE and in our kernels. The CPU and CUDA layers both read it, so they draw the same bits.
 class QuantizedLinearCpu final : public LinearPrecision {
  public:
-  // Throws nvfp4::Error if the recipe does not validate for n_layer blocks.
-  QuantizedLinearCpu(recipe::Recipe r, int n_layer, uint64_t seed);
-  const recipe::Recipe& recipe() const { return r_; }
+  // plan: resolved for this model's linear layers (model::resolve_plan).
+  QuantizedLinearCpu(recipe::Plan plan, uint64_t seed);
+  // The plan of r for n_layer blocks (throws nvfp4::Error if it does not resolve).
+  QuantizedLinearCpu(const recipe::Recipe& r, int n_layer, uint64_t seed);
+  const recipe::Plan& plan() const { return plan_; }
+  const recipe::Recipe& recipe() const { return plan_.recipe(); }
 
   // The optimizer step about to run (SR keys) and the fraction of the run's tokens done before
   // it (the late BF16 switch).
   void set_step(uint32_t step, double progress) {
     step_ = step;
-    progress_ = progress;
+    phase_ = plan_.phase(progress);
   }
 
   void forward(LinearId id, float* out, const float* inp, const float* weight, int64_t N, int64_t C,
@@ -45,11 +45,10 @@ class QuantizedLinearCpu final : public LinearPrecision {
                 int64_t N, int64_t C, int64_t OC) override;
 
  private:
-  recipe::Recipe r_;
-  int n_layer_;
+  recipe::Plan plan_;
   uint64_t seed_;
   uint32_t step_ = 0;
-  double progress_ = 0.0;
+  int phase_ = 0;
 };
 
 }  // namespace nvfp4::model

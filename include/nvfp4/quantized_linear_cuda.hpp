@@ -1,9 +1,9 @@
 // Quantized linear layers on a CUDA GPU: the GPU twin of QuantizedLinearCpu
 // (include/nvfp4/quantized_linear.hpp), used by CudaModel for every linear layer.
 //
-// Per GEMM, each operand is held the way the recipe says (recipe::operand_quant), quantized by
-// the Hopper kernels (include/nvfp4/cuda_quantize.hpp) with the same SR keys as the CPU layer
-// (linear_sr_key), so both hold the same bits:
+// Per GEMM, each operand is held the way the quantization plan says (include/nvfp4/plan.hpp),
+// quantized by the Hopper kernels (include/nvfp4/cuda_quantize.hpp) with the plan's SR keys, as
+// the CPU layer, so both hold the same bits:
 //   BF16          the BF16 tensor itself (a transposed operand enters cuBLASLt transposed)
 //   NVFP4, MXFP4  codes x block scale decoded to BF16 — exact (numerics.md §1) — then a BF16
 //                 cuBLASLt GEMM with FP32 accumulation; NVFP4's per-tensor factors
@@ -24,20 +24,23 @@
 
 #include "nvfp4/cuda_ops.hpp"
 #include "nvfp4/model.hpp"
-#include "nvfp4/recipe.hpp"
+#include "nvfp4/plan.hpp"
 
 namespace nvfp4::model {
 
 class QuantizedLinearCuda {
  public:
-  // Throws nvfp4::Error if the recipe does not validate for n_layer blocks, or pairs an FP8
-  // operand with a non-FP8 one in a GEMM (no such cuBLASLt GEMM).
-  QuantizedLinearCuda(recipe::Recipe r, int n_layer, uint64_t seed);
+  // plan: resolved for this model's linear layers (model::resolve_plan). Throws nvfp4::Error if
+  // its recipe pairs an FP8 operand with a non-FP8 one in a GEMM (no such cuBLASLt GEMM).
+  QuantizedLinearCuda(recipe::Plan plan, uint64_t seed);
+  // The plan of r for n_layer blocks.
+  QuantizedLinearCuda(const recipe::Recipe& r, int n_layer, uint64_t seed);
   ~QuantizedLinearCuda();
   QuantizedLinearCuda(const QuantizedLinearCuda&) = delete;
   QuantizedLinearCuda& operator=(const QuantizedLinearCuda&) = delete;
 
   const recipe::Recipe& recipe() const;
+  const recipe::Plan& plan() const;
   // The optimizer step about to run (SR keys) and the fraction of the run's tokens done before it.
   void set_step(uint32_t step, double progress);
 
@@ -61,13 +64,15 @@ class QuantizedLinearCuda {
   enum class Pass { forward, training_forward, backward };
   void begin_pass(Pass p = Pass::forward);
 
-  // A device float for the kernel about to write `tensor` to fold max |value| into (the ops'
-  // `amax` parameters, include/nvfp4/cuda_ops.hpp), when operand (g, o) of layer id reads that
-  // tensor next and the recipe scales it by max |x| of the whole tensor (FP8 current scaling):
-  // its quantizer then skips the pass that would find it. nullptr when there is no such use.
-  // Zeroed on `stream` here; valid until the next begin_pass(); the next kernel to write
-  // `tensor` must be the one it is given to.
-  float* producer_amax(const void* tensor, LinearId id, recipe::Gemm g, recipe::Operand o, cuda::Stream stream);
+  // A device float for the kernel about to write linear layer id's input X (tensor x) or its
+  // output gradient dY (tensor dy) to fold max |value| into (the ops' `amax` parameters,
+  // include/nvfp4/cuda_ops.hpp): the plan's amax slot for that tensor, when the plan has its
+  // readers take their amax from the producer (FP8 current scaling) — they then skip the pass
+  // that would find it. nullptr when the plan has no such use. Linear layers sharing an input
+  // (q, k, v) share the slot: ask with any one of them. Zeroed on `stream` here; valid for this
+  // pass (begin_pass() starts the next); the kernel it is given to must be the one writing the
+  // tensor the layer reads next.
+  float* producer_amax(LinearId id, recipe::Tensor tensor, cuda::Stream stream);
 
   // Quantizes, for the pass just begun, every listed weight whose fprop copy the recipe scales by
   // its amax (FP8 current scaling) — and in a training forward pass dgrad's W^T beside it, as

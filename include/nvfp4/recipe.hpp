@@ -78,13 +78,24 @@ struct Switches {
   bool no_2d = false;   // weights 1x16 instead of 16x16 (NVFP4)
   bool no_rht = false;  // no RHT on any operand
   bool no_sr = false;   // round to nearest even everywhere
-  std::optional<std::pair<int, int>> bf16_blocks;  // "first:N,last:M"
-  std::vector<std::string> bf16_layers;
+  std::optional<std::pair<int, int>> bf16_blocks;  // the first and last blocks kept in BF16
+  std::vector<std::string> bf16_layers;            // linear layers kept in BF16, by HF name
   double switch_bf16_at = -1.0;
   bool switch_forward_only = false;
 };
+// The preset with the switches applied; its name becomes the recipe's spec (see parse).
 Recipe apply(Recipe r, const Switches& s);
-// "first:1,last:2" -> {1, 2}; nvfp4::Error naming the option otherwise.
+
+// The one grammar of a recipe, on the command line (`train --recipe`, `compare --recipes`), in
+// run folders and reports: PRESET[:SWITCH]... with the switches
+//   no-2d, no-rht, no-sr          as in Switches
+//   bf16=F-L                      the first F and last L blocks in BF16 (bf16=0-0: none)
+//   bf16-layer=NAME               that linear layer in BF16 (model.layers.3.mlp.down_proj)
+//   switch=F, switch-fwd=F        BF16 from fraction F of the tokens on (fprop only)
+// e.g. "nvfp4:no-rht:bf16=1-2:switch=0.8". A recipe's name is its spec: parse(r.name) == r.
+// Validated for n_layer blocks; nvfp4::Error naming the item and the bad part otherwise.
+Recipe parse(std::string_view spec, int n_layer);
+// "1-2" -> {1, 2} (the F-L of bf16=F-L and of `train --bf16-layers`); nvfp4::Error otherwise.
 std::pair<int, int> parse_bf16_blocks(std::string_view text);
 
 // Checks every setting against the format traits (block shapes, RHT and SR support);

@@ -22,17 +22,17 @@ constexpr std::array<BlockShape, 3> kFp8Blocks{{{0, 0}, {1, 128}, {128, 128}}};
 const std::array<FormatTraits, 5> kFormats{{
     {Format::nvfp4, "nvfp4", "NVIDIA NVFP4: E2M1 values, E4M3 scale per 16 (1x16 or 16x16), FP32 tensor scale", 4,
      BlockShape{1, 16}, kNvfp4Blocks, "E4M3 per block + FP32 per tensor", true, true, true, 0.105, DType::U8,
-     DType::F8_E4M3},
+     DType::F8_E4M3, true},
     {Format::mxfp4, "mxfp4", "OCP MXFP4, E8M0 scale per 32 rounded UP (TE reference; NVFP4 paper baseline)", 4,
-     BlockShape{1, 32}, kMxfp4Blocks, "E8M0 per block", true, true, true, 0.135, DType::U8, DType::U8},
+     BlockShape{1, 32}, kMxfp4Blocks, "E8M0 per block", true, true, true, 0.135, DType::U8, DType::U8, false},
     {Format::mxfp4_ocp, "mxfp4-ocp", "OCP MXFP4, E8M0 scale per 32 = floor(log2 amax) - 2 (OCP v1.0 rule)", 4,
-     BlockShape{1, 32}, kMxfp4Blocks, "E8M0 per block", true, true, true, 0.125, DType::U8, DType::U8},
+     BlockShape{1, 32}, kMxfp4Blocks, "E8M0 per block", true, true, true, 0.125, DType::U8, DType::U8, false},
     {Format::fp8_e4m3, "fp8-e4m3", "FP8 E4M3 with current scaling, per tensor or 1x128 / 128x128 blocks", 8,
      BlockShape{0, 0}, kFp8Blocks, "FP32 per tensor or block", false, false, false, 0.030, DType::F8_E4M3,
-     std::nullopt},
+     std::nullopt, false},
     {Format::fp8_e5m2, "fp8-e5m2", "FP8 E5M2 with current scaling, per tensor or 1x128 / 128x128 blocks", 8,
      BlockShape{0, 0}, kFp8Blocks, "FP32 per tensor or block", false, false, false, 0.060, DType::F8_E5M2,
-     std::nullopt},
+     std::nullopt, false},
 }};
 
 }  // namespace

@@ -136,6 +136,25 @@ const char* linear_name(LinearKind k) {
   return "?";
 }
 
+std::vector<recipe::LinearRef> linear_refs(int n_layer) {
+  // q, k, v read the block's first normed input; gate and up the second.
+  constexpr int kInputGroup[] = {0, 0, 0, 1, 2, 2, 3};
+  std::vector<recipe::LinearRef> refs;
+  for (int l = 0; l < n_layer; ++l) {
+    for (int k = 0; k < 7; ++k) {
+      const auto kind = static_cast<LinearKind>(k);
+      refs.push_back({l, linear_name(kind), static_cast<uint32_t>(k), kInputGroup[k]});
+    }
+  }
+  refs.push_back({n_layer, linear_name(LinearKind::lm_head), static_cast<uint32_t>(LinearKind::lm_head), 0});
+  return refs;
+}
+
+recipe::Plan resolve_plan(const recipe::Recipe& r, int n_layer) {
+  const auto refs = linear_refs(n_layer);
+  return recipe::Plan::resolve(r, n_layer, refs);
+}
+
 std::vector<ParamSpec> param_specs(const ModelConfig& c) {
   c.validate();
   const int64_t C = c.d_model, F = c.ffn(), V = c.vocab, HS = c.head_size(), NH = c.n_head, NKV = c.n_kv_head;

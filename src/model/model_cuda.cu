@@ -56,13 +56,13 @@ struct CudaModel::State {
   // Index of layer l's k-th parameter (param_specs order: ln1 q k v o ln2 gate up down).
   size_t li(int64_t l, int k) const { return 1 + 9 * static_cast<size_t>(l) + k; }
 
-  // Where the kernel about to write `tensor` folds its amax for linear layer (layer, kind), which
-  // reads it next as its input X or its output gradient dY (nullptr: the recipe has no use for it).
-  float* x_amax(const void* tensor, int64_t layer, LinearKind kind) {
-    return lin->producer_amax(tensor, LinearId{int(layer), kind}, recipe::Gemm::fprop, recipe::Operand::a, nullptr);
+  // Where the kernel about to write linear layer (layer, kind)'s input X, or its output gradient
+  // dY, folds the tensor's amax: the plan's slot (nullptr: the plan has no use for it).
+  float* x_amax(int64_t layer, LinearKind kind) {
+    return lin->producer_amax(LinearId{int(layer), kind}, recipe::Tensor::x, nullptr);
   }
-  float* dy_amax(const void* tensor, int64_t layer, LinearKind kind) {
-    return lin->producer_amax(tensor, LinearId{int(layer), kind}, recipe::Gemm::dgrad, recipe::Operand::a, nullptr);
+  float* dy_amax(int64_t layer, LinearKind kind) {
+    return lin->producer_amax(LinearId{int(layer), kind}, recipe::Tensor::dy, nullptr);
   }
 
   // The linear layers, through the recipe's QuantizedLinearCuda; wi: the weight's spec index.
@@ -252,27 +252,27 @@ float CudaModel::forward(const int32_t* tokens, const int32_t* targets, int B, i
     bf16* up = s.up.p + l * N * F;
     bf16* h = s.h.p + l * N * F;
     cuda::rmsnorm_forward(ln1, s.rstd1.p + l * N, x, s.w(s.li(l, 0)), N, C, c.norm_eps, st,
-                          s.x_amax(ln1, l, LinearKind::q));
+                          s.x_amax(l, LinearKind::q));
     s.fwd(l, LinearKind::q, q, ln1, s.li(l, 1), N, C, QD);
     s.fwd(l, LinearKind::k, k, ln1, s.li(l, 2), N, C, KD);
     s.fwd(l, LinearKind::v, v, ln1, s.li(l, 3), N, C, KD);
     cuda::rope_forward(q, q, B, T, NH, HS, c.rope_theta, st);
     cuda::rope_forward(k, k, B, T, NKV, HS, c.rope_theta, st);
     cuda::attention_forward(atty, s.lse.p + l * B * NH * T, q, k, v, B, T, NH, NKV, HS, st,
-                            s.x_amax(atty, l, LinearKind::o));
+                            s.x_amax(l, LinearKind::o));
     s.fwd(l, LinearKind::o, x2, atty, s.li(l, 4), N, QD, C);
     cuda::residual_forward(x2, x2, x, N * C, st);
     cuda::rmsnorm_forward(ln2, s.rstd2.p + l * N, x2, s.w(s.li(l, 5)), N, C, c.norm_eps, st,
-                          s.x_amax(ln2, l, LinearKind::gate));
+                          s.x_amax(l, LinearKind::gate));
     s.fwd(l, LinearKind::gate, gate, ln2, s.li(l, 6), N, C, F);
     s.fwd(l, LinearKind::up, up, ln2, s.li(l, 7), N, C, F);
-    cuda::swiglu_forward(h, gate, up, N * F, st, s.x_amax(h, l, LinearKind::down));
+    cuda::swiglu_forward(h, gate, up, N * F, st, s.x_amax(l, LinearKind::down));
     s.fwd(l, LinearKind::down, xo, h, s.li(l, 8), N, F, C);
     cuda::residual_forward(xo, xo, x2, N * C, st);
   }
   const size_t norm = s.specs.size() - 2, head = s.specs.size() - 1;
   cuda::rmsnorm_forward(s.lnf.p, s.rstdf.p, s.resid.p + L * N * C, s.w(norm), N, C, c.norm_eps, st,
-                        s.x_amax(s.lnf.p, L, LinearKind::lm_head));
+                        s.x_amax(L, LinearKind::lm_head));
   s.fwd(L, LinearKind::lm_head, s.logits.p, s.lnf.p, head, N, C, V);
   if (!targets) {
     check(cudaStreamSynchronize(st), "forward");
@@ -321,7 +321,7 @@ void CudaModel::backward() {
   s.bwd(L, LinearKind::lm_head, s.dln.p, s.logits.p, s.lnf.p, head, N, C, V, false);
   check(cudaMemsetAsync(s.dresid.p, 0, size_t(N) * C * 2, st), "cudaMemsetAsync");
   cuda::rmsnorm_backward(s.dresid.p, s.g(norm), s.dln.p, s.resid.p + L * N * C, s.w(norm), s.rstdf.p, N, C, scratch, st,
-                         L > 0 ? s.dy_amax(s.dresid.p, L - 1, LinearKind::down) : nullptr);
+                         L > 0 ? s.dy_amax(L - 1, LinearKind::down) : nullptr);
   for (int64_t l = L - 1; l >= 0; --l) {
     const bf16* x = s.resid.p + l * N * C;
     const bf16* x2 = s.resid2.p + l * N * C;
@@ -336,24 +336,24 @@ void CudaModel::backward() {
     const bf16* h = s.h.p + l * N * F;
     // MLP (dresid = d of the layer output = d x2 through the residual path)
     s.bwd(l, LinearKind::down, s.dh.p, s.dresid.p, h, s.li(l, 8), N, F, C, false);
-    cuda::swiglu_backward(s.dgate.p, s.dup.p, s.dh.p, gate, up, N * F, st, s.dy_amax(s.dgate.p, l, LinearKind::gate),
-                          s.dy_amax(s.dup.p, l, LinearKind::up));
+    cuda::swiglu_backward(s.dgate.p, s.dup.p, s.dh.p, gate, up, N * F, st, s.dy_amax(l, LinearKind::gate),
+                          s.dy_amax(l, LinearKind::up));
     s.bwd(l, LinearKind::gate, s.dln.p, s.dgate.p, ln2, s.li(l, 6), N, C, F, false);
     s.bwd(l, LinearKind::up, s.dln.p, s.dup.p, ln2, s.li(l, 7), N, C, F, true);
     cuda::rmsnorm_backward(s.dresid.p, s.g(s.li(l, 5)), s.dln.p, x2, s.w(s.li(l, 5)), s.rstd2.p + l * N, N, C, scratch,
-                           st, s.dy_amax(s.dresid.p, l, LinearKind::o));
+                           st, s.dy_amax(l, LinearKind::o));
     // Attention
     s.bwd(l, LinearKind::o, s.dattn.p, s.dresid.p, atty, s.li(l, 4), N, QD, C, false);
     cuda::attention_backward(s.dqr.p, s.dkr.p, s.dv.p, s.dattn.p, atty, q, k, v, s.lse.p + l * B * NH * T, B, T, NH,
-                             NKV, HS, scratch, st, s.dy_amax(s.dv.p, l, LinearKind::v));
+                             NKV, HS, scratch, st, s.dy_amax(l, LinearKind::v));
     // dq, dk written, not accumulated: nothing else adds into them.
-    cuda::rope_backward(s.dq.p, s.dqr.p, B, T, NH, HS, c.rope_theta, st, s.dy_amax(s.dq.p, l, LinearKind::q), false);
-    cuda::rope_backward(s.dk.p, s.dkr.p, B, T, NKV, HS, c.rope_theta, st, s.dy_amax(s.dk.p, l, LinearKind::k), false);
+    cuda::rope_backward(s.dq.p, s.dqr.p, B, T, NH, HS, c.rope_theta, st, s.dy_amax(l, LinearKind::q), false);
+    cuda::rope_backward(s.dk.p, s.dkr.p, B, T, NKV, HS, c.rope_theta, st, s.dy_amax(l, LinearKind::k), false);
     s.bwd(l, LinearKind::q, s.dln.p, s.dq.p, ln1, s.li(l, 1), N, C, QD, false);
     s.bwd(l, LinearKind::k, s.dln.p, s.dk.p, ln1, s.li(l, 2), N, C, KD, true);
     s.bwd(l, LinearKind::v, s.dln.p, s.dv.p, ln1, s.li(l, 3), N, C, KD, true);
     cuda::rmsnorm_backward(s.dresid.p, s.g(s.li(l, 0)), s.dln.p, x, s.w(s.li(l, 0)), s.rstd1.p + l * N, N, C, scratch,
-                           st, l > 0 ? s.dy_amax(s.dresid.p, l - 1, LinearKind::down) : nullptr);
+                           st, l > 0 ? s.dy_amax(l - 1, LinearKind::down) : nullptr);
   }
   cuda::encoder_backward(s.g(0), s.dresid.p, s.tokens.p, B, T, C, V, scratch, s.status.p, st);
   check(cudaStreamSynchronize(st), "backward");
@@ -374,9 +374,15 @@ std::vector<double> CudaModel::grad_norms_squared() {
   return out;
 }
 
-void CudaModel::set_recipe(const recipe::Recipe& r, uint64_t seed) {
-  s_->lin = std::make_unique<QuantizedLinearCuda>(r, s_->c.n_layer, seed);
+void CudaModel::set_plan(recipe::Plan plan, uint64_t seed) {
+  if (plan.n_layer() != s_->c.n_layer || plan.size() != linear_refs(s_->c.n_layer).size()) {
+    throw Error("CudaModel::set_plan: the plan was resolved for " + std::to_string(plan.n_layer()) +
+                " blocks, the model has " + std::to_string(s_->c.n_layer));
+  }
+  s_->lin = std::make_unique<QuantizedLinearCuda>(std::move(plan), seed);
 }
+
+void CudaModel::set_recipe(const recipe::Recipe& r, uint64_t seed) { set_plan(resolve_plan(r, s_->c.n_layer), seed); }
 
 void CudaModel::set_step(uint32_t step, double progress) { s_->lin->set_step(step, progress); }
 QuantizedLinearCuda& CudaModel::linear() { return *s_->lin; }

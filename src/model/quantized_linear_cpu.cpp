@@ -17,15 +17,15 @@ namespace {
 using recipe::Gemm;
 using recipe::Operand;
 
-// x (rows, cols) row-major, as the GEMM reads it. column = false: the operand is x itself
-// (contiguous along cols); column = true: the operand is xᵀ (cols, rows), contiguous along
-// rows — the column-wise copy. Returns the values the GEMM multiplies, in the operand's layout.
-std::vector<float> hold(const float* x, int64_t rows, int64_t cols, bool column, const std::optional<recipe::OperandQuant>& q,
-                        SrKey key, const std::string& what) {
+// x (rows, cols) row-major, as the GEMM reads it: the operand is x itself (contiguous along
+// cols) or, for a column-wise operand, xᵀ (cols, rows), contiguous along rows. Returns the
+// values the GEMM multiplies, in the operand's layout.
+std::vector<float> hold(const float* x, int64_t rows, int64_t cols, const recipe::OperandPlan& op,
+                        const QuantizeOptions& options, const std::string& label, const char* what) {
   const int64_t n = rows * cols;
-  if (!q) {  // BF16
+  if (!op.quantized) {  // BF16
     std::vector<float> out(static_cast<size_t>(n));
-    if (!column) {
+    if (!op.column) {
       for (int64_t i = 0; i < n; ++i) out[i] = fmt::bf16_round(x[i]);
     } else {
       for (int64_t r = 0; r < rows; ++r)
@@ -33,53 +33,45 @@ std::vector<float> hold(const float* x, int64_t rows, int64_t cols, bool column,
     }
     return out;
   }
-  const QuantizeOptions o = recipe::quantize_options(*q, column, key);
   try {
-    const QuantizedTensor t = quantize(std::span<const float>(x, static_cast<size_t>(n)), rows, cols, o);
-    return dequantize(column ? *t.col : *t.row, t.options, true);
+    const QuantizedTensor t = quantize(std::span<const float>(x, static_cast<size_t>(n)), rows, cols, options);
+    return dequantize(op.column ? *t.col : *t.row, t.options, true);
   } catch (const NonFiniteError& e) {  // keep the type: the trainer turns it into a divergence
-    throw NonFiniteError(what + ": " + e.what(), e.first_index(), e.count());
+    throw NonFiniteError(label + " " + what + ": " + e.what(), e.first_index(), e.count());
   } catch (const Error& e) {
-    throw Error(what + ": " + e.what());
+    throw Error(label + " " + what + ": " + e.what());
   }
 }
 
 }  // namespace
 
-SrKey linear_sr_key(uint64_t seed, uint32_t step, LinearId id, recipe::Gemm g, recipe::Operand o) {
-  // The tensor an operand quantizes: X (fprop a, wgrad b), W (fprop b, dgrad b), dY (dgrad a, wgrad a).
-  const uint32_t tensor = g == Gemm::fprop ? (o == Operand::a ? 0u : 1u) : g == Gemm::dgrad ? (o == Operand::a ? 2u : 1u)
-                                                                                          : (o == Operand::a ? 2u : 0u);
-  return SrKey{seed, step, static_cast<uint32_t>(id.layer), 3u * static_cast<uint32_t>(id.kind) + tensor};
-}
+QuantizedLinearCpu::QuantizedLinearCpu(recipe::Plan plan, uint64_t seed) : plan_(std::move(plan)), seed_(seed) {}
 
-QuantizedLinearCpu::QuantizedLinearCpu(recipe::Recipe r, int n_layer, uint64_t seed)
-    : r_(std::move(r)), n_layer_(n_layer), seed_(seed) {
-  recipe::validate(r_, n_layer);
-}
+QuantizedLinearCpu::QuantizedLinearCpu(const recipe::Recipe& r, int n_layer, uint64_t seed)
+    : QuantizedLinearCpu(resolve_plan(r, n_layer), seed) {}
 
 void QuantizedLinearCpu::forward(LinearId id, float* out, const float* inp, const float* weight, int64_t N, int64_t C,
                                  int64_t OC) {
-  const std::string name = linear_name(id.kind);
-  auto quant = [&](Operand o) { return recipe::operand_quant(r_, n_layer_, id.layer, name, Gemm::fprop, o, progress_); };
-  auto key = [&](Operand o) { return linear_sr_key(seed_, step_, id, Gemm::fprop, o); };
-  const std::string where = "layer " + std::to_string(id.layer) + " " + name + " fprop";
-  const auto x = hold(inp, N, C, false, quant(Operand::a), key(Operand::a), where + " X");
-  const auto w = hold(weight, OC, C, false, quant(Operand::b), key(Operand::b), where + " W");
+  const size_t li = linear_index(id);
+  const std::string& label = plan_.linear(li).label;
+  auto op = [&](Operand o) -> const recipe::OperandPlan& { return plan_.operand(li, phase_, Gemm::fprop, o); };
+  auto opt = [&](Operand o) { return op(o).options(seed_, step_, static_cast<uint32_t>(id.layer)); };
+  const auto x = hold(inp, N, C, op(Operand::a), opt(Operand::a), label, "fprop X");
+  const auto w = hold(weight, OC, C, op(Operand::b), opt(Operand::b), label, "fprop W");
   cpu::matmul_forward(out, x.data(), w.data(), N, C, OC);
 }
 
 void QuantizedLinearCpu::backward(LinearId id, float* dinp, float* dweight, const float* dout, const float* inp,
                                   const float* weight, int64_t N, int64_t C, int64_t OC) {
-  const std::string name = linear_name(id.kind);
-  const std::string where = "layer " + std::to_string(id.layer) + " " + name;
-  auto quant = [&](Gemm g, Operand o) { return recipe::operand_quant(r_, n_layer_, id.layer, name, g, o, progress_); };
-  auto key = [&](Gemm g, Operand o) { return linear_sr_key(seed_, step_, id, g, o); };
+  const size_t li = linear_index(id);
+  const std::string& label = plan_.linear(li).label;
+  auto op = [&](Gemm g, Operand o) -> const recipe::OperandPlan& { return plan_.operand(li, phase_, g, o); };
+  auto opt = [&](Gemm g, Operand o) { return op(g, o).options(seed_, step_, static_cast<uint32_t>(id.layer)); };
   if (dinp) {
     // dgrad: dX (N, C) += dY (N, OC) · W (OC, C), contraction over OC: dY row-wise, W's
     // column-wise copy (C, OC), turned back into (OC, C) for the matmul.
-    const auto dy = hold(dout, N, OC, false, quant(Gemm::dgrad, Operand::a), key(Gemm::dgrad, Operand::a), where + " dgrad dY");
-    const auto wt = hold(weight, OC, C, true, quant(Gemm::dgrad, Operand::b), key(Gemm::dgrad, Operand::b), where + " dgrad W^T");
+    const auto dy = hold(dout, N, OC, op(Gemm::dgrad, Operand::a), opt(Gemm::dgrad, Operand::a), label, "dgrad dY");
+    const auto wt = hold(weight, OC, C, op(Gemm::dgrad, Operand::b), opt(Gemm::dgrad, Operand::b), label, "dgrad W^T");
     std::vector<float> w(static_cast<size_t>(OC * C));
     for (int64_t c = 0; c < C; ++c)
       for (int64_t o = 0; o < OC; ++o) w[o * C + c] = wt[c * OC + o];
@@ -88,8 +80,8 @@ void QuantizedLinearCpu::backward(LinearId id, float* dinp, float* dweight, cons
   if (dweight) {
     // wgrad: dW (OC, C) += dYᵀ (OC, N) · X (N, C), contraction over N: the column-wise copies
     // of dY and X, (OC, N) and (C, N); dW = dYᵀ_hat · (Xᵀ_hat)ᵀ.
-    const auto dyt = hold(dout, N, OC, true, quant(Gemm::wgrad, Operand::a), key(Gemm::wgrad, Operand::a), where + " wgrad dY^T");
-    const auto xt = hold(inp, N, C, true, quant(Gemm::wgrad, Operand::b), key(Gemm::wgrad, Operand::b), where + " wgrad X^T");
+    const auto dyt = hold(dout, N, OC, op(Gemm::wgrad, Operand::a), opt(Gemm::wgrad, Operand::a), label, "wgrad dY^T");
+    const auto xt = hold(inp, N, C, op(Gemm::wgrad, Operand::b), opt(Gemm::wgrad, Operand::b), label, "wgrad X^T");
     std::vector<float> dw(static_cast<size_t>(OC * C));
     cpu::matmul_forward(dw.data(), dyt.data(), xt.data(), OC, N, C);
     for (int64_t i = 0; i < OC * C; ++i) dweight[i] += dw[i];

@@ -46,20 +46,30 @@ __global__ void alpha_kernel(float* alpha, const float* amax_a, const float* ama
 }
 
 constexpr int kMaxCounters = 4096;  // quantizer calls between two non-finite checks
-constexpr int kMaxGiven = 1024;     // producer amaxes per pass (beyond: the quantizer finds its own)
 
-// Whether an operand's per-tensor scale comes from max |x| of the stored tensor itself, which
-// the kernel writing the tensor can compute (producer_amax): FP8 current scaling.
-bool amax_from_producer(const OperandQuant& q) { return is_fp8(q.format) && q.block.per_tensor(); }
+// Whether the plan has operand p take its per-tensor amax from the kernel that wrote its tensor.
+bool amax_from_producer(const recipe::OperandPlan& p) { return p.amax == recipe::AmaxSource::producer; }
+
+// Where a quantizer call is, for messages: the plan's linear layer and the part of it. The
+// text is made only when a message needs it (no strings on the hot path).
+struct Where {
+  size_t linear = 0;
+  const char* part = "";        // "fprop X", "dY (dgrad and wgrad)", ...
+  const char* also = nullptr;   // the kept column-wise copy's GEMM, when made in the same call
+  std::string text(const recipe::Plan& plan) const {
+    std::string s = plan.linear(linear).label + " " + part;
+    if (also) s += std::string(" (and its column-wise copy for ") + also + ")";
+    return s;
+  }
+};
 
 }  // namespace
 
 struct QuantizedLinearCuda::State {
-  recipe::Recipe r;
-  int n_layer;
+  recipe::Plan plan;
   uint64_t seed;
   uint32_t step = 0;
-  double progress = 0.0;
+  int phase = 0;  // the plan's phase for this step (before / after the late BF16 switch)
 
   struct Slot {
     DeviceArray<uint8_t> codes, scales;
@@ -68,6 +78,7 @@ struct QuantizedLinearCuda::State {
     DeviceArray<uint8_t> rht;       // MXFP4 under RHT: the transformed input (the 32-point RHT is its own pass)
     // What the last GEMM read.
     std::optional<OperandQuant> q;
+    const recipe::OperandPlan* plan = nullptr;
     int64_t rows = 0, K = 0;
     const uint16_t* bf16 = nullptr;  // BF16 operand: the tensor, (rows, K) or stored (K, rows)
     bool bf16_column = false;
@@ -90,14 +101,17 @@ struct QuantizedLinearCuda::State {
   bool training_forward = false;  // the current pass is a forward pass a backward pass follows
   bool kept_valid = false;        // `kept` holds the copies of the last forward pass
   uint64_t kept_pass = 0;         // the pass number of the last training forward pass
-  // Producer amaxes of this pass: tensor -> its latest slot in `given`.
+  // Producer amaxes: the plan's amax slots, zeroed once per pass before the first producer
+  // writes one; a slot is read only if its producer was given it in this pass.
   DeviceArray<float> given;
-  int given_used = 0;
-  std::map<const void*, int> given_index;
-  const float* given_for(const void* x) const {
-    const auto it = given_index.find(x);
-    return it == given_index.end() ? nullptr : given.p + it->second;
+  std::vector<uint64_t> given_pass;  // per slot: the pass its producer was given it in
+  bool given_zeroed = false;         // in this pass
+  const float* given_for(const recipe::OperandPlan& op) const {
+    if (!amax_from_producer(op) || given_pass[op.amax_slot] != pass) return nullptr;
+    return given.p + op.amax_slot;
   }
+  // The weights' amaxes of prepare_weights() (one per weight it quantizes).
+  DeviceArray<float> weight_amax;
   // The slot of `m` for `key`, made if new, set to hold a (rows, K) copy quantized as q in this
   // pass (kept and prepared copies).
   Slot& copy_slot(std::map<const void*, std::unique_ptr<Slot>>& m, const void* key, const OperandQuant& q,
@@ -124,18 +138,11 @@ struct QuantizedLinearCuda::State {
     return true;
   }
 
-  // A zeroed float of `given` for the amax of `tensor` in this pass (nullptr when full).
-  float* new_given(const void* tensor, cudaStream_t st) {
-    if (given_used == kMaxGiven) return nullptr;
-    if (given_used == 0) check(cudaMemsetAsync(given.p, 0, kMaxGiven * sizeof(float), st), "cudaMemsetAsync");
-    given_index[tensor] = given_used;
-    return given.p + given_used++;
-  }
   uint64_t pass = 1;  // bumped by begin_pass(): activations may have been rewritten
   DeviceArray<float> alpha;  // one per GEMM
   DeviceArray<uint32_t> counters;
   int used_counters = 0;
-  std::vector<std::string> counter_what;
+  std::vector<Where> counter_what;
 
   bool timing_on = false;
   struct Marks {
@@ -145,11 +152,12 @@ struct QuantizedLinearCuda::State {
   size_t events_used = 0;
   QuantizedLinearCuda::Timing acc;
 
-  State(recipe::Recipe rr, int n, uint64_t sd) : r(std::move(rr)), n_layer(n), seed(sd) {
+  State(recipe::Plan p, uint64_t sd) : plan(std::move(p)), seed(sd) {
     counters.need(kMaxCounters);
     check(cudaMemset(counters.p, 0, kMaxCounters * sizeof(uint32_t)), "cudaMemset");
     alpha.need(3);
-    given.need(kMaxGiven);
+    given.need(static_cast<size_t>(plan.amax_slots()));
+    given_pass.assign(static_cast<size_t>(plan.amax_slots()), 0);
   }
   ~State() {
     for (auto& m : events) {
@@ -171,7 +179,7 @@ struct QuantizedLinearCuda::State {
     return &events[events_used++];
   }
 
-  uint32_t* counter(const std::string& what) {
+  uint32_t* counter(const Where& what) {
     if (used_counters == kMaxCounters) {
       throw Error("QuantizedLinearCuda: more than " + std::to_string(kMaxCounters) +
                   " quantizer calls without a non-finite check (call check_nonfinite after each pass)");
@@ -183,10 +191,10 @@ struct QuantizedLinearCuda::State {
   // Decides how operand o of GEMM g is held — the tensor x (rows_x, cols_x) row-major, or with
   // column = true its transpose — and, for a BF16 operand, holds it: x16 is the BF16 tensor
   // (x itself for activations, the weight's BF16 copy for weights). Returns the slot.
-  Slot& prepare(Gemm g, Operand o, LinearId id, const std::string& name, const uint16_t* x16, int64_t rows_x,
-                int64_t cols_x, bool column) {
+  Slot& prepare(Gemm g, Operand o, size_t li, const uint16_t* x16, int64_t rows_x, int64_t cols_x, bool column) {
     Slot& s = slots[int(g)][int(o)];
-    s.q = recipe::operand_quant(r, n_layer, id.layer, name, g, o, progress);
+    s.plan = &plan.operand(li, phase, g, o);
+    s.q = s.plan->quantized ? std::optional<OperandQuant>(s.plan->quant) : std::nullopt;
     s.rows = column ? cols_x : rows_x;
     s.K = column ? rows_x : cols_x;
     s.amax = nullptr;
@@ -213,8 +221,7 @@ struct QuantizedLinearCuda::State {
   // given_amax: max |x| from the kernel that wrote x (producer_amax), for copies whose scale
   // comes from it (amax_from_producer); else the quantizer finds the amax itself.
   void quantize(Slot* row, Slot* col, const void* x, DType dtype, int64_t rows_x, int64_t cols_x, SrKey key,
-                const std::string& what, cudaStream_t st, bool col_is_operand = true,
-                const float* given_amax = nullptr) {
+                const Where& what, cudaStream_t st, bool col_is_operand = true, const float* given_amax = nullptr) {
     const OperandQuant& q = row ? *row->q : *col->q;
     const bool sr = q.rounding == Rounding::stochastic;
     for (Slot* p : {row, col}) {
@@ -282,7 +289,7 @@ struct QuantizedLinearCuda::State {
     } catch (const NonFiniteError&) {
       throw;
     } catch (const Error& e) {
-      throw Error(what + ": " + e.what());
+      throw Error(what.text(plan) + ": " + e.what());
     }
   }
 
@@ -314,13 +321,14 @@ struct QuantizedLinearCuda::State {
   // column-wise copy the forward pass kept for it is taken. In a training forward pass, `keep`
   // names the backward operand (gemm, operand) that reads the column-wise copy of the same
   // tensor: it is made in the same kernel call when the two are pairable and round-to-nearest.
-  void hold(Gemm g, Operand o, LinearId id, const std::string& name, const void* x, DType dtype, const uint16_t* x16,
-            int64_t rows_x, int64_t cols_x, bool column, const std::string& what, cudaStream_t st,
+  void hold(Gemm g, Operand o, LinearId id, const void* x, DType dtype, const uint16_t* x16, int64_t rows_x,
+            int64_t cols_x, bool column, const char* what, cudaStream_t st,
             std::optional<std::pair<Gemm, Operand>> keep = std::nullopt) {
+    const size_t li = linear_index(id);
     Slot& s = slots[int(g)][int(o)];
     const std::optional<OperandQuant> before = s.q;
     const int64_t rows_before = s.rows, k_before = s.K;
-    prepare(g, o, id, name, x16, rows_x, cols_x, column);
+    prepare(g, o, li, x16, rows_x, cols_x, column);
     if (!s.q) {
       s.src = nullptr;
       s.from = nullptr;
@@ -338,21 +346,25 @@ struct QuantizedLinearCuda::State {
     if (!column && take(s, prepared, x, true, st)) return;
     if (column && kept_valid && !training_forward && take(s, kept, x, false, st)) return;
     Slot* k = nullptr;
+    const recipe::OperandPlan* kp = nullptr;
     if (keep && training_forward && !column && s.q->rounding == Rounding::rne) {
-      const auto kq = recipe::operand_quant(r, n_layer, id.layer, name, keep->first, keep->second, progress);
-      if (kq && kq->rounding == Rounding::rne && pairable(*s.q, *kq)) k = &copy_slot(kept, x, *kq, cols_x, rows_x);
+      kp = &plan.operand(li, phase, keep->first, keep->second);
+      if (kp->quantized && kp->quant.rounding == Rounding::rne && pairable(*s.q, kp->quant)) {
+        k = &copy_slot(kept, x, kp->quant, cols_x, rows_x);
+      }
     }
-    const bool given_ok = amax_from_producer(*s.q) && (!k || amax_from_producer(*k->q));
-    quantize(column ? nullptr : &s, column ? &s : k, x, dtype, rows_x, cols_x, linear_sr_key(seed, step, id, g, o),
-             k ? what + " (and its column-wise copy for " + recipe::gemm_name(keep->first) + ")" : what, st,
-             /*col_is_operand=*/column, given_ok ? given_for(x) : nullptr);
+    const bool given_ok = amax_from_producer(*s.plan) && (!k || amax_from_producer(*kp));
+    const Where where{li, what, k ? recipe::gemm_name(keep->first) : nullptr};
+    quantize(column ? nullptr : &s, column ? &s : k, x, dtype, rows_x, cols_x,
+             SrKey{seed, step, static_cast<uint32_t>(id.layer), s.plan->sr_role}, where, st,
+             /*col_is_operand=*/column, given_ok ? given_for(*s.plan) : nullptr);
     s.src = x;  // quantize() cleared them
     s.src_column = column;
   }
 
   // out = alpha · a · bᵀ over the slots of GEMM g.
   void run_gemm(cuda::Blas& blas, Gemm g, void* out, DType out_dtype, int64_t M, int64_t N, int64_t K, bool accumulate,
-                const std::string& what, cudaStream_t st) {
+                const Where& what, cudaStream_t st) {
     const Slot& a = slots[int(g)][0];
     const Slot& b = slots[int(g)][1];
     const float* alpha_ptr = nullptr;
@@ -369,13 +381,16 @@ struct QuantizedLinearCuda::State {
     try {
       blas.gemm(out, out_dtype, a.op, b.op, M, N, K, alpha_ptr, accumulate, st, fast);
     } catch (const Error& e) {
-      throw Error(what + ": " + e.what());
+      throw Error(what.text(plan) + ": " + e.what());
     }
   }
 };
 
-QuantizedLinearCuda::QuantizedLinearCuda(recipe::Recipe r, int n_layer, uint64_t seed) {
-  recipe::validate(r, n_layer);
+QuantizedLinearCuda::QuantizedLinearCuda(const recipe::Recipe& r, int n_layer, uint64_t seed)
+    : QuantizedLinearCuda(resolve_plan(r, n_layer), seed) {}
+
+QuantizedLinearCuda::QuantizedLinearCuda(recipe::Plan plan, uint64_t seed) {
+  const recipe::Recipe& r = plan.recipe();
   for (Gemm g : {Gemm::fprop, Gemm::dgrad, Gemm::wgrad}) {
     const auto& gq = r.gemm(g);
     const bool fa = gq.a.quantized && is_fp8(gq.a.format), fb = gq.b.quantized && is_fp8(gq.b.format);
@@ -389,15 +404,16 @@ QuantizedLinearCuda::QuantizedLinearCuda(recipe::Recipe r, int n_layer, uint64_t
                   " GEMM has two E5M2 operands; Hopper's FP8 GEMMs take at most one");
     }
   }
-  s_ = std::make_unique<State>(std::move(r), n_layer, seed);
+  s_ = std::make_unique<State>(std::move(plan), seed);
 }
 
 QuantizedLinearCuda::~QuantizedLinearCuda() = default;
-const recipe::Recipe& QuantizedLinearCuda::recipe() const { return s_->r; }
+const recipe::Recipe& QuantizedLinearCuda::recipe() const { return s_->plan.recipe(); }
+const recipe::Plan& QuantizedLinearCuda::plan() const { return s_->plan; }
 
 void QuantizedLinearCuda::set_step(uint32_t step, double progress) {
   s_->step = step;
-  s_->progress = progress;
+  s_->phase = s_->plan.phase(progress);
 }
 
 void QuantizedLinearCuda::forward(cuda::Blas& blas, LinearId id, uint16_t* out, const uint16_t* inp,
@@ -405,16 +421,14 @@ void QuantizedLinearCuda::forward(cuda::Blas& blas, LinearId id, uint16_t* out, 
                                   cuda::Stream stream) {
   State& s = *s_;
   const auto st = reinterpret_cast<cudaStream_t>(stream);
-  const std::string name = linear_name(id.kind);
-  const std::string where = "layer " + std::to_string(id.layer) + " " + name + " fprop";
   State::Marks* m = s.marks();
   if (m) check(cudaEventRecord(m->start, st), "cudaEventRecord");
-  s.hold(Gemm::fprop, Operand::a, id, name, inp, DType::BF16, inp, N, C, false, where + " X", st,
+  s.hold(Gemm::fprop, Operand::a, id, inp, DType::BF16, inp, N, C, false, "fprop X", st,
          std::pair{Gemm::wgrad, Operand::b});
-  s.hold(Gemm::fprop, Operand::b, id, name, weight, DType::F32, weight_bf16, OC, C, false, where + " W", st,
+  s.hold(Gemm::fprop, Operand::b, id, weight, DType::F32, weight_bf16, OC, C, false, "fprop W", st,
          std::pair{Gemm::dgrad, Operand::b});
   if (m) check(cudaEventRecord(m->quantized, st), "cudaEventRecord");
-  s.run_gemm(blas, Gemm::fprop, out, DType::BF16, N, OC, C, false, where, st);
+  s.run_gemm(blas, Gemm::fprop, out, DType::BF16, N, OC, C, false, Where{linear_index(id), "fprop"}, st);
   if (m) check(cudaEventRecord(m->done, st), "cudaEventRecord");
 }
 
@@ -424,8 +438,7 @@ void QuantizedLinearCuda::backward(cuda::Blas& blas, LinearId id, uint16_t* dinp
                                    bool accumulate_dinp, cuda::Stream stream) {
   State& s = *s_;
   const auto st = reinterpret_cast<cudaStream_t>(stream);
-  const std::string name = linear_name(id.kind);
-  const std::string where = "layer " + std::to_string(id.layer) + " " + name;
+  const size_t li = linear_index(id);
   // dgrad: dX (N, C) = dY (N, OC) · W: contraction over OC; b = W's column-wise copy (C, OC).
   // wgrad: dW (OC, C) += dYᵀ (OC, N) · X (N, C): contraction over N; both column-wise copies.
   // dY's row-wise (dgrad) and column-wise (wgrad) copies come from one kernel call when the
@@ -434,34 +447,33 @@ void QuantizedLinearCuda::backward(cuda::Blas& blas, LinearId id, uint16_t* dinp
   if (m) check(cudaEventRecord(m->start, st), "cudaEventRecord");
   bool dy_done = false;
   if (dinp && dweight) {
-    State::Slot& ra = s.prepare(Gemm::dgrad, Operand::a, id, name, dout, N, OC, false);
-    State::Slot& ca = s.prepare(Gemm::wgrad, Operand::a, id, name, dout, N, OC, true);
+    State::Slot& ra = s.prepare(Gemm::dgrad, Operand::a, li, dout, N, OC, false);
+    State::Slot& ca = s.prepare(Gemm::wgrad, Operand::a, li, dout, N, OC, true);
     if (ra.q && ca.q && State::pairable(*ra.q, *ca.q)) {
-      const bool given_ok = amax_from_producer(*ra.q) && amax_from_producer(*ca.q);
-      s.quantize(&ra, &ca, dout, DType::BF16, N, OC, linear_sr_key(s.seed, s.step, id, Gemm::dgrad, Operand::a),
-                 where + " dY (dgrad and wgrad)", st, true, given_ok ? s.given_for(dout) : nullptr);
+      const bool given_ok = amax_from_producer(*ra.plan) && amax_from_producer(*ca.plan);
+      s.quantize(&ra, &ca, dout, DType::BF16, N, OC, SrKey{s.seed, s.step, static_cast<uint32_t>(id.layer), ra.plan->sr_role},
+                 Where{li, "dY (dgrad and wgrad)"}, st, true, given_ok ? s.given_for(*ra.plan) : nullptr);
       dy_done = true;
     }
   }
   if (dinp) {
-    if (!dy_done) s.hold(Gemm::dgrad, Operand::a, id, name, dout, DType::BF16, dout, N, OC, false, where + " dgrad dY", st);
-    s.hold(Gemm::dgrad, Operand::b, id, name, weight, DType::F32, weight_bf16, OC, C, true, where + " dgrad W^T", st);
+    if (!dy_done) s.hold(Gemm::dgrad, Operand::a, id, dout, DType::BF16, dout, N, OC, false, "dgrad dY", st);
+    s.hold(Gemm::dgrad, Operand::b, id, weight, DType::F32, weight_bf16, OC, C, true, "dgrad W^T", st);
   }
   if (dweight) {
-    if (!dy_done) s.hold(Gemm::wgrad, Operand::a, id, name, dout, DType::BF16, dout, N, OC, true, where + " wgrad dY^T", st);
-    s.hold(Gemm::wgrad, Operand::b, id, name, inp, DType::BF16, inp, N, C, true, where + " wgrad X^T", st);
+    if (!dy_done) s.hold(Gemm::wgrad, Operand::a, id, dout, DType::BF16, dout, N, OC, true, "wgrad dY^T", st);
+    s.hold(Gemm::wgrad, Operand::b, id, inp, DType::BF16, inp, N, C, true, "wgrad X^T", st);
   }
   if (m) check(cudaEventRecord(m->quantized, st), "cudaEventRecord");
-  if (dinp) s.run_gemm(blas, Gemm::dgrad, dinp, DType::BF16, N, C, OC, accumulate_dinp, where + " dgrad", st);
-  if (dweight) s.run_gemm(blas, Gemm::wgrad, dweight, DType::F32, OC, C, N, true, where + " wgrad", st);
+  if (dinp) s.run_gemm(blas, Gemm::dgrad, dinp, DType::BF16, N, C, OC, accumulate_dinp, Where{li, "dgrad"}, st);
+  if (dweight) s.run_gemm(blas, Gemm::wgrad, dweight, DType::F32, OC, C, N, true, Where{li, "wgrad"}, st);
   if (m) check(cudaEventRecord(m->done, st), "cudaEventRecord");
 }
 
 void QuantizedLinearCuda::begin_pass(Pass p) {
   State& s = *s_;
   ++s.pass;
-  s.given_used = 0;
-  s.given_index.clear();
+  s.given_zeroed = false;
   if (p == Pass::backward) {
     s.training_forward = false;
     return;
@@ -484,11 +496,20 @@ void QuantizedLinearCuda::begin_pass(Pass p) {
   s.kept_pass = s.pass;
 }
 
-float* QuantizedLinearCuda::producer_amax(const void* tensor, LinearId id, Gemm g, Operand o, cuda::Stream stream) {
+float* QuantizedLinearCuda::producer_amax(LinearId id, recipe::Tensor tensor, cuda::Stream stream) {
   State& s = *s_;
-  const auto q = recipe::operand_quant(s.r, s.n_layer, id.layer, linear_name(id.kind), g, o, s.progress);
-  if (!q || !amax_from_producer(*q)) return nullptr;
-  return s.new_given(tensor, reinterpret_cast<cudaStream_t>(stream));
+  if (tensor == recipe::Tensor::w) throw Error("producer_amax: weights' amaxes are the quantizer's (prepare_weights)");
+  // The operand that reads the tensor row-wise: fprop's X, dgrad's dY (their column-wise
+  // readers share the plan's slot).
+  const Gemm g = tensor == recipe::Tensor::x ? Gemm::fprop : Gemm::dgrad;
+  const recipe::OperandPlan& op = s.plan.operand(linear_index(id), s.phase, g, Operand::a);
+  if (!amax_from_producer(op)) return nullptr;
+  if (!s.given_zeroed) {
+    check(cudaMemsetAsync(s.given.p, 0, s.given.bytes(), reinterpret_cast<cudaStream_t>(stream)), "cudaMemsetAsync");
+    s.given_zeroed = true;
+  }
+  s.given_pass[op.amax_slot] = s.pass;
+  return s.given.p + op.amax_slot;
 }
 
 void QuantizedLinearCuda::prepare_weights(std::span<const WeightRef> weights, cuda::Stream stream) {
@@ -498,24 +519,28 @@ void QuantizedLinearCuda::prepare_weights(std::span<const WeightRef> weights, cu
   if (m) check(cudaEventRecord(m->start, st), "cudaEventRecord");
   std::vector<cuda::AmaxTask> amax;
   std::vector<cuda::Fp8Task> both, rows_only;  // one multi-tensor call asks every tensor for the same copies
-  for (const WeightRef& w : weights) {
-    const std::string name = linear_name(w.id.kind);
-    const auto q = recipe::operand_quant(s.r, s.n_layer, w.id.layer, name, Gemm::fprop, Operand::b, s.progress);
+  // A weight whose fprop copy has one scale per tensor, from its amax (FP8 current scaling).
+  const auto per_tensor = [](const recipe::OperandPlan& p) { return p.quantized && p.quant.block.per_tensor(); };
+  float* const amax_base = s.weight_amax.need(weights.size());
+  if (!weights.empty()) check(cudaMemsetAsync(amax_base, 0, weights.size() * sizeof(float), st), "cudaMemsetAsync");
+  for (size_t wi = 0; wi < weights.size(); ++wi) {
+    const WeightRef& w = weights[wi];
+    const size_t li = linear_index(w.id);
+    const recipe::OperandPlan& qp = s.plan.operand(li, s.phase, Gemm::fprop, Operand::b);
     const int64_t n = w.OC * w.C;
-    if (!q || !amax_from_producer(*q) || w.OC % 16 != 0 || w.C % 16 != 0 ||
-        reinterpret_cast<uintptr_t>(w.weight) % 16 != 0) {
+    if (!per_tensor(qp) || w.OC % 16 != 0 || w.C % 16 != 0 || reinterpret_cast<uintptr_t>(w.weight) % 16 != 0) {
       continue;  // forward() quantizes it
     }
-    std::optional<OperandQuant> kq;
+    const OperandQuant* q = &qp.quant;
+    const OperandQuant* kq = nullptr;
     if (s.training_forward) {  // dgrad's W^T beside it, as forward() would keep it
-      kq = recipe::operand_quant(s.r, s.n_layer, w.id.layer, name, Gemm::dgrad, Operand::b, s.progress);
-      if (!(kq && q->rounding == Rounding::rne && kq->rounding == Rounding::rne && State::pairable(*q, *kq) &&
-            amax_from_producer(*kq))) {
-        kq.reset();
+      const recipe::OperandPlan& kp = s.plan.operand(li, s.phase, Gemm::dgrad, Operand::b);
+      if (per_tensor(kp) && q->rounding == Rounding::rne && kp.quant.rounding == Rounding::rne &&
+          State::pairable(*q, kp.quant)) {
+        kq = &kp.quant;
       }
     }
-    float* a = s.new_given(w.weight, st);
-    if (!a) continue;
+    float* a = amax_base + wi;
     State::Slot& row = s.copy_slot(s.prepared, w.weight, *q, w.OC, w.C);
     cuda::Fp8Task t;
     t.x = w.weight;
@@ -523,7 +548,7 @@ void QuantizedLinearCuda::prepare_weights(std::span<const WeightRef> weights, cu
     t.K = w.C;
     t.format = q->format;
     t.row = {row.codes.need(static_cast<size_t>(n)), row.f32.need(8) + 4, a};
-    t.nonfinite_count = s.counter("layer " + std::to_string(w.id.layer) + " " + name + " fprop W");
+    t.nonfinite_count = s.counter(Where{li, "fprop W"});
     if (kq) {
       State::Slot& col = s.copy_slot(s.kept, w.weight, *kq, w.C, w.OC);
       t.col = {col.codes.need(static_cast<size_t>(n)), col.f32.need(8) + 4, a};
@@ -548,13 +573,13 @@ void QuantizedLinearCuda::check_nonfinite(cuda::Stream stream) {
   check(cudaMemcpyAsync(h.data(), s.counters.p, h.size() * sizeof(uint32_t), cudaMemcpyDeviceToHost, st),
         "cudaMemcpyAsync");
   check(cudaStreamSynchronize(st), "check_nonfinite");
-  const std::vector<std::string> what = std::move(s.counter_what);
+  const std::vector<Where> what = std::move(s.counter_what);
   s.counter_what.clear();
   s.used_counters = 0;
   for (size_t i = 0; i < h.size(); ++i) {
     if (h[i] == 0) continue;
     check(cudaMemset(s.counters.p, 0, h.size() * sizeof(uint32_t)), "cudaMemset");
-    throw NonFiniteError(what[i] + ": " + std::to_string(h[i]) + " NaN/Inf values reached the quantizer", -1, h[i]);
+    throw NonFiniteError(what[i].text(s.plan) + ": " + std::to_string(h[i]) + " NaN/Inf values reached the quantizer", -1, h[i]);
   }
 }
 

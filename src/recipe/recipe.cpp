@@ -140,32 +140,84 @@ Recipe preset(std::string_view name, int n_layer) {
 
 std::string preset_names() { return "bf16, fp8, fp8-block, nvfp4, mxfp4, mxfp4-ocp"; }
 
+namespace {
+
+// A non-negative decimal integer that fits an int (no sign, no spaces); nullopt otherwise.
+std::optional<int> parse_count(std::string_view t) {
+  if (t.empty() || t.size() > 9 || t.find_first_not_of("0123456789") != std::string_view::npos) return std::nullopt;
+  return std::stoi(std::string(t));
+}
+
+// "0.8" -> 0.8: a finite decimal fraction in [0, 1); nullopt otherwise.
+std::optional<double> parse_fraction(std::string_view t) {
+  const std::string v(t);
+  char* end = nullptr;
+  const double f = std::strtod(v.c_str(), &end);
+  if (v.empty() || *end != '\0' || !std::isfinite(f) || f < 0 || f >= 1) return std::nullopt;
+  return f;
+}
+
+std::string fraction_text(double f) {
+  std::ostringstream s;
+  s << f;
+  return s.str();
+}
+
+}  // namespace
+
 std::pair<int, int> parse_bf16_blocks(std::string_view text) {
-  // "first:N,last:M" (either part may be left out).
-  int first = 0, last = 0;
-  std::string s(text);
-  std::stringstream ss(s);
-  std::string part;
-  bool any = false;
-  while (std::getline(ss, part, ',')) {
-    const size_t colon = part.find(':');
-    const std::string key = part.substr(0, colon);
-    int* slot = key == "first" ? &first : (key == "last" ? &last : nullptr);
-    if (!slot || colon == std::string::npos || colon + 1 >= part.size()) {
-      throw Error("--bf16-layers " + s + ": expected first:N,last:M (e.g. first:1,last:2)");
-    }
-    const std::string num = part.substr(colon + 1);
-    if (num.find_first_not_of("0123456789") != std::string::npos) {
-      throw Error("--bf16-layers " + s + ": \"" + num + "\" is not a non-negative integer");
-    }
-    *slot = std::stoi(num);
-    any = true;
+  // "F-L": the first F and the last L blocks.
+  const size_t dash = text.find('-');
+  const auto first = dash == std::string_view::npos ? std::nullopt : parse_count(text.substr(0, dash));
+  const auto last = dash == std::string_view::npos ? std::nullopt : parse_count(text.substr(dash + 1));
+  if (!first || !last) {
+    throw Error("BF16 blocks \"" + std::string(text) +
+                "\": expected FIRST-LAST, two block counts (e.g. 1-2: the first block and the last two; 0-0: none)");
   }
-  if (!any) throw Error("--bf16-layers: empty; expected first:N,last:M");
-  return {first, last};
+  return {*first, *last};
+}
+
+Recipe parse(std::string_view spec, int n_layer) {
+  std::vector<std::string> parts;
+  {
+    std::stringstream ss{std::string(spec)};
+    for (std::string p; std::getline(ss, p, ':');) parts.push_back(p);
+  }
+  const std::string item(spec);
+  if (parts.empty() || parts[0].empty()) throw Error("recipe \"" + item + "\": empty; use one of: " + preset_names());
+  Switches s;
+  for (size_t i = 1; i < parts.size(); ++i) {
+    const std::string& p = parts[i];
+    const size_t eq = p.find('=');
+    const std::string key = p.substr(0, eq), value = eq == std::string::npos ? "" : p.substr(eq + 1);
+    if (p == "no-2d") s.no_2d = true;
+    else if (p == "no-rht") s.no_rht = true;
+    else if (p == "no-sr") s.no_sr = true;
+    else if (key == "bf16" && eq != std::string::npos) {
+      try {
+        s.bf16_blocks = parse_bf16_blocks(value);
+      } catch (const Error& e) {
+        throw Error("recipe \"" + item + "\": " + e.what());
+      }
+    } else if (key == "bf16-layer" && !value.empty()) {
+      s.bf16_layers.push_back(value);
+    } else if ((key == "switch" || key == "switch-fwd") && eq != std::string::npos) {
+      const auto f = parse_fraction(value);
+      if (!f) throw Error("recipe \"" + item + "\": \"" + value + "\" is not a fraction in [0, 1)");
+      s.switch_bf16_at = *f;
+      s.switch_forward_only = key == "switch-fwd";
+    } else {
+      throw Error("recipe \"" + item + "\": unknown switch \"" + p +
+                  "\" (use no-2d, no-rht, no-sr, bf16=FIRST-LAST, bf16-layer=NAME, switch=F, switch-fwd=F)");
+    }
+  }
+  Recipe r = apply(preset(parts[0], n_layer), s);
+  validate(r, n_layer);
+  return r;
 }
 
 Recipe apply(Recipe r, const Switches& s) {
+  // The name is the recipe's spec (parse() reads it back): preset, then the switches in order.
   for (Gemm g : kGemms) {
     for (OperandQuant* o : {&r.gemm(g).a, &r.gemm(g).b}) {
       if (s.no_2d && o->quantized && o->block == BlockShape{16, 16}) o->block = BlockShape{1, 16};
@@ -173,24 +225,22 @@ Recipe apply(Recipe r, const Switches& s) {
       if (s.no_sr) o->rounding = Rounding::rne;
     }
   }
-  if (s.no_2d) r.name += " --no-2d";
-  if (s.no_rht) r.name += " --no-rht";
-  if (s.no_sr) r.name += " --no-sr";
+  if (s.no_2d) r.name += ":no-2d";
+  if (s.no_rht) r.name += ":no-rht";
+  if (s.no_sr) r.name += ":no-sr";
   if (s.bf16_blocks) {
     r.bf16_first = s.bf16_blocks->first;
     r.bf16_last = s.bf16_blocks->second;
-    r.name += " --bf16-layers first:" + std::to_string(r.bf16_first) + ",last:" + std::to_string(r.bf16_last);
+    r.name += ":bf16=" + std::to_string(r.bf16_first) + "-" + std::to_string(r.bf16_last);
   }
   for (const auto& l : s.bf16_layers) {
     r.bf16_layers.push_back(l);
-    r.name += " --bf16-layer " + l;
+    r.name += ":bf16-layer=" + l;
   }
   if (s.switch_bf16_at >= 0) {
     r.switch_bf16_at = s.switch_bf16_at;
     r.switch_forward_only = s.switch_forward_only;
-    std::ostringstream f;
-    f << s.switch_bf16_at;
-    r.name += " --switch-bf16-at " + f.str() + (s.switch_forward_only ? " --switch-forward-only" : "");
+    r.name += (s.switch_forward_only ? ":switch-fwd=" : ":switch=") + fraction_text(s.switch_bf16_at);
   } else if (s.switch_forward_only) {
     throw Error("--switch-forward-only needs --switch-bf16-at FRACTION");
   }

@@ -153,10 +153,10 @@ class Backend {
 
 class CpuBackend final : public Backend {
  public:
-  CpuBackend(const model::ModelConfig& c, const std::optional<recipe::Recipe>& r, uint64_t seed)
+  CpuBackend(const model::ModelConfig& c, const std::optional<recipe::Plan>& plan, uint64_t seed)
       : m_(c), adam_m_(m_.params().size()), adam_v_(m_.params().size()) {
-    if (r) {
-      linear_.emplace(*r, c.n_layer, seed);
+    if (plan) {
+      linear_.emplace(*plan, seed);
       m_.set_linear_precision(&*linear_);
     }
   }
@@ -207,8 +207,8 @@ class CpuBackend final : public Backend {
 #if NVFP4_HAVE_CUDA
 class CudaBackend final : public Backend {
  public:
-  CudaBackend(const model::ModelConfig& c, const std::optional<recipe::Recipe>& r, uint64_t seed) : m_(c) {
-    if (r) m_.set_recipe(*r, seed);
+  CudaBackend(const model::ModelConfig& c, const std::optional<recipe::Plan>& plan, uint64_t seed) : m_(c) {
+    if (plan) m_.set_plan(*plan, seed);
   }
   void set_step(uint32_t step, double progress) override { m_.set_step(step, progress); }
   void set_params(std::span<const float> p) override { m_.set_params(p); }
@@ -235,7 +235,7 @@ class CudaBackend final : public Backend {
 #endif
 
 std::unique_ptr<Backend> make_backend(const std::string& device, const model::ModelConfig& c,
-                                      const std::optional<recipe::Recipe>& r, uint64_t seed) {
+                                      const std::optional<recipe::Plan>& r, uint64_t seed) {
   if (device == "cpu") return std::make_unique<CpuBackend>(c, r, seed);
 #if NVFP4_HAVE_CUDA
   if (device == "cuda") {
@@ -308,8 +308,11 @@ TrainResult train(const TrainOptions& opt_in) {
 
   // ---- model and optimizer state ----
   if (o.device == "auto") o.device = resolve_device("auto");
-  if (o.recipe) recipe::validate(*o.recipe, o.model.n_layer);
-  const std::unique_ptr<Backend> be = make_backend(o.device, o.model, o.recipe, o.seed);
+  // The recipe resolved once against the model's linear layers: what every step, on either
+  // device, and every checkpoint's metadata read.
+  std::optional<recipe::Plan> plan;
+  if (o.recipe) plan = model::resolve_plan(*o.recipe, o.model.n_layer);
+  const std::unique_ptr<Backend> be = make_backend(o.device, o.model, plan, o.seed);
   const std::vector<model::ParamSpec> specs = model::param_specs(o.model);
   const size_t P = static_cast<size_t>(specs.back().offset + specs.back().numel);
   std::vector<float> params(P, 0.0f), adam_m(P, 0.0f), adam_v(P, 0.0f);  // host copies (checkpoints)
@@ -391,6 +394,7 @@ TrainResult train(const TrainOptions& opt_in) {
                           {"nvfp4.model_config", o.model.to_json()},
                           {"nvfp4.tokenizer", tokenizer},
                           {"nvfp4.recipe", o.recipe ? recipe::to_json(*o.recipe) : std::string("fp32")},
+                          {"nvfp4.plan", plan ? plan->to_json() : std::string("fp32")},
                           {"nvfp4.train_state", state_json(st).dump()}});
     io::prune_checkpoints(o.out_dir, o.keep_checkpoints);
     result.last_checkpoint = path;

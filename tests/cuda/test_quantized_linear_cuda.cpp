@@ -75,7 +75,9 @@ std::vector<float> cpu_held(const nvfp4::recipe::Recipe& r, Gemm g, Operand o, n
       }
     return out;
   }
-  const auto opts = nvfp4::recipe::quantize_options(*q, column, nvfp4::model::linear_sr_key(seed, step, id, g, o));
+  // The SR key, written out: role = 3 x the linear's kind + the tensor (X 0, W 1, dY 2).
+  const uint32_t role = 3u * static_cast<uint32_t>(id.kind) + static_cast<uint32_t>(nvfp4::recipe::operand_tensor(g, o));
+  const auto opts = nvfp4::recipe::quantize_options(*q, column, nvfp4::SrKey{seed, step, uint32_t(id.layer), role});
   const auto t = nvfp4::quantize(x, rows, cols, opts, dtype);
   return nvfp4::dequantize(column ? *t.col : *t.row, t.options, true);
 }
@@ -353,8 +355,8 @@ TEST(QuantizedLinearCuda, LayersReadingOneInputShareItsQuantizationWithinAPass) 
 
 TEST(QuantizedLinearCuda, AProducerAmaxStandsInForTheQuantizersOwnPass) {
   REQUIRE_GPU();
-  // producer_amax is offered where an operand's scale is max |x| of the whole tensor (FP8
-  // current scaling) and nowhere else. Given the tensor's true amax, every copy holds the CPU's
+  // producer_amax is offered where the plan has an operand's scale come from max |x| of the
+  // whole tensor as its producer stores it (FP8 current scaling), and nowhere else. Given the tensor's true amax, every copy holds the CPU's
   // bits; given a wrong one, the bits follow it — so it is what the quantizer used.
   const nvfp4::model::LinearId id{kLayer, nvfp4::model::LinearKind::o};
   const auto x = bf16_values(nvfp4::test::randn(size_t(N * C), 21));
@@ -367,8 +369,8 @@ TEST(QuantizedLinearCuda, AProducerAmaxStandsInForTheQuantizersOwnPass) {
   for (const char* preset : {"bf16", "fp8-block", "nvfp4", "mxfp4"}) {
     nvfp4::model::QuantizedLinearCuda lin(nvfp4::recipe::preset(preset, kLayers), kLayers, 1);
     lin.begin_pass(Pass::training_forward);
-    EXPECT_EQ(lin.producer_amax(d_x.ptr, id, Gemm::fprop, Operand::a, nullptr), nullptr) << preset;
-    EXPECT_EQ(lin.producer_amax(d_dy.ptr, id, Gemm::dgrad, Operand::a, nullptr), nullptr) << preset;
+    EXPECT_EQ(lin.producer_amax(id, nvfp4::recipe::Tensor::x, nullptr), nullptr) << preset;
+    EXPECT_EQ(lin.producer_amax(id, nvfp4::recipe::Tensor::dy, nullptr), nullptr) << preset;
   }
   auto max_abs = [](const std::vector<float>& v) {
     float m = 0.0f;
@@ -381,13 +383,13 @@ TEST(QuantizedLinearCuda, AProducerAmaxStandsInForTheQuantizersOwnPass) {
   for (const float factor : {1.0f, 3.0f}) {
     nvfp4::model::QuantizedLinearCuda lin(r, kLayers, 1);
     lin.begin_pass(Pass::training_forward);
-    float* ax = lin.producer_amax(d_x.ptr, id, Gemm::fprop, Operand::a, nullptr);
+    float* ax = lin.producer_amax(id, nvfp4::recipe::Tensor::x, nullptr);
     ASSERT_NE(ax, nullptr);
     put(ax, factor * max_abs(x));
     lin.forward(blas, id, d_out.ptr, d_x.ptr, d_w.ptr, d_wb.ptr, N, C, OC, nullptr);
     const auto fx = lin.held(Gemm::fprop, Operand::a);
     lin.begin_pass(Pass::backward);
-    float* ady = lin.producer_amax(d_dy.ptr, id, Gemm::dgrad, Operand::a, nullptr);
+    float* ady = lin.producer_amax(id, nvfp4::recipe::Tensor::dy, nullptr);
     ASSERT_NE(ady, nullptr);
     put(ady, factor * max_abs(dy));
     lin.backward(blas, id, d_dx.ptr, d_dw.ptr, d_dy.ptr, d_x.ptr, d_w.ptr, d_wb.ptr, N, C, OC, false, nullptr);

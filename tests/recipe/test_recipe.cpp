@@ -90,7 +90,7 @@ TEST(Recipe, EachSwitchChangesOnlyWhatItNames) {
   }
   {
     Switches s;
-    s.bf16_blocks = parse_bf16_blocks("first:0,last:0");
+    s.bf16_blocks = parse_bf16_blocks("0-0");
     Recipe r = apply(base, s);
     EXPECT_EQ(r.bf16_first + r.bf16_last, 0);
     r.bf16_first = 1;
@@ -104,11 +104,36 @@ TEST(Recipe, EachSwitchChangesOnlyWhatItNames) {
     Recipe r = apply(base, s);
     EXPECT_EQ(r.switch_bf16_at, 0.82);
     EXPECT_TRUE(r.switch_forward_only);
-    EXPECT_NE(r.name.find("--switch-bf16-at 0.82 --switch-forward-only"), std::string::npos) << r.name;
+    EXPECT_EQ(r.name, "nvfp4:switch-fwd=0.82");
     r.switch_bf16_at = -1;
     r.switch_forward_only = false;
     EXPECT_TRUE(same_but_name(r));
   }
+}
+
+TEST(Recipe, ARecipesNameIsItsSpecAndParsesBack) {
+  // One grammar for BF16 blocks and switches: what `compare --recipes` and `train --recipe`
+  // read is what recipes are named (run folders, reports, checkpoints).
+  for (const char* spec : {"bf16", "nvfp4", "nvfp4:no-rht", "nvfp4:no-2d:no-sr:bf16=0-0",
+                           "mxfp4:bf16=2-3:switch=0.8", "nvfp4:bf16-layer=model.layers.3.mlp.down_proj:switch-fwd=0.5",
+                           "fp8-block"}) {
+    SCOPED_TRACE(spec);
+    const Recipe r = parse(spec, 8);
+    EXPECT_EQ(r.name, spec);
+    EXPECT_EQ(parse(r.name, 8), r);
+  }
+  const Recipe r = parse("nvfp4:no-rht:bf16=2-1:bf16-layer=model.layers.3.mlp.down_proj:switch=0.25", 8);
+  EXPECT_FALSE(r.wgrad.a.rht);
+  EXPECT_EQ(r.bf16_first, 2);
+  EXPECT_EQ(r.bf16_last, 1);
+  EXPECT_EQ(r.bf16_layers, std::vector<std::string>{"model.layers.3.mlp.down_proj"});
+  EXPECT_EQ(r.switch_bf16_at, 0.25);
+  EXPECT_FALSE(r.switch_forward_only);
+  // Switches applied to a parsed recipe extend its spec in the same grammar.
+  Switches s;
+  s.no_sr = true;
+  s.bf16_blocks = std::make_pair(0, 1);
+  EXPECT_EQ(apply(parse("nvfp4:no-rht", 8), s).name, "nvfp4:no-rht:no-sr:bf16=0-1");
 }
 
 TEST(Recipe, BadSettingsAreExplained) {
@@ -116,8 +141,17 @@ TEST(Recipe, BadSettingsAreExplained) {
     const std::string e = nvfp4::test::error_of(fn);
     EXPECT_NE(e.find(needle), std::string::npos) << e;
   };
-  expect([] { parse_bf16_blocks("first:1,lst:2"); }, "first:N,last:M");
-  expect([] { parse_bf16_blocks("first:x"); }, "not a non-negative integer");
+  expect([] { parse_bf16_blocks("first:1,last:2"); }, "expected FIRST-LAST");
+  expect([] { parse_bf16_blocks("1-x"); }, "expected FIRST-LAST");
+  expect([] { parse_bf16_blocks("-1-2"); }, "expected FIRST-LAST");
+  // Too large for an int: an error, not a wrapped or thrown-through std::out_of_range.
+  expect([] { parse_bf16_blocks("99999999999-0"); }, "expected FIRST-LAST");
+  expect([] { parse("nvfp4:bf16=99999999999-1", 8); }, "recipe \"nvfp4:bf16=99999999999-1\"");
+  expect([] { parse("nvfp4:no-rth", 8); }, "unknown switch \"no-rth\"");
+  expect([] { parse("nvfp4:switch=nan", 8); }, "not a fraction in [0, 1)");
+  expect([] { parse("nvfp4:switch=1", 8); }, "not a fraction in [0, 1)");
+  expect([] { parse("nvfp5", 8); }, "nvfp5 is not known");
+  expect([] { parse("", 8); }, "empty");
   expect([] {
     Switches s;
     s.bf16_blocks = std::make_pair(5, 4);

@@ -222,13 +222,13 @@ TEST(TrainCli, CompareTrainsEveryRecipeAndWritesTheReport) {
   ASSERT_EQ(j.at("recipes").size(), 3u);
   EXPECT_EQ(j.at("recipes")[0].at("recipe"), "bf16");
   EXPECT_EQ(j.at("recipes")[1].at("recipe"), "nvfp4");
-  EXPECT_EQ(j.at("recipes")[2].at("recipe"), "nvfp4 --no-rht");
+  EXPECT_EQ(j.at("recipes")[2].at("recipe"), "nvfp4:no-rht");
   EXPECT_EQ(j.at("recipes")[1].at("seeds").get<int>(), 2);
   EXPECT_TRUE(j.at("recipes")[1].at("gap_percent").is_number());  // against bf16
   std::ifstream f(fs::path(out) / "report.html");
   std::stringstream html;
   html << f.rdbuf();
-  for (const char* needle : {"<svg", "bf16", "nvfp4 --no-rht"}) EXPECT_NE(html.str().find(needle), std::string::npos) << needle;
+  for (const char* needle : {"<svg", "bf16", "nvfp4:no-rht"}) EXPECT_NE(html.str().find(needle), std::string::npos) << needle;
   EXPECT_TRUE(fs::exists(fs::path(out) / "summary.json"));
   EXPECT_TRUE(fs::exists(fs::path(out) / "nvfp4-seed2" / "metrics.jsonl"));
 
