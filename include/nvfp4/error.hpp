@@ -14,7 +14,7 @@ class Error : public std::runtime_error {
   explicit Error(const std::string& message) : std::runtime_error(message) {}
 };
 
-// Input that contains NaN or Inf: never quantized silently (numerics.md, non-finite policy).
+// Input that contains NaN or Inf: never quantized silently (docs/numerics.md §2, non-finite input).
 class NonFiniteError : public Error {
  public:
   NonFiniteError(const std::string& message, int64_t first_index, int64_t count)

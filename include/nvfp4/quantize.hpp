@@ -46,7 +46,7 @@ std::optional<BlockShape> parse_block(std::string_view s);  // inverse of block_
 // TE's RHT sign vector "+ + + - + - - - - - - + - + - -" as a mask (bit i set: s_i = -1).
 inline constexpr uint16_t kTeRhtSignMask = 0xD7E8;
 
-// Key of the stochastic-rounding random stream (numerics.md §3): identical bits on CPU and GPU.
+// Key of the stochastic-rounding random stream (docs/numerics.md §3): identical bits on CPU and GPU.
 struct SrKey {
   uint64_t seed = 0;
   uint32_t step = 0;
@@ -130,7 +130,7 @@ std::vector<float> dequantize(const QuantizedCopy& copy, const QuantizeOptions& 
                               bool apply_tensor_scale = true);
 
 // Block scales (rows, cols) row-major <-> the "128x4" layout cuBLAS / CUTLASS block-scaled
-// GEMMs read (numerics.md §2): padded with zeros to (roundup(rows,128), roundup(cols,4)).
+// GEMMs read (docs/numerics.md §2): padded with zeros to (roundup(rows,128), roundup(cols,4)).
 std::vector<uint8_t> swizzle_scales(std::span<const uint8_t> scales, int64_t rows, int64_t cols);
 std::vector<uint8_t> unswizzle_scales(std::span<const uint8_t> swizzled, int64_t rows, int64_t cols);
 

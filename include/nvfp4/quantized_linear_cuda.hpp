@@ -5,7 +5,7 @@
 // quantized by the Hopper kernels (include/nvfp4/cuda_quantize.hpp) with the plan's SR keys, as
 // the CPU layer, so both hold the same bits:
 //   BF16          the BF16 tensor itself (a transposed operand enters cuBLASLt transposed)
-//   NVFP4, MXFP4  codes x block scale decoded to BF16 — exact (numerics.md §1) — then a BF16
+//   NVFP4, MXFP4  codes x block scale decoded to BF16 — exact (docs/numerics.md §1) — then a BF16
 //                 cuBLASLt GEMM with FP32 accumulation; NVFP4's per-tensor factors
 //                 (amax_a / 2688) (amax_b / 2688) are its alpha: the GEMM an NVFP4 tensor core
 //                 computes, up to FP32 summation order ("decode-then-cuBLAS")

@@ -1,4 +1,4 @@
-// Precision recipes as data (numerics.md §5, architecture.md principle 3): for each GEMM of a
+// Precision recipes as data (docs/numerics.md §5, architecture.md principle 3): for each GEMM of a
 // linear layer — fprop Y = X·Wᵀ, dgrad dX = dY·W, wgrad dW = dYᵀ·X — how each of its two
 // operands is quantized; which linear layers stay in BF16; and a late switch to BF16. Model
 // code asks the recipe what to do with an operand; kernels only ever see the resulting

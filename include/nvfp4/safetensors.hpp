@@ -1,4 +1,4 @@
-// safetensors reading and writing (numerics.md §6).
+// safetensors reading and writing (docs/numerics.md §6).
 //
 // File layout: u64 little-endian header length N, N bytes of JSON, then the data section.
 // The JSON maps tensor names to {"dtype", "shape", "data_offsets": [begin, end]} (offsets

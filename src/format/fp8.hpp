@@ -1,4 +1,4 @@
-// FP8 E4M3 / E5M2 with current scaling (the FP8 baseline of numerics.md §5):
+// FP8 E4M3 / E5M2 with current scaling (the FP8 baseline of docs/numerics.md §5):
 //   per tensor:            scale = fp8_max / amax over the tensor
 //   per block (DeepSeek):  scale = fp8_max / amax over each 1x128 (activations, gradients)
 //                          or 128x128 (weights) block

@@ -1,5 +1,5 @@
 // MXFP4 (OCP Microscaling): E2M1 values, one E8M0 (power-of-two) scale per 32 values, no
-// tensor-level scale. Two named rules for the block exponent (numerics.md §5):
+// tensor-level scale. Two named rules for the block exponent (docs/numerics.md §5):
 //
 //   round-up (TE reference, the NVFP4 paper's MXFP4 baseline):
 //       e = ceil(log2(block_amax / 6))        -> block_amax / 2^e <= 6: nothing saturates

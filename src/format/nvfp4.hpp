@@ -1,4 +1,4 @@
-// NVFP4 block quantization: the arithmetic of numerics.md §2, step by step, in the order
+// NVFP4 block quantization: the arithmetic of docs/numerics.md §2, step by step, in the order
 // that makes the results bit-identical to NVIDIA Transformer Engine (TE) and its reference.
 //
 //   amax   = max |x| over the tensor being quantized                       (FP32)
@@ -88,7 +88,7 @@ NVFP4_HD uint8_t nvfp4_encode_sr(float x, float encode_factor, uint32_t r8) {
 // Per-tensor decode factor applied after codes x block scale: amax / 2688.
 NVFP4_HD float nvfp4_tensor_decode_factor(float amax) { return amax / kNvfp4AmaxRange; }
 
-// Decoded value, per numerics.md: e2m1(q) * fp32(s_b) * (amax / 2688), left to right.
+// Decoded value, per docs/numerics.md §2: e2m1(q) * fp32(s_b) * (amax / 2688), left to right.
 NVFP4_HD float nvfp4_decode(uint8_t code, uint8_t scale_code, float tensor_decode_factor) {
   return e2m1_decode(code) * e4m3_decode(scale_code) * tensor_decode_factor;
 }

@@ -1,7 +1,7 @@
 // Philox4x32-10 (Salmon et al., "Parallel Random Numbers: As Easy as 1, 2, 3", SC'11):
 // a counter-based generator. The same (key, counter) gives the same 128 bits on the CPU and
 // on the GPU, with no state to carry, which is what makes stochastic rounding reproducible
-// and identical between the CPU reference and the CUDA kernels (numerics.md §3).
+// and identical between the CPU reference and the CUDA kernels (docs/numerics.md §3).
 #pragma once
 
 #include "format/hd.hpp"
@@ -41,7 +41,7 @@ NVFP4_HD Philox4x32 philox4x32_10(Philox4x32 c, uint32_t k0, uint32_t k1) {
   return c;
 }
 
-// What a stochastic-rounding draw is keyed by (numerics.md §3, architecture.md principle 4).
+// What a stochastic-rounding draw is keyed by (docs/numerics.md §3, architecture.md principle 4).
 // The seed is the key; step, layer and role and the element's block index form the counter,
 // so every (seed, step, layer, role, element) has its own random bits.
 struct SrKey {

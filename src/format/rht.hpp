@@ -1,5 +1,5 @@
-// The random Hadamard transforms (numerics.md §4): 16-point for NVFP4 (TE's), 32-point for
-// MXFP4 (the NVFP4 paper's MXFP4 comparison used one; numerics.md §5).
+// The random Hadamard transforms (docs/numerics.md §4): 16-point for NVFP4 (TE's), 32-point for
+// MXFP4 (the NVFP4 paper's MXFP4 comparison used one; docs/numerics.md §5).
 //
 //   H = diag(s) * H16 / 4,  H16 the Sylvester Hadamard matrix, s a fixed sign vector.
 //   y = x * H  for each contiguous 16-chunk x of a row (row vector times matrix):

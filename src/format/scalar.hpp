@@ -1,6 +1,6 @@
 // Scalar codecs: E2M1 (FP4), E4M3 and E5M2 (FP8), E8M0 (MX scale), BF16, FP16.
 //
-// The one definition of every conversion in the project (numerics.md §1). Header-only,
+// The one definition of every conversion in the project (docs/numerics.md §1). Header-only,
 // __host__ __device__. Conversions FROM FP32 round to nearest, ties to even (RNE). The FP8
 // and FP4 encoders saturate ("satfinite"): values beyond the largest finite magnitude become
 // that magnitude. BF16 and FP16 follow IEEE (overflow to Inf), as torch and cuda_bf16.h do.
@@ -71,7 +71,7 @@ NVFP4_HD uint32_t e2m1_magnitude_code_rne(float a) {
 
 // FP32 -> E2M1 code, RNE, saturating at +-6. A negative value that rounds to zero keeps
 // its sign (code 8, "-0"); -0.0 itself gives code 0 (it is not < 0). NaN gives 0: callers
-// reject non-finite input before quantizing (numerics.md: non-finite policy).
+// reject non-finite input before quantizing (docs/numerics.md §2, non-finite input).
 // (|v| is taken by a compare rather than bit masking so that compilers vectorize it; -0.0
 // stays -0.0, which compares like +0.)
 NVFP4_HD uint8_t e2m1_encode_rne(float v) {
@@ -153,7 +153,7 @@ NVFP4_HD float e4m3_decode(uint8_t code) {
   return neg ? -mag : mag;
 }
 
-// FP32 -> E4M3, RNE, saturating: clamp to +-448 first, then round (numerics.md §1).
+// FP32 -> E4M3, RNE, saturating: clamp to +-448 first, then round (docs/numerics.md §1).
 NVFP4_HD uint8_t e4m3_encode(float v) {
 #if defined(__CUDA_ARCH__)
   // NOTE: on the GPU, the hardware conversion (cvt.rn.satfinite.e4m3x2.f32): the same

@@ -1,4 +1,4 @@
-// The "128x4" scale layout that cuBLAS / CUTLASS block-scaled FP4 GEMMs read (numerics.md §2).
+// The "128x4" scale layout that cuBLAS / CUTLASS block-scaled FP4 GEMMs read (docs/numerics.md §2).
 // A [R, C] scale matrix is padded with zeros to R' = roundup(R, 128), C' = roundup(C, 4);
 // entry (r, c) lives at byte
 //   ((r / 128) * (C' / 4) + c / 4) * 512 + (r % 32) * 16 + ((r % 128) / 32) * 4 + c % 4.

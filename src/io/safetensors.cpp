@@ -1,4 +1,4 @@
-// safetensors reading and writing (numerics.md §6); the contract is in nvfp4/safetensors.hpp.
+// safetensors reading and writing (docs/numerics.md §6); the contract is in nvfp4/safetensors.hpp.
 //
 // Reading: parse_header() validates a complete file image (it is the fuzzed entry point, see
 // docs/fuzzing.md); SafetensorsFile maps the file and runs parse_header() on the mapping.

@@ -298,7 +298,7 @@ struct BlockResult {
   float dec[16];
 };
 
-// One 16-element block through numerics.md §2, with the tensor amax given. The SAME function
+// One 16-element block through docs/numerics.md §2, with the tensor amax given. The SAME function
 // runs on host and device.
 __host__ __device__ void nvfp4_block_pipeline(const float* x, float tensor_amax, const SrKey& key, uint64_t block,
                                               BlockResult& r) {
@@ -348,7 +348,7 @@ __global__ void k_sr_bits(const SrKey* keys, const uint64_t* blocks, uint64_t n,
   for (uint64_t i = thread_index(); i < n; i += thread_stride()) out[i] = sr_block_bits(keys[i], blocks[i]);
 }
 
-// Each vector: rht16 in FP32, then the BF16 rounding numerics.md §4 applies before the amax.
+// Each vector: rht16 in FP32, then the BF16 rounding docs/numerics.md §4 applies before the amax.
 __global__ void k_rht(const float* in, const uint16_t* masks, uint64_t nvec, float* out, uint16_t* out_bf16) {
   for (uint64_t v = thread_index(); v < nvec; v += thread_stride()) {
     float y[kRhtSize];

@@ -3,15 +3,15 @@
 //
 // What this is: a cross-check of our header-only codecs against an INDEPENDENT implementation,
 // NVIDIA's own host-side conversions in the CUDA toolkit headers (cuda_fp8.h, cuda_fp4.h,
-// cuda_bf16.h, cuda_fp16.h), plus hand-computed tables from numerics.md. Everything here is
+// cuda_bf16.h, cuda_fp16.h), plus hand-computed tables from docs/numerics.md. Everything here is
 // deterministic, so every comparison is bit-exact (style.md #10); random inputs use fixed seeds.
 // What this is not: the end-to-end quantizer tests (test_quantize, test_golden) or the SR
 // statistics (test_philox_sr.cpp).
 //
 // Differences between NVIDIA's host conversions and our codecs, found and pinned here:
-//   * cuda_fp4.h __nv_cvt_float_to_fp4(-0.0f) gives code 8 (-0); numerics.md (TE) says -0.0 -> 0.
+//   * cuda_fp4.h __nv_cvt_float_to_fp4(-0.0f) gives code 8 (-0); docs/numerics.md §1 (TE) says -0.0 -> 0.
 //   * cuda_fp4.h __nv_cvt_float_to_fp4(NaN) gives code 7 (+6, sign dropped); ours gives 0
-//     (our policy: callers reject non-finite input before quantizing; numerics.md §2).
+//     (our policy: callers reject non-finite input before quantizing; docs/numerics.md §2).
 //   * cuda_fp8.h decodes the E4M3 NaN codes 0x7F and 0xFF both to a POSITIVE NaN (sign dropped);
 //     ours keeps the sign (0xFF -> -NaN). Both are NaN; only NaN-ness is compared.
 //   * cuda_fp8.h host encode canonicalises every NaN input to 0x7FFFFFFF first, so NaN of either
@@ -179,7 +179,7 @@ TEST(CodecFp8, DecodeEveryCodeMatchesCudaFp8) {
     EXPECT_EQ(f->decode(0x80), 0.0f) << f->name;
     EXPECT_TRUE(std::signbit(f->decode(0x80))) << f->name << ": code 0x80 is -0";
   }
-  // Hand-checked values (numerics.md §1): E4M3 min subnormal 2^-9, min normal 2^-6, 0x7F NaN.
+  // Hand-checked values (docs/numerics.md §1): E4M3 min subnormal 2^-9, min normal 2^-6, 0x7F NaN.
   EXPECT_EQ(e4m3_decode(0x01), 0.001953125f);
   EXPECT_EQ(e4m3_decode(0x08), 0.015625f);
   EXPECT_EQ(e4m3_decode(0x7E), 448.0f);
@@ -276,7 +276,7 @@ TEST(CodecFp8, EncodeMatchesCudaFp8OnRandomInputs) {
 // ---------------------------------------------------------------------------------------
 constexpr float kE2M1Grid[8] = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f};
 
-// Independent reference per numerics.md §1: nearest grid magnitude by distance, ties to the even
+// Independent reference per docs/numerics.md §1: nearest grid magnitude by distance, ties to the even
 // code, saturating at 6; negative values (not -0.0) get the sign bit, also when they round to 0.
 uint8_t ref_e2m1_rne(float v) {
   const uint8_t sign = v < 0.0f ? 8 : 0;
@@ -300,7 +300,7 @@ TEST(CodecE2M1, DecodeTableMatchesNumericsMdAndCudaFp4) {
 }
 
 // The encoder computes the RNE code arithmetically; the rule it must equal is the list of
-// midpoint thresholds in numerics.md. Every FP32 value in [0, 6] (about 1.08e9) is checked.
+// midpoint thresholds in docs/numerics.md §1. Every FP32 value in [0, 6] (about 1.08e9) is checked.
 TEST(CodecE2M1, MagnitudeCodeEqualsThresholdRuleOnEveryFloat) {
   auto rule = [](float a) {
     return static_cast<uint32_t>(a > 0.25f) + (a >= 0.75f) + (a > 1.25f) + (a >= 1.75f) + (a > 2.5f) + (a >= 3.5f) +
@@ -329,7 +329,7 @@ TEST(CodecE2M1, ExponentFormEqualsThresholdRuleOnEveryFloat) {
 }
 
 TEST(CodecE2M1, TiesAndTheirNeighboursFollowNumericsMd) {
-  // numerics.md §1: 0.25->0, 0.75->1, 1.25->1, 1.75->2, 2.5->2, 3.5->4, 5->4 (ties to even code).
+  // docs/numerics.md §1: 0.25->0, 0.75->1, 1.25->1, 1.75->2, 2.5->2, 3.5->4, 5->4 (ties to even code).
   struct Tie {
     float v;
     uint8_t code;   // code of the tie itself
@@ -401,8 +401,8 @@ TEST(CodecE2M1, EncodeMatchesCudaFp4AndReference) {
   EXPECT_EQ(vs_cuda.count, 0u) << vs_cuda.count << " of " << xs.size() << " differ from cuda_fp4.h" << vs_cuda.first;
   EXPECT_GT(neg_zero_codes, 0u) << "the sweep must include values in [-0.25, 0)";
 
-  // Documented differences: numerics.md (TE) wins.
-  // cuda_fp4.h's host path keeps the sign of -0.0 (code 8); TE and numerics.md give code 0.
+  // Documented differences: docs/numerics.md (TE) wins.
+  // cuda_fp4.h's host path keeps the sign of -0.0 (code 8); TE and docs/numerics.md §1 give code 0.
   EXPECT_EQ(cuda_e2m1_encode(-0.0f), 8);
   EXPECT_EQ(e2m1_encode_rne(-0.0f), 0);
   // cuda_fp4.h maps NaN (either sign) to +6 (code 7); ours maps it to 0 (and callers reject it).
@@ -581,7 +581,7 @@ TEST(CodecHalfWidth, DecodeEveryCodeMatchesCuda) {
 }
 
 // ---------------------------------------------------------------------------------------
-// The exactness fact (numerics.md §1)
+// The exactness fact (docs/numerics.md §1)
 // ---------------------------------------------------------------------------------------
 bool exact_in_bf16(float p) { return bits_of(bf16_round(p)) == bits_of(p); }
 bool exact_in_fp16(float p) { return bits_of(fp16_decode(fp16_encode(p))) == bits_of(p); }
@@ -611,7 +611,7 @@ TEST(CodecExactness, E2M1TimesE4M3IsExactInBf16AndFp16) {
 }
 
 TEST(CodecExactness, CheckerDetectsNonRepresentableProducts) {
-  // NOTE: numerics.md says the fact is "not true for FP8 E4M3". Precisely: an E4M3 x E4M3 product
+  // NOTE: docs/numerics.md §1 says the fact is "not true for FP8 E4M3". Precisely: an E4M3 x E4M3 product
   // has at most 8 significant bits, so it IS exact in BF16 (8-bit significand, wide range); it
   // fails for FP16 (448 * 448 = 200704 overflows 65504) and the [2^-10, 2688] range. The checks
   // below prove each checker can say "no".
@@ -638,7 +638,7 @@ TEST(CodecExactness, CheckerDetectsNonRepresentableProducts) {
 }
 
 // ---------------------------------------------------------------------------------------
-// NVFP4 tensor / block scales (numerics.md §2)
+// NVFP4 tensor / block scales (docs/numerics.md §2)
 // ---------------------------------------------------------------------------------------
 TEST(CodecNvfp4Scale, TensorScaleEdgeCases) {
   const float inv6 = 1.0f / 6.0f;
@@ -668,7 +668,7 @@ TEST(CodecNvfp4Scale, TensorScaleEdgeCases) {
 }
 
 TEST(CodecNvfp4Scale, FoldOrderAndExactReciprocalFollowTe) {
-  // numerics.md §2 fixes the order of every FP32 operation: mult = S_enc * fp32(1/6) (fold
+  // docs/numerics.md §2 fixes the order of every FP32 operation: mult = S_enc * fp32(1/6) (fold
   // first), e_b = 1 / (fp32(s_b) * S_dec) (exact reciprocal of the rounded product). The
   // "obvious" S_enc / 6 and S_enc / s_b differ in the last bit for some inputs; the counters
   // prove this sweep contains such inputs, so a change of order cannot pass unnoticed.
@@ -895,12 +895,12 @@ TEST(CodecSwizzle, HandComputedOffsets) {
 }
 
 // ---------------------------------------------------------------------------------------
-// RHT (numerics.md §4)
+// RHT (docs/numerics.md §4)
 // ---------------------------------------------------------------------------------------
 int sylvester(int i, int j) { return (std::popcount(static_cast<unsigned>(i & j)) & 1) ? -1 : 1; }
 
 TEST(CodecRht, TeSignMaskMatchesNumericsMd) {
-  const char* te = "+ + + - + - - - - - - + - + - -";  // numerics.md §4, element 0 first
+  const char* te = "+ + + - + - - - - - - + - + - -";  // docs/numerics.md §4, element 0 first
   uint16_t mask = 0;
   int i = 0;
   for (const char* p = te; *p; ++p) {

@@ -1,4 +1,4 @@
-// Philox4x32-10 and stochastic rounding onto E2M1 (numerics.md §3).
+// Philox4x32-10 and stochastic rounding onto E2M1 (docs/numerics.md §3).
 //
 // What this is: known-answer vectors for the generator, the keying of sr_block_bits, the exact
 // 8-bit rounding rule of e2m1_encode_sr (exhaustive over r8), and statistical checks with real

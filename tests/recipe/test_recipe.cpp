@@ -1,4 +1,4 @@
-// Precision recipes as data: presets follow numerics.md §5, every switch changes only what it
+// Precision recipes as data: presets follow docs/numerics.md §5, every switch changes only what it
 // names, JSON round-trips, validation explains, and the per-operand decision follows the
 // BF16-layer and late-switch rules.
 #include <gtest/gtest.h>
