@@ -156,14 +156,38 @@ std::string Plan::describe() const {
   std::ostringstream s;
   s << "plan: recipe " << recipe_.name << " over " << linears_.size() << " linear layers of " << n_layer_
     << " blocks, " << quantized_linears() << " quantized\n";
+  // Per signature: the layers' names by block range ("every linear layer of blocks 1-3").
+  const size_t kinds = static_cast<size_t>(
+      std::count_if(linears_.begin(), linears_.end(), [](const LinearPlan& l) { return l.layer == 0; }));
   for (const std::string& sig : signatures) {
-    s << " ";
-    bool first = true;
+    std::map<std::string, std::vector<std::string>> by_range;  // "1-3" -> names
+    std::vector<std::string> order;
+    bool head = false;
     for (const auto& [name, blocks] : groups[sig]) {
-      s << (first ? " " : "; ") << name;
-      if (name != "lm_head") s << " in block" << (blocks.size() > 1 ? "s " : " ") << ranges(blocks);
-      first = false;
+      if (name == "lm_head") {
+        head = true;
+        continue;
+      }
+      const std::string rg = ranges(blocks);
+      if (!by_range.count(rg)) order.push_back(rg);
+      by_range[rg].push_back(name);
     }
+    std::vector<std::string> parts;
+    for (const std::string& rg : order) {
+      const auto& names = by_range[rg];
+      const bool plural = rg.find_first_of("-,") != std::string::npos;
+      std::string who;
+      if (names.size() == kinds) {
+        who = "every linear layer of block" + std::string(plural ? "s " : " ") + rg;
+      } else {
+        for (const auto& n : names) who += (who.empty() ? "" : ", ") + n;
+        who += " in block" + std::string(plural ? "s " : " ") + rg;
+      }
+      parts.push_back(who);
+    }
+    if (head) parts.push_back("the LM head");
+    s << " ";
+    for (size_t i = 0; i < parts.size(); ++i) s << (i ? "; " : " ") << parts[i];
     s << ":\n" << sig;
   }
   if (recipe_.switch_bf16_at >= 0) {

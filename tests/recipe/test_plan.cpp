@@ -173,8 +173,17 @@ TEST(Plan, DescribeAndJsonSayWhatEachLayerDoes) {
   const Plan p = resolve_plan(preset("nvfp4", 6), 6);
   const std::string d = p.describe();
   EXPECT_NE(d.find("recipe nvfp4 over 43 linear layers of 6 blocks, 21 quantized"), std::string::npos) << d;
-  EXPECT_NE(d.find("self_attn.q_proj in blocks 1-3"), std::string::npos) << d;
-  EXPECT_NE(d.find("self_attn.q_proj in blocks 0, 4-5"), std::string::npos) << d;
+  EXPECT_NE(d.find("  every linear layer of blocks 1-3:\n    fprop  X nvfp4 1x16; W nvfp4 16x16\n"), std::string::npos) << d;
+  EXPECT_NE(d.find("  every linear layer of blocks 0, 4-5; the LM head:\n    fprop  X bf16"), std::string::npos) << d;
+  Recipe named = preset("fp8", 2);
+  named.bf16_layers = {"model.layers.1.mlp.down_proj"};
+  const std::string n = resolve_plan(named, 2).describe();
+  EXPECT_NE(n.find("  mlp.down_proj in block 0; mlp.gate_proj, mlp.up_proj, self_attn.k_proj, self_attn.o_proj, "
+                   "self_attn.q_proj, self_attn.v_proj in blocks 0-1:\n"),
+            std::string::npos)
+      << n;
+  EXPECT_NE(n.find("  mlp.down_proj in block 1; the LM head:\n"), std::string::npos) << n;
+  EXPECT_NE(n.find("X fp8-e4m3 tensor (amax from its producer)"), std::string::npos) << n;
   EXPECT_NE(d.find("nvfp4 16x16"), std::string::npos) << d;
   const auto j = nlohmann::json::parse(p.to_json());
   EXPECT_EQ(j.at("layers").size(), p.size());
