@@ -7,6 +7,7 @@
 // only); e.g. "bf16,nvfp4,nvfp4:no-rht,mxfp4". Each run trains into DIR/<recipe>-seed<k>/.
 #include <filesystem>
 #include <iostream>
+#include <limits>
 #include <sstream>
 
 #include "common.hpp"
@@ -48,7 +49,7 @@ recipe::Recipe parse_item(const std::string& item, int n_layer) {
       const long first = dash == std::string::npos ? -1 : std::strtol(v.substr(0, dash).c_str(), &e1, 10);
       const long last = dash == std::string::npos ? -1 : std::strtol(v.substr(dash + 1).c_str(), &e2, 10);
       if (dash == std::string::npos || dash == 0 || dash + 1 == v.size() || *e1 != '\0' || *e2 != '\0' || first < 0 ||
-          last < 0) {
+          last < 0 || first + last > std::numeric_limits<int>::max()) {
         throw Error("--recipes " + item + ": \"" + p + "\" is not bf16=FIRST-LAST (e.g. bf16=0-0 for none)");
       }
       s.bf16_blocks = std::pair<int, int>(static_cast<int>(first), static_cast<int>(last));
@@ -56,7 +57,9 @@ recipe::Recipe parse_item(const std::string& item, int n_layer) {
       const std::string v = p.substr(p.find('=') + 1);
       char* end = nullptr;
       s.switch_bf16_at = std::strtod(v.c_str(), &end);
-      if (v.empty() || *end != '\0') throw Error("--recipes " + item + ": \"" + v + "\" is not a fraction");
+      if (v.empty() || *end != '\0' || !(s.switch_bf16_at >= 0 && s.switch_bf16_at < 1)) {
+        throw Error("--recipes " + item + ": \"" + v + "\" is not a fraction in [0, 1)");
+      }
       s.switch_forward_only = p.rfind("switch-fwd=", 0) == 0;
     } else {
       throw Error("--recipes " + item + ": unknown switch \"" + p +
@@ -78,7 +81,6 @@ std::string slug(std::string name) {
 void run(CompareCommand& a) {
   resolve_train_options(a.t);
   const train::TrainOptions base = a.t.o;
-  if (a.seeds < 1) throw Error("--seeds must be >= 1");
   std::vector<recipe::Recipe> recipes;
   std::stringstream ss(a.recipes);
   for (std::string item; std::getline(ss, item, ',');) recipes.push_back(parse_item(item, base.model.n_layer));
@@ -131,7 +133,9 @@ void register_compare(CLI::App& app) {
                 "Comma-separated recipes: " + recipe::preset_names() +
                     ", each optionally with :no-2d :no-rht :no-sr :bf16=FIRST-LAST :switch=F :switch-fwd=F")
       ->capture_default_str();
-  c->add_option("--seeds", a->seeds, "Seeds per recipe (mean and spread in the summary)")->capture_default_str();
+  c->add_option("--seeds", a->seeds, "Seeds per recipe (mean and spread in the summary)")
+      ->capture_default_str()
+      ->transform(integer_in(1, 1000));
   c->add_flag("--json", a->json, "Print the summary as JSON");
   c->callback([a] { run(*a); });
 }

@@ -3,6 +3,7 @@
 // options onto it, prints the resolved configuration first and a loss table last.
 #include <cmath>
 #include <iostream>
+#include <optional>
 
 #include "common.hpp"
 #include "train_options.hpp"
@@ -18,14 +19,16 @@ struct TrainCommand {
   bool json = false;
   std::string recipe, bf16_layers;
   recipe::Switches switches;
+  std::optional<double> switch_bf16_at;  // not given: no late switch
 };
 
 void run(TrainCommand& a) {
   resolve_train_options(a.t);
   train::TrainOptions& o = a.t.o;
   if (!a.bf16_layers.empty()) a.switches.bf16_blocks = recipe::parse_bf16_blocks(a.bf16_layers);
+  if (a.switch_bf16_at) a.switches.switch_bf16_at = *a.switch_bf16_at;
   const bool any_switch = a.switches.no_2d || a.switches.no_rht || a.switches.no_sr || a.switches.bf16_blocks ||
-                          a.switches.switch_bf16_at >= 0 || a.switches.switch_forward_only;
+                          a.switch_bf16_at || a.switches.switch_forward_only;
   if (!a.recipe.empty()) {
     o.recipe = recipe::apply(recipe::preset(a.recipe, o.model.n_layer), a.switches);
     recipe::validate(*o.recipe, o.model.n_layer);
@@ -52,7 +55,7 @@ void run(TrainCommand& a) {
     j["diverged"] = r.diverged;
     if (r.diverged) j["divergence"] = r.divergence;
     j["peak_rss_bytes"] = r.peak_rss_bytes;
-    std::cout << j.dump(2) << "\n";
+    std::cout << json_text(j) << "\n";
   } else {
     Table t({"step", "tokens", "loss", "val loss", "lr", "grad norm", "tok/s"});
     const size_t n = r.history.size();
@@ -83,7 +86,8 @@ void register_train(CLI::App& app) {
   c->add_flag("--no-rht", a->switches.no_rht, "Recipe switch: no Hadamard transform on the wgrad operands");
   c->add_flag("--no-sr", a->switches.no_sr, "Recipe switch: round to nearest even instead of stochastic rounding");
   c->add_option("--bf16-layers", a->bf16_layers, "Recipe switch: blocks kept in BF16, first:N,last:M");
-  c->add_option("--switch-bf16-at", a->switches.switch_bf16_at, "Recipe switch: BF16 from this fraction of the tokens on");
+  c->add_option("--switch-bf16-at", a->switch_bf16_at, "Recipe switch: BF16 from this fraction of the tokens on")
+      ->transform(real_in(0, 1, false, true));
   c->add_flag("--switch-forward-only", a->switches.switch_forward_only, "Recipe switch: the late switch covers fprop only");
   c->add_flag("--json", a->json, "Print the summary as JSON");
   c->callback([a] { run(*a); });

@@ -3,7 +3,9 @@
 #include "nvfp4/recipe.hpp"
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -158,10 +160,17 @@ std::pair<int, int> parse_bf16_blocks(std::string_view text) {
     if (num.find_first_not_of("0123456789") != std::string::npos) {
       throw Error("--bf16-layers " + s + ": \"" + num + "\" is not a non-negative integer");
     }
-    *slot = std::stoi(num);
+    // std::stoi would throw std::out_of_range (an "internal error") past INT_MAX.
+    const auto r = std::from_chars(num.data(), num.data() + num.size(), *slot);
+    if (r.ec != std::errc() || r.ptr != num.data() + num.size()) {
+      throw Error("--bf16-layers " + s + ": " + num + " is too large; give a block count the model has");
+    }
     any = true;
   }
   if (!any) throw Error("--bf16-layers: empty; expected first:N,last:M");
+  if (int64_t{first} + last > std::numeric_limits<int>::max()) {
+    throw Error("--bf16-layers " + s + ": more blocks than any model has; give counts the model has");
+  }
   return {first, last};
 }
 
