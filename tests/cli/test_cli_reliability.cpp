@@ -143,11 +143,11 @@ TEST_F(Cli, DequantRefusesNonFiniteOrNegativeScalesAndNamesTheTensor) {
       {"fp8-e5m2", "layer.proj.row.scale_inv", [](auto& b) { set_f32(b, INFINITY); }, "layer.proj.row.scale_inv"},
       {"fp8-e4m3", "layer.proj.row.amax", [](auto& b) { set_f32(b, -INFINITY); }, "layer.proj.row.amax"},
   };
-  int i = 0;
-  for (const auto& c : cases) {
-    SCOPED_TRACE(c.format + " " + c.tensor + " case " + std::to_string(i));
-    const std::string q = path("q" + std::to_string(i) + ".safetensors"), bad = path("bad" + std::to_string(i) + ".safetensors");
-    const std::string out = path("out" + std::to_string(i++) + ".safetensors");
+  for (size_t i = 0; i < cases.size(); ++i) {
+    const Case& c = cases[i];
+    const std::string n = std::to_string(i) + ".safetensors";
+    SCOPED_TRACE(c.format + " " + c.tensor + " case " + n);
+    const std::string q = path("q" + n), bad = path("bad" + n), out = path("out" + n);
     ASSERT_EQ(run("qtensor " + in + " " + q + " --columnwise --format " + c.format).status, 0);
     rewrite_tensor(q, bad, c.tensor, c.edit);
     expect_clear_error(run("dequant " + bad + " " + out), c.what, "dequant");
