@@ -48,7 +48,6 @@ std::string slug(std::string name) {
 void run(CompareCommand& a) {
   resolve_train_options(a.t);
   const train::TrainOptions base = a.t.o;
-  if (a.seeds < 1) throw Error("--seeds must be >= 1");
   std::vector<recipe::Recipe> recipes;
   std::stringstream ss(a.recipes);
   for (std::string item; std::getline(ss, item, ',');) recipes.push_back(parse_item(item, base.model.n_layer));
@@ -101,7 +100,9 @@ void register_compare(CLI::App& app) {
                 "Comma-separated recipes: " + recipe::preset_names() +
                     ", each optionally with :no-2d :no-rht :no-sr :bf16=FIRST-LAST :bf16-layer=NAME :switch=F :switch-fwd=F")
       ->capture_default_str();
-  c->add_option("--seeds", a->seeds, "Seeds per recipe (mean and spread in the summary)")->capture_default_str();
+  c->add_option("--seeds", a->seeds, "Seeds per recipe (mean and spread in the summary)")
+      ->capture_default_str()
+      ->transform(integer_in(1, 1000));
   c->add_flag("--json", a->json, "Print the summary as JSON");
   c->callback([a] { run(*a); });
 }

@@ -160,7 +160,7 @@ void register_data(CLI::App& app) {
   c->add_option("--val-fraction", o.val_fraction,
                 "Fraction of documents for validation, in [0, 1); at least one val document when there are >= 2")
       ->capture_default_str();
-  c->add_option("--seed", o.seed, "Seed of the train/val split")->capture_default_str();
+  c->add_option("--seed", o.seed, "Seed of the train/val split")->capture_default_str()->transform(any_seed());
   c->add_option("--shard-tokens", o.shard_tokens, "Tokens per shard at most")->capture_default_str();
   c->add_option("--doc-bytes", o.doc_bytes, "Files larger than this are cut at blank lines into documents of about this many bytes")
       ->capture_default_str();

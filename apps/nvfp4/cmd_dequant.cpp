@@ -1,5 +1,6 @@
 // nvfp4 dequant IN OUT: turn every quantized tensor group of IN (as written by `nvfp4 qtensor`,
 // or NVIDIA's golden file) back into a plain F32 or BF16 tensor T of its logical shape [M, K].
+#include <cmath>
 #include <cstring>
 #include <iostream>
 
@@ -7,6 +8,7 @@
 #include "format/rht.hpp"
 #include "format/scalar.hpp"
 #include "nvfp4/error.hpp"
+#include "nvfp4/output_paths.hpp"
 #include "nvfp4/qtensor_file.hpp"
 
 namespace nvfp4::cli {
@@ -36,6 +38,7 @@ void run_dequant(const DequantArgs& a) {
   if (a.dtype != "f32" && a.dtype != "bf16") throw Error("--dtype " + a.dtype + " is not supported; use f32 or bf16");
   if (a.copy != "auto" && a.copy != "row" && a.copy != "col") throw Error("--copy must be auto, row or col");
   const io::Checkpoint in = io::Checkpoint::open(a.input);
+  io::refuse_output_over_input(a.output, input_files(in, a.input));
   const auto entries = io::read_quantized(in, a.input);
   if (entries.empty()) {
     throw Error(a.input + ": no quantized tensors found (expected groups such as T.row.q + T.row.s); "
@@ -50,6 +53,15 @@ void run_dequant(const DequantArgs& a) {
     if (use_col && !q.col) throw Error(a.input + ": tensor '" + e.name + "' has no column-wise copy (--copy col)");
     if (!use_col && !q.row) throw Error(a.input + ": tensor '" + e.name + "' has no row-wise copy (--copy row)");
     const std::vector<float> x = use_col ? from_column_copy(q) : dequantize(*q.row, q.options);
+    // Scales that pass read_quantized()'s checks can still overflow FP32 together with a code
+    // (an E8M0 2^127 times 6): such a value is an error, never an Inf in the output.
+    for (size_t i = 0; i < x.size(); ++i) {
+      if (std::isfinite(x[i])) continue;
+      throw Error(a.input + ": quantized tensor '" + e.name + "': element " + std::to_string(i) + " [" +
+                  std::to_string(int64_t(i) / q.K) + ", " + std::to_string(int64_t(i) % q.K) + "] dequantizes to " +
+                  (std::isnan(x[i]) ? "NaN" : "Inf") + " (its block scale overflows FP32); the file is damaged or "
+                  "was not written by a quantizer");
+    }
     out.emplace_back(e.name, a.dtype == "bf16" ? Tensor::from_f32_as_bf16(x, {q.M, q.K}) : Tensor::from_f32(x, {q.M, q.K}));
     const std::string fmt_name(format_traits(q.options.format).name);
     table.add({e.name, fmt_name, block_name(*q.options.block), use_col ? (q.options.rht ? "col (RHT undone)" : "col") : "row",
@@ -59,7 +71,7 @@ void run_dequant(const DequantArgs& a) {
   }
   io::write_file(a.output, out, {{"nvfp4.producer", std::string("nvfp4 ") + NVFP4_VERSION + " dequant"}});
   if (a.json) {
-    std::cout << nlohmann::json{{"output", a.output}, {"tensors", report}}.dump(2) << "\n";
+    std::cout << json_text(nlohmann::json{{"output", a.output}, {"tensors", report}}) << "\n";
     return;
   }
   table.print();

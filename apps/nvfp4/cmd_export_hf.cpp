@@ -9,6 +9,7 @@
 #include "common.hpp"
 #include "format/scalar.hpp"
 #include "nvfp4/error.hpp"
+#include "nvfp4/output_paths.hpp"
 #include "nvfp4/safetensors.hpp"
 #include "nvfp4/tokenizer.hpp"
 #include "train/trainer.hpp"
@@ -25,13 +26,18 @@ struct ExportArgs {
   bool force = false, json = false;
 };
 
+// The files export-hf writes into its folder.
+constexpr const char* kWritten[] = {"model.safetensors", "config.json", "generation_config.json", "nvfp4_tokenizer.json",
+                                    "nvfp4_reference_logits.safetensors"};
+
 void run(const ExportArgs& a) {
+  const fs::path dir(a.dir);
+  io::require_output_folder("output folder", a.dir);
+  for (const char* name : kWritten) io::refuse_output_over_input((dir / name).string(), {a.checkpoint});
   model::CpuModel m = train::load_checkpoint_model(a.checkpoint);
   const std::string tok_name = train::checkpoint_tokenizer(a.checkpoint);
   const auto tok = io::make_tokenizer(tok_name);
   const model::ModelConfig& c = m.config();
-  const fs::path dir(a.dir);
-  if (fs::exists(dir) && !fs::is_directory(dir)) throw Error(a.dir + " exists and is not a folder");
   if (fs::exists(dir) && !fs::is_empty(dir) && !a.force) {
     throw Error(a.dir + " is not empty; choose another folder or pass --force to replace the files this writes");
   }
@@ -99,7 +105,7 @@ void run(const ExportArgs& a) {
 
   if (a.json) {
     nlohmann::ordered_json j = {{"dir", a.dir}, {"parameters", c.num_params()}, {"reference_tokens", T}};
-    std::cout << j.dump(2) << "\n";
+    std::cout << json_text(j) << "\n";
   } else {
     std::cout << "wrote " << a.dir << ": config.json, generation_config.json, model.safetensors (BF16, "
               << c.num_params() << " parameters), nvfp4_tokenizer.json, nvfp4_reference_logits.safetensors (" << T

@@ -117,10 +117,10 @@ Row measure(const std::string& data_name, const std::vector<float>& x, int64_t r
 
 void run_formats(const FormatsArgs& a) {
   cpu::set_num_threads(1);  // the throughput column is per core (the quantizer runs OpenMP otherwise)
-  if (a.rows <= 0 || a.cols <= 0 || a.rows * a.cols > (int64_t{1} << 30)) {
-    throw Error("--rows and --cols must be positive with rows*cols <= 2^30");
+  if (a.rows > (int64_t{1} << 30) / a.cols) {  // each is in [1, 2^30]: the quotient cannot overflow
+    throw Error("--rows " + std::to_string(a.rows) + " x --cols " + std::to_string(a.cols) +
+                " is more than 2^30 values; make the synthetic tensors smaller");
   }
-  if (a.repeats < 1) throw Error("--repeats must be at least 1");
   std::vector<Row> rows;
   const auto variants = all_variants();
   if (a.file.empty()) {
@@ -154,7 +154,7 @@ void run_formats(const FormatsArgs& a) {
       }
       j.push_back(e);
     }
-    std::cout << nlohmann::json{{"rows", a.rows}, {"cols", a.cols}, {"seed", a.seed}, {"results", j}}.dump(2) << "\n";
+    std::cout << json_text(nlohmann::json{{"rows", a.rows}, {"cols", a.cols}, {"seed", a.seed}, {"results", j}}) << "\n";
     return;
   }
   std::cout << "Quantization error and cost per format"
@@ -180,10 +180,16 @@ void register_formats(CLI::App& app) {
   auto args = std::make_shared<FormatsArgs>();
   CLI::App* c = app.add_subcommand("formats", "Compare every format's error and speed on your tensors or standard data");
   c->add_option("file", args->file, "Optional .safetensors file: measure on its 2-D floating-point tensors");
-  c->add_option("--rows", args->rows, "Rows of the synthetic tensors")->default_val(1024);
-  c->add_option("--cols", args->cols, "Columns of the synthetic tensors")->default_val(4096);
-  c->add_option("--seed", args->seed, "Seed of the synthetic data")->default_val(1);
-  c->add_option("--repeats", args->repeats, "Timed runs per format (the median is reported)")->default_val(3);
+  c->add_option("--rows", args->rows, "Rows of the synthetic tensors (rows x cols <= 2^30)")
+      ->default_val(1024)
+      ->transform(integer_in(1, int64_t{1} << 30));
+  c->add_option("--cols", args->cols, "Columns of the synthetic tensors")
+      ->default_val(4096)
+      ->transform(integer_in(1, int64_t{1} << 30));
+  c->add_option("--seed", args->seed, "Seed of the synthetic data")->default_val(1)->transform(any_seed());
+  c->add_option("--repeats", args->repeats, "Timed runs per format (the median is reported)")
+      ->default_val(3)
+      ->transform(integer_in(1, 1000));
   c->add_flag("--json", args->json, "Print JSON instead of the table");
   c->callback([args] { run_formats(*args); });
 }

@@ -94,7 +94,7 @@ void run_inspect(const InspectArgs& a) {
     }
   }
   if (a.json) {
-    std::cout << j.dump(2) << "\n";
+    std::cout << json_text(j) << "\n";
     return;
   }
   std::cout << a.file << ": " << names.size() << " tensors, " << human_bytes(static_cast<double>(total)) << " of data";

@@ -16,8 +16,9 @@
 #include <memory>
 
 #include "common.hpp"
-#include "nvfp4/qtensor_file.hpp"
 #include "nvfp4/error.hpp"
+#include "nvfp4/output_paths.hpp"
+#include "nvfp4/qtensor_file.hpp"
 
 namespace nvfp4::cli {
 
@@ -65,6 +66,7 @@ void run_qtensor(const QtensorArgs& a) {
   const FormatTraits& t = format_traits(o.format);
 
   const io::Checkpoint in = io::Checkpoint::open(a.input);
+  io::refuse_output_over_input(a.output, input_files(in, a.input));
   std::vector<std::string> names = in.names();
   if (!a.only.empty()) {
     for (const auto& n : a.only) {
@@ -123,7 +125,7 @@ void run_qtensor(const QtensorArgs& a) {
   io::write_file(a.output, out, io::quantized_file_metadata(records, std::string("nvfp4 ") + NVFP4_VERSION + " qtensor"));
 
   if (a.json) {
-    std::cout << nlohmann::json{{"output", a.output}, {"format", t.name}, {"tensors", report}, {"skipped", skipped}}.dump(2)
+    std::cout << json_text(nlohmann::json{{"output", a.output}, {"format", t.name}, {"tensors", report}, {"skipped", skipped}})
               << "\n";
     return;
   }
@@ -151,7 +153,7 @@ void register_qtensor(CLI::App& app) {
                  "RHT sign vector: te (TE's + + + - + - - - - - - + - + - -), none, or 16 characters of +/-")
       ->default_val("te");
   c->add_flag("--sr", args->sr, "Stochastic rounding (FP4 formats), keyed by --seed");
-  c->add_option("--seed", args->seed, "Seed of the stochastic-rounding stream")->default_val(0);
+  c->add_option("--seed", args->seed, "Seed of the stochastic-rounding stream")->default_val(0)->transform(any_seed());
   c->add_option("--tensor", args->only, "Quantize only these tensors (repeatable)");
   c->add_flag("--skip-incompatible", args->skip_incompatible,
               "Leave out tensors whose shape the format cannot take instead of failing");

@@ -10,6 +10,7 @@
 
 #include "common.hpp"
 #include "nvfp4/error.hpp"
+#include "nvfp4/output_paths.hpp"
 #include "nvfp4/safetensors.hpp"
 #include "train/report.hpp"
 
@@ -40,6 +41,7 @@ double unigram_of(const std::string& folder) {
 }
 
 void run(const ReportCommand& a) {
+  io::require_output_folder("--out", a.out_dir);
   train::CompareReport rep;
   rep.baseline = a.baseline;
   std::string model;

@@ -3,6 +3,7 @@
 // options onto it, prints the resolved configuration first and a loss table last.
 #include <cmath>
 #include <iostream>
+#include <optional>
 
 #include "common.hpp"
 #include "train_options.hpp"
@@ -19,6 +20,7 @@ struct TrainCommand {
   bool json = false;
   std::string recipe, bf16_layers;
   recipe::Switches switches;
+  std::optional<double> switch_bf16_at;  // not given: no late switch
 };
 
 void run(TrainCommand& a) {
@@ -31,8 +33,9 @@ void run(TrainCommand& a) {
       throw Error(std::string("--bf16-layers: ") + e.what());
     }
   }
+  if (a.switch_bf16_at) a.switches.switch_bf16_at = *a.switch_bf16_at;
   const bool any_switch = a.switches.no_2d || a.switches.no_rht || a.switches.no_sr || a.switches.bf16_blocks ||
-                          a.switches.switch_bf16_at >= 0 || a.switches.switch_forward_only;
+                          a.switch_bf16_at || a.switches.switch_forward_only;
   if (!a.recipe.empty()) {
     try {
       o.recipe = recipe::apply(recipe::parse(a.recipe, o.model.n_layer), a.switches);
@@ -66,7 +69,7 @@ void run(TrainCommand& a) {
     j["diverged"] = r.diverged;
     if (r.diverged) j["divergence"] = r.divergence;
     j["peak_rss_bytes"] = r.peak_rss_bytes;
-    std::cout << j.dump(2) << "\n";
+    std::cout << json_text(j) << "\n";
   } else {
     Table t({"step", "tokens", "loss", "val loss", "lr", "grad norm", "tok/s"});
     const size_t n = r.history.size();
@@ -99,7 +102,8 @@ void register_train(CLI::App& app) {
   c->add_flag("--no-rht", a->switches.no_rht, "Recipe switch: no Hadamard transform on the wgrad operands");
   c->add_flag("--no-sr", a->switches.no_sr, "Recipe switch: round to nearest even instead of stochastic rounding");
   c->add_option("--bf16-layers", a->bf16_layers, "Recipe switch: blocks kept in BF16, FIRST-LAST (e.g. 1-2; 0-0: none)");
-  c->add_option("--switch-bf16-at", a->switches.switch_bf16_at, "Recipe switch: BF16 from this fraction of the tokens on");
+  c->add_option("--switch-bf16-at", a->switch_bf16_at, "Recipe switch: BF16 from this fraction of the tokens on")
+      ->transform(real_in(0, 1, false, true));
   c->add_flag("--switch-forward-only", a->switches.switch_forward_only, "Recipe switch: the late switch covers fprop only");
   c->add_flag("--json", a->json, "Print the summary as JSON");
   c->callback([a] { run(*a); });

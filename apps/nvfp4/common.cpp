@@ -1,8 +1,12 @@
 #include "common.hpp"
 
+#include <charconv>
 #include <cmath>
 #include <cstdio>
+#include <functional>
 #include <iostream>
+#include <limits>
+#include <sstream>
 
 #include "nvfp4/error.hpp"
 
@@ -51,6 +55,72 @@ void Table::print() const {
   for (size_t w : width) total += w + 2;
   std::cout << std::string(total > 2 ? total - 2 : 0, '-') << "\n";
   for (const auto& r : rows_) line(r);
+}
+
+namespace {
+
+// A validator that parses with `parse` (false: not a value of the kind) and checks the range.
+template <class T>
+CLI::Validator number_validator(std::string range, std::string kind, bool rewrite,
+                                std::function<bool(const std::string&, T&)> parse, std::function<bool(T)> in_range) {
+  return CLI::Validator(
+      [=](std::string& s) -> std::string {
+        T v{};
+        if (!parse(s, v)) return "\"" + s + "\" is not " + kind + "; give one in " + range;
+        if (!in_range(v)) return s + " is out of range; give " + kind + " in " + range;
+        if (rewrite) {
+          std::ostringstream canonical;
+          canonical << v;
+          s = canonical.str();
+        }
+        return {};
+      },
+      range);
+}
+
+template <class T>
+bool parse_decimal(const std::string& s, T& v) {
+  const char* end = s.data() + s.size();
+  const auto r = std::from_chars(s.data(), end, v);  // decimal; overflow is result_out_of_range
+  return !s.empty() && r.ec == std::errc() && r.ptr == end;
+}
+
+}  // namespace
+
+CLI::Validator integer_in(int64_t lo, int64_t hi) {
+  return number_validator<int64_t>("[" + std::to_string(lo) + ", " + std::to_string(hi) + "]", "an integer", true,
+                                   parse_decimal<int64_t>, [=](int64_t v) { return v >= lo && v <= hi; });
+}
+
+CLI::Validator unsigned_in(uint64_t lo, uint64_t hi) {
+  return number_validator<uint64_t>("[" + std::to_string(lo) + ", " + std::to_string(hi) + "]",
+                                    "a non-negative integer", true, parse_decimal<uint64_t>,
+                                    [=](uint64_t v) { return v >= lo && v <= hi; });
+}
+
+CLI::Validator any_seed() { return unsigned_in(0, std::numeric_limits<uint64_t>::max()); }
+
+CLI::Validator real_in(double lo, double hi, bool lo_open, bool hi_open) {
+  const std::string range = (lo_open ? "(" : "[") + general(lo, 17) + ", " + general(hi, 17) + (hi_open ? ")" : "]");
+  auto parse = [](const std::string& s, double& v) {
+    char* end = nullptr;
+    v = std::strtod(s.c_str(), &end);
+    return !s.empty() && end == s.c_str() + s.size() && std::isfinite(v);
+  };
+  return number_validator<double>(range, "a finite number", false, parse, [=](double v) {
+    return (lo_open ? v > lo : v >= lo) && (hi_open ? v < hi : v <= hi);
+  });
+}
+
+std::string json_text(const nlohmann::json& j) { return j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace); }
+std::string json_text(const nlohmann::ordered_json& j) {
+  return j.dump(2, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
+}
+
+std::vector<std::string> input_files(const io::Checkpoint& ckpt, const std::string& path) {
+  std::vector<std::string> files = {path};
+  for (const auto& shard : ckpt.shards()) files.push_back(shard.path());
+  return files;
 }
 
 void write_text_file(const std::string& path, const std::string& text) {

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <optional>
 #include <string>
 
 #include "train/trainer.hpp"
@@ -12,9 +13,10 @@ namespace nvfp4::cli {
 struct TrainArgs {
   train::TrainOptions o;
   std::string preset = "small", config_file, schedule = "cosine";
-  int layers = 0, d_model = 0, heads = 0, kv_heads = 0, ffn = -1, seq_len = 0, vocab = 0;
+  // Model overrides: not given keeps the preset's (or --config's) value.
+  std::optional<int> layers, d_model, heads, kv_heads, ffn, seq_len, vocab;
   double lr = 3e-3, min_lr_fraction = 0.1, decay_fraction = 0.2;
-  int64_t warmup = -1;
+  std::optional<int64_t> warmup;  // not given: 10% of --steps, at most 1000
   bool no_progress = false;
 };
 

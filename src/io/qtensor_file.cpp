@@ -1,5 +1,7 @@
 #include "nvfp4/qtensor_file.hpp"
 
+#include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -40,6 +42,14 @@ bool ends_with(const std::string& s, const std::string& suffix) {
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+constexpr const char* kNotFromAQuantizer = " (the file is damaged or was not written by a quantizer)";
+
+std::string number(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", v);
+  return buf;
+}
+
 class GroupReader {
  public:
   GroupReader(const Checkpoint& ckpt, const std::string& file, const std::string& base)
@@ -77,7 +87,36 @@ class GroupReader {
     return f;
   }
 
-  // One copy ("row" or "col"); fills rows/cols/codes/scales/amax, checking shapes.
+  // The per-tensor amax of a copy: a finite number >= 0 (NaN, Inf or a negative amax would
+  // decode to NaN, Inf or sign-flipped values).
+  float amax(const std::string& suffix) const {
+    const float a = scalar(suffix);
+    if (!(a >= 0) || !std::isfinite(a)) {
+      fail("'" + base_ + suffix + "' is " + number(a) + "; an amax must be finite and >= 0" + kNotFromAQuantizer);
+    }
+    return a;
+  }
+
+  // Block scales a quantizer never writes: the E4M3 NaN (0x7F, 0xFF) and negative E4M3 values
+  // (they would flip the sign of the block), the E8M0 NaN (0xFF). `dtype` is the stored scale
+  // dtype: F8_E4M3, or U8 / F8_E8M0 for E8M0 exponents (the golden file stores them as U8).
+  void check_scale_bytes(const std::string& suffix, const std::vector<uint8_t>& scales, DType dtype) const {
+    const bool e4m3 = dtype == DType::F8_E4M3;
+    for (size_t i = 0; i < scales.size(); ++i) {
+      const uint8_t b = scales[i];
+      std::string bad;
+      if (e4m3 && (b & 0x7F) == 0x7F) bad = "the E4M3 NaN";
+      else if (e4m3 && b > 0x80) bad = "the negative E4M3 scale " + number(fmt::e4m3_decode(b));
+      else if (!e4m3 && b == 0xFF) bad = "the E8M0 NaN";
+      if (bad.empty()) continue;
+      char hex[8];
+      std::snprintf(hex, sizeof hex, "0x%02x", b);
+      fail("'" + base_ + suffix + "' holds " + bad + " (" + hex + ") at index " + std::to_string(i) +
+           "; block scales are finite and >= 0" + kNotFromAQuantizer);
+    }
+  }
+
+  // One copy ("row" or "col"); fills rows/cols/codes/scales/amax, checking shapes and values.
   QuantizedCopy copy(const std::string& which, QuantizeOptions& o, bool recorded) const {
     const std::string p = "." + which;
     QuantizedCopy c;
@@ -98,7 +137,8 @@ class GroupReader {
       c.scale_rows = s.shape[0];
       c.scale_cols = s.shape[1];
       c.scales = bytes(s_name);
-      if (o.format == Format::nvfp4) c.amax = scalar(p + ".amax");
+      check_scale_bytes(s_name, c.scales, *t.scale_dtype);
+      if (o.format == Format::nvfp4) c.amax = amax(p + ".amax");
     } else {
       need(p + ".q", t.code_dtype);
       c.rows = q.shape[0];
@@ -119,7 +159,13 @@ class GroupReader {
       c.scale_rows = b.per_tensor() ? 1 : want[0];
       c.scale_cols = b.per_tensor() ? 1 : want[1];
       c.scale_inv = ckpt_.load(base_ + p + ".scale_inv").to_f32();
-      c.amax = scalar(p + ".amax");
+      for (size_t i = 0; i < c.scale_inv.size(); ++i) {
+        if (!(c.scale_inv[i] >= 0) || !std::isfinite(c.scale_inv[i])) {
+          fail("'" + base_ + p + ".scale_inv' holds " + number(c.scale_inv[i]) + " at index " + std::to_string(i) +
+               "; scale_inv must be finite and >= 0" + kNotFromAQuantizer);
+        }
+      }
+      c.amax = amax(p + ".amax");
     }
     c.codes = bytes(p + ".q");
     return c;

@@ -513,7 +513,7 @@ std::string summary_table(const CompareReport& report) {
 
 std::string render_html(const CompareReport& report) {
   if (!(report.ema_factor >= 0 && report.ema_factor < 1))
-    throw Error("nvfp4: compare report: ema_factor " + fmt("%g", report.ema_factor) +
+    throw Error("compare report: ema_factor " + fmt("%g", report.ema_factor) +
                 " is outside [0, 1); 0.9 is the usual smoothing of training losses");
   const auto names = recipe_order(report);
   std::string h;

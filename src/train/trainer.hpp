@@ -37,7 +37,7 @@ struct TrainOptions {
   int64_t val_batches = 8;       // micro-batches of validation data per validation
   int64_t ckpt_every = 0;        // checkpoint every N steps (0: only at the end)
   int keep_checkpoints = 2;      // older ones are pruned (the newest is never deleted)
-  uint64_t seed = 1;             // parameter init (and, later, stochastic rounding)
+  uint64_t seed = 1;             // parameter init and the stochastic-rounding stream
   bool resume = false;           // continue from the newest checkpoint in out_dir
   double spike_factor = 4.0;     // divergence: loss > spike_factor x its running mean
   int64_t spike_warmup = 20;     // ... checked after this many steps

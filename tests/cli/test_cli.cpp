@@ -3,8 +3,8 @@
 // golden inputs reproduces NVIDIA's reference bytes exactly.
 #include <gtest/gtest.h>
 
+#include "cli/cli_test.hpp"
 #include "support/test_support.hpp"
-#include <sys/wait.h>
 
 #include <array>
 #include <cmath>
@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <sstream>
 #include <string>
 
 #include "nvfp4/qtensor_file.hpp"
@@ -28,35 +29,7 @@ const std::string kGolden = std::string(NVFP4_GOLDEN_DIR) + "/nvfp4_te_reference
 using Result = nvfp4::test::CliResult;
 inline Result run(const std::string& args) { return nvfp4::test::run_cli(args); }
 
-class Cli : public ::testing::Test {
- protected:
-  void SetUp() override {
-    dir_ = fs::temp_directory_path() /
-           ("nvfp4_cli_" + std::to_string(::getpid()) + "_" + ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);  // left by an earlier process with the same pid, if any
-    fs::create_directories(dir_);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-  std::string path(const std::string& name) const { return (dir_ / name).string(); }
-
-  // A file with a BF16 [64, 128] tensor, an F32 [32, 64] tensor and a 1-D tensor.
-  std::string MakeInput(bool with_nan = false) {
-    std::mt19937_64 rng(3);
-    std::normal_distribution<float> d(0.0f, 1.0f);
-    std::vector<float> a(64 * 128), b(32 * 64), c(64);
-    for (auto& v : a) v = d(rng);
-    for (auto& v : b) v = d(rng);
-    for (auto& v : c) v = d(rng);
-    if (with_nan) b[100] = std::nanf("");
-    const std::string p = path("in.safetensors");
-    nvfp4::io::write_file(p, {{"layer.weight", nvfp4::Tensor::from_f32_as_bf16(a, {64, 128})},
-                              {"layer.proj", nvfp4::Tensor::from_f32(b, {32, 64})},
-                              {"norm.weight", nvfp4::Tensor::from_f32(c, {64})}});
-    return p;
-  }
-
-  fs::path dir_;
-};
+using nvfp4::test::Cli;
 
 TEST_F(Cli, QtensorReproducesEveryGoldenCaseBitExactly) {
   ASSERT_TRUE(fs::exists(kGolden)) << "golden vectors not found at " << kGolden;
@@ -239,14 +212,30 @@ TEST_F(Cli, ExistingOutputSurvivesAFailedRun) {
 }
 
 TEST_F(Cli, HelpForEverySubcommand) {
-  for (const std::string sub : {"qtensor", "dequant", "inspect", "formats"}) {
-    const Result r = run(sub + " --help");
-    EXPECT_EQ(r.status, 0) << sub;
-    EXPECT_NE(r.output.find("--json"), std::string::npos) << sub << ":\n" << r.output;
+  // The subcommands are those `nvfp4 --help` lists, so a new one is covered without editing this.
+  const Result top = run("--help");
+  ASSERT_EQ(top.status, 0) << top.output;
+  const size_t at = top.output.find("Subcommands:");
+  ASSERT_NE(at, std::string::npos) << top.output;
+  std::istringstream lines(top.output.substr(at));
+  std::vector<std::string> subs;
+  for (std::string line; std::getline(lines, line);) {
+    if (line.rfind("  ", 0) != 0) continue;
+    std::istringstream words(line);
+    std::string name;
+    words >> name;
+    subs.push_back(name);
   }
-  const Result r = run("--help");
-  EXPECT_EQ(r.status, 0);
-  for (const std::string sub : {"qtensor", "dequant", "inspect", "formats"}) EXPECT_NE(r.output.find(sub), std::string::npos);
+  EXPECT_GE(subs.size(), 10u) << top.output;
+  for (const auto& sub : subs) {
+    const Result r = run(sub + " --help");
+    EXPECT_EQ(r.status, 0) << sub << ":\n" << r.output;
+    EXPECT_NE(r.output.find("--json"), std::string::npos) << sub << ":\n" << r.output;
+    // Bad arguments are usage errors, exit 1 (not CLI11's own 1xx codes) with the same prefix.
+    const Result bad = run(sub + " --no-such-option");
+    EXPECT_EQ(bad.status, 1) << sub << ":\n" << bad.output;
+    EXPECT_EQ(bad.output.rfind("nvfp4: ", 0), 0u) << sub << ":\n" << bad.output;
+  }
 }
 
 }  // namespace
