@@ -37,6 +37,7 @@
 
 #include "format/scalar.hpp"
 #include "kernels/cpu/ops.hpp"
+#include "nvfp4/cuda_check.hpp"
 #include "nvfp4/cuda_ops.hpp"
 #include "nvfp4/cuda_runtime_info.hpp"
 #include "support/cuda_test.hpp"
@@ -235,6 +236,25 @@ TEST(CudaOps, GemmFastAccumulationIsForPerTensorFp8Only) {
   // Per-tensor FP8 runs with it.
   blas.gemm(d_out.ptr, nvfp4::DType::BF16, tensor_a, tensor_b, M, N, K, nullptr, false, nullptr, true);
   CUDA_OK(cudaDeviceSynchronize());
+}
+
+// The CLI prints "nvfp4: " + what(): neither an op's argument check nor the CUDA error check
+// may carry that prefix itself (ops.cu's did: "nvfp4: nvfp4: cuda::..."). Both throw before
+// any device work, so this runs without a GPU.
+TEST(CudaOps, ErrorsNameTheOpWithoutTheCliPrefix) {
+  try {
+    cu::residual_forward(nullptr, nullptr, nullptr, -1, nullptr);
+    FAIL() << "n = -1 was accepted";
+  } catch (const nvfp4::Error& e) {
+    EXPECT_EQ(std::string(e.what()), "cuda::residual_forward: n = -1 is negative");
+  }
+  try {
+    cu::check(cudaErrorInvalidValue, "cudaMemcpy");
+    FAIL() << "cudaErrorInvalidValue was accepted";
+  } catch (const nvfp4::Error& e) {
+    EXPECT_EQ(std::string(e.what()), std::string("CUDA error in cudaMemcpy: ") + cudaGetErrorString(cudaErrorInvalidValue));
+  }
+  EXPECT_NO_THROW(cu::check(cudaSuccess, "cudaMemcpy"));
 }
 
 // ---- RMSNorm ------------------------------------------------------------------------------------

@@ -462,6 +462,17 @@ TEST(CpuOpsMatmul, EmptyShapesAndSkippedGradients) {
   EXPECT_THROW(cpu::matmul_forward(out.data(), x.data(), w.data(), -1, 3, 2), nvfp4::Error);
 }
 
+// The CLI prints "nvfp4: " + what(): an op's message names the op and the value, and must not
+// carry that prefix itself (it did: "nvfp4: nvfp4: cpu::matmul_forward: ...").
+TEST(CpuOpsMatmul, ErrorNamesTheOpWithoutTheCliPrefix) {
+  try {
+    cpu::matmul_forward(nullptr, nullptr, nullptr, -1, 3, 2);
+    FAIL() << "N = -1 was accepted";
+  } catch (const nvfp4::Error& e) {
+    EXPECT_EQ(std::string(e.what()), "cpu::matmul_forward: N = -1 is negative");
+  }
+}
+
 // ---- attention ----------------------------------------------------------------------------------
 
 // Changing the keys and values of a future position leaves every earlier output bit-identical

@@ -33,7 +33,7 @@ namespace nvfp4::cpu {
 namespace {
 
 void require(bool ok, const char* op, const std::string& what) {
-  if (!ok) throw Error(std::string("nvfp4: cpu::") + op + ": " + what);
+  if (!ok) throw Error(std::string("cpu::") + op + ": " + what);
 }
 
 void require_nonnegative(const char* op, std::initializer_list<std::pair<const char*, int64_t>> dims) {

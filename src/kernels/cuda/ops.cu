@@ -30,6 +30,7 @@
 #include <utility>
 
 #include "kernels/cpu/ops.hpp"  // cpu::kEncoderChunk: the order of the embedding gradient's additions
+#include "nvfp4/cuda_check.hpp"
 #include "nvfp4/cuda_ops.hpp"
 #include "nvfp4/error.hpp"
 
@@ -39,14 +40,8 @@ namespace {
 
 // ---- host-side checks ---------------------------------------------------------------------
 
-void check(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) throw Error(std::string("nvfp4: CUDA error in ") + what + ": " + cudaGetErrorString(e));
-}
-
-void check_launch(const char* op) { check(cudaGetLastError(), op); }
-
 void require(bool ok, const char* op, const std::string& what) {
-  if (!ok) throw Error(std::string("nvfp4: cuda::") + op + ": " + what);
+  if (!ok) throw Error(std::string("cuda::") + op + ": " + what);
 }
 
 void require_nonnegative(const char* op, std::initializer_list<std::pair<const char*, int64_t>> dims) {
@@ -1398,7 +1393,7 @@ __global__ void __launch_bounds__(kNormThreads) norm_final_kernel(double* __rest
 
 void check_blas(cublasStatus_t st, const char* what) {
   if (st != CUBLAS_STATUS_SUCCESS)
-    throw Error(std::string("nvfp4: cuBLASLt error in ") + what + ": " + cublasLtGetStatusString(st) + " (" +
+    throw Error(std::string("cuBLASLt error in ") + what + ": " + cublasLtGetStatusString(st) + " (" +
                 std::to_string(static_cast<int>(st)) + ")");
 }
 
@@ -1527,14 +1522,14 @@ struct Blas::Impl {
       check_blas(cublasLtMatmulAlgoGetHeuristic(handle, desc.d, la.d, lb.d, ld.d, ld.d, pref.d, 1, &result, &found),
                  op);
       if (found == 0)
-        throw Error(std::string("nvfp4: cuda::") + op + ": cuBLASLt has no algorithm for m=" + std::to_string(m) +
+        throw Error(std::string("cuda::") + op + ": cuBLASLt has no algorithm for m=" + std::to_string(m) +
                     " n=" + std::to_string(n) + " k=" + std::to_string(k) + "; check the operand alignment");
       it = algos.emplace(key, result.algo).first;
     }
     const float one = 1.0f;
     const void* pa = alpha ? static_cast<const void*>(alpha) : &one;
     const void* pb = alpha ? static_cast<const void*>(consts + (beta == 0.0f ? 0 : 1)) : &beta;
-    if (alpha && beta != 0.0f && beta != 1.0f) throw Error(std::string("nvfp4: cuda::") + op + ": beta must be 0 or 1");
+    if (alpha && beta != 0.0f && beta != 1.0f) throw Error(std::string("cuda::") + op + ": beta must be 0 or 1");
     check_blas(cublasLtMatmul(handle, desc.d, pa, A.data, la.d, B.data, lb.d, pb, D, ld.d, D, ld.d, &it->second,
                               workspace, workspace_bytes, stream),
                op);
@@ -1618,7 +1613,7 @@ cudaDataType_t blas_type(DType d, const char* op) {
     case DType::F32: return CUDA_R_32F;
     case DType::F8_E4M3: return CUDA_R_8F_E4M3;
     case DType::F8_E5M2: return CUDA_R_8F_E5M2;
-    default: throw Error(std::string("nvfp4: cuda::") + op + ": dtype " + std::string(dtype_name(d)) + " is not supported");
+    default: throw Error(std::string("cuda::") + op + ": dtype " + std::string(dtype_name(d)) + " is not supported");
   }
 }
 }  // namespace
@@ -1689,7 +1684,7 @@ void Blas::gemm(void* out, DType out_dtype, const GemmOperand& a, const GemmOper
         n.col_stride = 1;
         n.floats = n.R * padded;
       } else {
-        throw Error(std::string("nvfp4: cuda::") + op + ": FP8 block " + block_name(bl) +
+        throw Error(std::string("cuda::") + op + ": FP8 block " + block_name(bl) +
                     " has no cuBLASLt scale mode; use per tensor, 1x128 or 128x128");
       }
       n.floats = (n.floats + 3) / 4 * 4;  // keep the next operand's scales 16-byte aligned

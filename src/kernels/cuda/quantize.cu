@@ -26,6 +26,7 @@
 #include "format/nvfp4.hpp"
 #include "format/rht.hpp"
 #include "format/swizzle.hpp"
+#include "nvfp4/cuda_check.hpp"
 #include "nvfp4/cuda_quantize.hpp"
 #include "nvfp4/error.hpp"
 
@@ -42,10 +43,6 @@ constexpr int kPad = kTile + 1;      // shared-memory row pitch in floats (== 1 
 
 static_assert(kTile / fmt::kNvfp4Block * kTile == kThreads, "one thread per 16-element block in each phase");
 static_assert(kTile % 16 == 0, "NVFP4 scales cover 16 elements; 16x16 tiles must fit a CTA tile");
-
-void check(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) throw Error(std::string("CUDA error in ") + what + ": " + cudaGetErrorString(e));
-}
 
 // Calls fn(std::bool_constant<b0>{}, std::bool_constant<b1>{}, ...) for run-time bools: one
 // kernel instantiation per combination, chosen at launch. The first two bools are always
