@@ -1,6 +1,7 @@
 // CUDA training operators of the Llama-style decoder: the GPU twins of src/kernels/cpu/ops.hpp
-// (same names, same shapes, same formulas), implemented in src/kernels/cuda/ops.cu and tested
-// against the CPU ops in tests/cuda/test_ops_cuda.cu.
+// (same names, same shapes, same formulas), implemented in src/kernels/cuda/<family>.cu
+// (attention, norm, rope, embedding, loss, optim, elementwise, gemm) and tested against the CPU
+// ops in tests/cuda/test_<family>_cuda.cu.
 //
 // Plain C++ (no CUDA headers): device buffers are raw pointers, the stream is CUDA's opaque
 // cudaStream_t (nullptr: the default stream). Every op is asynchronous on its stream; bad

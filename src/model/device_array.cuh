@@ -7,15 +7,12 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <string>
 
-#include "nvfp4/error.hpp"
+#include "nvfp4/cuda_check.hpp"
 
 namespace nvfp4::model {
 
-inline void check_cuda(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) throw Error(std::string("CUDA error in ") + what + ": " + cudaGetErrorString(e));
-}
+using cuda::check;
 
 template <typename T>
 struct DeviceArray {
@@ -36,7 +33,7 @@ struct DeviceArray {
     if (std::max<size_t>(count, 1) > n || !p) reset(std::max<size_t>(count, 1));
     return p;
   }
-  void zero() { check_cuda(cudaMemset(p, 0, std::max<size_t>(n, 1) * sizeof(T)), "cudaMemset"); }
+  void zero() { check(cudaMemset(p, 0, std::max<size_t>(n, 1) * sizeof(T)), "cudaMemset"); }
   int64_t bytes() const { return p ? static_cast<int64_t>(n * sizeof(T)) : 0; }
 
  private:
@@ -44,7 +41,7 @@ struct DeviceArray {
     cudaFree(p);
     p = nullptr;
     n = 0;
-    check_cuda(cudaMalloc(&p, count * sizeof(T)), "cudaMalloc");
+    check(cudaMalloc(&p, count * sizeof(T)), "cudaMalloc");
     n = count;
   }
 };

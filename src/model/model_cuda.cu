@@ -17,8 +17,6 @@ namespace nvfp4::model {
 
 namespace {
 
-void check(cudaError_t e, const char* what) { check_cuda(e, what); }
-
 __global__ void scale_kernel(float* x, int64_t n, float s) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) x[i] *= s;
 }

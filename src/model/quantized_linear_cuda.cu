@@ -33,8 +33,6 @@ using recipe::Gemm;
 using recipe::Operand;
 using recipe::OperandQuant;
 
-void check(cudaError_t e, const char* what) { check_cuda(e, what); }
-
 bool is_fp8(Format f) { return f == Format::fp8_e4m3 || f == Format::fp8_e5m2; }
 
 // alpha = product of the NVFP4 operands' per-tensor decode factors (1 for other formats).

@@ -74,7 +74,7 @@ class DeviceBuffer {
   DeviceBuffer(const DeviceBuffer&) = delete;
   DeviceBuffer& operator=(const DeviceBuffer&) = delete;
   ~DeviceBuffer() {
-    if (ptr_ != nullptr) cudaFree(ptr_);
+    if (ptr_ != nullptr) EXPECT_EQ(cudaFree(ptr_), cudaSuccess) << "cudaFree: an earlier CUDA error";
   }
   cudaError_t alloc(size_t n) {
     n_ = n;

@@ -20,6 +20,7 @@
 #include "support/cuda_test.hpp"
 #include "format/rht.hpp"
 #include "format/swizzle.hpp"
+#include "nvfp4/cuda_check.hpp"
 #include "nvfp4/cuda_quantize.hpp"
 #include "nvfp4/cuda_runtime_info.hpp"
 #include "nvfp4/error.hpp"
@@ -157,9 +158,9 @@ struct DeviceCopy {
         rows(r),
         cols(c),
         swizzled(sw) {
-    cudaMemset(codes.ptr, 0xAB, std::max<size_t>(codes.n, 1));
-    cudaMemset(scales.ptr, 0xAB, std::max<size_t>(scales.n, 1));
-    cudaMemset(amax.ptr, 0xFF, sizeof(float));
+    nvfp4::cuda::check(cudaMemset(codes.ptr, 0xAB, std::max<size_t>(codes.n, 1)), "cudaMemset (codes)");
+    nvfp4::cuda::check(cudaMemset(scales.ptr, 0xAB, std::max<size_t>(scales.n, 1)), "cudaMemset (scales)");
+    nvfp4::cuda::check(cudaMemset(amax.ptr, 0xFF, sizeof(float)), "cudaMemset (amax)");
   }
   nvfp4::cuda::DeviceNvfp4Copy view() { return {codes.ptr, scales.ptr, amax.ptr}; }
   std::vector<uint8_t> plain_scales() const {

@@ -3,7 +3,9 @@
 //
 // What it is: plain loops over row-major FP32 arrays, llm.c style: one forward and one
 // explicit backward per op, raw pointers plus shape arguments, shapes in the comments.
-// The matmuls call OpenBLAS cblas_sgemm; everything else is written out.
+// The matmuls call OpenBLAS cblas_sgemm; everything else is written out. One source file per op
+// family, named as on the CUDA side and in the tests: attention.cpp, norm.cpp, rope.cpp,
+// embedding.cpp, loss.cpp, optim.cpp, elementwise.cpp, gemm.cpp (+ threads.cpp).
 // What it is not: fused, blocked, or mixed-precision. No op quantizes anything; the model
 // layer puts the recipe's quantizers around these ops.
 //

@@ -16,6 +16,7 @@
 #include "format/mxfp4.hpp"
 #include "format/nvfp4.hpp"
 #include "format/swizzle.hpp"
+#include "nvfp4/cuda_check.hpp"
 #include "nvfp4/cuda_quantize.hpp"
 #include "nvfp4/error.hpp"
 
@@ -24,10 +25,6 @@ namespace nvfp4::cuda {
 namespace {
 
 constexpr int kGroup = 16;  // elements per thread
-
-void check(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) throw Error(std::string("CUDA error in ") + what + ": " + cudaGetErrorString(e));
-}
 
 // Writes 16 FP32 values as BF16 (RNE; exact when the value is representable) or FP32.
 template <typename Out>

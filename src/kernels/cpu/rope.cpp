@@ -1,0 +1,78 @@
+// The CPU reference rotary position embedding (ops.hpp; CUDA twin: src/kernels/cuda/rope.cu).
+#include "kernels/cpu/ops.hpp"
+
+#include <cmath>
+#include <string>
+
+#include "kernels/cpu/ops_common.hpp"
+
+namespace nvfp4::cpu {
+
+using namespace ops_detail;
+
+// ---- RoPE -------------------------------------------------------------------------------
+
+namespace {
+
+// (cos, sin) of the angle of pair i at position t, computed as HF LlamaRotaryEmbedding does in
+// FP32: inv_freq = 1 / theta^(2i/HS), angle = float(t) * inv_freq.
+void rope_cos_sin(int64_t t, int64_t i, int64_t HS, float theta, float* cs, float* sn) {
+  const float inv_freq = 1.0f / std::pow(theta, static_cast<float>(2 * i) / static_cast<float>(HS));
+  const float angle = static_cast<float>(t) * inv_freq;
+  *cs = std::cos(angle);
+  *sn = std::sin(angle);
+}
+
+void rope_check(const char* op, int64_t B, int64_t T, int64_t NH, int64_t HS, float theta) {
+  require_nonnegative(op, {{"B", B}, {"T", T}, {"NH", NH}, {"HS", HS}});
+  require(HS % 2 == 0, op, "HS = " + std::to_string(HS) + " is odd; rotate_half pairs i with i + HS/2");
+  require(theta > 0.0f, op, "theta = " + std::to_string(theta) + " must be positive");
+}
+
+}  // namespace
+
+namespace {
+
+// Rotates each pair (x[i], x[i + HS/2]) of inp by +angle (sign = 1) or -angle (sign = -1, the
+// transpose: the backward) into out, overwriting or, with kAccumulate, adding.
+template <bool kAccumulate>
+void rope_rotate(float* out, const float* inp, int64_t B, int64_t T, int64_t NH, int64_t HS, float theta, float sign) {
+  const int64_t half = HS / 2;
+  NVFP4_OMP("omp parallel for collapse(2)")
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t t = 0; t < T; ++t) {
+      for (int64_t i = 0; i < half; ++i) {
+        float cs, sn;
+        rope_cos_sin(t, i, HS, theta, &cs, &sn);
+        sn *= sign;  // exact
+        for (int64_t h = 0; h < NH; ++h) {
+          const int64_t base = ((b * T + t) * NH + h) * HS;
+          const float x1 = inp[base + i], x2 = inp[base + i + half];  // read both first: out may be inp
+          const float y1 = x1 * cs - x2 * sn, y2 = x2 * cs + x1 * sn;
+          if constexpr (kAccumulate) {
+            out[base + i] += y1;
+            out[base + i + half] += y2;
+          } else {
+            out[base + i] = y1;
+            out[base + i + half] = y2;
+          }
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void rope_forward(float* out, const float* inp, int64_t B, int64_t T, int64_t NH, int64_t HS, float theta) {
+  rope_check("rope_forward", B, T, NH, HS, theta);
+  rope_rotate<false>(out, inp, B, T, NH, HS, theta, 1.0f);
+}
+
+void rope_backward(float* dinp, const float* dout, int64_t B, int64_t T, int64_t NH, int64_t HS, float theta) {
+  rope_check("rope_backward", B, T, NH, HS, theta);
+  // The transpose of the rotation [[c, -s], [s, c]] is the rotation by -angle.
+  rope_rotate<true>(dinp, dout, B, T, NH, HS, theta, -1.0f);
+}
+
+}  // namespace nvfp4::cpu

@@ -1,0 +1,163 @@
+// CUDA SwiGLU, residual add and FP32 <-> BF16 conversions (include/nvfp4/cuda_ops.hpp; CPU twin:
+// src/kernels/cpu/elementwise.cpp).
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "kernels/cuda/ops_common.cuh"
+
+namespace nvfp4::cuda {
+
+using namespace ops_detail;
+
+namespace {
+
+template <bool kAligned>
+__device__ __forceinline__ void load8f(const float* p, int64_t i, int64_t n, float (&v)[8]) {
+  if (kAligned && i + 8 <= n) {
+    const float4 a = *reinterpret_cast<const float4*>(p + i), b = *reinterpret_cast<const float4*>(p + i + 4);
+    v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
+  } else {
+#pragma unroll
+    for (int e = 0; e < 8; ++e) v[e] = i + e < n ? p[i + e] : 0.0f;
+  }
+}
+
+template <bool kAligned>
+__device__ __forceinline__ void store8f(float* p, int64_t i, int64_t n, const float (&v)[8]) {
+  if (kAligned && i + 8 <= n) {
+    *reinterpret_cast<float4*>(p + i) = make_float4(v[0], v[1], v[2], v[3]);
+    *reinterpret_cast<float4*>(p + i + 4) = make_float4(v[4], v[5], v[6], v[7]);
+  } else {
+#pragma unroll
+    for (int e = 0; e < 8; ++e)
+      if (i + e < n) p[i + e] = v[e];
+  }
+}
+
+// Grid-stride loop over the 8-element chunks of an n-element array: i is the chunk's first index.
+#define NVFP4_FOR_CHUNKS(i, n)                                                                   \
+  for (int64_t i = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) * kVec; i < (n); \
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x * kVec)
+
+// ---- elementwise kernels ------------------------------------------------------------------------
+
+template <bool kAligned>
+__global__ void residual_kernel(uint16_t* out, const uint16_t* a, const uint16_t* b, int64_t n) {
+  NVFP4_FOR_CHUNKS(i, n) {
+    float x[8], y[8];
+    load8<kAligned>(a, i, n, x);
+    load8<kAligned>(b, i, n, y);
+#pragma unroll
+    for (int e = 0; e < 8; ++e) x[e] += y[e];
+    store8<kAligned>(out, i, n, x);  // out may be a or b: this thread read its chunk first
+  }
+}
+
+__device__ __forceinline__ float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+template <bool kAligned>
+__global__ void swiglu_forward_kernel(uint16_t* out, const uint16_t* gate, const uint16_t* up, int64_t n, float* amax) {
+  float m = 0.0f;
+  NVFP4_FOR_CHUNKS(i, n) {
+    float g[8], u[8];
+    load8<kAligned>(gate, i, n, g);
+    load8<kAligned>(up, i, n, u);
+#pragma unroll
+    for (int e = 0; e < 8; ++e) g[e] = (g[e] * sigmoidf(g[e])) * u[e];
+    store8<kAligned>(out, i, n, g);
+    if (amax) m = max_abs8(m, g);
+  }
+  fold_amax(amax, m);
+}
+
+template <bool kAligned>
+__global__ void swiglu_backward_kernel(uint16_t* dgate, uint16_t* dup, const uint16_t* dout, const uint16_t* gate,
+                                       const uint16_t* up, int64_t n, float* amax_dgate, float* amax_dup) {
+  float mg = 0.0f, mu = 0.0f;
+  NVFP4_FOR_CHUNKS(i, n) {
+    float dy[8], g[8], u[8], dg[8], du[8];
+    load8<kAligned>(dout, i, n, dy);
+    load8<kAligned>(gate, i, n, g);
+    load8<kAligned>(up, i, n, u);
+#pragma unroll
+    for (int e = 0; e < 8; ++e) {
+      const float s = sigmoidf(g[e]);
+      dg[e] = dy[e] * u[e] * (s * (1.0f + g[e] * (1.0f - s)));  // d silu / dx = s (1 + x (1 - s))
+      du[e] = dy[e] * (g[e] * s);
+    }
+    store8<kAligned>(dgate, i, n, dg);
+    store8<kAligned>(dup, i, n, du);
+    if (amax_dgate) mg = max_abs8(mg, dg);
+    if (amax_dup) mu = max_abs8(mu, du);
+  }
+  fold_amax(amax_dgate, mg);
+  fold_amax(amax_dup, mu);
+}
+
+template <bool kAligned>
+__global__ void f32_to_bf16_kernel(uint16_t* out, const float* in, int64_t n) {
+  NVFP4_FOR_CHUNKS(i, n) {
+    float v[8];
+    load8f<kAligned>(in, i, n, v);
+    store8<kAligned>(out, i, n, v);
+  }
+}
+
+template <bool kAligned>
+__global__ void bf16_to_f32_kernel(float* out, const uint16_t* in, int64_t n) {
+  NVFP4_FOR_CHUNKS(i, n) {
+    float v[8];
+    load8<kAligned>(in, i, n, v);
+    store8f<kAligned>(out, i, n, v);
+  }
+}
+
+}  // namespace
+
+// ---- SwiGLU, residual, conversions -------------------------------------------------------------
+
+void swiglu_forward(uint16_t* out, const uint16_t* gate, const uint16_t* up, int64_t n, Stream stream, float* amax) {
+  require_nonnegative("swiglu_forward", {{"n", n}});
+  if (n == 0) return;
+  const bool aligned = aligned16(out) && aligned16(gate) && aligned16(up);
+  NVFP4_LAUNCH_PRODUCER(aligned, swiglu_forward_kernel, (n + kVec - 1) / kVec, kThreads, amax, stream, out, gate, up, n,
+                        amax);
+  check_launch("swiglu_forward");
+}
+
+void swiglu_backward(uint16_t* dgate, uint16_t* dup, const uint16_t* dout, const uint16_t* gate, const uint16_t* up,
+                     int64_t n, Stream stream, float* amax_dgate, float* amax_dup) {
+  require_nonnegative("swiglu_backward", {{"n", n}});
+  if (n == 0) return;
+  const bool aligned = aligned16(dgate) && aligned16(dup) && aligned16(dout) && aligned16(gate) && aligned16(up);
+  NVFP4_LAUNCH_PRODUCER(aligned, swiglu_backward_kernel, (n + kVec - 1) / kVec, kThreads,
+                        amax_dgate ? amax_dgate : amax_dup, stream, dgate, dup, dout, gate, up, n, amax_dgate, amax_dup);
+  check_launch("swiglu_backward");
+}
+
+void residual_forward(uint16_t* out, const uint16_t* a, const uint16_t* b, int64_t n, Stream stream) {
+  require_nonnegative("residual_forward", {{"n", n}});
+  if (n == 0) return;
+  const bool aligned = aligned16(out) && aligned16(a) && aligned16(b);
+  NVFP4_LAUNCH_ALIGNED(aligned, residual_kernel, grid_for((n + kVec - 1) / kVec), kThreads, 0, stream, out, a, b, n);
+  check_launch("residual_forward");
+}
+
+void convert_f32_to_bf16(uint16_t* out, const float* in, int64_t n, Stream stream) {
+  require_nonnegative("convert_f32_to_bf16", {{"n", n}});
+  if (n == 0) return;
+  NVFP4_LAUNCH_ALIGNED(aligned16(out) && aligned16(in), f32_to_bf16_kernel, grid_for((n + kVec - 1) / kVec), kThreads,
+                       0, stream, out, in, n);
+  check_launch("convert_f32_to_bf16");
+}
+
+void convert_bf16_to_f32(float* out, const uint16_t* in, int64_t n, Stream stream) {
+  require_nonnegative("convert_bf16_to_f32", {{"n", n}});
+  if (n == 0) return;
+  NVFP4_LAUNCH_ALIGNED(aligned16(out) && aligned16(in), bf16_to_f32_kernel, grid_for((n + kVec - 1) / kVec), kThreads,
+                       0, stream, out, in, n);
+  check_launch("convert_bf16_to_f32");
+}
+
+}  // namespace nvfp4::cuda

@@ -1,0 +1,193 @@
+// CUDA RMSNorm forward and backward (include/nvfp4/cuda_ops.hpp; CPU twin: src/kernels/cpu/norm.cpp).
+#include <cuda_runtime.h>
+
+#include <climits>
+#include <cstdint>
+
+#include "kernels/cuda/ops_common.cuh"
+
+namespace nvfp4::cuda {
+
+using namespace ops_detail;
+
+namespace {
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xFFFFFFFFu, v, o);
+  return v;
+}
+
+// ---- RMSNorm ----------------------------------------------------------------------------------
+//
+// One warp per row; lane l handles the 8-element chunks l, l + 32, ... The row is read twice
+// (sum of squares, then the output): the second read hits L1/L2.
+
+constexpr int kRowsPerBlock = kThreads / 32;
+constexpr int kNormChunkRows = 64;  // dweight partial sums: fixed row chunks (device-independent bits)
+
+template <bool kAligned>
+__global__ void __launch_bounds__(kThreads) rmsnorm_forward_kernel(uint16_t* __restrict__ out, float* __restrict__ rstd,
+                                                                   const uint16_t* __restrict__ inp,
+                                                                   const uint16_t* __restrict__ weight, int64_t N,
+                                                                   int64_t C, float eps, float* amax) {
+  const int lane = threadIdx.x & 31;
+  float m = 0.0f;
+  for (int64_t row = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + threadIdx.x / 32; row < N;
+       row += static_cast<int64_t>(gridDim.x) * kRowsPerBlock) {
+    const uint16_t* x = inp + row * C;  // (C)
+    float ss = 0.0f;
+    for (int64_t c = lane * kVec; c < C; c += 32 * kVec) {
+      float v[8];
+      load8<kAligned>(x, c, C, v);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) ss += v[e] * v[e];
+    }
+    ss = warp_sum(ss);
+    const float r = 1.0f / sqrtf(ss / static_cast<float>(C) + eps);
+    uint16_t* o = out + row * C;
+    for (int64_t c = lane * kVec; c < C; c += 32 * kVec) {
+      float v[8], w[8];
+      load8<kAligned>(x, c, C, v);
+      load8<kAligned>(weight, c, C, w);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) v[e] = (v[e] * r) * w[e];
+      store8<kAligned>(o, c, C, v);
+      if (amax) m = max_abs8(m, v);
+    }
+    if (lane == 0) rstd[row] = r;
+  }
+  fold_amax(amax, m);
+}
+
+// dinp += rstd * (g - xhat * mean(g * xhat)), g = dout * weight, xhat = inp * rstd: warp per row.
+template <bool kAligned>
+__global__ void __launch_bounds__(kThreads) rmsnorm_backward_dinp_kernel(uint16_t* __restrict__ dinp,
+                                                                         const uint16_t* __restrict__ dout,
+                                                                         const uint16_t* __restrict__ inp,
+                                                                         const uint16_t* __restrict__ weight,
+                                                                         const float* __restrict__ rstd, int64_t N,
+                                                                         int64_t C, float* amax) {
+  const int lane = threadIdx.x & 31;
+  float m = 0.0f;
+  for (int64_t row = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + threadIdx.x / 32; row < N;
+       row += static_cast<int64_t>(gridDim.x) * kRowsPerBlock) {
+    const uint16_t* x = inp + row * C;
+    const uint16_t* dy = dout + row * C;
+    uint16_t* dx = dinp + row * C;
+    const float r = rstd[row];
+    float dot = 0.0f;
+    for (int64_t c = lane * kVec; c < C; c += 32 * kVec) {
+      float xv[8], gv[8], wv[8];
+      load8<kAligned>(x, c, C, xv);
+      load8<kAligned>(dy, c, C, gv);
+      load8<kAligned>(weight, c, C, wv);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) dot += (gv[e] * wv[e]) * (xv[e] * r);
+    }
+    const float mean = warp_sum(dot) / static_cast<float>(C);
+    for (int64_t c = lane * kVec; c < C; c += 32 * kVec) {
+      float xv[8], gv[8], wv[8], d[8];
+      load8<kAligned>(x, c, C, xv);
+      load8<kAligned>(dy, c, C, gv);
+      load8<kAligned>(weight, c, C, wv);
+      load8<kAligned>(dx, c, C, d);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) d[e] += r * ((gv[e] * wv[e]) - (xv[e] * r) * mean);
+      store8<kAligned>(dx, c, C, d);
+      if (amax) m = max_abs8(m, d);
+    }
+  }
+  fold_amax(amax, m);
+}
+
+// partial[chunk, c] = sum over the chunk's rows (increasing) of dout * inp * rstd.
+// grid (chunks, ceil(C / kThreads)); one thread per channel: a warp reads 64 contiguous bytes a row.
+__global__ void __launch_bounds__(kThreads) rmsnorm_dweight_partial_kernel(float* __restrict__ partial,
+                                                                           const uint16_t* __restrict__ dout,
+                                                                           const uint16_t* __restrict__ inp,
+                                                                           const float* __restrict__ rstd, int64_t N,
+                                                                           int64_t C) {
+  const int64_t c = static_cast<int64_t>(blockIdx.y) * kThreads + threadIdx.x;
+  if (c >= C) return;
+  const int64_t n0 = static_cast<int64_t>(blockIdx.x) * kNormChunkRows;
+  const int64_t n1 = min(N, n0 + kNormChunkRows);
+  float acc = 0.0f;
+  for (int64_t n = n0; n < n1; ++n) acc += bf16_to_f32(dout[n * C + c]) * (bf16_to_f32(inp[n * C + c]) * rstd[n]);
+  partial[blockIdx.x * C + c] = acc;
+}
+
+// dweight[c] += the sum over chunks of partial[chunk, c], in a fixed order: the chunks are cut
+// into kDwGroups runs of consecutive chunks, each summed in increasing order by one warp, and the
+// runs' sums are added in increasing order. A block takes 32 channels (lane = channel), so each
+// warp reads 128 contiguous bytes a chunk. (The first version summed every chunk in one thread
+// per channel: 3 blocks for C = 768, 115 us a call at 64 x 1024 tokens on the H100.)
+constexpr int kDwGroups = 32;
+__global__ void __launch_bounds__(32 * kDwGroups) rmsnorm_dweight_reduce_kernel(float* __restrict__ dweight,
+                                                                                const float* __restrict__ partial,
+                                                                                int64_t chunks, int64_t C) {
+  __shared__ float sums[kDwGroups][33];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x / 32;
+  const int64_t c = static_cast<int64_t>(blockIdx.x) * 32 + lane;
+  const int64_t per = (chunks + kDwGroups - 1) / kDwGroups;
+  const int64_t ch0 = warp * per, ch1 = min(chunks, ch0 + per);
+  float acc = 0.0f;
+  if (c < C)
+    for (int64_t ch = ch0; ch < ch1; ++ch) acc += partial[ch * C + c];
+  sums[warp][lane] = acc;
+  __syncthreads();
+  if (warp != 0 || c >= C) return;
+  float total = 0.0f;
+  for (int w = 0; w < kDwGroups; ++w) total += sums[w][lane];
+  dweight[c] += total;
+}
+
+}  // namespace
+
+// ---- RMSNorm -------------------------------------------------------------------------------------
+
+void rmsnorm_forward(uint16_t* out, float* rstd, const uint16_t* inp, const uint16_t* weight, int64_t N, int64_t C,
+                     float eps, Stream stream, float* amax) {
+  constexpr const char* op = "rmsnorm_forward";
+  require_nonnegative(op, {{"N", N}, {"C", C}});
+  require(C > 0 || N == 0, op, "C = 0: a row without channels has no RMS");
+  if (N == 0) return;
+  const bool aligned = C % kVec == 0 && aligned16(out) && aligned16(inp) && aligned16(weight);
+  NVFP4_LAUNCH_PRODUCER(aligned, rmsnorm_forward_kernel, N, kRowsPerBlock, amax, stream, out, rstd, inp, weight, N, C,
+                        eps, amax);
+  check_launch(op);
+}
+
+size_t rmsnorm_backward_scratch_bytes(int64_t N, int64_t C) {
+  return sizeof(float) * static_cast<size_t>((N + kNormChunkRows - 1) / kNormChunkRows) * static_cast<size_t>(C);
+}
+
+void rmsnorm_backward(uint16_t* dinp, float* dweight, const uint16_t* dout, const uint16_t* inp,
+                      const uint16_t* weight, const float* rstd, int64_t N, int64_t C, void* scratch, Stream stream,
+                      float* amax_dinp) {
+  constexpr const char* op = "rmsnorm_backward";
+  require_nonnegative(op, {{"N", N}, {"C", C}});
+  if (N == 0 || C == 0) return;
+  if (dinp) {
+    const bool aligned =
+        C % kVec == 0 && aligned16(dinp) && aligned16(dout) && aligned16(inp) && aligned16(weight);
+    NVFP4_LAUNCH_PRODUCER(aligned, rmsnorm_backward_dinp_kernel, N, kRowsPerBlock, amax_dinp, stream, dinp, dout, inp,
+                          weight, rstd, N, C, amax_dinp);
+    check_launch(op);
+  }
+  if (dweight) {
+    require_ptr(scratch, op, "scratch (rmsnorm_backward_scratch_bytes)");
+    const int64_t chunks = (N + kNormChunkRows - 1) / kNormChunkRows;
+    const int64_t channel_blocks = (C + kThreads - 1) / kThreads;
+    require(chunks <= INT_MAX && channel_blocks <= 65535, op, "N or C too large for the launch grid");
+    float* partial = static_cast<float*>(scratch);
+    rmsnorm_dweight_partial_kernel<<<dim3(static_cast<unsigned>(chunks), static_cast<unsigned>(channel_blocks)),
+                                     kThreads, 0, stream>>>(partial, dout, inp, rstd, N, C);
+    check_launch(op);
+    rmsnorm_dweight_reduce_kernel<<<static_cast<unsigned>((C + 31) / 32), 32 * kDwGroups, 0, stream>>>(dweight, partial,
+                                                                                                     chunks, C);
+    check_launch(op);
+  }
+}
+
+}  // namespace nvfp4::cuda

@@ -1,0 +1,140 @@
+// CUDA rotary position embedding (include/nvfp4/cuda_ops.hpp; CPU twin: src/kernels/cpu/rope.cpp).
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <climits>
+#include <cstdint>
+#include <string>
+
+#include "kernels/cuda/ops_common.cuh"
+
+namespace nvfp4::cuda {
+
+using namespace ops_detail;
+
+namespace {
+
+// ---- RoPE ------------------------------------------------------------------------------------------
+//
+// A block takes `tpb` consecutive (b, t) rows. It first computes the cos and sin of their angles
+// into shared memory — half of them per token, each exactly the CPU op's FP32 expression (HF's):
+// inv_freq = 1 / theta^(2i/HS), angle = float(t) * inv_freq — then rotates every head of those
+// tokens with them, so each angle is computed once per token instead of once per head (powf and
+// sincosf cost more than the pair's memory traffic). kVec8: a thread rotates 8 pairs (i..i+7 with
+// i+HS/2..) through 16-byte loads (HS/2 a multiple of 8, tensors 16-byte aligned); else one pair.
+// NOTE: CUDA's powf and sincosf are within 2 ulp, not glibc's bits.
+
+template <int W>
+__device__ __forceinline__ void load_w(const uint16_t* p, float (&v)[W]) {
+  if constexpr (W == 8) load8<true>(p, 0, 8, v);
+  else v[0] = bf16_to_f32(p[0]);
+}
+template <int W>
+__device__ __forceinline__ void store_w(uint16_t* p, const float (&v)[W]) {
+  if constexpr (W == 8) store8<true>(p, 0, 8, v);
+  else p[0] = f32_to_bf16(v[0]);
+}
+
+template <bool kBackward, bool kVec8>
+__global__ void __launch_bounds__(kThreads) rope_kernel(uint16_t* out, const uint16_t* inp, int tokens /* B*T */,
+                                                        int T, int NH, int HS, int tpb, float theta, float* amax,
+                                                        bool accumulate) {
+  extern __shared__ float2 rope_cs[];  // [tpb][HS/2]: (cos, sin)
+  constexpr int W = kVec8 ? 8 : 1;
+  const int half = HS / 2;
+  const int tok0 = blockIdx.x * tpb;
+  const int ntok = min(tpb, tokens - tok0);
+  for (int j = threadIdx.x; j < ntok * half; j += blockDim.x) {
+    const int i = j % half, t = (tok0 + j / half) % T;
+    const float inv_freq = 1.0f / powf(theta, static_cast<float>(2 * i) / static_cast<float>(HS));
+    const float angle = static_cast<float>(t) * inv_freq;
+    float sn, cs;
+    sincosf(angle, &sn, &cs);
+    rope_cs[j] = make_float2(cs, sn);
+  }
+  __syncthreads();
+  const int per_head = half / W, per_tok = NH * per_head;
+  float m = 0.0f;
+  for (int u = threadIdx.x; u < ntok * per_tok; u += blockDim.x) {
+    const int tt = u / per_tok, r = u % per_tok;
+    const int h = r / per_head, i0 = (r % per_head) * W;
+    const int64_t base = (static_cast<int64_t>(tok0 + tt) * NH + h) * HS + i0;
+    const float2* cs = rope_cs + tt * half + i0;
+    float x1[W], x2[W], y1[W], y2[W];
+    load_w<W>(inp + base, x1);  // both halves read first: out may be inp
+    load_w<W>(inp + base + half, x2);
+    if constexpr (!kBackward) {
+#pragma unroll
+      for (int e = 0; e < W; ++e) {
+        y1[e] = x1[e] * cs[e].x - x2[e] * cs[e].y;
+        y2[e] = x2[e] * cs[e].x + x1[e] * cs[e].y;
+      }
+    } else {
+      // The transpose of [[c, -s], [s, c]] is the rotation by -angle; added to dinp, or written.
+      if (accumulate) {
+        load_w<W>(out + base, y1);
+        load_w<W>(out + base + half, y2);
+      } else {
+#pragma unroll
+        for (int e = 0; e < W; ++e) y1[e] = y2[e] = 0.0f;
+      }
+#pragma unroll
+      for (int e = 0; e < W; ++e) {
+        y1[e] += x1[e] * cs[e].x + x2[e] * cs[e].y;
+        y2[e] += x2[e] * cs[e].x - x1[e] * cs[e].y;
+        if (amax) m = fmaxf(m, fmaxf(fabsf(y1[e]), fabsf(y2[e])));
+      }
+    }
+    store_w<W>(out + base, y1);
+    store_w<W>(out + base + half, y2);
+  }
+  fold_amax(amax, m);
+}
+
+}  // namespace
+
+// ---- RoPE ------------------------------------------------------------------------------------------
+
+namespace {
+void rope_check(const char* op, int64_t B, int64_t T, int64_t NH, int64_t HS, float theta) {
+  require_nonnegative(op, {{"B", B}, {"T", T}, {"NH", NH}, {"HS", HS}});
+  require(HS % 2 == 0, op, "HS = " + std::to_string(HS) + " is odd; rotate_half pairs i with i + HS/2");
+  require(theta > 0.0f, op, "theta = " + std::to_string(theta) + " must be positive");
+  require(B * T <= INT_MAX && NH <= INT_MAX / std::max<int64_t>(HS, 1), op, "B*T or NH*HS exceeds the kernel's int range");
+}
+
+template <bool kBackward>
+void launch_rope(uint16_t* out, const uint16_t* inp, int64_t B, int64_t T, int64_t NH, int64_t HS, float theta,
+                 Stream stream, float* amax, bool accumulate) {
+  const int64_t half = HS / 2, tokens = B * T;
+  // Tokens per block: up to 16, fewer for wide heads (16 KiB of angles at most).
+  const int64_t tpb = std::clamp<int64_t>(2048 / half, 1, 16);
+  const unsigned grid = static_cast<unsigned>((tokens + tpb - 1) / tpb);
+  const size_t smem = sizeof(float2) * static_cast<size_t>(tpb * half);
+  const bool vec = half % 8 == 0 && aligned16(out) && aligned16(inp);
+  const auto kernel = vec ? rope_kernel<kBackward, true> : rope_kernel<kBackward, false>;
+  kernel<<<grid, kThreads, smem, stream>>>(out, inp, static_cast<int>(tokens), static_cast<int>(T),
+                                           static_cast<int>(NH), static_cast<int>(HS), static_cast<int>(tpb), theta,
+                                           amax, accumulate);
+}
+}  // namespace
+
+void rope_forward(uint16_t* out, const uint16_t* inp, int64_t B, int64_t T, int64_t NH, int64_t HS, float theta,
+                  Stream stream) {
+  rope_check("rope_forward", B, T, NH, HS, theta);
+  const int64_t rows = B * T * NH;
+  if (rows == 0 || HS == 0) return;
+  launch_rope<false>(out, inp, B, T, NH, HS, theta, stream, nullptr, false);
+  check_launch("rope_forward");
+}
+
+void rope_backward(uint16_t* dinp, const uint16_t* dout, int64_t B, int64_t T, int64_t NH, int64_t HS, float theta,
+                   Stream stream, float* amax, bool accumulate) {
+  rope_check("rope_backward", B, T, NH, HS, theta);
+  const int64_t rows = B * T * NH;
+  if (rows == 0 || HS == 0) return;
+  launch_rope<true>(dinp, dout, B, T, NH, HS, theta, stream, amax, accumulate);
+  check_launch("rope_backward");
+}
+
+}  // namespace nvfp4::cuda

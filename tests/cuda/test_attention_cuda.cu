@@ -1,0 +1,169 @@
+// CUDA attention (src/kernels/cuda/attention.cu) against the CPU op: values, causality, determinism.
+// Harness and tolerance rule: test_ops_cuda_support.hpp.
+#include <cuda_runtime.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "cuda/test_ops_cuda_support.hpp"
+#include "kernels/cpu/ops.hpp"
+#include "nvfp4/cuda_ops.hpp"
+#include "support/cuda_test.hpp"
+
+namespace {
+
+using namespace cuda_ops_test;
+
+struct AttShape {
+  int64_t B, T, NH, NKV, HS;
+  int64_t offset;  // BF16 elements before every BF16 tensor: 1 makes them misaligned (scalar path)
+};
+
+// T = 100, 257 and 130: not multiples of the 64-row tile; NKV < NH (grouped) and = NH; T = 1.
+const AttShape kAttShapes[] = {
+    {2, 100, 4, 2, 64, 0}, {1, 257, 8, 2, 128, 0}, {2, 64, 4, 4, 32, 0}, {1, 1, 2, 1, 64, 0}, {1, 130, 6, 3, 32, 1}};
+
+TEST(CudaOps, AttentionMatchesCpu) {
+  REQUIRE_GPU();
+  uint64_t seed = 300;
+  for (const auto& s : kAttShapes) {
+    const int64_t B = s.B, T = s.T, NH = s.NH, NKV = s.NKV, HS = s.HS, G = NH / NKV;
+    SCOPED_TRACE("B=" + std::to_string(B) + " T=" + std::to_string(T) + " NH=" + std::to_string(NH) +
+                 " NKV=" + std::to_string(NKV) + " HS=" + std::to_string(HS) + " offset=" + std::to_string(s.offset));
+    const int64_t nq = B * T * NH * HS, nk = B * T * NKV * HS;
+    const auto q = randn_bf16(nq, ++seed, 1.5f), k = randn_bf16(nk, ++seed, 1.5f), v = randn_bf16(nk, ++seed);
+    const auto dout = randn_bf16(nq, ++seed);
+    std::vector<float> out(nq), att(B * NH * T * T), dq(nq, 0.0f), dk(nk, 0.0f), dv(nk, 0.0f), datt(B * NH * T * T);
+    cpu::attention_forward(out.data(), att.data(), q.data(), k.data(), v.data(), B, T, NH, NKV, HS);
+    cpu::attention_backward(dq.data(), dk.data(), dv.data(), datt.data(), dout.data(), q.data(), k.data(), v.data(),
+                            att.data(), B, T, NH, NKV, HS);
+
+    const int64_t off = s.offset;
+    auto padded = [&](const std::vector<float>& x) {
+      std::vector<uint16_t> b(off, 0);
+      const auto bits = to_bits(x);
+      b.insert(b.end(), bits.begin(), bits.end());
+      return b;
+    };
+    auto unpadded = [&](const DeviceBuffer<uint16_t>& d) {
+      const auto x = download_bf16(d);
+      return std::vector<float>(x.begin() + off, x.end());
+    };
+    DeviceBuffer<uint16_t> d_q(padded(q)), d_k(padded(k)), d_v(padded(v)), d_dout(padded(dout)), d_out(nq + off),
+        d_dq(nq + off), d_dk(nk + off), d_dv(nk + off);
+    DeviceBuffer<float> d_lse(B * NH * T);
+    DeviceBuffer<uint8_t> scratch(cu::attention_backward_scratch_bytes(B, T, NH));
+    cu::attention_forward(d_out.ptr + off, d_lse.ptr, d_q.ptr + off, d_k.ptr + off, d_v.ptr + off, B, T, NH, NKV, HS,
+                          nullptr);
+    cu::attention_backward(d_dq.ptr + off, d_dk.ptr + off, d_dv.ptr + off, d_dout.ptr + off, d_out.ptr + off,
+                           d_q.ptr + off, d_k.ptr + off, d_v.ptr + off, d_lse.ptr, B, T, NH, NKV, HS, scratch.ptr,
+                           nullptr);
+    CUDA_OK(cudaDeviceSynchronize());
+
+    // Magnitudes in double from the CPU's probabilities (see the file comment).
+    const double scale = 1.0 / std::sqrt(double(HS));
+    std::vector<double> mag_out(nq, 0.0), lse_ref(B * NH * T), lse_mag(B * NH * T);
+    std::vector<double> mag_dq(nq, 0.0), magD_dq(nq, 0.0), mag_dk(nk, 0.0), magD_dk(nk, 0.0), mag_dv(nk, 0.0);
+    std::vector<double> sc(T), dp(T);
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t h = 0; h < NH; ++h)
+        for (int64_t t = 0; t < T; ++t) {
+          const int64_t kvh = h / G;
+          const float* qr = &q[((b * T + t) * NH + h) * HS];
+          const float* dor = &dout[((b * T + t) * NH + h) * HS];
+          const float* orow = &out[((b * T + t) * NH + h) * HS];
+          const float* arow = &att[((b * NH + h) * T + t) * T];
+          double mx = -INFINITY, D = 0.0, absD = 0.0, maxabs = 0.0;
+          for (int64_t i = 0; i < HS; ++i) D += double(dor[i]) * orow[i], absD += std::fabs(double(dor[i]) * orow[i]);
+          for (int64_t t2 = 0; t2 <= t; ++t2) {
+            const float* kr = &k[((b * T + t2) * NKV + kvh) * HS];
+            const float* vr = &v[((b * T + t2) * NKV + kvh) * HS];
+            double dot = 0.0, dpv = 0.0;
+            for (int64_t i = 0; i < HS; ++i) dot += double(qr[i]) * kr[i], dpv += double(dor[i]) * vr[i];
+            sc[t2] = dot * scale;
+            dp[t2] = dpv;
+            mx = std::max(mx, sc[t2]);
+            maxabs = std::max(maxabs, std::fabs(sc[t2]));
+          }
+          double sum = 0.0;
+          for (int64_t t2 = 0; t2 <= t; ++t2) sum += std::exp(sc[t2] - mx);
+          const int64_t row = (b * NH + h) * T + t;
+          lse_ref[row] = mx + std::log(sum);
+          lse_mag[row] = 1.0 + std::fabs(lse_ref[row]) + maxabs;
+          for (int64_t t2 = 0; t2 <= t; ++t2) {
+            const double p = arow[t2];
+            const double ds = p * (std::fabs(dp[t2]) + std::fabs(D)), dsD = p * absD;
+            const int64_t ko = ((b * T + t2) * NKV + kvh) * HS, qo = ((b * T + t) * NH + h) * HS;
+            for (int64_t i = 0; i < HS; ++i) {
+              mag_out[qo + i] += p * std::fabs(v[ko + i]);
+              mag_dq[qo + i] += scale * ds * std::fabs(k[ko + i]);
+              magD_dq[qo + i] += scale * dsD * std::fabs(k[ko + i]);
+              mag_dk[ko + i] += scale * ds * std::fabs(q[qo + i]);
+              magD_dk[ko + i] += scale * dsD * std::fabs(q[qo + i]);
+              mag_dv[ko + i] += p * std::fabs(dout[qo + i]);
+            }
+          }
+        }
+    // + 2^-8 mag: the BF16 rounding of P (dS) before the tensor-core product (file comment).
+    auto with_P = [&](std::vector<double> e, const std::vector<double>& mag) {
+      for (size_t i = 0; i < e.size(); ++i) e[i] += kBf16 * mag[i];
+      return e;
+    };
+    EXPECT_TRUE(close("out", unpadded(d_out), out, 1, with_P(reassoc(double(T + HS), mag_out), mag_out)));
+    const std::vector<float> lse_ref_f(lse_ref.begin(), lse_ref.end());
+    EXPECT_TRUE(close("lse", d_lse.download(), lse_ref_f, 0, reassoc(double(T + HS), lse_mag)));
+    // K = 4 (G T + HS): the reductions, x4 for the recomputed probabilities (lse, scores).
+    const double Kb = 4.0 * double(G * T + HS);
+    auto with_D = [&](std::vector<double> e, const std::vector<double>& magD) {
+      for (size_t i = 0; i < e.size(); ++i) e[i] += 2.0 * kBf16 * magD[i];
+      return e;
+    };
+    EXPECT_TRUE(close("dq", unpadded(d_dq), dq, 1, with_P(with_D(reassoc(Kb, mag_dq), magD_dq), mag_dq)));
+    EXPECT_TRUE(close("dk", unpadded(d_dk), dk, 1, with_P(with_D(reassoc(Kb, mag_dk), magD_dk), mag_dk)));
+    EXPECT_TRUE(close("dv", unpadded(d_dv), dv, 1, with_P(reassoc(Kb, mag_dv), mag_dv)));
+  }
+}
+
+TEST(CudaOps, AttentionCausalAndDeterministic) {
+  REQUIRE_GPU();
+  const int64_t B = 2, T = 200, NH = 8, NKV = 2, HS = 64;
+  const int64_t nq = B * T * NH * HS, nk = B * T * NKV * HS;
+  auto q = randn_bf16(nq, 41), k = randn_bf16(nk, 42), v = randn_bf16(nk, 43);
+  const auto dout = randn_bf16(nq, 44);
+  DeviceBuffer<uint16_t> d_q(to_bits(q)), d_k(to_bits(k)), d_v(to_bits(v)), d_dout(to_bits(dout)), d_out(nq),
+      d_dq(nq), d_dk(nk), d_dv(nk);
+  DeviceBuffer<float> d_lse(B * NH * T);
+  DeviceBuffer<uint8_t> scratch(cu::attention_backward_scratch_bytes(B, T, NH));
+  cu::attention_forward(d_out.ptr, d_lse.ptr, d_q.ptr, d_k.ptr, d_v.ptr, B, T, NH, NKV, HS, nullptr);
+  const auto out0 = d_out.download();
+  std::vector<uint16_t> g[2][3];
+  for (int run = 0; run < 2; ++run) {
+    d_dq.poison(), d_dk.poison(), d_dv.poison();
+    cu::attention_backward(d_dq.ptr, d_dk.ptr, d_dv.ptr, d_dout.ptr, d_out.ptr, d_q.ptr, d_k.ptr, d_v.ptr, d_lse.ptr, B,
+                           T, NH, NKV, HS, scratch.ptr, nullptr);
+    g[run][0] = d_dq.download(), g[run][1] = d_dk.download(), g[run][2] = d_dv.download();
+  }
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(first_diff(g[0][i], g[1][i]), -1) << "gradient " << i << " differs between runs";
+
+  // Causality: changing k and v at positions >= 150 leaves every output row t < 150 bit-identical.
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t t = 150; t < T; ++t)
+      for (int64_t i = 0; i < NKV * HS; ++i) {
+        k[(b * T + t) * NKV * HS + i] = bf16_round(k[(b * T + t) * NKV * HS + i] + 1.0f);
+        v[(b * T + t) * NKV * HS + i] = bf16_round(-v[(b * T + t) * NKV * HS + i]);
+      }
+  d_k.upload(to_bits(k));
+  d_v.upload(to_bits(v));
+  cu::attention_forward(d_out.ptr, d_lse.ptr, d_q.ptr, d_k.ptr, d_v.ptr, B, T, NH, NKV, HS, nullptr);
+  const auto out1 = d_out.download();
+  for (int64_t b = 0; b < B; ++b) {
+    const size_t lo = size_t(b * T) * NH * HS, hi = lo + size_t(150) * NH * HS;
+    EXPECT_TRUE(std::equal(out0.begin() + lo, out0.begin() + hi, out1.begin() + lo)) << "batch " << b;
+  }
+}
+
+}  // namespace

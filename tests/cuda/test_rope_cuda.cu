@@ -1,0 +1,68 @@
+// CUDA RoPE (src/kernels/cuda/rope.cu) against the CPU op. Harness and tolerance rule:
+// test_ops_cuda_support.hpp.
+#include <cuda_runtime.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "cuda/test_ops_cuda_support.hpp"
+#include "kernels/cpu/ops.hpp"
+#include "nvfp4/cuda_ops.hpp"
+#include "support/cuda_test.hpp"
+
+namespace {
+
+using namespace cuda_ops_test;
+
+// Extra tolerance of a rotated element at position t: |x1| + |x2| times the angle's error.
+// The angle t * inv_freq carries the few-ulp error of powf (relative), so its absolute error
+// grows with t: 2^-20 * (1 + t) covers 8 ulp of the angle plus 8 ulp of sin/cos.
+std::vector<double> rope_extra(const std::vector<float>& x, const HeadShape& s) {
+  std::vector<double> e(x.size());
+  const int64_t half = s.HS / 2;
+  for (int64_t row = 0; row < s.B * s.T * s.NH; ++row) {
+    const int64_t t = (row / s.NH) % s.T;
+    for (int64_t i = 0; i < half; ++i) {
+      const double a = std::fabs(x[row * s.HS + i]) + std::fabs(x[row * s.HS + i + half]);
+      e[row * s.HS + i] = e[row * s.HS + i + half] = std::ldexp(1.0, -20) * (1.0 + t) * a;
+    }
+  }
+  return e;
+}
+
+TEST(CudaOps, RopeMatchesCpu) {
+  REQUIRE_GPU();
+  uint64_t seed = 200;
+  for (const auto& s : kRopeShapes) {
+    SCOPED_TRACE("B=" + std::to_string(s.B) + " T=" + std::to_string(s.T) + " NH=" + std::to_string(s.NH) +
+                 " HS=" + std::to_string(s.HS));
+    const int64_t n = s.B * s.T * s.NH * s.HS;
+    const auto x = randn_bf16(n, ++seed), dy = randn_bf16(n, ++seed), dx0 = randn_bf16(n, ++seed);
+    std::vector<float> out(n), dx = dx0;
+    cpu::rope_forward(out.data(), x.data(), s.B, s.T, s.NH, s.HS, 10000.0f);
+    cpu::rope_backward(dx.data(), dy.data(), s.B, s.T, s.NH, s.HS, 10000.0f);
+
+    DeviceBuffer<uint16_t> d_x(to_bits(x)), d_out(n), d_inplace(to_bits(x)), d_dy(to_bits(dy)), d_dx(to_bits(dx0));
+    cu::rope_forward(d_out.ptr, d_x.ptr, s.B, s.T, s.NH, s.HS, 10000.0f, nullptr);
+    cu::rope_forward(d_inplace.ptr, d_inplace.ptr, s.B, s.T, s.NH, s.HS, 10000.0f, nullptr);
+    cu::rope_backward(d_dx.ptr, d_dy.ptr, s.B, s.T, s.NH, s.HS, 10000.0f, nullptr);
+    CUDA_OK(cudaDeviceSynchronize());
+    const auto gout = d_out.download();
+    EXPECT_TRUE(close("out", from_bits(gout), out, 1, rope_extra(x, s)));
+    EXPECT_EQ(first_diff(gout, d_inplace.download()), -1) << "in place differs from out of place";
+    // The old dinp enters one FP32 addition, rounded once with the output.
+    EXPECT_TRUE(close("dinp (+=)", download_bf16(d_dx), dx, 1, rope_extra(dy, s)));
+    // accumulate = false writes dinp without reading it (NaN there stays out of the result):
+    // the bits of accumulating onto zeros.
+    DeviceBuffer<uint16_t> d_zero(std::vector<uint16_t>(n, 0)), d_nan(std::vector<uint16_t>(n, 0x7FC0));
+    cu::rope_backward(d_zero.ptr, d_dy.ptr, s.B, s.T, s.NH, s.HS, 10000.0f, nullptr);
+    cu::rope_backward(d_nan.ptr, d_dy.ptr, s.B, s.T, s.NH, s.HS, 10000.0f, nullptr, nullptr, false);
+    EXPECT_EQ(first_diff(d_zero.download(), d_nan.download()), -1) << "rope_backward without accumulation";
+  }
+}
+
+}  // namespace

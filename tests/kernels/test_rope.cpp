@@ -1,0 +1,99 @@
+// CPU reference RoPE (src/kernels/cpu/rope.cpp): the gradient check and the HF convention.
+// Harness: test_cpu_ops_support.hpp.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "kernels/cpu/ops.hpp"
+#include "kernels/test_cpu_ops_support.hpp"
+#include "nvfp4/error.hpp"
+
+namespace {
+
+using namespace cpu_ops_test;
+
+// HF Llama: cos/sin of cat(freqs, freqs), q * cos + rotate_half(q) * sin, rotate_half(x) = cat(-x2, x1).
+Vd ref_rope(const Vd& inp, int64_t B, int64_t T, int64_t NH, int64_t HS, double theta) {
+  Vd out(inp.size());
+  const int64_t half = HS / 2;
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t h = 0; h < NH; ++h)
+        for (int64_t d = 0; d < HS; ++d) {
+          const int64_t base = ((b * T + t) * NH + h) * HS;
+          const double angle = t / std::pow(theta, 2.0 * (d % half) / HS);
+          const double rot = d < half ? -inp[base + d + half] : inp[base + d - half];
+          out[base + d] = inp[base + d] * std::cos(angle) + rot * std::sin(angle);
+        }
+  return out;
+}
+
+TEST(CpuOpsGrad, Rope) {
+  GradCase gc;
+  gc.name = "rope";
+  gc.inputs = {randn(B * T * NH * HS, 5)};
+  gc.input_names = {"inp"};
+  gc.K = 8;
+  gc.ref = [](const std::vector<Vd>& x) { return ref_rope(x[0], B, T, NH, HS, 10000.0); };
+  gc.fwd = [](const std::vector<Vf>& x) {
+    Vf out(x[0].size());
+    cpu::rope_forward(out.data(), x[0].data(), B, T, NH, HS);
+    return out;
+  };
+  gc.bwd = [](std::vector<Vf>& g, const Vf& dout, const std::vector<Vf>&) {
+    cpu::rope_backward(g[0].data(), dout.data(), B, T, NH, HS);
+  };
+  run_grad_case(gc);
+}
+
+TEST(CpuOpsRope, PositionZeroIsIdentityAndNormsArePreserved) {
+  constexpr int64_t T6 = 6;
+  const Vf x = randn(B * T6 * NH * HS, 51);
+  Vf y(x.size());
+  cpu::rope_forward(y.data(), x.data(), B, T6, NH, HS);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t t = 0; t < T6; ++t)
+      for (int64_t h = 0; h < NH; ++h) {
+        const int64_t base = ((b * T6 + t) * NH + h) * HS;
+        double nx = 0.0, ny = 0.0;
+        for (int64_t i = 0; i < HS; ++i) {
+          nx += double(x[base + i]) * x[base + i];
+          ny += double(y[base + i]) * y[base + i];
+          if (t == 0) {
+            EXPECT_EQ(std::bit_cast<uint32_t>(y[base + i]), std::bit_cast<uint32_t>(x[base + i]));
+          }
+        }
+        EXPECT_NEAR(std::sqrt(ny), std::sqrt(nx), 8 * kEps32 * std::sqrt(nx)) << "b=" << b << " t=" << t;
+      }
+  // in place gives the same bits
+  Vf z = x;
+  cpu::rope_forward(z.data(), z.data(), B, T6, NH, HS);
+  EXPECT_TRUE(same_bits(z, y));
+}
+
+// rotate_half, not interleaved: at t = 1, e_0 rotates by 1 radian into component HS/2 (not 1).
+TEST(CpuOpsRope, PairsIWithIPlusHalf) {
+  Vf x(2 * HS, 0.0f);  // (B=1, T=2, NH=1, HS)
+  x[HS + 0] = 1.0f;    // position 1, component 0
+  Vf y(x.size());
+  cpu::rope_forward(y.data(), x.data(), 1, 2, 1, HS);
+  EXPECT_NEAR(y[HS + 0], std::cos(1.0), 4 * kEps32);
+  EXPECT_NEAR(y[HS + HS / 2], std::sin(1.0), 4 * kEps32);
+  for (int64_t i = 1; i < HS; ++i)
+    if (i != HS / 2) {
+      EXPECT_EQ(y[HS + i], 0.0f) << i;
+    }
+  // the last pair turns slowest: angle = 1 / theta^((HS-2)/HS)
+  Vf x2(2 * HS, 0.0f), y2(x2.size());
+  x2[HS + HS / 2 - 1] = 1.0f;
+  cpu::rope_forward(y2.data(), x2.data(), 1, 2, 1, HS);
+  const double a = 1.0 / std::pow(10000.0, double(HS - 2) / HS);
+  EXPECT_NEAR(y2[HS + HS / 2 - 1], std::cos(a), 4 * kEps32);
+  EXPECT_NEAR(y2[HS + HS - 1], std::sin(a), 4 * kEps32);
+  EXPECT_THROW(cpu::rope_forward(y.data(), x.data(), 1, 2, 1, 7), nvfp4::Error);  // odd HS
+}
+
+}  // namespace
