@@ -27,8 +27,7 @@ struct ExportArgs {
 
 void run(const ExportArgs& a) {
   model::CpuModel m = train::load_checkpoint_model(a.checkpoint);
-  const std::string tok_name = train::checkpoint_tokenizer(a.checkpoint);
-  const auto tok = io::make_tokenizer(tok_name);
+  const auto tok = train::load_checkpoint_tokenizer(a.checkpoint);
   const model::ModelConfig& c = m.config();
   const fs::path dir(a.dir);
   if (fs::exists(dir) && !fs::is_directory(dir)) throw Error(a.dir + " exists and is not a folder");

@@ -49,7 +49,7 @@ void run(const SampleArgs& a) {
   if (a.tokens < 1) throw Error("--tokens must be >= 1");
   if (a.temperature < 0) throw Error("--temperature must be >= 0 (0: greedy)");
   model::CpuModel m = train::load_checkpoint_model(a.checkpoint);
-  const auto tok = io::make_tokenizer(train::checkpoint_tokenizer(a.checkpoint));
+  const auto tok = train::load_checkpoint_tokenizer(a.checkpoint);
   std::vector<int32_t> seq = {tok->eot_token()};  // documents start with end-of-text in training
   tok->encode_append(a.prompt, seq);
   const size_t prompt_len = seq.size();
