@@ -22,6 +22,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <limits>
 #include <type_traits>
 #include <utility>
@@ -425,32 +426,20 @@ namespace {
 // The first 1024 bytes of a shard and its size, checked (parse_shard_header): enough to compare
 // a shard with its manifest entry without mapping its tokens.
 ShardHeader read_shard_header(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    const int err = errno;
-    fail(path, "cannot open this shard listed in the dataset manifest: " + errno_text(err) +
+  std::error_code ec;
+  const fs::file_status st = fs::status(path, ec);
+  if (ec || !fs::exists(st)) {
+    fail(path, "cannot open this shard listed in the dataset manifest: " +
+                   (ec ? ec.message() : std::string("no such file")) +
                    "; the dataset is incomplete, remake it with `nvfp4 data --force`");
   }
-  struct stat st {};
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd);
-    fail(path, "is not a regular file; a token shard is a .bin file written by `nvfp4 data`");
-  }
-  const auto file_bytes = static_cast<uint64_t>(st.st_size);
-  int32_t h[kShardHeaderInts];
-  size_t got = 0;
-  while (file_bytes >= static_cast<uint64_t>(kShardHeaderBytes) && got < sizeof h) {
-    const ssize_t r = ::pread(fd, reinterpret_cast<char*>(h) + got, sizeof h - got, static_cast<off_t>(got));
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) {
-      const int err = r < 0 ? errno : EIO;
-      ::close(fd);
-      fail(path, "cannot read the shard header: " + errno_text(err));
-    }
-    got += static_cast<size_t>(r);
-  }
-  ::close(fd);
+  if (!fs::is_regular_file(st)) fail(path, "is not a regular file; a token shard is a .bin file written by `nvfp4 data`");
+  const uint64_t file_bytes = fs::file_size(path, ec);
+  if (ec) fail(path, "cannot read the shard's size: " + ec.message());
   if (file_bytes < static_cast<uint64_t>(kShardHeaderBytes)) fail(path, too_short(file_bytes));
+  int32_t h[kShardHeaderInts];
+  std::ifstream f(path, std::ios::binary);
+  if (!f.read(reinterpret_cast<char*>(h), sizeof h)) fail(path, "cannot read the 1024-byte shard header");
   return parse_shard_header(path, h, file_bytes);
 }
 

@@ -320,6 +320,8 @@ TEST_F(DatasetTest, ShardOfAnotherSizeTokenizerOrWidthIsRefused) {
   Contains(error_of([&] { io::open_token_dataset((dir_ / "d").string()); }), {shard.string(), "4-byte tokens", "says 2"});
   Write(shard, good);
   EXPECT_NO_THROW(io::open_token_dataset((dir_ / "d").string()));
+  fs::remove(shard);
+  Contains(error_of([&] { io::open_token_dataset((dir_ / "d").string()); }), {shard.string(), "listed in the dataset manifest"});
 }
 
 TEST_F(DatasetTest, IdentityFollowsTheDataNotTheFolder) {
