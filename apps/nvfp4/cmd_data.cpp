@@ -90,6 +90,7 @@ void run_data(DataArgs& a) {
   a.o.tool = std::string("nvfp4 ") + NVFP4_VERSION;
   Progress progress;
   const io::DataSummary s = io::build_token_dataset(a.o, [&](uint64_t d, uint64_t t) { progress(d, t); });
+  for (const auto& c : s.cleaned) std::fprintf(stderr, "left by a killed run: %s\n", c.c_str());
 
   const auto tok = io::make_tokenizer(a.o.tokenizer);
   int64_t docs = 0;

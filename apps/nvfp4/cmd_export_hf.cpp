@@ -35,8 +35,7 @@ void run(const ExportArgs& a) {
   io::require_output_folder("output folder", a.dir);
   for (const char* name : kWritten) io::refuse_output_over_input((dir / name).string(), {a.checkpoint});
   model::CpuModel m = train::load_checkpoint_model(a.checkpoint);
-  const std::string tok_name = train::checkpoint_tokenizer(a.checkpoint);
-  const auto tok = io::make_tokenizer(tok_name);
+  const auto tok = train::load_checkpoint_tokenizer(a.checkpoint);
   const model::ModelConfig& c = m.config();
   if (fs::exists(dir) && !fs::is_empty(dir) && !a.force) {
     throw Error(a.dir + " is not empty; choose another folder or pass --force to replace the files this writes");

@@ -26,7 +26,7 @@ struct SampleArgs {
 void run(const SampleArgs& a) {
   infer::validate(a.sampling);
   model::CpuModel m = train::load_checkpoint_model(a.checkpoint);
-  const auto tok = io::make_tokenizer(train::checkpoint_tokenizer(a.checkpoint));
+  const auto tok = train::load_checkpoint_tokenizer(a.checkpoint);
   const infer::TextGeneration g = infer::complete(m, *tok, a.prompt, a.tokens, a.sampling);
   if (a.json) {
     nlohmann::ordered_json j;

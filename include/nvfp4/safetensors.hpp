@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -131,5 +132,24 @@ std::vector<std::string> write_sharded(const std::string& dir, const std::vector
 
 // Write bytes to path atomically (temp file in the same folder + fsync + rename).
 void write_file_atomic(const std::string& path, std::span<const uint8_t> bytes);
+
+// ---- temporary files of writers that were killed -------------------------------------------
+//
+// Every atomic write above goes through DIR/.NAME.tmp.<pid>.<n> (pid: the writing process, n: a
+// per-process counter) and renames it to DIR/NAME; a writer killed in between (kill -9, power
+// loss) leaves the temp file behind. The pid in the name says whose it is.
+
+// The pid in `file_name` (no folder) when it is ".X.<tag>.<pid>" or ".X.<tag>.<pid>.<n>" with X
+// not empty and pid > 0 (tag "tmp": write_file_atomic's temp files); nullopt otherwise.
+std::optional<int64_t> temp_name_pid(std::string_view file_name, std::string_view tag = "tmp");
+// True when no process `pid` exists on this machine (kill(pid, 0) fails with ESRCH). A process
+// of another user (EPERM) exists. NOTE: pids are per pid namespace: a writer in another
+// container sharing the folder cannot be seen, so do not share an output folder across them.
+bool process_is_gone(int64_t pid);
+// Deletes the regular files in `dir` named by temp_name_pid() whose process is gone; a running
+// process's temp files (this one's included) and every other file are left alone. Returns the
+// paths deleted. A missing `dir` is nothing to do; a failed delete is an nvfp4::Error naming the
+// file. Called when a folder is opened for writing (train --out, data --out).
+std::vector<std::string> remove_stale_temp_files(const std::string& dir);
 
 }  // namespace nvfp4::io

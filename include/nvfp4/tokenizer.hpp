@@ -7,15 +7,17 @@
 // takes a `const Tokenizer&` keeps working.
 //
 // What a tokenizer must provide, beyond encode/decode:
-//   - vocab_size(): token ids are in [0, vocab_size). Shards store uint16 tokens, so a tokenizer
-//     used for shards needs vocab_size() <= 65536 (checked by the shard writer).
+//   - vocab_size(): token ids are in [0, vocab_size). Shards store uint16 tokens up to 65,536
+//     ids and uint32 above (shard_token_bytes in nvfp4/token_shards.hpp).
 //   - eot_token(): the end-of-text id the data pipeline puts before every document.
 //   - shard_id(): the small integer recorded in every shard header (slot 4) so a shard says which
 //     tokenizer made it; ids are registered in kTokenizerIds below and are never reused.
 //   - describe(): a JSON object (as text) that identifies the tokenizer completely: it is stored
-//     in the dataset manifest and will be stored in checkpoints, and two tokenizers with equal
-//     descriptions must tokenize identically. A BPE tokenizer puts its vocabulary file and a
-//     hash of it there.
+//     in the dataset manifest and in every checkpoint ("nvfp4.tokenizer"), and two tokenizers with
+//     equal descriptions must tokenize identically. Keys: "name" (what make_tokenizer() takes),
+//     "kind" ("byte"; "bpe" later), "vocab_size", "eot_token", "special_tokens" ({text: id}),
+//     "shard_id", "version"; a BPE tokenizer adds "tokenizer_json" (the tokenizer.json content)
+//     or "tokenizer_json_sha256" (its hash, with the file beside the model).
 #pragma once
 
 #include <cstdint>
@@ -83,5 +85,12 @@ std::unique_ptr<Tokenizer> make_tokenizer(const std::string& name);
 
 // The names make_tokenizer() knows, for --help and error messages.
 std::vector<std::string> tokenizer_names();
+
+// The tokenizer a stored description names: `description` is describe()'s JSON object, or a
+// bare name (what checkpoints before the description held, e.g. "byte"). The tokenizer is made
+// by name and must match the description's vocab_size and eot_token (else this build's
+// tokenizer of that name tokenizes differently). Errors are nvfp4::Error naming `source` (the
+// file it came from) and the field.
+std::unique_ptr<Tokenizer> make_tokenizer_from_description(const std::string& description, const std::string& source);
 
 }  // namespace nvfp4::io

@@ -19,6 +19,7 @@
 #include "nvfp4/safetensors.hpp"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -26,6 +27,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <charconv>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -451,7 +453,8 @@ Header parse_header_impl(std::span<const uint8_t> image, std::string_view file) 
 
 std::atomic<uint64_t> g_temp_counter{0};
 
-// Writes `chunks` back to back into `path` atomically (see write_file_atomic).
+// Writes `chunks` back to back into `path` atomically (see write_file_atomic). The temp name,
+// .NAME.tmp.<pid>.<n>, is what temp_name_pid() parses: remove_stale_temp_files() relies on it.
 void write_atomic(const std::string& path, std::span<const std::span<const uint8_t>> chunks) {
   if (path.empty()) throw Error("cannot write a file with an empty path");
   const fs::path target(path);
@@ -915,6 +918,53 @@ void write_file(const std::string& path, const std::vector<std::pair<std::string
 void write_file_atomic(const std::string& path, std::span<const uint8_t> bytes) {
   const std::span<const uint8_t> one[1] = {bytes};
   write_atomic(path, one);
+}
+
+std::optional<int64_t> temp_name_pid(std::string_view name, std::string_view tag) {
+  // ".X.<tag>.<pid>" or ".X.<tag>.<pid>.<n>", X not empty: find ".<tag>." after the first char.
+  const std::string mid = "." + std::string(tag) + ".";
+  if (name.size() < 2 || name[0] != '.') return std::nullopt;
+  const size_t at = name.rfind(mid);
+  if (at == std::string_view::npos || at < 2) return std::nullopt;
+  std::string_view rest = name.substr(at + mid.size());
+  const size_t dot = rest.find('.');
+  const std::string_view pid_s = rest.substr(0, dot);
+  const auto digits = [](std::string_view d) {
+    return !d.empty() && d.size() <= 18 && std::all_of(d.begin(), d.end(), [](char c) { return c >= '0' && c <= '9'; });
+  };
+  if (!digits(pid_s) || (dot != std::string_view::npos && !digits(rest.substr(dot + 1)))) return std::nullopt;
+  int64_t pid = 0;
+  std::from_chars(pid_s.data(), pid_s.data() + pid_s.size(), pid);
+  if (pid <= 0) return std::nullopt;
+  return pid;
+}
+
+bool process_is_gone(int64_t pid) {
+  if (pid <= 0 || pid > std::numeric_limits<pid_t>::max()) return false;  // not a pid we would signal
+  return ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH;
+}
+
+std::vector<std::string> remove_stale_temp_files(const std::string& dir) {
+  std::vector<std::string> removed;
+  std::error_code ec;
+  fs::directory_iterator it(dir, ec);
+  if (ec) {
+    if (ec == std::errc::no_such_file_or_directory || ec == std::errc::not_a_directory) return removed;
+    fail(dir, "cannot list the folder to clean up temporary files: " + ec.message());
+  }
+  for (; it != fs::directory_iterator(); it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    const auto pid = temp_name_pid(name);
+    std::error_code fec;
+    if (!pid || !it->is_regular_file(fec) || !process_is_gone(*pid)) continue;
+    if (!fs::remove(it->path(), fec) && fec) {
+      fail(it->path().string(), "cannot delete this temporary file of a killed writer (pid " + std::to_string(*pid) +
+                                    "): " + fec.message());
+    }
+    removed.push_back(it->path().string());
+  }
+  if (ec) fail(dir, "cannot list the folder to clean up temporary files: " + ec.message());
+  return removed;
 }
 
 std::vector<std::string> write_sharded(const std::string& dir, const std::vector<TensorRef>& tensors,

@@ -22,9 +22,14 @@ std::string tokenizer_name_for_id(int32_t id) {
 // ---- ByteTokenizer ------------------------------------------------------------------------
 
 std::string ByteTokenizer::describe() const {
-  const nlohmann::ordered_json j = {{"name", name()},       {"vocab_size", kVocabSize}, {"eot_token", kEot},
-                            {"shard_id", shard_id()}, {"version", 1},
-                            {"rule", "one token per byte (0..255), 256 = end of text"}};
+  const nlohmann::ordered_json j = {{"name", name()},
+                                    {"kind", "byte"},
+                                    {"vocab_size", kVocabSize},
+                                    {"eot_token", kEot},
+                                    {"special_tokens", {{kEotText, kEot}}},
+                                    {"shard_id", shard_id()},
+                                    {"version", 1},
+                                    {"rule", "one token per byte (0..255), 256 = end of text"}};
   return j.dump();
 }
 
@@ -67,6 +72,38 @@ std::unique_ptr<Tokenizer> make_tokenizer(const std::string& name) {
   std::string known;
   for (const auto& n : tokenizer_names()) known += (known.empty() ? "" : ", ") + n;
   throw Error("unknown tokenizer '" + name + "'; known tokenizers: " + known);
+}
+
+std::unique_ptr<Tokenizer> make_tokenizer_from_description(const std::string& description, const std::string& source) {
+  const auto j = nlohmann::json::parse(description, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object()) {
+    // Checkpoints written before the full description held the tokenizer's name only.
+    if (!description.empty() && description.find_first_of("{}[]\" \n") == std::string::npos) {
+      try {
+        return make_tokenizer(description);
+      } catch (const Error& e) {
+        throw Error(source + ": " + e.what());
+      }
+    }
+    throw Error(source + ": the tokenizer description is neither a JSON object nor a tokenizer name: '" +
+                description.substr(0, 80) + "'");
+  }
+  const auto* name = j.contains("name") ? j["name"].get_ptr<const std::string*>() : nullptr;
+  if (name == nullptr) throw Error(source + ": the tokenizer description has no \"name\" string: " + j.dump());
+  std::unique_ptr<Tokenizer> tok;
+  try {
+    tok = make_tokenizer(*name);
+  } catch (const Error& e) {
+    throw Error(source + ": " + e.what());
+  }
+  for (const auto& [key, have] : {std::pair{"vocab_size", tok->vocab_size()}, std::pair{"eot_token", tok->eot_token()}}) {
+    if (j.contains(key) && j[key] != have) {
+      throw Error(source + ": the tokenizer description says " + key + " " + j[key].dump() + " but this build's '" +
+                  *name + "' tokenizer has " + std::to_string(have) +
+                  "; the data was tokenized differently, use the nvfp4 that made it");
+    }
+  }
+  return tok;
 }
 
 }  // namespace nvfp4::io

@@ -85,13 +85,13 @@ double unigram_baseline(const io::ShardLoader& train, const io::ShardLoader& val
   std::vector<double> count(static_cast<size_t>(vocab), 1.0);
   double total = vocab;
   for (const auto& s : train.shards()) {
-    for (uint16_t t : s.tokens()) count[t] += 1.0;
+    for (const int32_t t : s.tokens()) count[t] += 1.0;
     total += static_cast<double>(s.size());
   }
   double nll = 0;
   int64_t n = 0;
   for (const auto& s : val.shards()) {
-    for (uint16_t t : s.tokens()) nll -= std::log(count[t] / total);
+    for (const int32_t t : s.tokens()) nll -= std::log(count[t] / total);
     n += s.size();
   }
   return n ? nll / static_cast<double>(n) : 0.0;
@@ -112,6 +112,33 @@ std::string layer_of(const std::string& name) {
   const std::string key = "model.layers.";
   if (name.rfind(key, 0) == 0) return "layer " + name.substr(key.size(), name.find('.', key.size()) - key.size());
   return name.rfind("lm_head", 0) == 0 || name == "model.norm.weight" ? "the output head" : "the embedding";
+}
+
+// Checkpoint metadata: the tokenizer's description (Tokenizer::describe(); a bare name in
+// checkpoints written before it) and the dataset the run trains on.
+constexpr const char* kTokenizerKey = "nvfp4.tokenizer";
+constexpr const char* kDatasetKey = "nvfp4.dataset";
+
+std::string dataset_json(const io::TokenDataset& d) {
+  return nlohmann::ordered_json{{"dir", d.dir}, {"identity", d.identity}}.dump();
+}
+
+// --resume on another dataset would continue at the saved loader position in other data.
+// Checkpoints written before the identity was recorded are not checked.
+void check_same_dataset(const io::CheckpointReader& ck, const io::TokenDataset& now) {
+  if (!ck.has_metadata(kDatasetKey)) return;
+  const auto saved = nlohmann::json::parse(ck.metadata(kDatasetKey), nullptr, /*allow_exceptions=*/false);
+  const auto* identity = saved.is_object() && saved.contains("identity") ? saved["identity"].get_ptr<const std::string*>()
+                                                                         : nullptr;
+  if (identity == nullptr) {
+    throw Error(ck.path() + ": metadata " + kDatasetKey + " is not {\"dir\", \"identity\"}; the checkpoint is corrupt");
+  }
+  if (*identity != now.identity) {
+    const std::string dir = saved.value("dir", std::string("?"));
+    throw Error("--resume: " + ck.path() + " was trained on the dataset in " + dir + " (identity " + *identity +
+                "), but --data " + now.dir + " is another dataset (identity " + now.identity +
+                "); pass the original --data " + dir + " to continue, or start a new run with a new --out");
+  }
 }
 
 struct TrainState {
@@ -267,8 +294,13 @@ model::CpuModel load_checkpoint_model(const std::string& checkpoint) {
   return m;
 }
 
-std::string checkpoint_tokenizer(const std::string& checkpoint) {
-  return io::CheckpointReader::open(checkpoint).metadata("nvfp4.tokenizer");
+std::string checkpoint_tokenizer_description(const std::string& checkpoint) {
+  return io::CheckpointReader::open(checkpoint).metadata(kTokenizerKey);
+}
+
+std::unique_ptr<io::Tokenizer> load_checkpoint_tokenizer(const std::string& checkpoint) {
+  return io::make_tokenizer_from_description(checkpoint_tokenizer_description(checkpoint),
+                                             checkpoint + " (metadata " + kTokenizerKey + ")");
 }
 
 model::ModelConfig model_preset(const std::string& name) {
@@ -296,11 +328,11 @@ TrainResult train(const TrainOptions& opt_in) {
   cpu::set_num_threads(o.threads > 0 ? o.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
   const int B = o.batch, T = o.model.seq_len;
 
-  // ---- data ----
-  io::ShardLoader train_data(io::manifest_shards(o.data_dir, io::Split::train), B, T);
-  io::ShardLoader val_data(io::manifest_shards(o.data_dir, io::Split::val), B, T);
-  const int32_t data_vocab = train_data.shards().front().header().vocab_size;
-  const std::string tokenizer = io::tokenizer_name_for_id(train_data.shards().front().header().tokenizer_id);
+  // ---- data: the manifest checked against its shards, then every token ----
+  const io::TokenDataset dataset = io::open_token_dataset(o.data_dir);
+  io::ShardLoader train_data(dataset.shards(io::Split::train), B, T);
+  io::ShardLoader val_data(dataset.shards(io::Split::val), B, T);
+  const int32_t data_vocab = dataset.vocab_size;
   if (data_vocab > o.model.vocab) {
     throw Error("the data in " + o.data_dir + " uses a vocabulary of " + std::to_string(data_vocab) +
                 " tokens but the model's vocab is " + std::to_string(o.model.vocab) + "; raise --vocab");
@@ -318,12 +350,14 @@ TrainResult train(const TrainOptions& opt_in) {
   std::vector<float> params(P, 0.0f), adam_m(P, 0.0f), adam_v(P, 0.0f);  // host copies (checkpoints)
   TrainState st;
   fs::create_directories(o.out_dir);
+  io::remove_stale_temp_files(o.out_dir);  // checkpoints, run.json, metrics of a killed run
   const std::string metrics_path = (fs::path(o.out_dir) / "metrics.jsonl").string();
   const nlohmann::ordered_json run = run_json(o);
 
   const std::string latest = io::latest_checkpoint(o.out_dir);
   if (o.resume && !latest.empty()) {
     const io::CheckpointReader ck = io::CheckpointReader::open(latest);
+    check_same_dataset(ck, dataset);
     const auto saved_run = nlohmann::json::parse(ck.metadata("nvfp4.run"));
     for (const char* key : {"model", "batch", "seq_len", "grad_accum", "steps", "schedule", "weight_decay", "beta1",
                             "beta2", "eps", "grad_clip", "seed", "precision"}) {
@@ -392,7 +426,8 @@ TrainResult train(const TrainOptions& opt_in) {
     io::write_checkpoint(path, tensors,
                          {{"nvfp4.run", run.dump()},
                           {"nvfp4.model_config", o.model.to_json()},
-                          {"nvfp4.tokenizer", tokenizer},
+                          {kTokenizerKey, dataset.tokenizer},
+                          {kDatasetKey, dataset_json(dataset)},
                           {"nvfp4.recipe", o.recipe ? recipe::to_json(*o.recipe) : std::string("fp32")},
                           {"nvfp4.plan", plan ? plan->to_json() : std::string("fp32")},
                           {"nvfp4.train_state", state_json(st).dump()}});

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -15,6 +16,7 @@
 
 #include "nvfp4/model.hpp"
 #include "nvfp4/recipe.hpp"
+#include "nvfp4/tokenizer.hpp"
 #include "train/schedule.hpp"
 
 namespace nvfp4::train {
@@ -73,8 +75,12 @@ std::string resolve_device(const std::string& device);
 // The model a checkpoint written by train() holds: its config and parameters (the optimizer
 // state is not read). Throws nvfp4::Error naming the file.
 model::CpuModel load_checkpoint_model(const std::string& checkpoint);
-// The name of the tokenizer the checkpoint's training data used ("byte").
-std::string checkpoint_tokenizer(const std::string& checkpoint);
+// The description of the tokenizer the checkpoint's training data used (Tokenizer::describe(),
+// JSON; checkpoints written before it hold the bare name, "byte").
+std::string checkpoint_tokenizer_description(const std::string& checkpoint);
+// That tokenizer, made from its description (io::make_tokenizer_from_description). Throws
+// nvfp4::Error naming the file if this build's tokenizer of that name differs.
+std::unique_ptr<io::Tokenizer> load_checkpoint_tokenizer(const std::string& checkpoint);
 
 // Model presets for the CLI ("tiny", "small", "gpt2-small"), vocab and seq_len included.
 model::ModelConfig model_preset(const std::string& name);

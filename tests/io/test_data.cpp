@@ -235,14 +235,15 @@ TEST_F(TokenShardTest, HeaderFieldsAreAtTheirDocumentedByteOffsets) {
   int32_t h[256];
   std::memcpy(h, b.data(), sizeof h);
   EXPECT_EQ(h[0], 20240520);
-  EXPECT_EQ(h[1], 1);
+  EXPECT_EQ(h[1], 2);  // layout version 2: header[8] holds the token width
   EXPECT_EQ(h[2], 300);
   EXPECT_EQ(h[3], 257);
   EXPECT_EQ(h[4], 1);
   EXPECT_EQ(h[5], 1);  // val
   EXPECT_EQ(h[6], 4);
   EXPECT_EQ(h[7], 2);
-  for (int i = 8; i < 256; ++i) EXPECT_EQ(h[i], 0) << "slot " << i;
+  EXPECT_EQ(h[8], 2);  // uint16 tokens
+  for (int i = 9; i < 256; ++i) EXPECT_EQ(h[i], 0) << "slot " << i;
   // Tokens: little-endian uint16 right after the header.
   const auto tok = [&](size_t i) {
     return static_cast<int>(static_cast<unsigned char>(b[1024 + 2 * i])) |
@@ -289,8 +290,8 @@ TEST_F(TokenShardTest, WrongMagicIsAnErrorNamingTheFile) {
 
 TEST_F(TokenShardTest, WrongVersionIsAnErrorNamingTheFile) {
   const std::string p = MakeShard("v.bin", 10);
-  PatchHeader(p, 1, 2);
-  ExpectError([&] { io::TokenShard::open(p); }, {p, "version 2"});
+  PatchHeader(p, 1, 3);
+  ExpectError([&] { io::TokenShard::open(p); }, {p, "version 3"});
 }
 
 TEST_F(TokenShardTest, TokenCountMismatchIsAnErrorNamingTheFile) {
