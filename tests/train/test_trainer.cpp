@@ -526,4 +526,79 @@ TEST(TrainCli, CorruptTrainStateNamesTheFileAndTheFallback) {
   EXPECT_NE(r.output.find("no older checkpoint"), std::string::npos) << r.output;
 }
 
+// ---- compare and report ----------------------------------------------------------------------
+
+nlohmann::json last_json(const std::string& output) { return nlohmann::json::parse(output.substr(output.rfind("\n{") + 1)); }
+
+std::string compare_args(const std::string& out, const std::string& recipes) {
+  return "compare --data " + nvfp4::test::tiny_corpus_dir() + " --out " + out +
+         " --preset tiny --layers 4 --seq-len 32 --batch 4 --steps 8 --val-every 4 --ckpt-every 4 --recipes " +
+         recipes + " --no-progress --json";
+}
+
+TEST(TrainCli, CompareResumeReportsTheWholeRuns) {
+  const std::string out = fresh_dir("cmp_resume");
+  auto r = nvfp4::test::run_cli(compare_args(out, "bf16,nvfp4"));
+  ASSERT_EQ(r.status, 0) << r.output;
+  const auto first = last_json(r.output);
+  // bf16 finished; nvfp4 was "interrupted" after its checkpoint at step 4.
+  fs::remove(nvfp4::io::checkpoint_path((fs::path(out) / "nvfp4-seed1").string(), 8));
+  r = nvfp4::test::run_cli(compare_args(out, "bf16,nvfp4") + " --resume");
+  ASSERT_EQ(r.status, 0) << r.output;
+  const auto again = last_json(r.output);
+  ASSERT_EQ(again.at("recipes").size(), 2u);
+  for (size_t i = 0; i < 2; ++i) {
+    SCOPED_TRACE(i);
+    ASSERT_TRUE(again.at("recipes")[i].at("final_val_mean").is_number()) << again.dump();
+    EXPECT_EQ(again.at("recipes")[i].at("final_val_mean"), first.at("recipes")[i].at("final_val_mean"));
+  }
+  std::ifstream f(fs::path(out) / "summary.json");
+  EXPECT_EQ(nlohmann::json::parse(f), again);
+}
+
+TEST(TrainCli, CompareRefusesARecipeListedTwiceBeforeTraining) {
+  const std::string out = fresh_dir("cmp_twice");
+  const auto r = nvfp4::test::run_cli(compare_args(out, "bf16,nvfp4,bf16"));
+  EXPECT_NE(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("--recipes lists \"bf16\" twice"), std::string::npos) << r.output;
+  EXPECT_FALSE(fs::exists(fs::path(out) / "bf16-seed1")) << "trained before refusing";
+}
+
+TEST(TrainCli, ReportCountsARunOnceHoweverItIsNamed) {
+  const std::string dir = fresh_dir("report_once");
+  auto r = nvfp4::test::run_cli("train --data " + nvfp4::test::tiny_corpus_dir() + " --out " + dir +
+                                " --preset tiny --seq-len 32 --batch 2 --steps 2 --no-progress");
+  ASSERT_EQ(r.status, 0) << r.output;
+  r = nvfp4::test::run_cli("report " + dir + " " + dir + "/ " + dir + "/../" + fs::path(dir).filename().string() +
+                           " --out " + fresh_dir("report_once_out") + " --json");
+  ASSERT_EQ(r.status, 0) << r.output;
+  const auto j = last_json(r.output);
+  ASSERT_EQ(j.at("recipes").size(), 1u);
+  EXPECT_EQ(j.at("recipes")[0].at("seeds").get<int>(), 1) << r.output;
+}
+
+TEST(TrainCli, ReportNamesTheRunFileMissingAKey) {
+  const std::string dir = fresh_dir("report_nokey");
+  auto r = nvfp4::test::run_cli("train --data " + nvfp4::test::tiny_corpus_dir() + " --out " + dir +
+                                " --preset tiny --seq-len 32 --batch 2 --steps 2 --no-progress");
+  ASSERT_EQ(r.status, 0) << r.output;
+  const fs::path run = fs::path(dir) / "run.json";
+  nlohmann::json j;
+  {
+    std::ifstream f(run);
+    j = nlohmann::json::parse(f);
+  }
+  for (const char* key : {"seed", "precision", "model"}) {
+    SCOPED_TRACE(key);
+    auto k = j;
+    k.erase(key);
+    std::ofstream(run) << k.dump(2);
+    r = nvfp4::test::run_cli("report " + dir + " --out " + fresh_dir("report_nokey_out"));
+    EXPECT_NE(r.status, 0) << r.output;
+    EXPECT_EQ(r.output.find("internal error"), std::string::npos) << r.output;
+    EXPECT_NE(r.output.find(run.string() + ": "), std::string::npos) << r.output;
+    EXPECT_NE(r.output.find(std::string("\"") + key + "\""), std::string::npos) << r.output;
+  }
+}
+
 }  // namespace
