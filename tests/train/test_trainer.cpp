@@ -556,6 +556,18 @@ TEST(TrainCli, CompareResumeReportsTheWholeRuns) {
   EXPECT_EQ(nlohmann::json::parse(f), again);
 }
 
+TEST(TrainCli, CompareWithADivergedRunWritesTheReportAndExitsNonZero) {
+  const std::string out = fresh_dir("cmp_diverged");
+  const auto r = nvfp4::test::run_cli(compare_args(out, "bf16,nvfp4") + " --lr 5");
+  EXPECT_NE(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("nvfp4: 2 of 2 runs diverged (the report shows them):\n  bf16 (seed 1): diverged at step "),
+            std::string::npos)
+      << r.output;
+  std::ifstream f(fs::path(out) / "summary.json");
+  const auto j = nlohmann::json::parse(f);
+  for (const auto& x : j.at("recipes")) EXPECT_EQ(x.at("diverged_runs").get<int>(), 1) << x.at("recipe");
+}
+
 TEST(TrainCli, CompareRefusesARecipeListedTwiceBeforeTraining) {
   const std::string out = fresh_dir("cmp_twice");
   const auto r = nvfp4::test::run_cli(compare_args(out, "bf16,nvfp4,bf16"));
