@@ -220,7 +220,8 @@ void CheckpointReader::read_finite_into(std::string_view name, std::span<float> 
   read_into(name, out, shape);
   const auto bad = std::find_if(out.begin(), out.end(), [](float x) { return !std::isfinite(x); });
   if (bad != out.end()) {
-    fail_tensor(path(), name, "element " + std::to_string(bad - out.begin()) + " is " + (std::isnan(*bad) ? "nan" : *bad > 0 ? "inf" : "-inf") +
+    const char* what = std::isnan(*bad) ? "nan" : *bad > 0 ? "inf" : "-inf";
+    fail_tensor(path(), name, "element " + std::to_string(bad - out.begin()) + " is " + what +
                                   " (a checkpoint of a healthy run holds finite values only: was it written by a "
                                   "diverged run, or edited?); use an earlier checkpoint");
   }
