@@ -8,6 +8,7 @@
 // into DIR/<recipe>-seed<k>/.
 #include <filesystem>
 #include <iostream>
+#include <map>
 #include <sstream>
 
 #include "common.hpp"
@@ -52,6 +53,17 @@ void run(CompareCommand& a) {
   std::stringstream ss(a.recipes);
   for (std::string item; std::getline(ss, item, ',');) recipes.push_back(parse_item(item, base.model.n_layer));
   if (recipes.empty()) throw Error("--recipes lists no recipe");
+  // Refused before any training: two items training into one folder would fail after the first.
+  std::map<std::string, std::string> recipe_of_folder;
+  for (const auto& r : recipes) {
+    const auto [it, fresh] = recipe_of_folder.emplace(slug(r.name), r.name);
+    if (fresh) continue;
+    if (it->second == r.name) {
+      throw Error("--recipes lists \"" + r.name + "\" twice; list each recipe once (--seeds N repeats every recipe)");
+    }
+    throw Error("--recipes: \"" + it->second + "\" and \"" + r.name + "\" would train into the same folders (" +
+                it->first + "-seedN); list only one of them");
+  }
   fs::create_directories(base.out_dir);
 
   train::CompareReport rep;
@@ -59,6 +71,7 @@ void run(CompareCommand& a) {
   rep.model_description = base.model.to_json() + ", " + std::to_string(base.model.num_params()) + " parameters";
   rep.data_description = base.data_dir;
   rep.baseline = "bf16";
+  std::vector<std::string> diverged;
   std::cerr << "nvfp4 compare: " << recipes.size() << " recipe(s) x " << a.seeds << " seed(s)\n"
             << "  " << describe_train_options(base);
   for (const auto& r : recipes) {
@@ -70,15 +83,10 @@ void run(CompareCommand& a) {
       std::cerr << "== " << r.name << ", seed " << o.seed << " -> " << o.out_dir << "\n";
       const train::TrainResult res = train::train(o);
       if (rep.unigram_val_loss <= 0) rep.unigram_val_loss = res.unigram_val_loss;
-      train::RecipeRun run;
-      run.recipe = r.name;
-      run.seed = o.seed;
-      for (const auto& h : res.history) {
-        run.history.push_back({h.step, h.tokens, h.loss, h.val_loss, h.grad_norm, h.tokens_per_s});
-      }
-      run.diverged = res.diverged;
-      run.divergence = res.divergence;
-      run.peak_memory_bytes = res.device_bytes > 0 ? res.device_bytes : res.peak_rss_bytes;
+      // The whole run as its folder holds it: with --resume, res.history has only this
+      // invocation's steps (none for a run that had finished).
+      train::RecipeRun run = train::read_run_folder(o.out_dir).run;
+      if (run.diverged) diverged.push_back(r.name + " (seed " + std::to_string(o.seed) + "): " + run.divergence);
       rep.runs.push_back(std::move(run));
     }
   }
@@ -87,6 +95,12 @@ void run(CompareCommand& a) {
       << base.out_dir;
   rep.command = cmd.str();
   write_comparison(rep, base.out_dir, a.json);
+  if (!diverged.empty()) {
+    std::string what = std::to_string(diverged.size()) + " of " + std::to_string(rep.runs.size()) +
+                       " runs diverged (the report shows them):";
+    for (const auto& d : diverged) what += "\n  " + d;
+    throw Error(what);
+  }
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <map>
 #include <set>
 
 #include "common.hpp"
@@ -47,9 +48,18 @@ void run(const ReportCommand& a) {
   std::string model;
   std::string model_from;
   std::set<std::string> data;
+  std::map<fs::path, std::string> seen;  // a run named twice (A A, A and A's parent, a link) counts once
   for (const auto& in : a.inputs) {
     if (rep.unigram_val_loss <= 0) rep.unigram_val_loss = unigram_of(in);
     for (const auto& dir : train::find_run_folders(in)) {
+      std::error_code ec;
+      fs::path real = fs::canonical(dir, ec);
+      if (ec) real = fs::absolute(dir).lexically_normal();
+      const auto [it, fresh] = seen.emplace(real, dir);
+      if (!fresh) {
+        std::cerr << "  " << dir << ": the same run as " << it->second << ", counted once\n";
+        continue;
+      }
       train::RunFolder f = train::read_run_folder(dir);
       if (model.empty()) {
         model = f.model_json;

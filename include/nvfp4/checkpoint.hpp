@@ -85,6 +85,10 @@ class CheckpointReader {
   // expected and the stored shape); out.size() == numel(shape); its bytes match their CRC-32
   // (else the file is corrupt).
   void read_into(std::string_view name, std::span<float> out, const std::vector<int64_t>& shape) const;
+  // read_into(), then refuses a NaN or infinity (a run's parameters and optimizer state are
+  // finite: such a file was written by a diverged run or edited): nvfp4::Error naming the file,
+  // the tensor and the first bad element's flat index. For loading a model or resuming.
+  void read_finite_into(std::string_view name, std::span<float> out, const std::vector<int64_t>& shape) const;
 
   // Checks every tensor's CRC-32 (reads the whole file); throws naming the first bad tensor.
   void verify() const;

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <bit>
 #include <charconv>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -212,6 +213,18 @@ void CheckpointReader::read_into(std::string_view name, std::span<float> out, co
   check_crc(*t);
   const auto bytes = file_.bytes(*t);
   if (!bytes.empty()) std::memcpy(out.data(), bytes.data(), bytes.size());
+}
+
+void CheckpointReader::read_finite_into(std::string_view name, std::span<float> out,
+                                        const std::vector<int64_t>& shape) const {
+  read_into(name, out, shape);
+  const auto bad = std::find_if(out.begin(), out.end(), [](float x) { return !std::isfinite(x); });
+  if (bad != out.end()) {
+    const char* what = std::isnan(*bad) ? "nan" : *bad > 0 ? "inf" : "-inf";
+    fail_tensor(path(), name, "element " + std::to_string(bad - out.begin()) + " is " + what +
+                                  " (a checkpoint of a healthy run holds finite values only: was it written by a "
+                                  "diverged run, or edited?); use an earlier checkpoint");
+  }
 }
 
 void CheckpointReader::verify() const {

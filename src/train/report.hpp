@@ -98,8 +98,10 @@ struct RunFolder {
   std::string data_dir;    // run.json "data_dir"
 };
 
-// Reads one folder. Throws nvfp4::Error naming the file (and the line) when a file is missing,
-// is not JSON, or a step record lacks a number it needs.
+// Reads one folder. Throws nvfp4::Error naming the file (and the line or key) when a file is
+// missing, is not JSON, run.json lacks "precision", "seed" or "model", or a step record lacks a
+// number it needs. peak_memory_bytes: the largest "device_mem_bytes" (a CUDA run), else the
+// largest "peak_mem_bytes" — what `nvfp4 compare` reports for a run it trains.
 RunFolder read_run_folder(const std::string& dir);
 
 // The training folders at `path` or below it (up to two levels: a compare folder holds one per

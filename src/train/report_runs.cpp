@@ -38,6 +38,13 @@ RunFolder read_run_folder(const std::string& dir) {
   nlohmann::json run;
   try {
     run = nlohmann::json::parse(rf);
+    for (const char* key : {"precision", "seed", "model"}) {
+      if (!run.is_object() || !run.contains(key)) {
+        throw Error(run_path.string() + ": has no \"" + key + "\"; every run.json that nvfp4 train writes has it. "
+                    "Restore the file (the run's checkpoints hold it as metadata 'nvfp4.run') or leave " + dir +
+                    " out of the report");
+      }
+    }
     const auto& prec = run.at("precision");
     out.run.recipe = prec.is_object() ? prec.at("name").get<std::string>() : prec.get<std::string>();
     out.run.seed = run.at("seed").get<uint64_t>();
@@ -50,6 +57,7 @@ RunFolder read_run_folder(const std::string& dir) {
   if (!mf) throw Error(metrics_path.string() + ": cannot be read");
   std::string line;
   int64_t line_no = 0;
+  double device_mem = 0, host_mem = 0;
   while (std::getline(mf, line)) {
     ++line_no;
     if (line.empty()) continue;
@@ -76,8 +84,8 @@ RunFolder read_run_folder(const std::string& dir) {
       p.val_loss = number_or(j, "val_loss", -1);
       p.grad_norm = number_or(j, "grad_norm", 0);
       p.tokens_per_s = number_or(j, "tokens_per_s", 0);
-      const double mem = std::max(number_or(j, "device_mem_bytes", 0), number_or(j, "peak_mem_bytes", 0));
-      out.run.peak_memory_bytes = std::max(out.run.peak_memory_bytes, static_cast<int64_t>(mem));
+      device_mem = std::max(device_mem, number_or(j, "device_mem_bytes", 0));
+      host_mem = std::max(host_mem, number_or(j, "peak_mem_bytes", 0));
       out.run.history.push_back(p);
     } catch (const nlohmann::json::exception& e) {
       throw Error(where + ": " + e.what());
@@ -85,6 +93,8 @@ RunFolder read_run_folder(const std::string& dir) {
       throw Error(where + ": " + e.what());
     }
   }
+  // As `nvfp4 compare` reports a run it trains: GPU memory for a CUDA run, else the process's.
+  out.run.peak_memory_bytes = static_cast<int64_t>(device_mem > 0 ? device_mem : host_mem);
   return out;
 }
 

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -75,6 +76,7 @@ void validate(const TrainOptions& o) {
   need(o.weight_decay >= 0, "--weight-decay must be >= 0");
   need(o.beta1 >= 0 && o.beta1 < 1 && o.beta2 >= 0 && o.beta2 < 1, "--beta1/--beta2 must be in [0, 1)");
   need(o.spike_factor > 1, "--spike-factor must be > 1");
+  need(o.loss_ceiling_factor > 1 && o.weight_growth_factor > 1, "the divergence factors must be > 1");
   need(o.keep_checkpoints >= 1, "--keep-checkpoints must be >= 1");
   need(!o.out_dir.empty(), "--out is required: the folder for metrics and checkpoints");
 }
@@ -144,7 +146,8 @@ void check_same_dataset(const io::CheckpointReader& ck, const io::TokenDataset& 
 struct TrainState {
   int64_t step = 0, tokens = 0;
   io::LoaderPosition position;
-  double loss_mean = 0;  // running mean of the loss for spike detection
+  double loss_mean = 0;   // running mean of the loss for spike detection
+  double first_loss = 0;  // the run's first loss (0: not known), for the loss ceiling
 };
 
 nlohmann::ordered_json state_json(const TrainState& s) {
@@ -154,7 +157,155 @@ nlohmann::ordered_json state_json(const TrainState& s) {
   j["loader"] = {{"shard", s.position.shard}, {"offset", s.position.offset}, {"epoch", s.position.epoch}};
   // NOTE: %.17g round-trips a double exactly; nlohmann writes doubles that way.
   j["loss_mean"] = s.loss_mean;
+  j["first_loss"] = s.first_loss;
   return j;
+}
+
+// ---- reading a checkpoint back -------------------------------------------------------------------
+
+// Metadata entry `key` of a checkpoint as a JSON object; nvfp4::Error naming file and entry.
+nlohmann::json metadata_object(const io::CheckpointReader& ck, const char* key) {
+  const auto j = nlohmann::json::parse(ck.metadata(key), nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object()) {
+    throw Error(ck.path() + ": checkpoint metadata '" + key + "' is not a JSON object; the checkpoint is damaged");
+  }
+  return j;
+}
+
+// j[field] of metadata entry `key`, present and a number (an integer if `integer`).
+const nlohmann::json& number_field(const io::CheckpointReader& ck, const char* key, const nlohmann::json& j,
+                                   const char* field, bool integer) {
+  const auto it = j.find(field);
+  if (it == j.end()) {
+    throw Error(ck.path() + ": checkpoint metadata '" + key + "' has no \"" + field + "\"; the checkpoint is damaged");
+  }
+  if (integer ? !it->is_number_integer() : !it->is_number()) {
+    throw Error(ck.path() + ": checkpoint metadata '" + key + "': \"" + field + "\" is " + it->dump() + ", expected " +
+                (integer ? "an integer" : "a number") + "; the checkpoint is damaged");
+  }
+  return *it;
+}
+
+// The run.json keys a resumed run must match (the data order and the optimizer depend on them).
+constexpr const char* kResumeKeys[] = {"model", "batch", "seq_len", "grad_accum", "steps", "schedule", "weight_decay",
+                                       "beta1", "beta2", "eps", "grad_clip", "seed", "precision"};
+
+// What --resume takes from a checkpoint, read whole and checked before the run uses any of it.
+struct Resumed {
+  nlohmann::json run;  // "nvfp4.run": the options it was written with
+  TrainState state;
+};
+
+// Reads checkpoint `path` into params / adam_m / adam_v (param_specs order). Throws nvfp4::Error
+// naming the file and the entry or tensor for anything unreadable, damaged or non-finite.
+Resumed read_resume_checkpoint(const std::string& path, const std::vector<model::ParamSpec>& specs,
+                               std::span<float> params, std::span<float> adam_m, std::span<float> adam_v) {
+  const io::CheckpointReader ck = io::CheckpointReader::open(path);
+  Resumed r;
+  r.run = metadata_object(ck, "nvfp4.run");
+  for (const char* key : kResumeKeys) {
+    if (!r.run.contains(key)) {
+      throw Error(path + ": checkpoint metadata 'nvfp4.run' has no \"" + key + "\"; the checkpoint is damaged");
+    }
+  }
+  const char* state_key = "nvfp4.train_state";
+  const auto js = metadata_object(ck, state_key);
+  TrainState& st = r.state;
+  st.step = number_field(ck, state_key, js, "step", true).get<int64_t>();
+  st.tokens = number_field(ck, state_key, js, "tokens", true).get<int64_t>();
+  const auto loader = js.find("loader");
+  if (loader == js.end() || !loader->is_object()) {
+    throw Error(path + ": checkpoint metadata '" + state_key + "' has no \"loader\" object; the checkpoint is damaged");
+  }
+  st.position = {number_field(ck, state_key, *loader, "shard", true).get<int64_t>(),
+                 number_field(ck, state_key, *loader, "offset", true).get<int64_t>(),
+                 number_field(ck, state_key, *loader, "epoch", true).get<int64_t>()};
+  st.loss_mean = number_field(ck, state_key, js, "loss_mean", false).get<double>();
+  if (js.contains("first_loss")) st.first_loss = number_field(ck, state_key, js, "first_loss", false).get<double>();
+  for (const auto& s : specs) {
+    ck.read_finite_into(s.name, params.subspan(s.offset, s.numel), s.shape);
+    ck.read_finite_into("optimizer.m." + s.name, adam_m.subspan(s.offset, s.numel), s.shape);
+    ck.read_finite_into("optimizer.v." + s.name, adam_v.subspan(s.offset, s.numel), s.shape);
+  }
+  return r;
+}
+
+// ---- divergence --------------------------------------------------------------------------------
+
+// A number as a message shows it: 6 significant digits ("46.5394", "1.00925e+16", "nan").
+std::string num(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.6g", v);
+  return buf;
+}
+
+// The largest |w| over `params` and the index of the spec holding it; +inf at a non-finite weight.
+std::pair<double, size_t> largest_weight(std::span<const float> params, const std::vector<model::ParamSpec>& specs) {
+  double worst = 0;
+  size_t where = 0;
+  for (size_t i = 0; i < specs.size(); ++i) {
+    for (const float w : params.subspan(specs[i].offset, specs[i].numel)) {
+      if (!std::isfinite(w)) return {INFINITY, i};
+      if (std::fabs(w) > worst) worst = std::fabs(w), where = i;
+    }
+  }
+  return {worst, where};
+}
+
+// Why the weights are diverged ("" if they are not): non-finite, or above `bound`.
+std::string weight_problem(std::span<const float> params, const std::vector<model::ParamSpec>& specs, double bound) {
+  const auto [worst, i] = largest_weight(params, specs);
+  if (worst <= bound) return "";
+  const std::string where = specs[i].name + " (" + layer_of(specs[i].name) + ")";
+  if (!std::isfinite(worst)) return "a non-finite weight in " + where;
+  return "exploding weights: max |w| " + num(worst) + " in " + where + " is above " +
+         num(bound) + " (the divergence bound: a fixed multiple of the largest initial |w|)";
+}
+
+// The loss a diverged run stays far above: a uniform guess over the vocabulary (where the
+// initialization starts), or the run's first loss if that was higher.
+double loss_reference(const TrainState& st, const TrainOptions& o) {
+  return std::max(st.first_loss, std::log(static_cast<double>(o.model.vocab)));
+}
+
+// Why a step's loss and gradients (per-tensor squared norms, in specs order), computed from the
+// state `st`, show a diverged run ("" if they do not).
+std::string loss_problem(double loss, double grad_norm, const std::vector<double>& norms2,
+                         const std::vector<model::ParamSpec>& specs, const TrainState& st, const TrainOptions& o) {
+  if (!std::isfinite(loss) || !std::isfinite(grad_norm)) {
+    std::string where = "the loss";
+    for (size_t i = 0; i < specs.size(); ++i) {
+      if (!std::isfinite(norms2[i])) {
+        where = "the gradient of " + specs[i].name + " (" + layer_of(specs[i].name) + ")";
+        break;
+      }
+    }
+    return "non-finite values (loss " + num(loss) + ", gradient norm " + num(grad_norm) +
+           ") first in " + where;
+  }
+  if (grad_norm == 0) {
+    return "the gradient is zero in every tensor (loss " + num(loss) +
+           "): the model has saturated and no longer learns";
+  }
+  const auto largest_gradient = [&] {
+    size_t w = 0;
+    for (size_t i = 1; i < specs.size(); ++i) {
+      if (norms2[i] > norms2[w]) w = i;
+    }
+    return "the largest gradient is " + specs[w].name + " (" + layer_of(specs[w].name) + ", norm " +
+           num(std::sqrt(norms2[w])) + ")";
+  };
+  const double ref = loss_reference(st, o);
+  if (loss > o.loss_ceiling_factor * ref) {
+    return "the loss " + num(loss) + " is above " + num(o.loss_ceiling_factor) + " x " +
+           num(ref) + " (a uniform guess over the vocabulary, or the run's first loss if higher); " +
+           largest_gradient();
+  }
+  if (st.step >= 1 && loss > o.spike_factor * st.loss_mean) {  // from the second step: the mean needs a loss
+    return "a loss spike: " + num(loss) + " > " + num(o.spike_factor) + " x the running mean " +
+           num(st.loss_mean) + "; " + largest_gradient();
+  }
+  return "";
 }
 
 // What the loop needs from a model on some device. Parameters, gradients and optimizer state
@@ -174,6 +325,9 @@ class Backend {
   virtual void scale_grads(float s) = 0;
   virtual void adamw(float lr, float beta1, float beta2, float eps, float weight_decay, int64_t step) = 0;
   virtual int64_t device_bytes() const { return 0; }
+  // The parameters where the host can read them for free (CPU); empty where a copy would cost a
+  // transfer (CUDA: the weights are then checked at checkpoints, where they are copied anyway).
+  virtual std::span<const float> host_params() { return {}; }
   // The step about to run and the fraction of the run's tokens done (SR keys, late switch).
   virtual void set_step(uint32_t /*step*/, double /*progress*/) {}
 };
@@ -192,6 +346,7 @@ class CpuBackend final : public Backend {
   }
   void set_params(std::span<const float> p) override { std::copy(p.begin(), p.end(), m_.params().begin()); }
   void get_params(std::span<float> p) override { std::copy(m_.params().begin(), m_.params().end(), p.begin()); }
+  std::span<const float> host_params() override { return m_.params(); }
   void set_optimizer_state(std::span<const float> m, std::span<const float> v) override {
     std::copy(m.begin(), m.end(), adam_m_.begin());
     std::copy(v.begin(), v.end(), adam_v_.begin());
@@ -290,7 +445,7 @@ std::string resolve_device(const std::string& device) {
 model::CpuModel load_checkpoint_model(const std::string& checkpoint) {
   const io::CheckpointReader ck = io::CheckpointReader::open(checkpoint);
   model::CpuModel m(model::ModelConfig::from_json(ck.metadata("nvfp4.model_config")));
-  for (const auto& s : m.specs()) ck.read_into(s.name, m.params().subspan(s.offset, s.numel), s.shape);
+  for (const auto& s : m.specs()) ck.read_finite_into(s.name, m.params().subspan(s.offset, s.numel), s.shape);
   return m;
 }
 
@@ -354,31 +509,42 @@ TrainResult train(const TrainOptions& opt_in) {
   const std::string metrics_path = (fs::path(o.out_dir) / "metrics.jsonl").string();
   const nlohmann::ordered_json run = run_json(o);
 
+  // The divergence bound on weights: init_params is a function of the seed alone, so a resumed
+  // run measures the same initial weights.
+  model::init_params(o.model, params, o.seed);
+  const double weight_bound = o.weight_growth_factor * largest_weight(params, specs).first;
+
   const std::string latest = io::latest_checkpoint(o.out_dir);
+  std::string resumed_from;  // the checkpoint this invocation continues from
   if (o.resume && !latest.empty()) {
-    const io::CheckpointReader ck = io::CheckpointReader::open(latest);
-    check_same_dataset(ck, dataset);
-    const auto saved_run = nlohmann::json::parse(ck.metadata("nvfp4.run"));
-    for (const char* key : {"model", "batch", "seq_len", "grad_accum", "steps", "schedule", "weight_decay", "beta1",
-                            "beta2", "eps", "grad_clip", "seed", "precision"}) {
-      if (saved_run.at(key) != nlohmann::json(run.at(key))) {
-        throw Error("--resume: " + latest + " was written with " + key + " = " + saved_run.at(key).dump() +
+    // Newest first; a damaged one is reported and the one before it tried (nothing is deleted:
+    // the run writes a good checkpoint of that step when it gets there).
+    const auto all = io::list_checkpoints(o.out_dir);
+    Resumed r;
+    for (size_t i = all.size(); i-- > 0;) {
+      try {
+        r = read_resume_checkpoint(all[i].second, specs, params, adam_m, adam_v);
+        resumed_from = all[i].second;
+        break;
+      } catch (const Error& e) {
+        if (i == 0) {
+          throw Error(std::string(e.what()) + "; there is no older checkpoint in " + o.out_dir +
+                      " to fall back to: start again with a new --out (or without --resume in an empty one)");
+        }
+        std::fprintf(stderr, "nvfp4: warning: %s; resuming from %s instead\n", e.what(), all[i - 1].second.c_str());
+      }
+    }
+    // Another dataset is no damage to fall back from: an error naming both.
+    check_same_dataset(io::CheckpointReader::open(resumed_from), dataset);
+    for (const char* key : kResumeKeys) {
+      if (r.run.at(key) != nlohmann::json(run.at(key))) {
+        throw Error("--resume: " + resumed_from + " was written with " + key + " = " + r.run.at(key).dump() +
                     ", this run has " + run.at(key).dump() + "; use the same options or a new --out");
       }
     }
-    for (const auto& s : specs) {
-      ck.read_into(s.name, std::span<float>(params).subspan(s.offset, s.numel), s.shape);
-      ck.read_into("optimizer.m." + s.name, std::span<float>(adam_m).subspan(s.offset, s.numel), s.shape);
-      ck.read_into("optimizer.v." + s.name, std::span<float>(adam_v).subspan(s.offset, s.numel), s.shape);
-    }
     be->set_params(params);
     be->set_optimizer_state(adam_m, adam_v);
-    const auto js = nlohmann::json::parse(ck.metadata("nvfp4.train_state"));
-    st.step = js.at("step").get<int64_t>();
-    st.tokens = js.at("tokens").get<int64_t>();
-    st.position = {js.at("loader").at("shard").get<int64_t>(), js.at("loader").at("offset").get<int64_t>(),
-                   js.at("loader").at("epoch").get<int64_t>()};
-    st.loss_mean = js.at("loss_mean").get<double>();
+    st = r.state;
     train_data.seek(st.position);
     train::truncate_after_step(metrics_path, st.step);
   } else {
@@ -386,7 +552,6 @@ TrainResult train(const TrainOptions& opt_in) {
       throw Error(o.out_dir + " already holds checkpoints (" + fs::path(latest).filename().string() +
                   "); pass --resume to continue that run, or choose a new --out");
     }
-    model::init_params(o.model, params, o.seed);
     be->set_params(params);
     be->set_optimizer_state(adam_m, adam_v);
     std::error_code ec;
@@ -415,9 +580,12 @@ TrainResult train(const TrainOptions& opt_in) {
     }
     return sum / static_cast<double>(o.val_batches);
   };
-  auto save = [&]() {
+  // Writes the checkpoint of the state after st.step, unless its weights fail the check (the
+  // CUDA backend's only weight check: here the weights reach the host anyway). Returns why not.
+  auto save = [&]() -> std::string {
     be->get_params(params);
     be->get_optimizer_state(adam_m, adam_v);
+    if (std::string why = weight_problem(params, specs, weight_bound); !why.empty()) return why;
     std::vector<io::CheckpointTensor> tensors;
     for (const auto& s : specs) tensors.push_back({s.name, s.shape, params.data() + s.offset});
     for (const auto& s : specs) tensors.push_back({"optimizer.m." + s.name, s.shape, adam_m.data() + s.offset});
@@ -433,9 +601,33 @@ TrainResult train(const TrainOptions& opt_in) {
                           {"nvfp4.train_state", state_json(st).dump()}});
     io::prune_checkpoints(o.out_dir, o.keep_checkpoints);
     result.last_checkpoint = path;
+    return "";
+  };
+  bool state_checked = false;  // the state this invocation started from passed a step's checks
+  // `step` (1-based) failed the checks for `why`; `updated`: its update had been applied.
+  auto diverge = [&](int64_t step, const std::string& why, bool updated) {
+    result.diverged = true;
+    std::string last;
+    if (!result.last_checkpoint.empty()) {
+      last = "the last checkpoint that passed the checks is " + result.last_checkpoint;
+    } else if (!resumed_from.empty() && state_checked) {
+      last = "the last checkpoint that passed the checks is " + resumed_from;
+    } else if (!resumed_from.empty()) {
+      last = "the checkpoint this run resumed from, " + resumed_from + ", holds the state that failed: resume from an "
+             "older one (move it aside) or start again";
+    } else {
+      last = "no checkpoint has passed the checks";
+    }
+    result.divergence = "diverged at step " + std::to_string(step) + ": " + why + ". " +
+                        (updated ? "Its weights are not saved; " : "Nothing was updated; ") + last;
+    log.log({{"step", step}, {"event", "divergence"}, {"message", result.divergence}});
   };
 
   const int64_t tokens_per_step = int64_t(B) * T * o.grad_accum;
+  // NOTE: a checkpoint of the state after step s is written during step s + 1, once that step's
+  // loss and gradients (computed from the state) pass the checks; the last state's, once its
+  // validation loss does. So no checkpoint ever holds a state that failed.
+  bool ckpt_due = false;
   while (st.step < o.steps) {
     const auto t0 = Clock::now();
     const double lr = lr_at(o.schedule, st.step);
@@ -460,39 +652,21 @@ TrainResult train(const TrainOptions& opt_in) {
     for (double n2 : norms2) total2 += n2;
     const double grad_norm = std::sqrt(total2);
 
-    // ---- divergence: stop before the update, leaving the last checkpoint as it is ----
+    // ---- divergence: stop before the update ----
+    if (why.empty()) why = loss_problem(loss, grad_norm, norms2, specs, st, o);
     if (!why.empty()) {
-      // already explained: the operand and layer are in the quantizer's message
-    } else if (!std::isfinite(loss) || !std::isfinite(grad_norm)) {
-      std::string where = "the loss";
-      for (size_t i = 0; i < specs.size(); ++i) {
-        if (!std::isfinite(norms2[i])) {
-          where = "the gradient of " + specs[i].name + " (" + layer_of(specs[i].name) + ")";
-          break;
-        }
-      }
-      why = "non-finite values (loss " + std::to_string(loss) + ", gradient norm " + std::to_string(grad_norm) +
-            ") first in " + where;
-    } else if (st.step >= o.spike_warmup && loss > o.spike_factor * st.loss_mean) {
-      double worst = -1;
-      std::string name;
-      for (size_t i = 0; i < specs.size(); ++i) {
-        if (norms2[i] > worst) worst = norms2[i], name = specs[i].name;
-      }
-      worst = std::sqrt(worst);
-      why = "a loss spike: " + std::to_string(loss) + " > " + std::to_string(o.spike_factor) + " x the running mean " +
-            std::to_string(st.loss_mean) + "; the largest gradient is " + name + " (" + layer_of(name) +
-            ", norm " + std::to_string(worst) + ")";
-    }
-    if (!why.empty()) {
-      result.diverged = true;
-      result.divergence = "diverged at step " + std::to_string(st.step + 1) + ": " + why + ". Nothing was updated; " +
-                          (result.last_checkpoint.empty() && latest.empty()
-                               ? std::string("no checkpoint had been written yet")
-                               : "the last good checkpoint is " +
-                                     (result.last_checkpoint.empty() ? latest : result.last_checkpoint));
-      log.log({{"step", st.step + 1}, {"event", "divergence"}, {"message", result.divergence}});
+      diverge(st.step + 1, why, false);
       break;
+    }
+    state_checked = true;
+    double save_s = 0;  // not training time
+    if (ckpt_due) {
+      const auto s0 = Clock::now();
+      if (std::string bad = save(); !bad.empty()) {
+        diverge(st.step, "after its update, " + bad, true);
+        break;
+      }
+      save_s = std::chrono::duration<double>(Clock::now() - s0).count();
     }
 
     // ---- update ----
@@ -500,10 +674,17 @@ TrainResult train(const TrainOptions& opt_in) {
     if (clip != 1.0) be->scale_grads(static_cast<float>(clip));
     be->adamw(static_cast<float>(lr), static_cast<float>(o.beta1), static_cast<float>(o.beta2),
               static_cast<float>(o.eps), static_cast<float>(o.weight_decay), st.step + 1);
+    if (const auto host = be->host_params(); !host.empty()) {
+      if (std::string bad = weight_problem(host, specs, weight_bound); !bad.empty()) {
+        diverge(st.step + 1, "after the update, " + bad, true);
+        break;
+      }
+    }
     st.step += 1;
     st.tokens += tokens_per_step;
     st.position = train_data.position();
     st.loss_mean = st.step == 1 ? loss : 0.9 * st.loss_mean + 0.1 * loss;
+    if (st.first_loss == 0) st.first_loss = loss;
 
     StepRecord r;
     r.step = st.step;
@@ -511,7 +692,7 @@ TrainResult train(const TrainOptions& opt_in) {
     r.loss = loss;
     r.lr = lr;
     r.grad_norm = grad_norm;
-    const double secs = std::chrono::duration<double>(Clock::now() - t0).count();  // training only
+    const double secs = std::chrono::duration<double>(Clock::now() - t0).count() - save_s;  // training only
     r.step_ms = secs * 1e3;
     r.tokens_per_s = static_cast<double>(tokens_per_step) / secs;
     const bool validate_now = st.step == o.steps || (o.val_every > 0 && st.step % o.val_every == 0);
@@ -525,7 +706,21 @@ TrainResult train(const TrainOptions& opt_in) {
     if (r.val_loss >= 0) rec["val_loss"] = r.val_loss;
     log.log(rec);
     if (o.progress) bar.update(st.step, o.steps, loss, r.tokens_per_s);
-    if (st.step == o.steps || (o.ckpt_every > 0 && st.step % o.ckpt_every == 0)) save();
+    ckpt_due = st.step == o.steps || (o.ckpt_every > 0 && st.step % o.ckpt_every == 0);
+  }
+  // The last state has no next step to check it: its validation loss stands in for that loss.
+  if (ckpt_due && !result.diverged) {
+    const double val = result.history.back().val_loss;
+    std::string why;
+    if (!std::isfinite(val) || val > o.loss_ceiling_factor * loss_reference(st, o)) {
+      why = "the validation loss after the last step is " + num(val) + ", above " + num(o.loss_ceiling_factor) +
+            " x " + num(loss_reference(st, o)) +
+            " (a uniform guess, or the first loss if higher)";
+    } else {
+      why = save();
+      if (!why.empty()) why = "after its update, " + why;
+    }
+    if (!why.empty()) diverge(st.step, why, true);
   }
   if (o.progress) bar.finish();
   result.peak_rss_bytes = peak_rss_bytes();

@@ -41,8 +41,13 @@ struct TrainOptions {
   int keep_checkpoints = 2;      // older ones are pruned (the newest is never deleted)
   uint64_t seed = 1;             // parameter init and the stochastic-rounding stream
   bool resume = false;           // continue from the newest checkpoint in out_dir
-  double spike_factor = 4.0;     // divergence: loss > spike_factor x its running mean
-  int64_t spike_warmup = 20;     // ... checked after this many steps
+  // Divergence, checked at every step from the first (docs/model.md, "Divergence"): a
+  // non-finite or all-zero gradient, a loss above spike_factor x its running mean, a loss above
+  // loss_ceiling_factor x max(the first loss, ln vocab) (worse than a uniform guess), or a weight
+  // above weight_growth_factor x the largest initial |w| (or non-finite).
+  double spike_factor = 4.0;
+  double loss_ceiling_factor = 2.0;
+  double weight_growth_factor = 1000.0;
   int threads = 0;               // CPU threads for the reference ops (0: all cores)
   bool progress = true;          // progress bar on stderr
 };
@@ -66,7 +71,11 @@ struct TrainResult {
 };
 
 // Runs (or resumes) a training run. Throws nvfp4::Error for bad options or data; a divergence is
-// not an exception: it returns with diverged = true and the last good checkpoint left in place.
+// not an exception: it returns with diverged = true. A checkpoint is written only for a state
+// that passed the checks (its next step's loss and gradients, its weights; the last state's
+// validation loss), so the checkpoints left are good ones, and the message names the newest.
+// --resume reads the newest checkpoint; one that is damaged (unreadable, bad CRC, non-finite
+// values, broken metadata) is reported on stderr as a warning and the one before it is used.
 TrainResult train(const TrainOptions& options);
 
 // "auto" -> "cuda" when this build has CUDA and a device is present, else "cpu"; others unchanged.
