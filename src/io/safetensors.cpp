@@ -18,9 +18,10 @@
 // so a logic error (say std::out_of_range) crashes the fuzzer instead of being hidden.
 #include "nvfp4/safetensors.hpp"
 
+#include "io/mapped_file.hpp"
+
 #include <fcntl.h>
 #include <signal.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -667,15 +668,11 @@ Header parse_header(std::span<const uint8_t> file_image, std::string_view file) 
 
 struct SafetensorsFile::Impl {
   std::string path;
-  void* map = nullptr;
-  size_t size = 0;
+  MappedFile file;
   Header header;
   std::map<std::string, size_t, std::less<>> by_name;  // name -> index into header.tensors
 
-  ~Impl() {
-    if (map != nullptr) ::munmap(map, size);
-  }
-  const uint8_t* data_section() const { return static_cast<const uint8_t*>(map) + 8 + header.header_bytes; }
+  const uint8_t* data_section() const { return file.data() + 8 + header.header_bytes; }
 };
 
 SafetensorsFile::SafetensorsFile(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -686,38 +683,9 @@ SafetensorsFile::~SafetensorsFile() = default;
 SafetensorsFile SafetensorsFile::open(const std::string& path) {
   auto impl = std::make_unique<Impl>();
   impl->path = path;
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    const int err = errno;
-    fail(path, "cannot open: " + errno_text(err));
-  }
-  struct stat st {};
-  if (::fstat(fd, &st) != 0) {
-    const int err = errno;
-    ::close(fd);
-    fail(path, "cannot stat: " + errno_text(err));
-  }
-  if (S_ISDIR(st.st_mode)) {
-    ::close(fd);
-    fail(path, "is a folder, not a safetensors file; to read a checkpoint folder use Checkpoint::open");
-  }
-  if (!S_ISREG(st.st_mode)) {
-    ::close(fd);
-    fail(path, "is not a regular file; safetensors files are memory-mapped and must be regular files");
-  }
-  if (st.st_size == 0) {
-    ::close(fd);
-    fail(path, "is empty (0 bytes); the file is truncated or not a safetensors file");
-  }
-  impl->size = static_cast<size_t>(st.st_size);
-  // NOTE: if another process truncates the file while it is mapped, touching the lost pages
-  // raises SIGBUS; checkpoints are not expected to change under a reader.
-  void* m = ::mmap(nullptr, impl->size, PROT_READ, MAP_PRIVATE, fd, 0);
-  const int map_err = errno;
-  ::close(fd);  // the mapping keeps the file alive
-  if (m == MAP_FAILED) fail(path, "cannot memory-map " + std::to_string(impl->size) + " bytes: " + errno_text(map_err));
-  impl->map = m;  // unmapped by ~Impl if anything below throws
-  impl->header = parse_header({static_cast<const uint8_t*>(m), impl->size}, path);
+  impl->file = MappedFile::open(path, "a safetensors file",
+                                "safetensors files are memory-mapped regular files (a checkpoint folder: Checkpoint::open)");
+  impl->header = parse_header(impl->file.bytes(), path);
   try {
     for (size_t i = 0; i < impl->header.tensors.size(); ++i) impl->by_name.emplace(impl->header.tensors[i].name, i);
   } catch (const std::bad_alloc&) {

@@ -12,7 +12,6 @@
 #include "nvfp4/token_shards.hpp"
 
 #include <fcntl.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -29,6 +28,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "io/mapped_file.hpp"
 #include "io/token_shards_internal.hpp"
 #include "nvfp4/error.hpp"
 #include "nvfp4/safetensors.hpp"
@@ -163,12 +163,8 @@ void ShardTokens::copy(int64_t offset, std::span<int32_t> out) const {
 
 struct TokenShard::Impl {
   std::string path;
-  void* map = nullptr;
-  size_t size = 0;
+  MappedFile file;
   ShardHeader header;
-  ~Impl() {
-    if (map != nullptr) ::munmap(map, size);
-  }
 };
 
 TokenShard::TokenShard(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -179,7 +175,7 @@ TokenShard::~TokenShard() = default;
 const std::string& TokenShard::path() const { return impl_->path; }
 const ShardHeader& TokenShard::header() const { return impl_->header; }
 ShardTokens TokenShard::tokens() const {
-  return {static_cast<const uint8_t*>(impl_->map) + kShardHeaderBytes, impl_->header.num_tokens,
+  return {impl_->file.data() + kShardHeaderBytes, impl_->header.num_tokens,
           impl_->header.token_bytes};
 }
 
@@ -260,27 +256,10 @@ std::pair<uint64_t, int64_t> first_at_or_above(const T* t, int64_t n, uint64_t l
 TokenShard TokenShard::open(const std::string& path, int32_t expected_vocab) {
   auto impl = std::make_unique<Impl>();
   impl->path = path;
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    const int err = errno;
-    fail(path, "cannot open token shard: " + errno_text(err));
-  }
-  struct stat st {};
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd);
-    fail(path, "is not a regular file; a token shard is a .bin file written by `nvfp4 data`");
-  }
-  const auto file_bytes = static_cast<uint64_t>(st.st_size);
-  if (file_bytes < static_cast<uint64_t>(kShardHeaderBytes)) {
-    ::close(fd);
-    fail(path, too_short(file_bytes));
-  }
-  impl->size = static_cast<size_t>(file_bytes);
-  void* m = ::mmap(nullptr, impl->size, PROT_READ, MAP_PRIVATE, fd, 0);
-  const int map_err = errno;
-  ::close(fd);
-  if (m == MAP_FAILED) fail(path, "cannot memory-map " + std::to_string(impl->size) + " bytes: " + errno_text(map_err));
-  impl->map = m;  // unmapped by ~Impl if anything below throws
+  impl->file = MappedFile::open(path, "a token shard", "a token shard is a .bin file written by `nvfp4 data`");
+  const uint64_t file_bytes = impl->file.size();
+  if (file_bytes < static_cast<uint64_t>(kShardHeaderBytes)) fail(path, too_short(file_bytes));
+  const uint8_t* m = impl->file.data();
 
   int32_t h[kShardHeaderInts];
   std::memcpy(h, m, sizeof h);
@@ -296,7 +275,7 @@ TokenShard TokenShard::open(const std::string& path, int32_t expected_vocab) {
   // uint32 ids are handed out as int32: above INT32_MAX is corrupt whatever the vocabulary.
   const uint64_t limit = vocab > 0 ? static_cast<uint64_t>(vocab) : (sh.token_bytes == 4 ? uint64_t{1} << 31 : 0);
   if (limit > 0) {
-    const uint8_t* data = static_cast<const uint8_t*>(shard.impl_->map) + kShardHeaderBytes;
+    const uint8_t* data = shard.impl_->file.data() + kShardHeaderBytes;
     // NOTE: the mapping is page-aligned and the header is 1024 bytes, so the tokens are aligned.
     const auto [bad, at] = sh.token_bytes == 2
                                ? first_at_or_above(reinterpret_cast<const uint16_t*>(data), sh.num_tokens, limit)
