@@ -5,7 +5,6 @@
 #include <iostream>
 
 #include "common.hpp"
-#include "format/rht.hpp"
 #include "format/scalar.hpp"
 #include "nvfp4/error.hpp"
 #include "nvfp4/output_paths.hpp"
@@ -19,20 +18,6 @@ struct DequantArgs {
   std::string input, output, dtype = "f32", copy = "auto";
   bool json = false;
 };
-
-// The column-wise copy represents x^T (after RHT when enabled): undo the RHT, transpose back.
-std::vector<float> from_column_copy(const QuantizedTensor& q) {
-  std::vector<float> t = dequantize(*q.col, q.options);  // (K, M)
-  if (q.options.rht && q.options.format == Format::nvfp4) {
-    for (size_t i = 0; i + 16 <= t.size(); i += 16) fmt::rht16_inverse(t.data() + i, q.options.rht_sign_mask);
-  } else if (q.options.rht) {  // MXFP4: the 32-point transform
-    for (size_t i = 0; i + 32 <= t.size(); i += 32) fmt::rht32_inverse(t.data() + i, fmt::kRht32SignMask);
-  }
-  std::vector<float> x(t.size());
-  for (int64_t k = 0; k < q.K; ++k)
-    for (int64_t m = 0; m < q.M; ++m) x[m * q.K + k] = t[k * q.M + m];
-  return x;
-}
 
 void run_dequant(const DequantArgs& a) {
   if (a.dtype != "f32" && a.dtype != "bf16") throw Error("--dtype " + a.dtype + " is not supported; use f32 or bf16");
@@ -52,7 +37,7 @@ void run_dequant(const DequantArgs& a) {
     const bool use_col = a.copy == "col" || (a.copy == "auto" && !q.row);
     if (use_col && !q.col) throw Error(a.input + ": tensor '" + e.name + "' has no column-wise copy (--copy col)");
     if (!use_col && !q.row) throw Error(a.input + ": tensor '" + e.name + "' has no row-wise copy (--copy row)");
-    const std::vector<float> x = use_col ? from_column_copy(q) : dequantize(*q.row, q.options);
+    const std::vector<float> x = dequantize_as_input(q, use_col);
     // Scales that pass read_quantized()'s checks can still overflow FP32 together with a code
     // (an E8M0 2^127 times 6): such a value is an error, never an Inf in the output.
     for (size_t i = 0; i < x.size(); ++i) {

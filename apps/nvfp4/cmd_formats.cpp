@@ -45,15 +45,7 @@ std::string variant_name(const Variant& v) {
 
 // Stored bits per value: element bits + scale bits amortized over the elements they cover.
 double bits_per_value(const Variant& v, int64_t rows, int64_t cols) {
-  const FormatTraits& t = format_traits(v.format);
-  const double n = static_cast<double>(std::max<int64_t>(rows * cols, 1));
-  if (t.packed_fp4) {
-    const double scale_bits = 8.0 / v.block.cols;  // one byte per row-block (16x16 tiles are stored per row)
-    return t.element_bits + scale_bits + (v.format == Format::nvfp4 ? 32.0 / n : 0.0);
-  }
-  if (v.block.per_tensor()) return t.element_bits + 32.0 / n;
-  const double blocks = std::ceil(static_cast<double>(rows) / v.block.rows) * std::ceil(static_cast<double>(cols) / v.block.cols);
-  return t.element_bits + 32.0 * blocks / n + 32.0 / n;
+  return storage_bits_per_value(format_traits(v.format), v.block, rows, cols);
 }
 
 std::vector<float> make_data(const std::string& kind, int64_t n, uint64_t seed) {

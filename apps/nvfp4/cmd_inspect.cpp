@@ -6,7 +6,6 @@
 #include <iostream>
 
 #include "common.hpp"
-#include "format/scalar.hpp"
 #include "nvfp4/error.hpp"
 #include "nvfp4/qtensor_file.hpp"
 
@@ -39,10 +38,9 @@ ScaleStats scale_stats(const QuantizedCopy& c, Format f) {
     s.saturated += sat;
     s.subnormal += sub;
   };
-  if (f == Format::nvfp4) {
-    for (uint8_t b : c.scales) add(fmt::e4m3_decode(b), (b & 0x7F) == 0x7E, (b & 0x78) == 0 && (b & 7) != 0);
-  } else if (f == Format::mxfp4 || f == Format::mxfp4_ocp) {
-    for (uint8_t b : c.scales) add(fmt::e8m0_decode(b), b == 254, b == 0);
+  const FormatTraits& t = format_traits(f);
+  if (t.scale_decode) {
+    for (uint8_t b : c.scales) add(t.scale_decode(b), t.scale_saturated(b), t.scale_subnormal(b));
   } else {
     for (float v : c.scale_inv) add(v, false, false);
   }
@@ -81,7 +79,7 @@ void run_inspect(const InspectArgs& a) {
       const std::string fname(format_traits(q.options.format).name);
       qt.add({e.name, fname, block_name(*q.options.block), name,
               "[" + std::to_string(copy->rows) + ", " + std::to_string(copy->cols) + "]",
-              format_traits(q.options.format).packed_fp4 && q.options.format != Format::nvfp4 ? "-" : general(copy->amax),
+              format_traits(q.options.format).per_copy_f32 == 0 ? "-" : general(copy->amax),
               std::to_string(s.count), std::to_string(s.zero), std::to_string(s.saturated), std::to_string(s.subnormal),
               s.zero == s.count ? "-" : general(s.min_nonzero), general(s.max)});
       j["quantized"].push_back({{"tensor", e.name}, {"format", fname}, {"block", block_name(*q.options.block)},

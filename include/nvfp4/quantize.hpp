@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "nvfp4/dtype.hpp"
+#include "nvfp4/sr_key.hpp"  // SrKey, kTeRhtSignMask
 
 namespace nvfp4 {
 
@@ -43,16 +44,6 @@ struct BlockShape {
 std::string block_name(BlockShape b);                      // "1x16", "16x16", "tensor"
 std::optional<BlockShape> parse_block(std::string_view s);  // inverse of block_name
 
-// TE's RHT sign vector "+ + + - + - - - - - - + - + - -" as a mask (bit i set: s_i = -1).
-inline constexpr uint16_t kTeRhtSignMask = 0xD7E8;
-
-// Key of the stochastic-rounding random stream (docs/numerics.md §3): identical bits on CPU and GPU.
-struct SrKey {
-  uint64_t seed = 0;
-  uint32_t step = 0;
-  uint32_t layer = 0;  // < 2^24
-  uint32_t role = 0;   // < 128; the column-wise copy draws with role | 128
-};
 
 struct QuantizeOptions {
   Format format = Format::nvfp4;
@@ -85,7 +76,25 @@ struct FormatTraits {
   // An FP32 per-tensor scale derived from max |x| besides the block scales (NVFP4: amax / 2688).
   // (A per-tensor block, FP8's "tensor", is the other way to have an amax-derived scale.)
   bool tensor_scale_from_amax;
+  // Storage: bits of one stored block scale (E4M3 / E8M0 bytes, FP8's FP32 scale_inv), and the
+  // FP32 values stored once per copy (NVFP4's amax; FP8's amax), for storage_bits_per_value.
+  int scale_bits;
+  int per_copy_f32;
+  // The stored block scales' tensor name within a copy (qtensor files, NVIDIA's golden naming):
+  // "s" (E4M3), "e8m0", "scale_inv" (FP32).
+  std::string_view scale_tensor;
+  int rht_points;  // the RHT along the contraction dimension: 16 (NVFP4, TE), 32 (MXFP4), 0: none
+  // The byte-coded block scales (nullptr: FP32 scales): value, and whether a byte is the largest
+  // finite scale (saturated) or a subnormal one — for `nvfp4 inspect`'s scale statistics.
+  float (*scale_decode)(uint8_t);
+  bool (*scale_saturated)(uint8_t);
+  bool (*scale_subnormal)(uint8_t);
 };
+
+// Stored bits per value of a (rows, cols) tensor in format t with `block`: element bits plus
+// the scales amortized over the values they cover (16x16 tiles store their scale once per row,
+// as the golden layout does) plus the per-copy FP32 values.
+double storage_bits_per_value(const FormatTraits& t, BlockShape block, int64_t rows, int64_t cols);
 
 std::span<const FormatTraits> format_table();
 const FormatTraits& format_traits(Format f);
@@ -128,6 +137,11 @@ QuantizedTensor quantize(std::span<const float> x, int64_t M, int64_t K, const Q
 // the caller, as a GEMM applies it in alpha).
 std::vector<float> dequantize(const QuantizedCopy& copy, const QuantizeOptions& options,
                               bool apply_tensor_scale = true);
+
+// The values of x (M, K) one copy of q represents, in x's layout: the row-wise copy decoded, or
+// (column = true) the column-wise copy decoded, its RHT undone (the inverse transform of the
+// format's RHT, traits' rht_points) and transposed back. Every scale applied.
+std::vector<float> dequantize_as_input(const QuantizedTensor& q, bool column);
 
 // Block scales (rows, cols) row-major <-> the "128x4" layout cuBLAS / CUTLASS block-scaled
 // GEMMs read (docs/numerics.md §2): padded with zeros to (roundup(rows,128), roundup(cols,4)).

@@ -5,6 +5,7 @@
 #pragma once
 
 #include "format/hd.hpp"
+#include "nvfp4/sr_key.hpp"
 
 namespace nvfp4::fmt {
 
@@ -41,15 +42,8 @@ NVFP4_HD Philox4x32 philox4x32_10(Philox4x32 c, uint32_t k0, uint32_t k1) {
   return c;
 }
 
-// What a stochastic-rounding draw is keyed by (docs/numerics.md §3, architecture.md principle 4).
-// The seed is the key; step, layer and role and the element's block index form the counter,
-// so every (seed, step, layer, role, element) has its own random bits.
-struct SrKey {
-  uint64_t seed = 0;
-  uint32_t step = 0;
-  uint32_t layer = 0;  // < 2^24
-  uint32_t role = 0;   // < 2^8: which operand of which GEMM (see recipe roles)
-};
+// What a stochastic-rounding draw is keyed by: include/nvfp4/sr_key.hpp (defined once).
+using nvfp4::SrKey;
 
 // 128 random bits for one block of 16 consecutive elements: element j of block `block`
 // uses byte j (word j/4, byte j%4) as its 8-bit draw.

@@ -12,14 +12,14 @@
 #pragma once
 
 #include "format/scalar.hpp"
+#include "nvfp4/sr_key.hpp"
 
 namespace nvfp4::fmt {
 
 inline constexpr int kRhtSize = 16;
 
-// Sign vector as a bit mask: bit i set means s_i = -1. TE's vector, element 0 first:
-// + + + - + - - - - - - + - + - -
-inline constexpr uint16_t kTeRhtSignMask = 0b1101'0111'1110'1000;  // bits 3,5,6,7,8,9,10,12,14,15
+// TE's sign vector as a bit mask (bit i set: s_i = -1): include/nvfp4/sr_key.hpp (defined once).
+using nvfp4::kTeRhtSignMask;
 
 // In-place transform of N FP32 values: each input multiplied by its sign (exact), then
 // log2(N) butterfly stages of FP32 adds in this one order, then * scale.

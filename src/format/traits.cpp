@@ -4,14 +4,22 @@
 #include <limits>
 
 #include "format/rht.hpp"
+#include "format/scalar.hpp"
 #include "nvfp4/error.hpp"
 #include "nvfp4/quantize.hpp"
 
 namespace nvfp4 {
 
-static_assert(kTeRhtSignMask == fmt::kTeRhtSignMask, "public and core RHT sign masks must agree");
 
 namespace {
+
+// Block-scale codecs for the table (host function pointers over the format core's decoders).
+float e4m3_value(uint8_t b) { return fmt::e4m3_decode(b); }
+bool e4m3_saturated(uint8_t b) { return (b & 0x7F) == 0x7E; }                 // 448
+bool e4m3_subnormal(uint8_t b) { return (b & 0x78) == 0 && (b & 7) != 0; }    // exponent field 0
+float e8m0_value(uint8_t b) { return fmt::e8m0_decode(b); }
+bool e8m0_saturated(uint8_t b) { return b == 254; }                            // 2^127
+bool e8m0_subnormal(uint8_t b) { return b == 0; }                              // 2^-127, the smallest
 
 constexpr std::array<BlockShape, 2> kNvfp4Blocks{{{1, 16}, {16, 16}}};
 constexpr std::array<BlockShape, 1> kMxfp4Blocks{{{1, 32}}};
@@ -22,17 +30,19 @@ constexpr std::array<BlockShape, 3> kFp8Blocks{{{0, 0}, {1, 128}, {128, 128}}};
 const std::array<FormatTraits, 5> kFormats{{
     {Format::nvfp4, "nvfp4", "NVIDIA NVFP4: E2M1 values, E4M3 scale per 16 (1x16 or 16x16), FP32 tensor scale", 4,
      BlockShape{1, 16}, kNvfp4Blocks, "E4M3 per block + FP32 per tensor", true, true, true, 0.105, DType::U8,
-     DType::F8_E4M3, true},
+     DType::F8_E4M3, true, 8, 1, "s", fmt::kRhtSize, e4m3_value, e4m3_saturated, e4m3_subnormal},
     {Format::mxfp4, "mxfp4", "OCP MXFP4, E8M0 scale per 32 rounded UP (TE reference; NVFP4 paper baseline)", 4,
-     BlockShape{1, 32}, kMxfp4Blocks, "E8M0 per block", true, true, true, 0.135, DType::U8, DType::U8, false},
+     BlockShape{1, 32}, kMxfp4Blocks, "E8M0 per block", true, true, true, 0.135, DType::U8, DType::U8, false, 8, 0,
+     "e8m0", fmt::kRht32Size, e8m0_value, e8m0_saturated, e8m0_subnormal},
     {Format::mxfp4_ocp, "mxfp4-ocp", "OCP MXFP4, E8M0 scale per 32 = floor(log2 amax) - 2 (OCP v1.0 rule)", 4,
-     BlockShape{1, 32}, kMxfp4Blocks, "E8M0 per block", true, true, true, 0.125, DType::U8, DType::U8, false},
+     BlockShape{1, 32}, kMxfp4Blocks, "E8M0 per block", true, true, true, 0.125, DType::U8, DType::U8, false, 8, 0,
+     "e8m0", fmt::kRht32Size, e8m0_value, e8m0_saturated, e8m0_subnormal},
     {Format::fp8_e4m3, "fp8-e4m3", "FP8 E4M3 with current scaling, per tensor or 1x128 / 128x128 blocks", 8,
      BlockShape{0, 0}, kFp8Blocks, "FP32 per tensor or block", false, false, false, 0.030, DType::F8_E4M3,
-     std::nullopt, false},
+     std::nullopt, false, 32, 1, "scale_inv", 0, nullptr, nullptr, nullptr},
     {Format::fp8_e5m2, "fp8-e5m2", "FP8 E5M2 with current scaling, per tensor or 1x128 / 128x128 blocks", 8,
      BlockShape{0, 0}, kFp8Blocks, "FP32 per tensor or block", false, false, false, 0.060, DType::F8_E5M2,
-     std::nullopt, false},
+     std::nullopt, false, 32, 1, "scale_inv", 0, nullptr, nullptr, nullptr},
 }};
 
 }  // namespace
@@ -82,6 +92,15 @@ std::optional<BlockShape> parse_block(std::string_view s) {
   const int r = parse_int(s.substr(0, x)), c = parse_int(s.substr(x + 1));
   if (r <= 0 || c <= 0) return std::nullopt;
   return BlockShape{r, c};
+}
+
+double storage_bits_per_value(const FormatTraits& t, BlockShape block, int64_t rows, int64_t cols) {
+  const double n = static_cast<double>(std::max<int64_t>(rows * cols, 1));
+  const double per_copy = 32.0 * t.per_copy_f32 / n;
+  if (block.per_tensor()) return t.element_bits + per_copy;
+  if (t.packed_fp4) return t.element_bits + static_cast<double>(t.scale_bits) / block.cols + per_copy;
+  const double blocks = std::ceil(static_cast<double>(rows) / block.rows) * std::ceil(static_cast<double>(cols) / block.cols);
+  return t.element_bits + t.scale_bits * blocks / n + per_copy;
 }
 
 ErrorStats error_stats(std::span<const float> ref, std::span<const float> approx) {

@@ -1,5 +1,6 @@
 #include "nvfp4/qtensor_file.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -24,14 +25,14 @@ void add_copy(std::vector<std::pair<std::string, Tensor>>& out, const std::strin
               const FormatTraits& t) {
   if (t.packed_fp4) {
     out.emplace_back(prefix + ".q", Tensor::from_bytes(DType::U8, {c.rows, c.cols / 2}, c.codes));
-    const bool nv = t.format == Format::nvfp4;
-    out.emplace_back(prefix + (nv ? ".s" : ".e8m0"), Tensor::from_bytes(*t.scale_dtype, {c.scale_rows, c.scale_cols}, c.scales));
-    if (nv) out.emplace_back(prefix + ".amax", Tensor::from_f32({c.amax}, {1}));
+    out.emplace_back(prefix + "." + std::string(t.scale_tensor),
+                     Tensor::from_bytes(*t.scale_dtype, {c.scale_rows, c.scale_cols}, c.scales));
+    if (t.per_copy_f32 > 0) out.emplace_back(prefix + ".amax", Tensor::from_f32({c.amax}, {1}));
     return;
   }
   out.emplace_back(prefix + ".q", Tensor::from_bytes(t.code_dtype, {c.rows, c.cols}, c.codes));
   const bool per_tensor = c.scale_inv.size() == 1 && c.scale_rows == 1 && c.scale_cols == 1;
-  out.emplace_back(prefix + ".scale_inv", Tensor::from_f32(c.scale_inv, per_tensor ? std::vector<int64_t>{1}
+  out.emplace_back(prefix + "." + std::string(t.scale_tensor), Tensor::from_f32(c.scale_inv, per_tensor ? std::vector<int64_t>{1}
                                                                                     : std::vector<int64_t>{c.scale_rows, c.scale_cols}));
   out.emplace_back(prefix + ".amax", Tensor::from_f32({c.amax}, {1}));
 }
@@ -127,8 +128,8 @@ class GroupReader {
       need(p + ".q", DType::U8);
       c.rows = q.shape[0];
       c.cols = 2 * q.shape[1];
-      const int64_t bc = o.format == Format::nvfp4 ? 16 : 32;
-      const std::string s_name = p + (o.format == Format::nvfp4 ? ".s" : ".e8m0");
+      const int64_t bc = t.default_block.cols;  // a scale per bc values of a row (16x16 tiles: per row too)
+      const std::string s_name = p + "." + std::string(t.scale_tensor);
       const TensorInfo& s = need(s_name, *t.scale_dtype);
       if (s.shape != std::vector<int64_t>{c.rows, c.cols / bc}) {
         fail("'" + base_ + s_name + "' has shape " + shape_to_string(s.shape) + ", expected " +
@@ -138,7 +139,7 @@ class GroupReader {
       c.scale_cols = s.shape[1];
       c.scales = bytes(s_name);
       check_scale_bytes(s_name, c.scales, *t.scale_dtype);
-      if (o.format == Format::nvfp4) c.amax = amax(p + ".amax");
+      if (t.per_copy_f32 > 0) c.amax = amax(p + ".amax");
     } else {
       need(p + ".q", t.code_dtype);
       c.rows = q.shape[0];
@@ -285,17 +286,25 @@ std::vector<QuantizedEntry> read_quantized(const Checkpoint& ckpt, const std::st
     } else {
       const std::string which = has_row ? ".row" : ".col";
       const DType qd = ckpt.info(base + which + ".q").dtype;
-      if (qd == DType::F8_E4M3) o.format = Format::fp8_e4m3;
-      else if (qd == DType::F8_E5M2) o.format = Format::fp8_e5m2;
-      else if (g.has(which + ".s")) o.format = Format::nvfp4;
-      else if (g.has(which + ".e8m0")) o.format = Format::mxfp4;
-      else g.fail("cannot tell its format: no '" + which + ".s' (NVFP4) or '" + which + ".e8m0' (MXFP4) next to U8 codes");
+      // The first format of the table whose code dtype (FP8) or scale tensor (FP4) is there:
+      // U8 codes with ".s" are NVFP4, with ".e8m0" MXFP4 (the round-up rule: NVIDIA's files).
+      const FormatTraits* found = nullptr;
+      for (const FormatTraits& t : format_table()) {
+        if (t.packed_fp4 ? qd == DType::U8 && g.has(which + "." + std::string(t.scale_tensor)) : qd == t.code_dtype) {
+          found = &t;
+          break;
+        }
+      }
+      if (!found) g.fail("cannot tell its format: no '" + which + ".s' (NVFP4) or '" + which + ".e8m0' (MXFP4) next to U8 codes");
+      o.format = found->format;
       o.block = std::nullopt;
       o.rht = g.has(".col.x");
-      if (o.format == Format::nvfp4 && has_row) {
+      const FormatTraits& ft = format_traits(o.format);
+      if (has_row && std::find(ft.blocks.begin(), ft.blocks.end(), BlockShape{16, 16}) != ft.blocks.end()) {
         // A 16x16 tile scale is replicated over 16 rows: detect it (only exact replication counts).
-        const TensorInfo& s = ckpt.info(base + ".row.s");
-        const auto sb = ckpt.bytes(base + ".row.s");
+        const std::string s_name = base + ".row." + std::string(ft.scale_tensor);
+        const TensorInfo& s = ckpt.info(s_name);
+        const auto sb = ckpt.bytes(s_name);
         // A scale matrix whose rows are all equal (all-zero tensors, say) tells nothing: 1x16.
         bool tiled = s.shape.size() == 2 && s.shape[0] % 16 == 0 && s.shape[0] >= 16;
         bool all_rows_equal = true;

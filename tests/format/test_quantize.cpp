@@ -53,6 +53,48 @@ TEST(Formats, TableIsConsistentAndParsable) {
 // Every format, every block shape it supports: dequantized Gaussian data stays within the
 // format's registered error budget, and the error is not implausibly small either (a
 // quantizer that copied its input would pass a one-sided test).
+TEST(Formats, TheTableCarriesWhatCodeUsedToSwitchOn) {
+  // Storage cost, scale naming and codecs, RHT size: read from the table, never re-derived.
+  const auto& nv = format_traits(Format::nvfp4);
+  const auto& mx = format_traits(Format::mxfp4);
+  const auto& e4 = format_traits(Format::fp8_e4m3);
+  EXPECT_DOUBLE_EQ(storage_bits_per_value(nv, {1, 16}, 1024, 4096), 4.5 + 32.0 / (1024 * 4096));
+  EXPECT_DOUBLE_EQ(storage_bits_per_value(nv, {16, 16}, 1024, 4096), 4.5 + 32.0 / (1024 * 4096));  // per row
+  EXPECT_DOUBLE_EQ(storage_bits_per_value(mx, {1, 32}, 64, 64), 4.25);
+  EXPECT_DOUBLE_EQ(storage_bits_per_value(e4, {0, 0}, 64, 64), 8.0 + 32.0 / 4096);
+  EXPECT_DOUBLE_EQ(storage_bits_per_value(e4, {128, 128}, 256, 200), 8.0 + (32.0 * 4 + 32.0) / (256 * 200));
+  EXPECT_EQ(nv.scale_tensor, "s");
+  EXPECT_EQ(mx.scale_tensor, "e8m0");
+  EXPECT_EQ(e4.scale_tensor, "scale_inv");
+  EXPECT_EQ(nv.rht_points, 16);
+  EXPECT_EQ(mx.rht_points, 32);
+  for (const nvfp4::FormatTraits& t : nvfp4::format_table()) {
+    SCOPED_TRACE(std::string(t.name));
+    EXPECT_EQ(t.rht_points > 0, t.supports_rht);
+    EXPECT_EQ(t.scale_decode != nullptr, t.scale_dtype.has_value());  // byte-coded scales decode
+    if (t.scale_decode) {
+      EXPECT_TRUE(t.scale_saturated(t.format == Format::nvfp4 ? 0x7E : 254));
+      EXPECT_EQ(t.scale_decode(t.format == Format::nvfp4 ? 0x7E : 254), t.format == Format::nvfp4 ? 448.0f : std::ldexp(1.0f, 127));
+    }
+  }
+}
+
+TEST(Formats, DequantizeAsInputUndoesTheRhtAndTheTranspose) {
+  const auto x = nvfp4::test::randn(64 * 96, 5);
+  for (Format f : {Format::nvfp4, Format::mxfp4}) {
+    QuantizeOptions o;
+    o.format = f;
+    o.rowwise = o.columnwise = true;
+    o.rht = true;
+    const nvfp4::QuantizedTensor q = nvfp4::quantize(x, 64, 96, o);
+    const auto row = nvfp4::dequantize_as_input(q, false), col = nvfp4::dequantize_as_input(q, true);
+    ASSERT_EQ(col.size(), x.size());
+    // Both approximate x in x's layout; the column-wise copy through its inverse transform.
+    EXPECT_LT(nvfp4::error_stats(x, col).rel_rms, format_traits(f).gaussian_rel_rms_budget * 1.2);
+    EXPECT_LT(nvfp4::error_stats(x, row).rel_rms, format_traits(f).gaussian_rel_rms_budget);
+  }
+}
+
 TEST(Formats, GaussianRoundTripWithinBudget) {
   const int64_t M = 256, K = 512;
   const auto x = gaussian(M * K, 1);

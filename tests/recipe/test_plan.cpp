@@ -61,7 +61,9 @@ TEST(Plan, EveryOperandIsTheRecipesRuleForItsLayer) {
               const OperandPlan& op = p.operand(linear_index(id), phase, g, o);
               const auto want = operand_quant(r, L, l, linear_name(id.kind), g, o, phase ? 0.75 : 0.0);
               ASSERT_EQ(op.quantized, want.has_value()) << l << " " << linear_name(id.kind) << " phase " << phase;
-              if (want) EXPECT_EQ(op.quant, *want);
+              if (want) {
+                EXPECT_EQ(op.quant, *want);
+              }
               EXPECT_EQ(op.tensor, operand_tensor(g, o));
               EXPECT_EQ(op.sr_role, 3u * static_cast<uint32_t>(id.kind) + static_cast<uint32_t>(op.tensor));
               EXPECT_EQ(op.column, g == Gemm::wgrad || (g == Gemm::dgrad && o == Operand::b));

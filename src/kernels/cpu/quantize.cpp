@@ -142,10 +142,6 @@ float checked_amax(const float* x, int64_t n, int64_t cols, const char* what) {
                        first, count);
 }
 
-fmt::SrKey core_key(const SrKey& k, bool column_copy) {
-  return fmt::SrKey{k.seed, k.step, k.layer, (k.role & 0x7Fu) | (column_copy ? 0x80u : 0u)};
-}
-
 // NVFP4: x (rows, cols) -> codes (rows, cols/2), scales (rows, cols/16); tile_rows 1 or 16.
 void quantize_nvfp4_copy(const float* x, int64_t rows, int64_t cols, int tile_rows, bool sr, const fmt::SrKey& key,
                          float amax, QuantizedCopy& out) {
@@ -295,7 +291,7 @@ void check_multiple(int64_t dim, int64_t m, const char* dim_name, const std::str
 }
 
 // Points of a format's RHT: 16 for NVFP4 (TE), 32 for MXFP4 (its block).
-int rht_points(Format f) { return f == Format::nvfp4 ? fmt::kRhtSize : fmt::kRht32Size; }
+int rht_points(Format f) { return format_traits(f).rht_points; }
 
 }  // namespace
 
@@ -370,7 +366,7 @@ QuantizedTensor quantize(std::span<const float> x, int64_t M, int64_t K, const Q
 
   auto quantize_copy = [&](const float* data, int64_t rows, int64_t cols, float amax, bool column) {
     QuantizedCopy c;
-    const fmt::SrKey key = core_key(o.sr_key, column);
+    const SrKey key = sr_copy_key(o.sr_key, column);
     switch (o.format) {
       case Format::nvfp4:
         quantize_nvfp4_copy(data, rows, cols, block.rows, sr, key, amax, c);
@@ -411,6 +407,29 @@ QuantizedTensor quantize(std::span<const float> x, int64_t M, int64_t K, const Q
     if (o.rht) q.col_rht_input = std::move(xt);
   }
   return q;
+}
+
+std::vector<float> dequantize_as_input(const QuantizedTensor& q, bool column) {
+  if (!column) {
+    if (!q.row) throw Error("dequantize_as_input: the tensor has no row-wise copy");
+    return dequantize(*q.row, q.options);
+  }
+  if (!q.col) throw Error("dequantize_as_input: the tensor has no column-wise copy");
+  std::vector<float> t = dequantize(*q.col, q.options);  // (K, M)
+  if (q.options.rht) {
+    const int n = rht_points(q.options.format);
+    if (n == fmt::kRhtSize) {
+      for (size_t i = 0; i + 16 <= t.size(); i += 16) fmt::rht16_inverse(t.data() + i, q.options.rht_sign_mask);
+    } else if (n == fmt::kRht32Size) {
+      for (size_t i = 0; i + 32 <= t.size(); i += 32) fmt::rht32_inverse(t.data() + i, fmt::kRht32SignMask);
+    } else {
+      throw Error("dequantize_as_input: format " + std::string(format_traits(q.options.format).name) + " has no RHT");
+    }
+  }
+  std::vector<float> x(t.size());
+  for (int64_t k = 0; k < q.K; ++k)
+    for (int64_t m = 0; m < q.M; ++m) x[m * q.K + k] = t[k * q.M + m];
+  return x;
 }
 
 std::vector<float> dequantize(const QuantizedCopy& c, const QuantizeOptions& options, bool apply_tensor_scale) {

@@ -128,8 +128,8 @@ void run_mxfp4(const void* x, DType dtype, int64_t M, int64_t K, Format format, 
   a.col_codes = col ? col->codes : nullptr;
   a.col_scales = col ? col->scales : nullptr;
   a.rule = format == Format::mxfp4 ? fmt::MxScaleRule::round_up : fmt::MxScaleRule::ocp_floor;
-  a.row_key = fmt::SrKey{key.seed, key.step, key.layer, key.role & 0x7Fu};
-  a.col_key = fmt::SrKey{key.seed, key.step, key.layer, (key.role & 0x7Fu) | 0x80u};
+  a.row_key = sr_copy_key(key, false);
+  a.col_key = sr_copy_key(key, true);
   a.nonfinite = status.nonfinite_count;
   const auto s = reinterpret_cast<cudaStream_t>(stream);
   const dim3 grid(static_cast<unsigned>((K + kTile - 1) / kTile), static_cast<unsigned>((M + kTile - 1) / kTile));

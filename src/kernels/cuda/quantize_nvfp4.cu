@@ -161,8 +161,8 @@ void launch_quantize(const T* x, int64_t M, int64_t K, const Nvfp4KernelConfig& 
   a.rht = c.rht;
   a.sr = c.stochastic;
   a.swizzled = c.swizzled_scales;
-  a.row_key = fmt::SrKey{c.sr_key.seed, c.sr_key.step, c.sr_key.layer, c.sr_key.role & 0x7Fu};
-  a.col_key = fmt::SrKey{c.sr_key.seed, c.sr_key.step, c.sr_key.layer, (c.sr_key.role & 0x7Fu) | 0x80u};
+  a.row_key = sr_copy_key(c.sr_key, false);
+  a.col_key = sr_copy_key(c.sr_key, true);
   a.nonfinite = nonfinite;
   a.count_nonfinite_here = count_here && nonfinite != nullptr;
   if (c.swizzled_scales) {  // the padding of the 128x4 layout must read as zero
