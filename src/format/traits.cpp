@@ -6,7 +6,7 @@
 #include "format/rht.hpp"
 #include "format/scalar.hpp"
 #include "nvfp4/error.hpp"
-#include "nvfp4/quantize.hpp"
+#include "nvfp4/format.hpp"
 
 namespace nvfp4 {
 

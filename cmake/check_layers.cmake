@@ -1,0 +1,45 @@
+# Layering check (../shared/docs/architecture.md): a layer includes only its own headers and
+# those of layers to its left. Run at every build (target nvfp4_layers) as
+#   cmake -DSRC=<repo>/src -P cmake/check_layers.cmake
+# and fails, naming the file, the include and the rule, on any wrong-way include.
+#
+#   format ──► kernels ──► recipe ──► model ──┬─► train
+#      └──► io ─────────────────────────────────┴─► infer
+cmake_minimum_required(VERSION 3.25)
+if(NOT SRC)
+  message(FATAL_ERROR "check_layers.cmake: pass -DSRC=<the src folder>")
+endif()
+set(layers format kernels recipe model io train infer)
+set(allowed_format  format)
+set(allowed_kernels format kernels)
+set(allowed_recipe  format recipe)
+set(allowed_model   format kernels recipe model)
+set(allowed_io      format io)
+set(allowed_train   format kernels recipe model io train)
+set(allowed_infer   format kernels recipe model io infer)
+
+set(bad "")
+foreach(layer IN LISTS layers)
+  file(GLOB_RECURSE files "${SRC}/${layer}/*.hpp" "${SRC}/${layer}/*.cpp" "${SRC}/${layer}/*.cu" "${SRC}/${layer}/*.cuh")
+  foreach(f IN LISTS files)
+    file(STRINGS "${f}" includes REGEX "^[ \t]*#[ \t]*include[ \t]+\"[a-z_]+/")
+    foreach(line IN LISTS includes)
+      string(REGEX REPLACE "^[ \t]*#[ \t]*include[ \t]+\"([a-z_]+)/.*" "\\1" target "${line}")
+      if(target STREQUAL "nvfp4")
+        continue()  # the public API (include/nvfp4/)
+      endif()
+      if(NOT target IN_LIST layers)
+        continue()
+      endif()
+      if(NOT target IN_LIST allowed_${layer})
+        file(RELATIVE_PATH rel "${SRC}/.." "${f}")
+        string(STRIP "${line}" line)
+        string(REPLACE ";" ", " ok "${allowed_${layer}}")
+        string(APPEND bad "\n  ${rel}: ${line} — src/${layer}/ may include only ${ok}")
+      endif()
+    endforeach()
+  endforeach()
+endforeach()
+if(bad)
+  message(FATAL_ERROR "wrong-way includes (a layer uses only layers to its left; see ../shared/docs/architecture.md):${bad}")
+endif()
