@@ -106,8 +106,7 @@ void run(CompareCommand& a) {
 }  // namespace
 
 void register_compare(CLI::App& app) {
-  auto a = std::make_shared<CompareCommand>();
-  CLI::App* c = app.add_subcommand(
+  const auto [c, a] = add_command<CompareCommand>(app,
       "compare", "Train the same model under several precision recipes and write an HTML report comparing them");
   add_train_options(c, a->t, "Folder for report.html, summary.json and one training folder per run");
   c->add_option("--recipes", a->recipes,

@@ -148,13 +148,12 @@ void run_data(DataArgs& a) {
 }  // namespace
 
 void register_data(CLI::App& app) {
-  auto args = std::make_shared<DataArgs>();
-  io::DataOptions& o = args->o;
   std::string names;
   for (const auto& n : io::tokenizer_names()) names += (names.empty() ? "" : "|") + n;
-  CLI::App* c = app.add_subcommand(
+  const auto [c, args] = add_command<DataArgs>(app,
       "data", "Tokenize text files, folders, globs and .gz / GNU info files into llm.c-style token shards "
               "(train/val split by document) plus manifest.json");
+  io::DataOptions& o = args->o;
   c->add_option("inputs", o.inputs, "Text files, .gz files, folders (recursive, sorted) or globs")->required();
   c->add_option("--out", o.out_dir, "Output folder for the shards and manifest.json")->required();
   c->add_option("--tokenizer", o.tokenizer, "Tokenizer: " + names)->capture_default_str();

@@ -66,8 +66,8 @@ void run_dequant(const DequantArgs& a) {
 }  // namespace
 
 void register_dequant(CLI::App& app) {
-  auto args = std::make_shared<DequantArgs>();
-  CLI::App* c = app.add_subcommand("dequant", "Dequantize the quantized tensors of a file back to F32 or BF16");
+  const auto [c, args] = add_command<DequantArgs>(app,
+      "dequant", "Dequantize the quantized tensors of a file back to F32 or BF16");
   c->add_option("input", args->input, "File written by `nvfp4 qtensor` (or any file in its naming)")->required();
   c->add_option("output", args->output, "Output .safetensors file (written atomically)")->required();
   c->add_option("--dtype", args->dtype, "Output dtype: f32 or bf16")->default_val("f32");

@@ -115,8 +115,8 @@ void run(const ExportArgs& a) {
 }  // namespace
 
 void register_export_hf(CLI::App& app) {
-  auto a = std::make_shared<ExportArgs>();
-  CLI::App* c = app.add_subcommand("export-hf", "Write a checkpoint as a Hugging Face Llama model (BF16)");
+  const auto [c, a] = add_command<ExportArgs>(app,
+      "export-hf", "Write a checkpoint as a Hugging Face Llama model (BF16)");
   c->add_option("checkpoint", a->checkpoint, "ckpt_*.safetensors written by nvfp4 train")->required();
   c->add_option("dir", a->dir, "Output folder")->required();
   c->add_option("--check-text", a->check_text, "Text whose reference logits are written for checking the export");

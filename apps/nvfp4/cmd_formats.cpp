@@ -169,8 +169,8 @@ void run_formats(const FormatsArgs& a) {
 }  // namespace
 
 void register_formats(CLI::App& app) {
-  auto args = std::make_shared<FormatsArgs>();
-  CLI::App* c = app.add_subcommand("formats", "Compare every format's error and speed on your tensors or standard data");
+  const auto [c, args] = add_command<FormatsArgs>(app,
+      "formats", "Compare every format's error and speed on your tensors or standard data");
   c->add_option("file", args->file, "Optional .safetensors file: measure on its 2-D floating-point tensors");
   c->add_option("--rows", args->rows, "Rows of the synthetic tensors (rows x cols <= 2^30)")
       ->default_val(1024)

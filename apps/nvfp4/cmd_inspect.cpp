@@ -115,8 +115,8 @@ void run_inspect(const InspectArgs& a) {
 }  // namespace
 
 void register_inspect(CLI::App& app) {
-  auto args = std::make_shared<InspectArgs>();
-  CLI::App* c = app.add_subcommand("inspect", "List tensors, dtypes, shapes, metadata and quantization scale statistics");
+  const auto [c, args] = add_command<InspectArgs>(app,
+      "inspect", "List tensors, dtypes, shapes, metadata and quantization scale statistics");
   c->add_option("file", args->file, ".safetensors file, sharded index .json, or checkpoint folder")->required();
   c->add_flag("--json", args->json, "Print JSON instead of tables");
   c->callback([args] { run_inspect(*args); });

@@ -139,8 +139,8 @@ void run_qtensor(const QtensorArgs& a) {
 }  // namespace
 
 void register_qtensor(CLI::App& app) {
-  auto args = std::make_shared<QtensorArgs>();
-  CLI::App* c = app.add_subcommand("qtensor", "Quantize every 2-D floating-point tensor of a safetensors file");
+  const auto [c, args] = add_command<QtensorArgs>(app,
+      "qtensor", "Quantize every 2-D floating-point tensor of a safetensors file");
   c->add_option("input", args->input, "Input .safetensors file (or sharded checkpoint index / folder)")->required();
   c->add_option("output", args->output, "Output .safetensors file (written atomically)")->required();
   c->add_option("--format", args->format, "Format: " + format_names(", "))->default_val("nvfp4");

@@ -98,8 +98,7 @@ void write_comparison(const train::CompareReport& rep, const std::string& out_di
 }
 
 void register_report(CLI::App& app) {
-  auto a = std::make_shared<ReportCommand>();
-  CLI::App* c = app.add_subcommand(
+  const auto [c, a] = add_command<ReportCommand>(app,
       "report", "Draw existing training runs (folders of nvfp4 train / compare) into one comparison report");
   c->add_option("folders", a->inputs, "Training folders, or folders holding them (e.g. compare outputs)")->required();
   c->add_option("--out", a->out_dir, "Folder for report.html and summary.json")->required();

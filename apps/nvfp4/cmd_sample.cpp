@@ -44,8 +44,7 @@ void run(const SampleArgs& a) {
 }  // namespace
 
 void register_sample(CLI::App& app) {
-  auto a = std::make_shared<SampleArgs>();
-  CLI::App* c = app.add_subcommand("sample", "Generate text with a checkpoint from `nvfp4 train`");
+  const auto [c, a] = add_command<SampleArgs>(app, "sample", "Generate text with a checkpoint from `nvfp4 train`");
   c->add_option("checkpoint", a->checkpoint, "ckpt_*.safetensors written by nvfp4 train")->required();
   c->add_option("--prompt", a->prompt, "Text to continue (any bytes)")->capture_default_str();
   c->add_option("--tokens", a->tokens, "Tokens to generate at most (stops at end-of-text)")

@@ -92,8 +92,8 @@ void run(TrainCommand& a) {
 }  // namespace
 
 void register_train(CLI::App& app) {
-  auto a = std::make_shared<TrainCommand>();
-  CLI::App* c = app.add_subcommand("train", "Pretrain a Llama-style model on token shards from `nvfp4 data`");
+  const auto [c, a] = add_command<TrainCommand>(app,
+      "train", "Pretrain a Llama-style model on token shards from `nvfp4 data`");
   add_train_options(c, a->t, "Folder for metrics.jsonl, run.json and checkpoints");
   c->add_option("--recipe", a->recipe,
                 "Precision recipe: " + recipe::preset_names() +

@@ -127,21 +127,22 @@ void write_text_file(const std::string& path, const std::string& text) {
   io::write_file_atomic(path, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()), text.size()));
 }
 
-std::string fixed(double v, int decimals) {
+namespace {
+
+// v through printf's "%.*<conversion>", with NaN and the infinities spelled out.
+std::string formatted(double v, int precision, char conversion) {
   if (std::isnan(v)) return "nan";
   if (std::isinf(v)) return v > 0 ? "inf" : "-inf";
+  const char spec[] = {'%', '.', '*', conversion, '\0'};
   char buf[64];
-  std::snprintf(buf, sizeof buf, "%.*f", decimals, v);
+  std::snprintf(buf, sizeof buf, spec, precision, v);
   return buf;
 }
 
-std::string general(double v, int digits) {
-  if (std::isnan(v)) return "nan";
-  if (std::isinf(v)) return v > 0 ? "inf" : "-inf";
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%.*g", digits, v);
-  return buf;
-}
+}  // namespace
+
+std::string fixed(double v, int decimals) { return formatted(v, decimals, 'f'); }
+std::string general(double v, int digits) { return formatted(v, digits, 'g'); }
 
 std::string human_bytes(double bytes) {
   const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};

@@ -3,6 +3,7 @@
 
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -46,6 +47,14 @@ std::string json_text(const nlohmann::ordered_json& j);
 
 // The files of an opened checkpoint (the path given and every shard): what an output must not be.
 std::vector<std::string> input_files(const io::Checkpoint& ckpt, const std::string& path);
+
+// A subcommand and the arguments its options fill and its callback reads (shared with the
+// callback, so they live as long as the app).
+template <class Args>
+std::pair<CLI::App*, std::shared_ptr<Args>> add_command(CLI::App& app, const std::string& name,
+                                                        const std::string& description) {
+  return {app.add_subcommand(name, description), std::make_shared<Args>()};
+}
 
 // Writes text to path atomically (io::write_file_atomic: temporary file, then rename).
 void write_text_file(const std::string& path, const std::string& text);

@@ -29,6 +29,12 @@ model::ModelConfig model_config_file(const std::string& path) {
   }
 }
 
+// A numeric option whose default is shown in --help and whose value must pass `check`.
+template <typename T>
+CLI::Option* number(CLI::App* c, const std::string& name, T& value, const std::string& help, const CLI::Validator& check) {
+  return c->add_option(name, value, help)->capture_default_str()->transform(check);
+}
+
 }  // namespace
 
 void add_train_options(CLI::App* c, TrainArgs& a, const std::string& out_help) {
@@ -48,47 +54,27 @@ void add_train_options(CLI::App* c, TrainArgs& a, const std::string& out_help) {
   c->add_option("--ffn", a.ffn, "Override: MLP width (0: 8/3 d_model rounded to 64)")->transform(integer_in(0, 1 << 20));
   c->add_option("--seq-len", a.seq_len, "Override: sequence length")->transform(integer_in(1, 1 << 20));
   c->add_option("--vocab", a.vocab, "Override: vocabulary size (>= the tokenizer's)")->transform(integer_in(2, 1 << 24));
-  c->add_option("--batch", a.o.batch, "Sequences per micro-batch")->capture_default_str()->transform(integer_in(1, 1 << 20));
-  c->add_option("--grad-accum", a.o.grad_accum, "Micro-batches per optimizer step")
-      ->capture_default_str()
-      ->transform(integer_in(1, 1 << 20));
-  c->add_option("--steps", a.o.steps, "Optimizer steps")->capture_default_str()->transform(integer_in(1, kMaxInt64));
-  c->add_option("--lr", a.lr, "Peak learning rate")->capture_default_str()->transform(real_in(0, inf, true, true));
+  number(c, "--batch", a.o.batch, "Sequences per micro-batch", integer_in(1, 1 << 20));
+  number(c, "--grad-accum", a.o.grad_accum, "Micro-batches per optimizer step", integer_in(1, 1 << 20));
+  number(c, "--steps", a.o.steps, "Optimizer steps", integer_in(1, kMaxInt64));
+  number(c, "--lr", a.lr, "Peak learning rate", real_in(0, inf, true, true));
   c->add_option("--warmup", a.warmup, "Warmup steps (default: 10% of --steps, at most 1000)")
       ->transform(integer_in(0, kMaxInt64));
   c->add_option("--schedule", a.schedule, "cosine | wsd | constant")->capture_default_str();
-  c->add_option("--min-lr-frac", a.min_lr_fraction, "Final lr as a fraction of the peak")
-      ->capture_default_str()
-      ->transform(real_in(0, 1));
-  c->add_option("--decay-frac", a.decay_fraction, "wsd: fraction of steps in the final decay")
-      ->capture_default_str()
-      ->transform(real_in(0, 1));
-  c->add_option("--weight-decay", a.o.weight_decay, "AdamW decoupled weight decay (matrices)")
-      ->capture_default_str()
-      ->transform(real_in(0, inf, false, true));
-  c->add_option("--beta1", a.o.beta1, "AdamW beta1")->capture_default_str()->transform(real_in(0, 1, false, true));
-  c->add_option("--beta2", a.o.beta2, "AdamW beta2")->capture_default_str()->transform(real_in(0, 1, false, true));
-  c->add_option("--grad-clip", a.o.grad_clip, "Clip the global gradient norm (0: off)")
-      ->capture_default_str()
-      ->transform(real_in(0, inf, false, true));
-  c->add_option("--val-every", a.o.val_every, "Validate every N steps (and at the end)")
-      ->capture_default_str()
-      ->transform(integer_in(0, kMaxInt64));
-  c->add_option("--val-batches", a.o.val_batches, "Micro-batches per validation")
-      ->capture_default_str()
-      ->transform(integer_in(1, kMaxInt64));
-  c->add_option("--ckpt-every", a.o.ckpt_every, "Checkpoint every N steps (and at the end)")
-      ->capture_default_str()
-      ->transform(integer_in(0, kMaxInt64));
-  c->add_option("--keep-checkpoints", a.o.keep_checkpoints, "Checkpoints kept")
-      ->capture_default_str()
-      ->transform(integer_in(1, kMaxInt));
-  c->add_option("--seed", a.o.seed, "Initialization seed")->capture_default_str()->transform(any_seed());
+  number(c, "--min-lr-frac", a.min_lr_fraction, "Final lr as a fraction of the peak", real_in(0, 1));
+  number(c, "--decay-frac", a.decay_fraction, "wsd: fraction of steps in the final decay", real_in(0, 1));
+  number(c, "--weight-decay", a.o.weight_decay, "AdamW decoupled weight decay (matrices)", real_in(0, inf, false, true));
+  number(c, "--beta1", a.o.beta1, "AdamW beta1", real_in(0, 1, false, true));
+  number(c, "--beta2", a.o.beta2, "AdamW beta2", real_in(0, 1, false, true));
+  number(c, "--grad-clip", a.o.grad_clip, "Clip the global gradient norm (0: off)", real_in(0, inf, false, true));
+  number(c, "--val-every", a.o.val_every, "Validate every N steps (and at the end)", integer_in(0, kMaxInt64));
+  number(c, "--val-batches", a.o.val_batches, "Micro-batches per validation", integer_in(1, kMaxInt64));
+  number(c, "--ckpt-every", a.o.ckpt_every, "Checkpoint every N steps (and at the end)", integer_in(0, kMaxInt64));
+  number(c, "--keep-checkpoints", a.o.keep_checkpoints, "Checkpoints kept", integer_in(1, kMaxInt));
+  number(c, "--seed", a.o.seed, "Initialization seed", any_seed());
   c->add_flag("--resume", a.o.resume, "Continue from the newest checkpoint in --out");
-  c->add_option("--spike-factor", a.o.spike_factor, "Divergence: loss above this x its running mean")
-      ->capture_default_str()
-      ->transform(real_in(1, inf, true, true));
-  c->add_option("--threads", a.o.threads, "CPU threads (0: all cores)")->capture_default_str()->transform(integer_in(0, 4096));
+  number(c, "--spike-factor", a.o.spike_factor, "Divergence: loss above this x its running mean", real_in(1, inf, true, true));
+  number(c, "--threads", a.o.threads, "CPU threads (0: all cores)", integer_in(0, 4096));
   c->add_flag("--no-progress", a.no_progress, "No progress bar");
 }
 

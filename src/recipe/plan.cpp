@@ -60,12 +60,8 @@ Tensor operand_tensor(Gemm g, Operand o) {
 bool operand_column(Gemm g, Operand o) { return g == Gemm::wgrad || (g == Gemm::dgrad && o == Operand::b); }
 
 const char* amax_source_name(AmaxSource a) {
-  switch (a) {
-    case AmaxSource::none: return "none";
-    case AmaxSource::quantizer: return "quantizer";
-    case AmaxSource::producer: return "producer";
-  }
-  return "?";
+  static constexpr const char* kNames[] = {"none", "quantizer", "producer"};
+  return kNames[static_cast<int>(a)];
 }
 
 QuantizeOptions OperandPlan::options(uint64_t seed, uint32_t step, uint32_t layer) const {

@@ -68,12 +68,8 @@ OperandQuant operand_from_json(const nlohmann::json& j, const std::string& where
 }  // namespace
 
 const char* gemm_name(Gemm g) {
-  switch (g) {
-    case Gemm::fprop: return "fprop";
-    case Gemm::dgrad: return "dgrad";
-    case Gemm::wgrad: return "wgrad";
-  }
-  return "?";
+  static constexpr const char* kNames[] = {"fprop", "dgrad", "wgrad"};
+  return kNames[static_cast<int>(g)];
 }
 
 const char* operand_name(Gemm g, Operand o) {

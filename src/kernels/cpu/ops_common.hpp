@@ -23,18 +23,15 @@
 #define NVFP4_OMP(directive)
 #endif
 
+#include "kernels/require.hpp"
 #include "nvfp4/error.hpp"
 
 // The op files say `using namespace ops_detail;` at the top of nvfp4::cpu.
 namespace nvfp4::cpu::ops_detail {
 
-inline void require(bool ok, const char* op, const std::string& what) {
-  if (!ok) throw Error(std::string("cpu::") + op + ": " + what);
-}
-
+inline void require(bool ok, const char* op, const std::string& what) { kernels::require(ok, "cpu", op, what); }
 inline void require_nonnegative(const char* op, std::initializer_list<std::pair<const char*, int64_t>> dims) {
-  for (const auto& [name, value] : dims)
-    require(value >= 0, op, std::string(name) + " = " + std::to_string(value) + " is negative");
+  kernels::require_nonnegative("cpu", op, dims);
 }
 
 }  // namespace nvfp4::cpu::ops_detail

@@ -32,6 +32,7 @@
 
 #include "nvfp4/cuda_check.hpp"
 #include "nvfp4/cuda_ops.hpp"
+#include "kernels/require.hpp"
 #include "nvfp4/error.hpp"
 
 // The op files say `using namespace ops_detail;` at the top of nvfp4::cuda.
@@ -39,13 +40,9 @@ namespace nvfp4::cuda::ops_detail {
 
 // ---- host-side checks ---------------------------------------------------------------------
 
-inline void require(bool ok, const char* op, const std::string& what) {
-  if (!ok) throw Error(std::string("cuda::") + op + ": " + what);
-}
-
+inline void require(bool ok, const char* op, const std::string& what) { kernels::require(ok, "cuda", op, what); }
 inline void require_nonnegative(const char* op, std::initializer_list<std::pair<const char*, int64_t>> dims) {
-  for (const auto& [name, value] : dims)
-    require(value >= 0, op, std::string(name) + " = " + std::to_string(value) + " is negative");
+  kernels::require_nonnegative("cuda", op, dims);
 }
 
 inline void require_ptr(const void* p, const char* op, const char* name) {
