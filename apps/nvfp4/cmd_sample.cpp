@@ -10,7 +10,7 @@
 #include "nvfp4/error.hpp"
 #include "nvfp4/sampling.hpp"
 #include "nvfp4/tokenizer.hpp"
-#include "train/trainer.hpp"
+#include "nvfp4/checkpoint_model.hpp"
 
 namespace nvfp4::cli {
 
@@ -25,8 +25,8 @@ struct SampleArgs {
 
 void run(const SampleArgs& a) {
   infer::validate(a.sampling);
-  model::CpuModel m = train::load_checkpoint_model(a.checkpoint);
-  const auto tok = train::load_checkpoint_tokenizer(a.checkpoint);
+  model::CpuModel m = infer::load_checkpoint_model(a.checkpoint);
+  const auto tok = infer::load_checkpoint_tokenizer(a.checkpoint);
   const infer::TextGeneration g = infer::complete(m, *tok, a.prompt, a.tokens, a.sampling);
   if (a.json) {
     nlohmann::ordered_json j;

@@ -40,6 +40,10 @@ inline constexpr const char* kCheckpointVersionKey = "nvfp4.checkpoint_version";
 inline constexpr const char* kCheckpointVersion = "1";
 inline constexpr const char* kCheckpointProducerKey = "nvfp4.producer";
 inline constexpr const char* kCheckpointCrcKey = "nvfp4.tensor_crc32";
+// What a training checkpoint's model needs besides its tensors: the model config (JSON) and the
+// tokenizer's full description (io::Tokenizer::describe(); older checkpoints: its name).
+inline constexpr const char* kCheckpointModelConfigKey = "nvfp4.model_config";
+inline constexpr const char* kCheckpointTokenizerKey = "nvfp4.tokenizer";
 
 // One FP32 tensor to save. `data` points at numel(shape) floats the caller owns until
 // write_checkpoint returns (nullptr is allowed only when numel is 0).

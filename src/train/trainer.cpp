@@ -118,7 +118,7 @@ std::string layer_of(const std::string& name) {
 
 // Checkpoint metadata: the tokenizer's description (Tokenizer::describe(); a bare name in
 // checkpoints written before it) and the dataset the run trains on.
-constexpr const char* kTokenizerKey = "nvfp4.tokenizer";
+constexpr const char* kTokenizerKey = io::kCheckpointTokenizerKey;
 constexpr const char* kDatasetKey = "nvfp4.dataset";
 
 std::string dataset_json(const io::TokenDataset& d) {
@@ -442,22 +442,6 @@ std::string resolve_device(const std::string& device) {
   return "cpu";
 }
 
-model::CpuModel load_checkpoint_model(const std::string& checkpoint) {
-  const io::CheckpointReader ck = io::CheckpointReader::open(checkpoint);
-  model::CpuModel m(model::ModelConfig::from_json(ck.metadata("nvfp4.model_config")));
-  for (const auto& s : m.specs()) ck.read_finite_into(s.name, m.params().subspan(s.offset, s.numel), s.shape);
-  return m;
-}
-
-std::string checkpoint_tokenizer_description(const std::string& checkpoint) {
-  return io::CheckpointReader::open(checkpoint).metadata(kTokenizerKey);
-}
-
-std::unique_ptr<io::Tokenizer> load_checkpoint_tokenizer(const std::string& checkpoint) {
-  return io::make_tokenizer_from_description(checkpoint_tokenizer_description(checkpoint),
-                                             checkpoint + " (metadata " + kTokenizerKey + ")");
-}
-
 model::ModelConfig model_preset(const std::string& name) {
   model::ModelConfig c;
   if (name == "tiny") {  // seconds on a CPU: tests and smoke runs
@@ -593,7 +577,7 @@ TrainResult train(const TrainOptions& opt_in) {
     const std::string path = io::checkpoint_path(o.out_dir, st.step);
     io::write_checkpoint(path, tensors,
                          {{"nvfp4.run", run.dump()},
-                          {"nvfp4.model_config", o.model.to_json()},
+                          {io::kCheckpointModelConfigKey, o.model.to_json()},
                           {kTokenizerKey, dataset.tokenizer},
                           {kDatasetKey, dataset_json(dataset)},
                           {"nvfp4.recipe", o.recipe ? recipe::to_json(*o.recipe) : std::string("fp32")},

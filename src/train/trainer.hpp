@@ -81,15 +81,8 @@ TrainResult train(const TrainOptions& options);
 // "auto" -> "cuda" when this build has CUDA and a device is present, else "cpu"; others unchanged.
 std::string resolve_device(const std::string& device);
 
-// The model a checkpoint written by train() holds: its config and parameters (the optimizer
-// state is not read). Throws nvfp4::Error naming the file.
-model::CpuModel load_checkpoint_model(const std::string& checkpoint);
-// The description of the tokenizer the checkpoint's training data used (Tokenizer::describe(),
-// JSON; checkpoints written before it hold the bare name, "byte").
-std::string checkpoint_tokenizer_description(const std::string& checkpoint);
-// That tokenizer, made from its description (io::make_tokenizer_from_description). Throws
-// nvfp4::Error naming the file if this build's tokenizer of that name differs.
-std::unique_ptr<io::Tokenizer> load_checkpoint_tokenizer(const std::string& checkpoint);
+// The model and tokenizer a checkpoint holds: infer::load_checkpoint_model and
+// infer::load_checkpoint_tokenizer (include/nvfp4/checkpoint_model.hpp).
 
 // Model presets for the CLI ("tiny", "small", "gpt2-small"), vocab and seq_len included.
 model::ModelConfig model_preset(const std::string& name);

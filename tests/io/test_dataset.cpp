@@ -22,6 +22,7 @@
 #include "support/test_support.hpp"
 #include "support/tiny_corpus.hpp"
 #include "support/tiny_run.hpp"
+#include "nvfp4/checkpoint_model.hpp"
 #include "train/trainer.hpp"
 
 namespace fs = std::filesystem;
@@ -248,7 +249,7 @@ TEST_F(DatasetTest, CheckpointsStoreTheTokenizerDescriptionAndOldOnesStillLoad) 
   const auto ck = io::CheckpointReader::open(r.last_checkpoint);
   const auto d = nlohmann::json::parse(ck.metadata("nvfp4.tokenizer"));
   EXPECT_EQ(d, nlohmann::json::parse(io::ByteTokenizer().describe()));
-  EXPECT_EQ(nvfp4::train::load_checkpoint_tokenizer(r.last_checkpoint)->eot_token(), 256);
+  EXPECT_EQ(nvfp4::infer::load_checkpoint_tokenizer(r.last_checkpoint)->eot_token(), 256);
   const auto res = nvfp4::test::run_cli("sample " + r.last_checkpoint + " --prompt Hi --tokens 4");
   EXPECT_EQ(res.status, 0) << res.output;
 
@@ -267,7 +268,7 @@ TEST_F(DatasetTest, CheckpointsStoreTheTokenizerDescriptionAndOldOnesStillLoad) 
   for (const auto& n : ck.names()) tensors.push_back({n, ck.shape(n), data[i++].data()});
   const std::string old = (dir_ / "old.safetensors").string();
   io::write_checkpoint(old, tensors, meta);
-  EXPECT_EQ(nvfp4::train::load_checkpoint_tokenizer(old)->name(), "byte");
+  EXPECT_EQ(nvfp4::infer::load_checkpoint_tokenizer(old)->name(), "byte");
   const auto res_old = nvfp4::test::run_cli("sample " + old + " --prompt Hi --tokens 4");
   EXPECT_EQ(res_old.status, 0) << res_old.output;
   const auto exp = nvfp4::test::run_cli("export-hf " + old + " " + (dir_ / "hf").string());

@@ -19,6 +19,7 @@
 #include "nvfp4/token_shards.hpp"
 #include "support/test_support.hpp"
 #include "support/tiny_corpus.hpp"
+#include "nvfp4/checkpoint_model.hpp"
 #include "train/trainer.hpp"
 
 namespace {
@@ -131,7 +132,7 @@ TEST(TrainLoop, DivergenceStopsNamesTheTensorAndKeepsTheLastCheckpoint) {
   if (!last.empty()) {
     EXPECT_NE(r.divergence.find("the last checkpoint that passed the checks is " + last), std::string::npos);
     EXPECT_NO_THROW(nvfp4::io::CheckpointReader::open(last).verify());
-    EXPECT_NO_THROW(nvfp4::train::load_checkpoint_model(last));
+    EXPECT_NO_THROW(nvfp4::infer::load_checkpoint_model(last));
   }
 }
 
@@ -293,7 +294,7 @@ TEST(TrainCli, SampleAndExportHuggingFace) {
   EXPECT_EQ(cfg.at("vocab_size").get<int>(), 257);
   EXPECT_FALSE(cfg.at("tie_word_embeddings").get<bool>());
   const auto st = nvfp4::io::SafetensorsFile::open((fs::path(out) / "model.safetensors").string());
-  const auto model = nvfp4::train::load_checkpoint_model(ckpt);
+  const auto model = nvfp4::infer::load_checkpoint_model(ckpt);
   for (const auto& spec : model.specs()) {
     const auto* t = st.find(spec.name);
     ASSERT_NE(t, nullptr) << spec.name;
