@@ -106,10 +106,10 @@ void launch(const Variant& v, const uint16_t* x, int64_t M, int64_t K, Outputs& 
     case Op::nvfp4:
       break;
   }
-  nvfp4::cuda::Nvfp4KernelConfig c;
-  c.tile_rows = v.tile_rows;
+  nvfp4::QuantizeOptions c;
+  c.block = nvfp4::BlockShape{v.tile_rows, 16};
   c.rht = v.rht;
-  c.stochastic = v.sr;
+  c.rounding = v.sr ? nvfp4::Rounding::stochastic : nvfp4::Rounding::rne;
   c.sr_key = {42, 1, 0, 1};
   nvfp4::cuda::DeviceNvfp4Copy row{o.rq, o.rs, o.ra}, col{o.cq, o.cs, o.ca};
   if (v.given_amax) {
@@ -158,7 +158,7 @@ bool check_against_cpu(const Variant& v, const uint16_t* dx, int64_t M, int64_t 
     return same_bytes(want_bf16, o.y);
   }
   if (v.given_amax) {
-    nvfp4::cuda::Nvfp4KernelConfig c;
+    nvfp4::QuantizeOptions c;
     c.rht = v.rht;
     nvfp4::cuda::nvfp4_amax(dx, nvfp4::DType::BF16, M, K, c, o.ra, v.col ? o.ca : nullptr, {bad}, nullptr);
   }

@@ -4,7 +4,8 @@
 // cudaStream_t. Every kernel is a fast arrangement of the header-only format core
 // (src/format/), so its output is bit-identical to the CPU reference nvfp4::quantize()
 // (tests/cuda/test_quantize_cuda.cu checks this on fresh random inputs and the golden file).
-// Kernels take a small config, never a recipe (architecture.md, principle 3).
+// Kernels take the quantizer's options (nvfp4::QuantizeOptions, the one config type of every
+// backend), never a recipe (architecture.md, principle 3).
 #pragma once
 
 #include <cstdint>
@@ -29,40 +30,33 @@ struct DeviceNvfp4Copy {
   float* amax = nullptr;
 };
 
-struct Nvfp4KernelConfig {
-  int tile_rows = 1;             // 1: 1x16 blocks; 16: 16x16 tiles (weights)
-  bool rht = false;              // 16-point RHT on the column-wise copy (tile_rows 1 only)
-  uint16_t rht_sign_mask = kTeRhtSignMask;
-  bool stochastic = false;       // SR with Philox keyed by sr_key (column copy: role | 128)
-  SrKey sr_key{};
-  bool swizzled_scales = false;  // write scales in the 128x4 GEMM layout
-};
-
 // Device status words the kernels set instead of stopping: the caller checks them when it
 // next synchronizes, so detecting NaN/Inf costs no extra pass over the data.
 struct DeviceStatus {
   uint32_t* nonfinite_count = nullptr;  // device counter: elements that were NaN or Inf
 };
 
-// Quantize x (M, K) row-major, BF16 or F32, to NVFP4: the row-wise copy (blocks along K)
-// and/or the column-wise copy of x^T (blocks along M), each with its own amax, computed on the
-// device. row or col may be null to skip that copy. Shapes: K % 16 == 0 and M % 16 == 0 (the
-// kernels read 16-row chunks). x must be 16-byte aligned, codes 8-byte aligned (cudaMalloc
+// Quantize x (M, K) row-major, BF16 or F32, to NVFP4 as options say (format nvfp4; block 1x16
+// or 16x16; rht: the 16-point RHT on the column-wise copy; rounding; sr_key, the column-wise
+// copy drawing with role | 128; swizzled_scales): the row-wise copy (blocks along K) and/or the
+// column-wise copy of x^T (blocks along M), each with its own amax, computed on the device. row
+// or col may be null to skip that copy (options.rowwise / columnwise are not read here).
+// Shapes: K % 16 == 0 and M % 16 == 0 (the kernels read 16-row chunks). x must be 16-byte aligned, codes 8-byte aligned (cudaMalloc
 // pointers are). Asynchronous on `stream`; throws nvfp4::Error for bad arguments or a failed
 // launch. Non-finite inputs are counted into status.nonfinite_count (when given), not stopped:
 // check it after synchronizing; the outputs for such a tensor are not meaningful.
-void quantize_nvfp4(const void* x, DType dtype, int64_t M, int64_t K, const Nvfp4KernelConfig& config,
+void quantize_nvfp4(const void* x, DType dtype, int64_t M, int64_t K, const QuantizeOptions& options,
                     const DeviceNvfp4Copy* row, const DeviceNvfp4Copy* col, DeviceStatus status, Stream stream);
 
 // Same, with the per-tensor amax of each copy already computed (by a producer kernel, or a
 // previous call): reads x once. amax pointers of row/col are inputs here.
-void quantize_nvfp4_given_amax(const void* x, DType dtype, int64_t M, int64_t K, const Nvfp4KernelConfig& config,
+void quantize_nvfp4_given_amax(const void* x, DType dtype, int64_t M, int64_t K, const QuantizeOptions& options,
                                const DeviceNvfp4Copy* row, const DeviceNvfp4Copy* col, DeviceStatus status,
                                Stream stream);
 
 // The amax pass alone: max |x| into row_amax, and max |RHT(x^T)| into col_amax when
-// config.rht (else col_amax gets max |x| too). Either pointer may be null.
-void nvfp4_amax(const void* x, DType dtype, int64_t M, int64_t K, const Nvfp4KernelConfig& config, float* row_amax,
+// options.rht (else col_amax gets max |x| too). Either pointer may be null.
+void nvfp4_amax(const void* x, DType dtype, int64_t M, int64_t K, const QuantizeOptions& options, float* row_amax,
                 float* col_amax, DeviceStatus status, Stream stream);
 
 // max |x| of several tensors in one launch: for each task, folded into *amax (atomicMax on

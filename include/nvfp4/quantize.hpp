@@ -32,6 +32,9 @@ struct QuantizeOptions {
   uint16_t rht_sign_mask = kTeRhtSignMask;
   Rounding rounding = Rounding::rne;     // stochastic: FP4 formats only
   SrKey sr_key{};
+  // GPU quantizers (include/nvfp4/cuda_quantize.hpp): write NVFP4 block scales in the 128x4
+  // layout GEMMs read (swizzle_scales). The CPU quantizer writes them row-major.
+  bool swizzled_scales = false;
 };
 
 // One orientation of a quantized tensor.

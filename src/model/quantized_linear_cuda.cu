@@ -240,10 +240,11 @@ struct QuantizedLinearCuda::State {
         const cuda::DeviceNvfp4Copy* rc = row ? &copies[0] : nullptr;
         const cuda::DeviceNvfp4Copy* cc = col ? &copies[1] : nullptr;
         if (q.format == Format::nvfp4) {
-          cuda::Nvfp4KernelConfig c;
-          c.tile_rows = q.block.rows;
+          QuantizeOptions c;
+          c.format = q.format;
+          c.block = q.block;
           c.rht = col && col->q->rht;
-          c.stochastic = sr;
+          c.rounding = q.rounding;
           c.sr_key = key;
           cuda::quantize_nvfp4(x, dtype, rows_x, cols_x, c, rc, cc, status, st);
         } else {

@@ -188,12 +188,8 @@ void check_against_cpu(const std::vector<float>& x, int64_t M, int64_t K, nvfp4:
   DeviceCopy row(M, K, cfg.swizzled), col(K, M, cfg.swizzled);
   DeviceBuffer<uint32_t> bad(1);
   CUDA_OK(cudaMemset(bad.ptr, 0, 4));
-  nvfp4::cuda::Nvfp4KernelConfig kc;
-  kc.tile_rows = cfg.tile_rows;
-  kc.rht = cfg.rht;
-  kc.rht_sign_mask = cfg.sign_mask;
-  kc.stochastic = cfg.sr;
-  kc.sr_key = o.sr_key;
+  // The same options drive the GPU quantizer (it writes the copies it is given pointers for).
+  nvfp4::QuantizeOptions kc = o;
   kc.swizzled_scales = cfg.swizzled;
   auto rv = row.view();
   auto cv = col.view();
@@ -262,8 +258,8 @@ TEST(CudaNvfp4, GoldenVectorsBitExact) {
                                                       const nlohmann::json& spec, nvfp4::DType dtype,
                                                       const DeviceBuffer<uint8_t>& dx, int64_t M, int64_t K) {
     DeviceCopy row(M, K, false), col(K, M, false);
-    nvfp4::cuda::Nvfp4KernelConfig kc;
-    kc.tile_rows = spec.at("tile")[0].get<int>();
+    nvfp4::QuantizeOptions kc;
+    kc.block = nvfp4::BlockShape{spec.at("tile")[0].get<int>(), 16};
     kc.rht = spec.at("rht_on_columnwise").get<bool>();
     if (kc.rht) kc.rht_sign_mask = spec.at("rht_sign_mask").get<bool>() ? nvfp4::kTeRhtSignMask : 0;
     auto rv = row.view();
@@ -788,7 +784,15 @@ TEST(CudaNvfp4, BadArgumentsAreExplained) {
   expect([&] { nvfp4::cuda::quantize_nvfp4(dx.ptr, nvfp4::DType::BF16, 64, 40, {}, &rv, nullptr, {}, nullptr); }, "K = 40");
   expect([&] { nvfp4::cuda::quantize_nvfp4(dx.ptr, nvfp4::DType::BF16, 40, 64, {}, &rv, nullptr, {}, nullptr); }, "M = 40");
   expect([&] { nvfp4::cuda::quantize_nvfp4(dx.ptr, nvfp4::DType::F16, 64, 64, {}, &rv, nullptr, {}, nullptr); }, "F16");
-  nvfp4::cuda::Nvfp4KernelConfig rht;
+  nvfp4::QuantizeOptions mx;  // one options type for every backend: the wrong format is named
+  mx.format = nvfp4::Format::mxfp4;
+  expect([&] { nvfp4::cuda::quantize_nvfp4(dx.ptr, nvfp4::DType::BF16, 64, 64, mx, &rv, nullptr, {}, nullptr); },
+         "options.format is mxfp4, not nvfp4");
+  nvfp4::QuantizeOptions tile32;
+  tile32.block = nvfp4::BlockShape{32, 16};
+  expect([&] { nvfp4::cuda::quantize_nvfp4(dx.ptr, nvfp4::DType::BF16, 64, 64, tile32, &rv, nullptr, {}, nullptr); },
+         "block 32x16");
+  nvfp4::QuantizeOptions rht;
   rht.rht = true;
   expect([&] { nvfp4::cuda::quantize_nvfp4(dx.ptr, nvfp4::DType::BF16, 64, 64, rht, &rv, nullptr, {}, nullptr); },
          "column-wise");

@@ -191,8 +191,9 @@ void multi_amax(const AmaxTask* tasks, int count, DType dtype, Stream stream) {
   }
 }
 
-void nvfp4_amax(const void* x, DType dtype, int64_t M, int64_t K, const Nvfp4KernelConfig& config, float* row_amax,
+void nvfp4_amax(const void* x, DType dtype, int64_t M, int64_t K, const QuantizeOptions& options, float* row_amax,
                 float* col_amax, DeviceStatus status, Stream stream) {
+  const Nvfp4KernelConfig config = nvfp4_config(options);
   validate_input(x, dtype, M, K, config);
   const auto s = reinterpret_cast<cudaStream_t>(stream);
   if (row_amax) check(cudaMemsetAsync(row_amax, 0, sizeof(float), s), "cudaMemsetAsync");

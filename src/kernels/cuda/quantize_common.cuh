@@ -196,6 +196,36 @@ __device__ __forceinline__ uint32_t load_block16(const T* __restrict__ x, int64_
 
 // ---- host side ------------------------------------------------------------------------------
 
+// The NVFP4 kernels' launch settings, made from the public QuantizeOptions (nvfp4_config):
+// private to the kernels (the API has one config type, QuantizeOptions).
+struct Nvfp4KernelConfig {
+  int tile_rows = 1;             // 1: 1x16 blocks; 16: 16x16 tiles (weights)
+  bool rht = false;              // 16-point RHT on the column-wise copy (tile_rows 1 only)
+  uint16_t rht_sign_mask = kTeRhtSignMask;
+  bool stochastic = false;       // SR with Philox keyed by sr_key (column copy: role | 128)
+  SrKey sr_key{};
+  bool swizzled_scales = false;  // write scales in the 128x4 GEMM layout
+};
+
+// options -> the NVFP4 launch settings; nvfp4::Error naming the option for what NVFP4 cannot do.
+inline Nvfp4KernelConfig nvfp4_config(const QuantizeOptions& o) {
+  if (o.format != Format::nvfp4) {
+    throw Error("quantize_nvfp4: options.format is " + std::string(format_traits(o.format).name) + ", not nvfp4");
+  }
+  const BlockShape b = o.block.value_or(format_traits(Format::nvfp4).default_block);
+  if (b.cols != 16 || (b.rows != 1 && b.rows != 16)) {
+    throw Error("quantize_nvfp4: block " + block_name(b) + " is not 1x16 or 16x16");
+  }
+  Nvfp4KernelConfig c;
+  c.tile_rows = b.rows;
+  c.rht = o.rht;
+  c.rht_sign_mask = o.rht_sign_mask;
+  c.stochastic = o.rounding == Rounding::stochastic;
+  c.sr_key = o.sr_key;
+  c.swizzled_scales = o.swizzled_scales;
+  return c;
+}
+
 // The kernels read BF16 or FP32 inputs.
 inline void require_bf16_or_f32(const char* op, DType dtype) {
   if (dtype != DType::BF16 && dtype != DType::F32) {

@@ -203,15 +203,15 @@ void run(const void* x, DType dtype, int64_t M, int64_t K, const Nvfp4KernelConf
 
 }  // namespace
 
-void quantize_nvfp4(const void* x, DType dtype, int64_t M, int64_t K, const Nvfp4KernelConfig& config,
+void quantize_nvfp4(const void* x, DType dtype, int64_t M, int64_t K, const QuantizeOptions& options,
                     const DeviceNvfp4Copy* row, const DeviceNvfp4Copy* col, DeviceStatus status, Stream stream) {
-  run(x, dtype, M, K, config, row, col, status, stream, true);
+  run(x, dtype, M, K, nvfp4_config(options), row, col, status, stream, true);
 }
 
-void quantize_nvfp4_given_amax(const void* x, DType dtype, int64_t M, int64_t K, const Nvfp4KernelConfig& config,
+void quantize_nvfp4_given_amax(const void* x, DType dtype, int64_t M, int64_t K, const QuantizeOptions& options,
                                const DeviceNvfp4Copy* row, const DeviceNvfp4Copy* col, DeviceStatus status,
                                Stream stream) {
-  run(x, dtype, M, K, config, row, col, status, stream, false);
+  run(x, dtype, M, K, nvfp4_config(options), row, col, status, stream, false);
 }
 
 }  // namespace nvfp4::cuda
