@@ -85,6 +85,21 @@ void quantize_mxfp4(const void* x, DType dtype, int64_t M, int64_t K, Format for
 // M % 32 == 0; out must not alias x.
 void rht32_columns(const void* x, DType dtype, int64_t M, int64_t K, void* out, Stream stream);
 
+// ---- The FP4 formats through one entry each way (the kernels' dispatch on options.format) ----
+//
+// quantize_fp4: options.format nvfp4 (quantize_nvfp4, its 16-point RHT inside the kernel call)
+// or mxfp4 / mxfp4-ocp (quantize_mxfp4; under options.rht the 32-point RHT is a separate pass
+// into rht_scratch — M x K elements of dtype — and only a column-wise copy can be made then).
+// rht_is_separate_pass(options) says whether rht_scratch is needed.
+bool rht_is_separate_pass(const QuantizeOptions& options);
+void quantize_fp4(const void* x, DType dtype, int64_t M, int64_t K, const QuantizeOptions& options,
+                  const DeviceNvfp4Copy* row, const DeviceNvfp4Copy* col, DeviceStatus status, Stream stream,
+                  void* rht_scratch = nullptr);
+// dequantize_fp4: dequantize_nvfp4 (row-major scales) or dequantize_mxfp4 by format;
+// apply_tensor_scale is NVFP4's (MXFP4 has no tensor scale).
+void dequantize_fp4(const DeviceNvfp4Copy& copy, int64_t rows, int64_t cols, Format format, bool apply_tensor_scale,
+                    void* out, DType out_dtype, Stream stream);
+
 // ---- FP8 with per-tensor current scaling ----------------------------------------------------
 //
 // codes = fp8_satfinite(x * scale), scale = fp8_max / amax (1 for an all-zero tensor); the

@@ -33,7 +33,8 @@ using recipe::Gemm;
 using recipe::Operand;
 using recipe::OperandQuant;
 
-bool is_fp8(Format f) { return f == Format::fp8_e4m3 || f == Format::fp8_e5m2; }
+// An operand the FP8 tensor cores take natively: 8-bit codes (the format's traits say).
+bool native_fp8(Format f) { return format_traits(f).element_bits == 8; }
 
 // alpha = product of the NVFP4 operands' per-tensor decode factors (1 for other formats).
 __global__ void alpha_kernel(float* alpha, const float* amax_a, const float* amax_b) {
@@ -208,8 +209,11 @@ struct QuantizedLinearCuda::State {
   // Two operands that quantize the same tensor — one row-wise, one column-wise — can come from
   // one kernel call (one read of the tensor) when their settings agree; RHT is column-wise only.
   static bool pairable(const OperandQuant& row, const OperandQuant& col) {
+    QuantizeOptions c;
+    c.format = col.format;
+    c.rht = col.rht;
     return row.format == col.format && row.block == col.block && row.rounding == col.rounding && !row.rht &&
-           (col.format == Format::nvfp4 || !col.rht);  // MXFP4's RHT transforms the input first
+           !cuda::rht_is_separate_pass(c);  // MXFP4's RHT transforms the input first
   }
 
   // Quantizes x (rows_x, cols_x), dtype BF16 or F32, into the row-wise copy held by slot `row`
@@ -221,7 +225,7 @@ struct QuantizedLinearCuda::State {
   void quantize(Slot* row, Slot* col, const void* x, DType dtype, int64_t rows_x, int64_t cols_x, SrKey key,
                 const Where& what, cudaStream_t st, bool col_is_operand = true, const float* given_amax = nullptr) {
     const OperandQuant& q = row ? *row->q : *col->q;
-    const bool sr = q.rounding == Rounding::stochastic;
+    const FormatTraits& t = format_traits(q.format);
     for (Slot* p : {row, col}) {
       if (!p) continue;
       p->src = nullptr;  // hold() records a reusable source after this returns
@@ -230,8 +234,8 @@ struct QuantizedLinearCuda::State {
     const size_t n = static_cast<size_t>(rows_x * cols_x);
     try {
       const cuda::DeviceStatus status{counter(what)};
-      if (q.format == Format::nvfp4 || q.format == Format::mxfp4 || q.format == Format::mxfp4_ocp) {
-        const int block = q.format == Format::nvfp4 ? 16 : 32;
+      if (t.packed_fp4) {
+        const int block = t.default_block.cols;  // a scale per `block` values of a row
         cuda::DeviceNvfp4Copy copies[2];
         Slot* slot[2] = {row, col};
         for (int i = 0; i < 2; ++i) {
@@ -239,25 +243,15 @@ struct QuantizedLinearCuda::State {
         }
         const cuda::DeviceNvfp4Copy* rc = row ? &copies[0] : nullptr;
         const cuda::DeviceNvfp4Copy* cc = col ? &copies[1] : nullptr;
-        if (q.format == Format::nvfp4) {
-          QuantizeOptions c;
-          c.format = q.format;
-          c.block = q.block;
-          c.rht = col && col->q->rht;
-          c.rounding = q.rounding;
-          c.sr_key = key;
-          cuda::quantize_nvfp4(x, dtype, rows_x, cols_x, c, rc, cc, status, st);
-        } else {
-          const void* src = x;
-          if (col && col->q->rht) {  // the 32-point RHT along the copy's rows, then quantize
-            if (row) throw Error("an MXFP4 RHT copy cannot share a kernel call with a row-wise copy");
-            void* t = col->rht.need(n * dtype_size(dtype));
-            cuda::rht32_columns(x, dtype, rows_x, cols_x, t, st);
-            src = t;
-          }
-          cuda::quantize_mxfp4(src, dtype, rows_x, cols_x, q.format, sr, key, rc, cc, status, st);
-        }
-      } else if (is_fp8(q.format)) {
+        QuantizeOptions c;
+        c.format = q.format;
+        c.block = q.block;
+        c.rht = col && col->q->rht;
+        c.rounding = q.rounding;
+        c.sr_key = key;
+        void* scratch = cuda::rht_is_separate_pass(c) ? col->rht.need(n * dtype_size(dtype)) : nullptr;
+        cuda::quantize_fp4(x, dtype, rows_x, cols_x, c, rc, cc, status, st, scratch);
+      } else if (native_fp8(q.format)) {
         const BlockShape b = q.block;
         cuda::DeviceFp8Copy copies[2];
         Slot* slot[2] = {row, col};
@@ -299,19 +293,16 @@ struct QuantizedLinearCuda::State {
     const OperandQuant& q = *s.q;
     const size_t n = static_cast<size_t>(s.rows * s.K);
     s.amax = nullptr;
-    if (is_fp8(q.format)) {
-      s.op = cuda::GemmOperand{c.codes.p, q.format == Format::fp8_e4m3 ? DType::F8_E4M3 : DType::F8_E5M2, true,
-                               c.f32.p + 4, q.block};
+    const FormatTraits& t = format_traits(q.format);
+    if (native_fp8(q.format)) {
+      s.op = cuda::GemmOperand{c.codes.p, t.code_dtype, true, c.f32.p + 4, q.block};
       return;
     }
+    // Codes x block scales, exact in BF16; a per-tensor factor (NVFP4's) goes into the GEMM's alpha.
     const cuda::DeviceNvfp4Copy copy{c.codes.p, c.scales.p, c.f32.p};
     uint16_t* dec = s.decoded.need(n);
-    if (q.format == Format::nvfp4) {
-      cuda::dequantize_nvfp4(copy, s.rows, s.K, false, false, dec, DType::BF16, st);
-      s.amax = c.f32.p;
-    } else {
-      cuda::dequantize_mxfp4(copy, s.rows, s.K, dec, DType::BF16, st);
-    }
+    cuda::dequantize_fp4(copy, s.rows, s.K, q.format, false, dec, DType::BF16, st);
+    if (t.tensor_scale_from_amax) s.amax = c.f32.p;
     s.op = cuda::GemmOperand{dec, DType::BF16, true, nullptr, BlockShape{0, 0}};
   }
 
@@ -335,7 +326,7 @@ struct QuantizedLinearCuda::State {
     }
     if (s.src == x && s.src_column == column && s.pass == pass && before == s.q && rows_before == s.rows &&
         k_before == s.K && s.q->rounding == Rounding::rne) {
-      s.amax = s.q->format == Format::nvfp4 ? s.holder().f32.p : nullptr;  // prepare() cleared it
+      s.amax = format_traits(s.q->format).tensor_scale_from_amax ? s.holder().f32.p : nullptr;  // prepare() cleared it
       return;
     }
     s.src = x;
@@ -392,13 +383,14 @@ QuantizedLinearCuda::QuantizedLinearCuda(recipe::Plan plan, uint64_t seed) {
   const recipe::Recipe& r = plan.recipe();
   for (Gemm g : {Gemm::fprop, Gemm::dgrad, Gemm::wgrad}) {
     const auto& gq = r.gemm(g);
-    const bool fa = gq.a.quantized && is_fp8(gq.a.format), fb = gq.b.quantized && is_fp8(gq.b.format);
+    const bool fa = gq.a.quantized && native_fp8(gq.a.format), fb = gq.b.quantized && native_fp8(gq.b.format);
     if (fa != fb) {
       throw Error(std::string("recipe ") + r.name + ": the " + recipe::gemm_name(g) +
                   " GEMM pairs an FP8 operand with a non-FP8 one; the CUDA path runs FP8 GEMMs natively and needs "
                   "both operands in FP8");
     }
-    if (fa && gq.a.format == Format::fp8_e5m2 && gq.b.format == Format::fp8_e5m2) {
+    if (fa && format_traits(gq.a.format).code_dtype == DType::F8_E5M2 &&
+        format_traits(gq.b.format).code_dtype == DType::F8_E5M2) {
       throw Error(std::string("recipe ") + r.name + ": the " + recipe::gemm_name(g) +
                   " GEMM has two E5M2 operands; Hopper's FP8 GEMMs take at most one");
     }
@@ -603,10 +595,9 @@ std::vector<float> QuantizedLinearCuda::held(Gemm g, Operand o) const {
   DeviceArray<float> dev;
   dev.need(n);
   const Format f = s.q->format;
-  if (f == Format::nvfp4 || f == Format::mxfp4 || f == Format::mxfp4_ocp) {
+  if (format_traits(f).packed_fp4) {
     const cuda::DeviceNvfp4Copy copy{c.codes.p, c.scales.p, c.f32.p};
-    if (f == Format::nvfp4) cuda::dequantize_nvfp4(copy, s.rows, s.K, false, true, dev.p, DType::F32, nullptr);
-    else cuda::dequantize_mxfp4(copy, s.rows, s.K, dev.p, DType::F32, nullptr);
+    cuda::dequantize_fp4(copy, s.rows, s.K, f, true, dev.p, DType::F32, nullptr);
   } else {
     const cuda::DeviceFp8Copy copy{c.codes.p, c.f32.p + 4, c.f32.p};
     cuda::dequantize_fp8(copy, s.rows, s.K, f, s.q->block, dev.p, DType::F32, nullptr);

@@ -228,4 +228,19 @@ void dequantize_fp8(const DeviceFp8Copy& copy, int64_t rows, int64_t cols, Forma
   launch<Kind::fp8, false>(a, out, out_dtype, stream, "dequantize_fp8 launch");
 }
 
+void dequantize_fp4(const DeviceNvfp4Copy& copy, int64_t rows, int64_t cols, Format format, bool apply_tensor_scale,
+                    void* out, DType out_dtype, Stream stream) {
+  switch (format) {
+    case Format::nvfp4:
+      dequantize_nvfp4(copy, rows, cols, false, apply_tensor_scale, out, out_dtype, stream);
+      return;
+    case Format::mxfp4:
+    case Format::mxfp4_ocp:
+      dequantize_mxfp4(copy, rows, cols, out, out_dtype, stream);
+      return;
+    default:
+      throw Error("dequantize_fp4: format " + std::string(format_traits(format).name) + " is not an FP4 format");
+  }
+}
+
 }  // namespace nvfp4::cuda

@@ -158,6 +158,35 @@ void quantize_mxfp4(const void* x, DType dtype, int64_t M, int64_t K, Format for
   run_mxfp4(x, dtype, M, K, format, stochastic, sr_key, row, col, status, stream);
 }
 
+bool rht_is_separate_pass(const QuantizeOptions& options) {
+  return options.rht && format_traits(options.format).rht_points == fmt::kRht32Size;
+}
+
+void quantize_fp4(const void* x, DType dtype, int64_t M, int64_t K, const QuantizeOptions& options,
+                  const DeviceNvfp4Copy* row, const DeviceNvfp4Copy* col, DeviceStatus status, Stream stream,
+                  void* rht_scratch) {
+  switch (options.format) {
+    case Format::nvfp4:
+      quantize_nvfp4(x, dtype, M, K, options, row, col, status, stream);
+      return;
+    case Format::mxfp4:
+    case Format::mxfp4_ocp: {
+      const void* src = x;
+      if (rht_is_separate_pass(options)) {  // the 32-point RHT along the copy's rows, then quantize
+        if (row) throw Error("quantize_fp4: an MXFP4 RHT copy cannot share a kernel call with a row-wise copy");
+        if (!rht_scratch) throw Error("quantize_fp4: MXFP4 under RHT needs rht_scratch (M x K elements of dtype)");
+        rht32_columns(x, dtype, M, K, rht_scratch, stream);
+        src = rht_scratch;
+      }
+      quantize_mxfp4(src, dtype, M, K, options.format, options.rounding == Rounding::stochastic, options.sr_key, row,
+                     col, status, stream);
+      return;
+    }
+    default:
+      throw Error("quantize_fp4: format " + std::string(format_traits(options.format).name) + " is not an FP4 format");
+  }
+}
+
 void rht32_columns(const void* x, DType dtype, int64_t M, int64_t K, void* out, Stream stream) {
   require_bf16_or_f32("rht32_columns", dtype);
   if (M < 0 || K < 0) throw Error("rht32_columns: negative shape");
