@@ -68,8 +68,8 @@ void run_dequant(const DequantArgs& a) {
 void register_dequant(CLI::App& app) {
   const auto [c, args] = add_command<DequantArgs>(app,
       "dequant", "Dequantize the quantized tensors of a file back to F32 or BF16");
-  c->add_option("input", args->input, "File written by `nvfp4 qtensor` (or any file in its naming)")->required();
-  c->add_option("output", args->output, "Output .safetensors file (written atomically)")->required();
+  add_input_output(c, "input", args->input, "File written by `nvfp4 qtensor` (or any file in its naming)", "output",
+                   args->output, "Output .safetensors file (written atomically)");
   c->add_option("--dtype", args->dtype, "Output dtype: f32 or bf16")->default_val("f32");
   c->add_option("--copy", args->copy, "Which copy to decode: auto (row-wise if present), row, or col (RHT undone)")
       ->default_val("auto");

@@ -35,8 +35,8 @@ void run(const ExportArgs& a) {
 void register_export_hf(CLI::App& app) {
   const auto [c, a] = add_command<ExportArgs>(app,
       "export-hf", "Write a checkpoint as a Hugging Face Llama model (BF16)");
-  c->add_option("checkpoint", a->checkpoint, "ckpt_*.safetensors written by nvfp4 train")->required();
-  c->add_option("dir", a->dir, "Output folder")->required();
+  add_input_output(c, "checkpoint", a->checkpoint, "ckpt_*.safetensors written by nvfp4 train", "dir", a->dir,
+                   "Output folder");
   c->add_option("--check-text", a->check_text, "Text whose reference logits are written for checking the export");
   c->add_flag("--force", a->force, "Write into a non-empty folder (replaces the files this command writes)");
   c->add_flag("--json", a->json, "Print the summary as JSON");

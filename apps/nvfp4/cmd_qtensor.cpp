@@ -141,8 +141,8 @@ void run_qtensor(const QtensorArgs& a) {
 void register_qtensor(CLI::App& app) {
   const auto [c, args] = add_command<QtensorArgs>(app,
       "qtensor", "Quantize every 2-D floating-point tensor of a safetensors file");
-  c->add_option("input", args->input, "Input .safetensors file (or sharded checkpoint index / folder)")->required();
-  c->add_option("output", args->output, "Output .safetensors file (written atomically)")->required();
+  add_input_output(c, "input", args->input, "Input .safetensors file (or sharded checkpoint index / folder)", "output",
+                   args->output, "Output .safetensors file (written atomically)");
   c->add_option("--format", args->format, "Format: " + format_names(", "))->default_val("nvfp4");
   c->add_option("--block", args->block,
                 "Block shape: 1x16 or 16x16 (nvfp4), 1x32 (mxfp4), tensor, 1x128 or 128x128 (fp8); default per format");

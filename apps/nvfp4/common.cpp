@@ -123,6 +123,12 @@ std::vector<std::string> input_files(const io::Checkpoint& ckpt, const std::stri
   return files;
 }
 
+void add_input_output(CLI::App* c, const char* in_name, std::string& in, const std::string& in_help,
+                      const char* out_name, std::string& out, const std::string& out_help) {
+  c->add_option(in_name, in, in_help)->required();
+  c->add_option(out_name, out, out_help)->required();
+}
+
 void write_text_file(const std::string& path, const std::string& text) {
   io::write_file_atomic(path, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()), text.size()));
 }

@@ -56,6 +56,11 @@ std::pair<CLI::App*, std::shared_ptr<Args>> add_command(CLI::App& app, const std
   return {app.add_subcommand(name, description), std::make_shared<Args>()};
 }
 
+// The two positional arguments of a command that reads one file (or folder) and writes another
+// (an output never replaces its input: io::refuse_output_over_input).
+void add_input_output(CLI::App* c, const char* in_name, std::string& in, const std::string& in_help,
+                      const char* out_name, std::string& out, const std::string& out_help);
+
 // Writes text to path atomically (io::write_file_atomic: temporary file, then rename).
 void write_text_file(const std::string& path, const std::string& text);
 
