@@ -88,8 +88,8 @@ void run(const ReportCommand& a) {
 void write_comparison(const train::CompareReport& rep, const std::string& out_dir, bool json) {
   fs::create_directories(out_dir);
   const fs::path html = fs::path(out_dir) / "report.html", js = fs::path(out_dir) / "summary.json";
-  write_text_file(html.string(), train::render_html(rep));
-  write_text_file(js.string(), train::summary_json(rep) + "\n");
+  io::write_text_file_atomic(html.string(), train::render_html(rep));
+  io::write_text_file_atomic(js.string(), train::summary_json(rep) + "\n");
   if (json) {
     std::cout << train::summary_json(rep) << "\n";
   } else {

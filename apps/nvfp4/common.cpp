@@ -129,10 +129,6 @@ void add_input_output(CLI::App* c, const char* in_name, std::string& in, const s
   c->add_option(out_name, out, out_help)->required();
 }
 
-void write_text_file(const std::string& path, const std::string& text) {
-  io::write_file_atomic(path, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()), text.size()));
-}
-
 namespace {
 
 // v through printf's "%.*<conversion>", with NaN and the infinities spelled out.

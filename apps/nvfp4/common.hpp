@@ -61,9 +61,6 @@ std::pair<CLI::App*, std::shared_ptr<Args>> add_command(CLI::App& app, const std
 void add_input_output(CLI::App* c, const char* in_name, std::string& in, const std::string& in_help,
                       const char* out_name, std::string& out, const std::string& out_help);
 
-// Writes text to path atomically (io::write_file_atomic: temporary file, then rename).
-void write_text_file(const std::string& path, const std::string& text);
-
 // What compare and report write: out_dir/report.html and out_dir/summary.json (atomically),
 // then the summary table and both paths on stdout — or, with json, the summary JSON.
 void write_comparison(const train::CompareReport& report, const std::string& out_dir, bool json);

@@ -132,6 +132,8 @@ std::vector<std::string> write_sharded(const std::string& dir, const std::vector
 
 // Write bytes to path atomically (temp file in the same folder + fsync + rename).
 void write_file_atomic(const std::string& path, std::span<const uint8_t> bytes);
+// The same for text (JSON, reports, config files).
+void write_text_file_atomic(const std::string& path, std::string_view text);
 
 // ---- temporary files of writers that were killed -------------------------------------------
 //

@@ -104,14 +104,11 @@ HfExport export_hf(const std::string& checkpoint, const std::string& dir_name, c
   }
   io::write_file((dir / "model.safetensors").string(), refs, {{"format", "pt"}, {"nvfp4.source", checkpoint}});
 
-  auto text_file = [](const fs::path& path, const std::string& text) {
-    io::write_file_atomic(path.string(),
-                          std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()), text.size()));
-  };
-  text_file(dir / "config.json", io::to_config_json(hf_config(c, tok->eot_token(), tok->eot_token())));
+  io::write_text_file_atomic((dir / "config.json").string(),
+                             io::to_config_json(hf_config(c, tok->eot_token(), tok->eot_token())));
   const nlohmann::ordered_json gen = {{"bos_token_id", tok->eot_token()}, {"eos_token_id", tok->eot_token()}};
-  text_file(dir / "generation_config.json", gen.dump(2) + "\n");
-  text_file(dir / "nvfp4_tokenizer.json", tok->describe() + "\n");
+  io::write_text_file_atomic((dir / "generation_config.json").string(), gen.dump(2) + "\n");
+  io::write_text_file_atomic((dir / "nvfp4_tokenizer.json").string(), tok->describe() + "\n");
 
   // Reference: our FP32 logits from the BF16 weights on [EOT] + the check text (<= seq_len).
   std::vector<int32_t> ids = {tok->eot_token()};

@@ -888,6 +888,10 @@ void write_file_atomic(const std::string& path, std::span<const uint8_t> bytes) 
   write_atomic(path, one);
 }
 
+void write_text_file_atomic(const std::string& path, std::string_view text) {
+  write_file_atomic(path, {reinterpret_cast<const uint8_t*>(text.data()), text.size()});
+}
+
 std::optional<int64_t> temp_name_pid(std::string_view name, std::string_view tag) {
   // ".X.<tag>.<pid>" or ".X.<tag>.<pid>.<n>", X not empty: find ".<tag>." after the first char.
   const std::string mid = "." + std::string(tag) + ".";
@@ -987,7 +991,7 @@ std::vector<std::string> write_sharded(const std::string& dir, const std::vector
     fail(dir, std::string("cannot encode the index: ") + e.what());
   }
   const std::string p = (root / kIndexName).string();
-  write_file_atomic(p, {reinterpret_cast<const uint8_t*>(text.data()), text.size()});
+  write_text_file_atomic(p, text);
   written.push_back(p);
   return written;
 }

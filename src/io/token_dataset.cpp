@@ -742,7 +742,7 @@ DataSummary build_token_dataset(const DataOptions& o, const DataProgress& progre
   } catch (const ordered_json::exception& e) {
     fail(sum.manifest_path, std::string("cannot encode the manifest: ") + e.what());
   }
-  write_file_atomic((build / kManifestName).string(), {reinterpret_cast<const uint8_t*>(text.data()), text.size()});
+  write_text_file_atomic((build / kManifestName).string(), text);
 
   // 5. the swap: out_dir holds the old dataset up to here and the new one from here on.
   swap_in(guard, out);
