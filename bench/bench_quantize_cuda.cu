@@ -72,51 +72,45 @@ struct Outputs {
 };
 
 void launch(const Variant& v, const uint16_t* x, int64_t M, int64_t K, Outputs& o, uint32_t* bad) {
+  namespace cu = nvfp4::cuda;
+  nvfp4::QuantizeOptions c;
+  const cu::AmaxInput amax = v.given_amax ? cu::AmaxInput::given : cu::AmaxInput::compute;
   switch (v.op) {
     case Op::mxfp4: {  // no tensor scale, one pass; scales reuse rs/cs
-      nvfp4::cuda::DeviceNvfp4Copy row{o.rq, o.rs, nullptr}, col{o.cq, o.cs, nullptr};
-      nvfp4::cuda::quantize_mxfp4(x, nvfp4::DType::BF16, M, K, nvfp4::Format::mxfp4, false, {}, &row,
-                                  v.col ? &col : nullptr, {bad}, nullptr);
+      c.format = nvfp4::Format::mxfp4;
+      cu::DeviceCopy row{o.rq, o.rs}, col{o.cq, o.cs};
+      cu::quantize(x, nvfp4::DType::BF16, M, K, c, &row, v.col ? &col : nullptr, {bad}, nullptr);
       return;
     }
     case Op::fp8: {  // codes reuse the rq/cq buffers (sized M*K below for FP8)
-      nvfp4::cuda::DeviceFp8Copy row{o.rq, o.fs, o.ra}, col{o.cq, o.fs + 1, o.ca};
-      if (v.given_amax) {
-        nvfp4::cuda::quantize_fp8_given_amax(x, nvfp4::DType::BF16, M, K, nvfp4::Format::fp8_e4m3, &row, &col, {bad},
-                                             nullptr);
-      } else {
-        nvfp4::cuda::quantize_fp8(x, nvfp4::DType::BF16, M, K, nvfp4::Format::fp8_e4m3, &row, &col, {bad}, nullptr);
-      }
+      c.format = nvfp4::Format::fp8_e4m3;
+      cu::DeviceCopy row{o.rq, nullptr, o.fs, o.ra}, col{o.cq, nullptr, o.fs + 1, o.ca};
+      cu::quantize(x, nvfp4::DType::BF16, M, K, c, &row, &col, {bad}, nullptr, amax);
       return;
     }
     case Op::fp8_1x128:
     case Op::fp8_128x128: {  // scale_inv arrays reuse rs/cs (M*K/16 bytes >= what 1x128 needs)
-      nvfp4::cuda::DeviceFp8Copy row{o.rq, reinterpret_cast<float*>(o.rs), o.ra};
-      nvfp4::cuda::DeviceFp8Copy col{o.cq, reinterpret_cast<float*>(o.cs), o.ca};
-      const nvfp4::BlockShape b = v.op == Op::fp8_1x128 ? nvfp4::BlockShape{1, 128} : nvfp4::BlockShape{128, 128};
-      nvfp4::cuda::quantize_fp8_blockwise(x, nvfp4::DType::BF16, M, K, nvfp4::Format::fp8_e4m3, b, &row, &col, {bad},
-                                          nullptr);
+      c.format = nvfp4::Format::fp8_e4m3;
+      c.block = v.op == Op::fp8_1x128 ? nvfp4::BlockShape{1, 128} : nvfp4::BlockShape{128, 128};
+      cu::DeviceCopy row{o.rq, nullptr, reinterpret_cast<float*>(o.rs), o.ra};
+      cu::DeviceCopy col{o.cq, nullptr, reinterpret_cast<float*>(o.cs), o.ca};
+      cu::quantize(x, nvfp4::DType::BF16, M, K, c, &row, &col, {bad}, nullptr);
       return;
     }
     case Op::dequant_nvfp4:
     case Op::dequant_nvfp4_factor:  // the row copy left by the previous variant's quantization
-      nvfp4::cuda::dequantize_nvfp4({o.rq, o.rs, o.ra}, M, K, false, v.op == Op::dequant_nvfp4_factor, o.y,
-                                    nvfp4::DType::BF16, nullptr);
+      cu::dequantize({o.rq, o.rs, nullptr, o.ra}, M, K, c, v.op == Op::dequant_nvfp4_factor, o.y, nvfp4::DType::BF16,
+                     nullptr);
       return;
     case Op::nvfp4:
       break;
   }
-  nvfp4::QuantizeOptions c;
   c.block = nvfp4::BlockShape{v.tile_rows, 16};
   c.rht = v.rht;
   c.rounding = v.sr ? nvfp4::Rounding::stochastic : nvfp4::Rounding::rne;
   c.sr_key = {42, 1, 0, 1};
-  nvfp4::cuda::DeviceNvfp4Copy row{o.rq, o.rs, o.ra}, col{o.cq, o.cs, o.ca};
-  if (v.given_amax) {
-    nvfp4::cuda::quantize_nvfp4_given_amax(x, nvfp4::DType::BF16, M, K, c, &row, v.col ? &col : nullptr, {bad}, nullptr);
-  } else {
-    nvfp4::cuda::quantize_nvfp4(x, nvfp4::DType::BF16, M, K, c, &row, v.col ? &col : nullptr, {bad}, nullptr);
-  }
+  cu::DeviceCopy row{o.rq, o.rs, nullptr, o.ra}, col{o.cq, o.cs, nullptr, o.ca};
+  cu::quantize(x, nvfp4::DType::BF16, M, K, c, &row, v.col ? &col : nullptr, {bad}, nullptr, amax);
 }
 
 template <typename T>

@@ -5,11 +5,7 @@
 // on Gaussian, Laplace and heavy-tailed data with outliers; storage in bits per value; and
 // single-core CPU quantization throughput. The one-screen answer to "what does NVFP4 cost my
 // tensors compared with MXFP4 and FP8".
-#include <algorithm>
-#include <chrono>
-#include <cmath>
 #include <iostream>
-#include <random>
 
 #include "common.hpp"
 #include "kernels/cpu/ops.hpp"
@@ -43,39 +39,15 @@ std::string variant_name(const Variant& v) {
   return std::string(format_traits(v.format).name) + " " + block_name(v.block);
 }
 
-// Stored bits per value: element bits + scale bits amortized over the elements they cover.
-double bits_per_value(const Variant& v, int64_t rows, int64_t cols) {
-  return storage_bits_per_value(format_traits(v.format), v.block, rows, cols);
-}
-
-std::vector<float> make_data(const std::string& kind, int64_t n, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::vector<float> x(static_cast<size_t>(n));
-  if (kind == "gaussian") {
-    std::normal_distribution<float> d(0.0f, 1.0f);
-    for (auto& v : x) v = d(rng);
-  } else if (kind == "laplace") {
-    std::exponential_distribution<float> e(1.0f);
-    std::bernoulli_distribution s(0.5);
-    for (auto& v : x) v = s(rng) ? e(rng) : -e(rng);
-  } else {  // heavy: Student-t with 3 degrees of freedom, plus 0.1% outliers 50x larger
-    std::student_t_distribution<float> t(3.0f);
-    std::bernoulli_distribution outlier(0.001);
-    for (auto& v : x) v = outlier(rng) ? 50.0f * t(rng) : t(rng);
-  }
-  return x;
-}
-
 struct Row {
   std::string data, variant;
   bool ok = false;
   std::string why;
-  ErrorStats err;
-  double bits = 0, gbps = 0;
+  FormatCost cost;
 };
 
 Row measure(const std::string& data_name, const std::vector<float>& x, int64_t rows, int64_t cols, const Variant& v,
-            int repeats, bool time_it) {
+            int repeats) {
   Row r;
   r.data = data_name;
   r.variant = variant_name(v);
@@ -83,26 +55,12 @@ Row measure(const std::string& data_name, const std::vector<float>& x, int64_t r
   o.format = v.format;
   o.block = v.block;
   try {
-    const auto q = quantize(x, rows, cols, o);
-    r.err = error_stats(x, dequantize(*q.row, q.options));
-    r.bits = bits_per_value(v, rows, cols);
+    r.cost = measure_format(x, rows, cols, o, repeats);
     r.ok = true;
   } catch (const NonFiniteError& e) {
     throw Error("tensor '" + data_name + "': " + e.what());
   } catch (const Error& e) {
     r.why = e.what();
-    return r;
-  }
-  if (time_it) {
-    std::vector<double> secs;
-    for (int i = 0; i < repeats; ++i) {
-      const auto t0 = std::chrono::steady_clock::now();
-      const auto q = quantize(x, rows, cols, o);
-      const auto t1 = std::chrono::steady_clock::now();
-      secs.push_back(std::chrono::duration<double>(t1 - t0).count() + 0.0 * q.row->amax);
-    }
-    std::sort(secs.begin(), secs.end());
-    r.gbps = static_cast<double>(x.size()) * 4.0 / secs[secs.size() / 2] / 1e9;
   }
   return r;
 }
@@ -116,9 +74,11 @@ void run_formats(const FormatsArgs& a) {
   std::vector<Row> rows;
   const auto variants = all_variants();
   if (a.file.empty()) {
-    for (const std::string kind : {"gaussian", "laplace", "heavy-tailed"}) {
-      const auto x = make_data(kind, a.rows * a.cols, a.seed);
-      for (const auto& v : variants) rows.push_back(measure(kind, x, a.rows, a.cols, v, a.repeats, kind == "gaussian"));
+    for (const std::string_view kind : synthetic_kinds()) {
+      const auto x = synthetic_tensor(kind, a.rows * a.cols, a.seed);
+      for (const auto& v : variants) {
+        rows.push_back(measure(std::string(kind), x, a.rows, a.cols, v, kind == "gaussian" ? a.repeats : 0));
+      }
     }
   } else {
     const io::Checkpoint ck = io::Checkpoint::open(a.file);
@@ -127,7 +87,7 @@ void run_formats(const FormatsArgs& a) {
       auto m = load_matrix(ck, name);
       if (!m) continue;
       ++used;
-      for (const auto& v : variants) rows.push_back(measure(name, m->values, m->rows, m->cols, v, a.repeats, true));
+      for (const auto& v : variants) rows.push_back(measure(name, m->values, m->rows, m->cols, v, a.repeats));
     }
     if (used == 0) throw Error(a.file + ": no 2-D floating-point tensors (F64/F32/F16/BF16) to measure");
   }
@@ -138,11 +98,11 @@ void run_formats(const FormatsArgs& a) {
       nlohmann::json e{{"data", r.data}, {"format", r.variant}, {"ok", r.ok}};
       if (!r.ok) e["why"] = r.why;
       else {
-        e["sqnr_db"] = r.err.sqnr_db;
-        e["rel_rms"] = r.err.rel_rms;
-        e["max_abs_error"] = r.err.max_abs;
-        e["bits_per_value"] = r.bits;
-        if (r.gbps > 0) e["cpu_gbps"] = r.gbps;
+        e["sqnr_db"] = r.cost.error.sqnr_db;
+        e["rel_rms"] = r.cost.error.rel_rms;
+        e["max_abs_error"] = r.cost.error.max_abs;
+        e["bits_per_value"] = r.cost.bits_per_value;
+        if (r.cost.cpu_gbps > 0) e["cpu_gbps"] = r.cost.cpu_gbps;
       }
       j.push_back(e);
     }
@@ -160,8 +120,9 @@ void run_formats(const FormatsArgs& a) {
       t.add({r.data, r.variant, "-", "n/a: " + r.why.substr(0, 60)});
       continue;
     }
-    t.add({r.data, r.variant, fixed(r.bits, 2), fixed(r.err.sqnr_db, 2), fixed(r.err.rel_rms, 4), fixed(r.err.max_abs, 4),
-           r.gbps > 0 ? fixed(r.gbps, 2) : ""});
+    const FormatCost& c = r.cost;
+    t.add({r.data, r.variant, fixed(c.bits_per_value, 2), fixed(c.error.sqnr_db, 2), fixed(c.error.rel_rms, 4),
+           fixed(c.error.max_abs, 4), c.cpu_gbps > 0 ? fixed(c.cpu_gbps, 2) : ""});
   }
   t.print();
 }

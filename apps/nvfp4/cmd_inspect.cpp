@@ -1,13 +1,12 @@
 // nvfp4 inspect FILE: tensors, dtypes, shapes, metadata; for quantized tensors, the scale
 // statistics that tell whether a format fits the data (zero / saturated / subnormal block
 // scales, the range of scales actually used).
-#include <algorithm>
-#include <cmath>
 #include <iostream>
 
 #include "common.hpp"
 #include "nvfp4/error.hpp"
 #include "nvfp4/qtensor_file.hpp"
+#include "nvfp4/quantize.hpp"
 
 namespace nvfp4::cli {
 
@@ -17,36 +16,6 @@ struct InspectArgs {
   std::string file;
   bool json = false;
 };
-
-struct ScaleStats {
-  int64_t count = 0, zero = 0, saturated = 0, subnormal = 0;
-  double min_nonzero = INFINITY, max = 0, mean = 0;
-};
-
-// Statistics of one copy's block scales (decoded). "saturated": the largest scale the scale
-// format has (448 for E4M3; for E8M0 the clamp 2^127); "subnormal": E4M3 subnormal scales
-// (fewer than 4 significant bits) or E8M0 scales at the 2^-127 clamp.
-ScaleStats scale_stats(const QuantizedCopy& c, Format f) {
-  ScaleStats s;
-  double sum = 0;
-  auto add = [&](double v, bool sat, bool sub) {
-    ++s.count;
-    sum += v;
-    if (v == 0) ++s.zero;
-    else s.min_nonzero = std::min(s.min_nonzero, v);
-    s.max = std::max(s.max, v);
-    s.saturated += sat;
-    s.subnormal += sub;
-  };
-  const FormatTraits& t = format_traits(f);
-  if (t.scale_decode) {
-    for (uint8_t b : c.scales) add(t.scale_decode(b), t.scale_saturated(b), t.scale_subnormal(b));
-  } else {
-    for (float v : c.scale_inv) add(v, false, false);
-  }
-  s.mean = s.count ? sum / s.count : 0;
-  return s;
-}
 
 void run_inspect(const InspectArgs& a) {
   const io::Checkpoint ck = io::Checkpoint::open(a.file);

@@ -57,7 +57,7 @@ struct GemmOperand {
   const void* data = nullptr;
   DType dtype = DType::BF16;  // BF16, F8_E4M3 or F8_E5M2
   bool k_major = true;        // stored (rows, K) row-major; false: stored (K, rows) row-major (BF16 only)
-  // FP8 only: the decode factors as quantize_fp8 / quantize_fp8_blockwise write them — one float
+  // FP8 only: the decode factors as cuda::quantize() writes them — one float
   // (block {0, 0}), 1x128 blocks (rows, ceil(K/128)) or 128x128 blocks (ceil(rows/128), ceil(K/128)),
   // 16-byte aligned (cuBLASLt refuses others).
   const float* scale_inv = nullptr;

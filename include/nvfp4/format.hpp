@@ -69,6 +69,12 @@ struct FormatTraits {
   float (*scale_decode)(uint8_t);
   bool (*scale_saturated)(uint8_t);
   bool (*scale_subnormal)(uint8_t);
+  // The format core's decoders (src/format/), host function pointers: the unscaled value of one
+  // element code (E2M1 / E4M3 / E5M2), and the FP32 factor a per-tensor amax contributes
+  // (NVFP4: amax / 2688; nullptr: none). A stored value is element * block scale * factor, left
+  // to right — nvfp4::dequantize() is exactly that loop over the table.
+  float (*element_decode)(uint8_t);
+  float (*tensor_decode_factor)(float amax);
 };
 
 // Stored bits per value of a (rows, cols) tensor in format t with `block`: element bits plus

@@ -10,6 +10,7 @@
 // GEMMs consume both operands contiguous along the contraction dimension ("TN").
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <optional>
 #include <span>
@@ -78,6 +79,33 @@ std::vector<float> dequantize(const QuantizedCopy& copy, const QuantizeOptions& 
 // (column = true) the column-wise copy decoded, its RHT undone (the inverse transform of the
 // format's RHT, traits' rht_points) and transposed back. Every scale applied.
 std::vector<float> dequantize_as_input(const QuantizedTensor& q, bool column);
+
+// ---- What a format costs a tensor (src/kernels/cpu/quantize_stats.cpp) -------------------------
+
+// Error of quantizing x (rows, cols) row-wise with `options` and decoding it back, its stored
+// bits per value, and (timed_repeats > 0) the CPU quantizer's throughput in GB/s of FP32 input,
+// the median of that many runs on the threads OpenMP has. Throws what quantize() throws.
+struct FormatCost {
+  ErrorStats error;
+  double bits_per_value = 0;
+  double cpu_gbps = 0;  // 0: not timed
+};
+FormatCost measure_format(std::span<const float> x, int64_t rows, int64_t cols, const QuantizeOptions& options,
+                          int timed_repeats);
+
+// Standard data to compare formats on, n values from `seed`: "gaussian" N(0, 1), "laplace",
+// "heavy-tailed" (Student-t, 3 degrees of freedom, 0.1 % outliers 50x larger).
+std::span<const std::string_view> synthetic_kinds();
+std::vector<float> synthetic_tensor(std::string_view kind, int64_t n, uint64_t seed);
+
+// Statistics of one copy's block scales, decoded: "saturated" is the largest scale the scale
+// format has (448 for E4M3; the 2^127 clamp for E8M0), "subnormal" an E4M3 subnormal scale
+// (fewer than 4 significant bits) or E8M0 at the 2^-127 clamp. FP8: its FP32 scale_inv values.
+struct ScaleStats {
+  int64_t count = 0, zero = 0, saturated = 0, subnormal = 0;
+  double min_nonzero = INFINITY, max = 0, mean = 0;
+};
+ScaleStats scale_stats(const QuantizedCopy& c, Format f);
 
 // Block scales (rows, cols) row-major <-> the "128x4" layout cuBLAS / CUTLASS block-scaled
 // GEMMs read (docs/numerics.md §2): padded with zeros to (roundup(rows,128), roundup(cols,4)).

@@ -3,6 +3,8 @@
 #include <cmath>
 #include <limits>
 
+#include "format/fp8.hpp"
+#include "format/nvfp4.hpp"
 #include "format/rht.hpp"
 #include "format/scalar.hpp"
 #include "nvfp4/error.hpp"
@@ -20,6 +22,9 @@ bool e4m3_subnormal(uint8_t b) { return (b & 0x78) == 0 && (b & 7) != 0; }    //
 float e8m0_value(uint8_t b) { return fmt::e8m0_decode(b); }
 bool e8m0_saturated(uint8_t b) { return b == 254; }                            // 2^127
 bool e8m0_subnormal(uint8_t b) { return b == 0; }                              // 2^-127, the smallest
+float e2m1_value(uint8_t c) { return fmt::e2m1_decode(c); }
+float e5m2_value(uint8_t c) { return fmt::e5m2_decode(c); }
+float nvfp4_factor(float amax) { return fmt::nvfp4_tensor_decode_factor(amax); }
 
 constexpr std::array<BlockShape, 2> kNvfp4Blocks{{{1, 16}, {16, 16}}};
 constexpr std::array<BlockShape, 1> kMxfp4Blocks{{{1, 32}}};
@@ -30,19 +35,19 @@ constexpr std::array<BlockShape, 3> kFp8Blocks{{{0, 0}, {1, 128}, {128, 128}}};
 const std::array<FormatTraits, 5> kFormats{{
     {Format::nvfp4, "nvfp4", "NVIDIA NVFP4: E2M1 values, E4M3 scale per 16 (1x16 or 16x16), FP32 tensor scale", 4,
      BlockShape{1, 16}, kNvfp4Blocks, "E4M3 per block + FP32 per tensor", true, true, true, 0.105, DType::U8,
-     DType::F8_E4M3, true, 8, 1, "s", fmt::kRhtSize, e4m3_value, e4m3_saturated, e4m3_subnormal},
+     DType::F8_E4M3, true, 8, 1, "s", fmt::kRhtSize, e4m3_value, e4m3_saturated, e4m3_subnormal, e2m1_value, nvfp4_factor},
     {Format::mxfp4, "mxfp4", "OCP MXFP4, E8M0 scale per 32 rounded UP (TE reference; NVFP4 paper baseline)", 4,
      BlockShape{1, 32}, kMxfp4Blocks, "E8M0 per block", true, true, true, 0.135, DType::U8, DType::U8, false, 8, 0,
-     "e8m0", fmt::kRht32Size, e8m0_value, e8m0_saturated, e8m0_subnormal},
+     "e8m0", fmt::kRht32Size, e8m0_value, e8m0_saturated, e8m0_subnormal, e2m1_value, nullptr},
     {Format::mxfp4_ocp, "mxfp4-ocp", "OCP MXFP4, E8M0 scale per 32 = floor(log2 amax) - 2 (OCP v1.0 rule)", 4,
      BlockShape{1, 32}, kMxfp4Blocks, "E8M0 per block", true, true, true, 0.125, DType::U8, DType::U8, false, 8, 0,
-     "e8m0", fmt::kRht32Size, e8m0_value, e8m0_saturated, e8m0_subnormal},
+     "e8m0", fmt::kRht32Size, e8m0_value, e8m0_saturated, e8m0_subnormal, e2m1_value, nullptr},
     {Format::fp8_e4m3, "fp8-e4m3", "FP8 E4M3 with current scaling, per tensor or 1x128 / 128x128 blocks", 8,
      BlockShape{0, 0}, kFp8Blocks, "FP32 per tensor or block", false, false, false, 0.030, DType::F8_E4M3,
-     std::nullopt, false, 32, 1, "scale_inv", 0, nullptr, nullptr, nullptr},
+     std::nullopt, false, 32, 1, "scale_inv", 0, nullptr, nullptr, nullptr, e4m3_value, nullptr},
     {Format::fp8_e5m2, "fp8-e5m2", "FP8 E5M2 with current scaling, per tensor or 1x128 / 128x128 blocks", 8,
      BlockShape{0, 0}, kFp8Blocks, "FP32 per tensor or block", false, false, false, 0.060, DType::F8_E5M2,
-     std::nullopt, false, 32, 1, "scale_inv", 0, nullptr, nullptr, nullptr},
+     std::nullopt, false, 32, 1, "scale_inv", 0, nullptr, nullptr, nullptr, e5m2_value, nullptr},
 }};
 
 }  // namespace

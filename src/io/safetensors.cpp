@@ -8,9 +8,9 @@
 // error (serde_json / nlohmann silently keep one of them), and "__metadata__" must be an object.
 // Unknown extra keys inside a tensor entry are ignored, as upstream does.
 //
-// Writing: every file goes through write_atomic(): temp file in the same folder, write, fsync,
-// close, rename over the target, fsync the folder. On any failure the temp file is removed and
-// the target is untouched.
+// Writing: every file goes through write_chunks_atomic() (src/io/atomic_file.cpp): temp file in
+// the same folder, write, fsync, close, rename over the target, fsync the folder. On any failure
+// the temp file is removed and the target is untouched.
 //
 // No exception other than nvfp4::Error leaves this file: nlohmann exceptions and bad_alloc are
 // converted where they can occur. When built for fuzzing (FUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION,
@@ -18,7 +18,9 @@
 // so a logic error (say std::out_of_range) crashes the fuzzer instead of being hidden.
 #include "nvfp4/safetensors.hpp"
 
+#include "io/atomic_file.hpp"
 #include "io/mapped_file.hpp"
+#include "io/strict_json.hpp"
 
 #include <fcntl.h>
 #include <signal.h>
@@ -120,116 +122,22 @@ std::string describe(const json& j) {
   return printable(j.dump(-1, ' ', false, json::error_handler_t::replace));
 }
 
-// ---- JSON with duplicate-key detection ------------------------------------------------------
-
-// Builds the DOM from nlohmann's SAX events and stops at the first duplicate key.
-//
-// nlohmann keeps the last of two equal keys without a word; a safetensors header with a tensor
-// listed twice is ambiguous (which offsets are right?), so every object at every depth is
-// checked. NOTE: nlohmann's own callback parser (json::parse with a callback) would also see the
-// keys, but after every closed object it scans the whole parent for discarded values: quadratic,
-// minutes for a header of 700k tensors. This builder is linear and, like nlohmann's parser, keeps
-// no recursion, so deeply nested input cannot overflow the stack.
-class StrictDomBuilder final : public json::json_sax_t {
- public:
-  explicit StrictDomBuilder(json& root) : root_(root) {}
-
-  bool null() override { return place(json(nullptr)); }
-  bool boolean(bool v) override { return place(json(v)); }
-  bool number_integer(number_integer_t v) override { return place(json(v)); }
-  bool number_unsigned(number_unsigned_t v) override { return place(json(v)); }
-  bool number_float(number_float_t v, const string_t& /*text*/) override { return place(json(v)); }
-  bool string(string_t& v) override { return place(json(std::move(v))); }
-  bool binary(binary_t& v) override { return place(json::binary(std::move(v))); }  // not in JSON text
-
-  bool start_object(std::size_t /*elements*/) override { return open(json::object()); }
-  bool start_array(std::size_t /*elements*/) override { return open(json::array()); }
-  bool end_object() override { return close(); }
-  bool end_array() override { return close(); }
-
-  bool key(string_t& k) override {
-    auto& object = *stack_.back()->get_ptr<json::object_t*>();
-    if (stack_.size() == 1) top_key_ = k;
-    const auto [it, inserted] = object.try_emplace(k);
-    if (!inserted) {
-      duplicate_key_ = k;
-      duplicate_depth_ = stack_.size();
-      return false;  // stops the parse
-    }
-    slot_ = &it->second;
-    return true;
-  }
-
-  bool parse_error(std::size_t /*position*/, const std::string& /*last_token*/, const json::exception& e) override {
-    syntax_error_ = e.what();
-    return false;
-  }
-
-  // What stopped the parse, for the caller's message.
-  std::optional<std::string> syntax_error_;
-  std::optional<std::string> duplicate_key_;
-  size_t duplicate_depth_ = 0;
-  std::string top_key_;  // the last key of the top-level object
-
- private:
-  // Stores v where the grammar puts it (root, next array element, or the slot of the last key)
-  // and returns its address.
-  json* put(json&& v) {
-    if (stack_.empty()) {
-      root_ = std::move(v);
-      return &root_;
-    }
-    json& top = *stack_.back();
-    if (top.is_array()) {
-      auto& array = *top.get_ptr<json::array_t*>();
-      array.push_back(std::move(v));
-      return &array.back();  // stable while it is the innermost open container
-    }
-    *slot_ = std::move(v);
-    return slot_;
-  }
-  bool place(json&& v) {
-    put(std::move(v));
-    return true;
-  }
-  bool open(json&& container) {
-    stack_.push_back(put(std::move(container)));
-    return true;
-  }
-  bool close() {
-    stack_.pop_back();
-    return true;
-  }
-
-  json& root_;
-  std::vector<json*> stack_;  // open containers, innermost last
-  json* slot_ = nullptr;      // value slot of the last key read
-};
-
 // Parses `text` as JSON, rejecting syntax errors and duplicate keys at any depth.
 // `context` names the file in errors; `kind` says what the JSON is ("header", "index").
 json parse_json_strict(std::string_view text, std::string_view context, std::string_view kind) {
-  json j;
-  StrictDomBuilder builder(j);
-  bool ok = false;
-  try {
-    ok = json::sax_parse(text.begin(), text.end(), &builder, json::input_format_t::json, /*strict=*/true,
-                         /*ignore_comments=*/false);
-  } catch (const json::exception& e) {
-    builder.syntax_error_ = e.what();
-  }
-  if (ok) return j;
-  if (builder.duplicate_key_) {
-    if (builder.duplicate_depth_ == 1) {
-      fail(context, "key " + quote_name(*builder.duplicate_key_) + " appears twice in the " + std::string(kind) +
+  StrictJson builder = parse_strict_json(text);
+  if (builder.ok) return std::move(builder.value);
+  if (builder.duplicate_key) {
+    if (builder.duplicate_depth == 1) {
+      fail(context, "key " + quote_name(*builder.duplicate_key) + " appears twice in the " + std::string(kind) +
                         " (JSON readers disagree on which copy wins)" + std::string(kCorrupt));
     }
-    fail(context, "entry " + quote_name(builder.top_key_) + ": key " + quote_name(*builder.duplicate_key_) +
+    fail(context, "entry " + quote_name(builder.top_key) + ": key " + quote_name(*builder.duplicate_key) +
                       " appears twice" + std::string(kCorrupt));
   }
   // NOTE: nlohmann quotes the offending input bytes, which may be invalid UTF-8: escape them.
   fail(context, "the " + std::string(kind) + " is not valid JSON (" +
-                    printable(builder.syntax_error_.value_or("parse stopped"), true) +
+                    printable(builder.syntax_error.value_or("parse stopped"), true) +
                     "); the file is corrupt or not a safetensors file");
 }
 
@@ -450,72 +358,6 @@ Header parse_header_impl(std::span<const uint8_t> image, std::string_view file) 
   return h;
 }
 
-// ---- atomic writing -------------------------------------------------------------------------
-
-std::atomic<uint64_t> g_temp_counter{0};
-
-// Writes `chunks` back to back into `path` atomically (see write_file_atomic). The temp name,
-// .NAME.tmp.<pid>.<n>, is what temp_name_pid() parses: remove_stale_temp_files() relies on it.
-void write_atomic(const std::string& path, std::span<const std::span<const uint8_t>> chunks) {
-  if (path.empty()) throw Error("cannot write a file with an empty path");
-  const fs::path target(path);
-  const std::string base = target.filename().string();
-  if (base.empty() || base == "." || base == "..") {
-    fail(path, "cannot write: the path names a folder, not a file");
-  }
-  fs::path dir = target.parent_path();
-  if (dir.empty()) dir = ".";
-  const fs::path temp = dir / ("." + base + ".tmp." + std::to_string(::getpid()) + "." +
-                               std::to_string(g_temp_counter.fetch_add(1)));
-  const std::string temp_s = temp.string();
-
-  int fd = ::open(temp_s.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-  if (fd < 0) {
-    const int err = errno;
-    fail(path, "cannot create temporary file " + temp_s + ": " + errno_text(err) +
-                   (err == ENOENT ? " (does the folder exist?)" : ""));
-  }
-  // Replacing a file keeps its permission bits (best effort; a failure here is harmless).
-  struct stat old_st {};
-  if (::stat(path.c_str(), &old_st) == 0 && S_ISREG(old_st.st_mode)) (void)::fchmod(fd, old_st.st_mode & 07777);
-  // From here on, any failure closes and removes the temp file; the target is not touched.
-  auto abandon = [&](const std::string& step, int err) {
-    if (fd >= 0) ::close(fd);
-    ::unlink(temp_s.c_str());
-    fail(path, "cannot write (" + step + " of " + temp_s + " failed: " + errno_text(err) + "); the file was left unchanged");
-  };
-  for (const auto& chunk : chunks) {
-    const uint8_t* p = chunk.data();
-    size_t left = chunk.size();
-    while (left > 0) {
-      const ssize_t w = ::write(fd, p, std::min<size_t>(left, size_t{1} << 30));
-      if (w < 0) {
-        if (errno == EINTR) continue;
-        abandon("write", errno);
-      }
-      if (w == 0) abandon("write", EIO);
-      p += w;
-      left -= static_cast<size_t>(w);
-    }
-  }
-  if (::fsync(fd) != 0) abandon("fsync", errno);
-  const int fd_closed = fd;
-  fd = -1;
-  if (::close(fd_closed) != 0) abandon("close", errno);
-  if (::rename(temp_s.c_str(), path.c_str()) != 0) abandon("rename to " + path, errno);
-
-  // Make the rename itself durable. Some filesystems cannot fsync a folder (EINVAL): fine.
-  const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    const int rc = ::fsync(dfd);
-    const int err = errno;
-    ::close(dfd);
-    if (rc != 0 && err != EINVAL && err != EROFS) {
-      fail(path, "written, but syncing its folder " + dir.string() + " failed: " + errno_text(err));
-    }
-  }
-}
-
 // Checked numel * dtype size for writing; errors name the path and tensor.
 uint64_t expected_nbytes(const std::string& path, const TensorRef& t) {
   uint64_t numel = 1;
@@ -604,7 +446,7 @@ void write_refs(const std::string& path, const std::vector<TensorRef>& tensors,
   chunks.reserve(tensors.size() + 1);
   chunks.emplace_back(header);
   for (const auto& t : tensors) chunks.push_back(t.bytes);
-  write_atomic(path, chunks);
+  write_chunks_atomic(path, chunks);
 }
 
 // Reads a whole (small) file such as an index JSON.
@@ -881,62 +723,6 @@ void write_file(const std::string& path, const std::vector<std::pair<std::string
   refs.reserve(tensors.size());
   for (const auto& [name, t] : tensors) refs.push_back(TensorRef{name, t.dtype, t.shape, t.data});
   write_refs(path, refs, metadata);
-}
-
-void write_file_atomic(const std::string& path, std::span<const uint8_t> bytes) {
-  const std::span<const uint8_t> one[1] = {bytes};
-  write_atomic(path, one);
-}
-
-void write_text_file_atomic(const std::string& path, std::string_view text) {
-  write_file_atomic(path, {reinterpret_cast<const uint8_t*>(text.data()), text.size()});
-}
-
-std::optional<int64_t> temp_name_pid(std::string_view name, std::string_view tag) {
-  // ".X.<tag>.<pid>" or ".X.<tag>.<pid>.<n>", X not empty: find ".<tag>." after the first char.
-  const std::string mid = "." + std::string(tag) + ".";
-  if (name.size() < 2 || name[0] != '.') return std::nullopt;
-  const size_t at = name.rfind(mid);
-  if (at == std::string_view::npos || at < 2) return std::nullopt;
-  std::string_view rest = name.substr(at + mid.size());
-  const size_t dot = rest.find('.');
-  const std::string_view pid_s = rest.substr(0, dot);
-  const auto digits = [](std::string_view d) {
-    return !d.empty() && d.size() <= 18 && std::all_of(d.begin(), d.end(), [](char c) { return c >= '0' && c <= '9'; });
-  };
-  if (!digits(pid_s) || (dot != std::string_view::npos && !digits(rest.substr(dot + 1)))) return std::nullopt;
-  int64_t pid = 0;
-  std::from_chars(pid_s.data(), pid_s.data() + pid_s.size(), pid);
-  if (pid <= 0) return std::nullopt;
-  return pid;
-}
-
-bool process_is_gone(int64_t pid) {
-  if (pid <= 0 || pid > std::numeric_limits<pid_t>::max()) return false;  // not a pid we would signal
-  return ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH;
-}
-
-std::vector<std::string> remove_stale_temp_files(const std::string& dir) {
-  std::vector<std::string> removed;
-  std::error_code ec;
-  fs::directory_iterator it(dir, ec);
-  if (ec) {
-    if (ec == std::errc::no_such_file_or_directory || ec == std::errc::not_a_directory) return removed;
-    fail(dir, "cannot list the folder to clean up temporary files: " + ec.message());
-  }
-  for (; it != fs::directory_iterator(); it.increment(ec)) {
-    const std::string name = it->path().filename().string();
-    const auto pid = temp_name_pid(name);
-    std::error_code fec;
-    if (!pid || !it->is_regular_file(fec) || !process_is_gone(*pid)) continue;
-    if (!fs::remove(it->path(), fec) && fec) {
-      fail(it->path().string(), "cannot delete this temporary file of a killed writer (pid " + std::to_string(*pid) +
-                                    "): " + fec.message());
-    }
-    removed.push_back(it->path().string());
-  }
-  if (ec) fail(dir, "cannot list the folder to clean up temporary files: " + ec.message());
-  return removed;
 }
 
 std::vector<std::string> write_sharded(const std::string& dir, const std::vector<TensorRef>& tensors,

@@ -213,7 +213,7 @@ struct QuantizedLinearCuda::State {
     c.format = col.format;
     c.rht = col.rht;
     return row.format == col.format && row.block == col.block && row.rounding == col.rounding && !row.rht &&
-           !cuda::rht_is_separate_pass(c);  // MXFP4's RHT transforms the input first
+           cuda::quantize_scratch_bytes(c, DType::F32, 1, 1) == 0;  // MXFP4's RHT transforms the input first
   }
 
   // Quantizes x (rows_x, cols_x), dtype BF16 or F32, into the row-wise copy held by slot `row`
@@ -225,58 +225,31 @@ struct QuantizedLinearCuda::State {
   void quantize(Slot* row, Slot* col, const void* x, DType dtype, int64_t rows_x, int64_t cols_x, SrKey key,
                 const Where& what, cudaStream_t st, bool col_is_operand = true, const float* given_amax = nullptr) {
     const OperandQuant& q = row ? *row->q : *col->q;
-    const FormatTraits& t = format_traits(q.format);
     for (Slot* p : {row, col}) {
       if (!p) continue;
       p->src = nullptr;  // hold() records a reusable source after this returns
       p->from = nullptr;
     }
-    const size_t n = static_cast<size_t>(rows_x * cols_x);
     try {
       const cuda::DeviceStatus status{counter(what)};
-      if (t.packed_fp4) {
-        const int block = t.default_block.cols;  // a scale per `block` values of a row
-        cuda::DeviceNvfp4Copy copies[2];
-        Slot* slot[2] = {row, col};
-        for (int i = 0; i < 2; ++i) {
-          if (slot[i]) copies[i] = {slot[i]->codes.need(n / 2), slot[i]->scales.need(n / block), slot[i]->f32.need(1)};
-        }
-        const cuda::DeviceNvfp4Copy* rc = row ? &copies[0] : nullptr;
-        const cuda::DeviceNvfp4Copy* cc = col ? &copies[1] : nullptr;
-        QuantizeOptions c;
-        c.format = q.format;
-        c.block = q.block;
-        c.rht = col && col->q->rht;
-        c.rounding = q.rounding;
-        c.sr_key = key;
-        void* scratch = cuda::rht_is_separate_pass(c) ? col->rht.need(n * dtype_size(dtype)) : nullptr;
-        cuda::quantize_fp4(x, dtype, rows_x, cols_x, c, rc, cc, status, st, scratch);
-      } else if (native_fp8(q.format)) {
-        const BlockShape b = q.block;
-        cuda::DeviceFp8Copy copies[2];
-        Slot* slot[2] = {row, col};
-        for (int i = 0; i < 2; ++i) {
-          if (!slot[i]) continue;
-          Slot& s = *slot[i];
-          const int64_t kb = (s.K + 127) / 128;
-          const size_t nscale =
-              b.per_tensor() ? 1 : b.rows == 1 ? size_t(s.rows * kb) : size_t((s.rows + 127) / 128 * kb);
-          float* f = s.f32.need(4 + nscale);
-          copies[i] = {s.codes.need(n), f + 4, f};
-        }
-        const cuda::DeviceFp8Copy* rc = row ? &copies[0] : nullptr;
-        const cuda::DeviceFp8Copy* cc = col ? &copies[1] : nullptr;
-        if (b.per_tensor() && given_amax) {
-          for (auto& c : copies) c.amax = const_cast<float*>(given_amax);  // read only
-          cuda::quantize_fp8_given_amax(x, dtype, rows_x, cols_x, q.format, rc, cc, status, st);
-        } else if (b.per_tensor()) {
-          cuda::quantize_fp8(x, dtype, rows_x, cols_x, q.format, rc, cc, status, st);
-        } else {
-          cuda::quantize_fp8_blockwise(x, dtype, rows_x, cols_x, q.format, b, rc, cc, status, st);
-        }
-      } else {
-        throw Error("format " + std::string(format_traits(q.format).name) + " has no CUDA GEMM path");
+      QuantizeOptions c = recipe::quantize_options(q, false, key);
+      c.rht = col && col->q->rht;
+      // Each slot's buffers: codes, block scales, and FP32 words [amax, pad x3, FP8 scale_inv...].
+      cuda::DeviceCopy copies[2];
+      Slot* slot[2] = {row, col};
+      for (int i = 0; i < 2; ++i) {
+        if (!slot[i]) continue;
+        Slot& s = *slot[i];
+        const cuda::DeviceCopyBytes b = cuda::device_copy_bytes(c, s.rows, s.K);
+        float* f = s.f32.need(4 + size_t(b.scale_inv) / sizeof(float));
+        copies[i] = {s.codes.need(size_t(b.codes)), b.scales ? s.scales.need(size_t(b.scales)) : nullptr,
+                     b.scale_inv ? f + 4 : nullptr, f};
+        if (given_amax) copies[i].amax = const_cast<float*>(given_amax);  // read only
       }
+      const int64_t scratch = cuda::quantize_scratch_bytes(c, dtype, rows_x, cols_x);
+      cuda::quantize(x, dtype, rows_x, cols_x, c, row ? &copies[0] : nullptr, col ? &copies[1] : nullptr, status, st,
+                     given_amax ? cuda::AmaxInput::given : cuda::AmaxInput::compute,
+                     scratch ? col->rht.need(size_t(scratch)) : nullptr);
       if (row) finish(*row, st);
       if (col && col_is_operand) finish(*col, st);
     } catch (const NonFiniteError&) {
@@ -299,9 +272,9 @@ struct QuantizedLinearCuda::State {
       return;
     }
     // Codes x block scales, exact in BF16; a per-tensor factor (NVFP4's) goes into the GEMM's alpha.
-    const cuda::DeviceNvfp4Copy copy{c.codes.p, c.scales.p, c.f32.p};
+    const cuda::DeviceCopy copy{c.codes.p, c.scales.p, nullptr, c.f32.p};
     uint16_t* dec = s.decoded.need(n);
-    cuda::dequantize_fp4(copy, s.rows, s.K, q.format, false, dec, DType::BF16, st);
+    cuda::dequantize(copy, s.rows, s.K, recipe::quantize_options(q, false, {}), false, dec, DType::BF16, st);
     if (t.tensor_scale_from_amax) s.amax = c.f32.p;
     s.op = cuda::GemmOperand{dec, DType::BF16, true, nullptr, BlockShape{0, 0}};
   }
@@ -538,11 +511,11 @@ void QuantizedLinearCuda::prepare_weights(std::span<const WeightRef> weights, cu
     t.M = w.OC;
     t.K = w.C;
     t.format = q->format;
-    t.row = {row.codes.need(static_cast<size_t>(n)), row.f32.need(8) + 4, a};
+    t.row = {row.codes.need(static_cast<size_t>(n)), nullptr, row.f32.need(8) + 4, a};
     t.nonfinite_count = s.counter(Where{li, "fprop W"});
     if (kq) {
       State::Slot& col = s.copy_slot(s.kept, w.weight, *kq, w.C, w.OC);
-      t.col = {col.codes.need(static_cast<size_t>(n)), col.f32.need(8) + 4, a};
+      t.col = {col.codes.need(static_cast<size_t>(n)), nullptr, col.f32.need(8) + 4, a};
     }
     amax.push_back({w.weight, n, a});
     (kq ? both : rows_only).push_back(t);
@@ -594,14 +567,8 @@ std::vector<float> QuantizedLinearCuda::held(Gemm g, Operand o) const {
   }
   DeviceArray<float> dev;
   dev.need(n);
-  const Format f = s.q->format;
-  if (format_traits(f).packed_fp4) {
-    const cuda::DeviceNvfp4Copy copy{c.codes.p, c.scales.p, c.f32.p};
-    cuda::dequantize_fp4(copy, s.rows, s.K, f, true, dev.p, DType::F32, nullptr);
-  } else {
-    const cuda::DeviceFp8Copy copy{c.codes.p, c.f32.p + 4, c.f32.p};
-    cuda::dequantize_fp8(copy, s.rows, s.K, f, s.q->block, dev.p, DType::F32, nullptr);
-  }
+  const cuda::DeviceCopy copy{c.codes.p, c.scales.p, c.f32.p + 4, c.f32.p};
+  cuda::dequantize(copy, s.rows, s.K, recipe::quantize_options(*s.q, false, {}), true, dev.p, DType::F32, nullptr);
   check(cudaMemcpy(out.data(), dev.p, n * 4, cudaMemcpyDeviceToHost), "cudaMemcpy");
   return out;
 }

@@ -26,124 +26,12 @@
 #include "nvfp4/error.hpp"
 #include "nvfp4/quantize.hpp"
 #include "nvfp4/safetensors.hpp"
+#include "cuda/quantize_test_util.hpp"
 
 namespace {
 
 
-using nvfp4::test::DeviceBuffer;
-
-struct Config {
-  const char* name;
-  int tile_rows;
-  bool row, col, rht;
-  uint16_t sign_mask;
-  bool sr, swizzled;
-};
-
-const Config kConfigs[] = {
-    {"1x16 row", 1, true, false, false, 0, false, false},
-    {"1x16 row SR swizzled", 1, true, false, false, 0, true, true},
-    {"1x16 row+col", 1, true, true, false, 0, false, false},
-    {"1x16 col only", 1, false, true, false, 0, false, false},
-    {"16x16 row+col", 16, true, true, false, 0, false, false},
-    {"1x16 row+col RHT", 1, true, true, true, nvfp4::kTeRhtSignMask, false, false},
-    {"1x16 row+col RHT(no signs) + SR", 1, true, true, true, 0, true, false},
-    {"1x16 row+col SR", 1, true, true, false, 0, true, false},
-    {"16x16 row+col SR swizzled", 16, true, true, false, 0, true, true},
-    {"1x16 row+col RHT+SR swizzled", 1, true, true, true, nvfp4::kTeRhtSignMask, true, true},
-};
-
-struct Shape {
-  int64_t M, K;
-};
-const Shape kShapes[] = {{16, 16}, {48, 80}, {64, 64}, {208, 144}, {256, 272}, {1024, 512}, {32, 4096}, {4096, 32}};
-
-enum class Data { gaussian, heavy, rowscale, zeros };
-const Data kData[] = {Data::gaussian, Data::heavy, Data::rowscale, Data::zeros};
-const char* data_name(Data d) {
-  switch (d) {
-    case Data::gaussian: return "gaussian";
-    case Data::heavy: return "heavy";
-    case Data::rowscale: return "rowscale";
-    default: return "zeros";
-  }
-}
-
-std::vector<float> make(Data kind, int64_t M, int64_t K, uint64_t seed, bool bf16) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> n(0.0f, 1.0f);
-  std::student_t_distribution<float> t(2.0f);
-  std::vector<float> x(static_cast<size_t>(M * K), 0.0f);
-  for (int64_t r = 0; r < M; ++r) {
-    const float row_scale = std::ldexp(1.0f, static_cast<int>(r % 40) - 20);  // spans 40 binades
-    for (int64_t c = 0; c < K; ++c) {
-      float v = 0.0f;
-      if (kind == Data::gaussian) v = n(rng);
-      if (kind == Data::heavy) v = t(rng);
-      if (kind == Data::rowscale) v = n(rng) * row_scale;
-      x[r * K + c] = bf16 ? nvfp4::fmt::bf16_round(v) : v;
-    }
-  }
-  return x;
-}
-
-std::string golden_path() { return std::string(NVFP4_GOLDEN_DIR) + "/nvfp4_te_reference.safetensors"; }
-nlohmann::json golden_cases(const nvfp4::io::SafetensorsFile& f) { return nlohmann::json::parse(f.metadata().at("cases")); }
-std::vector<uint8_t> tensor_bytes(const nvfp4::io::SafetensorsFile& f, const std::string& name) {
-  const auto b = f.bytes(f.at(name));
-  return {b.begin(), b.end()};
-}
-
-// Runs fn(file, name, spec, dx, M, K) for every golden case of `format` ("nvfp4",
-// "mxfp4_scale_round_up"), with the case's input uploaded to dx; returns how many ran. A missing
-// golden file is a failure naming the path.
-template <typename Fn>
-int for_each_golden_case(const std::string& format, Fn&& fn) {
-  const std::string path = golden_path();
-  if (!std::filesystem::exists(path)) {
-    ADD_FAILURE() << "golden vectors not found at " << path;
-    return 0;
-  }
-  const auto f = nvfp4::io::SafetensorsFile::open(path);
-  const nlohmann::json cases = golden_cases(f);  // a named object: items() refers into it
-  int ran = 0;
-  for (const auto& [name, spec] : cases.items()) {
-    if (spec.at("format") != format) continue;
-    SCOPED_TRACE(name);
-    const nvfp4::Tensor x = f.load(name + ".x");
-    DeviceBuffer<uint8_t> dx(x.data.size());
-    EXPECT_EQ(cudaMemcpy(dx.ptr, x.data.data(), x.data.size(), cudaMemcpyHostToDevice), cudaSuccess);
-    fn(f, name, spec, x.dtype, dx, spec.at("M").get<int64_t>(), spec.at("N").get<int64_t>());
-    ++ran;
-  }
-  return ran;
-}
-
-// Values (already representable in dtype) as the bytes of a BF16 or F32 tensor.
-std::vector<uint8_t> input_bytes(const std::vector<float>& x, nvfp4::DType dtype) {
-  const size_t esize = dtype == nvfp4::DType::BF16 ? 2 : 4;
-  std::vector<uint8_t> host(x.size() * esize);
-  for (size_t i = 0; i < x.size(); ++i) {
-    if (esize == 2) {
-      const uint16_t h = nvfp4::fmt::bf16_encode(x[i]);
-      std::memcpy(host.data() + 2 * i, &h, 2);
-    } else {
-      std::memcpy(host.data() + 4 * i, &x[i], 4);
-    }
-  }
-  return host;
-}
-
-std::string first_diff(const std::vector<uint8_t>& want, const std::vector<uint8_t>& got) {
-  if (want.size() != got.size()) return "size " + std::to_string(got.size()) + " vs " + std::to_string(want.size());
-  size_t n = 0, first = 0;
-  for (size_t i = 0; i < want.size(); ++i) {
-    if (want[i] != got[i] && n++ == 0) first = i;
-  }
-  if (n == 0) return {};
-  return std::to_string(n) + " bytes differ, first at " + std::to_string(first) + ": want " + std::to_string(want[first]) +
-         " got " + std::to_string(got[first]);
-}
+using namespace nvfp4::quantize_test;
 
 // Device copy of one orientation, poisoned.
 struct DeviceCopy {
@@ -162,7 +50,7 @@ struct DeviceCopy {
     nvfp4::cuda::check(cudaMemset(scales.ptr, 0xAB, std::max<size_t>(scales.n, 1)), "cudaMemset (scales)");
     nvfp4::cuda::check(cudaMemset(amax.ptr, 0xFF, sizeof(float)), "cudaMemset (amax)");
   }
-  nvfp4::cuda::DeviceNvfp4Copy view() { return {codes.ptr, scales.ptr, amax.ptr}; }
+  nvfp4::cuda::DeviceCopy view() { return {codes.ptr, scales.ptr, nullptr, amax.ptr}; }
   std::vector<uint8_t> plain_scales() const {
     const auto s = scales.download();
     return swizzled ? nvfp4::unswizzle_scales(s, rows, cols / 16) : s;
@@ -196,11 +84,11 @@ void check_against_cpu(const std::vector<float>& x, int64_t M, int64_t K, nvfp4:
   if (given_amax) {
     nvfp4::cuda::nvfp4_amax(dx.ptr, dtype, M, K, kc, cfg.row ? rv.amax : nullptr, cfg.col ? cv.amax : nullptr, {bad.ptr},
                             nullptr);
-    nvfp4::cuda::quantize_nvfp4_given_amax(dx.ptr, dtype, M, K, kc, cfg.row ? &rv : nullptr, cfg.col ? &cv : nullptr,
-                                           {bad.ptr}, nullptr);
+    nvfp4::cuda::quantize(dx.ptr, dtype, M, K, kc, cfg.row ? &rv : nullptr, cfg.col ? &cv : nullptr, {bad.ptr},
+                          nullptr, nvfp4::cuda::AmaxInput::given);
   } else {
-    nvfp4::cuda::quantize_nvfp4(dx.ptr, dtype, M, K, kc, cfg.row ? &rv : nullptr, cfg.col ? &cv : nullptr, {bad.ptr},
-                                nullptr);
+    nvfp4::cuda::quantize(dx.ptr, dtype, M, K, kc, cfg.row ? &rv : nullptr, cfg.col ? &cv : nullptr, {bad.ptr},
+                          nullptr);
   }
   CUDA_OK(cudaDeviceSynchronize());
   EXPECT_EQ(bad.download()[0], 0u) << "finite input flagged as non-finite";
@@ -264,7 +152,7 @@ TEST(CudaNvfp4, GoldenVectorsBitExact) {
     if (kc.rht) kc.rht_sign_mask = spec.at("rht_sign_mask").get<bool>() ? nvfp4::kTeRhtSignMask : 0;
     auto rv = row.view();
     auto cv = col.view();
-    nvfp4::cuda::quantize_nvfp4(dx.ptr, dtype, M, K, kc, &rv, &cv, {}, nullptr);
+    nvfp4::cuda::quantize(dx.ptr, dtype, M, K, kc, &rv, &cv, {}, nullptr);
     CUDA_OK(cudaDeviceSynchronize());
     auto bytes = [&](const std::string& n) { return tensor_bytes(f, n); };
     EXPECT_EQ(first_diff(bytes(name + ".row.q"), row.codes.download()), "") << "row codes";
@@ -299,9 +187,10 @@ TEST(CudaNvfp4, NonFiniteInputIsCountedOnBothEntryPoints) {
     CUDA_OK(cudaMemset(rv.amax, 0, 4));
     CUDA_OK(cudaMemset(cv.amax, 0, 4));
     if (given) {
-      nvfp4::cuda::quantize_nvfp4_given_amax(dx.ptr, nvfp4::DType::BF16, M, K, {}, &rv, &cv, {bad.ptr}, nullptr);
+      nvfp4::cuda::quantize(dx.ptr, nvfp4::DType::BF16, M, K, {}, &rv, &cv, {bad.ptr}, nullptr,
+                            nvfp4::cuda::AmaxInput::given);
     } else {
-      nvfp4::cuda::quantize_nvfp4(dx.ptr, nvfp4::DType::BF16, M, K, {}, &rv, &cv, {bad.ptr}, nullptr);
+      nvfp4::cuda::quantize(dx.ptr, nvfp4::DType::BF16, M, K, {}, &rv, &cv, {bad.ptr}, nullptr);
     }
     CUDA_OK(cudaDeviceSynchronize());
     EXPECT_EQ(bad.download()[0], 3u) << (given ? "given amax" : "with amax pass");
@@ -339,9 +228,9 @@ TEST(CudaMxfp4, MatchesCpuOnEveryCase) {
               CUDA_OK(cudaMemcpy(dx.ptr, host.data(), host.size(), cudaMemcpyHostToDevice));
               for (auto* b : {&rq, &cq, &rs, &cs}) CUDA_OK(cudaMemset(b->ptr, 0xAB, b->n));
               CUDA_OK(cudaMemset(bad.ptr, 0, 4));
-              nvfp4::cuda::DeviceNvfp4Copy row{rq.ptr, rs.ptr, nullptr}, col{cq.ptr, cs.ptr, nullptr};
-              nvfp4::cuda::quantize_mxfp4(dx.ptr, dt, s.M, s.K, f, sr, o.sr_key, want_row ? &row : nullptr,
-                                          want_col ? &col : nullptr, {bad.ptr}, nullptr);
+              nvfp4::cuda::DeviceCopy row{rq.ptr, rs.ptr}, col{cq.ptr, cs.ptr};
+              nvfp4::cuda::quantize(dx.ptr, dt, s.M, s.K, o, want_row ? &row : nullptr, want_col ? &col : nullptr,
+                                    {bad.ptr}, nullptr);
               CUDA_OK(cudaDeviceSynchronize());
               EXPECT_EQ(bad.download()[0], 0u);
               if (want_row) {
@@ -370,8 +259,10 @@ TEST(CudaMxfp4, GoldenVectorsBitExact) {
                                                                      nvfp4::DType dtype, const DeviceBuffer<uint8_t>& dx,
                                                                      int64_t M, int64_t K) {
     DeviceBuffer<uint8_t> q(M * K / 2), s(M * K / 32);
-    nvfp4::cuda::DeviceNvfp4Copy row{q.ptr, s.ptr, nullptr};
-    nvfp4::cuda::quantize_mxfp4(dx.ptr, dtype, M, K, nvfp4::Format::mxfp4, false, {}, &row, nullptr, {}, nullptr);
+    nvfp4::cuda::DeviceCopy row{q.ptr, s.ptr};
+    nvfp4::QuantizeOptions o;
+    o.format = nvfp4::Format::mxfp4;
+    nvfp4::cuda::quantize(dx.ptr, dtype, M, K, o, &row, nullptr, {}, nullptr);
     CUDA_OK(cudaDeviceSynchronize());
     EXPECT_EQ(first_diff(tensor_bytes(f, name + ".row.q"), q.download()), "") << "codes";
     EXPECT_EQ(first_diff(tensor_bytes(f, name + ".row.e8m0"), s.download()), "") << "E8M0 scales";
@@ -409,16 +300,16 @@ TEST(CudaFp8, CastAndTransposeMatchCpu) {
               CUDA_OK(cudaMemset(rq.ptr, 0xAB, x.size()));
               CUDA_OK(cudaMemset(cq.ptr, 0xAB, x.size()));
               CUDA_OK(cudaMemset(bad.ptr, 0, 4));
-              nvfp4::cuda::DeviceFp8Copy row{rq.ptr, rs.ptr, ra.ptr}, col{cq.ptr, cs.ptr, ca.ptr};
+              nvfp4::cuda::DeviceCopy row{rq.ptr, nullptr, rs.ptr, ra.ptr}, col{cq.ptr, nullptr, cs.ptr, ca.ptr};
               if (given) {
                 const float amax = (want_row ? ref.row : ref.col)->amax;
                 CUDA_OK(cudaMemcpy(ra.ptr, &amax, 4, cudaMemcpyHostToDevice));
                 CUDA_OK(cudaMemcpy(ca.ptr, &amax, 4, cudaMemcpyHostToDevice));
-                nvfp4::cuda::quantize_fp8_given_amax(dx.ptr, dt, s.M, s.K, f, want_row ? &row : nullptr,
-                                                     want_col ? &col : nullptr, {bad.ptr}, nullptr);
+                nvfp4::cuda::quantize(dx.ptr, dt, s.M, s.K, o, want_row ? &row : nullptr, want_col ? &col : nullptr,
+                                      {bad.ptr}, nullptr, nvfp4::cuda::AmaxInput::given);
               } else {
-                nvfp4::cuda::quantize_fp8(dx.ptr, dt, s.M, s.K, f, want_row ? &row : nullptr, want_col ? &col : nullptr,
-                                          {bad.ptr}, nullptr);
+                nvfp4::cuda::quantize(dx.ptr, dt, s.M, s.K, o, want_row ? &row : nullptr, want_col ? &col : nullptr,
+                                      {bad.ptr}, nullptr);
               }
               CUDA_OK(cudaDeviceSynchronize());
               EXPECT_EQ(bad.download()[0], 0u);
@@ -533,8 +424,8 @@ TEST(CudaFp8, MultiTensorCastMatchesCpu) {
         t.M = Ms[i];
         t.K = Ks[i];
         t.format = ref.options.format;
-        if (want_row) t.row = {rq.ptr + codes_at[i], f.ptr + 12 * i + 4, f.ptr + 12 * i};
-        if (want_col) t.col = {cq.ptr + codes_at[i], f.ptr + 12 * i + 8, f.ptr + 12 * i};
+        if (want_row) t.row = {rq.ptr + codes_at[i], nullptr, f.ptr + 12 * i + 4, f.ptr + 12 * i};
+        if (want_col) t.col = {cq.ptr + codes_at[i], nullptr, f.ptr + 12 * i + 8, f.ptr + 12 * i};
         t.nonfinite_count = bad.ptr + i;
         tasks.push_back(t);
       }
@@ -604,9 +495,9 @@ TEST(CudaFp8, BlockScaledCastAndTransposeMatchCpu) {
               CUDA_OK(cudaMemset(ra.ptr, 0xFF, 4));
               CUDA_OK(cudaMemset(ca.ptr, 0xFF, 4));
               CUDA_OK(cudaMemset(bad.ptr, 0, 4));
-              nvfp4::cuda::DeviceFp8Copy row{rq.ptr, rs.ptr, ra.ptr}, col{cq.ptr, cs.ptr, ca.ptr};
-              nvfp4::cuda::quantize_fp8_blockwise(dx.ptr, dt, s.M, s.K, f, b, want_row ? &row : nullptr,
-                                                  want_col ? &col : nullptr, {bad.ptr}, nullptr);
+              nvfp4::cuda::DeviceCopy row{rq.ptr, nullptr, rs.ptr, ra.ptr}, col{cq.ptr, nullptr, cs.ptr, ca.ptr};
+              nvfp4::cuda::quantize(dx.ptr, dt, s.M, s.K, o, want_row ? &row : nullptr, want_col ? &col : nullptr,
+                                    {bad.ptr}, nullptr);
               CUDA_OK(cudaDeviceSynchronize());
               EXPECT_EQ(bad.download()[0], 0u);
               auto bits = [](const std::vector<float>& v) {
@@ -635,119 +526,32 @@ TEST(CudaFp8, BlockScaledCastAndTransposeMatchCpu) {
   EXPECT_EQ(cases, 2 * 2 * 8 * 4 * 2 * 3);
 }
 
-// Dequantization kernels vs nvfp4::dequantize(): FP32 output bit-exact, BF16 output its RNE
-// rounding; every format, both tensor-factor modes, plain and swizzled NVFP4 scales.
-struct DequantCase {
-  const char* name;
-  nvfp4::Format format;
-  nvfp4::BlockShape block;
-  bool swizzled, tensor_factor;
-};
-const DequantCase kDequantCases[] = {
-    {"nvfp4 1x16 codes x scale", nvfp4::Format::nvfp4, {1, 16}, false, false},
-    {"nvfp4 1x16 with tensor factor", nvfp4::Format::nvfp4, {1, 16}, false, true},
-    {"nvfp4 16x16 swizzled, tensor factor", nvfp4::Format::nvfp4, {16, 16}, true, true},
-    {"nvfp4 1x16 swizzled", nvfp4::Format::nvfp4, {1, 16}, true, false},
-    {"mxfp4", nvfp4::Format::mxfp4, {1, 32}, false, false},
-    {"mxfp4-ocp", nvfp4::Format::mxfp4_ocp, {1, 32}, false, false},
-    {"fp8-e4m3 per tensor", nvfp4::Format::fp8_e4m3, {0, 0}, false, false},
-    {"fp8-e5m2 1x128", nvfp4::Format::fp8_e5m2, {1, 128}, false, false},
-    {"fp8-e4m3 128x128", nvfp4::Format::fp8_e4m3, {128, 128}, false, false},
-};
-
-TEST(CudaDequantize, MatchesCpuForEveryFormat) {
-  REQUIRE_GPU();
-  const Shape shapes[] = {{32, 32}, {64, 96}, {224, 160}, {1024, 512}, {32, 4096}};
-  uint64_t seed = 2000;
-  int cases = 0;
-  for (const DequantCase& dc : kDequantCases) {
-    for (const Shape& s : shapes) {
-      for (Data d : kData) {
-        for (nvfp4::DType out_dt : {nvfp4::DType::BF16, nvfp4::DType::F32}) {
-          SCOPED_TRACE(std::string(dc.name) + " " + std::to_string(s.M) + "x" + std::to_string(s.K) + " " +
-                       data_name(d) + (out_dt == nvfp4::DType::BF16 ? " -> bf16" : " -> f32"));
-          const auto x = make(d, s.M, s.K, ++seed, false);
-          nvfp4::QuantizeOptions o;
-          o.format = dc.format;
-          o.block = dc.block;
-          const auto ref = nvfp4::quantize(x, s.M, s.K, o);
-          const nvfp4::QuantizedCopy& c = *ref.row;
-          const auto want = nvfp4::dequantize(c, ref.options, dc.tensor_factor);
-          const auto scales = dc.swizzled ? nvfp4::swizzle_scales(c.scales, c.rows, c.cols / 16) : c.scales;
-          DeviceBuffer<uint8_t> q(c.codes.size()), sc(std::max<size_t>(scales.size(), 1));
-          DeviceBuffer<float> si(std::max<size_t>(c.scale_inv.size(), 1)), am(1);
-          const size_t esize = out_dt == nvfp4::DType::BF16 ? 2 : 4;
-          DeviceBuffer<uint8_t> out(x.size() * esize);
-          CUDA_OK(cudaMemcpy(q.ptr, c.codes.data(), c.codes.size(), cudaMemcpyHostToDevice));
-          if (!scales.empty()) CUDA_OK(cudaMemcpy(sc.ptr, scales.data(), scales.size(), cudaMemcpyHostToDevice));
-          if (!c.scale_inv.empty()) {
-            CUDA_OK(cudaMemcpy(si.ptr, c.scale_inv.data(), c.scale_inv.size() * 4, cudaMemcpyHostToDevice));
-          }
-          CUDA_OK(cudaMemcpy(am.ptr, &c.amax, 4, cudaMemcpyHostToDevice));
-          CUDA_OK(cudaMemset(out.ptr, 0xAB, out.n));
-          if (dc.format == nvfp4::Format::nvfp4) {
-            nvfp4::cuda::dequantize_nvfp4({q.ptr, sc.ptr, am.ptr}, c.rows, c.cols, dc.swizzled, dc.tensor_factor, out.ptr,
-                                          out_dt, nullptr);
-          } else if (dc.format == nvfp4::Format::mxfp4 || dc.format == nvfp4::Format::mxfp4_ocp) {
-            nvfp4::cuda::dequantize_mxfp4({q.ptr, sc.ptr, nullptr}, c.rows, c.cols, out.ptr, out_dt, nullptr);
-          } else {
-            nvfp4::cuda::dequantize_fp8({q.ptr, si.ptr, nullptr}, c.rows, c.cols, dc.format, dc.block, out.ptr, out_dt,
-                                        nullptr);
-          }
-          CUDA_OK(cudaDeviceSynchronize());
-          const std::vector<uint8_t> want_bytes = input_bytes(
-              out_dt == nvfp4::DType::BF16 ? [&] {
-                std::vector<float> r(want.size());
-                for (size_t i = 0; i < want.size(); ++i) r[i] = nvfp4::fmt::bf16_round(want[i]);
-                return r;
-              }()
-                                           : want,
-              out_dt);
-          EXPECT_EQ(first_diff(want_bytes, out.download()), "");
-          ++cases;
-          if (HasFailure()) return;
-        }
-      }
-    }
-  }
-  EXPECT_EQ(cases, 9 * 5 * 4 * 2);
-}
-
-TEST(CudaDequantize, BadArgumentsAreExplained) {
+// The one quantize entry dispatches on format and block and explains what it cannot do.
+TEST(CudaQuantize, DispatchErrorsAreExplained) {
   REQUIRE_GPU();
   DeviceBuffer<uint8_t> q(64 * 64), sc(64 * 4);
   DeviceBuffer<float> out(64 * 64), si(1);
-  auto expect = [&](auto fn, const std::string& needle) {
-    try {
-      fn();
-      ADD_FAILURE() << "expected an error mentioning " << needle;
-    } catch (const nvfp4::Error& e) {
-      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-    }
-  };
-  expect([&] { nvfp4::cuda::dequantize_nvfp4({q.ptr, sc.ptr, nullptr}, 64, 40, false, false, out.ptr, nvfp4::DType::F32, nullptr); },
-         "cols = 40");
-  expect([&] { nvfp4::cuda::dequantize_nvfp4({q.ptr, sc.ptr, nullptr}, 64, 64, false, true, out.ptr, nvfp4::DType::F32, nullptr); },
-         "amax");
-  expect([&] { nvfp4::cuda::dequantize_mxfp4({q.ptr, sc.ptr, nullptr}, 64, 48, out.ptr, nvfp4::DType::BF16, nullptr); },
-         "multiple of 32");
-  expect([&] { nvfp4::cuda::dequantize_mxfp4({q.ptr, sc.ptr, nullptr}, 64, 64, out.ptr, nvfp4::DType::F16, nullptr); },
-         "F16");
-  expect([&] {
-    nvfp4::cuda::dequantize_fp8({q.ptr, si.ptr, nullptr}, 64, 64, nvfp4::Format::fp8_e4m3, {1, 16}, out.ptr,
-                                nvfp4::DType::F32, nullptr);
-  }, "block 1x16");
-  expect([&] {
-    nvfp4::cuda::dequantize_fp8({q.ptr, si.ptr, nullptr}, 64, 64, nvfp4::Format::nvfp4, {0, 0}, out.ptr,
-                                nvfp4::DType::F32, nullptr);
-  }, "not an FP8 format");
+  const nvfp4::QuantizeOptions mx = opts(nvfp4::Format::mxfp4);
+  const nvfp4::cuda::DeviceCopy fp4{q.ptr, sc.ptr}, fp8{q.ptr, nullptr, si.ptr};
   DeviceBuffer<uint16_t> dx(64 * 64);
-  nvfp4::cuda::DeviceFp8Copy row{q.ptr, si.ptr, nullptr};
-  expect([&] {
-    nvfp4::cuda::quantize_fp8_blockwise(dx.ptr, nvfp4::DType::BF16, 64, 64, nvfp4::Format::fp8_e4m3, {1, 64}, &row,
-                                        nullptr, {}, nullptr);
+  expect_error([&] {
+    nvfp4::cuda::quantize(dx.ptr, nvfp4::DType::BF16, 64, 64, opts(nvfp4::Format::fp8_e4m3, nvfp4::BlockShape{1, 64}),
+                          &fp8, nullptr, {}, nullptr);
   }, "1x128");
+  expect_error([&] {
+    nvfp4::cuda::quantize(dx.ptr, nvfp4::DType::BF16, 64, 64, opts(nvfp4::Format::fp8_e4m3, nvfp4::BlockShape{1, 128}),
+                          &fp8, nullptr, {}, nullptr, nvfp4::cuda::AmaxInput::given);
+  }, "per-tensor scaling only");
+  expect_error([&] { nvfp4::cuda::quantize(dx.ptr, nvfp4::DType::BF16, 64, 64, mx, &fp4, nullptr, {}, nullptr, nvfp4::cuda::AmaxInput::given); },
+         "no per-tensor amax");
+  nvfp4::QuantizeOptions mx_rht = mx;
+  mx_rht.rht = true;
+  expect_error([&] { nvfp4::cuda::quantize(dx.ptr, nvfp4::DType::BF16, 64, 64, mx_rht, nullptr, &fp4, {}, nullptr); },
+         "needs scratch");
+  expect_error([&] { nvfp4::cuda::quantize(dx.ptr, nvfp4::DType::BF16, 64, 64, opts(nvfp4::Format::mxfp4, nvfp4::BlockShape{1, 16}), &fp4, nullptr, {}, nullptr); },
+         "block 1x16 is not 1x32");
 }
+
 
 TEST(CudaFp8, NonFiniteIsCountedAndBadFormatRejected) {
   REQUIRE_GPU();
@@ -759,13 +563,14 @@ TEST(CudaFp8, NonFiniteIsCountedAndBadFormatRejected) {
   DeviceBuffer<float> si(1), am(1);
   DeviceBuffer<uint32_t> bad(1);
   CUDA_OK(cudaMemset(bad.ptr, 0, 4));
-  nvfp4::cuda::DeviceFp8Copy row{q.ptr, si.ptr, am.ptr};
-  nvfp4::cuda::quantize_fp8(dx.ptr, nvfp4::DType::BF16, 64, 64, nvfp4::Format::fp8_e4m3, &row, nullptr, {bad.ptr}, nullptr);
+  nvfp4::cuda::DeviceCopy row{q.ptr, nullptr, si.ptr, am.ptr};
+  nvfp4::QuantizeOptions o;
+  o.format = nvfp4::Format::fp8_e4m3;
+  nvfp4::cuda::quantize(dx.ptr, nvfp4::DType::BF16, 64, 64, o, &row, nullptr, {bad.ptr}, nullptr);
   CUDA_OK(cudaDeviceSynchronize());
   EXPECT_EQ(bad.download()[0], 1u);
-  EXPECT_THROW(nvfp4::cuda::quantize_fp8(dx.ptr, nvfp4::DType::BF16, 64, 64, nvfp4::Format::nvfp4, &row, nullptr, {},
-                                         nullptr),
-               nvfp4::Error);
+  o.format = nvfp4::Format::nvfp4;  // the FP8 copy has no byte scales for NVFP4's quantizer
+  EXPECT_THROW(nvfp4::cuda::quantize(dx.ptr, nvfp4::DType::BF16, 64, 64, o, &row, nullptr, {}, nullptr), nvfp4::Error);
 }
 
 TEST(CudaNvfp4, BadArgumentsAreExplained) {
@@ -773,35 +578,23 @@ TEST(CudaNvfp4, BadArgumentsAreExplained) {
   DeviceBuffer<uint16_t> dx(64 * 64);
   DeviceCopy row(64, 64, false);
   auto rv = row.view();
-  auto expect = [&](auto fn, const std::string& needle) {
-    try {
-      fn();
-      ADD_FAILURE() << "expected an error mentioning " << needle;
-    } catch (const nvfp4::Error& e) {
-      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-    }
-  };
-  expect([&] { nvfp4::cuda::quantize_nvfp4(dx.ptr, nvfp4::DType::BF16, 64, 40, {}, &rv, nullptr, {}, nullptr); }, "K = 40");
-  expect([&] { nvfp4::cuda::quantize_nvfp4(dx.ptr, nvfp4::DType::BF16, 40, 64, {}, &rv, nullptr, {}, nullptr); }, "M = 40");
-  expect([&] { nvfp4::cuda::quantize_nvfp4(dx.ptr, nvfp4::DType::F16, 64, 64, {}, &rv, nullptr, {}, nullptr); }, "F16");
-  nvfp4::QuantizeOptions mx;  // one options type for every backend: the wrong format is named
-  mx.format = nvfp4::Format::mxfp4;
-  expect([&] { nvfp4::cuda::quantize_nvfp4(dx.ptr, nvfp4::DType::BF16, 64, 64, mx, &rv, nullptr, {}, nullptr); },
-         "options.format is mxfp4, not nvfp4");
+  expect_error([&] { nvfp4::cuda::quantize(dx.ptr, nvfp4::DType::BF16, 64, 40, {}, &rv, nullptr, {}, nullptr); }, "K = 40");
+  expect_error([&] { nvfp4::cuda::quantize(dx.ptr, nvfp4::DType::BF16, 40, 64, {}, &rv, nullptr, {}, nullptr); }, "M = 40");
+  expect_error([&] { nvfp4::cuda::quantize(dx.ptr, nvfp4::DType::F16, 64, 64, {}, &rv, nullptr, {}, nullptr); }, "F16");
   nvfp4::QuantizeOptions tile32;
   tile32.block = nvfp4::BlockShape{32, 16};
-  expect([&] { nvfp4::cuda::quantize_nvfp4(dx.ptr, nvfp4::DType::BF16, 64, 64, tile32, &rv, nullptr, {}, nullptr); },
+  expect_error([&] { nvfp4::cuda::quantize(dx.ptr, nvfp4::DType::BF16, 64, 64, tile32, &rv, nullptr, {}, nullptr); },
          "block 32x16");
   nvfp4::QuantizeOptions rht;
   rht.rht = true;
-  expect([&] { nvfp4::cuda::quantize_nvfp4(dx.ptr, nvfp4::DType::BF16, 64, 64, rht, &rv, nullptr, {}, nullptr); },
+  expect_error([&] { nvfp4::cuda::quantize(dx.ptr, nvfp4::DType::BF16, 64, 64, rht, &rv, nullptr, {}, nullptr); },
          "column-wise");
-  expect([&] { nvfp4::cuda::quantize_nvfp4(dx.ptr, nvfp4::DType::BF16, 64, 64, {}, nullptr, nullptr, {}, nullptr); },
+  expect_error([&] { nvfp4::cuda::quantize(dx.ptr, nvfp4::DType::BF16, 64, 64, {}, nullptr, nullptr, {}, nullptr); },
          "neither");
-  nvfp4::cuda::DeviceNvfp4Copy misaligned{row.codes.ptr + 4, row.scales.ptr, row.amax.ptr};
-  expect([&] { nvfp4::cuda::quantize_nvfp4(dx.ptr, nvfp4::DType::BF16, 64, 64, {}, &misaligned, nullptr, {}, nullptr); },
+  nvfp4::cuda::DeviceCopy misaligned{row.codes.ptr + 4, row.scales.ptr, nullptr, row.amax.ptr};
+  expect_error([&] { nvfp4::cuda::quantize(dx.ptr, nvfp4::DType::BF16, 64, 64, {}, &misaligned, nullptr, {}, nullptr); },
          "8-byte aligned");
-  expect([&] { nvfp4::cuda::quantize_nvfp4(dx.ptr + 1, nvfp4::DType::BF16, 64, 64, {}, &rv, nullptr, {}, nullptr); },
+  expect_error([&] { nvfp4::cuda::quantize(dx.ptr + 1, nvfp4::DType::BF16, 64, 64, {}, &rv, nullptr, {}, nullptr); },
          "16-byte aligned");
 }
 

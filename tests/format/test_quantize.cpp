@@ -2,10 +2,14 @@
 // layouts, 2D tiles, RHT, stochastic rounding at tensor level, non-finite input, options.
 #include <gtest/gtest.h>
 
+#include <bit>
+
 #include <cmath>
 #include <cstring>
 #include <random>
 
+#include "format/fp8.hpp"
+#include "format/mxfp4.hpp"
 #include "format/nvfp4.hpp"
 #include "format/rht.hpp"
 #include "format/swizzle.hpp"
@@ -30,6 +34,20 @@ std::vector<float> gaussian(int64_t n, uint64_t seed, float sigma = 1.0f) {
 uint8_t code_at(const nvfp4::QuantizedCopy& c, int64_t r, int64_t k) {
   const uint8_t b = c.codes[(r * c.cols + k) / 2];
   return ((r * c.cols + k) & 1) ? b >> 4 : b & 0xF;
+}
+
+// The format core's own decode of element (r, k) of a row-wise copy — what nvfp4::dequantize()
+// (one loop over the traits table) must give bit for bit.
+float reference_decode(const nvfp4::FormatTraits& t, nvfp4::BlockShape blk, const nvfp4::QuantizedCopy& c, int64_t r,
+                       int64_t k) {
+  if (t.format == Format::nvfp4) {
+    return nvfp4::fmt::nvfp4_decode(code_at(c, r, k), c.scales[r * c.scale_cols + k / 16],
+                                    nvfp4::fmt::nvfp4_tensor_decode_factor(c.amax));
+  }
+  if (t.packed_fp4) return nvfp4::fmt::mxfp4_decode(code_at(c, r, k), c.scales[r * c.scale_cols + k / 32]);
+  const float si = blk.per_tensor() ? c.scale_inv[0] : c.scale_inv[(r / blk.rows) * c.scale_cols + k / blk.cols];
+  const auto kind = t.format == Format::fp8_e4m3 ? nvfp4::fmt::Fp8Kind::e4m3 : nvfp4::fmt::Fp8Kind::e5m2;
+  return nvfp4::fmt::fp8_decode(c.codes[r * c.cols + k], kind) * si;
 }
 
 // ---- every format of the traits table ---------------------------------------------------
@@ -79,6 +97,59 @@ TEST(Formats, TheTableCarriesWhatCodeUsedToSwitchOn) {
   }
 }
 
+// The decoders in the table are the format core's (GaussianRoundTripWithinBudget checks that
+// nvfp4::dequantize(), one loop over the table, gives their per-format decode bit for bit).
+TEST(Formats, TableDecodersAreTheFormatCoresAndDequantizeIsTheirProduct) {
+  for (int c = 0; c < 256; ++c) {
+    const auto b = static_cast<uint8_t>(c);
+    if (c < 16) {
+      EXPECT_EQ(std::bit_cast<uint32_t>(format_traits(Format::nvfp4).element_decode(b)),
+                std::bit_cast<uint32_t>(nvfp4::fmt::e2m1_decode(b)));
+    }
+    const float e4 = format_traits(Format::fp8_e4m3).element_decode(b), e5 = format_traits(Format::fp8_e5m2).element_decode(b);
+    if (!std::isnan(e4)) {
+      EXPECT_EQ(e4, nvfp4::fmt::e4m3_decode(b)) << c;
+    }
+    if (!std::isnan(e5)) {
+      EXPECT_EQ(e5, nvfp4::fmt::e5m2_decode(b)) << c;
+    }
+  }
+  EXPECT_EQ(format_traits(Format::nvfp4).tensor_decode_factor(2688.0f), 1.0f);
+  EXPECT_EQ(format_traits(Format::mxfp4).tensor_decode_factor, nullptr);
+}
+
+// What a format costs a tensor, as `nvfp4 formats` reports it (library entry points).
+TEST(Formats, MeasureFormatAndScaleStatistics) {
+  const auto x = nvfp4::synthetic_tensor("gaussian", 64 * 256, 3);
+  EXPECT_EQ(x, nvfp4::synthetic_tensor("gaussian", 64 * 256, 3));
+  EXPECT_NE(x, nvfp4::synthetic_tensor("gaussian", 64 * 256, 4));
+  EXPECT_THROW(nvfp4::synthetic_tensor("uniform", 16, 1), nvfp4::Error);
+  EXPECT_EQ(nvfp4::synthetic_kinds().size(), 3u);
+  QuantizeOptions o;
+  const nvfp4::FormatCost c = nvfp4::measure_format(x, 64, 256, o, 2);
+  EXPECT_LT(c.error.rel_rms, format_traits(Format::nvfp4).gaussian_rel_rms_budget);
+  EXPECT_GT(c.error.rel_rms, 0.02);
+  EXPECT_DOUBLE_EQ(c.bits_per_value, 4.5 + 32.0 / (64 * 256));
+  EXPECT_GT(c.cpu_gbps, 0.0);
+  EXPECT_EQ(nvfp4::measure_format(x, 64, 256, o, 0).cpu_gbps, 0.0);
+  o.block = nvfp4::BlockShape{16, 16};
+  EXPECT_THROW(nvfp4::measure_format(x, 60, 256, o, 0), nvfp4::Error);  // not a [60, 256] matrix
+
+  // Scale statistics: a block of zeros has a zero scale; the block holding the amax the largest.
+  std::vector<float> y(32 * 16, 1.0f);
+  for (int i = 0; i < 16; ++i) y[i] = 0.0f;     // block 0: zeros
+  for (int i = 16; i < 32; ++i) y[i] = 0.01f;  // block 1: scale 0.01/6 * 2688/1000 = 0.0045, E4M3-subnormal
+  y[100] = 1000.0f;
+  QuantizeOptions p;
+  const auto q = nvfp4::quantize(y, 32, 16, p);
+  const nvfp4::ScaleStats s = nvfp4::scale_stats(*q.row, Format::nvfp4);
+  EXPECT_EQ(s.count, 32);
+  EXPECT_EQ(s.zero, 1);
+  EXPECT_EQ(s.saturated, 1);  // the block holding the tensor amax gets the largest scale, 448
+  EXPECT_EQ(s.max, 448.0);
+  EXPECT_EQ(s.subnormal, 1);
+}
+
 TEST(Formats, DequantizeAsInputUndoesTheRhtAndTheTranspose) {
   const auto x = nvfp4::test::randn(64 * 96, 5);
   for (Format f : {Format::nvfp4, Format::mxfp4}) {
@@ -107,6 +178,11 @@ TEST(Formats, GaussianRoundTripWithinBudget) {
       o.columnwise = true;
       const auto q = nvfp4::quantize(x, M, K, o);
       const auto row = nvfp4::dequantize(*q.row, q.options);
+      int differ = 0;
+      for (int64_t i = 0; i < M * K; ++i) {
+        differ += std::bit_cast<uint32_t>(row[i]) != std::bit_cast<uint32_t>(reference_decode(t, b, *q.row, i / K, i % K));
+      }
+      EXPECT_EQ(differ, 0) << "elements whose decode is not the format core's";
       const auto s = nvfp4::error_stats(x, row);
       EXPECT_LT(s.rel_rms, t.gaussian_rel_rms_budget * (b.rows > 1 ? 1.35 : 1.0));
       EXPECT_GT(s.rel_rms, t.gaussian_rel_rms_budget * 0.25);

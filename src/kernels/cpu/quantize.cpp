@@ -433,38 +433,28 @@ std::vector<float> dequantize_as_input(const QuantizedTensor& q, bool column) {
 }
 
 std::vector<float> dequantize(const QuantizedCopy& c, const QuantizeOptions& options, bool apply_tensor_scale) {
+  // element x block scale x tensor factor, left to right, every part from the traits table.
+  const FormatTraits& t = format_traits(options.format);
+  const BlockShape b = options.block.value_or(t.default_block);
+  const float f = apply_tensor_scale && t.tensor_decode_factor ? t.tensor_decode_factor(c.amax) : 1.0f;
+  // The decoders' values for every byte, once (the loop then makes no indirect calls).
+  float element[256], byte_scale[256];
+  for (int v = 0; v < 256; ++v) {
+    element[v] = t.element_decode(static_cast<uint8_t>(v));
+    byte_scale[v] = t.scale_decode ? t.scale_decode(static_cast<uint8_t>(v)) : 0.0f;
+  }
   const int64_t n = c.rows * c.cols;
   std::vector<float> out(static_cast<size_t>(n));
-  switch (options.format) {
-    case Format::nvfp4: {
-      const float f = apply_tensor_scale ? fmt::nvfp4_tensor_decode_factor(c.amax) : 1.0f;
-      for (int64_t i = 0; i < n; ++i) {
-        const uint8_t byte = c.codes[i / 2];
-        const uint8_t code = (i & 1) ? byte >> 4 : byte & 0xF;
-        const uint8_t s = c.scales[(i / c.cols) * c.scale_cols + (i % c.cols) / 16];
-        out[i] = apply_tensor_scale ? fmt::nvfp4_decode(code, s, f) : fmt::e2m1_decode(code) * fmt::e4m3_decode(s);
-      }
-      break;
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t r = i / c.cols, col = i % c.cols;
+    const uint8_t code = t.packed_fp4 ? ((i & 1) ? c.codes[i / 2] >> 4 : c.codes[i / 2] & 0xF) : c.codes[i];
+    float scale;
+    if (t.scale_decode) {  // byte scales, stored for every row (16x16 tiles replicate theirs)
+      scale = byte_scale[c.scales[r * c.scale_cols + col / b.cols]];
+    } else {  // FP32 decode factors per tensor or per block
+      scale = b.per_tensor() ? c.scale_inv[0] : c.scale_inv[(r / b.rows) * c.scale_cols + col / b.cols];
     }
-    case Format::mxfp4:
-    case Format::mxfp4_ocp:
-      for (int64_t i = 0; i < n; ++i) {
-        const uint8_t byte = c.codes[i / 2];
-        const uint8_t code = (i & 1) ? byte >> 4 : byte & 0xF;
-        out[i] = fmt::mxfp4_decode(code, c.scales[(i / c.cols) * c.scale_cols + (i % c.cols) / 32]);
-      }
-      break;
-    case Format::fp8_e4m3:
-    case Format::fp8_e5m2: {
-      const auto kind = options.format == Format::fp8_e4m3 ? fmt::Fp8Kind::e4m3 : fmt::Fp8Kind::e5m2;
-      const BlockShape b = options.block.value_or(BlockShape{0, 0});
-      for (int64_t i = 0; i < n; ++i) {
-        const int64_t r = i / c.cols, col = i % c.cols;
-        const float si = b.per_tensor() ? c.scale_inv[0] : c.scale_inv[(r / b.rows) * c.scale_cols + col / b.cols];
-        out[i] = fmt::fp8_decode(c.codes[i], kind) * si;
-      }
-      break;
-    }
+    out[i] = element[code] * scale * f;
   }
   return out;
 }

@@ -138,7 +138,7 @@ __global__ void __launch_bounds__(256) multi_amax_kernel(const MultiAmaxArgs a) 
 namespace quantize_detail {
 
 template <typename T>
-void launch_amax(const T* x, int64_t M, int64_t K, const Nvfp4KernelConfig& c, float* row_amax, float* col_amax,
+void launch_amax(const T* x, int64_t M, int64_t K, bool rht, uint16_t rht_sign_mask, float* row_amax, float* col_amax,
                  uint32_t* nonfinite, cudaStream_t s) {
   const int64_t chunks = (M / 16) * (K * static_cast<int64_t>(sizeof(T)) / 4);
   if (chunks == 0) return;
@@ -146,20 +146,18 @@ void launch_amax(const T* x, int64_t M, int64_t K, const Nvfp4KernelConfig& c, f
   check(cudaGetDevice(&dev), "cudaGetDevice");
   check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev), "cudaDeviceGetAttribute");
   const int64_t blocks = std::min<int64_t>((chunks + 255) / 256, int64_t(sms) * 8);
-  if (!c.rht) {
+  if (!rht) {
     const int64_t vecs = M * K / Elem<T>::kPerVec;
     const int64_t flat_blocks = std::min<int64_t>((vecs + 255) / 256, int64_t(sms) * 8);
     flat_amax_kernel<T><<<static_cast<unsigned>(flat_blocks), 256, 0, s>>>(x, M * K, row_amax, col_amax, nonfinite);
   } else {
-    rht_amax_kernel<T><<<static_cast<unsigned>(blocks), 256, 0, s>>>(x, M, K, c.rht_sign_mask, row_amax, col_amax, nonfinite);
+    rht_amax_kernel<T><<<static_cast<unsigned>(blocks), 256, 0, s>>>(x, M, K, rht_sign_mask, row_amax, col_amax, nonfinite);
   }
   check(cudaGetLastError(), "amax_kernel launch");
 }
 
-template void launch_amax(const uint16_t*, int64_t, int64_t, const Nvfp4KernelConfig&, float*, float*, uint32_t*,
-                          cudaStream_t);
-template void launch_amax(const float*, int64_t, int64_t, const Nvfp4KernelConfig&, float*, float*, uint32_t*,
-                          cudaStream_t);
+template void launch_amax(const uint16_t*, int64_t, int64_t, bool, uint16_t, float*, float*, uint32_t*, cudaStream_t);
+template void launch_amax(const float*, int64_t, int64_t, bool, uint16_t, float*, float*, uint32_t*, cudaStream_t);
 
 }  // namespace quantize_detail
 
@@ -193,13 +191,13 @@ void multi_amax(const AmaxTask* tasks, int count, DType dtype, Stream stream) {
 
 void nvfp4_amax(const void* x, DType dtype, int64_t M, int64_t K, const QuantizeOptions& options, float* row_amax,
                 float* col_amax, DeviceStatus status, Stream stream) {
-  const Nvfp4KernelConfig config = nvfp4_config(options);
-  validate_input(x, dtype, M, K, config);
+  const QuantizeOptions o = nvfp4_options(options);
+  validate_input("nvfp4_amax", x, dtype, M, K);
   const auto s = reinterpret_cast<cudaStream_t>(stream);
   if (row_amax) check(cudaMemsetAsync(row_amax, 0, sizeof(float), s), "cudaMemsetAsync");
   if (col_amax) check(cudaMemsetAsync(col_amax, 0, sizeof(float), s), "cudaMemsetAsync");
-  if (dtype == DType::BF16) launch_amax(static_cast<const uint16_t*>(x), M, K, config, row_amax, col_amax, status.nonfinite_count, s);
-  else launch_amax(static_cast<const float*>(x), M, K, config, row_amax, col_amax, status.nonfinite_count, s);
+  if (dtype == DType::BF16) launch_amax(static_cast<const uint16_t*>(x), M, K, o.rht, o.rht_sign_mask, row_amax, col_amax, status.nonfinite_count, s);
+  else launch_amax(static_cast<const float*>(x), M, K, o.rht, o.rht_sign_mask, row_amax, col_amax, status.nonfinite_count, s);
 }
 
 }  // namespace nvfp4::cuda

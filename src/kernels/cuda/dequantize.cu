@@ -19,6 +19,7 @@
 #include "nvfp4/cuda_check.hpp"
 #include "nvfp4/cuda_quantize.hpp"
 #include "nvfp4/error.hpp"
+#include "kernels/cuda/quantize_formats.hpp"
 
 namespace nvfp4::cuda {
 
@@ -175,39 +176,42 @@ void launch(const DequantArgs& a, void* out, DType out_dtype, Stream stream, con
   check(cudaGetLastError(), fn);
 }
 
-}  // namespace
-
-void dequantize_nvfp4(const DeviceNvfp4Copy& copy, int64_t rows, int64_t cols, bool swizzled_scales,
-                      bool apply_tensor_scale, void* out, DType out_dtype, Stream stream) {
-  validate("dequantize_nvfp4", copy.codes, rows, cols, 16, out, out_dtype, 8);
-  if (rows * cols > 0 && !copy.scales) throw Error("dequantize_nvfp4: scales pointer is null");
-  if (apply_tensor_scale && rows * cols > 0 && !copy.amax) {
-    throw Error("dequantize_nvfp4: apply_tensor_scale needs the copy's amax pointer");
-  }
+// The checks and arguments of an FP4 copy (codes two per byte, a byte scale per `block` values).
+DequantArgs fp4_args(const char* fn, const DeviceCopy& copy, int64_t rows, int64_t cols, int64_t block, void* out,
+                     DType out_dtype) {
+  validate(fn, copy.codes, rows, cols, block, out, out_dtype, 8);
+  if (rows * cols > 0 && !copy.scales) throw Error(std::string(fn) + ": scales pointer is null");
   DequantArgs a{};
   a.rows = rows;
   a.cols = cols;
   a.codes = copy.codes;
   a.scales = copy.scales;
+  return a;
+}
+
+}  // namespace
+
+namespace formats {
+
+void dequantize_nvfp4(const DeviceCopy& copy, int64_t rows, int64_t cols, bool swizzled_scales,
+                      bool apply_tensor_scale, void* out, DType out_dtype, Stream stream) {
+  DequantArgs a = fp4_args("dequantize_nvfp4", copy, rows, cols, 16, out, out_dtype);
+  if (apply_tensor_scale && rows * cols > 0 && !copy.amax) {
+    throw Error("dequantize_nvfp4: apply_tensor_scale needs the copy's amax pointer");
+  }
   a.amax = copy.amax;
   a.swizzled = swizzled_scales;
   if (apply_tensor_scale) launch<Kind::nvfp4, true>(a, out, out_dtype, stream, "dequantize_nvfp4 launch");
   else launch<Kind::nvfp4, false>(a, out, out_dtype, stream, "dequantize_nvfp4 launch");
 }
 
-void dequantize_mxfp4(const DeviceNvfp4Copy& copy, int64_t rows, int64_t cols, void* out, DType out_dtype,
+void dequantize_mxfp4(const DeviceCopy& copy, int64_t rows, int64_t cols, void* out, DType out_dtype,
                       Stream stream) {
-  validate("dequantize_mxfp4", copy.codes, rows, cols, 32, out, out_dtype, 8);
-  if (rows * cols > 0 && !copy.scales) throw Error("dequantize_mxfp4: scales pointer is null");
-  DequantArgs a{};
-  a.rows = rows;
-  a.cols = cols;
-  a.codes = copy.codes;
-  a.scales = copy.scales;
+  const DequantArgs a = fp4_args("dequantize_mxfp4", copy, rows, cols, 32, out, out_dtype);
   launch<Kind::mxfp4, false>(a, out, out_dtype, stream, "dequantize_mxfp4 launch");
 }
 
-void dequantize_fp8(const DeviceFp8Copy& copy, int64_t rows, int64_t cols, Format format, BlockShape block, void* out,
+void dequantize_fp8(const DeviceCopy& copy, int64_t rows, int64_t cols, Format format, BlockShape block, void* out,
                     DType out_dtype, Stream stream) {
   if (format != Format::fp8_e4m3 && format != Format::fp8_e5m2) {
     throw Error("dequantize_fp8: format " + std::string(format_traits(format).name) + " is not an FP8 format");
@@ -228,19 +232,6 @@ void dequantize_fp8(const DeviceFp8Copy& copy, int64_t rows, int64_t cols, Forma
   launch<Kind::fp8, false>(a, out, out_dtype, stream, "dequantize_fp8 launch");
 }
 
-void dequantize_fp4(const DeviceNvfp4Copy& copy, int64_t rows, int64_t cols, Format format, bool apply_tensor_scale,
-                    void* out, DType out_dtype, Stream stream) {
-  switch (format) {
-    case Format::nvfp4:
-      dequantize_nvfp4(copy, rows, cols, false, apply_tensor_scale, out, out_dtype, stream);
-      return;
-    case Format::mxfp4:
-    case Format::mxfp4_ocp:
-      dequantize_mxfp4(copy, rows, cols, out, out_dtype, stream);
-      return;
-    default:
-      throw Error("dequantize_fp4: format " + std::string(format_traits(format).name) + " is not an FP4 format");
-  }
-}
+}  // namespace formats
 
 }  // namespace nvfp4::cuda

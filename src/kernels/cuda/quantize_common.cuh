@@ -28,6 +28,7 @@
 #include <type_traits>
 
 #include "format/nvfp4.hpp"
+#include "kernels/cuda/quantize_formats.hpp"
 #include "nvfp4/cuda_check.hpp"
 #include "nvfp4/cuda_quantize.hpp"
 #include "nvfp4/error.hpp"
@@ -196,34 +197,20 @@ __device__ __forceinline__ uint32_t load_block16(const T* __restrict__ x, int64_
 
 // ---- host side ------------------------------------------------------------------------------
 
-// The NVFP4 kernels' launch settings, made from the public QuantizeOptions (nvfp4_config):
-// private to the kernels (the API has one config type, QuantizeOptions).
-struct Nvfp4KernelConfig {
-  int tile_rows = 1;             // 1: 1x16 blocks; 16: 16x16 tiles (weights)
-  bool rht = false;              // 16-point RHT on the column-wise copy (tile_rows 1 only)
-  uint16_t rht_sign_mask = kTeRhtSignMask;
-  bool stochastic = false;       // SR with Philox keyed by sr_key (column copy: role | 128)
-  SrKey sr_key{};
-  bool swizzled_scales = false;  // write scales in the 128x4 GEMM layout
-};
-
-// options -> the NVFP4 launch settings; nvfp4::Error naming the option for what NVFP4 cannot do.
-inline Nvfp4KernelConfig nvfp4_config(const QuantizeOptions& o) {
+// The NVFP4 kernels read QuantizeOptions (the one config type): nvfp4_options() checks what
+// only the NVFP4 kernels need and returns the options with the block resolved (1x16 or 16x16).
+inline QuantizeOptions nvfp4_options(const QuantizeOptions& o) {
   if (o.format != Format::nvfp4) {
     throw Error("quantize_nvfp4: options.format is " + std::string(format_traits(o.format).name) + ", not nvfp4");
   }
-  const BlockShape b = o.block.value_or(format_traits(Format::nvfp4).default_block);
-  if (b.cols != 16 || (b.rows != 1 && b.rows != 16)) {
-    throw Error("quantize_nvfp4: block " + block_name(b) + " is not 1x16 or 16x16");
+  QuantizeOptions r = o;
+  r.block = o.block.value_or(format_traits(Format::nvfp4).default_block);
+  if (r.block->cols != 16 || (r.block->rows != 1 && r.block->rows != 16)) {
+    throw Error("quantize_nvfp4: block " + block_name(*r.block) + " is not 1x16 or 16x16");
   }
-  Nvfp4KernelConfig c;
-  c.tile_rows = b.rows;
-  c.rht = o.rht;
-  c.rht_sign_mask = o.rht_sign_mask;
-  c.stochastic = o.rounding == Rounding::stochastic;
-  c.sr_key = o.sr_key;
-  c.swizzled_scales = o.swizzled_scales;
-  return c;
+  if (r.rht && r.block->rows != 1) throw Error("quantize_nvfp4: RHT applies to 1x16 operands only");
+  if (r.sr_key.role >= 128 || r.sr_key.layer >= (1u << 24)) throw Error("quantize_nvfp4: SR key role < 128, layer < 2^24");
+  return r;
 }
 
 // The kernels read BF16 or FP32 inputs.
@@ -234,26 +221,26 @@ inline void require_bf16_or_f32(const char* op, DType dtype) {
   }
 }
 
-inline void validate_input(const void* x, DType dtype, int64_t M, int64_t K, const Nvfp4KernelConfig& c) {
-  require_bf16_or_f32("quantize_nvfp4", dtype);
-  if (M < 0 || K < 0) throw Error("quantize_nvfp4: negative shape");
-  if (M * K > 0 && x == nullptr) throw Error("quantize_nvfp4: input pointer is null");
-  if (reinterpret_cast<uintptr_t>(x) % 16 != 0) throw Error("quantize_nvfp4: the input must be 16-byte aligned");
-  if (K % 16 != 0) throw Error("quantize_nvfp4: K = " + std::to_string(K) + " is not a multiple of 16 (NVFP4 blocks)");
+// The input checks every quantizer makes (op: its name in the message).
+inline void validate_input(const char* op, const void* x, DType dtype, int64_t M, int64_t K) {
+  const std::string o = op;
+  require_bf16_or_f32(op, dtype);
+  if (M < 0 || K < 0) throw Error(o + ": negative shape");
+  if (M * K > 0 && x == nullptr) throw Error(o + ": input pointer is null");
+  if (reinterpret_cast<uintptr_t>(x) % 16 != 0) throw Error(o + ": the input must be 16-byte aligned");
+  if (K % 16 != 0) throw Error(o + ": K = " + std::to_string(K) + " is not a multiple of 16 (the kernels' blocks)");
   if (M % 16 != 0) {
-    throw Error("quantize_nvfp4: M = " + std::to_string(M) +
+    throw Error(o + ": M = " + std::to_string(M) +
                 " is not a multiple of 16 (the kernels read 16-row chunks; pad the tensor)");
   }
-  if (c.tile_rows != 1 && c.tile_rows != 16) throw Error("quantize_nvfp4: tile_rows must be 1 or 16");
-  if (c.rht && c.tile_rows != 1) throw Error("quantize_nvfp4: RHT applies to 1x16 operands only");
-  if (c.sr_key.role >= 128 || c.sr_key.layer >= (1u << 24)) throw Error("quantize_nvfp4: SR key role < 128, layer < 2^24");
 }
 
 // The amax pass (amax.cu), every format's first pass when it finds the amax itself: max |x|
-// into row_amax and col_amax (either null; with c.rht the column copy's is post-RHT), non-finite
-// inputs counted into `nonfinite`. T: uint16_t (BF16 bits) or float.
+// into row_amax and col_amax (either null; with rht the column copy's is post-RHT, the 16-point
+// transform with rht_sign_mask), non-finite inputs counted into `nonfinite`. T: uint16_t (BF16
+// bits) or float.
 template <typename T>
-void launch_amax(const T* x, int64_t M, int64_t K, const Nvfp4KernelConfig& c, float* row_amax, float* col_amax,
+void launch_amax(const T* x, int64_t M, int64_t K, bool rht, uint16_t rht_sign_mask, float* row_amax, float* col_amax,
                  uint32_t* nonfinite, cudaStream_t s);
 
 }  // namespace nvfp4::cuda::quantize_detail

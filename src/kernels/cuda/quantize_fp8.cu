@@ -275,79 +275,69 @@ void launch_fp8(const T* x, int64_t M, int64_t K, const Fp8Args& a, bool count_h
   check(cudaGetLastError(), "fp8_kernel launch");
 }
 
-void run_fp8(const void* x, DType dtype, int64_t M, int64_t K, Format format, const DeviceFp8Copy* row,
-             const DeviceFp8Copy* col, DeviceStatus status, Stream stream, bool with_amax) {
-  if (format != Format::fp8_e4m3 && format != Format::fp8_e5m2) {
-    throw Error("quantize_fp8: format " + std::string(format_traits(format).name) + " is not an FP8 format");
-  }
-  validate_input(x, dtype, M, K, Nvfp4KernelConfig{});
+// What both FP8 paths check and fill: the input, the output copies (codes 16-byte aligned,
+// scale_inv, and the amax where `need_amax`), and the arguments' shape, copies, kind and
+// non-finite counter (Args: Fp8Args or Fp8BlockArgs).
+template <typename Args>
+Args fp8_args(const void* x, DType dtype, int64_t M, int64_t K, Format format, const DeviceCopy* row,
+              const DeviceCopy* col, DeviceStatus status, bool need_amax) {
+  validate_input("quantize_fp8", x, dtype, M, K);
   if (!row && !col) throw Error("quantize_fp8: neither the row-wise nor the column-wise copy was requested");
-  for (const DeviceFp8Copy* p : {row, col}) {
-    if (p && (!p->codes || !p->scale_inv || !p->amax)) throw Error("quantize_fp8: an output copy has a null pointer");
+  for (const DeviceCopy* p : {row, col}) {
+    if (p && (!p->codes || !p->scale_inv || (need_amax && !p->amax))) {
+      throw Error("quantize_fp8: an output copy has a null pointer");
+    }
     if (p && reinterpret_cast<uintptr_t>(p->codes) % 16 != 0) {
       throw Error("quantize_fp8: output codes must be 16-byte aligned (16 codes are one store)");
     }
   }
+  Args a{};
+  a.M = M;
+  a.K = K;
+  a.row_codes = row ? row->codes : nullptr;
+  a.col_codes = col ? col->codes : nullptr;
+  a.row_scale_inv = row ? row->scale_inv : nullptr;
+  a.col_scale_inv = col ? col->scale_inv : nullptr;
+  a.kind = format == Format::fp8_e4m3 ? fmt::Fp8Kind::e4m3 : fmt::Fp8Kind::e5m2;
+  a.nonfinite = status.nonfinite_count;
+  return a;
+}
+
+void run_fp8(const void* x, DType dtype, int64_t M, int64_t K, Format format, const DeviceCopy* row,
+             const DeviceCopy* col, DeviceStatus status, Stream stream, bool with_amax) {
+  Fp8Args a = fp8_args<Fp8Args>(x, dtype, M, K, format, row, col, status, true);
   const auto s = reinterpret_cast<cudaStream_t>(stream);
   float* ra = row ? row->amax : nullptr;
   float* ca = col ? col->amax : nullptr;
   if (with_amax) {
     if (ra) check(cudaMemsetAsync(ra, 0, sizeof(float), s), "cudaMemsetAsync");
     if (ca) check(cudaMemsetAsync(ca, 0, sizeof(float), s), "cudaMemsetAsync");
-    if (dtype == DType::BF16) launch_amax(static_cast<const uint16_t*>(x), M, K, Nvfp4KernelConfig{}, ra, ca, status.nonfinite_count, s);
-    else launch_amax(static_cast<const float*>(x), M, K, Nvfp4KernelConfig{}, ra, ca, status.nonfinite_count, s);
+    if (dtype == DType::BF16) launch_amax(static_cast<const uint16_t*>(x), M, K, false, 0, ra, ca, status.nonfinite_count, s);
+    else launch_amax(static_cast<const float*>(x), M, K, false, 0, ra, ca, status.nonfinite_count, s);
   }
-  Fp8Args a{};
-  a.M = M;
-  a.K = K;
-  a.row_codes = row ? row->codes : nullptr;
-  a.col_codes = col ? col->codes : nullptr;
-  a.row_scale_inv = row ? row->scale_inv : nullptr;
-  a.col_scale_inv = col ? col->scale_inv : nullptr;
   a.amax = ra ? ra : ca;  // per tensor: both copies share one amax and one scale
-  a.kind = format == Format::fp8_e4m3 ? fmt::Fp8Kind::e4m3 : fmt::Fp8Kind::e5m2;
-  a.nonfinite = status.nonfinite_count;
   if (dtype == DType::BF16) launch_fp8(static_cast<const uint16_t*>(x), M, K, a, !with_amax, s);
   else launch_fp8(static_cast<const float*>(x), M, K, a, !with_amax, s);
 }
 
 void run_fp8_block(const void* x, DType dtype, int64_t M, int64_t K, Format format, BlockShape block,
-                   const DeviceFp8Copy* row, const DeviceFp8Copy* col, DeviceStatus status, Stream stream) {
-  if (format != Format::fp8_e4m3 && format != Format::fp8_e5m2) {
-    throw Error("quantize_fp8_blockwise: format " + std::string(format_traits(format).name) + " is not an FP8 format");
-  }
+                   const DeviceCopy* row, const DeviceCopy* col, DeviceStatus status, Stream stream) {
   const bool tile_scaled = block == BlockShape{128, 128};
   if (!tile_scaled && block != BlockShape{1, 128}) {
-    throw Error("quantize_fp8_blockwise: block " + block_name(block) +
+    throw Error("quantize_fp8: block " + block_name(block) +
                 " is not supported; use 1x128 (activations, gradients) or 128x128 (weights)");
   }
-  validate_input(x, dtype, M, K, Nvfp4KernelConfig{});
-  if (!row && !col) throw Error("quantize_fp8_blockwise: neither the row-wise nor the column-wise copy was requested");
-  for (const DeviceFp8Copy* p : {row, col}) {
-    if (p && (!p->codes || !p->scale_inv)) throw Error("quantize_fp8_blockwise: an output copy has a null pointer");
-    if (p && reinterpret_cast<uintptr_t>(p->codes) % 16 != 0) {
-      throw Error("quantize_fp8_blockwise: output codes must be 16-byte aligned (16 codes are one store)");
-    }
-  }
+  Fp8BlockArgs a = fp8_args<Fp8BlockArgs>(x, dtype, M, K, format, row, col, status, false);
   const auto s = reinterpret_cast<cudaStream_t>(stream);
-  Fp8BlockArgs a{};
-  a.M = M;
-  a.K = K;
-  a.row_codes = row ? row->codes : nullptr;
-  a.col_codes = col ? col->codes : nullptr;
-  a.row_scale_inv = row ? row->scale_inv : nullptr;
-  a.col_scale_inv = col ? col->scale_inv : nullptr;
   a.row_amax = row ? row->amax : nullptr;  // optional outputs
   a.col_amax = col ? col->amax : nullptr;
   a.tile_scaled = tile_scaled;
-  a.kind = format == Format::fp8_e4m3 ? fmt::Fp8Kind::e4m3 : fmt::Fp8Kind::e5m2;
-  a.nonfinite = status.nonfinite_count;
-  for (const DeviceFp8Copy* p : {row, col}) {
+  for (const DeviceCopy* p : {row, col}) {
     if (p && p->amax) check(cudaMemsetAsync(p->amax, 0, sizeof(float), s), "cudaMemsetAsync");
   }
   if (M == 0 || K == 0) return;
   const dim3 grid(static_cast<unsigned>((K + kBTile - 1) / kBTile), static_cast<unsigned>((M + kBTile - 1) / kBTile));
-  if (grid.y > 65535) throw Error("quantize_fp8_blockwise: M = " + std::to_string(M) + " is too large for one launch");
+  if (grid.y > 65535) throw Error("quantize_fp8: M = " + std::to_string(M) + " is too large for one launch");
   auto launch = [&](auto type_c) {
     using T = typename decltype(type_c)::type;
     with_bools(
@@ -368,21 +358,27 @@ void run_fp8_block(const void* x, DType dtype, int64_t M, int64_t K, Format form
 
 }  // namespace
 
-void quantize_fp8(const void* x, DType dtype, int64_t M, int64_t K, Format format, const DeviceFp8Copy* row,
-                  const DeviceFp8Copy* col, DeviceStatus status, Stream stream) {
-  run_fp8(x, dtype, M, K, format, row, col, status, stream, true);
-}
+namespace formats {
 
-void quantize_fp8_given_amax(const void* x, DType dtype, int64_t M, int64_t K, Format format,
-                             const DeviceFp8Copy* row, const DeviceFp8Copy* col, DeviceStatus status,
-                             Stream stream) {
-  run_fp8(x, dtype, M, K, format, row, col, status, stream, false);
-}
-
-void quantize_fp8_blockwise(const void* x, DType dtype, int64_t M, int64_t K, Format format, BlockShape block,
-                            const DeviceFp8Copy* row, const DeviceFp8Copy* col, DeviceStatus status, Stream stream) {
+void quantize_fp8(const void* x, DType dtype, int64_t M, int64_t K, const QuantizeOptions& options,
+                  const DeviceCopy* row, const DeviceCopy* col, DeviceStatus status, Stream stream, AmaxInput amax) {
+  const Format format = options.format;
+  if (format != Format::fp8_e4m3 && format != Format::fp8_e5m2) {
+    throw Error("quantize_fp8: format " + std::string(format_traits(format).name) + " is not an FP8 format");
+  }
+  const BlockShape block = options.block.value_or(format_traits(format).default_block);
+  if (block.per_tensor()) {
+    run_fp8(x, dtype, M, K, format, row, col, status, stream, amax == AmaxInput::compute);
+    return;
+  }
+  if (amax == AmaxInput::given) {
+    throw Error("quantize_fp8: block " + block_name(block) + " scales come from each block's own amax; a given "
+                "per-tensor amax applies to per-tensor scaling only");
+  }
   run_fp8_block(x, dtype, M, K, format, block, row, col, status, stream);
 }
+
+}  // namespace formats
 
 void quantize_fp8_multi(const Fp8Task* tasks, int count, DType dtype, Stream stream) {
   require_bf16_or_f32("quantize_fp8_multi", dtype);
@@ -396,12 +392,12 @@ void quantize_fp8_multi(const Fp8Task* tasks, int count, DType dtype, Stream str
     for (int j = 0; j < m.count; ++j) {
       const Fp8Task& t = tasks[i0 + j];
       const std::string which = "quantize_fp8_multi: task " + std::to_string(i0 + j);
-      validate_input(t.x, dtype, t.M, t.K, Nvfp4KernelConfig{});
+      validate_input("quantize_fp8_multi", t.x, dtype, t.M, t.K);
       if ((t.row.codes != nullptr) != row || (t.col.codes != nullptr) != col) {
         throw Error(which + " asks for other copies than task 0 (every task: the same row/column copies)");
       }
       if (t.format != Format::fp8_e4m3 && t.format != Format::fp8_e5m2) throw Error(which + ": not an FP8 format");
-      for (const DeviceFp8Copy* c : {&t.row, &t.col}) {
+      for (const DeviceCopy* c : {&t.row, &t.col}) {
         if (c->codes && (!c->scale_inv || !c->amax || reinterpret_cast<uintptr_t>(c->codes) % 16 != 0)) {
           throw Error(which + ": a copy needs 16-byte aligned codes, scale_inv and its (given) amax");
         }

@@ -103,18 +103,24 @@ __global__ void rht32_columns_kernel(const T* __restrict__ x, T* __restrict__ ou
 
 // ---- host side ------------------------------------------------------------------------------
 
-void run_mxfp4(const void* x, DType dtype, int64_t M, int64_t K, Format format, bool stochastic, SrKey key,
-               const DeviceNvfp4Copy* row, const DeviceNvfp4Copy* col, DeviceStatus status, Stream stream) {
+void run_mxfp4(const void* x, DType dtype, int64_t M, int64_t K, const QuantizeOptions& options, const DeviceCopy* row,
+               const DeviceCopy* col, DeviceStatus status, Stream stream) {
+  const Format format = options.format;
   if (format != Format::mxfp4 && format != Format::mxfp4_ocp) {
     throw Error("quantize_mxfp4: format " + std::string(format_traits(format).name) + " is not an MXFP4 format");
   }
-  validate_input(x, dtype, M, K, Nvfp4KernelConfig{});
+  if (options.block && *options.block != BlockShape{1, 32}) {
+    throw Error("quantize_mxfp4: block " + block_name(*options.block) + " is not 1x32");
+  }
+  const bool stochastic = options.rounding == Rounding::stochastic;
+  const SrKey key = options.sr_key;
+  validate_input("quantize_mxfp4", x, dtype, M, K);
   if (!row && !col) throw Error("quantize_mxfp4: neither the row-wise nor the column-wise copy was requested");
   if (row && K % 32 != 0) throw Error("quantize_mxfp4: K = " + std::to_string(K) + " is not a multiple of 32 (MXFP4 blocks)");
   if (col && M % 32 != 0) {
     throw Error("quantize_mxfp4: M = " + std::to_string(M) + " is not a multiple of 32 (blocks of the column-wise copy)");
   }
-  for (const DeviceNvfp4Copy* p : {row, col}) {
+  for (const DeviceCopy* p : {row, col}) {
     if (p && (!p->codes || !p->scales)) throw Error("quantize_mxfp4: an output copy has a null pointer");
     if (p && reinterpret_cast<uintptr_t>(p->codes) % 8 != 0) throw Error("quantize_mxfp4: output codes must be 8-byte aligned");
   }
@@ -153,39 +159,14 @@ void run_mxfp4(const void* x, DType dtype, int64_t M, int64_t K, Format format, 
 
 }  // namespace
 
-void quantize_mxfp4(const void* x, DType dtype, int64_t M, int64_t K, Format format, bool stochastic, SrKey sr_key,
-                    const DeviceNvfp4Copy* row, const DeviceNvfp4Copy* col, DeviceStatus status, Stream stream) {
-  run_mxfp4(x, dtype, M, K, format, stochastic, sr_key, row, col, status, stream);
+namespace formats {
+
+void quantize_mxfp4(const void* x, DType dtype, int64_t M, int64_t K, const QuantizeOptions& options,
+                    const DeviceCopy* row, const DeviceCopy* col, DeviceStatus status, Stream stream) {
+  run_mxfp4(x, dtype, M, K, options, row, col, status, stream);
 }
 
-bool rht_is_separate_pass(const QuantizeOptions& options) {
-  return options.rht && format_traits(options.format).rht_points == fmt::kRht32Size;
-}
-
-void quantize_fp4(const void* x, DType dtype, int64_t M, int64_t K, const QuantizeOptions& options,
-                  const DeviceNvfp4Copy* row, const DeviceNvfp4Copy* col, DeviceStatus status, Stream stream,
-                  void* rht_scratch) {
-  switch (options.format) {
-    case Format::nvfp4:
-      quantize_nvfp4(x, dtype, M, K, options, row, col, status, stream);
-      return;
-    case Format::mxfp4:
-    case Format::mxfp4_ocp: {
-      const void* src = x;
-      if (rht_is_separate_pass(options)) {  // the 32-point RHT along the copy's rows, then quantize
-        if (row) throw Error("quantize_fp4: an MXFP4 RHT copy cannot share a kernel call with a row-wise copy");
-        if (!rht_scratch) throw Error("quantize_fp4: MXFP4 under RHT needs rht_scratch (M x K elements of dtype)");
-        rht32_columns(x, dtype, M, K, rht_scratch, stream);
-        src = rht_scratch;
-      }
-      quantize_mxfp4(src, dtype, M, K, options.format, options.rounding == Rounding::stochastic, options.sr_key, row,
-                     col, status, stream);
-      return;
-    }
-    default:
-      throw Error("quantize_fp4: format " + std::string(format_traits(options.format).name) + " is not an FP4 format");
-  }
-}
+}  // namespace formats
 
 void rht32_columns(const void* x, DType dtype, int64_t M, int64_t K, void* out, Stream stream) {
   require_bf16_or_f32("rht32_columns", dtype);

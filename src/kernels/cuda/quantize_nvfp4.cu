@@ -134,12 +134,12 @@ __global__ void __launch_bounds__(kThreads, kSr ? 6 : 0) quantize_kernel(const T
 
 // ---- host side ------------------------------------------------------------------------------
 
-void validate(const void* x, DType dtype, int64_t M, int64_t K, const Nvfp4KernelConfig& c, const DeviceNvfp4Copy* row,
-              const DeviceNvfp4Copy* col) {
-  validate_input(x, dtype, M, K, c);
+void validate(const void* x, DType dtype, int64_t M, int64_t K, const QuantizeOptions& c, const DeviceCopy* row,
+              const DeviceCopy* col) {
+  validate_input("quantize_nvfp4", x, dtype, M, K);
   if (!row && !col) throw Error("quantize_nvfp4: neither the row-wise nor the column-wise copy was requested");
   if (c.rht && !col) throw Error("quantize_nvfp4: RHT transforms the column-wise copy: pass a column-wise output");
-  for (const DeviceNvfp4Copy* p : {row, col}) {
+  for (const DeviceCopy* p : {row, col}) {
     if (p && (!p->codes || !p->scales || !p->amax)) throw Error("quantize_nvfp4: an output copy has a null pointer");
     if (p && reinterpret_cast<uintptr_t>(p->codes) % 8 != 0) {
       throw Error("quantize_nvfp4: output codes must be 8-byte aligned (each block's 16 codes are one 8-byte store)");
@@ -148,18 +148,18 @@ void validate(const void* x, DType dtype, int64_t M, int64_t K, const Nvfp4Kerne
 }
 
 template <typename T>
-void launch_quantize(const T* x, int64_t M, int64_t K, const Nvfp4KernelConfig& c, const DeviceNvfp4Copy* row,
-                     const DeviceNvfp4Copy* col, uint32_t* nonfinite, bool count_here, cudaStream_t s) {
+void launch_quantize(const T* x, int64_t M, int64_t K, const QuantizeOptions& c, const DeviceCopy* row,
+                     const DeviceCopy* col, uint32_t* nonfinite, bool count_here, cudaStream_t s) {
   if (M == 0 || K == 0) return;
   QuantizeArgs a{};
   a.M = M;
   a.K = K;
   a.row = row ? CopyArgs{row->codes, row->scales, row->amax} : CopyArgs{nullptr, nullptr, nullptr};
   a.col = col ? CopyArgs{col->codes, col->scales, col->amax} : CopyArgs{nullptr, nullptr, nullptr};
-  a.tile_rows = c.tile_rows;
+  a.tile_rows = c.block->rows;
   a.sign_mask = c.rht_sign_mask;
   a.rht = c.rht;
-  a.sr = c.stochastic;
+  a.sr = c.rounding == Rounding::stochastic;
   a.swizzled = c.swizzled_scales;
   a.row_key = sr_copy_key(c.sr_key, false);
   a.col_key = sr_copy_key(c.sr_key, true);
@@ -183,8 +183,8 @@ void launch_quantize(const T* x, int64_t M, int64_t K, const Nvfp4KernelConfig& 
   check(cudaGetLastError(), "quantize_kernel launch");
 }
 
-void run(const void* x, DType dtype, int64_t M, int64_t K, const Nvfp4KernelConfig& c, const DeviceNvfp4Copy* row,
-         const DeviceNvfp4Copy* col, DeviceStatus status, Stream stream, bool with_amax) {
+void run(const void* x, DType dtype, int64_t M, int64_t K, const QuantizeOptions& c, const DeviceCopy* row,
+         const DeviceCopy* col, DeviceStatus status, Stream stream, bool with_amax) {
   validate(x, dtype, M, K, c, row, col);
   const auto s = reinterpret_cast<cudaStream_t>(stream);
   if (with_amax) {
@@ -192,8 +192,8 @@ void run(const void* x, DType dtype, int64_t M, int64_t K, const Nvfp4KernelConf
     float* ca = col ? col->amax : nullptr;
     if (ra) check(cudaMemsetAsync(ra, 0, sizeof(float), s), "cudaMemsetAsync");
     if (ca) check(cudaMemsetAsync(ca, 0, sizeof(float), s), "cudaMemsetAsync");
-    if (dtype == DType::BF16) launch_amax(static_cast<const uint16_t*>(x), M, K, c, ra, ca, status.nonfinite_count, s);
-    else launch_amax(static_cast<const float*>(x), M, K, c, ra, ca, status.nonfinite_count, s);
+    if (dtype == DType::BF16) launch_amax(static_cast<const uint16_t*>(x), M, K, c.rht, c.rht_sign_mask, ra, ca, status.nonfinite_count, s);
+    else launch_amax(static_cast<const float*>(x), M, K, c.rht, c.rht_sign_mask, ra, ca, status.nonfinite_count, s);
   }
   // Non-finite input is counted by whichever pass reads every element first.
   const bool count_here = !with_amax;
@@ -203,15 +203,13 @@ void run(const void* x, DType dtype, int64_t M, int64_t K, const Nvfp4KernelConf
 
 }  // namespace
 
+namespace formats {
+
 void quantize_nvfp4(const void* x, DType dtype, int64_t M, int64_t K, const QuantizeOptions& options,
-                    const DeviceNvfp4Copy* row, const DeviceNvfp4Copy* col, DeviceStatus status, Stream stream) {
-  run(x, dtype, M, K, nvfp4_config(options), row, col, status, stream, true);
+                    const DeviceCopy* row, const DeviceCopy* col, DeviceStatus status, Stream stream, AmaxInput amax) {
+  run(x, dtype, M, K, nvfp4_options(options), row, col, status, stream, amax == AmaxInput::compute);
 }
 
-void quantize_nvfp4_given_amax(const void* x, DType dtype, int64_t M, int64_t K, const QuantizeOptions& options,
-                               const DeviceNvfp4Copy* row, const DeviceNvfp4Copy* col, DeviceStatus status,
-                               Stream stream) {
-  run(x, dtype, M, K, nvfp4_config(options), row, col, status, stream, false);
-}
+}  // namespace formats
 
 }  // namespace nvfp4::cuda
