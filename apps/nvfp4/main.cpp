@@ -45,6 +45,7 @@ int main(int argc, char** argv) {
   nvfp4::cli::register_export_hf(app);
   nvfp4::cli::register_compare(app);
   nvfp4::cli::register_report(app);
+  nvfp4::cli::register_tokenize(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,0 +1,223 @@
+// The Hugging Face tokenizer pipeline (src/io/tokenizer/) on tokenizer.json files written here:
+// BPE merge order, byte fallback and unknown tokens, added tokens (special, single_word, lstrip,
+// rstrip, normalized), the split behaviors, Metaspace, Digits, the decoders, invalid UTF-8, the
+// regex iterator's empty matches, and errors that name the JSON path. (Exactness against the
+// reference library on real tokenizers: tests/tokenizer/, scripts/tokenizer_compare.sh.)
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "io/tokenizer/pipeline.hpp"
+#include "io/tokenizer/regex.hpp"
+#include "nvfp4/error.hpp"
+#include "nvfp4/hf_tokenizer.hpp"
+
+namespace {
+
+using nlohmann::json;
+using nvfp4::io::HfTokenizer;
+namespace hf = nvfp4::io::hf;
+
+// A character-level BPE over "a", "b", "c", " ", with merges (a b) -> ab rank 0, (b c) -> bc
+// rank 1, (ab c) -> abc rank 2, and whatever the test adds.
+json base_tokenizer() {
+  json vocab = {{"a", 0}, {"b", 1}, {"c", 2}, {" ", 3}, {"ab", 4}, {"bc", 5}, {"abc", 6}, {"<eot>", 7}};
+  return json{{"version", "1.0"},
+              {"added_tokens", json::array({{{"id", 7}, {"content", "<eot>"}, {"special", true}, {"normalized", false}}})},
+              {"normalizer", nullptr},
+              {"pre_tokenizer", nullptr},
+              {"post_processor", nullptr},
+              {"decoder", nullptr},
+              {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", json::array({"a b", "b c", "ab c"})}}}};
+}
+
+std::unique_ptr<HfTokenizer> load(const json& j) { return HfTokenizer::from_json(j.dump(), "test.json", "<eot>"); }
+
+std::vector<int32_t> ids(const HfTokenizer& t, const std::string& s) { return t.encode(s); }
+
+// Words a pre-tokenizer makes of a text.
+std::vector<std::string> words(const hf::PreTokenizer& p, std::string_view text) {
+  std::vector<std::string> out;
+  auto f = [&](std::string_view w, bool) { out.emplace_back(w); };
+  p.each(text, true, f);
+  return out;
+}
+
+void expect_error(const std::function<void()>& fn, const std::string& needle) {
+  try {
+    fn();
+    ADD_FAILURE() << "expected an error mentioning " << needle;
+  } catch (const nvfp4::Error& e) {
+    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+  }
+}
+
+TEST(HfTokenizer, MergesApplyLowestRankFirstLeftmostOnTies) {
+  auto t = load(base_tokenizer());
+  EXPECT_EQ(ids(*t, "abc"), (std::vector<int32_t>{6}));      // ab (rank 0) first, then ab+c
+  EXPECT_EQ(ids(*t, "bc"), (std::vector<int32_t>{5}));
+  EXPECT_EQ(ids(*t, "abab"), (std::vector<int32_t>{4, 4}));  // two rank-0 pairs
+  EXPECT_EQ(ids(*t, "bcab"), (std::vector<int32_t>{5, 4}));
+  EXPECT_EQ(ids(*t, "abbc"), (std::vector<int32_t>{4, 5}));
+  // A long word takes the heap path: the same result as the short-word scan.
+  std::string longw;
+  std::vector<int32_t> want;
+  for (int i = 0; i < 40; ++i) {
+    longw += "abc";
+    want.push_back(6);
+  }
+  EXPECT_EQ(ids(*t, longw), want);
+  // Without a decoder the reference joins the tokens (abc, " ", bc, a) with spaces.
+  EXPECT_EQ(t->decode(ids(*t, "abc bca")), "abc   bc a");
+}
+
+TEST(HfTokenizer, AddedTokensAreMatchedBeforeTheModel) {
+  json j = base_tokenizer();
+  j["added_tokens"].push_back({{"id", 8}, {"content", "cab"}, {"single_word", true}, {"normalized", false}});
+  j["added_tokens"].push_back({{"id", 9}, {"content", "ba"}, {"lstrip", true}, {"rstrip", true}, {"normalized", false}});
+  auto t = load(j);
+  EXPECT_EQ(t->vocab_size(), 10);
+  EXPECT_EQ(ids(*t, "ab<eot>c"), (std::vector<int32_t>{4, 7, 2}));
+  EXPECT_EQ(ids(*t, "a cab c"), (std::vector<int32_t>{0, 3, 8, 3, 2}));     // a word on its own
+  EXPECT_EQ(ids(*t, "acab"), (std::vector<int32_t>{0, 2, 4}));              // inside a word: not matched
+  EXPECT_EQ(ids(*t, "c  ba  c"), (std::vector<int32_t>{2, 9, 2}));          // white space taken by l/rstrip
+  EXPECT_EQ(t->eot_token(), 7);
+  // Without a known end-of-text token, encoding works and asking for it is an error.
+  auto no_eot = HfTokenizer::from_json(j.dump(), "test.json");
+  EXPECT_EQ(ids(*no_eot, "ab"), (std::vector<int32_t>{4}));
+  expect_error([&] { (void)no_eot->eot_token(); }, "no end-of-text token");
+  EXPECT_EQ(t->decode(std::vector<int32_t>{4, 7}, true), "ab");  // skip_special
+}
+
+TEST(HfTokenizer, AddedTokenIdsFollowTheReferenceAssignment) {
+  json j = base_tokenizer();
+  // An id in the file that disagrees: the reference keeps the model's id for a token it has,
+  // and gives a new one the next id after the vocabulary.
+  j["added_tokens"].push_back({{"id", 100}, {"content", "ab"}, {"normalized", false}});
+  j["added_tokens"].push_back({{"id", 100}, {"content", "<new>"}, {"special", true}, {"normalized", false}});
+  auto t = load(j);
+  EXPECT_EQ(t->token_to_id("ab"), 4);
+  EXPECT_EQ(t->token_to_id("<new>"), 8);
+}
+
+TEST(HfTokenizer, ByteFallbackAndUnknownTokens) {
+  json j = base_tokenizer();
+  j["model"]["vocab"]["<0xC3>"] = 20;
+  j["model"]["vocab"]["<0xA9>"] = 21;
+  j["model"]["vocab"]["<unk>"] = 22;
+  j["model"]["byte_fallback"] = true;
+  j["model"]["unk_token"] = "<unk>";
+  j["model"]["fuse_unk"] = true;
+  j["decoder"] = {{"type", "Sequence"}, {"decoders", json::array({{{"type", "ByteFallback"}}, {{"type", "Fuse"}}})}};
+  auto t = load(j);
+  EXPECT_EQ(ids(*t, "a\xC3\xA9"), (std::vector<int32_t>{0, 20, 21}));  // é -> its two bytes
+  EXPECT_EQ(ids(*t, "a\xE2\x82\xAC\xE2\x82\xAC"), (std::vector<int32_t>{0, 22}));  // €€: one fused <unk>
+  EXPECT_EQ(t->decode(std::vector<int32_t>{0, 20, 21}), "a\xC3\xA9");
+  EXPECT_EQ(t->decode(std::vector<int32_t>{20, 0}), "\xEF\xBF\xBD" "a");  // a lone byte decodes to U+FFFD
+}
+
+TEST(HfTokenizer, SplitBehaviorsAsTheReferenceDefinesThem) {
+  using B = hf::SplitBehavior;
+  auto split = [](B b, bool invert = false) { return hf::make_split("-", false, b, invert, "test"); };
+  const std::string s = "a-b--c-";
+  EXPECT_EQ(words(*split(B::removed), s), (std::vector<std::string>{"a", "b", "c"}));
+  EXPECT_EQ(words(*split(B::isolated), s), (std::vector<std::string>{"a", "-", "b", "-", "-", "c", "-"}));
+  EXPECT_EQ(words(*split(B::merged_with_previous), s), (std::vector<std::string>{"a-", "b-", "-", "c-"}));
+  EXPECT_EQ(words(*split(B::merged_with_next), s), (std::vector<std::string>{"a", "-b", "-", "-c", "-"}));
+  EXPECT_EQ(words(*split(B::contiguous), s), (std::vector<std::string>{"a", "-", "b", "--", "c", "-"}));
+  EXPECT_EQ(words(*split(B::removed, true), s), (std::vector<std::string>{"-", "-", "-", "-"}));  // each "-" a match
+  auto re = hf::make_split(R"(\p{N}+)", true, B::isolated, false, "test");
+  EXPECT_EQ(words(*re, "ab12cd3"), (std::vector<std::string>{"ab", "12", "cd", "3"}));
+}
+
+TEST(HfTokenizer, MetaspaceDigitsAndByteLevelPreTokenizers) {
+  const std::string sp = "\xE2\x96\x81";  // ▁
+  auto ms = hf::make_metaspace(sp, hf::PrependScheme::always, true);
+  EXPECT_EQ(words(*ms, "hi there"), (std::vector<std::string>{sp + "hi", sp + "there"}));
+  auto first = hf::make_metaspace(sp, hf::PrependScheme::first, false);
+  std::vector<std::string> got;
+  auto f = [&](std::string_view w, bool) { got.emplace_back(w); };
+  first->each("x y", false, f);  // not at the start of the text: no prefix
+  EXPECT_EQ(got, (std::vector<std::string>{"x" + sp + "y"}));
+  EXPECT_EQ(words(*hf::make_digits(true), "a123b"), (std::vector<std::string>{"a", "1", "2", "3", "b"}));
+  EXPECT_EQ(words(*hf::make_digits(false), "a123b"), (std::vector<std::string>{"a", "123", "b"}));
+  auto bl = hf::make_byte_level(true, true, true);
+  // GPT-2's pattern with a prefix space, each byte as its byte-level character (space: Ġ).
+  EXPECT_EQ(words(*bl, "Hello world's"), (std::vector<std::string>{"\xC4\xA0Hello", "\xC4\xA0world", "'s"}));
+}
+
+TEST(HfTokenizer, DecodersAsTheReferenceDefinesThem) {
+  std::vector<std::string> t = {"\xE2\x96\x81Hello", "\xE2\x96\x81world"};
+  hf::make_metaspace_decoder("\xE2\x96\x81", hf::PrependScheme::always)->apply(t);
+  EXPECT_EQ(t, (std::vector<std::string>{"Hello", " world"}));
+  t = {"  ab  "};
+  hf::make_strip_decoder(" ", 1, 0)->apply(t);
+  EXPECT_EQ(t, (std::vector<std::string>{" ab  "}));
+  t = {"\xC4\xA0hi", "<|x|>"};
+  hf::make_byte_level_decoder()->apply(t);
+  EXPECT_EQ(t, (std::vector<std::string>{" hi<|x|>"}));
+  t = {"<0x41>", "<0x+A>", "z"};  // Rust's from_str_radix takes "+A" as 10
+  hf::make_byte_fallback_decoder()->apply(t);
+  EXPECT_EQ(t, (std::vector<std::string>{"A\n", "z"}));
+}
+
+TEST(HfTokenizer, InvalidUtf8IsReplacedPerMaximalSubpart) {
+  EXPECT_EQ(nvfp4::io::utf8_replace_invalid("ok \xC3\xA9"), "ok \xC3\xA9");
+  EXPECT_EQ(nvfp4::io::utf8_replace_invalid("\xC3"), "\xEF\xBF\xBD");
+  EXPECT_EQ(nvfp4::io::utf8_replace_invalid("\xE2\x82x"), "\xEF\xBF\xBDx");                 // one subpart
+  EXPECT_EQ(nvfp4::io::utf8_replace_invalid("\xF0\x80\x80"), "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD");  // overlong
+  EXPECT_EQ(nvfp4::io::utf8_replace_invalid("\xED\xA0\x80"), "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD");  // surrogate
+  EXPECT_EQ(nvfp4::io::utf8_replace_invalid(std::string("a\0b", 3)), std::string("a\0b", 3));
+  auto t = load(base_tokenizer());
+  EXPECT_EQ(ids(*t, "a\xFF" "b"), ids(*t, "a\xEF\xBF\xBD" "b"));
+}
+
+TEST(HfTokenizer, RegexEmptyMatchesFollowOniguruma) {
+  hf::Regex re("a*", "test");
+  std::vector<std::pair<size_t, size_t>> m;
+  re.find_all("baaac", m);
+  EXPECT_EQ(m, (std::vector<std::pair<size_t, size_t>>{{0, 0}, {1, 4}, {5, 5}}));
+}
+
+TEST(HfTokenizer, PostProcessorAddsSpecialTokensOnlyWhenAsked) {
+  json j = base_tokenizer();
+  j["post_processor"] = {{"type", "TemplateProcessing"},
+                         {"single", json::array({{{"SpecialToken", {{"id", "<eot>"}, {"type_id", 0}}}},
+                                                 {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}})},
+                         {"pair", json::array()},
+                         {"special_tokens", {{"<eot>", {{"id", "<eot>"}, {"ids", {7}}, {"tokens", {"<eot>"}}}}}}};
+  auto t = load(j);
+  EXPECT_EQ(t->encode("ab", true), (std::vector<int32_t>{7, 4}));
+  EXPECT_EQ(t->encode("ab", false), (std::vector<int32_t>{4}));
+}
+
+TEST(HfTokenizer, ErrorsNameTheFileAndTheJsonPath) {
+  json j = base_tokenizer();
+  j["normalizer"] = {{"type", "Sequence"}, {"normalizers", json::array({{{"type", "NFC"}}, {{"type", "BertNormalizer"}}})}};
+  expect_error([&] { load(j); }, "test.json: normalizer.normalizers[1].type: the normalizer \"BertNormalizer\" is not supported");
+  j = base_tokenizer();
+  j["model"]["merges"].push_back("a zz");
+  expect_error([&] { load(j); }, "model.merges[3]: token 'zz' is not in the vocabulary");
+  j = base_tokenizer();
+  j["pre_tokenizer"] = {{"type", "Split"}, {"pattern", {{"Regex", "("}}}, {"behavior", "Isolated"}};
+  expect_error([&] { load(j); }, "pre_tokenizer.pattern: the regular expression does not compile");
+  j = base_tokenizer();
+  j["pre_tokenizer"] = {{"type", "Split"}, {"pattern", {{"String", "x"}}}, {"behavior", "Sideways"}};
+  expect_error([&] { load(j); }, "pre_tokenizer.behavior: \"Sideways\" is not");
+  j = base_tokenizer();
+  j["model"]["vocab"]["a"] = "zero";
+  expect_error([&] { load(j); }, "model.vocab[\"a\"]: expected an integer");
+  expect_error([&] { HfTokenizer::from_json("{\"model\": {\"vocab\": {}, \"vocab\": {}}}", "dup.json"); }, "appears twice");
+  expect_error([&] { HfTokenizer::from_json("{not json", "bad.json"); }, "bad.json: not valid JSON");
+  auto t = load(base_tokenizer());
+  expect_error([&] { t->decode(std::vector<int32_t>{0, 99}); }, "token 1 is id 99");
+  // Catastrophic back-tracking is an error, not a hang.
+  j = base_tokenizer();
+  j["pre_tokenizer"] = {{"type", "Split"}, {"pattern", {{"Regex", "(a+)+$"}}}, {"behavior", "Isolated"}};
+  auto slow = load(j);
+  expect_error([&] { slow->encode(std::string(40, 'a') + "b"); }, "back-tracks too much");
+}
+
+}  // namespace
