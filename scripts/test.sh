@@ -3,5 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/build.sh
+# The reference tokenizers library (npm) and real tokenizer.json files, for the exactness test.
+bash scripts/tokenizer_reference.sh install
 jobs=$(nproc 2>/dev/null || echo 2)
 ctest --test-dir build --output-on-failure -j "$jobs" "$@"

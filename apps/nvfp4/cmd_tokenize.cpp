@@ -4,6 +4,7 @@
 //                      JSON array of ids per line; an empty line gives []
 //   --jsonl --decode   FILE holds such arrays; each is decoded to one line of text
 //   (neither)          the whole file encoded once: tokens, bytes per token, time
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -20,7 +21,7 @@ namespace {
 
 struct TokenizeArgs {
   std::string tokenizer, file;
-  bool jsonl = false, decode = false, add_special = false, json = false;
+  bool jsonl = false, decode = false, add_special = false, json = false, bench = false;
 };
 
 std::string read_all(const std::string& path) {
@@ -111,9 +112,16 @@ void run_tokenize(const TokenizeArgs& a) {
       }
     }
   } else {
-    const auto t0 = std::chrono::steady_clock::now();
-    const std::vector<int32_t> ids = hf ? hf->encode(text, a.add_special) : tok->encode(text);
-    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    // --bench: one warm-up run, then the median of three (as the reference's benchmark does).
+    std::vector<double> times;
+    std::vector<int32_t> ids;
+    for (int run = 0; run < (a.bench ? 4 : 1); ++run) {
+      const auto t0 = std::chrono::steady_clock::now();
+      ids = hf ? hf->encode(text, a.add_special) : tok->encode(text);
+      if (!a.bench || run > 0) times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }
+    std::sort(times.begin(), times.end());
+    const double s = times[times.size() / 2];
     if (a.json) {
       std::cout << json_text(nlohmann::json{{"tokens", ids.size()}, {"bytes", text.size()}, {"seconds", s}}) << "\n";
     } else {
@@ -139,6 +147,7 @@ void register_tokenize(CLI::App& app) {
   c->add_flag("--decode", args->decode, "With --jsonl: read arrays of ids, print their text one per line");
   c->add_flag("--add-special", args->add_special, "Add the post-processor's special tokens (e.g. BOS)");
   c->add_flag("--json", args->json, "Without --jsonl: print the summary as JSON");
+  c->add_flag("--bench", args->bench, "Without --jsonl: time a warm-up and three runs, report the median");
   c->callback([args] { run_tokenize(*args); });
 }
 

@@ -53,7 +53,7 @@ void add_train_options(CLI::App* c, TrainArgs& a, const std::string& out_help) {
       ->transform(integer_in(1, 1024));
   c->add_option("--ffn", a.ffn, "Override: MLP width (0: 8/3 d_model rounded to 64)")->transform(integer_in(0, 1 << 20));
   c->add_option("--seq-len", a.seq_len, "Override: sequence length")->transform(integer_in(1, 1 << 20));
-  c->add_option("--vocab", a.vocab, "Override: vocabulary size (>= the tokenizer's)")->transform(integer_in(2, 1 << 24));
+  c->add_option("--vocab", a.vocab, "Override: vocabulary size (>= the tokenizer's; default: the larger of the preset's and the data's)")->transform(integer_in(2, 1 << 24));
   number(c, "--batch", a.o.batch, "Sequences per micro-batch", integer_in(1, 1 << 20));
   number(c, "--grad-accum", a.o.grad_accum, "Micro-batches per optimizer step", integer_in(1, 1 << 20));
   number(c, "--steps", a.o.steps, "Optimizer steps", integer_in(1, kMaxInt64));
@@ -89,7 +89,10 @@ void resolve_train_options(TrainArgs& a) {
   else if (a.heads) o.model.n_kv_head = *a.heads;
   if (a.ffn) o.model.d_ffn = *a.ffn;
   if (a.seq_len) o.model.seq_len = *a.seq_len;
-  if (a.vocab) o.model.vocab = *a.vocab;
+  if (a.vocab) {
+    o.model.vocab = *a.vocab;
+    o.vocab_explicit = true;
+  }
   o.model.validate();
   // Every token count the run prints or records must fit in 64 bits: batch x seq_len x
   // grad_accum tokens per step, times --steps.

@@ -39,8 +39,12 @@ struct HfExport {
   int64_t parameters = 0;
   int reference_tokens = 0;
 };
-inline constexpr const char* kHfExportFiles[] = {"model.safetensors", "config.json", "generation_config.json",
-                                                 "nvfp4_tokenizer.json", "nvfp4_reference_logits.safetensors"};
+// With a Hugging Face tokenizer the export also holds its tokenizer.json (the same text) and a
+// tokenizer_config.json (PreTrainedTokenizerFast, eos_token), so AutoTokenizer loads it.
+inline constexpr const char* kHfExportFiles[] = {"model.safetensors",    "config.json",
+                                                 "generation_config.json", "nvfp4_tokenizer.json",
+                                                 "nvfp4_reference_logits.safetensors", "tokenizer.json",
+                                                 "tokenizer_config.json"};
 HfExport export_hf(const std::string& checkpoint, const std::string& dir, const std::string& check_text, bool force);
 
 }  // namespace nvfp4::infer

@@ -56,6 +56,7 @@ struct TokenizerId {
 };
 inline constexpr TokenizerId kTokenizerIds[] = {
     {1, "byte"},
+    {2, "hf"},  // a Hugging Face tokenizer.json (nvfp4/hf_tokenizer.hpp); the manifest holds which
 };
 // The registered name of a shard's tokenizer id; "unknown" for 0 and unregistered ids.
 std::string tokenizer_name_for_id(int32_t id);
@@ -80,10 +81,11 @@ class ByteTokenizer final : public Tokenizer {
   std::string decode(std::span<const int32_t> tokens) const override;
 };
 
-// The tokenizer called `name` ("byte"). An unknown name is an nvfp4::Error listing the known ones.
+// The tokenizer called `name`: "byte", or the path of a Hugging Face tokenizer.json or of a model
+// folder holding one (HfTokenizer). Anything else is an nvfp4::Error saying what is accepted.
 std::unique_ptr<Tokenizer> make_tokenizer(const std::string& name);
 
-// The names make_tokenizer() knows, for --help and error messages.
+// What make_tokenizer() takes, for --help: "byte", "TOKENIZER.json", "MODEL_FOLDER".
 std::vector<std::string> tokenizer_names();
 
 // The tokenizer a stored description names: `description` is describe()'s JSON object, or a

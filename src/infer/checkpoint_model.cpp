@@ -9,6 +9,7 @@
 #include "format/scalar.hpp"
 #include "nvfp4/checkpoint.hpp"
 #include "nvfp4/error.hpp"
+#include "nvfp4/hf_tokenizer.hpp"
 #include "nvfp4/output_paths.hpp"
 #include "nvfp4/safetensors.hpp"
 
@@ -109,6 +110,14 @@ HfExport export_hf(const std::string& checkpoint, const std::string& dir_name, c
   const nlohmann::ordered_json gen = {{"bos_token_id", tok->eot_token()}, {"eos_token_id", tok->eot_token()}};
   io::write_text_file_atomic((dir / "generation_config.json").string(), gen.dump(2) + "\n");
   io::write_text_file_atomic((dir / "nvfp4_tokenizer.json").string(), tok->describe() + "\n");
+  if (const auto* hf = dynamic_cast<const io::HfTokenizer*>(tok.get())) {
+    io::write_text_file_atomic((dir / "tokenizer.json").string(), hf->json());
+    const nlohmann::ordered_json cfg = {{"tokenizer_class", "PreTrainedTokenizerFast"},
+                                        {"eos_token", hf->id_to_token(hf->eot_token()).value_or("")},
+                                        {"model_max_length", c.seq_len},
+                                        {"clean_up_tokenization_spaces", false}};
+    io::write_text_file_atomic((dir / "tokenizer_config.json").string(), cfg.dump(2) + "\n");
+  }
 
   // Reference: our FP32 logits from the BF16 weights on [EOT] + the check text (<= seq_len).
   std::vector<int32_t> ids = {tok->eot_token()};

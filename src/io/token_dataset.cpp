@@ -15,6 +15,9 @@
 #include <limits>
 #include <memory>
 #include <set>
+#include <thread>
+#include <exception>
+#include <atomic>
 
 #include <nlohmann/json.hpp>
 
@@ -328,6 +331,35 @@ bool is_shard_file_name(const std::string& name) {
   return false;
 }
 
+// The tokens of each document, the end-of-text token first, encoded on every core (documents
+// are independent; the order of the result is the order of `docs`). A tokenizer's encode is
+// safe to call from several threads (its caches are per thread).
+std::vector<std::vector<int32_t>> encode_documents(const Tokenizer& tok, const std::vector<std::string_view>& docs) {
+  std::vector<std::vector<int32_t>> out(docs.size());
+  const int32_t eot = tok.eot_token();
+  std::atomic<size_t> next{0};
+  std::exception_ptr error;
+  std::atomic<bool> failed{false};
+  auto work = [&] {
+    for (size_t i; !failed && (i = next.fetch_add(1)) < docs.size();) {
+      try {
+        out[i].reserve(docs[i].size() / 3 + 2);
+        out[i].push_back(eot);
+        tok.encode_append(docs[i], out[i]);
+      } catch (...) {
+        if (!failed.exchange(true)) error = std::current_exception();
+      }
+    }
+  };
+  const size_t threads = std::min<size_t>(std::max(1u, std::thread::hardware_concurrency()), docs.size());
+  std::vector<std::thread> pool;
+  for (size_t t = 1; t < threads; ++t) pool.emplace_back(work);
+  work();
+  for (auto& t : pool) t.join();
+  if (error) std::rethrow_exception(error);
+  return out;
+}
+
 // One split's token stream, cut into shards as it fills.
 template <class T>  // uint16_t or uint32_t tokens (shard_token_bytes)
 class SplitWriter {
@@ -339,10 +371,9 @@ class SplitWriter {
     buf_.resize(kHeaderSlots);
   }
 
-  void add_document(std::string_view doc) {
-    scratch_.clear();
-    scratch_.push_back(tok_.eot_token());
-    tok_.encode_append(doc, scratch_);
+  // One document's tokens, the end-of-text token first (encode_documents makes them).
+  void add_document(const std::vector<int32_t>& tokens) {
+    const std::vector<int32_t>& scratch_ = tokens;
     const int32_t vocab = tok_.vocab_size();
     size_t i = 0;
     while (i < scratch_.size()) {
@@ -397,7 +428,6 @@ class SplitWriter {
   int64_t shard_tokens_;
   std::vector<ShardRecord>& records_;
   std::vector<T> buf_;             // 1024 bytes of header slots, then this shard's tokens
-  std::vector<int32_t> scratch_;   // one document's tokens
   int64_t tokens_ = 0, docs_ = 0, index_ = 0;
 };
 
@@ -664,12 +694,16 @@ DataSummary build_token_dataset(const DataOptions& o, const DataProgress& progre
         fail(s.path, "changed while it was being read (" + std::to_string(s.text_bytes) + " bytes, then " +
                          std::to_string(text.size()) + "); rerun when the inputs are stable");
       }
-      for (const auto doc : docs) {
+      std::vector<std::vector<int32_t>> encoded;
+      if (!o.shuffle) encoded = encode_documents(*tok, docs);
+      for (size_t d = 0; d < docs.size(); ++d) {
+        const std::string_view doc = docs[d];
         const Split sp = splits[static_cast<size_t>(doc_index++)];
         if (o.shuffle) {
           held[static_cast<int>(sp)].emplace_back(doc);  // written below, in a seeded order
         } else {
-          (sp == Split::val ? val : train).add_document(doc);
+          (sp == Split::val ? val : train).add_document(encoded[d]);
+          std::vector<int32_t>().swap(encoded[d]);
         }
         (sp == Split::val ? sum.val : sum.train).documents += 1;
         split_bytes[static_cast<int>(sp)] += doc.size();
@@ -680,7 +714,11 @@ DataSummary build_token_dataset(const DataOptions& o, const DataProgress& progre
     if (o.shuffle) {
       for (int k = 0; k < 2; ++k) {
         const auto order = document_order(o.seed + static_cast<uint64_t>(k), static_cast<int64_t>(held[k].size()));
-        for (const int64_t i : order) (k == 1 ? val : train).add_document(held[k][static_cast<size_t>(i)]);
+        std::vector<std::string_view> ordered;
+        ordered.reserve(order.size());
+        for (const int64_t i : order) ordered.emplace_back(held[k][static_cast<size_t>(i)]);
+        const auto encoded = encode_documents(*tok, ordered);
+        for (const auto& ids : encoded) (k == 1 ? val : train).add_document(ids);
         held[k].clear();
       }
     }

@@ -3,7 +3,10 @@
 
 #include <nlohmann/json.hpp>
 
+#include <filesystem>
+
 #include "nvfp4/error.hpp"
+#include "nvfp4/hf_tokenizer.hpp"
 
 namespace nvfp4::io {
 
@@ -65,13 +68,13 @@ std::string ByteTokenizer::decode(std::span<const int32_t> tokens) const {
 
 // ---- factory ------------------------------------------------------------------------------
 
-std::vector<std::string> tokenizer_names() { return {"byte"}; }
+std::vector<std::string> tokenizer_names() { return {"byte", "TOKENIZER.json", "MODEL_FOLDER"}; }
 
 std::unique_ptr<Tokenizer> make_tokenizer(const std::string& name) {
   if (name == "byte") return std::make_unique<ByteTokenizer>();
-  std::string known;
-  for (const auto& n : tokenizer_names()) known += (known.empty() ? "" : ", ") + n;
-  throw Error("unknown tokenizer '" + name + "'; known tokenizers: " + known);
+  std::error_code ec;
+  if (std::filesystem::exists(name, ec)) return HfTokenizer::load(name);  // a tokenizer.json or model folder
+  throw Error("unknown tokenizer '" + name + "': neither \"byte\" nor an existing tokenizer.json or model folder");
 }
 
 std::unique_ptr<Tokenizer> make_tokenizer_from_description(const std::string& description, const std::string& source) {
@@ -91,10 +94,17 @@ std::unique_ptr<Tokenizer> make_tokenizer_from_description(const std::string& de
   const auto* name = j.contains("name") ? j["name"].get_ptr<const std::string*>() : nullptr;
   if (name == nullptr) throw Error(source + ": the tokenizer description has no \"name\" string: " + j.dump());
   std::unique_ptr<Tokenizer> tok;
-  try {
-    tok = make_tokenizer(*name);
-  } catch (const Error& e) {
-    throw Error(source + ": " + e.what());
+  if (*name == "hf") {  // a Hugging Face tokenizer: its tokenizer.json is in the description
+    const auto* text = j.contains("tokenizer_json") ? j["tokenizer_json"].get_ptr<const std::string*>() : nullptr;
+    const auto* eot = j.contains("eot_text") ? j["eot_text"].get_ptr<const std::string*>() : nullptr;
+    if (!text) throw Error(source + ": the tokenizer description (name \"hf\") has no \"tokenizer_json\" string");
+    tok = HfTokenizer::from_json(*text, source + " (its tokenizer)", eot ? *eot : "");
+  } else {
+    try {
+      tok = make_tokenizer(*name);
+    } catch (const Error& e) {
+      throw Error(source + ": " + e.what());
+    }
   }
   for (const auto& [key, have] : {std::pair{"vocab_size", tok->vocab_size()}, std::pair{"eot_token", tok->eot_token()}}) {
     if (j.contains(key) && j[key] != have) {

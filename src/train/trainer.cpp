@@ -472,6 +472,10 @@ TrainResult train(const TrainOptions& opt_in) {
   io::ShardLoader train_data(dataset.shards(io::Split::train), B, T);
   io::ShardLoader val_data(dataset.shards(io::Split::val), B, T);
   const int32_t data_vocab = dataset.vocab_size;
+  if (data_vocab > o.model.vocab && !o.vocab_explicit) {
+    o.model.vocab = data_vocab;  // the tokenizer's vocabulary sizes the embedding and the LM head
+    o.model.validate();
+  }
   if (data_vocab > o.model.vocab) {
     throw Error("the data in " + o.data_dir + " uses a vocabulary of " + std::to_string(data_vocab) +
                 " tokens but the model's vocab is " + std::to_string(o.model.vocab) + "; raise --vocab");

@@ -26,6 +26,9 @@ struct TrainOptions {
   std::string out_dir;           // metrics.jsonl, ckpt_*.safetensors, run.json
   std::string device = "cpu";    // cpu | cuda | auto (cuda when a GPU is present)
   model::ModelConfig model;      // vocab is checked against the data's tokenizer
+  // false: a vocabulary smaller than the data's tokenizer's grows to it (a BPE dataset sizes the
+  // model's embedding); true (--vocab given): it is an error instead.
+  bool vocab_explicit = false;
   // The precision recipe of the linear layers; none: plain FP32 (CPU) / BF16 (CUDA) GEMMs.
   std::optional<recipe::Recipe> recipe;
   int batch = 8;                 // sequences per micro-batch (B)

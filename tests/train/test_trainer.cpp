@@ -167,8 +167,12 @@ TEST(TrainLoop, RefusesMismatchedResumeAndOverwritingARun) {
     EXPECT_NE(std::string(e.what()).find("batch"), std::string::npos) << e.what();
   }
   auto bad = tiny_run(fresh_dir("bad"), 4);
-  bad.model.vocab = 100;  // the byte tokenizer needs 257
+  bad.model.vocab = 100;  // the byte tokenizer needs 257: an explicit --vocab below it is an error
+  bad.vocab_explicit = true;
   EXPECT_THROW(nvfp4::train::train(bad), nvfp4::Error);
+  auto grown = tiny_run(fresh_dir("grown"), 1);
+  grown.model.vocab = 100;  // not explicit: the data's tokenizer sizes the vocabulary
+  EXPECT_NO_THROW(nvfp4::train::train(grown));
   bad = tiny_run(fresh_dir("bad2"), 4);
   bad.data_dir = "/nonexistent/data";
   EXPECT_THROW(nvfp4::train::train(bad), nvfp4::Error);
