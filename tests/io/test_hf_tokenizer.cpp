@@ -148,6 +148,22 @@ TEST(HfTokenizer, MetaspaceDigitsAndByteLevelPreTokenizers) {
   EXPECT_EQ(words(*bl, "Hello world's"), (std::vector<std::string>{"\xC4\xA0Hello", "\xC4\xA0world", "'s"}));
 }
 
+TEST(HfTokenizer, UnicodeNormalizersAndCharacterClasses) {
+  auto norm = [](std::unique_ptr<hf::Normalizer> n, std::string s) {
+    n->apply(s);
+    return s;
+  };
+  EXPECT_EQ(norm(hf::make_unicode_normalizer(0), "e\xCC\x81"), "\xC3\xA9");  // NFC: e + U+0301 -> é
+  EXPECT_EQ(norm(hf::make_unicode_normalizer(1), "\xC3\xA9"), "e\xCC\x81");      // NFD
+  EXPECT_EQ(norm(hf::make_unicode_normalizer(2), "\xEF\xAC\x81"), "fi");          // NFKC: the ligature U+FB01
+  EXPECT_EQ(norm(hf::make_lowercase(), "\xC3\x80" "B" "\xCE\xA3"), "\xC3\xA0" "b" "\xCF\x83");  // ÀBΣ -> àbσ (no context)
+  EXPECT_EQ(norm(hf::make_strip(true, true), "\xE3\x80\x80 a b\t"), "a b");     // U+3000 is white space
+  // Digits: Unicode numerals (Arabic-Indic, Roman numeral Ⅻ, ½) are numeric.
+  EXPECT_EQ(words(*hf::make_digits(true), "a\xD9\xA3\xE2\x85\xAB\xC2\xBD"),
+            (std::vector<std::string>{"a", "\xD9\xA3", "\xE2\x85\xAB", "\xC2\xBD"}));
+  EXPECT_EQ(words(*hf::make_whitespace_split(), "a\xE3\x80\x80" "b\xC2\xA0" "c"), (std::vector<std::string>{"a", "b", "c"}));
+}
+
 TEST(HfTokenizer, DecodersAsTheReferenceDefinesThem) {
   std::vector<std::string> t = {"\xE2\x96\x81Hello", "\xE2\x96\x81world"};
   hf::make_metaspace_decoder("\xE2\x96\x81", hf::PrependScheme::always)->apply(t);

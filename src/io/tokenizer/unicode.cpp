@@ -1,17 +1,25 @@
-// Unicode helpers of the tokenizers: ICU for character properties and normalization forms.
+// Unicode helpers of the tokenizers. Character classes come from PCRE2's Unicode tables (the
+// library the split patterns already use) and a fixed White_Space list; normalization forms and
+// lowercasing come from ICU, loaded at run time (dlopen) when a tokenizer asks for them — so the
+// binaries need no libicu where they run unless such a tokenizer is used (the GPU machines have
+// none), and then the error names the library to install.
+#define PCRE2_CODE_UNIT_WIDTH 8
 #include "io/tokenizer/unicode.hpp"
 
-#include <unicode/uchar.h>
+#include <dlfcn.h>
+#include <pcre2.h>
 #include <unicode/unorm2.h>
-#include <unicode/ustring.h>
+#include <unicode/utypes.h>
 
+#include <bitset>
+#include <memory>
+#include <mutex>
 #include <vector>
 
 #include "nvfp4/error.hpp"
 #include "nvfp4/hf_tokenizer.hpp"
 
 namespace nvfp4::io {
-
 std::string utf8_replace_invalid(std::string_view s) {
   // Fast path: valid UTF-8 is returned as it is.
   auto valid_at = [&](size_t i, size_t& len) -> bool {
@@ -98,107 +106,189 @@ uint32_t last_cp(std::string_view s) {
   return next_cp(s, i);
 }
 
+namespace {
+
+// A character class from a PCRE2 pattern matching one character: answered from a bitset for the
+// Basic Multilingual Plane (built once, at first use), by matching above it.
+class CharClass {
+ public:
+  explicit CharClass(const char* pattern) {
+    int err = 0;
+    PCRE2_SIZE off = 0;
+    code_ = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern), PCRE2_ZERO_TERMINATED, PCRE2_UTF | PCRE2_UCP, &err,
+                          &off, nullptr);
+    if (!code_) throw Error(std::string("tokenizer: internal character class does not compile: ") + pattern);
+    md_ = pcre2_match_data_create(1, nullptr);
+    for (uint32_t c = 0; c < 0x10000; ++c) {
+      if (c >= 0xD800 && c < 0xE000) continue;  // surrogates: never in valid UTF-8
+      bmp_[c] = slow(c);
+    }
+  }
+  bool operator()(uint32_t c) const {
+    if (c < 0x10000) return bmp_[c];
+    std::lock_guard<std::mutex> lock(mu_);
+    return slow(c);
+  }
+
+ private:
+  bool slow(uint32_t c) const {
+    std::string u;
+    append_cp(u, c);
+    return pcre2_match(code_, reinterpret_cast<PCRE2_SPTR>(u.data()), u.size(), 0, PCRE2_NO_UTF_CHECK, md_, nullptr) >= 0;
+  }
+  pcre2_code* code_ = nullptr;
+  pcre2_match_data* md_ = nullptr;
+  std::bitset<0x10000> bmp_;
+  mutable std::mutex mu_;
+};
+
+}  // namespace
+
 bool is_numeric(uint32_t cp) {
-  const int8_t t = u_charType(static_cast<UChar32>(cp));
-  return t == U_DECIMAL_DIGIT_NUMBER || t == U_LETTER_NUMBER || t == U_OTHER_NUMBER;
+  if (cp < 0x80) return cp >= '0' && cp <= '9';
+  static const CharClass numeric(R"(\A[\p{Nd}\p{Nl}\p{No}]\z)");
+  return numeric(cp);
 }
 
-bool is_white_space(uint32_t cp) { return u_isUWhiteSpace(static_cast<UChar32>(cp)); }
-
-bool is_alphanumeric(uint32_t cp) {
-  return u_hasBinaryProperty(static_cast<UChar32>(cp), UCHAR_ALPHABETIC) || is_numeric(cp);
+bool is_white_space(uint32_t c) {
+  // The Unicode White_Space property (PropList.txt), 25 code points.
+  return (c >= 0x09 && c <= 0x0D) || c == 0x20 || c == 0x85 || c == 0xA0 || c == 0x1680 || (c >= 0x2000 && c <= 0x200A) ||
+         c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F || c == 0x3000;
 }
 
 bool is_word_char(uint32_t cp) {
-  const auto c = static_cast<UChar32>(cp);
-  if (u_hasBinaryProperty(c, UCHAR_ALPHABETIC) || u_hasBinaryProperty(c, UCHAR_JOIN_CONTROL)) return true;
-  const int8_t t = u_charType(c);
-  return t == U_NON_SPACING_MARK || t == U_COMBINING_SPACING_MARK || t == U_ENCLOSING_MARK ||
-         t == U_DECIMAL_DIGIT_NUMBER || t == U_CONNECTOR_PUNCTUATION;
+  if (cp < 0x80) return (cp >= '0' && cp <= '9') || (cp >= 'a' && cp <= 'z') || (cp >= 'A' && cp <= 'Z') || cp == '_';
+  static const CharClass word(R"(\A[\p{Alphabetic}\p{M}\p{Nd}\p{Pc}\p{Join_Control}]\z)");
+  return word(cp);
+}
+
+bool is_alphanumeric(uint32_t cp) {
+  static const CharClass alnum(R"(\A[\p{Alphabetic}\p{Nd}\p{Nl}\p{No}]\z)");
+  return alnum(cp);
 }
 
 namespace {
 
+// UTF-8 (valid) <-> UTF-16.
 std::u16string to_utf16(std::string_view s) {
-  std::u16string u(s.size() + 1, u'\0');
-  int32_t n = 0;
-  UErrorCode st = U_ZERO_ERROR;
-  u_strFromUTF8(reinterpret_cast<UChar*>(u.data()), static_cast<int32_t>(u.size()), &n, s.data(),
-                static_cast<int32_t>(s.size()), &st);
-  if (U_FAILURE(st)) throw Error(std::string("tokenizer: UTF-8 to UTF-16 conversion failed: ") + u_errorName(st));
-  u.resize(static_cast<size_t>(n));
+  std::u16string u;
+  u.reserve(s.size());
+  for (size_t i = 0; i < s.size();) {
+    const uint32_t c = next_cp(s, i);
+    if (c < 0x10000) {
+      u += static_cast<char16_t>(c);
+    } else {
+      u += static_cast<char16_t>(0xD800 + ((c - 0x10000) >> 10));
+      u += static_cast<char16_t>(0xDC00 + ((c - 0x10000) & 0x3FF));
+    }
+  }
   return u;
 }
 
 std::string to_utf8(const std::u16string& u) {
-  std::string s(u.size() * 3 + 1, '\0');
-  int32_t n = 0;
-  UErrorCode st = U_ZERO_ERROR;
-  u_strToUTF8(s.data(), static_cast<int32_t>(s.size()), &n, reinterpret_cast<const UChar*>(u.data()),
-              static_cast<int32_t>(u.size()), &st);
-  if (U_FAILURE(st)) throw Error(std::string("tokenizer: UTF-16 to UTF-8 conversion failed: ") + u_errorName(st));
-  s.resize(static_cast<size_t>(n));
+  std::string s;
+  s.reserve(u.size() * 3);
+  for (size_t i = 0; i < u.size(); ++i) {
+    uint32_t c = u[i];
+    if (c >= 0xD800 && c < 0xDC00 && i + 1 < u.size() && u[i + 1] >= 0xDC00 && u[i + 1] < 0xE000) {
+      c = 0x10000 + ((c - 0xD800) << 10) + (u[i + 1] - 0xDC00);
+      ++i;
+    }
+    append_cp(s, c);
+  }
   return s;
 }
+
+// ICU's C API, found at run time. Its symbols carry the library's major version (u_strToLower_72).
+struct Icu {
+  using GetInstance = const UNormalizer2* (*)(UErrorCode*);
+  GetInstance nfc = nullptr, nfd = nullptr, nfkc = nullptr, nfkd = nullptr;
+  UBool (*is_normalized)(const UNormalizer2*, const UChar*, int32_t, UErrorCode*) = nullptr;
+  int32_t (*normalize)(const UNormalizer2*, const UChar*, int32_t, UChar*, int32_t, UErrorCode*) = nullptr;
+  int32_t (*to_lower)(UChar*, int32_t, const UChar*, int32_t, const char*, UErrorCode*) = nullptr;
+  const char* (*error_name)(UErrorCode) = nullptr;
+};
+
+const Icu& icu() {
+  static const Icu lib = [] {
+    Icu l;
+    void* h = dlopen("libicuuc.so", RTLD_NOW | RTLD_LOCAL);
+    for (int v = 90; !h && v >= 50; --v) h = dlopen(("libicuuc.so." + std::to_string(v)).c_str(), RTLD_NOW | RTLD_LOCAL);
+    if (!h) {
+      throw Error("this tokenizer needs ICU for Unicode normalization or lowercasing, and libicuuc.so was not found; "
+                  "install it (Debian: apt-get install libicu72)");
+    }
+    std::string suffix;
+    for (int v = 90; v >= 50 && suffix.empty(); --v) {
+      if (dlsym(h, ("u_errorName_" + std::to_string(v)).c_str())) suffix = "_" + std::to_string(v);
+    }
+    auto sym = [&](const char* name) {
+      void* p = dlsym(h, (name + suffix).c_str());
+      if (!p) throw Error(std::string("ICU (libicuuc) lacks ") + name + suffix + "; install Debian's libicu72");
+      return p;
+    };
+    l.nfc = reinterpret_cast<Icu::GetInstance>(sym("unorm2_getNFCInstance"));
+    l.nfd = reinterpret_cast<Icu::GetInstance>(sym("unorm2_getNFDInstance"));
+    l.nfkc = reinterpret_cast<Icu::GetInstance>(sym("unorm2_getNFKCInstance"));
+    l.nfkd = reinterpret_cast<Icu::GetInstance>(sym("unorm2_getNFKDInstance"));
+    l.is_normalized = reinterpret_cast<decltype(l.is_normalized)>(sym("unorm2_isNormalized"));
+    l.normalize = reinterpret_cast<decltype(l.normalize)>(sym("unorm2_normalize"));
+    l.to_lower = reinterpret_cast<decltype(l.to_lower)>(sym("u_strToLower"));
+    l.error_name = reinterpret_cast<decltype(l.error_name)>(sym("u_errorName"));
+    return l;
+  }();
+  return lib;
+}
+
+const UChar* uc(const std::u16string& s) { return reinterpret_cast<const UChar*>(s.data()); }
+UChar* uc(std::u16string& s) { return reinterpret_cast<UChar*>(s.data()); }
 
 }  // namespace
 
 std::string normalize(std::string_view s, NormalForm form) {
+  const Icu& I = icu();
   UErrorCode st = U_ZERO_ERROR;
-  const UNormalizer2* n = nullptr;
-  switch (form) {
-    case NormalForm::nfc: n = unorm2_getNFCInstance(&st); break;
-    case NormalForm::nfd: n = unorm2_getNFDInstance(&st); break;
-    case NormalForm::nfkc: n = unorm2_getNFKCInstance(&st); break;
-    case NormalForm::nfkd: n = unorm2_getNFKDInstance(&st); break;
-  }
-  if (U_FAILURE(st)) throw Error(std::string("tokenizer: ICU normalizer unavailable: ") + u_errorName(st));
+  const UNormalizer2* n = form == NormalForm::nfc ? I.nfc(&st) : form == NormalForm::nfd ? I.nfd(&st)
+                          : form == NormalForm::nfkc ? I.nfkc(&st) : I.nfkd(&st);
+  if (U_FAILURE(st)) throw Error(std::string("tokenizer: ICU normalizer unavailable: ") + I.error_name(st));
   const std::u16string in = to_utf16(s);
-  if (unorm2_isNormalized(n, reinterpret_cast<const UChar*>(in.data()), static_cast<int32_t>(in.size()), &st) &&
-      U_SUCCESS(st)) {
-    return std::string(s);
-  }
+  const auto len = static_cast<int32_t>(in.size());
+  if (I.is_normalized(n, uc(in), len, &st) && U_SUCCESS(st)) return std::string(s);
   st = U_ZERO_ERROR;
   std::u16string out(in.size() * 4 + 16, u'\0');
-  int32_t len = unorm2_normalize(n, reinterpret_cast<const UChar*>(in.data()), static_cast<int32_t>(in.size()),
-                                 reinterpret_cast<UChar*>(out.data()), static_cast<int32_t>(out.size()), &st);
+  int32_t got = I.normalize(n, uc(in), len, uc(out), static_cast<int32_t>(out.size()), &st);
   if (st == U_BUFFER_OVERFLOW_ERROR) {
     st = U_ZERO_ERROR;
-    out.assign(static_cast<size_t>(len) + 1, u'\0');
-    len = unorm2_normalize(n, reinterpret_cast<const UChar*>(in.data()), static_cast<int32_t>(in.size()),
-                           reinterpret_cast<UChar*>(out.data()), static_cast<int32_t>(out.size()), &st);
+    out.assign(static_cast<size_t>(got) + 1, u'\0');
+    got = I.normalize(n, uc(in), len, uc(out), static_cast<int32_t>(out.size()), &st);
   }
-  if (U_FAILURE(st)) throw Error(std::string("tokenizer: normalization failed: ") + u_errorName(st));
-  out.resize(static_cast<size_t>(len));
+  if (U_FAILURE(st)) throw Error(std::string("tokenizer: normalization failed: ") + I.error_name(st));
+  out.resize(static_cast<size_t>(got));
   return to_utf8(out);
 }
 
 std::string lowercase(std::string_view s) {
   std::string out;
   out.reserve(s.size());
-  size_t i = 0;
-  while (i < s.size()) {
+  for (size_t i = 0; i < s.size();) {
     const uint32_t c = next_cp(s, i);
     if (c < 0x80) {
       out += static_cast<char>(c >= 'A' && c <= 'Z' ? c + 32 : c);
       continue;
     }
     // Full lowercase mapping of the code point alone (no context: Rust's char::to_lowercase).
-    UChar in[2];
-    int32_t in_len = 0;
-    U16_APPEND_UNSAFE(in, in_len, static_cast<UChar32>(c));
-    UChar buf[8];
+    std::string one;
+    append_cp(one, c);
+    const std::u16string in = to_utf16(one);
+    std::u16string buf(8, u'\0');
     UErrorCode st = U_ZERO_ERROR;
-    const int32_t n = u_strToLower(buf, 8, in, in_len, "", &st);
+    const int32_t n = icu().to_lower(uc(buf), 8, uc(in), static_cast<int32_t>(in.size()), "", &st);
     if (U_FAILURE(st)) {
-      append_cp(out, c);
+      out += one;
       continue;
     }
-    for (int32_t k = 0; k < n;) {
-      UChar32 d;
-      U16_NEXT(buf, k, n, d);
-      append_cp(out, static_cast<uint32_t>(d));
-    }
+    buf.resize(static_cast<size_t>(n));
+    out += to_utf8(buf);
   }
   return out;
 }
