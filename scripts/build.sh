@@ -4,18 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(cmake ninja-build g++ googletest libgtest-dev libbenchmark-dev nlohmann-json3-dev libcli11-dev pkgconf libopenblas-dev zlib1g-dev libpcre2-dev libicu-dev)
-missing=()
-for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "== installing: ${missing[*]}"
-  sudo_cmd=""
-  [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
-  $sudo_cmd apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+bash scripts/apt_install.sh cmake ninja-build g++ googletest libgtest-dev libbenchmark-dev nlohmann-json3-dev \
+  libcli11-dev pkgconf libopenblas-dev zlib1g-dev libpcre2-dev libicu-dev
 
 # CUDA: nvcc ships with this machine kind under /usr/local/cuda; it compiles the kernels here
 # (they run on a GPU machine). Without it the CPU parts still build (-DNVFP4_CUDA=OFF).

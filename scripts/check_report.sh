@@ -9,10 +9,7 @@ set -euo pipefail
 dir=${1:?usage: scripts/check_report.sh DIR (a folder holding report.html and summary.json)}
 [ -f "$dir/report.html" ] || { echo "check_report: $dir/report.html not found" >&2; exit 1; }
 [ -f "$dir/summary.json" ] || { echo "check_report: $dir/summary.json not found" >&2; exit 1; }
-if ! command -v chromium >/dev/null 2>&1; then
-  sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
-  $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >/dev/null
-fi
+command -v chromium >/dev/null 2>&1 || bash "$(dirname "$0")/apt_install.sh" chromium
 page="file://$(cd "$dir" && pwd)/report.html"
 flags=(--headless --no-sandbox --disable-gpu --hide-scrollbars)
 dom=$(timeout 120 chromium "${flags[@]}" --dump-dom "$page" 2>/dev/null)

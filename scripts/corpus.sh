@@ -15,13 +15,7 @@ if [ -f "$out/manifest.json" ]; then
 fi
 
 pkg=python3.11-doc
-if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
-  echo "== installing: $pkg"
-  sudo_cmd=""
-  [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
-  $sudo_cmd apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "$pkg" >/dev/null
-fi
+bash scripts/apt_install.sh "$pkg"
 
 # The package's info files (python3.11.info.gz; split info files would be .info-N.gz), sorted.
 mapfile -t inputs < <(dpkg -L "$pkg" | grep -E '/usr/share/info/.*\.info(-[0-9]+)?\.gz$' | LC_ALL=C sort)

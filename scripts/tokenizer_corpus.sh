@@ -57,24 +57,7 @@ out=${args[0]}
 command -v python3 >/dev/null || die "python3 is not on PATH (apt-get install python3)"
 
 SECONDS=0
-pkgs=(python3.11-doc manpages-ja manpages-zh manpages-ru)
-missing=()
-for p in "${pkgs[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "== installing: ${missing[*]}"
-  sudo_cmd=""
-  [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
-  aptlog=$(mktemp)
-  if ! { $sudo_cmd apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq \
-         --no-install-recommends "${missing[@]}"; } >"$aptlog" 2>&1; then
-    cat "$aptlog" >&2
-    rm -f "$aptlog"
-    die "apt-get could not install ${missing[*]} (output above); check the Debian mirror, or install them by hand"
-  fi
-  rm -f "$aptlog"
-fi
+bash "$(dirname "$0")/apt_install.sh" python3.11-doc manpages-ja manpages-zh manpages-ru || exit 1
 
 # The sources, one list per kind, sorted; only regular files (symlinks would repeat pages).
 list_pkg() { # PACKAGE REGEX: the package's regular files whose path matches, sorted
