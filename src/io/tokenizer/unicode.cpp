@@ -268,29 +268,28 @@ std::string normalize(std::string_view s, NormalForm form) {
 }
 
 std::string lowercase(std::string_view s) {
-  std::string out;
-  out.reserve(s.size());
-  for (size_t i = 0; i < s.size();) {
-    const uint32_t c = next_cp(s, i);
-    if (c < 0x80) {
-      out += static_cast<char>(c >= 'A' && c <= 'Z' ? c + 32 : c);
-      continue;
-    }
-    // Full lowercase mapping of the code point alone (no context: Rust's char::to_lowercase).
-    std::string one;
-    append_cp(one, c);
-    const std::u16string in = to_utf16(one);
-    std::u16string buf(8, u'\0');
-    UErrorCode st = U_ZERO_ERROR;
-    const int32_t n = icu().to_lower(uc(buf), 8, uc(in), static_cast<int32_t>(in.size()), "", &st);
-    if (U_FAILURE(st)) {
-      out += one;
-      continue;
-    }
-    buf.resize(static_cast<size_t>(n));
-    out += to_utf8(buf);
+  bool ascii = true;
+  for (char c : s) ascii &= static_cast<uint8_t>(c) < 0x80;
+  std::string out(s);
+  if (ascii) {
+    for (char& c : out) c = (c >= 'A' && c <= 'Z') ? static_cast<char>(c + 32) : c;
+    return out;
   }
-  return out;
+  // Each code point's full lowercase mapping on its own (no context, as Rust's
+  // char::to_lowercase): ICU on one UTF-16 code point (one unit, or a surrogate pair) at a time.
+  const std::u16string u = to_utf16(s);
+  std::u16string lower;
+  lower.reserve(u.size());
+  UChar buf[8];
+  for (size_t k = 0; k < u.size();) {
+    const size_t n = (u[k] >= 0xD800 && u[k] < 0xDC00 && k + 1 < u.size()) ? 2 : 1;
+    UErrorCode st = U_ZERO_ERROR;
+    const int32_t m = icu().to_lower(buf, 8, reinterpret_cast<const UChar*>(u.data() + k), static_cast<int32_t>(n), "", &st);
+    if (U_FAILURE(st)) lower.append(u, k, n);
+    else lower.append(reinterpret_cast<const char16_t*>(buf), static_cast<size_t>(m));
+    k += n;
+  }
+  return to_utf8(lower);
 }
 
 }  // namespace hf
