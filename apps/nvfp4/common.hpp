@@ -29,6 +29,7 @@ void register_export_hf(CLI::App& app);
 void register_compare(CLI::App& app);
 void register_report(CLI::App& app);
 void register_tokenize(CLI::App& app);
+void register_tokenizer(CLI::App& app);  // tokenizer train
 
 // Options with a value: checked strictly before use, so a bad value is an error naming the
 // option and its range (CLI11 prefixes the option name), never a silent default or a wrapped

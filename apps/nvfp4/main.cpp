@@ -46,6 +46,7 @@ int main(int argc, char** argv) {
   nvfp4::cli::register_compare(app);
   nvfp4::cli::register_report(app);
   nvfp4::cli::register_tokenize(app);
+  nvfp4::cli::register_tokenizer(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
