@@ -40,6 +40,9 @@ class Progress {
       decile_ = -1;
       phase_start_ = now;
     }
+    // Work done within a second shows no progress at all.
+    if (!shown_ && std::chrono::duration<double>(now - start_).count() < 1.0) return;
+    shown_ = true;
     const int decile = p.total ? static_cast<int>(10 * p.done / p.total) : 0;
     const double since = std::chrono::duration<double>(now - last_).count();
     if (tty_ ? since < 0.2 : (decile == decile_ && since < 30.0)) return;
@@ -68,9 +71,10 @@ class Progress {
 
  private:
   bool tty_ = ::isatty(2) != 0;
-  bool open_ = false, in_merges_ = false;
+  bool open_ = false, in_merges_ = false, shown_ = false;
   int decile_ = -1;
-  std::chrono::steady_clock::time_point phase_start_ = std::chrono::steady_clock::now();
+  const std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
+  std::chrono::steady_clock::time_point phase_start_ = start_;
   std::chrono::steady_clock::time_point last_ = phase_start_ - std::chrono::hours(1);
 };
 
@@ -106,9 +110,15 @@ void run_train(TrainArgs& a) {
   const std::vector<std::string> files = io::expand_inputs(a.o.inputs);
   io::refuse_output_over_input(out.string(), files);
   if (!a.no_config) io::refuse_output_over_input(config.string(), files);
-  if (out.has_parent_path()) {
-    fs::create_directories(out.parent_path(), ec);
-    if (ec) throw Error("--out " + a.out + ": cannot create the folder " + out.parent_path().string() + " (" + ec.message() + ")");
+  // Before training: the folder must be one we can create or write into. It is created only
+  // after training succeeded, so a failed run leaves nothing behind.
+  fs::path existing = out.parent_path().empty() ? fs::path(".") : out.parent_path();
+  while (!fs::exists(existing, ec) && existing.has_parent_path() && existing != existing.parent_path()) {
+    existing = existing.parent_path();
+  }
+  if (!fs::is_directory(existing, ec) || ::access(existing.c_str(), W_OK) != 0) {
+    throw Error("--out " + a.out + ": cannot write into " + existing.string() +
+                (fs::exists(existing, ec) && !fs::is_directory(existing, ec) ? " (a file, not a folder)" : " (no permission)"));
   }
 
   a.o.command = resolved_command(a);
@@ -116,6 +126,10 @@ void run_train(TrainArgs& a) {
   a.o.progress = [&](const io::BpeTrainProgress& p) { progress(p); };
   const io::BpeTrainResult r = io::train_bpe(a.o);
   progress.end_line();
+  if (out.has_parent_path()) {
+    fs::create_directories(out.parent_path(), ec);
+    if (ec) throw Error("--out " + a.out + ": cannot create the folder " + out.parent_path().string() + " (" + ec.message() + ")");
+  }
   io::write_text_file_atomic(out.string(), r.tokenizer_json);
   if (!a.no_config) io::write_text_file_atomic(config.string(), r.tokenizer_config_json);
 
@@ -167,8 +181,9 @@ void run_train(TrainArgs& a) {
   std::printf("\nvocabulary %lld: 256 bytes + %lld merges", static_cast<long long>(s.vocab_size),
               static_cast<long long>(s.merges));
   if (s.reused_tokens) std::printf(" (%lld making a token again)", static_cast<long long>(s.reused_tokens));
-  std::printf(" + %zu special; the last merged pair occurs %llu times\n", a.o.special_tokens.size(),
-              static_cast<unsigned long long>(s.last_merge_count));
+  std::printf(" + %zu special", a.o.special_tokens.size());
+  if (s.merges) std::printf("; the last merged pair occurs %llu times", static_cast<unsigned long long>(s.last_merge_count));
+  std::printf("\n");
   std::printf("the training text is %llu tokens: %.3f bytes per token\n", static_cast<unsigned long long>(s.tokens),
               bytes_per_token);
   std::printf("counting words %.1f s, merges %.1f s\n", s.count_seconds, s.merge_seconds);

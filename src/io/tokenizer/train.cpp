@@ -71,7 +71,8 @@ void check_options(const BpeTrainOptions& o) {
   if (o.vocab_size < 256 + n_special || o.vocab_size > kBpeMaxVocab) {
     throw Error("--vocab " + std::to_string(o.vocab_size) + " is outside [" + std::to_string(256 + n_special) + ", " +
                 std::to_string(kBpeMaxVocab) + "]: the vocabulary holds the 256 byte tokens" +
-                (n_special ? " and the " + std::to_string(n_special) + " special tokens" : std::string()) +
+                (n_special ? " and the " + std::to_string(n_special) + " special token" + (n_special == 1 ? "" : "s")
+                           : std::string()) +
                 ", then the merges");
   }
   if (o.min_frequency < 1) throw Error("--min-frequency must be >= 1, not 0");
