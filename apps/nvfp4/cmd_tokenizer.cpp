@@ -160,7 +160,6 @@ void run_train(TrainArgs& a) {
     j["requested_vocab_size"] = a.o.vocab_size;
     j["complete"] = s.complete;
     j["merges"] = s.merges;
-    j["reused_tokens"] = s.reused_tokens;
     j["special_tokens"] = a.o.special_tokens;
     j["min_frequency"] = a.o.min_frequency;
     j["last_merge_count"] = s.last_merge_count;
@@ -180,7 +179,6 @@ void run_train(TrainArgs& a) {
   }
   std::printf("\nvocabulary %lld: 256 bytes + %lld merges", static_cast<long long>(s.vocab_size),
               static_cast<long long>(s.merges));
-  if (s.reused_tokens) std::printf(" (%lld making a token again)", static_cast<long long>(s.reused_tokens));
   std::printf(" + %zu special", a.o.special_tokens.size());
   if (s.merges) std::printf("; the last merged pair occurs %llu times", static_cast<unsigned long long>(s.last_merge_count));
   std::printf("\n");

@@ -7,8 +7,7 @@
 //     then ByteLevel without its own regex; no normalizer;
 //   - ids 0..255: the 256 byte-level characters in code point order ("!" = 0, ..., "Ā" (byte
 //     0x00) = 188, ...): the order of GPT-2's, Llama-3's and the reference trainer's byte tokens;
-//   - ids 256..: one per merge, in merge order (a merge whose token another pair already made
-//     reuses that id and adds none);
+//   - ids 256..: one per merge, in merge order (each merge makes a new token);
 //   - the special tokens last, in the order given (Llama-3's layout): ids vocab_size - S ..
 //     vocab_size - 1 when the merges filled the vocabulary;
 //   - model.ignore_merges = false: encoding applies the merges by rank, which reproduces the
@@ -60,7 +59,6 @@ struct BpeTrainStats {
   uint64_t distinct_words = 0;
   uint64_t special_matches = 0;    // special tokens found in the text (cut out, not learned)
   int64_t merges = 0;              // entries of model.merges
-  int64_t reused_tokens = 0;       // merges whose token an earlier merge had made
   int64_t vocab_size = 0;          // 1 + the largest id (== options.vocab_size when complete)
   bool complete = false;           // the merges filled the vocabulary
   uint64_t last_merge_count = 0;   // occurrences of the last merged pair

@@ -14,16 +14,19 @@
 // by the word's count (HF's Word::merge bookkeeping: (prev, A) and (B, next) lose, (prev, AB)
 // and (AB, next) gain).
 //
-// NOTE: the trainer keeps every word segmented exactly as encoding with the merges so far would
-// segment it (lowest rank first, leftmost on ties). A merge that makes a brand-new token cannot
-// meet an earlier merge again (every new pair holds the new id), so merging its pair everywhere
-// is that encoding step. When the token already exists (another pair made it first), the pairs
-// around it may be earlier merges, which encoding would apply at once: those words are
-// re-encoded with all the merges so far (rare: stats.reused_tokens). This is why the file says
-// ignore_merges = false — encoding then gives every training word the trainer's segmentation.
+// NOTE: every word stays segmented exactly as encoding with the merges so far would segment it
+// (lowest rank first, leftmost on ties): the new pairs a merge makes all hold its new id, which
+// no earlier merge has, so merging the pair everywhere is encoding's next step. Hence the file's
+// ignore_merges = false: encoding gives every training word the trainer's segmentation (a test
+// checks it word by word). It also means a merge never makes a token that exists already: a
+// token's span never took part in a merge crossing its edges, so the merges inside it come in
+// the same order in any word as in the token alone, and the token is always made by the same
+// last pair. (The reference trainer handles such a repeat for its subword-prefix options, which
+// byte-level BPE does not have.) A repeat would be a bug here, reported as an internal error.
 #include <algorithm>
 #include <chrono>
 #include <optional>
+#include <stdexcept>
 #include <thread>
 
 #include <nlohmann/json.hpp>
@@ -147,17 +150,15 @@ class Merger {
         pairs_[*best].done = true;
         continue;
       }
-      const int32_t* existing = token_ids_.find(joined);
-      const uint32_t t = existing ? static_cast<uint32_t>(*existing) : static_cast<uint32_t>(tokens_.size());
-      if (!existing) {
-        tokens_.push_back(joined);
-        token_ids_.set(joined, static_cast<int32_t>(t));
-      } else {
-        ++st.reused_tokens;
+      if (token_ids_.find(joined)) {
+        throw std::logic_error("BPE trainer: merge " + std::to_string(merges_.size()) + " makes the token '" +
+                               byte_level(joined) + "' again (see the NOTE in train.cpp)");
       }
-      merged_.set(a, b, (uint64_t(merges_.size()) << 32) | t);
+      const auto t = static_cast<uint32_t>(tokens_.size());
+      tokens_.push_back(joined);
+      token_ids_.set(joined, static_cast<int32_t>(t));
       merges_.emplace_back(a, b);
-      apply(*best, t, existing != nullptr);
+      apply(*best, t);
       st.last_merge_count = count;
       if (o_.progress) {
         BpeTrainProgress p;
@@ -237,7 +238,7 @@ class Merger {
   }
 
   // Merges pair p into token t in every word that holds it.
-  void apply(uint32_t p, uint32_t t, bool reused) {
+  void apply(uint32_t p, uint32_t t) {
     ++step_;
     touched_.clear();
     const uint32_t a = pairs_[p].a, b = pairs_[p].b;
@@ -246,8 +247,7 @@ class Merger {
     for (const uint32_t w : words) {
       if (wstamp_[w] == step_) continue;
       wstamp_[w] = step_;
-      if (reused) reencode_word(w);
-      else merge_word(w, a, b, t);
+      merge_word(w, a, b, t);
     }
     pairs_[p].count = 0;
     pairs_[p].done = true;
@@ -283,32 +283,6 @@ class Merger {
     len_[w] = j;
   }
 
-  // Word w re-encoded as encoding would from its current symbols: the lowest-ranked merge
-  // among its pairs first, leftmost on ties, until none applies.
-  void reencode_word(uint32_t w) {
-    uint32_t* s = &syms_[off_[w]];
-    uint32_t n = len_[w];
-    const int64_t c = count_[w];
-    for (uint32_t i = 0; i + 1 < n; ++i) add(s[i], s[i + 1], -c, w);
-    for (;;) {
-      uint64_t best = ~uint64_t{0};
-      uint32_t at = 0;
-      for (uint32_t i = 0; i + 1 < n; ++i) {
-        const uint64_t* m = merged_.find(s[i], s[i + 1]);
-        if (m && (*m >> 32) < (best >> 32)) {
-          best = *m;
-          at = i;
-        }
-      }
-      if (best == ~uint64_t{0}) break;
-      s[at] = static_cast<uint32_t>(best);
-      std::copy(s + at + 2, s + n, s + at + 1);
-      --n;
-    }
-    len_[w] = n;
-    for (uint32_t i = 0; i + 1 < n; ++i) add(s[i], s[i + 1], c, w);
-  }
-
   const BpeTrainOptions& o_;
   std::vector<std::string> tokens_;  // id -> raw bytes
   StringMap<int32_t> token_ids_;     // raw bytes -> id
@@ -322,7 +296,6 @@ class Merger {
   std::vector<PairState> pairs_;
   std::vector<uint32_t> touched_;    // pairs the current merge changed
   std::vector<HeapEntry> heap_;
-  PairMap<uint64_t> merged_;         // (a, b) -> rank << 32 | token, the merges so far
   std::vector<std::pair<uint32_t, uint32_t>> merges_;
   uint32_t step_ = 0;
 };
