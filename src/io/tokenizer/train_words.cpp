@@ -1,7 +1,7 @@
-// Word counting for the BPE trainer: input files streamed in chunks (plain or gzip), each chunk
-// pre-tokenized exactly as encoding pre-tokenizes (the Split pre-tokenizer of pipeline.hpp with
-// kBpeSplitPattern, after the special tokens are cut out), words counted in one hash map per
-// thread, the maps summed at the end.
+// Word counting for the BPE trainer: input files streamed in chunks (detail::InputStream, plain
+// or gzip), each chunk pre-tokenized exactly as encoding pre-tokenizes (the Split pre-tokenizer
+// of pipeline.hpp with kBpeSplitPattern, after the special tokens are cut out), words counted in
+// one hash map per thread, the maps summed at the end.
 //
 // NOTE: why a chunk may end after "\n" + a printable ASCII character X: no alternative of the
 // pattern can cross it. Only [\r\n]*, [\r\n]+, \s* and \s+ match a newline, and none of them can
@@ -10,14 +10,10 @@
 // was found without looking at X (no alternative that could look past the newline and fail
 // comes before the one that matches), and the pattern has no look-behind, so matching from X
 // on is the same at the start of a new chunk. UTF-8 repair is local to non-ASCII bytes.
-#include <zlib.h>
-
 #include <algorithm>
 #include <atomic>
-#include <cerrno>
 #include <condition_variable>
 #include <cstdio>
-#include <cstring>
 #include <deque>
 #include <exception>
 #include <memory>
@@ -25,6 +21,7 @@
 #include <sys/stat.h>
 #include <thread>
 
+#include "io/input_stream.hpp"
 #include "io/tokenizer/pipeline.hpp"
 #include "io/tokenizer/train.hpp"
 #include "nvfp4/error.hpp"
@@ -37,71 +34,6 @@ namespace {
 constexpr size_t kReadBytes = size_t{4} << 20;   // a chunk is at least this (or the rest of a file)
 constexpr size_t kMaxChunk = size_t{64} << 20;   // ... and cut blindly (at a character) past this
 constexpr size_t kQueueChunks = 4;               // chunks read ahead of the counting threads
-
-bool ends_with(std::string_view s, std::string_view suffix) {
-  return s.size() >= suffix.size() && s.substr(s.size() - suffix.size()) == suffix;
-}
-
-// A plain or gzip-compressed file, read in pieces. Errors name the file.
-class InputFile {
- public:
-  explicit InputFile(const std::string& path) : path_(path), gz_(ends_with(path, ".gz")) {
-    struct stat st {};
-    if (::stat(path.c_str(), &st) != 0) fail("cannot open the input file (" + std::string(std::strerror(errno)) + ")");
-    if (!S_ISREG(st.st_mode)) fail("is not a regular file; pass text files, .gz files, folders or globs");
-    if (gz_) {
-      gz_file_ = gzopen(path.c_str(), "rb");
-      if (!gz_file_) fail("cannot open the input file (" + std::string(std::strerror(errno)) + ")");
-      gzbuffer(gz_file_, 1 << 17);
-    } else {
-      file_ = std::fopen(path.c_str(), "rb");
-      if (!file_) fail("cannot open the input file (" + std::string(std::strerror(errno)) + ")");
-    }
-  }
-  ~InputFile() {
-    if (file_) std::fclose(file_);
-    if (gz_file_) gzclose(gz_file_);
-  }
-  InputFile(const InputFile&) = delete;
-  InputFile& operator=(const InputFile&) = delete;
-
-  // Up to n bytes into dst; 0 at the end of the file.
-  size_t read(char* dst, size_t n) {
-    if (!gz_) {
-      const size_t got = std::fread(dst, 1, n, file_);
-      if (got < n && std::ferror(file_)) fail("read error (" + std::string(std::strerror(errno)) + ")");
-      consumed_ += got;
-      return got;
-    }
-    const int got = gzread(gz_file_, dst, static_cast<unsigned>(std::min<size_t>(n, 1u << 30)));
-    if (got < 0) {
-      int code = 0;
-      const std::string msg = gzerror(gz_file_, &code);
-      fail("is not a readable gzip file (" + msg + (code == Z_BUF_ERROR ? ": the file is truncated" : "") +
-           "); check it with `gzip -t " + path_ + "`");
-    }
-    consumed_ = static_cast<uint64_t>(std::max<z_off_t>(gzoffset(gz_file_), 0));
-    if (got == 0) finish_gzip();
-    return static_cast<size_t>(got);
-  }
-  uint64_t consumed() const { return consumed_; }  // bytes of the file on disk read so far
-
- private:
-  [[noreturn]] void fail(const std::string& what) const { throw Error(path_ + ": " + what); }
-  void finish_gzip() {
-    const bool direct = gzdirect(gz_file_) != 0;
-    const int rc = gzclose(gz_file_);
-    gz_file_ = nullptr;
-    if (rc == Z_BUF_ERROR) fail("ends in the middle of a gzip stream; the file is truncated (check it with `gzip -t`)");
-    if (rc != Z_OK) fail("cannot be read to the end as gzip (zlib error " + std::to_string(rc) + ")");
-    if (direct) fail("is named .gz but is not gzip-compressed; decompress or rename it");
-  }
-  std::string path_;
-  bool gz_;
-  std::FILE* file_ = nullptr;
-  gzFile gz_file_ = nullptr;
-  uint64_t consumed_ = 0;
-};
 
 // One thread's counts.
 class Counter {
@@ -287,7 +219,7 @@ WordCounts count_words_in_files(const std::vector<std::string>& files, const std
   WordCounts out = count_chunks(specials, threads, [&](auto&& emit, const std::atomic<uint64_t>& distinct) {
     uint64_t done = 0;
     for (const auto& path : files) {
-      InputFile in(path);
+      detail::InputStream in(path);
       std::string buf;
       bool end = false;
       size_t want = kReadBytes;  // bytes to hold before looking for a cut
