@@ -78,16 +78,6 @@ class Progress {
   std::chrono::steady_clock::time_point last_ = phase_start_ - std::chrono::hours(1);
 };
 
-std::string shell_quote(const std::string& s) {
-  if (!s.empty() && s.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-+=.,/:@%") ==
-                        std::string::npos) {
-    return s;
-  }
-  std::string q = "'";
-  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return q + "'";
-}
-
 std::string resolved_command(const TrainArgs& a) {
   std::string c = "nvfp4 tokenizer train";
   for (const auto& i : a.o.inputs) c += " " + shell_quote(i);

@@ -94,5 +94,6 @@ class Table {
 std::string fixed(double v, int decimals);  // "12.34"; "inf" / "nan" spelled out
 std::string general(double v, int digits = 5);  // "%g": 4.4688, 9.8885e+29
 std::string human_bytes(double bytes);      // "1.5 MiB"
+std::string shell_quote(const std::string& s);  // s as one POSIX shell word ('...' when needed)
 
 }  // namespace nvfp4::cli
