@@ -27,16 +27,6 @@ struct DataArgs {
 // about a second).
 constexpr uint64_t kProgressFromBytes = 8ull << 20;
 
-std::string shell_quote(const std::string& s) {
-  if (!s.empty() && s.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./=:,+@%") ==
-                        std::string::npos) {
-    return s;
-  }
-  std::string out = "'";
-  for (const char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return out + "'";
-}
-
 // The shortest decimal that reads back as v ("0.05", not "0.050000000000000003").
 std::string shortest(double v) {
   for (int digits = 1; digits <= 17; ++digits) {

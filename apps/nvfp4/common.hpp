@@ -29,6 +29,7 @@ void register_export_hf(CLI::App& app);
 void register_compare(CLI::App& app);
 void register_report(CLI::App& app);
 void register_tokenize(CLI::App& app);
+void register_tokenizer(CLI::App& app);  // tokenizer train
 
 // Options with a value: checked strictly before use, so a bad value is an error naming the
 // option and its range (CLI11 prefixes the option name), never a silent default or a wrapped
@@ -93,5 +94,6 @@ class Table {
 std::string fixed(double v, int decimals);  // "12.34"; "inf" / "nan" spelled out
 std::string general(double v, int digits = 5);  // "%g": 4.4688, 9.8885e+29
 std::string human_bytes(double bytes);      // "1.5 MiB"
+std::string shell_quote(const std::string& s);  // s as one POSIX shell word ('...' when needed)
 
 }  // namespace nvfp4::cli

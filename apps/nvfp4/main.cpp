@@ -32,7 +32,11 @@ int main(int argc, char** argv) {
   // Usage errors read like every other error (set before the subcommands, which copy it).
   app.failure_message([](const CLI::App* a, const CLI::Error& e) {
     std::string help = "nvfp4";
-    for (const CLI::App* sub : a->get_subcommands()) help += " " + sub->get_name();
+    // The chain of subcommands given ("nvfp4 tokenizer train"), one selected per level.
+    for (const CLI::App* at = a; at && !at->get_subcommands().empty();) {
+      at = at->get_subcommands().front();
+      help += " " + at->get_name();
+    }
     return "nvfp4: " + std::string(e.what()) + " (`" + help + " --help` lists the options)\n";
   });
   nvfp4::cli::register_qtensor(app);
@@ -46,6 +50,7 @@ int main(int argc, char** argv) {
   nvfp4::cli::register_compare(app);
   nvfp4::cli::register_report(app);
   nvfp4::cli::register_tokenize(app);
+  nvfp4::cli::register_tokenizer(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -4,7 +4,6 @@
 #include <fcntl.h>
 #include <glob.h>
 #include <unistd.h>
-#include <zlib.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -22,6 +21,7 @@
 #include <nlohmann/json.hpp>
 
 #include "format/philox.hpp"
+#include "io/input_stream.hpp"
 #include "io/token_shards_internal.hpp"
 #include "nvfp4/error.hpp"
 #include "nvfp4/safetensors.hpp"
@@ -33,6 +33,7 @@ namespace fs = std::filesystem;
 using ordered_json = nlohmann::ordered_json;
 using detail::errno_text;
 using detail::fail;
+using detail::is_gz_name;
 using detail::plural;
 using detail::read_whole_file;
 using detail::write_shard_buffer;
@@ -81,36 +82,11 @@ bool ends_with(std::string_view s, std::string_view suffix) {
   return s.size() >= suffix.size() && s.substr(s.size() - suffix.size()) == suffix;
 }
 
-bool is_gz_name(const std::string& path) { return ends_with(path, ".gz"); }
-
 std::string read_gzip(const std::string& path) {
-  gzFile f = gzopen(path.c_str(), "rb");
-  if (f == nullptr) {
-    const int err = errno;
-    fail(path, "cannot open: " + errno_text(err != 0 ? err : ENOMEM));
-  }
-  gzbuffer(f, 1 << 17);
+  detail::InputStream in(path);
   std::string out;
   std::vector<char> buf(1 << 18);
-  for (;;) {
-    const int n = gzread(f, buf.data(), static_cast<unsigned>(buf.size()));
-    if (n < 0) {
-      int code = 0;
-      const std::string msg = gzerror(f, &code);
-      gzclose(f);
-      fail(path, "is not a readable gzip file (" + msg + (code == Z_BUF_ERROR ? ": the file is truncated" : "") +
-                     "); check it with `gzip -t " + path + "`");
-    }
-    if (n == 0) break;
-    out.append(buf.data(), static_cast<size_t>(n));
-  }
-  const bool direct = gzdirect(f) != 0;
-  const int rc = gzclose(f);
-  if (rc == Z_BUF_ERROR) fail(path, "ends in the middle of a gzip stream; the file is truncated (check it with `gzip -t`)");
-  if (rc != Z_OK) fail(path, "cannot be read to the end as gzip (zlib error " + std::to_string(rc) + ")");
-  if (direct && !out.empty()) {
-    fail(path, "is named .gz but is not gzip-compressed; decompress or rename it");
-  }
+  while (const size_t n = in.read(buf.data(), buf.size())) out.append(buf.data(), n);
   return out;
 }
 

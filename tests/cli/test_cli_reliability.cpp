@@ -198,6 +198,7 @@ TEST_F(Cli, EveryNumericOptionRejectsValuesOutsideItsRange) {
   const std::string data = "data " + path("no.txt") + " --out " + path("d") + " ";
   const std::string in = MakeInput();
   const std::string qtensor = "qtensor " + in + " " + path("q.safetensors") + " ";
+  const std::string tokenizer = "tokenizer train " + in + " --out " + path("t.json") + " ";
   struct Case {
     std::string command, option, value;
   };
@@ -220,6 +221,8 @@ TEST_F(Cli, EveryNumericOptionRejectsValuesOutsideItsRange) {
       {data, "--val-fraction", "1"}, {data, "--val-fraction", "nan"}, {data, "--seed", "-1"},
       {data, "--shard-tokens", "0"}, {data, "--doc-bytes", "0"},
       {qtensor, "--seed", "-1"},
+      {tokenizer, "--vocab", "255"}, {tokenizer, "--vocab", "99999999999"}, {tokenizer + "--vocab 300 ", "--min-frequency", "0"},
+      {tokenizer + "--vocab 300 ", "--threads", "-1"},
   };
   for (const auto& c : cases) {
     const std::string args = c.command + c.option + " " + c.value;
@@ -262,6 +265,7 @@ TEST_F(Cli, BadInputNeverEndsInAnInternalError) {
       {"train --data " + nvfp4::test::tiny_corpus_dir() + " --out " + file + " --preset tiny --steps 1", file},
       {"compare --data " + nvfp4::test::tiny_corpus_dir() + " --out " + file + " --preset tiny --steps 1", file},
       {"data " + text + " --out " + file, file},
+      {"tokenizer train " + text + " --vocab 300 --out " + file + "/tokenizer.json", file},
       {"report " + dir_.string() + " --out " + file, file},
       {"export-hf " + in + " " + file, file},
       {"train --data " + nvfp4::test::tiny_corpus_dir() + " --out " + path("o") + " --config " + file, file},

@@ -56,21 +56,24 @@ class StringMap {
   }
 
   // Inserts key -> value, or overwrites the value of an existing key (the last write wins).
-  void set(std::string_view key, V value) {
+  void set(std::string_view key, V value) { find_or_insert(key, value) = value; }
+
+  // The value of `key`, inserted as `init` when absent (the BPE trainer's word counts). The
+  // reference stays valid until the next insertion.
+  V& find_or_insert(std::string_view key, V init) {
     if ((entries_.size() + 1) * 4 > slots_.size() * 3) grow();
     const uint64_t h = hash_bytes(key);
     for (size_t i = h & mask_;; i = (i + 1) & mask_) {
       const uint32_t e = slots_[i];
       if (e == kEmpty) {
         slots_[i] = static_cast<uint32_t>(entries_.size());
-        entries_.push_back({h, arena_.size(), static_cast<uint32_t>(key.size()), value});
+        entries_.push_back({h, arena_.size(), static_cast<uint32_t>(key.size()), init});
         arena_.append(key);
-        return;
+        return entries_.back().value;
       }
       Entry& en = entries_[e];
       if (en.hash == h && en.len == key.size() && std::memcmp(arena_.data() + en.off, key.data(), key.size()) == 0) {
-        en.value = value;
-        return;
+        return en.value;
       }
     }
   }
@@ -115,7 +118,8 @@ class StringMap {
   size_t mask_ = 0;
 };
 
-// Pairs of 32-bit ids -> value (the BPE merge table), open addressing on the packed 64-bit key.
+// Pairs of 32-bit ids -> value (the BPE merge table, the trainer's pair table), open addressing
+// on the packed 64-bit key. The pair (0xFFFFFFFF, 0xFFFFFFFF) is reserved (the empty slot).
 template <typename V>
 class PairMap {
  public:
@@ -127,20 +131,20 @@ class PairMap {
       if (keys_[i] == k) return &values_[i];
     }
   }
-  void set(uint32_t a, uint32_t b, V v) {
+  void set(uint32_t a, uint32_t b, V v) { find_or_insert(a, b, v) = v; }
+  // The value of (a, b), inserted as `init` when absent (the BPE trainer's pair table). The
+  // reference stays valid until the next insertion.
+  V& find_or_insert(uint32_t a, uint32_t b, V init) {
     if ((count_ + 1) * 2 > keys_.size()) grow();
     const uint64_t k = (uint64_t(a) << 32) | b;
     for (size_t i = mix(k) & mask_;; i = (i + 1) & mask_) {
       if (keys_[i] == kEmpty) {
         keys_[i] = k;
-        values_[i] = v;
+        values_[i] = init;
         ++count_;
-        return;
+        return values_[i];
       }
-      if (keys_[i] == k) {
-        values_[i] = v;
-        return;
-      }
+      if (keys_[i] == k) return values_[i];
     }
   }
   size_t size() const { return count_; }
