@@ -193,6 +193,22 @@ TEST(HfTokenizer, PostProcessorAddsSpecialTokensOnlyWhenAsked) {
   EXPECT_EQ(t->encode("ab", false), (std::vector<int32_t>{4}));
 }
 
+// Found while fuzzing (docs/fuzzing.md): one token with id 2^31 - 2 made the loader allocate
+// tables by the largest id, 16 GB for the model's and 8 GB for the added tokens'.
+TEST(HfTokenizer, SparseIdsDoNotSizeTablesByTheLargestId) {
+  json j = base_tokenizer();
+  j["model"]["vocab"]["ca"] = 2147483646;
+  j["model"]["merges"].push_back("c a");
+  j["added_tokens"].push_back({{"id", 0}, {"content", "<big>"}, {"special", true}, {"normalized", false}});
+  auto t = load(j);
+  EXPECT_EQ(t->vocab_size(), 2147483647);
+  EXPECT_EQ(t->token_to_id("<big>"), 9);  // the model's vocabulary size (9 entries): the reference's rule
+  EXPECT_EQ(ids(*t, "ca<big>"), (std::vector<int32_t>{2147483646, 9}));
+  EXPECT_EQ(t->decode(std::vector<int32_t>{2147483646, 7, 9}), "ca <eot> <big>");
+  EXPECT_EQ(t->id_to_token(2147483645), std::nullopt);
+  expect_error([&] { t->decode(std::vector<int32_t>{2147483645}); }, "token 0 is id 2147483645");
+}
+
 TEST(HfTokenizer, ErrorsNameTheFileAndTheJsonPath) {
   json j = base_tokenizer();
   j["normalizer"] = {{"type", "Sequence"}, {"normalizers", json::array({{{"type", "NFC"}}, {{"type", "BertNormalizer"}}})}};

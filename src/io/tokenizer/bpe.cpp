@@ -38,16 +38,11 @@ Bpe::Bpe(std::vector<std::pair<std::string, int32_t>> vocab, const std::vector<s
     max_id_ = std::max(max_id_, id);
   }
   tokens_.reserve(vocab.size());
-  id_to_token_.assign(static_cast<size_t>(max_id_ + 1), nullptr);
   // The reference keeps one token per id (its reverse map): the last one written wins there too.
   vocab_.for_each([&](std::string_view tok, int32_t id) {
     if (*vocab_.find(tok) != id) return;  // overwritten by a later duplicate key
+    id_to_token_.set(id, static_cast<uint32_t>(tokens_.size()));
     tokens_.emplace_back(tok);
-  });
-  size_t k = 0;
-  vocab_.for_each([&](std::string_view tok, int32_t id) {
-    if (*vocab_.find(tok) != id) return;
-    id_to_token_[static_cast<size_t>(id)] = &tokens_[k++];
   });
   const size_t prefix_len = opt_.continuing_subword_prefix ? opt_.continuing_subword_prefix->size() : 0;
   for (size_t r = 0; r < merges.size(); ++r) {
@@ -95,8 +90,8 @@ std::optional<int32_t> Bpe::token_to_id(std::string_view token) const {
 }
 
 const std::string* Bpe::id_to_token(int32_t id) const {
-  if (id < 0 || static_cast<size_t>(id) >= id_to_token_.size()) return nullptr;
-  return id_to_token_[static_cast<size_t>(id)];
+  const uint32_t* k = id_to_token_.find(id);
+  return k ? &tokens_[*k] : nullptr;
 }
 
 Bpe::Cache& Bpe::cache() const {

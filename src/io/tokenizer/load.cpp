@@ -357,10 +357,9 @@ std::unique_ptr<Pipeline> load_pipeline(std::string_view text, const std::string
       max_id = std::max(max_id, tok.id);
     }
   }
-  p->added_by_id.assign(static_cast<size_t>(max_id + 1), -1);
   for (size_t i = 0; i < p->added.size(); ++i) {
     AddedToken& t = p->added[i];
-    p->added_by_id[static_cast<size_t>(t.id)] = static_cast<int32_t>(i);
+    p->added_by_id.set(t.id, static_cast<int32_t>(i));
     t.decode_form = t.content;
     if (t.normalized && p->normalizer) {
       std::string n = t.content;

@@ -112,8 +112,8 @@ class Bpe {
 
   StringMap<int32_t> vocab_;        // token (as written in the file) -> id
   StringMap<int32_t> raw_vocab_;    // byte-level input: raw bytes -> id
-  std::vector<const std::string*> id_to_token_;
-  std::vector<std::string> tokens_;  // owns the strings id_to_token_ points at
+  IdMap<uint32_t> id_to_token_;      // id -> index into tokens_
+  std::vector<std::string> tokens_;
   PairMap<uint64_t> merges_;         // (left id, right id) -> rank << 32 | new id
   BpeOptions opt_;
   std::string where_;
@@ -184,7 +184,7 @@ struct Pipeline {
   std::unique_ptr<Decoder> decoder;
   std::vector<AddedToken> added;               // in file order
   StringMap<int32_t> added_by_content;         // content -> index in `added`
-  std::vector<int32_t> added_by_id;            // id -> index in `added` (-1), sized max id + 1
+  IdMap<int32_t> added_by_id;                  // id -> index in `added`
   TokenMatcher raw_matcher, normalized_matcher;
   StringMap<int32_t> special_contents;         // contents of special tokens
   int32_t vocab_size = 0;                      // 1 + the largest id
