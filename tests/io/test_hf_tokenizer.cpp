@@ -209,6 +209,75 @@ TEST(HfTokenizer, SparseIdsDoNotSizeTablesByTheLargestId) {
   expect_error([&] { t->decode(std::vector<int32_t>{2147483645}); }, "token 0 is id 2147483645");
 }
 
+// The text of `j` with `key` set to the JSON text `component` (built as text: nlohmann's dump
+// recurses, so it cannot write the deep nestings below).
+std::string with_component(json j, const std::string& key, const std::string& component) {
+  j.erase(key);
+  std::string text = j.dump();
+  text.pop_back();  // the closing brace
+  return text + ",\"" + key + "\":" + component + "}";
+}
+
+// `depth` Sequences of `list`, one inside the other, around `inner`.
+std::string nested(const std::string& list, const std::string& inner, int depth) {
+  std::string s;
+  for (int i = 0; i < depth; ++i) s += "{\"type\":\"Sequence\",\"" + list + "\":[";
+  s += inner;
+  for (int i = 0; i < depth; ++i) s += "]}";
+  return s;
+}
+
+// Found while fuzzing (docs/fuzzing.md, hand-made large inputs): Sequences nested 100,000 deep
+// overflowed the stack in the loader (and would have when running), and a pre-tokenizer Sequence
+// of 200,000 parts overflowed it when encoding, one stack frame per part.
+TEST(HfTokenizer, DeeplyNestedSequencesAreAnErrorNotACrash) {
+  const std::vector<std::pair<std::string, std::string>> kinds = {{"normalizer", "normalizers"},
+                                                                  {"pre_tokenizer", "pretokenizers"},
+                                                                  {"post_processor", "processors"},
+                                                                  {"decoder", "decoders"}};
+  const std::vector<std::string> inner = {"{\"type\":\"Lowercase\"}", "{\"type\":\"WhitespaceSplit\"}",
+                                          "{\"type\":\"ByteLevel\"}", "{\"type\":\"Fuse\"}"};
+  for (size_t k = 0; k < kinds.size(); ++k) {
+    const auto& [key, list] = kinds[k];
+    SCOPED_TRACE(key);
+    const json base = base_tokenizer();
+    auto ok = HfTokenizer::from_json(with_component(base, key, nested(list, inner[k], 64)), "test.json", "<eot>");
+    EXPECT_EQ(ok->encode("ab c", true), (std::vector<int32_t>{4, 2}));
+    EXPECT_EQ(ok->decode(std::vector<int32_t>{6}), "abc");
+    expect_error([&] { HfTokenizer::from_json(with_component(base, key, nested(list, inner[k], 65)), "test.json"); },
+                 "test.json: " + key + ".");
+    expect_error([&] { HfTokenizer::from_json(with_component(base, key, nested(list, inner[k], 100000)), "test.json"); },
+                 "Sequences nested more than 64 deep");
+  }
+}
+
+TEST(HfTokenizer, LongPreTokenizerSequencesGiveTheWordsOfAShortOne) {
+  // Split "-" (isolated), then 40 parts that keep every word, then Digits (individual): the same
+  // words as the three parts alone, across the groups the long Sequence runs in.
+  json j = base_tokenizer();
+  j["model"]["vocab"]["-"] = 8;
+  for (char d = '0'; d <= '9'; ++d) j["model"]["vocab"][std::string(1, d)] = 9 + (d - '0');
+  std::string parts = "{\"type\":\"Split\",\"pattern\":{\"String\":\"-\"},\"behavior\":\"Isolated\"}";
+  for (int i = 0; i < 40; ++i) parts += ",{\"type\":\"WhitespaceSplit\"}";
+  parts += ",{\"type\":\"Digits\",\"individual_digits\":true}";
+  auto long_seq = HfTokenizer::from_json(
+      with_component(j, "pre_tokenizer", "{\"type\":\"Sequence\",\"pretokenizers\":[" + parts + "]}"), "test.json", "<eot>");
+  json short_seq = j;
+  short_seq["pre_tokenizer"] = {{"type", "Sequence"},
+                                {"pretokenizers", json::array({{{"type", "Split"}, {"pattern", {{"String", "-"}}}, {"behavior", "Isolated"}},
+                                                               {{"type", "WhitespaceSplit"}},
+                                                               {{"type", "Digits"}, {"individual_digits", true}}})}};
+  for (const std::string text : {"ab-12 c", "abc", "-", "a - b  -c-1", "9abc-bc 3"}) {
+    SCOPED_TRACE(text);
+    EXPECT_EQ(long_seq->encode(text), load(short_seq)->encode(text));
+  }
+  std::string many = "{\"type\":\"WhitespaceSplit\"}";
+  for (int i = 1; i < 200000; ++i) many += ",{\"type\":\"WhitespaceSplit\"}";
+  auto huge = HfTokenizer::from_json(with_component(j, "pre_tokenizer", "{\"type\":\"Sequence\",\"pretokenizers\":[" + many + "]}"),
+                                     "test.json", "<eot>");
+  EXPECT_EQ(huge->encode("abc  ab c"), (std::vector<int32_t>{6, 4, 2}));
+}
+
 TEST(HfTokenizer, ErrorsNameTheFileAndTheJsonPath) {
   json j = base_tokenizer();
   j["normalizer"] = {{"type", "Sequence"}, {"normalizers", json::array({{{"type", "NFC"}}, {{"type", "BertNormalizer"}}})}};

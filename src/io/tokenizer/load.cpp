@@ -16,6 +16,11 @@ namespace {
 
 using json = nlohmann::json;
 
+// Sequences of components nest by recursion, here and when the pipeline runs, so their depth is
+// bounded. The reference stops sooner: serde_json refuses more than 128 levels of JSON nesting,
+// and each Sequence takes two (its object and its list).
+constexpr int kMaxNesting = 64;
+
 class Loader {
  public:
   explicit Loader(std::string source) : source_(std::move(source)) {}
@@ -74,6 +79,23 @@ class Loader {
     if (v.contains("Regex")) return {str(v["Regex"], path + ".Regex"), true};
     fail(path, "expected {\"String\": ...} or {\"Regex\": ...}, found key \"" + v.begin().key() + "\"");
   }
+  // Held while loading one Sequence: one level deeper.
+  class Nest {
+   public:
+    Nest(const Loader& l, const std::string& path) : l_(l) {
+      if (++l_.depth_ > kMaxNesting) {
+        --l_.depth_;
+        l_.fail(path, "Sequences nested more than " + std::to_string(kMaxNesting) + " deep");
+      }
+    }
+    ~Nest() { --l_.depth_; }
+    Nest(const Nest&) = delete;
+    Nest& operator=(const Nest&) = delete;
+
+   private:
+    const Loader& l_;
+  };
+
   [[noreturn]] void unsupported(const std::string& kind, const std::string& type, const std::string& path,
                                 const std::string& supported) const {
     fail(path + ".type", "the " + kind + " \"" + type + "\" is not supported (supported: " + supported + ")");
@@ -93,6 +115,7 @@ class Loader {
     if (t == "Lowercase") return make_lowercase();
     if (t == "Strip") return make_strip(boolean(v, path, "strip_left", true), boolean(v, path, "strip_right", true));
     if (t == "Sequence") {
+      const Nest nest(*this, path);
       const json& a = array(field(v, path, "normalizers"), path + ".normalizers");
       std::vector<std::unique_ptr<Normalizer>> parts;
       for (size_t i = 0; i < a.size(); ++i) parts.push_back(normalizer(a[i], path + ".normalizers[" + std::to_string(i) + "]"));
@@ -157,6 +180,7 @@ class Loader {
     if (t == "Whitespace") return make_whitespace();
     if (t == "WhitespaceSplit") return make_whitespace_split();
     if (t == "Sequence") {
+      const Nest nest(*this, path);
       const json& a = array(field(v, path, "pretokenizers"), path + ".pretokenizers");
       std::vector<std::unique_ptr<PreTokenizer>> parts;
       for (size_t i = 0; i < a.size(); ++i) {
@@ -254,6 +278,7 @@ class Loader {
     }
     if (t == "ByteLevel") return make_noop_processor();
     if (t == "Sequence") {
+      const Nest nest(*this, path);
       const json& a = array(field(v, path, "processors"), path + ".processors");
       std::vector<std::unique_ptr<PostProcessor>> parts;
       for (size_t i = 0; i < a.size(); ++i) parts.push_back(post_processor(a[i], path + ".processors[" + std::to_string(i) + "]"));
@@ -280,6 +305,7 @@ class Loader {
     }
     if (t == "Metaspace") return make_metaspace_decoder(replacement(v, path), scheme(v, path));
     if (t == "Sequence") {
+      const Nest nest(*this, path);
       const json& a = array(field(v, path, "decoders"), path + ".decoders");
       std::vector<std::unique_ptr<Decoder>> parts;
       for (size_t i = 0; i < a.size(); ++i) parts.push_back(decoder(a[i], path + ".decoders[" + std::to_string(i) + "]"));
@@ -292,6 +318,7 @@ class Loader {
 
  private:
   std::string source_;
+  mutable int depth_ = 0;  // Sequences being loaded (Nest)
 };
 
 }  // namespace
