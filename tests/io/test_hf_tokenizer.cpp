@@ -193,8 +193,9 @@ TEST(HfTokenizer, PostProcessorAddsSpecialTokensOnlyWhenAsked) {
   EXPECT_EQ(t->encode("ab", false), (std::vector<int32_t>{4}));
 }
 
-// Found while fuzzing (docs/fuzzing.md): one token with id 2^31 - 2 made the loader allocate
-// tables by the largest id, 16 GB for the model's and 8 GB for the added tokens'.
+// Found in the hostile-input review (docs/fuzzing.md; the fuzz binary reported out-of-memory):
+// one token with id 2^31 - 2 made the loader size tables by the largest id, 16 GB for the
+// model's and 8 GB for the added tokens'.
 TEST(HfTokenizer, SparseIdsDoNotSizeTablesByTheLargestId) {
   json j = base_tokenizer();
   j["model"]["vocab"]["ca"] = 2147483646;
@@ -227,9 +228,10 @@ std::string nested(const std::string& list, const std::string& inner, int depth)
   return s;
 }
 
-// Found while fuzzing (docs/fuzzing.md, hand-made large inputs): Sequences nested 100,000 deep
-// overflowed the stack in the loader (and would have when running), and a pre-tokenizer Sequence
-// of 200,000 parts overflowed it when encoding, one stack frame per part.
+// Found in the hostile-input review (docs/fuzzing.md; hand-made inputs too large for the fuzzer,
+// ASan reported stack overflows): Sequences nested 100,000 deep overflowed the stack in the
+// loader, and a pre-tokenizer Sequence of 200,000 parts overflowed it when encoding, one stack
+// frame per part.
 TEST(HfTokenizer, DeeplyNestedSequencesAreAnErrorNotACrash) {
   const std::vector<std::pair<std::string, std::string>> kinds = {{"normalizer", "normalizers"},
                                                                   {"pre_tokenizer", "pretokenizers"},
@@ -276,6 +278,26 @@ TEST(HfTokenizer, LongPreTokenizerSequencesGiveTheWordsOfAShortOne) {
   auto huge = HfTokenizer::from_json(with_component(j, "pre_tokenizer", "{\"type\":\"Sequence\",\"pretokenizers\":[" + many + "]}"),
                                      "test.json", "<eot>");
   EXPECT_EQ(huge->encode("abc  ab c"), (std::vector<int32_t>{6, 4, 2}));
+}
+
+// Found in the hostile-input review (docs/fuzzing.md): PCRE2's \C matches one byte even in UTF
+// mode, so a Replace or Split could cut a character apart and hand invalid UTF-8 to every later
+// stage. With the normalizer below, "\u0800\u0809" became the bytes A0 89; Strip read them as a
+// tab, walked back past the string's start, and UBSan stopped on the pointer overflow.
+TEST(HfTokenizer, PatternsThatMatchSingleBytesAreRejected) {
+  json j = base_tokenizer();
+  j["normalizer"] = {{"type", "Sequence"},
+                     {"normalizers", json::array({{{"type", "Replace"}, {"pattern", {{"Regex", "[^\\x{800}\\x{809}]"}}}, {"content", ""}},
+                                                  {{"type", "Replace"}, {"pattern", {{"Regex", "^\\C\\C|(?<=\\x{800})\\C\\C"}}}, {"content", ""}},
+                                                  {{"type", "Strip"}, {"strip_left", false}, {"strip_right", true}}})}};
+  expect_error([&] { load(j); }, "test.json: normalizer.normalizers[1].pattern: the regular expression does not compile");
+  j = base_tokenizer();
+  j["pre_tokenizer"] = {{"type", "Split"}, {"pattern", {{"Regex", "\\C"}}}, {"behavior", "Isolated"}};
+  expect_error([&] { load(j); }, "test.json: pre_tokenizer.pattern: the regular expression does not compile");
+  hf::Regex ok("\\\\C", "test");  // an escaped backslash before a C: still a pattern
+  std::vector<std::pair<size_t, size_t>> m;
+  ok.find_all("\xC3\xA9\\C\\", m);
+  EXPECT_EQ(m, (std::vector<std::pair<size_t, size_t>>{{2, 4}}));
 }
 
 TEST(HfTokenizer, ErrorsNameTheFileAndTheJsonPath) {

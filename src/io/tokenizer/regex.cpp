@@ -39,8 +39,11 @@ Regex::Regex(std::string_view pattern, const std::string& where)
   PCRE2_SIZE off = 0;
   // UTF: the subject is UTF-8 (validated by us, hence NO_UTF_CHECK at match time); UCP: \s, \w,
   // \d and POSIX classes use Unicode properties, as Oniguruma's do in UTF-8 mode.
-  impl_->code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(), PCRE2_UTF | PCRE2_UCP,
-                              &err, &off, nullptr);
+  // NEVER_BACKSLASH_C: \C matches one byte even in UTF mode, so a match could end inside a
+  // character and every later stage (and PCRE2 itself, told not to check) would see invalid UTF-8.
+  // Oniguruma has no such escape.
+  impl_->code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(),
+                              PCRE2_UTF | PCRE2_UCP | PCRE2_NEVER_BACKSLASH_C, &err, &off, nullptr);
   if (!impl_->code) {
     throw Error(where + ": the regular expression does not compile at offset " + std::to_string(off) + " (" +
                 pcre2_message(err) + ")");
