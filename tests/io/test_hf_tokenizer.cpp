@@ -244,7 +244,8 @@ TEST(HfTokenizer, DeeplyNestedSequencesAreAnErrorNotACrash) {
     SCOPED_TRACE(key);
     const json base = base_tokenizer();
     auto ok = HfTokenizer::from_json(with_component(base, key, nested(list, inner[k], 64)), "test.json", "<eot>");
-    EXPECT_EQ(ok->encode("ab c", true), (std::vector<int32_t>{4, 2}));
+    const std::vector<int32_t> want = key == "pre_tokenizer" ? std::vector<int32_t>{4, 2} : std::vector<int32_t>{4, 3, 2};
+    EXPECT_EQ(ok->encode("ab c", true), want);  // WhitespaceSplit drops the space
     EXPECT_EQ(ok->decode(std::vector<int32_t>{6}), "abc");
     expect_error([&] { HfTokenizer::from_json(with_component(base, key, nested(list, inner[k], 65)), "test.json"); },
                  "test.json: " + key + ".");
