@@ -4,6 +4,7 @@
 // regex iterator's empty matches, and errors that name the JSON path. (Exactness against the
 // reference library on real tokenizers: tests/tokenizer/, scripts/tokenizer_compare.sh.)
 #include <gtest/gtest.h>
+#include <malloc.h>
 
 #include <nlohmann/json.hpp>
 #include <string>
@@ -316,6 +317,29 @@ TEST(HfTokenizer, PatternsTheJitDoesNotCompileRunOnTheBoundedInterpreter) {
   for (int i = 0; i < 1000; ++i) groups += "()";
   hf::Regex heavy("(*NO_JIT)(?:" + groups + "a)*b", "test");
   expect_error([&] { heavy.find_all(std::string(1 << 16, 'a') + "cb", m); }, "test: matching the regular expression failed");
+}
+
+// Found in the hostile-input review (docs/fuzzing.md; fuzz_tokenizer_json, which loads a new
+// tokenizer per input, would have hit its RSS limit): each model's word cache lived in a
+// thread-local map keyed by the model and outlived it, about 1.4 KB per tokenizer loaded and used
+// (60 MB after 40,000 loads of a small one).
+TEST(HfTokenizer, WordCachesAreFreedWithTheirModel) {
+  const std::string text = base_tokenizer().dump();
+  auto load_and_encode = [&](int i) { (void)HfTokenizer::from_json(text, "test.json")->encode("abc cab " + std::to_string(i)); };
+  for (int i = 0; i < 100; ++i) load_and_encode(i);
+  const size_t before = mallinfo2().uordblks;
+  for (int i = 0; i < 5000; ++i) load_and_encode(i);
+  const size_t after = mallinfo2().uordblks;
+  EXPECT_LT(after, before + (256 << 10)) << "heap grew by " << (after - before) << " bytes over 5,000 tokenizers";
+  // Two models on one thread, used in turn, each with its own cache.
+  auto a = load(base_tokenizer());
+  json other = base_tokenizer();
+  other["model"]["merges"] = json::array({"b c"});
+  auto b = load(other);
+  for (int k = 0; k < 3; ++k) {
+    EXPECT_EQ(ids(*a, "abc"), (std::vector<int32_t>{6}));
+    EXPECT_EQ(ids(*b, "abc"), (std::vector<int32_t>{0, 5}));
+  }
 }
 
 TEST(HfTokenizer, ErrorsNameTheFileAndTheJsonPath) {

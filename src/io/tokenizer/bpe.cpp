@@ -2,10 +2,12 @@
 // byte-level text), then the lowest-ranked merge among adjacent pairs is applied, leftmost first
 // on equal ranks, until none applies — the reference's algorithm (a heap of (rank, position)
 // with stale entries skipped picks exactly that pair every step). Words seen before come from a
-// per-thread cache.
+// per-thread cache the model owns.
 #include <algorithm>
 #include <atomic>
+#include <mutex>
 #include <queue>
+#include <thread>
 #include <unordered_map>
 
 #include "io/tokenizer/pipeline.hpp"
@@ -29,9 +31,14 @@ struct Bpe::Cache {
   std::vector<int32_t> ids;
 };
 
+struct Bpe::Caches {
+  std::mutex mutex;
+  std::unordered_map<std::thread::id, std::unique_ptr<Cache>> by_thread;  // a thread's cache
+};
+
 Bpe::Bpe(std::vector<std::pair<std::string, int32_t>> vocab, const std::vector<std::pair<std::string, std::string>>& merges,
          BpeOptions options, const std::string& where)
-    : opt_(std::move(options)), where_(where), serial_(g_serial.fetch_add(1)) {
+    : caches_(std::make_unique<Caches>()), opt_(std::move(options)), where_(where), serial_(g_serial.fetch_add(1)) {
   for (auto& [tok, id] : vocab) {
     if (id < 0) throw Error(where + ": model.vocab: token id " + std::to_string(id) + " is negative");
     vocab_.set(tok, id);
@@ -95,10 +102,16 @@ const std::string* Bpe::id_to_token(int32_t id) const {
 }
 
 Bpe::Cache& Bpe::cache() const {
-  // One cache per thread and model (keyed by a serial number, never reused).
-  thread_local std::unordered_map<uint64_t, std::unique_ptr<Cache>> caches;
-  auto& c = caches[serial_];
+  // The cache of the model this thread used last, remembered by the model's serial number (never
+  // reused, so a destroyed model's is never matched again): no lock while one model is in use.
+  thread_local uint64_t last_serial = 0;
+  thread_local Cache* last = nullptr;
+  if (last_serial == serial_) return *last;
+  const std::lock_guard<std::mutex> lock(caches_->mutex);
+  auto& c = caches_->by_thread[std::this_thread::get_id()];
   if (!c) c = std::make_unique<Cache>();
+  last_serial = serial_;
+  last = c.get();
   return *c;
 }
 

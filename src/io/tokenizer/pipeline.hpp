@@ -105,11 +105,13 @@ class Bpe {
   int32_t max_id() const { return max_id_; }
 
  private:
-  struct Cache;
+  struct Cache;   // words seen before -> their ids
+  struct Caches;  // one Cache per thread that encoded with this model, freed with it
   Cache& cache() const;
   void merge_word(std::string_view word, std::vector<int32_t>& out) const;
   void initial_symbols(std::string_view word, std::vector<int32_t>& ids, std::vector<uint32_t>& lens) const;
 
+  std::unique_ptr<Caches> caches_;
   StringMap<int32_t> vocab_;        // token (as written in the file) -> id
   StringMap<int32_t> raw_vocab_;    // byte-level input: raw bytes -> id
   IdMap<uint32_t> id_to_token_;      // id -> index into tokens_
@@ -121,7 +123,7 @@ class Bpe {
   std::array<int32_t, 256> byte_unit_{};       // byte-level input: each byte's symbol id (-1: none)
   std::array<int32_t, 256> fallback_{};        // <0xXX> ids (-1: none)
   int32_t max_id_ = -1;
-  uint64_t serial_ = 0;                        // identifies this model's thread-local word cache
+  uint64_t serial_ = 0;                        // identifies this model to a thread's last-cache memo
 };
 
 // ---- post-processors --------------------------------------------------------------------------
