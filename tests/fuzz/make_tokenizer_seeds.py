@@ -216,13 +216,30 @@ def hand_written():
         "bad_vocab_id_string.json": tokenizer(model=base_model(vocab={"a": "zero"}), added_tokens=[]),
         "bad_template_unknown_special.json": tokenizer(post=template("<x>", "$A", specials={"<s>": s})),
         "slow_backtracking_split.json": tokenizer(pre=split("(a+)+$", "Isolated", regex=True)),
+        # Regressions: the bugs of docs/fuzzing.md, each as small as it gets.
+        "regress_sparse_id.json": tokenizer(model=base_model(vocab=dict(v, big=2147483646))),
+        "regress_long_pre_sequence.json": tokenizer(pre=seq("pretokenizers", split("-", "Isolated"),
+                                                           *([{"type": "WhitespaceSplit"}] * 40),
+                                                           {"type": "Digits", "individual_digits": True})),
+        "regress_backslash_c_strip.json": tokenizer(normalizer=seq(
+            "normalizers", {"type": "Replace", "pattern": {"Regex": "[^\\x{800}\\x{809}]"}, "content": ""},
+            {"type": "Replace", "pattern": {"Regex": "^\\C\\C|(?<=\\x{800})\\C\\C"}, "content": ""},
+            {"type": "Strip", "strip_left": False, "strip_right": True})),
+        "regress_no_jit.json": tokenizer(pre=split("(*NO_JIT)\\p{N}+|\\s+", "Isolated", regex=True)),
     }
     files = {name: dump(t) for name, t in out.items()}
+    # The text the fuzz target encodes is the file's first 200 bytes: put the one that broke Strip there.
+    files["regress_backslash_c_strip.json"] = dump({"x": "\u0800\u0809", **out["regress_backslash_c_strip.json"]})
     files["bad_duplicate_key.json"] = b'{"model":{"type":"BPE","vocab":{"a":0},"vocab":{},"merges":[]}}'
     files["bad_lone_surrogate.json"] = b'{"model":{"type":"BPE","vocab":{"\\ud800":0},"merges":[]}}'
     files["bad_not_json.json"] = b'{"model": [1, 2,'
     files["minimal_empty_vocab.json"] = b'{"model":{"type":"BPE","vocab":{},"merges":[]}}'
     files["escaped_ascii_only.json"] = dump(out["metaspace_always.json"], ascii_only=True)
+    # 65 Sequences, one inside the other: one more than the loader allows.
+    deep = {"type": "Lowercase"}
+    for _ in range(65):
+        deep = {"type": "Sequence", "normalizers": [deep]}
+    files["regress_nesting_65.json"] = dump(tokenizer(normalizer=deep))
     return files
 
 
