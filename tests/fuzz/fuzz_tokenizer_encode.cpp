@@ -10,7 +10,8 @@
 // For every input (any bytes; the API replaces invalid UTF-8) and every tokenizer, with and
 // without special tokens:
 //   - encode does not throw, and every id is in [0, vocab_size);
-//   - encoding again gives the same ids (the second run comes from the word cache);
+//   - encoding again (without special tokens) gives the same ids: the second run comes from the
+//     word cache;
 //   - decode(ids), skip_special or not, does not throw and gives valid UTF-8;
 //   - on a lossless tokenizer (see EncodeTokenizer), decode(encode(x)) == utf8_replace_invalid(x).
 // A broken invariant prints the tokenizer and what broke, then aborts.
@@ -105,7 +106,7 @@ void check(const EncodeTokenizer& e, std::string_view input) {
                                  std::to_string(vocab) + ")");
       }
     }
-    if (t.encode(input, add_special) != ids) fail(e, add_special, "a second encode (word cache) gave other ids");
+    if (!add_special && t.encode(input) != ids) fail(e, add_special, "a second encode (word cache) gave other ids");
     for (const bool skip_special : {false, true}) {
       std::string text;
       try {
