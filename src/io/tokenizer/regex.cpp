@@ -14,8 +14,8 @@ namespace {
 // Bounds on one match attempt: a catastrophically back-tracking pattern stops with an error.
 constexpr uint32_t kMatchLimit = 10'000'000;
 constexpr uint32_t kDepthLimit = 100'000;
-// The interpreter's back-tracking memory in KiB (PCRE2's default is 20 GB). Only patterns the JIT
-// does not compile use it: "(*NO_JIT)" ones, or those it cannot.
+// The interpreter's back-tracking memory in KiB (PCRE2's default is 20 GB). Only a pattern the
+// JIT fails to compile uses it.
 constexpr uint32_t kHeapLimitKiB = 256 * 1024;
 
 std::string pcre2_message(int code) {
@@ -51,10 +51,13 @@ Regex::Regex(std::string_view pattern, const std::string& where)
     throw Error(where + ": the regular expression does not compile at offset " + std::to_string(off) + " (" +
                 pcre2_message(err) + ")");
   }
-  // pcre2_jit_compile also succeeds on a "(*NO_JIT)" pattern, compiling nothing: ask for the code.
+  // pcre2_jit_compile also succeeds on a "(*NO_JIT)" pattern, compiling nothing. Oniguruma, the
+  // reference's engine, refuses that pattern ("undefined callout name"), and so do we.
+  impl_->jit = pcre2_jit_compile(impl_->code, PCRE2_JIT_COMPLETE) == 0;
   size_t jit_size = 0;
-  impl_->jit = pcre2_jit_compile(impl_->code, PCRE2_JIT_COMPLETE) == 0 &&
-               pcre2_pattern_info(impl_->code, PCRE2_INFO_JITSIZE, &jit_size) == 0 && jit_size > 0;
+  if (impl_->jit && pcre2_pattern_info(impl_->code, PCRE2_INFO_JITSIZE, &jit_size) == 0 && jit_size == 0) {
+    throw Error(where + ": (*NO_JIT) is a PCRE2 option, not Oniguruma syntax (the reference rejects the pattern)");
+  }
   impl_->mctx = pcre2_match_context_create(nullptr);
   pcre2_set_match_limit(impl_->mctx, kMatchLimit);
   pcre2_set_depth_limit(impl_->mctx, kDepthLimit);
