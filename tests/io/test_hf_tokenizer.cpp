@@ -4,6 +4,7 @@
 // regex iterator's empty matches, and errors that name the JSON path. (Exactness against the
 // reference library on real tokenizers: tests/tokenizer/, scripts/tokenizer_compare.sh.)
 #include <gtest/gtest.h>
+#include <malloc.h>
 
 #include <nlohmann/json.hpp>
 #include <string>
@@ -207,6 +208,149 @@ TEST(HfTokenizer, PostProcessorAddsSpecialTokensOnlyWhenAsked) {
   auto t = load(j);
   EXPECT_EQ(t->encode("ab", true), (std::vector<int32_t>{7, 4}));
   EXPECT_EQ(t->encode("ab", false), (std::vector<int32_t>{4}));
+}
+
+// Found in the hostile-input review (docs/fuzzing.md; the fuzz binary reported out-of-memory):
+// one token with id 2^31 - 2 made the loader size tables by the largest id, 16 GB for the
+// model's and 8 GB for the added tokens'.
+TEST(HfTokenizer, SparseIdsDoNotSizeTablesByTheLargestId) {
+  json j = base_tokenizer();
+  j["model"]["vocab"]["ca"] = 2147483646;
+  j["model"]["merges"].push_back("c a");
+  j["added_tokens"].push_back({{"id", 0}, {"content", "<big>"}, {"special", true}, {"normalized", false}});
+  auto t = load(j);
+  EXPECT_EQ(t->vocab_size(), 2147483647);
+  EXPECT_EQ(t->token_to_id("<big>"), 9);  // the model's vocabulary size (9 entries): the reference's rule
+  EXPECT_EQ(ids(*t, "ca<big>"), (std::vector<int32_t>{2147483646, 9}));
+  EXPECT_EQ(t->decode(std::vector<int32_t>{2147483646, 7, 9}), "ca <eot> <big>");
+  EXPECT_EQ(t->id_to_token(2147483645), std::nullopt);
+  expect_error([&] { t->decode(std::vector<int32_t>{2147483645}); }, "token 0 is id 2147483645");
+}
+
+// The text of `j` with `key` set to the JSON text `component` (built as text: nlohmann's dump
+// recurses, so it cannot write the deep nestings below).
+std::string with_component(json j, const std::string& key, const std::string& component) {
+  j.erase(key);
+  std::string text = j.dump();
+  text.pop_back();  // the closing brace
+  return text + ",\"" + key + "\":" + component + "}";
+}
+
+// `depth` Sequences of `list`, one inside the other, around `inner`.
+std::string nested(const std::string& list, const std::string& inner, int depth) {
+  std::string s;
+  for (int i = 0; i < depth; ++i) s += "{\"type\":\"Sequence\",\"" + list + "\":[";
+  s += inner;
+  for (int i = 0; i < depth; ++i) s += "]}";
+  return s;
+}
+
+// Found in the hostile-input review (docs/fuzzing.md; hand-made inputs too large for the fuzzer,
+// ASan reported stack overflows): Sequences nested 100,000 deep overflowed the stack in the
+// loader, and a pre-tokenizer Sequence of 200,000 parts overflowed it when encoding, one stack
+// frame per part. The reference loads up to 62 nested Sequences, and the 200,000 parts.
+TEST(HfTokenizer, DeeplyNestedSequencesAreAnErrorNotACrash) {
+  const std::vector<std::pair<std::string, std::string>> kinds = {{"normalizer", "normalizers"},
+                                                                  {"pre_tokenizer", "pretokenizers"},
+                                                                  {"post_processor", "processors"},
+                                                                  {"decoder", "decoders"}};
+  const std::vector<std::string> inner = {"{\"type\":\"Lowercase\"}", "{\"type\":\"WhitespaceSplit\"}",
+                                          "{\"type\":\"ByteLevel\"}", "{\"type\":\"Fuse\"}"};
+  for (size_t k = 0; k < kinds.size(); ++k) {
+    const auto& [key, list] = kinds[k];
+    SCOPED_TRACE(key);
+    const json base = base_tokenizer();
+    auto ok = HfTokenizer::from_json(with_component(base, key, nested(list, inner[k], 62)), "test.json", "<eot>");
+    const std::vector<int32_t> want = key == "pre_tokenizer" ? std::vector<int32_t>{4, 2} : std::vector<int32_t>{4, 3, 2};
+    EXPECT_EQ(ok->encode("ab c", true), want);  // WhitespaceSplit drops the space
+    EXPECT_EQ(ok->decode(std::vector<int32_t>{6}), "abc");
+    expect_error([&] { HfTokenizer::from_json(with_component(base, key, nested(list, inner[k], 63)), "test.json"); },
+                 "test.json: " + key + ".");
+    expect_error([&] { HfTokenizer::from_json(with_component(base, key, nested(list, inner[k], 100000)), "test.json"); },
+                 "Sequences nested more than 62 deep");
+  }
+}
+
+TEST(HfTokenizer, LongPreTokenizerSequencesGiveTheWordsOfAShortOne) {
+  // Split "-" (isolated), then 40 parts that keep every word, then Digits (individual): the same
+  // words as the three parts alone, across the groups the long Sequence runs in.
+  json j = base_tokenizer();
+  j["model"]["vocab"]["-"] = 8;
+  for (char d = '0'; d <= '9'; ++d) j["model"]["vocab"][std::string(1, d)] = 9 + (d - '0');
+  std::string parts = "{\"type\":\"Split\",\"pattern\":{\"String\":\"-\"},\"behavior\":\"Isolated\"}";
+  for (int i = 0; i < 40; ++i) parts += ",{\"type\":\"WhitespaceSplit\"}";
+  parts += ",{\"type\":\"Digits\",\"individual_digits\":true}";
+  auto long_seq = HfTokenizer::from_json(
+      with_component(j, "pre_tokenizer", "{\"type\":\"Sequence\",\"pretokenizers\":[" + parts + "]}"), "test.json", "<eot>");
+  json short_seq = j;
+  short_seq["pre_tokenizer"] = {{"type", "Sequence"},
+                                {"pretokenizers", json::array({{{"type", "Split"}, {"pattern", {{"String", "-"}}}, {"behavior", "Isolated"}},
+                                                               {{"type", "WhitespaceSplit"}},
+                                                               {{"type", "Digits"}, {"individual_digits", true}}})}};
+  for (const std::string text : {"ab-12 c", "abc", "-", "a - b  -c-1", "9abc-bc 3"}) {
+    SCOPED_TRACE(text);
+    EXPECT_EQ(long_seq->encode(text), load(short_seq)->encode(text));
+  }
+  std::string many = "{\"type\":\"WhitespaceSplit\"}";
+  for (int i = 1; i < 200000; ++i) many += ",{\"type\":\"WhitespaceSplit\"}";
+  auto huge = HfTokenizer::from_json(with_component(j, "pre_tokenizer", "{\"type\":\"Sequence\",\"pretokenizers\":[" + many + "]}"),
+                                     "test.json", "<eot>");
+  EXPECT_EQ(huge->encode("abc  ab c"), (std::vector<int32_t>{6, 4, 2}));
+}
+
+// Found in the hostile-input review (docs/fuzzing.md): PCRE2's \C matches one byte even in UTF
+// mode, so a Replace or Split could cut a character apart and hand invalid UTF-8 to every later
+// stage. With the normalizer below, "\u0800\u0809" became the bytes A0 89; Strip read them as a
+// tab, walked back past the string's start, and UBSan stopped on the pointer overflow.
+TEST(HfTokenizer, PatternsThatMatchSingleBytesAreRejected) {
+  json j = base_tokenizer();
+  j["normalizer"] = {{"type", "Sequence"},
+                     {"normalizers", json::array({{{"type", "Replace"}, {"pattern", {{"Regex", "[^\\x{800}\\x{809}]"}}}, {"content", ""}},
+                                                  {{"type", "Replace"}, {"pattern", {{"Regex", "^\\C\\C|(?<=\\x{800})\\C\\C"}}}, {"content", ""}},
+                                                  {{"type", "Strip"}, {"strip_left", false}, {"strip_right", true}}})}};
+  expect_error([&] { load(j); }, "test.json: normalizer.normalizers[1].pattern: the regular expression does not compile");
+  j = base_tokenizer();
+  j["pre_tokenizer"] = {{"type", "Split"}, {"pattern", {{"Regex", "\\C"}}}, {"behavior", "Isolated"}};
+  expect_error([&] { load(j); }, "test.json: pre_tokenizer.pattern: the regular expression does not compile");
+  hf::Regex ok("\\\\C", "test");  // an escaped backslash before a C: still a pattern
+  std::vector<std::pair<size_t, size_t>> m;
+  ok.find_all("\xC3\xA9\\C\\", m);
+  EXPECT_EQ(m, (std::vector<std::pair<size_t, size_t>>{{2, 4}}));
+}
+
+// Found in the hostile-input review (docs/fuzzing.md): a "(*NO_JIT)" pattern passed
+// pcre2_jit_compile, was then run by the JIT matcher and failed on every text ("bad JIT
+// option"). The reference (Oniguruma) rejects it when loading, and so do we now. (The
+// interpreter, for a pattern the JIT fails to compile, also took PCRE2_ERROR_NOMEMORY for a
+// match with the ovector unset; seen with a failing allocator outside these tests. Its heap is
+// now bounded at 256 MB and every PCRE2 error is an nvfp4::Error.)
+TEST(HfTokenizer, NoJitPatternsAreRejectedLikeTheReference) {
+  json j = base_tokenizer();
+  j["pre_tokenizer"] = {{"type", "Split"}, {"pattern", {{"Regex", "(*NO_JIT)\\p{N}+"}}}, {"behavior", "Isolated"}};
+  expect_error([&] { load(j); }, "test.json: pre_tokenizer.pattern: (*NO_JIT) is a PCRE2 option");
+}
+
+// Found in the hostile-input review (docs/fuzzing.md; fuzz_tokenizer_json, which loads a new
+// tokenizer per input, would have hit its RSS limit): each model's word cache lived in a
+// thread-local map keyed by the model and outlived it, about 1.4 KB per tokenizer loaded and used
+// (60 MB after 40,000 loads of a small one).
+TEST(HfTokenizer, WordCachesAreFreedWithTheirModel) {
+  const std::string text = base_tokenizer().dump();
+  auto load_and_encode = [&](int i) { (void)HfTokenizer::from_json(text, "test.json")->encode("abc cab " + std::to_string(i)); };
+  for (int i = 0; i < 100; ++i) load_and_encode(i);
+  const size_t before = mallinfo2().uordblks;
+  for (int i = 0; i < 5000; ++i) load_and_encode(i);
+  const size_t after = mallinfo2().uordblks;
+  EXPECT_LT(after, before + (256 << 10)) << "heap grew by " << (after - before) << " bytes over 5,000 tokenizers";
+  // Two models on one thread, used in turn, each with its own cache.
+  auto a = load(base_tokenizer());
+  json other = base_tokenizer();
+  other["model"]["merges"] = json::array({"b c"});
+  auto b = load(other);
+  for (int k = 0; k < 3; ++k) {
+    EXPECT_EQ(ids(*a, "abc"), (std::vector<int32_t>{6}));
+    EXPECT_EQ(ids(*b, "abc"), (std::vector<int32_t>{0, 5}));
+  }
 }
 
 TEST(HfTokenizer, ErrorsNameTheFileAndTheJsonPath) {

@@ -2,10 +2,12 @@
 // byte-level text), then the lowest-ranked merge among adjacent pairs is applied, leftmost first
 // on equal ranks, until none applies — the reference's algorithm (a heap of (rank, position)
 // with stale entries skipped picks exactly that pair every step). Words seen before come from a
-// per-thread cache.
+// per-thread cache the model owns.
 #include <algorithm>
 #include <atomic>
+#include <mutex>
 #include <queue>
+#include <thread>
 #include <unordered_map>
 
 #include "io/tokenizer/pipeline.hpp"
@@ -29,25 +31,25 @@ struct Bpe::Cache {
   std::vector<int32_t> ids;
 };
 
+struct Bpe::Caches {
+  std::mutex mutex;
+  std::unordered_map<std::thread::id, std::unique_ptr<Cache>> by_thread;  // a thread's cache
+};
+
 Bpe::Bpe(std::vector<std::pair<std::string, int32_t>> vocab, const std::vector<std::pair<std::string, std::string>>& merges,
          BpeOptions options, const std::string& where)
-    : opt_(std::move(options)), where_(where), serial_(g_serial.fetch_add(1)) {
+    : caches_(std::make_unique<Caches>()), opt_(std::move(options)), where_(where), serial_(g_serial.fetch_add(1)) {
   for (auto& [tok, id] : vocab) {
     if (id < 0) throw Error(where + ": model.vocab: token id " + std::to_string(id) + " is negative");
     vocab_.set(tok, id);
     max_id_ = std::max(max_id_, id);
   }
   tokens_.reserve(vocab.size());
-  id_to_token_.assign(static_cast<size_t>(max_id_ + 1), nullptr);
   // The reference keeps one token per id (its reverse map): the last one written wins there too.
   vocab_.for_each([&](std::string_view tok, int32_t id) {
     if (*vocab_.find(tok) != id) return;  // overwritten by a later duplicate key
+    id_to_token_.set(id, static_cast<uint32_t>(tokens_.size()));
     tokens_.emplace_back(tok);
-  });
-  size_t k = 0;
-  vocab_.for_each([&](std::string_view tok, int32_t id) {
-    if (*vocab_.find(tok) != id) return;
-    id_to_token_[static_cast<size_t>(id)] = &tokens_[k++];
   });
   const size_t prefix_len = opt_.continuing_subword_prefix ? opt_.continuing_subword_prefix->size() : 0;
   for (size_t r = 0; r < merges.size(); ++r) {
@@ -95,15 +97,21 @@ std::optional<int32_t> Bpe::token_to_id(std::string_view token) const {
 }
 
 const std::string* Bpe::id_to_token(int32_t id) const {
-  if (id < 0 || static_cast<size_t>(id) >= id_to_token_.size()) return nullptr;
-  return id_to_token_[static_cast<size_t>(id)];
+  const uint32_t* k = id_to_token_.find(id);
+  return k ? &tokens_[*k] : nullptr;
 }
 
 Bpe::Cache& Bpe::cache() const {
-  // One cache per thread and model (keyed by a serial number, never reused).
-  thread_local std::unordered_map<uint64_t, std::unique_ptr<Cache>> caches;
-  auto& c = caches[serial_];
+  // The cache of the model this thread used last, remembered by the model's serial number (never
+  // reused, so a destroyed model's is never matched again): no lock while one model is in use.
+  thread_local uint64_t last_serial = 0;
+  thread_local Cache* last = nullptr;
+  if (last_serial == serial_) return *last;
+  const std::lock_guard<std::mutex> lock(caches_->mutex);
+  auto& c = caches_->by_thread[std::this_thread::get_id()];
   if (!c) c = std::make_unique<Cache>();
+  last_serial = serial_;
+  last = c.get();
   return *c;
 }
 

@@ -329,17 +329,48 @@ struct WhitespaceSplit final : PreTokenizer {
   }
 };
 
+// Each part hands its words straight to the next by recursion: stack frames grow with the number
+// of parts. A longer Sequence (a hostile file can list a million parts) runs in groups of
+// kStreamed parts, the words between two groups collected in a buffer; the words are the same.
 struct PreSeq final : PreTokenizer {
+  static constexpr size_t kStreamed = 16;
   std::vector<std::unique_ptr<PreTokenizer>> parts;
-  void run(size_t k, std::string_view t, bool at_start, WordFn f) const {
-    if (k == parts.size()) {
+  void run(size_t k, size_t end, std::string_view t, bool at_start, WordFn f) const {
+    if (k == end) {
       f(t, at_start);
       return;
     }
-    auto next = [&](std::string_view w, bool s) { run(k + 1, w, s, f); };
+    auto next = [&](std::string_view w, bool s) { run(k + 1, end, w, s, f); };
     parts[k]->each(t, at_start, next);
   }
-  void each(std::string_view t, bool at_start, WordFn f) const override { run(0, t, at_start, f); }
+  void each(std::string_view t, bool at_start, WordFn f) const override {
+    if (parts.size() <= kStreamed) {
+      run(0, parts.size(), t, at_start, f);
+      return;
+    }
+    struct Words {
+      std::string text;                          // the words, one after the other
+      std::vector<std::pair<size_t, bool>> ends;  // (end offset in text, at_start) of each
+    };
+    Words cur{std::string(t), {{t.size(), at_start}}}, next;
+    auto collect = [&](std::string_view w, bool s) {
+      next.text.append(w);
+      next.ends.emplace_back(next.text.size(), s);
+    };
+    for (size_t k = 0; k < parts.size(); k += kStreamed) {
+      const size_t end = std::min(k + kStreamed, parts.size());
+      next.text.clear();
+      next.ends.clear();
+      size_t a = 0;
+      for (const auto& [e, s] : cur.ends) {
+        const std::string_view w = std::string_view(cur.text).substr(a, e - a);
+        a = e;
+        if (end == parts.size()) run(k, end, w, s, f);
+        else run(k, end, w, s, collect);
+      }
+      std::swap(cur, next);
+    }
+  }
 };
 
 // ---- post-processors ----

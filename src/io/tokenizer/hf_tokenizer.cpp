@@ -214,8 +214,8 @@ std::string HfTokenizer::decode(std::span<const int32_t> ids, bool skip_special)
   for (size_t i = 0; i < ids.size(); ++i) {
     const int32_t id = ids[i];
     const std::string* s = nullptr;
-    if (id >= 0 && static_cast<size_t>(id) < p_->added_by_id.size() && p_->added_by_id[static_cast<size_t>(id)] >= 0) {
-      s = &p_->added[static_cast<size_t>(p_->added_by_id[static_cast<size_t>(id)])].decode_form;
+    if (const int32_t* a = p_->added_by_id.find(id)) {
+      s = &p_->added[static_cast<size_t>(*a)].decode_form;
     } else {
       s = p_->model->id_to_token(id);
     }
@@ -243,8 +243,8 @@ std::optional<int32_t> HfTokenizer::token_to_id(std::string_view token) const {
 }
 
 std::optional<std::string> HfTokenizer::id_to_token(int32_t id) const {
-  if (id >= 0 && static_cast<size_t>(id) < p_->added_by_id.size() && p_->added_by_id[static_cast<size_t>(id)] >= 0) {
-    return p_->added[static_cast<size_t>(p_->added_by_id[static_cast<size_t>(id)])].content;
+  if (const int32_t* a = p_->added_by_id.find(id)) {
+    return p_->added[static_cast<size_t>(*a)].content;
   }
   const std::string* s = p_->model->id_to_token(id);
   return s ? std::optional<std::string>(*s) : std::nullopt;

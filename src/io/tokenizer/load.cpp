@@ -16,6 +16,12 @@ namespace {
 
 using json = nlohmann::json;
 
+// Sequences of components nest by recursion, here and when the pipeline runs, so their depth is
+// bounded, where the reference's is: serde_json refuses more than 128 levels of JSON nesting, each
+// Sequence taking two (its object and its list), and tokenizers 0.23.2 loads at most 62 nested
+// Sequences of normalizers, pre-tokenizers or decoders (measured with the Node binding).
+constexpr int kMaxNesting = 62;
+
 class Loader {
  public:
   explicit Loader(std::string source) : source_(std::move(source)) {}
@@ -74,6 +80,23 @@ class Loader {
     if (v.contains("Regex")) return {str(v["Regex"], path + ".Regex"), true};
     fail(path, "expected {\"String\": ...} or {\"Regex\": ...}, found key \"" + v.begin().key() + "\"");
   }
+  // Held while loading one Sequence: one level deeper.
+  class Nest {
+   public:
+    Nest(const Loader& l, const std::string& path) : l_(l) {
+      if (++l_.depth_ > kMaxNesting) {
+        --l_.depth_;
+        l_.fail(path, "Sequences nested more than " + std::to_string(kMaxNesting) + " deep");
+      }
+    }
+    ~Nest() { --l_.depth_; }
+    Nest(const Nest&) = delete;
+    Nest& operator=(const Nest&) = delete;
+
+   private:
+    const Loader& l_;
+  };
+
   [[noreturn]] void unsupported(const std::string& kind, const std::string& type, const std::string& path,
                                 const std::string& supported) const {
     fail(path + ".type", "the " + kind + " \"" + type + "\" is not supported (supported: " + supported + ")");
@@ -93,6 +116,7 @@ class Loader {
     if (t == "Lowercase") return make_lowercase();
     if (t == "Strip") return make_strip(boolean(v, path, "strip_left", true), boolean(v, path, "strip_right", true));
     if (t == "Sequence") {
+      const Nest nest(*this, path);
       const json& a = array(field(v, path, "normalizers"), path + ".normalizers");
       std::vector<std::unique_ptr<Normalizer>> parts;
       for (size_t i = 0; i < a.size(); ++i) parts.push_back(normalizer(a[i], path + ".normalizers[" + std::to_string(i) + "]"));
@@ -157,6 +181,7 @@ class Loader {
     if (t == "Whitespace") return make_whitespace();
     if (t == "WhitespaceSplit") return make_whitespace_split();
     if (t == "Sequence") {
+      const Nest nest(*this, path);
       const json& a = array(field(v, path, "pretokenizers"), path + ".pretokenizers");
       std::vector<std::unique_ptr<PreTokenizer>> parts;
       for (size_t i = 0; i < a.size(); ++i) {
@@ -254,6 +279,7 @@ class Loader {
     }
     if (t == "ByteLevel") return make_noop_processor();
     if (t == "Sequence") {
+      const Nest nest(*this, path);
       const json& a = array(field(v, path, "processors"), path + ".processors");
       std::vector<std::unique_ptr<PostProcessor>> parts;
       for (size_t i = 0; i < a.size(); ++i) parts.push_back(post_processor(a[i], path + ".processors[" + std::to_string(i) + "]"));
@@ -280,6 +306,7 @@ class Loader {
     }
     if (t == "Metaspace") return make_metaspace_decoder(replacement(v, path), scheme(v, path));
     if (t == "Sequence") {
+      const Nest nest(*this, path);
       const json& a = array(field(v, path, "decoders"), path + ".decoders");
       std::vector<std::unique_ptr<Decoder>> parts;
       for (size_t i = 0; i < a.size(); ++i) parts.push_back(decoder(a[i], path + ".decoders[" + std::to_string(i) + "]"));
@@ -292,6 +319,7 @@ class Loader {
 
  private:
   std::string source_;
+  mutable int depth_ = 0;  // Sequences being loaded (Nest)
 };
 
 }  // namespace
@@ -357,10 +385,9 @@ std::unique_ptr<Pipeline> load_pipeline(std::string_view text, const std::string
       max_id = std::max(max_id, tok.id);
     }
   }
-  p->added_by_id.assign(static_cast<size_t>(max_id + 1), -1);
   for (size_t i = 0; i < p->added.size(); ++i) {
     AddedToken& t = p->added[i];
-    p->added_by_id[static_cast<size_t>(t.id)] = static_cast<int32_t>(i);
+    p->added_by_id.set(t.id, static_cast<int32_t>(i));
     t.decode_form = t.content;
     if (t.normalized && p->normalizer) {
       std::string n = t.content;

@@ -105,15 +105,17 @@ class Bpe {
   int32_t max_id() const { return max_id_; }
 
  private:
-  struct Cache;
+  struct Cache;   // words seen before -> their ids
+  struct Caches;  // one Cache per thread that encoded with this model, freed with it
   Cache& cache() const;
   void merge_word(std::string_view word, std::vector<int32_t>& out) const;
   void initial_symbols(std::string_view word, std::vector<int32_t>& ids, std::vector<uint32_t>& lens) const;
 
+  std::unique_ptr<Caches> caches_;
   StringMap<int32_t> vocab_;        // token (as written in the file) -> id
   StringMap<int32_t> raw_vocab_;    // byte-level input: raw bytes -> id
-  std::vector<const std::string*> id_to_token_;
-  std::vector<std::string> tokens_;  // owns the strings id_to_token_ points at
+  IdMap<uint32_t> id_to_token_;      // id -> index into tokens_
+  std::vector<std::string> tokens_;
   PairMap<uint64_t> merges_;         // (left id, right id) -> rank << 32 | new id
   BpeOptions opt_;
   std::string where_;
@@ -121,7 +123,7 @@ class Bpe {
   std::array<int32_t, 256> byte_unit_{};       // byte-level input: each byte's symbol id (-1: none)
   std::array<int32_t, 256> fallback_{};        // <0xXX> ids (-1: none)
   int32_t max_id_ = -1;
-  uint64_t serial_ = 0;                        // identifies this model's thread-local word cache
+  uint64_t serial_ = 0;                        // identifies this model to a thread's last-cache memo
 };
 
 // ---- post-processors --------------------------------------------------------------------------
@@ -184,7 +186,7 @@ struct Pipeline {
   std::unique_ptr<Decoder> decoder;
   std::vector<AddedToken> added;               // in file order
   StringMap<int32_t> added_by_content;         // content -> index in `added`
-  std::vector<int32_t> added_by_id;            // id -> index in `added` (-1), sized max id + 1
+  IdMap<int32_t> added_by_id;                  // id -> index in `added`
   TokenMatcher raw_matcher, normalized_matcher;
   StringMap<int32_t> special_contents;         // contents of special tokens
   int32_t vocab_size = 0;                      // 1 + the largest id

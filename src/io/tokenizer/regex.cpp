@@ -14,6 +14,9 @@ namespace {
 // Bounds on one match attempt: a catastrophically back-tracking pattern stops with an error.
 constexpr uint32_t kMatchLimit = 10'000'000;
 constexpr uint32_t kDepthLimit = 100'000;
+// The interpreter's back-tracking memory in KiB (PCRE2's default is 20 GB). Only a pattern the
+// JIT fails to compile uses it.
+constexpr uint32_t kHeapLimitKiB = 256 * 1024;
 
 std::string pcre2_message(int code) {
   PCRE2_UCHAR buf[256];
@@ -39,16 +42,26 @@ Regex::Regex(std::string_view pattern, const std::string& where)
   PCRE2_SIZE off = 0;
   // UTF: the subject is UTF-8 (validated by us, hence NO_UTF_CHECK at match time); UCP: \s, \w,
   // \d and POSIX classes use Unicode properties, as Oniguruma's do in UTF-8 mode.
-  impl_->code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(), PCRE2_UTF | PCRE2_UCP,
-                              &err, &off, nullptr);
+  // NEVER_BACKSLASH_C: \C matches one byte even in UTF mode, so a match could end inside a
+  // character and every later stage (and PCRE2 itself, told not to check) would see invalid UTF-8.
+  // Oniguruma has no such escape.
+  impl_->code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(),
+                              PCRE2_UTF | PCRE2_UCP | PCRE2_NEVER_BACKSLASH_C, &err, &off, nullptr);
   if (!impl_->code) {
     throw Error(where + ": the regular expression does not compile at offset " + std::to_string(off) + " (" +
                 pcre2_message(err) + ")");
   }
+  // pcre2_jit_compile also succeeds on a "(*NO_JIT)" pattern, compiling nothing. Oniguruma, the
+  // reference's engine, refuses that pattern ("undefined callout name"), and so do we.
   impl_->jit = pcre2_jit_compile(impl_->code, PCRE2_JIT_COMPLETE) == 0;
+  size_t jit_size = 0;
+  if (impl_->jit && pcre2_pattern_info(impl_->code, PCRE2_INFO_JITSIZE, &jit_size) == 0 && jit_size == 0) {
+    throw Error(where + ": (*NO_JIT) is a PCRE2 option, not Oniguruma syntax (the reference rejects the pattern)");
+  }
   impl_->mctx = pcre2_match_context_create(nullptr);
   pcre2_set_match_limit(impl_->mctx, kMatchLimit);
   pcre2_set_depth_limit(impl_->mctx, kDepthLimit);
+  pcre2_set_heap_limit(impl_->mctx, kHeapLimitKiB);
 }
 
 Regex::~Regex() = default;
@@ -80,7 +93,10 @@ void Regex::find_each_impl(std::string_view s, void* ctx, void (*cb)(void*, size
                               : pcre2_match(impl_->code, subject, s.size(), last_end, PCRE2_NO_UTF_CHECK, tl.md,
                                             impl_->mctx);
     if (rc == PCRE2_ERROR_NOMATCH) return;
-    if (rc < 0 && rc != PCRE2_ERROR_NOMEMORY) {  // NOMEMORY: ovector too small, match still set
+    // rc == 0: more groups than the match data holds, the whole match (pair 0) still set. Every
+    // error (a limit, or PCRE2_ERROR_NOMEMORY: the interpreter's malloc failed) leaves the ovector
+    // unset.
+    if (rc < 0) {
       throw Error(where_ + ": matching the regular expression failed (" + pcre2_message(rc) +
                   "); the pattern back-tracks too much on this input");
     }

@@ -181,4 +181,16 @@ class PairMap {
   size_t count_ = 0, mask_ = 0;
 };
 
+// Token ids -> value. Ids may be sparse: a tokenizer.json is untrusted and may give one token the
+// id 2^31 - 2, so no table is ever sized by the largest id.
+template <typename V>
+class IdMap {
+ public:
+  const V* find(int32_t id) const { return id < 0 ? nullptr : map_.find(static_cast<uint32_t>(id), 0); }
+  void set(int32_t id, V v) { map_.set(static_cast<uint32_t>(id), 0, v); }  // id >= 0
+
+ private:
+  PairMap<V> map_;
+};
+
 }  // namespace nvfp4::io::hf
