@@ -113,24 +113,4 @@ void Regex::find_each_impl(std::string_view s, void* ctx, void (*cb)(void*, size
   }
 }
 
-std::string regex_escape(std::string_view s) {
-  std::string out;
-  out.reserve(s.size() * 2);
-  for (char c : s) {
-    if (std::string_view("\\^$.|?*+()[]{}-#&~ \t\n").find(c) != std::string_view::npos) {
-      if (c == '\t') {
-        out += "\\t";
-      } else if (c == '\n') {
-        out += "\\n";
-      } else {
-        out += '\\';
-        out += c;
-      }
-    } else {
-      out += c;
-    }
-  }
-  return out;
-}
-
 }  // namespace nvfp4::io::hf

@@ -44,7 +44,4 @@ class Regex {
   std::string pattern_, where_;
 };
 
-// `s` with every regex metacharacter escaped (a literal pattern).
-std::string regex_escape(std::string_view s);
-
 }  // namespace nvfp4::io::hf
