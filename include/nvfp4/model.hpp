@@ -4,10 +4,14 @@
 //                                   x += down(silu(gate(rmsnorm(x))) * up(rmsnorm(x))) ]
 //                 -> rmsnorm -> lm_head -> logits (B, T, V) -> cross-entropy
 //
-// No biases, untied LM head, grouped KV heads, RoPE in Hugging Face's rotate_half convention:
-// parameter names and layouts are exactly HF LlamaForCausalLM's, so an export is a dtype cast.
-// Dimension legend (llm.c): B batch, T sequence, C d_model, NH heads, NKV kv heads, HS head size
-// (C / NH), F ffn width, V vocabulary, L layers, N = B * T.
+// Grouped KV heads, RoPE in Hugging Face's rotate_half convention, and the features of the
+// Llama family's relatives as options of one model: a head size other than C / NH, q/k/v biases
+// (Qwen2), RMSNorm of each query and key head before RoPE (Qwen3), an LM head tied to the
+// embedding, RoPE scaling (linear, llama3) and a sliding attention window (Mistral). Parameter
+// names and layouts are exactly Hugging Face's, so an export is a dtype cast and an import a
+// name lookup.
+// Dimension legend (llm.c): B batch, T sequence, C d_model, NH heads, NKV kv heads, HS head size,
+// F ffn width, V vocabulary, L layers, N = B * T.
 //
 // Every linear layer's three GEMMs (forward, data gradient, weight gradient) go through a
 // LinearPrecision object, named by (layer, which linear): the FP32 one calls the reference
@@ -24,6 +28,17 @@
 
 namespace nvfp4::model {
 
+// RoPE frequency scaling, as transformers' rope_scaling (rope_type "linear" or "llama3").
+enum class RopeScaling : uint8_t { none, linear, llama3 };
+struct RopeScalingConfig {
+  RopeScaling type = RopeScaling::none;
+  float factor = 1.0f;                 // linear and llama3
+  float low_freq_factor = 1.0f;        // llama3
+  float high_freq_factor = 4.0f;       // llama3
+  int original_max_position = 8192;    // llama3: original_max_position_embeddings
+  bool operator==(const RopeScalingConfig&) const = default;
+};
+
 struct ModelConfig {
   int n_layer = 4;
   int d_model = 256;
@@ -35,11 +50,22 @@ struct ModelConfig {
   float rope_theta = 10000.0f;
   float norm_eps = 1e-5f;
   float init_std = 0.02f;
+  int head_dim = 0;             // 0: d_model / n_head
+  bool attention_bias = false;  // q_proj, k_proj, v_proj have biases (Qwen2)
+  bool qk_norm = false;         // self_attn.q_norm / k_norm: RMSNorm over each head before RoPE (Qwen3)
+  bool tie_embeddings = false;  // the LM head is the embedding matrix (no lm_head.weight)
+  int sliding_window = 0;       // a query attends to the last sliding_window positions; 0: all (Mistral)
+  RopeScalingConfig rope_scaling;
 
-  int head_size() const { return d_model / n_head; }
+  int head_size() const { return head_dim > 0 ? head_dim : d_model / n_head; }
+  // RoPE's inverse frequencies (head_size() / 2), FP32, with rope_scaling applied exactly as
+  // transformers computes them (linear: divided by factor; llama3: the wavelength bands).
+  std::vector<float> rope_inv_freq() const;
   int ffn() const;                        // d_ffn resolved
   void validate() const;                  // throws nvfp4::Error naming the bad field and what works
-  std::string to_json() const;            // every field, d_ffn resolved
+  // The fields, d_ffn resolved; the features above only when they differ from their default,
+  // so the JSON of a plain Llama model is what earlier versions wrote.
+  std::string to_json() const;
   static ModelConfig from_json(std::string_view json);  // unknown keys are an error
   int64_t num_params() const;
   // FLOPs of one training token (forward + backward = 3 x forward): 6 x matmul weights plus
@@ -94,8 +120,26 @@ struct ParamSpec {
   bool decay = false;          // AdamW weight decay applies (matrices, not norm gains)
 };
 
-// Every parameter in a fixed order; offsets pack them back to back.
+// Every parameter in a fixed order; offsets pack them back to back. Per block: input_layernorm,
+// q_proj (weight, bias), k_proj, v_proj, q_norm, k_norm, o_proj, post_attention_layernorm,
+// gate_proj, up_proj, down_proj — biases and norms only where the config has them; then
+// model.norm and lm_head (absent when tied).
 std::vector<ParamSpec> param_specs(const ModelConfig& c);
+
+// Where each parameter is in param_specs(): indices into it, -1 where the config has none.
+struct LayerParamIndex {
+  int ln1 = -1, wq = -1, bq = -1, wk = -1, bk = -1, wv = -1, bv = -1, q_norm = -1, k_norm = -1, wo = -1, ln2 = -1,
+      wg = -1, wu = -1, wd = -1;
+  int weight(LinearKind k) const;  // wq .. wd by kind (not lm_head)
+  int bias(LinearKind k) const;    // bq, bk, bv; -1 for the others
+};
+struct ParamIndex {
+  int embed = -1;
+  std::vector<LayerParamIndex> layers;
+  int norm = -1;
+  int lm_head = -1;  // == embed when the embeddings are tied
+};
+ParamIndex param_index(const ModelConfig& c);
 
 // Deterministic initialization (same values on every machine): matrices N(0, init_std), the
 // output projections o_proj and down_proj scaled by 1 / sqrt(2 L) (GPT-2), norm gains 1.
@@ -133,6 +177,7 @@ class CpuModel {
   void resize(int B, int T);
   ModelConfig config_;
   std::vector<ParamSpec> specs_;
+  ParamIndex index_;
   std::vector<float> params_, grads_;
   LinearPrecision& lin() { return linear_ ? *linear_ : fp32_; }
   Fp32Linear fp32_;

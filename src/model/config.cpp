@@ -24,9 +24,22 @@ void ModelConfig::validate() const {
   need(n_layer >= 1, "n_layer = " + std::to_string(n_layer) + " must be >= 1");
   need(d_model >= 16 && d_model % 16 == 0, "d_model = " + std::to_string(d_model) +
                                                " must be a positive multiple of 16 (NVFP4 blocks run along it)");
-  need(n_head >= 1 && d_model % n_head == 0,
-       "n_head = " + std::to_string(n_head) + " must divide d_model = " + std::to_string(d_model));
-  need(head_size() % 2 == 0, "head size d_model / n_head = " + std::to_string(head_size()) + " must be even (RoPE pairs)");
+  need(head_dim >= 0, "head_dim = " + std::to_string(head_dim) + " must be >= 0 (0: d_model / n_head)");
+  need(n_head >= 1 && (head_dim > 0 || d_model % n_head == 0),
+       "n_head = " + std::to_string(n_head) + " must divide d_model = " + std::to_string(d_model) +
+           " (or give head_dim)");
+  need(head_size() >= 2 && head_size() % 2 == 0,
+       "head size = " + std::to_string(head_size()) + " must be even and >= 2 (RoPE pairs)");
+  need(sliding_window >= 0, "sliding_window = " + std::to_string(sliding_window) + " must be >= 0 (0: none)");
+  const RopeScalingConfig& rs = rope_scaling;
+  if (rs.type != RopeScaling::none) {
+    need(rs.factor > 0 && std::isfinite(rs.factor), "rope_scaling.factor must be positive");
+  }
+  if (rs.type == RopeScaling::llama3) {
+    need(rs.low_freq_factor > 0 && rs.high_freq_factor > rs.low_freq_factor && std::isfinite(rs.high_freq_factor),
+         "rope_scaling needs 0 < low_freq_factor < high_freq_factor");
+    need(rs.original_max_position >= 1, "rope_scaling.original_max_position_embeddings must be >= 1");
+  }
   need(n_kv_head >= 1 && n_head % n_kv_head == 0,
        "n_kv_head = " + std::to_string(n_kv_head) + " must divide n_head = " + std::to_string(n_head));
   need(d_ffn >= 0 && ffn() % 16 == 0, "d_ffn = " + std::to_string(d_ffn) + " must be 0 (auto) or a multiple of 16");
@@ -50,7 +63,60 @@ double float_for_json(float v) {
   }
   return std::strtod(buf, nullptr);
 }
+RopeScalingConfig rope_scaling_from_json(const nlohmann::json& v) {
+  if (!v.is_object()) throw Error("model config: \"rope_scaling\" must be an object");
+  RopeScalingConfig r;
+  for (auto it = v.begin(); it != v.end(); ++it) {
+    const std::string& k = it.key();
+    const auto& x = it.value();
+    if (k == "type") {
+      if (x == "linear") r.type = RopeScaling::linear;
+      else if (x == "llama3") r.type = RopeScaling::llama3;
+      else throw Error("model config: rope_scaling.type " + x.dump() + " is not \"linear\" or \"llama3\"");
+    } else if (k == "original_max_position") {
+      if (!x.is_number_integer()) throw Error("model config: rope_scaling.original_max_position must be an integer");
+      r.original_max_position = x.get<int>();
+    } else if (k == "factor" || k == "low_freq_factor" || k == "high_freq_factor") {
+      if (!x.is_number()) throw Error("model config: rope_scaling." + k + " must be a number");
+      (k == "factor" ? r.factor : k == "low_freq_factor" ? r.low_freq_factor : r.high_freq_factor) = x.get<float>();
+    } else {
+      throw Error("model config: unknown key rope_scaling." + k +
+                  " (known: type, factor, low_freq_factor, high_freq_factor, original_max_position)");
+    }
+  }
+  if (r.type == RopeScaling::none) throw Error("model config: rope_scaling needs a \"type\"");
+  return r;
+}
+
 }  // namespace
+
+std::vector<float> ModelConfig::rope_inv_freq() const {
+  const int HS = head_size();
+  std::vector<float> f(static_cast<size_t>(HS / 2));
+  for (int i = 0; i < HS / 2; ++i) {
+    f[i] = 1.0f / std::pow(rope_theta, static_cast<float>(2 * i) / static_cast<float>(HS));  // as cpu::rope_forward
+  }
+  const RopeScalingConfig& r = rope_scaling;
+  if (r.type == RopeScaling::linear) {
+    for (float& x : f) x /= r.factor;
+  } else if (r.type == RopeScaling::llama3) {
+    // transformers' _compute_llama3_parameters, in FP32: long wavelengths divided by factor,
+    // short ones kept, the band between blended linearly in the context/wavelength ratio.
+    const float old_ctx = static_cast<float>(r.original_max_position);
+    const float low_wavelen = old_ctx / r.low_freq_factor, high_wavelen = old_ctx / r.high_freq_factor;
+    for (float& x : f) {
+      const float wavelen = static_cast<float>(2.0 * 3.141592653589793) / x;
+      const float scaled = wavelen > low_wavelen ? x / r.factor : x;
+      if (wavelen < high_wavelen || wavelen > low_wavelen) {
+        x = scaled;
+      } else {
+        const float smooth = (old_ctx / wavelen - r.low_freq_factor) / (r.high_freq_factor - r.low_freq_factor);
+        x = (1.0f - smooth) * scaled / r.factor + smooth * scaled;
+      }
+    }
+  }
+  return f;
+}
 
 std::string ModelConfig::to_json() const {
   nlohmann::ordered_json j;
@@ -64,6 +130,23 @@ std::string ModelConfig::to_json() const {
   j["rope_theta"] = float_for_json(rope_theta);
   j["norm_eps"] = float_for_json(norm_eps);
   j["init_std"] = float_for_json(init_std);
+  // The features only where they differ from their default: a plain model's JSON is unchanged.
+  if (head_dim > 0) j["head_dim"] = head_dim;
+  if (attention_bias) j["attention_bias"] = true;
+  if (qk_norm) j["qk_norm"] = true;
+  if (tie_embeddings) j["tie_embeddings"] = true;
+  if (sliding_window > 0) j["sliding_window"] = sliding_window;
+  if (rope_scaling.type != RopeScaling::none) {
+    nlohmann::ordered_json r;
+    r["type"] = rope_scaling.type == RopeScaling::linear ? "linear" : "llama3";
+    r["factor"] = float_for_json(rope_scaling.factor);
+    if (rope_scaling.type == RopeScaling::llama3) {
+      r["low_freq_factor"] = float_for_json(rope_scaling.low_freq_factor);
+      r["high_freq_factor"] = float_for_json(rope_scaling.high_freq_factor);
+      r["original_max_position"] = rope_scaling.original_max_position;
+    }
+    j["rope_scaling"] = r;
+  }
   return j.dump();
 }
 
@@ -87,6 +170,10 @@ ModelConfig ModelConfig::from_json(std::string_view text) {
       if (!v.is_number()) throw Error("model config: \"" + k + "\" must be a number");
       return v.get<float>();
     };
+    auto as_bool = [&]() {
+      if (!v.is_boolean()) throw Error("model config: \"" + k + "\" must be true or false");
+      return v.get<bool>();
+    };
     if (k == "n_layer") c.n_layer = as_int();
     else if (k == "d_model") c.d_model = as_int();
     else if (k == "n_head") c.n_head = as_int();
@@ -97,10 +184,16 @@ ModelConfig ModelConfig::from_json(std::string_view text) {
     else if (k == "rope_theta") c.rope_theta = as_float();
     else if (k == "norm_eps") c.norm_eps = as_float();
     else if (k == "init_std") c.init_std = as_float();
+    else if (k == "head_dim") c.head_dim = as_int();
+    else if (k == "attention_bias") c.attention_bias = as_bool();
+    else if (k == "qk_norm") c.qk_norm = as_bool();
+    else if (k == "tie_embeddings") c.tie_embeddings = as_bool();
+    else if (k == "sliding_window") c.sliding_window = as_int();
+    else if (k == "rope_scaling") c.rope_scaling = rope_scaling_from_json(v);
     else {
       throw Error("model config: unknown key \"" + k +
                   "\" (known: n_layer, d_model, n_head, n_kv_head, d_ffn, vocab, seq_len, rope_theta, norm_eps, "
-                  "init_std)");
+                  "init_std, head_dim, attention_bias, qk_norm, tie_embeddings, sliding_window, rope_scaling)");
     }
   }
   c.validate();
@@ -171,8 +264,15 @@ std::vector<ParamSpec> param_specs(const ModelConfig& c) {
     const std::string p = "model.layers." + std::to_string(l) + ".";
     add(p + "input_layernorm.weight", {C}, false);
     add(p + "self_attn.q_proj.weight", {NH * HS, C}, true);
+    if (c.attention_bias) add(p + "self_attn.q_proj.bias", {NH * HS}, false);
     add(p + "self_attn.k_proj.weight", {NKV * HS, C}, true);
+    if (c.attention_bias) add(p + "self_attn.k_proj.bias", {NKV * HS}, false);
     add(p + "self_attn.v_proj.weight", {NKV * HS, C}, true);
+    if (c.attention_bias) add(p + "self_attn.v_proj.bias", {NKV * HS}, false);
+    if (c.qk_norm) {
+      add(p + "self_attn.q_norm.weight", {HS}, false);
+      add(p + "self_attn.k_norm.weight", {HS}, false);
+    }
     add(p + "self_attn.o_proj.weight", {C, NH * HS}, true);
     add(p + "post_attention_layernorm.weight", {C}, false);
     add(p + "mlp.gate_proj.weight", {F, C}, true);
@@ -180,8 +280,62 @@ std::vector<ParamSpec> param_specs(const ModelConfig& c) {
     add(p + "mlp.down_proj.weight", {C, F}, true);
   }
   add("model.norm.weight", {C}, false);
-  add("lm_head.weight", {V, C}, true);
+  if (!c.tie_embeddings) add("lm_head.weight", {V, C}, true);
   return s;
+}
+
+int LayerParamIndex::weight(LinearKind k) const {
+  switch (k) {
+    case LinearKind::q: return wq;
+    case LinearKind::k: return wk;
+    case LinearKind::v: return wv;
+    case LinearKind::o: return wo;
+    case LinearKind::gate: return wg;
+    case LinearKind::up: return wu;
+    case LinearKind::down: return wd;
+    case LinearKind::lm_head: break;
+  }
+  throw Error("LayerParamIndex::weight: the LM head is not a block's");
+}
+
+int LayerParamIndex::bias(LinearKind k) const {
+  return k == LinearKind::q ? bq : k == LinearKind::k ? bk : k == LinearKind::v ? bv : -1;
+}
+
+ParamIndex param_index(const ModelConfig& c) {
+  // Walks param_specs() in its order; the names say which slot each index fills.
+  const auto specs = param_specs(c);
+  ParamIndex x;
+  x.layers.resize(static_cast<size_t>(c.n_layer));
+  for (size_t i = 0; i < specs.size(); ++i) {
+    const std::string& n = specs[i].name;
+    const int idx = static_cast<int>(i);
+    if (n == "model.embed_tokens.weight") { x.embed = idx; continue; }
+    if (n == "model.norm.weight") { x.norm = idx; continue; }
+    if (n == "lm_head.weight") { x.lm_head = idx; continue; }
+    const size_t dot = n.find('.', 13);  // "model.layers.<l>."
+    LayerParamIndex& L = x.layers.at(std::stoul(n.substr(13, dot - 13)));
+    const std::string_view rest = std::string_view(n).substr(dot + 1);
+    int* slot = rest == "input_layernorm.weight"            ? &L.ln1
+                : rest == "self_attn.q_proj.weight"         ? &L.wq
+                : rest == "self_attn.q_proj.bias"           ? &L.bq
+                : rest == "self_attn.k_proj.weight"         ? &L.wk
+                : rest == "self_attn.k_proj.bias"           ? &L.bk
+                : rest == "self_attn.v_proj.weight"         ? &L.wv
+                : rest == "self_attn.v_proj.bias"           ? &L.bv
+                : rest == "self_attn.q_norm.weight"         ? &L.q_norm
+                : rest == "self_attn.k_norm.weight"         ? &L.k_norm
+                : rest == "self_attn.o_proj.weight"         ? &L.wo
+                : rest == "post_attention_layernorm.weight" ? &L.ln2
+                : rest == "mlp.gate_proj.weight"            ? &L.wg
+                : rest == "mlp.up_proj.weight"              ? &L.wu
+                : rest == "mlp.down_proj.weight"            ? &L.wd
+                                                            : nullptr;
+    if (!slot) throw Error("param_index: unexpected parameter " + n);
+    *slot = idx;
+  }
+  if (c.tie_embeddings) x.lm_head = x.embed;
+  return x;
 }
 
 void init_params(const ModelConfig& c, std::span<float> params, uint64_t seed) {
@@ -194,8 +348,9 @@ void init_params(const ModelConfig& c, std::span<float> params, uint64_t seed) {
   const float out_scale = 1.0f / std::sqrt(2.0f * static_cast<float>(c.n_layer));
   for (const ParamSpec& s : specs) {
     float* p = params.data() + s.offset;
-    if (s.shape.size() == 1) {  // norm gains
-      for (int64_t i = 0; i < s.numel; ++i) p[i] = 1.0f;
+    if (s.shape.size() == 1) {  // norm gains 1, biases 0
+      const bool bias = s.name.size() > 5 && s.name.compare(s.name.size() - 5, 5, ".bias") == 0;
+      for (int64_t i = 0; i < s.numel; ++i) p[i] = bias ? 0.0f : 1.0f;
       continue;
     }
     const bool output_proj = s.name.find("o_proj") != std::string::npos || s.name.find("down_proj") != std::string::npos;

@@ -26,10 +26,9 @@ struct LayerParams {
   float *ln1, *wq, *wk, *wv, *wo, *ln2, *wg, *wu, *wd;
 };
 
-LayerParams layer_params(float* base, const std::vector<ParamSpec>& specs, int l) {
-  const size_t i = 1 + 9 * static_cast<size_t>(l);  // after the embedding
-  auto at = [&](size_t k) { return base + specs[i + k].offset; };
-  return {at(0), at(1), at(2), at(3), at(4), at(5), at(6), at(7), at(8)};
+LayerParams layer_params(float* base, const std::vector<ParamSpec>& specs, const LayerParamIndex& x) {
+  auto at = [&](int i) { return base + specs[static_cast<size_t>(i)].offset; };
+  return {at(x.ln1), at(x.wq), at(x.wk), at(x.wv), at(x.wo), at(x.ln2), at(x.wg), at(x.wu), at(x.wd)};
 }
 
 template <typename T>
@@ -39,7 +38,8 @@ void fill_zero(std::vector<T>& v) {
 
 }  // namespace
 
-CpuModel::CpuModel(const ModelConfig& config) : config_(config), specs_(param_specs(config)) {
+CpuModel::CpuModel(const ModelConfig& config)
+    : config_(config), specs_(param_specs(config)), index_(param_index(config)) {
   const int64_t total = specs_.back().offset + specs_.back().numel;
   params_.assign(static_cast<size_t>(total), 0.0f);
   grads_.assign(static_cast<size_t>(total), 0.0f);
@@ -108,9 +108,9 @@ float CpuModel::forward(const int32_t* tokens, const int32_t* targets, int B, in
   if (have_targets_) targets_.assign(targets, targets + N);
 
   float* p = params_.data();
-  cpu::encoder_forward(resid_.data(), tokens, p + specs_[0].offset, B, T, C, V);  // (B, T, C)
+  cpu::encoder_forward(resid_.data(), tokens, p + specs_[index_.embed].offset, B, T, C, V);  // (B, T, C)
   for (int64_t l = 0; l < L; ++l) {
-    const LayerParams w = layer_params(p, specs_, static_cast<int>(l));
+    const LayerParams w = layer_params(p, specs_, index_.layers[l]);
     const int layer = static_cast<int>(l);
     float* x = resid_.data() + l * N * C;        // (N, C) layer input
     float* x2 = resid2_.data() + l * N * C;      // (N, C) after attention
@@ -142,8 +142,8 @@ float CpuModel::forward(const int32_t* tokens, const int32_t* targets, int B, in
     lin().forward({layer, LinearKind::down}, xo, h, w.wd, N, F, C);
     cpu::residual_forward(xo, xo, x2, N * C);
   }
-  const ParamSpec& norm = specs_[specs_.size() - 2];
-  const ParamSpec& head = specs_.back();
+  const ParamSpec& norm = specs_[index_.norm];
+  const ParamSpec& head = specs_[index_.lm_head];
   cpu::rmsnorm_forward(lnf_.data(), rstdf_.data(), resid_.data() + L * N * C, p + norm.offset, N, C, config_.norm_eps);
   lin().forward({static_cast<int>(L), LinearKind::lm_head}, logits_.data(), lnf_.data(), p + head.offset, N, C, V);
   if (!have_targets_) return 0.0f;
@@ -161,8 +161,8 @@ void CpuModel::backward(float loss_scale) {
   const int64_t QD = NH * HS, KD = NKV * HS;
   float* p = params_.data();
   float* g = grads_.data();
-  const ParamSpec& norm = specs_[specs_.size() - 2];
-  const ParamSpec& head = specs_.back();
+  const ParamSpec& norm = specs_[index_.norm];
+  const ParamSpec& head = specs_[index_.lm_head];
 
   // Loss and head: dlogits = (softmax - onehot) * loss_scale / N.
   fill_zero(dlogits_);
@@ -177,8 +177,8 @@ void CpuModel::backward(float loss_scale) {
 
   for (int64_t l = L - 1; l >= 0; --l) {
     const int layer = static_cast<int>(l);
-    const LayerParams w = layer_params(p, specs_, layer);
-    const LayerParams dw = layer_params(g, specs_, layer);
+    const LayerParams w = layer_params(p, specs_, index_.layers[l]);
+    const LayerParams dw = layer_params(g, specs_, index_.layers[l]);
     const float* x = resid_.data() + l * N * C;
     const float* x2 = resid2_.data() + l * N * C;
     const float* ln1 = ln1_.data() + l * N * C;
@@ -221,7 +221,7 @@ void CpuModel::backward(float loss_scale) {
     lin().backward({layer, LinearKind::v}, dln_.data(), dw.wv, dv_.data(), ln1, w.wv, N, C, KD);
     cpu::rmsnorm_backward(dresid_.data(), dw.ln1, dln_.data(), x, w.ln1, rstd1_.data() + l * N, N, C);
   }
-  cpu::encoder_backward(g + specs_[0].offset, dresid_.data(), tokens_.data(), B, T, C, V);
+  cpu::encoder_backward(g + specs_[index_.embed].offset, dresid_.data(), tokens_.data(), B, T, C, V);
 }
 
 }  // namespace nvfp4::model

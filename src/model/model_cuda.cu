@@ -130,6 +130,18 @@ struct CudaModel::State {
 };
 
 CudaModel::CudaModel(const ModelConfig& config) : s_(std::make_unique<State>(config)) {
+  // TODO(issue 15): q/k/v biases, q/k norms, tied embeddings, RoPE scaling and a sliding window
+  // in the CUDA training kernels; the CPU model and the inference engine have them.
+  const char* missing = config.attention_bias ? "q/k/v biases"
+                        : config.qk_norm       ? "q/k RMSNorm"
+                        : config.tie_embeddings ? "tied embeddings"
+                        : config.rope_scaling.type != RopeScaling::none ? "RoPE scaling"
+                        : config.sliding_window > 0 ? "a sliding attention window"
+                                                    : nullptr;
+  if (missing) {
+    throw Error(std::string("the CUDA training model does not have ") + missing +
+                " yet; train this model with --device cpu (inference runs it on CUDA)");
+  }
   const int hs = config.head_size();
   if (hs != 32 && hs != 64 && hs != 128) {
     throw Error("the CUDA model's attention kernels take head sizes 32, 64 or 128; d_model / n_head = " +
