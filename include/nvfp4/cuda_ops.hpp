@@ -1,7 +1,7 @@
-// CUDA training operators of the Llama-style decoder: the GPU twins of src/kernels/cpu/ops.hpp
-// (same names, same shapes, same formulas), implemented in src/kernels/cuda/<family>.cu
-// (attention, norm, rope, embedding, loss, optim, elementwise, gemm) and tested against the CPU
-// ops in tests/cuda/test_<family>_cuda.cu.
+// CUDA training and inference operators of the Llama-style decoder: the GPU twins of
+// src/kernels/cpu/ops.hpp (same names, same shapes, same formulas), implemented in
+// src/kernels/cuda/<family>.cu (attention, norm, rope, embedding, loss, optim, elementwise, gemm,
+// kv_cache, quantize_rows) and tested against the CPU ops in tests/cuda/test_<family>_cuda.cu.
 //
 // Plain C++ (no CUDA headers): device buffers are raw pointers, the stream is CUDA's opaque
 // cudaStream_t (nullptr: the default stream). Every op is asynchronous on its stream; bad
@@ -49,6 +49,8 @@ using Stream = CUstream_st*;  // cudaStream_t; nullptr is the default stream
 // Bits of the device status word (uint32_t) the ops below OR into; zero it before a step.
 inline constexpr uint32_t kStatusBadToken = 1u;   // encoder: a token outside [0, V)
 inline constexpr uint32_t kStatusBadTarget = 2u;  // cross-entropy: a target outside [0, V)
+inline constexpr uint32_t kStatusBadPosition = 4u;  // kv_append, attention_cache: a slot or position outside the cache
+inline constexpr uint32_t kStatusBadRow = 8u;       // gather_rows: a row index outside the input
 
 // ---- matmul (nn.Linear without bias) through cuBLASLt -------------------------------------
 
@@ -232,5 +234,52 @@ void global_norm_squared(double* out, const float* grads, int64_t n, void* scrat
 // out (n) bf16 = RNE(in (n) fp32);  out (n) fp32 = in (n) bf16 (exact).
 void convert_f32_to_bf16(uint16_t* out, const float* in, int64_t n, Stream stream);
 void convert_bf16_to_f32(float* out, const uint16_t* in, int64_t n, Stream stream);
+
+// ---- inference ------------------------------------------------------------------------------------
+//
+// The twins of cpu:: section "inference" (src/kernels/cpu/ops.hpp: the formulas, the cache layout
+// (slots, max_ctx, NKV, HS) and the extra legend). Activations and caches BF16; slot, pos, rows
+// int32 and inv_freq, row_factor FP32, all in device memory. Rows whose slot or position is
+// outside the cache are skipped (their cache rows and outputs are not touched by kv_append; their
+// attention output is zeros) and set kStatusBadPosition in *status (nullable): the CPU ops throw.
+
+// In place, x (N, NH, HS) bf16; pair i of row n rotates by float(pos[n]) * inv_freq[i] (sincosf).
+void rope_rows(uint16_t* x, const int32_t* pos, const float* inv_freq, int64_t N, int64_t NH, int64_t HS,
+               Stream stream);
+
+// out (N, OC) bf16 = RNE(in (N, OC) fp32 * row_factor[n] + bias[o]), the product and the sum each
+// rounded to FP32 as on the CPU (no FMA), so out equals RNE of cpu::scale_rows_bias's value.
+// row_factor (N) fp32 and bias (OC) bf16 nullable (skipped, not 1 and 0). in: a GEMM's FP32 output.
+void scale_rows_bias_to_bf16(uint16_t* out, const float* in, const float* row_factor, const uint16_t* bias, int64_t N,
+                             int64_t OC, Stream stream);
+
+// out (n, C) bf16 = in[rows[i], :], in (n_in, C) bf16. An index outside [0, n_in) gives a zero row
+// and sets kStatusBadRow.
+void gather_rows(uint16_t* out, const uint16_t* in, const int32_t* rows, int64_t n, int64_t n_in, int64_t C,
+                 uint32_t* status, Stream stream);
+
+// k_cache[slot[n], pos[n]] = k[n], v_cache likewise: k, v (N, NKV, HS) bf16. Rows must name
+// distinct (slot, pos) pairs (the CPU op checks; here one of two such rows wins, unspecified).
+void kv_append(uint16_t* k_cache, uint16_t* v_cache, const uint16_t* k, const uint16_t* v, const int32_t* slot,
+               const int32_t* pos, int64_t N, int64_t NKV, int64_t HS, int64_t slots, int64_t max_ctx,
+               uint32_t* status, Stream stream);
+
+// out (N, NH, HS) bf16 from q (N, NH, HS) bf16 and the caches, FP32 math on the CUDA cores. HS
+// even, at most 256. One CTA per (row, kv head) serves the group's query heads (up to 8 per CTA;
+// a larger group is split over CTAs), so each K/V row is read once per group; its 4 warps take
+// the visible keys in tiles of 32 (tile i to warp i % 4), keep an online softmax each, and are
+// combined in warp order: deterministic, and a row's bits do not depend on the other rows of the
+// batch. Scores are dot products in FP32 from BF16 inputs (not rounded to BF16).
+void attention_cache(uint16_t* out, const uint16_t* q, const uint16_t* k_cache, const uint16_t* v_cache,
+                     const int32_t* slot, const int32_t* pos, int64_t N, int64_t NH, int64_t NKV, int64_t HS,
+                     int64_t slots, int64_t max_ctx, int64_t window, float scale, uint32_t* status, Stream stream);
+
+// cpu::nvfp4_quantize_rows on BF16 rows, bit for bit: out (N, K) bf16 holds the decoded values
+// without the tensor factor (exact in BF16), or the input row (fallback), or NaN; row_factor (N)
+// fp32; row_flags (N) (cpu::kRowNonFinite, cpu::kRowSaturated) nullable; *flagged_count (nullable)
+// += the number of rows with a flag. The format core's functions (src/format/nvfp4.hpp), compiled
+// without FMA contraction. One warp per row. out may equal in.
+void nvfp4_quantize_rows(uint16_t* out, float* row_factor, uint8_t* row_flags, const uint16_t* in, int64_t N, int64_t K,
+                         float input_amax, bool fallback, uint32_t* flagged_count, Stream stream);
 
 }  // namespace nvfp4::cuda

@@ -79,4 +79,65 @@ TEST(CudaOps, ResidualAndConversionsBitExact) {
   }
 }
 
+// The GEMM epilogue of the inference path: the product and the sum each rounded on both sides, so
+// the BF16 output is the CPU value rounded once: bit for bit. Both paths (aligned, ragged, offset).
+TEST(CudaOpsElementwise, ScaleRowsBiasBitExact) {
+  REQUIRE_GPU();
+  uint64_t seed = 520;
+  struct Shape {
+    int64_t N, OC, offset;
+  };
+  for (const auto& s : {Shape{37, 1000, 0}, Shape{5, 13, 0}, Shape{64, 256, 1}}) {
+    SCOPED_TRACE("N=" + std::to_string(s.N) + " OC=" + std::to_string(s.OC) + " offset=" + std::to_string(s.offset));
+    const int64_t n = s.N * s.OC, off = s.offset;
+    const auto in = randn_f32(n + off, ++seed, 30.0f), factor = randn_f32(s.N, ++seed);
+    const auto bias = randn_bf16(s.OC + off, ++seed);
+    DeviceBuffer<float> d_in(in), d_factor(factor);
+    DeviceBuffer<uint16_t> d_bias(to_bits(bias)), d_out(n + off);
+    for (const bool with_factor : {false, true})
+      for (const bool with_bias : {false, true}) {
+        SCOPED_TRACE(std::string("factor ") + (with_factor ? "yes" : "no") + ", bias " + (with_bias ? "yes" : "no"));
+        std::vector<float> want(n);
+        cpu::scale_rows_bias(want.data(), in.data() + off, with_factor ? factor.data() : nullptr,
+                             with_bias ? bias.data() + off : nullptr, s.N, s.OC);
+        d_out.poison();
+        cu::scale_rows_bias_to_bf16(d_out.ptr + off, d_in.ptr + off, with_factor ? d_factor.ptr : nullptr,
+                                    with_bias ? d_bias.ptr + off : nullptr, s.N, s.OC, nullptr);
+        const auto got = d_out.download();
+        EXPECT_EQ(first_diff(to_bits(want), std::vector<uint16_t>(got.begin() + off, got.end())), -1);
+      }
+  }
+}
+
+TEST(CudaOpsElementwise, GatherRowsBitExactAndFlagsBadRows) {
+  REQUIRE_GPU();
+  uint64_t seed = 540;
+  for (const auto& [C, offset] : {std::pair<int64_t, int64_t>{4096, 0}, {13, 0}, {64, 1}}) {
+    SCOPED_TRACE("C=" + std::to_string(C) + " offset=" + std::to_string(offset));
+    const int64_t n_in = 50;
+    const std::vector<int32_t> rows = {49, 0, 7, 7, 23};
+    const auto in = randn_bf16(n_in * C + offset, ++seed);
+    std::vector<float> want(rows.size() * C);
+    cpu::gather_rows(want.data(), in.data() + offset, rows.data(), static_cast<int64_t>(rows.size()), n_in, C);
+    DeviceBuffer<uint16_t> d_in(to_bits(in)), d_out(rows.size() * C + offset);
+    DeviceBuffer<int32_t> d_rows(rows);
+    DeviceBuffer<uint32_t> status(std::vector<uint32_t>{0});
+    cu::gather_rows(d_out.ptr + offset, d_in.ptr + offset, d_rows.ptr, static_cast<int64_t>(rows.size()), n_in, C,
+                    status.ptr, nullptr);
+    const auto got = d_out.download();
+    EXPECT_EQ(first_diff(to_bits(want), std::vector<uint16_t>(got.begin() + offset, got.end())), -1);
+    EXPECT_EQ(status.download()[0], 0u);
+    // an index outside [0, n_in): a zero row and the status bit, the other rows as before
+    d_rows.upload({49, 50, 7, -1, 23});
+    cu::gather_rows(d_out.ptr + offset, d_in.ptr + offset, d_rows.ptr, 5, n_in, C, status.ptr, nullptr);
+    const auto bad = d_out.download();
+    EXPECT_EQ(status.download()[0], cu::kStatusBadRow);
+    for (int64_t i = 0; i < 5; ++i)
+      for (int64_t c = 0; c < C; ++c) {
+        const uint16_t g = bad[offset + i * C + c];
+        ASSERT_EQ(g, (i == 1 || i == 3) ? uint16_t{0} : got[offset + i * C + c]) << i << "," << c;
+      }
+  }
+}
+
 }  // namespace

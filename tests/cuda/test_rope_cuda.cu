@@ -1,11 +1,12 @@
-// CUDA RoPE (src/kernels/cuda/rope.cu) against the CPU op. Harness and tolerance rule:
-// test_ops_cuda_support.hpp.
+// CUDA RoPE (src/kernels/cuda/rope.cu) against the CPU op, and rope_rows (inference: rows at given
+// positions). Harness and tolerance rule: test_ops_cuda_support.hpp.
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -62,6 +63,39 @@ TEST(CudaOps, RopeMatchesCpu) {
     cu::rope_backward(d_zero.ptr, d_dy.ptr, s.B, s.T, s.NH, s.HS, 10000.0f, nullptr);
     cu::rope_backward(d_nan.ptr, d_dy.ptr, s.B, s.T, s.NH, s.HS, 10000.0f, nullptr, nullptr, false);
     EXPECT_EQ(first_diff(d_zero.download(), d_nan.download()), -1) << "rope_backward without accumulation";
+  }
+}
+
+// rope_rows: the angle float(pos) * inv_freq[i] is the same FP32 product on both sides; what may
+// differ is sincosf against glibc (a few ulp) and the rotation's contraction, 2^-20 (|x1| + |x2|).
+TEST(CudaOpsRope, RowsMatchCpu) {
+  REQUIRE_GPU();
+  struct RowsShape {
+    int64_t N, NH, HS;
+  };
+  uint64_t seed = 250;
+  for (const auto& s : {RowsShape{37, 8, 128}, RowsShape{5, 3, 6}, RowsShape{300, 4, 80}, RowsShape{1, 32, 64}}) {
+    SCOPED_TRACE("N=" + std::to_string(s.N) + " NH=" + std::to_string(s.NH) + " HS=" + std::to_string(s.HS));
+    const int64_t n = s.N * s.NH * s.HS, half = s.HS / 2;
+    const auto x = randn_bf16(n, ++seed);
+    std::mt19937_64 rng(++seed);
+    std::vector<int32_t> pos(s.N);
+    for (auto& p : pos) p = static_cast<int32_t>(rng() % 8192);
+    std::vector<float> inv_freq(half);
+    for (int64_t i = 0; i < half; ++i)  // some scaled frequencies, as a rope-scaling table would hold
+      inv_freq[i] = (i % 3 == 0 ? 0.125f : 1.0f) / std::pow(500000.0f, float(2 * i) / float(s.HS));
+    std::vector<float> want = x;
+    cpu::rope_rows(want.data(), pos.data(), inv_freq.data(), s.N, s.NH, s.HS);
+    DeviceBuffer<uint16_t> d_x(to_bits(x));
+    DeviceBuffer<int32_t> d_pos(pos);
+    DeviceBuffer<float> d_f(inv_freq);
+    cu::rope_rows(d_x.ptr, d_pos.ptr, d_f.ptr, s.N, s.NH, s.HS, nullptr);
+    std::vector<double> extra(n);
+    for (int64_t r = 0; r < s.N * s.NH; ++r)
+      for (int64_t i = 0; i < half; ++i)
+        extra[r * s.HS + i] = extra[r * s.HS + i + half] =
+            std::ldexp(1.0, -20) * (std::fabs(x[r * s.HS + i]) + std::fabs(x[r * s.HS + i + half]));
+    EXPECT_TRUE(close("rope_rows", download_bf16(d_x), want, 1, extra));
   }
 }
 

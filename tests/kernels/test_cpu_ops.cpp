@@ -69,6 +69,19 @@ std::vector<Vf> run_everything() {
                           v.data(), att.data(), b, t, nh, nkv, hs);
   r.insert(r.end(), {qr, dqr, ya, att, scratch, dq, dk, dv});
 
+  // inference: the same rows through the KV cache (sequence i in slot i), rows at positions
+  Ints slot(n), pos(n);
+  for (int64_t i = 0; i < n; ++i) slot[i] = static_cast<int32_t>(i / t), pos[i] = static_cast<int32_t>(i % t);
+  Vf kc(b * t * nkv * hs), vc(kc.size()), yc(q.size()), qrows = q, inv_freq(hs / 2, 0.01f);
+  cpu::kv_append(kc.data(), vc.data(), k.data(), v.data(), slot.data(), pos.data(), n, nkv, hs, b, t);
+  cpu::attention_cache(yc.data(), qr.data(), kc.data(), vc.data(), slot.data(), pos.data(), n, nh, nkv, hs, b, t, 5,
+                       0.25f);
+  cpu::rope_rows(qrows.data(), pos.data(), inv_freq.data(), n, nh, hs);
+  Vf xq(n * c), xf(n), xb(n * c);
+  cpu::nvfp4_quantize_rows(xq.data(), xf.data(), nullptr, x.data(), n, c, 0.0f, true);
+  cpu::scale_rows_bias(xb.data(), xq.data(), xf.data(), nw.data(), n, c);
+  r.insert(r.end(), {kc, vc, yc, qrows, xq, xf, xb});
+
   const Vf up = randn(n * f, 80);
   Vf ys(n * f), dg(n * f, 0.0f), du(n * f, 0.0f), res(n * f);
   cpu::swiglu_forward(ys.data(), y.data(), up.data(), n * f);

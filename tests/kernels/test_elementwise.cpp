@@ -1,5 +1,5 @@
-// CPU reference SwiGLU (src/kernels/cpu/elementwise.cpp): the gradient check. Harness:
-// test_cpu_ops_support.hpp.
+// CPU reference SwiGLU (src/kernels/cpu/elementwise.cpp): the gradient check; the inference row
+// ops scale_rows_bias and gather_rows. Harness: test_cpu_ops_support.hpp.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -10,6 +10,7 @@
 #include "kernels/cpu/ops.hpp"
 #include "kernels/test_cpu_ops_support.hpp"
 #include "nvfp4/error.hpp"
+#include "support/test_support.hpp"
 
 namespace {
 
@@ -37,6 +38,47 @@ TEST(CpuOpsGrad, SwiGlu) {
     cpu::swiglu_backward(g[0].data(), g[1].data(), dout.data(), x[0].data(), x[1].data(), N * F);
   };
   run_grad_case(gc);
+}
+
+// Each output is the product rounded, then the sum rounded (no fused multiply-add), with a null
+// factor or bias skipping its step; in place gives the same bits.
+TEST(CpuOpsElementwise, ScaleRowsBias) {
+  constexpr int64_t N2 = 7, OC = 45;
+  const Vf in = randn(N2 * OC, 71, 3.0f), factor = randn(N2, 72), bias = randn(OC, 73);
+  for (const bool with_factor : {false, true})
+    for (const bool with_bias : {false, true}) {
+      SCOPED_TRACE(std::string("factor ") + (with_factor ? "yes" : "no") + ", bias " + (with_bias ? "yes" : "no"));
+      Vf out(in.size()), want(in.size()), inplace = in;
+      const float* f = with_factor ? factor.data() : nullptr;
+      const float* b = with_bias ? bias.data() : nullptr;
+      cpu::scale_rows_bias(out.data(), in.data(), f, b, N2, OC);
+      cpu::scale_rows_bias(inplace.data(), inplace.data(), f, b, N2, OC);
+      for (int64_t n = 0; n < N2; ++n)
+        for (int64_t o = 0; o < OC; ++o) {
+          const float prod = with_factor ? in[n * OC + o] * factor[n] : in[n * OC + o];
+          want[n * OC + o] = with_bias ? prod + bias[o] : prod;
+        }
+      EXPECT_TRUE(same_bits(out, want));
+      EXPECT_TRUE(same_bits(inplace, want));
+    }
+  // -0.0 stays -0.0 without a bias (0 is not added)
+  const Vf negzero = {-0.0f};
+  Vf y(1);
+  cpu::scale_rows_bias(y.data(), negzero.data(), nullptr, nullptr, 1, 1);
+  EXPECT_TRUE(std::signbit(y[0]));
+}
+
+TEST(CpuOpsElementwise, GatherRows) {
+  constexpr int64_t NIN = 11, C2 = 13;
+  const Vf in = randn(NIN * C2, 74);
+  const Ints rows = {10, 0, 3, 3, 7};
+  Vf out(rows.size() * C2);
+  cpu::gather_rows(out.data(), in.data(), rows.data(), static_cast<int64_t>(rows.size()), NIN, C2);
+  for (size_t i = 0; i < rows.size(); ++i)
+    for (int64_t c = 0; c < C2; ++c) EXPECT_EQ(out[i * C2 + c], in[rows[i] * C2 + c]) << i << "," << c;
+  const Ints bad = {1, 11};
+  EXPECT_EQ(nvfp4::test::error_of([&] { cpu::gather_rows(out.data(), in.data(), bad.data(), 2, NIN, C2); }),
+            "cpu::gather_rows: rows[1] = 11 is outside the input's rows [0, 11)");
 }
 
 }  // namespace

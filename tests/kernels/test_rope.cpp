@@ -1,4 +1,5 @@
-// CPU reference RoPE (src/kernels/cpu/rope.cpp): the gradient check and the HF convention.
+// CPU reference RoPE (src/kernels/cpu/rope.cpp): the gradient check and the HF convention; rope_rows
+// (inference: rows at given positions) against rope_forward.
 // Harness: test_cpu_ops_support.hpp.
 #include <gtest/gtest.h>
 
@@ -94,6 +95,56 @@ TEST(CpuOpsRope, PairsIWithIPlusHalf) {
   EXPECT_NEAR(y2[HS + HS / 2 - 1], std::cos(a), 4 * kEps32);
   EXPECT_NEAR(y2[HS + HS - 1], std::sin(a), 4 * kEps32);
   EXPECT_THROW(cpu::rope_forward(y.data(), x.data(), 1, 2, 1, 7), nvfp4::Error);  // odd HS
+}
+
+// HF's inv_freq in FP32, as rope_forward computes it: 1 / theta^(2i/HS).
+Vf hf_inv_freq(int64_t hs, float theta) {
+  Vf f(static_cast<size_t>(hs / 2));
+  for (int64_t i = 0; i < hs / 2; ++i)
+    f[i] = 1.0f / std::pow(theta, static_cast<float>(2 * i) / static_cast<float>(hs));
+  return f;
+}
+
+// Rows at scattered positions (repeats, out of order) equal rope_forward's rows at those
+// positions of one long sequence, bit for bit: the same FP32 angle and the same rotation.
+TEST(CpuOpsRope, RowsAtGivenPositionsEqualRopeForward) {
+  for (const int64_t hs : {int64_t{8}, int64_t{6}, int64_t{128}}) {
+    SCOPED_TRACE("HS=" + std::to_string(hs));
+    constexpr int64_t T2 = 300, NH2 = 3, N2 = 57;
+    const Vf x = randn(T2 * NH2 * hs, 61 + hs);
+    Vf full(x.size());
+    cpu::rope_forward(full.data(), x.data(), 1, T2, NH2, hs, 500000.0f);
+    const Ints pos = randint(N2, T2, 62);
+    Vf rows(static_cast<size_t>(N2 * NH2 * hs)), want(rows.size());
+    for (int64_t n = 0; n < N2; ++n)
+      for (int64_t e = 0; e < NH2 * hs; ++e) {
+        rows[n * NH2 * hs + e] = x[pos[n] * NH2 * hs + e];
+        want[n * NH2 * hs + e] = full[pos[n] * NH2 * hs + e];
+      }
+    const Vf inv_freq = hf_inv_freq(hs, 500000.0f);
+    cpu::rope_rows(rows.data(), pos.data(), inv_freq.data(), N2, NH2, hs);
+    EXPECT_TRUE(same_bits(rows, want));
+  }
+  // pos = 0..T-1 of two sequences: rope_forward of the batch
+  const Vf x = randn(B * T * NH * HS, 63);
+  Vf want(x.size()), got = x;
+  cpu::rope_forward(want.data(), x.data(), B, T, NH, HS);
+  Ints pos(B * T);
+  for (int64_t n = 0; n < B * T; ++n) pos[n] = static_cast<int32_t>(n % T);
+  const Vf inv_freq = hf_inv_freq(HS, 10000.0f);
+  cpu::rope_rows(got.data(), pos.data(), inv_freq.data(), B * T, NH, HS);
+  EXPECT_TRUE(same_bits(got, want));
+  // the table is the caller's: doubling it doubles every angle
+  Vf twice = inv_freq, got2 = x, at2(x.size());
+  for (auto& f : twice) f *= 2.0f;
+  Ints pos2(pos);
+  for (auto& p : pos2) p *= 2;
+  cpu::rope_rows(got2.data(), pos.data(), twice.data(), B * T, NH, HS);
+  Vf x2 = x;
+  cpu::rope_rows(x2.data(), pos2.data(), inv_freq.data(), B * T, NH, HS);
+  EXPECT_TRUE(same_bits(got2, x2)) << "float(p) * 2f == float(2p) * f exactly (powers of two)";
+  EXPECT_FALSE(same_bits(got2, got));
+  EXPECT_THROW(cpu::rope_rows(got.data(), pos.data(), inv_freq.data(), 1, 1, 7), nvfp4::Error);  // odd HS
 }
 
 }  // namespace

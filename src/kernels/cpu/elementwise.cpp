@@ -1,7 +1,10 @@
-// The CPU reference SwiGLU and residual add (ops.hpp; CUDA twin: src/kernels/cuda/elementwise.cu).
+// The CPU reference SwiGLU and residual add, and the inference row ops scale_rows_bias and
+// gather_rows (ops.hpp; CUDA twin: src/kernels/cuda/elementwise.cu).
 #include "kernels/cpu/ops.hpp"
 
 #include <cmath>
+#include <cstring>
+#include <string>
 
 #include "kernels/cpu/ops_common.hpp"
 
@@ -40,6 +43,33 @@ void residual_forward(float* out, const float* a, const float* b, int64_t n) {
   require_nonnegative("residual_forward", {{"n", n}});
   NVFP4_OMP("omp parallel for")
   for (int64_t i = 0; i < n; ++i) out[i] = a[i] + b[i];
+}
+
+// ---- inference row ops ------------------------------------------------------------------------
+
+void scale_rows_bias(float* out, const float* in, const float* row_factor, const float* bias, int64_t N, int64_t OC) {
+  require_nonnegative("scale_rows_bias", {{"N", N}, {"OC", OC}});
+  NVFP4_OMP("omp parallel for")
+  for (int64_t n = 0; n < N; ++n) {
+    for (int64_t o = 0; o < OC; ++o) {
+      float y = in[n * OC + o];
+      if (row_factor) y = y * row_factor[n];  // rounded here: the build contracts no multiply-add
+      if (bias) y = y + bias[o];
+      out[n * OC + o] = y;
+    }
+  }
+}
+
+void gather_rows(float* out, const float* in, const int32_t* rows, int64_t n, int64_t n_in, int64_t C) {
+  require_nonnegative("gather_rows", {{"n", n}, {"n_in", n_in}, {"C", C}});
+  for (int64_t i = 0; i < n; ++i) {
+    require(rows[i] >= 0 && rows[i] < n_in, "gather_rows",
+            "rows[" + std::to_string(i) + "] = " + std::to_string(rows[i]) + " is outside the input's rows [0, " +
+                std::to_string(n_in) + ")");
+  }
+  NVFP4_OMP("omp parallel for")
+  for (int64_t i = 0; i < n; ++i)
+    std::memcpy(out + i * C, in + static_cast<int64_t>(rows[i]) * C, sizeof(float) * static_cast<size_t>(C));
 }
 
 }  // namespace nvfp4::cpu

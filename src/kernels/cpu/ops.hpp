@@ -5,9 +5,11 @@
 // explicit backward per op, raw pointers plus shape arguments, shapes in the comments.
 // The matmuls call OpenBLAS cblas_sgemm; everything else is written out. One source file per op
 // family, named as on the CUDA side and in the tests: attention.cpp, norm.cpp, rope.cpp,
-// embedding.cpp, loss.cpp, optim.cpp, elementwise.cpp, gemm.cpp (+ threads.cpp).
-// What it is not: fused, blocked, or mixed-precision. No op quantizes anything; the model
-// layer puts the recipe's quantizers around these ops.
+// embedding.cpp, loss.cpp, optim.cpp, elementwise.cpp, gemm.cpp, kv_cache.cpp, quantize_rows.cpp
+// (+ threads.cpp).
+// What it is not: fused, blocked, or mixed-precision. No training op quantizes anything; the model
+// layer puts the recipe's quantizers around these ops (the one exception, nvfp4_quantize_rows, is
+// an inference op that emulates a quantized GEMM's input through the format core).
 //
 // Dimension legend:
 //   B   batch size                 T   sequence length (positions 0..T-1)
@@ -15,6 +17,7 @@
 //   N   rows, usually B*T          F   hidden width of the SwiGLU MLP
 //   NH  query heads                NKV key/value heads (grouped-query attention; NH % NKV == 0)
 //   HS  head size                  V   vocabulary size
+//   (the inference ops add slots and max_ctx: see "inference" below)
 //
 // Conventions:
 //   - Linear weights use the nn.Linear layout (OC, C): out = inp · weightᵀ, no bias.
@@ -158,5 +161,73 @@ void adamw_update(float* params, const float* grads, float* m, float* v, int64_t
 // sqrt(sum_i grads[i]^2), accumulated in double over fixed 4096-element chunks whose partial
 // sums are added in order: the same bits for any thread count. For gradient clipping.
 double global_norm(const float* grads, int64_t n);
+
+// ---- inference ---------------------------------------------------------------------------------------
+//
+// What an inference engine with a KV cache runs besides the ops above (no backward). A batch is
+// N rows, each a token of some sequence: row n belongs to cache slot slot[n] and sits at
+// position pos[n] of it. Decode: one row per sequence; (chunked) prefill: many rows of one or
+// more sequences. Extra legend:
+//   slots    sequences the cache holds      max_ctx  positions per slot
+// KV cache layout, one per layer for K and one for V: (slots, max_ctx, NKV, HS) row-major.
+// Files: rope_rows in rope.cpp, scale_rows_bias and gather_rows in elementwise.cpp, kv_append and
+// attention_cache in kv_cache.cpp, nvfp4_quantize_rows in quantize_rows.cpp.
+
+// RoPE of rows at arbitrary positions, in place: x (N, NH, HS); row n at position pos[n] (N)
+// int32. The rotate_half pairs of rope_forward; pair i rotates by angle = float(pos[n]) *
+// inv_freq[i] (FP32 product, cosf/sinf). inv_freq (HS/2) is the caller's (it carries any rope
+// scaling); with inv_freq[i] = 1 / theta^(2i/HS) and pos = t it is rope_forward, bit for bit.
+void rope_rows(float* x, const int32_t* pos, const float* inv_freq, int64_t N, int64_t NH, int64_t HS);
+
+// out (N, OC) = in (N, OC) * row_factor[n] + bias[o], the product and the sum each rounded
+// (no fused multiply-add). row_factor (N) and bias (OC) may be nullptr (factor 1, no bias: the
+// term is skipped, not added as 0). out may equal in: x += bias is scale_rows_bias(x, x,
+// nullptr, bias, N, OC). The epilogue of a GEMM whose rows carry a factor (nvfp4_quantize_rows).
+void scale_rows_bias(float* out, const float* in, const float* row_factor, const float* bias, int64_t N, int64_t OC);
+
+// out (n, C) = in[rows[i], :] with in (n_in, C) and rows (n) int32 in [0, n_in); an index
+// outside throws naming i. E.g. the last row of each sequence of a prefill, for the LM head.
+void gather_rows(float* out, const float* in, const int32_t* rows, int64_t n, int64_t n_in, int64_t C);
+
+// k_cache[slot[n], pos[n], :, :] = k[n, :, :] and the same for v: k, v (N, NKV, HS); caches
+// (slots, max_ctx, NKV, HS); slot, pos (N) int32. A slot outside [0, slots), a position outside
+// [0, max_ctx), or two rows naming the same (slot, pos), throws naming the row(s); nothing is
+// written then.
+void kv_append(float* k_cache, float* v_cache, const float* k, const float* v, const int32_t* slot,
+               const int32_t* pos, int64_t N, int64_t NKV, int64_t HS, int64_t slots, int64_t max_ctx);
+
+// Attention of N query rows against the cache (their own K/V already appended): for row n, query
+// head h, kv head h / (NH / NKV), and every key position j of slot slot[n] with j <= pos[n] and
+// (window == 0 || pos[n] - j < window):
+//   s_j = (q[n,h,:] · k_cache[slot[n], j, kvh, :]) * scale
+//   out[n,h,:] = sum_j softmax(s)_j v_cache[slot[n], j, kvh, :]
+// out, q (N, NH, HS). FP32 accumulation in attention_forward's order (dot products in increasing
+// i, max subtracted before exp, the sum of exps, then 1/sum, weights times values added in
+// increasing j): with slot 0, pos = 0..T-1, window 0 and scale = 1/sqrt(HS) it is
+// attention_forward's output bit for bit. A slot or position out of range throws naming the
+// row; window >= 0.
+void attention_cache(float* out, const float* q, const float* k_cache, const float* v_cache, const int32_t* slot,
+                     const int32_t* pos, int64_t N, int64_t NH, int64_t NKV, int64_t HS, int64_t slots,
+                     int64_t max_ctx, int64_t window, float scale);
+
+// NVFP4 "fake quantization" of activation rows, for exact W4A4 emulation on a BF16 GEMM:
+// out (N, K) holds each row quantized to NVFP4 (1x16 blocks, E4M3 block scales, RNE) and decoded
+// WITHOUT the per-tensor factor (code value x block scale: exact in BF16); the factor goes to
+// row_factor (N), which the GEMM's epilogue multiplies in (scale_rows_bias). K % 16 == 0.
+// Per row n, amax_t = input_amax > 0 ? input_amax (a calibrated per-tensor amax) : max |in[n,:]|.
+// row_flags[n] (nullable):
+//   kRowNonFinite  the row holds NaN or Inf
+//   kRowSaturated  (finite rows only) a 16-element block's amax exceeds amax_t, so its E4M3 block
+//                  scale saturates at 448 and its values clip at 6 x 448 (only with input_amax)
+// Flagged row with fallback: out row = in row, row_factor = 1 (the GEMM computes W4A16 for it).
+// Non-finite row without fallback: out row = NaN, row_factor = 1. Otherwise the row is exactly
+// what nvfp4::quantize of the (1, K) tensor with amax amax_t gives, dequantized without the
+// tensor scale (the format core's functions, src/format/nvfp4.hpp), and row_factor =
+// amax_t / 2688 (nvfp4_tensor_decode_factor). input_amax must be finite and >= 0. out may
+// equal in.
+inline constexpr uint8_t kRowNonFinite = 1u;
+inline constexpr uint8_t kRowSaturated = 2u;
+void nvfp4_quantize_rows(float* out, float* row_factor, uint8_t* row_flags, const float* in, int64_t N, int64_t K,
+                         float input_amax, bool fallback);
 
 }  // namespace nvfp4::cpu

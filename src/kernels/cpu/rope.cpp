@@ -23,6 +23,12 @@ void rope_cos_sin(int64_t t, int64_t i, int64_t HS, float theta, float* cs, floa
   *sn = std::sin(angle);
 }
 
+// The rotation of the pair (x1, x2) by the angle whose cosine and sine are (cs, sn).
+void rotate_pair(float x1, float x2, float cs, float sn, float* y1, float* y2) {
+  *y1 = x1 * cs - x2 * sn;
+  *y2 = x2 * cs + x1 * sn;
+}
+
 void rope_check(const char* op, int64_t B, int64_t T, int64_t NH, int64_t HS, float theta) {
   require_nonnegative(op, {{"B", B}, {"T", T}, {"NH", NH}, {"HS", HS}});
   require(HS % 2 == 0, op, "HS = " + std::to_string(HS) + " is odd; rotate_half pairs i with i + HS/2");
@@ -47,8 +53,8 @@ void rope_rotate(float* out, const float* inp, int64_t B, int64_t T, int64_t NH,
         sn *= sign;  // exact
         for (int64_t h = 0; h < NH; ++h) {
           const int64_t base = ((b * T + t) * NH + h) * HS;
-          const float x1 = inp[base + i], x2 = inp[base + i + half];  // read both first: out may be inp
-          const float y1 = x1 * cs - x2 * sn, y2 = x2 * cs + x1 * sn;
+          float y1, y2;  // both read first: out may be inp
+          rotate_pair(inp[base + i], inp[base + i + half], cs, sn, &y1, &y2);
           if constexpr (kAccumulate) {
             out[base + i] += y1;
             out[base + i + half] += y2;
@@ -73,6 +79,26 @@ void rope_backward(float* dinp, const float* dout, int64_t B, int64_t T, int64_t
   rope_check("rope_backward", B, T, NH, HS, theta);
   // The transpose of the rotation [[c, -s], [s, c]] is the rotation by -angle.
   rope_rotate<true>(dinp, dout, B, T, NH, HS, theta, -1.0f);
+}
+
+// ---- RoPE of rows at given positions (inference) --------------------------------------------------
+
+void rope_rows(float* x, const int32_t* pos, const float* inv_freq, int64_t N, int64_t NH, int64_t HS) {
+  constexpr const char* op = "rope_rows";
+  require_nonnegative(op, {{"N", N}, {"NH", NH}, {"HS", HS}});
+  require(HS % 2 == 0, op, "HS = " + std::to_string(HS) + " is odd; rotate_half pairs i with i + HS/2");
+  const int64_t half = HS / 2;
+  NVFP4_OMP("omp parallel for")
+  for (int64_t n = 0; n < N; ++n) {
+    for (int64_t i = 0; i < half; ++i) {
+      const float angle = static_cast<float>(pos[n]) * inv_freq[i];
+      const float cs = std::cos(angle), sn = std::sin(angle);
+      for (int64_t h = 0; h < NH; ++h) {
+        float* p = x + (n * NH + h) * HS;
+        rotate_pair(p[i], p[i + half], cs, sn, &p[i], &p[i + half]);
+      }
+    }
+  }
 }
 
 }  // namespace nvfp4::cpu

@@ -1,4 +1,5 @@
-// CUDA SwiGLU, residual add and FP32 <-> BF16 conversions (include/nvfp4/cuda_ops.hpp; CPU twin:
+// CUDA SwiGLU, residual add, FP32 <-> BF16 conversions, and the inference row ops (a GEMM output's
+// row factor and bias; a row gather) (include/nvfp4/cuda_ops.hpp; CPU twin:
 // src/kernels/cpu/elementwise.cpp).
 #include <cuda_runtime.h>
 
@@ -113,6 +114,52 @@ __global__ void bf16_to_f32_kernel(float* out, const uint16_t* in, int64_t n) {
   }
 }
 
+// ---- inference row kernels ------------------------------------------------------------------------
+//
+// Rows in 8-element chunks (NVFP4_FOR_ROW_CHUNKS). kAligned: the row length is a multiple of 8 and
+// every array 16-byte aligned.
+
+template <bool kAligned>
+__global__ void scale_rows_bias_kernel(uint16_t* __restrict__ out, const float* __restrict__ in,
+                                       const float* __restrict__ row_factor, const uint16_t* __restrict__ bias,
+                                       int64_t N, int64_t OC) {
+  const int64_t chunks = (OC + kVec - 1) / kVec;
+  NVFP4_FOR_ROW_CHUNKS(idx, N, chunks) {
+    const int64_t n = idx / chunks, o = (idx % chunks) * kVec;
+    float y[8], b[8];
+    load8f<kAligned>(in + n * OC, o, OC, y);
+    if (row_factor) {
+      const float f = row_factor[n];
+#pragma unroll
+      for (int e = 0; e < 8; ++e) y[e] = __fmul_rn(y[e], f);  // NOTE: _rn: never fused with the add
+    }
+    if (bias) {
+      load8<kAligned>(bias, o, OC, b);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) y[e] = __fadd_rn(y[e], b[e]);
+    }
+    store8<kAligned>(out + n * OC, o, OC, y);
+  }
+}
+
+template <bool kAligned>
+__global__ void gather_rows_kernel(uint16_t* __restrict__ out, const uint16_t* __restrict__ in,
+                                   const int32_t* __restrict__ rows, int64_t n, int64_t n_in, int64_t C,
+                                   uint32_t* status) {
+  const int64_t chunks = (C + kVec - 1) / kVec;
+  NVFP4_FOR_ROW_CHUNKS(idx, n, chunks) {
+    const int64_t i = idx / chunks, c = (idx % chunks) * kVec;
+    const int32_t r = rows[i];
+    if (r >= 0 && r < n_in) {
+      copy8<kAligned>(out + i * C, in + r * C, c, C);
+    } else {
+      const float zero[8] = {};
+      store8<kAligned>(out + i * C, c, C, zero);
+      if (status && c == 0) atomicOr(status, kStatusBadRow);
+    }
+  }
+}
+
 }  // namespace
 
 // ---- SwiGLU, residual, conversions -------------------------------------------------------------
@@ -158,6 +205,28 @@ void convert_bf16_to_f32(float* out, const uint16_t* in, int64_t n, Stream strea
   NVFP4_LAUNCH_ALIGNED(aligned16(out) && aligned16(in), bf16_to_f32_kernel, grid_for((n + kVec - 1) / kVec), kThreads,
                        0, stream, out, in, n);
   check_launch("convert_bf16_to_f32");
+}
+
+// ---- inference row ops ------------------------------------------------------------------------------
+
+void scale_rows_bias_to_bf16(uint16_t* out, const float* in, const float* row_factor, const uint16_t* bias, int64_t N,
+                             int64_t OC, Stream stream) {
+  require_nonnegative("scale_rows_bias_to_bf16", {{"N", N}, {"OC", OC}});
+  if (N == 0 || OC == 0) return;
+  const bool aligned = OC % kVec == 0 && aligned16(out) && aligned16(in) && (bias == nullptr || aligned16(bias));
+  NVFP4_LAUNCH_ALIGNED(aligned, scale_rows_bias_kernel, grid_for(N * ((OC + kVec - 1) / kVec)), kThreads, 0, stream,
+                       out, in, row_factor, bias, N, OC);
+  check_launch("scale_rows_bias_to_bf16");
+}
+
+void gather_rows(uint16_t* out, const uint16_t* in, const int32_t* rows, int64_t n, int64_t n_in, int64_t C,
+                 uint32_t* status, Stream stream) {
+  require_nonnegative("gather_rows", {{"n", n}, {"n_in", n_in}, {"C", C}});
+  if (n == 0 || C == 0) return;
+  const bool aligned = C % kVec == 0 && aligned16(out) && aligned16(in);
+  NVFP4_LAUNCH_ALIGNED(aligned, gather_rows_kernel, grid_for(n * ((C + kVec - 1) / kVec)), kThreads, 0, stream, out,
+                       in, rows, n, n_in, C, status);
+  check_launch("gather_rows");
 }
 
 }  // namespace nvfp4::cuda

@@ -1,13 +1,14 @@
-// Shared by the CUDA training operators' files (one per op family: attention.cu, norm.cu,
-// rope.cu, embedding.cu, loss.cu, optim.cu, elementwise.cu, gemm.cu; see include/nvfp4/cuda_ops.hpp
-// for what each op computes, its shapes and its gradient convention): argument checks, launch
-// sizes, BF16 loads and stores, the producer-amax fold. Private to src/kernels/cuda/.
+// Shared by the CUDA operators' files (one per op family: attention.cu, norm.cu, rope.cu,
+// embedding.cu, loss.cu, optim.cu, elementwise.cu, gemm.cu, kv_cache.cu, quantize_rows.cu; see
+// include/nvfp4/cuda_ops.hpp for what each op computes, its shapes and its gradient convention):
+// argument checks, launch sizes, BF16 loads and stores, row copies, cp.async, the producer-amax
+// fold. Private to src/kernels/cuda/.
 // The ops are the GPU twins of src/kernels/cpu/ (same file names): same formulas, FP32
 // arithmetic in registers, BF16 storage for activations, rounded once when stored.
 //
 // What they are: straightforward, correct, deterministic kernels.
 //   elementwise ops    one thread per 8 consecutive elements (16-byte loads when aligned)
-//   row ops            one warp per row (RMSNorm), one CTA per row (cross-entropy)
+//   row ops            one warp per row (RMSNorm, NVFP4 row quantizer), one CTA per row (cross-entropy)
 //   matmuls            cuBLASLt, BF16 operands, FP32 accumulation
 //   attention          FlashAttention-2 on the tensor cores (mma.sync BF16, FP32 accumulation):
 //                      one CTA per 64-row tile, K/V tiles double-buffered through shared
@@ -15,6 +16,8 @@
 //                      matrix in memory; the backward recomputes probabilities. P and dS are
 //                      rounded to BF16 as the operands of their products (as FlashAttention)
 //   reductions         fixed-order partial sums (never float atomics)
+//   KV-cache attention one CTA per (row, kv head) on the CUDA cores, keys split over its warps
+//                      with an online softmax each, combined in warp order (kv_cache.cu)
 // What they are not (yet): wgmma/TMA attention, fused norms+GEMMs, a persistent grid.
 #pragma once
 
@@ -157,6 +160,41 @@ __device__ __forceinline__ void fold_amax(float* amax, float m) {
   if ((threadIdx.x & 31) == static_cast<unsigned>(__ffs(lanes) - 1) &&
       bits > *reinterpret_cast<volatile uint32_t*>(amax)) {
     atomicMax(reinterpret_cast<unsigned int*>(amax), bits);
+  }
+}
+
+// ---- asynchronous copies into shared memory (attention, kv_cache) ------------------------------------
+
+__device__ __forceinline__ uint32_t smem_addr(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+// 16 bytes global -> shared without a register round trip; both addresses 16-byte aligned.
+__device__ __forceinline__ void cp_async16(uint32_t dst, const void* src) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(src) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+// Waits until at most one committed group of this thread is still in flight.
+__device__ __forceinline__ void cp_async_wait_prev() { asm volatile("cp.async.wait_group 1;\n" ::: "memory"); }
+// Waits until none is.
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
+
+// ---- row copies (gather_rows, kv_append) ---------------------------------------------------------------
+
+// A grid-stride loop over a (rows, C) array in 8-element chunks of one row each (a row of
+// C % 8 != 0 ends in a short chunk): item idx is row idx / chunks, columns from (idx % chunks) * 8.
+#define NVFP4_FOR_ROW_CHUNKS(idx, rows, chunks)                                                            \
+  for (int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; idx < (rows) * (chunks); \
+       idx += static_cast<int64_t>(gridDim.x) * blockDim.x)
+
+// dst[i, i + 8) = src[i, i + 8) of n-element BF16 arrays, the bits unchanged (NaN payloads too).
+// kAligned: both arrays 16-byte aligned (i is a multiple of 8).
+template <bool kAligned>
+__device__ __forceinline__ void copy8(uint16_t* dst, const uint16_t* src, int64_t i, int64_t n) {
+  if (kAligned && i + 8 <= n) {
+    *reinterpret_cast<uint4*>(dst + i) = *reinterpret_cast<const uint4*>(src + i);
+  } else {
+    for (int64_t e = i; e < i + 8 && e < n; ++e) dst[e] = src[e];
   }
 }
 

@@ -23,6 +23,21 @@ namespace {
 // sincosf cost more than the pair's memory traffic). kVec8: a thread rotates 8 pairs (i..i+7 with
 // i+HS/2..) through 16-byte loads (HS/2 a multiple of 8, tensors 16-byte aligned); else one pair.
 // NOTE: CUDA's powf and sincosf are within 2 ulp, not glibc's bits.
+// Inference (rope_rows) runs the same kernel with the angles' other source: a token's position is
+// pos[token] and the frequencies are the caller's table, angle = float(pos) * inv_freq[i].
+
+// Where the angle of pair i of a token comes from.
+struct RopeAngles {
+  const int32_t* pos;     // rope_rows: positions (tokens) and the caller's inv_freq (HS/2) ...
+  const float* inv_freq;
+  int T;                  // ... else (pos == nullptr) the token's position is token % T and
+  float theta;            //     inv_freq = 1 / theta^(2i/HS)
+  __device__ __forceinline__ float angle(int token, int i, int HS) const {
+    if (pos != nullptr) return static_cast<float>(pos[token]) * inv_freq[i];
+    const float f = 1.0f / powf(theta, static_cast<float>(2 * i) / static_cast<float>(HS));
+    return static_cast<float>(token % T) * f;
+  }
+};
 
 template <int W>
 __device__ __forceinline__ void load_w(const uint16_t* p, float (&v)[W]) {
@@ -37,7 +52,7 @@ __device__ __forceinline__ void store_w(uint16_t* p, const float (&v)[W]) {
 
 template <bool kBackward, bool kVec8>
 __global__ void __launch_bounds__(kThreads) rope_kernel(uint16_t* out, const uint16_t* inp, int tokens /* B*T */,
-                                                        int T, int NH, int HS, int tpb, float theta, float* amax,
+                                                        RopeAngles angles, int NH, int HS, int tpb, float* amax,
                                                         bool accumulate) {
   extern __shared__ float2 rope_cs[];  // [tpb][HS/2]: (cos, sin)
   constexpr int W = kVec8 ? 8 : 1;
@@ -45,11 +60,8 @@ __global__ void __launch_bounds__(kThreads) rope_kernel(uint16_t* out, const uin
   const int tok0 = blockIdx.x * tpb;
   const int ntok = min(tpb, tokens - tok0);
   for (int j = threadIdx.x; j < ntok * half; j += blockDim.x) {
-    const int i = j % half, t = (tok0 + j / half) % T;
-    const float inv_freq = 1.0f / powf(theta, static_cast<float>(2 * i) / static_cast<float>(HS));
-    const float angle = static_cast<float>(t) * inv_freq;
     float sn, cs;
-    sincosf(angle, &sn, &cs);
+    sincosf(angles.angle(tok0 + j / half, j % half, HS), &sn, &cs);
     rope_cs[j] = make_float2(cs, sn);
   }
   __syncthreads();
@@ -104,18 +116,17 @@ void rope_check(const char* op, int64_t B, int64_t T, int64_t NH, int64_t HS, fl
 }
 
 template <bool kBackward>
-void launch_rope(uint16_t* out, const uint16_t* inp, int64_t B, int64_t T, int64_t NH, int64_t HS, float theta,
+void launch_rope(uint16_t* out, const uint16_t* inp, int64_t tokens, RopeAngles angles, int64_t NH, int64_t HS,
                  Stream stream, float* amax, bool accumulate) {
-  const int64_t half = HS / 2, tokens = B * T;
+  const int64_t half = HS / 2;
   // Tokens per block: up to 16, fewer for wide heads (16 KiB of angles at most).
   const int64_t tpb = std::clamp<int64_t>(2048 / half, 1, 16);
   const unsigned grid = static_cast<unsigned>((tokens + tpb - 1) / tpb);
   const size_t smem = sizeof(float2) * static_cast<size_t>(tpb * half);
   const bool vec = half % 8 == 0 && aligned16(out) && aligned16(inp);
   const auto kernel = vec ? rope_kernel<kBackward, true> : rope_kernel<kBackward, false>;
-  kernel<<<grid, kThreads, smem, stream>>>(out, inp, static_cast<int>(tokens), static_cast<int>(T),
-                                           static_cast<int>(NH), static_cast<int>(HS), static_cast<int>(tpb), theta,
-                                           amax, accumulate);
+  kernel<<<grid, kThreads, smem, stream>>>(out, inp, static_cast<int>(tokens), angles, static_cast<int>(NH),
+                                           static_cast<int>(HS), static_cast<int>(tpb), amax, accumulate);
 }
 }  // namespace
 
@@ -124,7 +135,8 @@ void rope_forward(uint16_t* out, const uint16_t* inp, int64_t B, int64_t T, int6
   rope_check("rope_forward", B, T, NH, HS, theta);
   const int64_t rows = B * T * NH;
   if (rows == 0 || HS == 0) return;
-  launch_rope<false>(out, inp, B, T, NH, HS, theta, stream, nullptr, false);
+  launch_rope<false>(out, inp, B * T, RopeAngles{nullptr, nullptr, static_cast<int>(T), theta}, NH, HS, stream,
+                     nullptr, false);
   check_launch("rope_forward");
 }
 
@@ -133,8 +145,22 @@ void rope_backward(uint16_t* dinp, const uint16_t* dout, int64_t B, int64_t T, i
   rope_check("rope_backward", B, T, NH, HS, theta);
   const int64_t rows = B * T * NH;
   if (rows == 0 || HS == 0) return;
-  launch_rope<true>(dinp, dout, B, T, NH, HS, theta, stream, amax, accumulate);
+  launch_rope<true>(dinp, dout, B * T, RopeAngles{nullptr, nullptr, static_cast<int>(T), theta}, NH, HS, stream, amax,
+                    accumulate);
   check_launch("rope_backward");
+}
+
+void rope_rows(uint16_t* x, const int32_t* pos, const float* inv_freq, int64_t N, int64_t NH, int64_t HS,
+               Stream stream) {
+  constexpr const char* op = "rope_rows";
+  require_nonnegative(op, {{"N", N}, {"NH", NH}, {"HS", HS}});
+  require(HS % 2 == 0, op, "HS = " + std::to_string(HS) + " is odd; rotate_half pairs i with i + HS/2");
+  require(N <= INT_MAX && NH <= INT_MAX / std::max<int64_t>(HS, 1), op, "N or NH*HS exceeds the kernel's int range");
+  if (N == 0 || NH == 0 || HS == 0) return;
+  require_ptr(pos, op, "pos");
+  require_ptr(inv_freq, op, "inv_freq");
+  launch_rope<false>(x, x, N, RopeAngles{pos, inv_freq, 1, 0.0f}, NH, HS, stream, nullptr, false);
+  check_launch(op);
 }
 
 }  // namespace nvfp4::cuda
