@@ -51,6 +51,8 @@ int main(int argc, char** argv) {
   nvfp4::cli::register_report(app);
   nvfp4::cli::register_tokenize(app);
   nvfp4::cli::register_tokenizer(app);
+  nvfp4::cli::register_generate(app);
+  nvfp4::cli::register_eval(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -23,16 +23,18 @@ struct SamplingOptions {
   double temperature = 0.8;  // softmax temperature; 0: greedy (argmax)
   int top_k = 40;            // sample among the k largest logits; 0: all
   uint64_t seed = 1;         // the random stream
+  double top_p = 1.0;        // nucleus: sample among the most likely tokens holding top_p of the mass; 1: off
 };
 
-// Throws nvfp4::Error naming the option (--temperature, --top-k) when a value is out of range:
-// temperature must be finite and >= 0, top_k >= 0.
+// Throws nvfp4::Error naming the option (--temperature, --top-k, --top-p) when a value is out of
+// range: temperature must be finite and >= 0, top_k >= 0, top_p in (0, 1].
 void validate(const SamplingOptions& o);
 
-// The index drawn from softmax(logits / temperature) restricted to the top_k largest logits,
-// with u in [0, 1) the one uniform draw this choice uses; temperature 0 returns the argmax.
+// The index drawn from softmax(logits / temperature) restricted to the top_k largest logits and
+// then to the shortest most-likely prefix holding top_p of their probability (renormalized), with
+// u in [0, 1) the one uniform draw this choice uses; temperature 0 returns the argmax.
 // Ties are broken by the smaller index, so the result is fully determined by its arguments.
-int32_t choose_token(std::span<const float> logits, double temperature, int top_k, double u);
+int32_t choose_token(std::span<const float> logits, double temperature, int top_k, double u, double top_p = 1.0);
 
 // choose_token() fed by a seeded stream: one draw per call.
 class Sampler {

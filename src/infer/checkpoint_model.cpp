@@ -55,23 +55,36 @@ io::HfLlamaConfig hf_config(const model::ModelConfig& c, std::optional<int> bos,
 }
 
 model::ModelConfig model_config(const io::HfLlamaConfig& h) {
-  if (h.tie_word_embeddings) throw Error("config.json: tie_word_embeddings is true; this version's model has an untied head");
-  if (h.head_dim * h.num_attention_heads != h.hidden_size) {
-    throw Error("config.json: head_dim " + std::to_string(h.head_dim) + " x " + std::to_string(h.num_attention_heads) +
-                " heads is not hidden_size " + std::to_string(h.hidden_size) + "; this version needs them equal");
-  }
   model::ModelConfig c;
   c.n_layer = h.num_hidden_layers;
   c.d_model = h.hidden_size;
   c.n_head = h.num_attention_heads;
   c.n_kv_head = h.num_key_value_heads;
+  c.head_dim = h.head_dim * h.num_attention_heads == h.hidden_size ? 0 : h.head_dim;
   c.d_ffn = h.intermediate_size;
   c.vocab = h.vocab_size;
   c.seq_len = h.max_position_embeddings;
   c.rope_theta = static_cast<float>(h.rope_theta);
   c.norm_eps = static_cast<float>(h.rms_norm_eps);
   c.init_std = static_cast<float>(h.initializer_range);
-  c.validate();
+  c.attention_bias = h.qkv_bias;
+  c.qk_norm = h.qk_norm;
+  c.tie_embeddings = h.tie_word_embeddings;
+  c.sliding_window = h.sliding_window;
+  if (h.rope_type == "linear" || h.rope_type == "llama3") {
+    c.rope_scaling.type = h.rope_type == "linear" ? model::RopeScaling::linear : model::RopeScaling::llama3;
+    c.rope_scaling.factor = static_cast<float>(h.rope_factor);
+    c.rope_scaling.low_freq_factor = static_cast<float>(h.rope_low_freq_factor);
+    c.rope_scaling.high_freq_factor = static_cast<float>(h.rope_high_freq_factor);
+    c.rope_scaling.original_max_position = h.rope_original_max_position;
+  } else if (h.rope_type != "default") {
+    throw Error("config.json: rope type \"" + h.rope_type + "\" is not one nvfp4 reads (default, linear, llama3)");
+  }
+  try {
+    c.validate();
+  } catch (const Error& e) {
+    throw Error(std::string("config.json describes a model nvfp4 cannot run: ") + e.what());
+  }
   return c;
 }
 

@@ -13,9 +13,10 @@ void validate(const SamplingOptions& o) {
     throw Error("--temperature " + std::to_string(o.temperature) + " must be a finite number >= 0 (0: greedy)");
   }
   if (o.top_k < 0) throw Error("--top-k " + std::to_string(o.top_k) + " must be >= 0 (0: all tokens)");
+  if (!(o.top_p > 0 && o.top_p <= 1)) throw Error("--top-p " + std::to_string(o.top_p) + " must be in (0, 1] (1: off)");
 }
 
-int32_t choose_token(std::span<const float> logits, double temperature, int top_k, double u) {
+int32_t choose_token(std::span<const float> logits, double temperature, int top_k, double u, double top_p) {
   if (logits.empty()) throw Error("choose_token: no logits to choose from");
   std::vector<int32_t> idx(logits.size());
   for (size_t i = 0; i < idx.size(); ++i) idx[i] = static_cast<int32_t>(i);
@@ -28,12 +29,26 @@ int32_t choose_token(std::span<const float> logits, double temperature, int top_
   std::vector<double> p(k);
   double sum = 0;
   for (size_t i = 0; i < k; ++i) sum += p[i] = std::exp((logits[idx[i]] - logits[idx[0]]) / temperature);
+  // Nucleus: the shortest prefix (by probability, descending) holding top_p of the mass.
+  size_t keep = k;
+  if (top_p < 1) {
+    double mass = 0;
+    for (size_t i = 0; i < k; ++i) {
+      mass += p[i] / sum;
+      if (mass >= top_p) {
+        keep = i + 1;
+        break;
+      }
+    }
+    sum = 0;
+    for (size_t i = 0; i < keep; ++i) sum += p[i];
+  }
   double acc = 0;
-  for (size_t i = 0; i < k; ++i) {
+  for (size_t i = 0; i < keep; ++i) {
     acc += p[i] / sum;
     if (u < acc) return idx[i];
   }
-  return idx[k - 1];
+  return idx[keep - 1];
 }
 
 Sampler::Sampler(const SamplingOptions& o) : o_(o), rng_(o.seed) { validate(o); }
@@ -46,7 +61,7 @@ double Sampler::uniform() {
 int32_t Sampler::next(std::span<const float> logits) {
   // One draw per token even when greedy, so a stream's n-th draw belongs to its n-th token.
   const double u = uniform();
-  return choose_token(logits, o_.temperature, o_.top_k, u);
+  return choose_token(logits, o_.temperature, o_.top_k, u, o_.top_p);
 }
 
 Generation generate(model::CpuModel& m, std::vector<int32_t> seq, int max_tokens, int32_t stop_token,

@@ -40,22 +40,27 @@ HfLlamaConfig parse_config_json(std::string_view text, const std::string& path) 
   auto fail = [&](const std::string& field, const std::string& what) -> void {
     throw Error(path + ": field \"" + field + "\" " + what);
   };
+  auto has = [&](const char* field) { return j.contains(field) && !j.at(field).is_null(); };
   auto need = [&](const char* field) -> const nlohmann::json& {
-    if (!j.contains(field)) fail(field, "is missing");
+    if (!has(field)) fail(field, "is missing");
     return j.at(field);
   };
-  auto integer = [&](const char* field) {
-    const auto& v = need(field);
+  auto integer_of = [&](const nlohmann::json& v, const std::string& field) {
     if (!v.is_number_integer() || v.get<int64_t>() <= 0 || v.get<int64_t>() > (int64_t{1} << 30)) {
       fail(field, "is " + v.dump() + "; expected a positive integer");
     }
     return v.get<int>();
   };
-  auto number = [&](const char* field, double fallback) {
-    if (!j.contains(field)) return fallback;
-    const auto& v = j.at(field);
+  auto integer = [&](const char* field) { return integer_of(need(field), field); };
+  auto number_of = [&](const nlohmann::json& v, const std::string& field) {
     if (!v.is_number() || !(v.get<double>() > 0)) fail(field, "is " + v.dump() + "; expected a positive number");
     return v.get<double>();
+  };
+  auto number = [&](const char* field, double fallback) { return has(field) ? number_of(j.at(field), field) : fallback; };
+  auto boolean = [&](const char* field, bool fallback) {
+    if (!has(field)) return fallback;
+    if (!j.at(field).is_boolean()) fail(field, "is " + j.at(field).dump() + "; expected true or false");
+    return j.at(field).get<bool>();
   };
   HfLlamaConfig c;
   const auto& arch = need("architectures");
@@ -63,38 +68,99 @@ HfLlamaConfig parse_config_json(std::string_view text, const std::string& path) 
     fail("architectures", "is " + arch.dump() + "; expected one architecture name");
   }
   c.architecture = arch[0].get<std::string>();
-  if (c.architecture != "LlamaForCausalLM") {
-    fail("architectures", "is " + c.architecture + "; this version reads LlamaForCausalLM");
+  const bool llama = c.architecture == "LlamaForCausalLM", mistral = c.architecture == "MistralForCausalLM",
+             qwen2 = c.architecture == "Qwen2ForCausalLM", qwen3 = c.architecture == "Qwen3ForCausalLM";
+  if (!llama && !mistral && !qwen2 && !qwen3) {
+    fail("architectures", "is " + c.architecture +
+                              "; nvfp4 reads LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM and Qwen3ForCausalLM");
   }
-  if (j.contains("model_type")) c.model_type = j.at("model_type").is_string() ? j.at("model_type").get<std::string>() : "";
+  c.model_type = has("model_type") && j.at("model_type").is_string() ? j.at("model_type").get<std::string>() : "";
   c.hidden_size = integer("hidden_size");
   c.intermediate_size = integer("intermediate_size");
   c.num_hidden_layers = integer("num_hidden_layers");
   c.num_attention_heads = integer("num_attention_heads");
-  c.num_key_value_heads = j.contains("num_key_value_heads") ? integer("num_key_value_heads") : c.num_attention_heads;
-  c.head_dim = j.contains("head_dim") ? integer("head_dim") : c.hidden_size / c.num_attention_heads;
+  c.num_key_value_heads = has("num_key_value_heads") ? integer("num_key_value_heads") : c.num_attention_heads;
+  c.head_dim = has("head_dim") ? integer("head_dim") : c.hidden_size / c.num_attention_heads;
   c.vocab_size = integer("vocab_size");
   c.max_position_embeddings = integer("max_position_embeddings");
   c.rms_norm_eps = number("rms_norm_eps", c.rms_norm_eps);
-  c.rope_theta = number("rope_theta", c.rope_theta);
   c.initializer_range = number("initializer_range", c.initializer_range);
-  if (j.contains("rope_scaling") && !j.at("rope_scaling").is_null()) {
-    fail("rope_scaling", "is " + j.at("rope_scaling").dump() + "; this version reads models without rope scaling");
+  c.tie_word_embeddings = boolean("tie_word_embeddings", false);
+  if (has("torch_dtype") && j.at("torch_dtype").is_string()) c.torch_dtype = j.at("torch_dtype").get<std::string>();
+  if (c.torch_dtype.empty() && has("dtype") && j.at("dtype").is_string()) c.torch_dtype = j.at("dtype").get<std::string>();
+
+  // RoPE: rope_theta + rope_scaling (transformers 4), or one rope_parameters object (5).
+  c.rope_theta = number("rope_theta", c.rope_theta);
+  const char* rope_field = has("rope_parameters") ? "rope_parameters" : "rope_scaling";
+  if (has(rope_field)) {
+    const auto& r = j.at(rope_field);
+    const std::string f = rope_field;
+    if (!r.is_object()) fail(f, "is " + r.dump() + "; expected an object or null");
+    const char* type_key = r.contains("rope_type") ? "rope_type" : "type";
+    if (!r.contains(type_key) || !r.at(type_key).is_string()) fail(f + ".rope_type", "is missing");
+    c.rope_type = r.at(type_key).get<std::string>();
+    if (r.contains("rope_theta")) c.rope_theta = number_of(r.at("rope_theta"), f + ".rope_theta");
+    if (c.rope_type != "default" && c.rope_type != "linear" && c.rope_type != "llama3") {
+      fail(f + ".rope_type", "is \"" + c.rope_type + "\"; nvfp4 reads \"default\", \"linear\" and \"llama3\"");
+    }
+    if (c.rope_type != "default") c.rope_factor = number_of(r.value("factor", nlohmann::json()), f + ".factor");
+    if (c.rope_type == "llama3") {
+      c.rope_low_freq_factor = number_of(r.value("low_freq_factor", nlohmann::json()), f + ".low_freq_factor");
+      c.rope_high_freq_factor = number_of(r.value("high_freq_factor", nlohmann::json()), f + ".high_freq_factor");
+      c.rope_original_max_position =
+          integer_of(r.value("original_max_position_embeddings", nlohmann::json()), f + ".original_max_position_embeddings");
+    }
   }
-  for (const char* bias : {"attention_bias", "mlp_bias"}) {
-    if (j.contains(bias) && j.at(bias) != false) fail(bias, "is " + j.at(bias).dump() + "; this version reads models without biases");
+
+  // Biases: Llama's attention_bias also gives o_proj one (not a feature of ours); Qwen2 always
+  // has q/k/v biases, Qwen3 when attention_bias says so.
+  if (boolean("mlp_bias", false)) fail("mlp_bias", "is true; nvfp4 reads models without MLP biases");
+  const bool attention_bias = boolean("attention_bias", false);
+  if ((llama || mistral) && attention_bias) {
+    fail("attention_bias", "is true (q, k, v and o_proj biases); nvfp4 reads q/k/v biases only (Qwen2)");
   }
-  if (j.contains("hidden_act") && j.at("hidden_act") != "silu") {
-    fail("hidden_act", "is " + j.at("hidden_act").dump() + "; Llama's MLP is silu");
+  c.qkv_bias = qwen2 || (qwen3 && attention_bias);
+  c.qk_norm = qwen3;
+  if (has("hidden_act") && j.at("hidden_act") != "silu") {
+    fail("hidden_act", "is " + j.at("hidden_act").dump() + "; the Llama family's MLP is silu");
   }
-  if (j.contains("tie_word_embeddings")) {
-    if (!j.at("tie_word_embeddings").is_boolean()) fail("tie_word_embeddings", "is not true or false");
-    c.tie_word_embeddings = j.at("tie_word_embeddings").get<bool>();
+  if (mistral && has("sliding_window")) c.sliding_window = integer("sliding_window");
+  if ((qwen2 || qwen3) && boolean("use_sliding_window", false)) {
+    fail("use_sliding_window", "is true (a window on some layers only); nvfp4 reads Qwen models without it");
   }
-  for (auto [field, slot] : {std::pair{"bos_token_id", &c.bos_token_id}, std::pair{"eos_token_id", &c.eos_token_id}}) {
-    if (!j.contains(field) || j.at(field).is_null()) continue;
-    if (!j.at(field).is_number_integer()) fail(field, "is " + j.at(field).dump() + "; expected a token id");
-    *slot = j.at(field).get<int>();
+  if (has("layer_types")) {
+    const auto& lt = j.at("layer_types");
+    const std::string want = c.sliding_window > 0 ? "sliding_attention" : "full_attention";
+    if (!lt.is_array()) fail("layer_types", "is not a list");
+    for (const auto& t : lt) {
+      if (t != want && !(c.sliding_window == 0 && t == "full_attention")) {
+        fail("layer_types", "holds " + t.dump() + "; nvfp4 reads models whose layers all use \"" + want + "\"");
+      }
+    }
+  }
+  if (has("pretraining_tp") && j.at("pretraining_tp") != 1 && !j.at("pretraining_tp").is_number_integer()) {
+    fail("pretraining_tp", "is " + j.at("pretraining_tp").dump() + "; expected an integer");
+  }
+  if (has("bos_token_id")) {
+    if (!j.at("bos_token_id").is_number_integer()) fail("bos_token_id", "is " + j.at("bos_token_id").dump() + "; expected a token id");
+    c.bos_token_id = j.at("bos_token_id").get<int>();
+  }
+  if (has("eos_token_id")) {
+    const auto& e = j.at("eos_token_id");
+    std::vector<int> ids;
+    if (e.is_number_integer()) ids.push_back(e.get<int>());
+    else if (e.is_array()) {
+      for (const auto& x : e) {
+        if (!x.is_number_integer()) fail("eos_token_id", "is " + e.dump() + "; expected a token id or a list of them");
+        ids.push_back(x.get<int>());
+      }
+    } else {
+      fail("eos_token_id", "is " + e.dump() + "; expected a token id or a list of them");
+    }
+    if (!ids.empty()) {
+      c.eos_token_id = ids[0];
+      c.extra_eos_token_ids.assign(ids.begin() + 1, ids.end());
+    }
   }
   return c;
 }

@@ -1,4 +1,5 @@
-// Device memory for the CUDA model's sources (model_cuda.cu, quantized_linear_cuda.cu): an
+// Device memory for the CUDA model's sources (model_cuda.cu, quantized_linear_cuda.cu) and the
+// inference engine (src/infer/engine_cuda.cu): an
 // array from cudaMalloc, freed on destruction, that can be reallocated or grown; every CUDA
 // error becomes an nvfp4::Error naming the call.
 #pragma once
@@ -21,6 +22,15 @@ struct DeviceArray {
   DeviceArray() = default;
   DeviceArray(const DeviceArray&) = delete;
   DeviceArray& operator=(const DeviceArray&) = delete;
+  DeviceArray(DeviceArray&& o) noexcept : p(o.p), n(o.n) { o.p = nullptr, o.n = 0; }
+  DeviceArray& operator=(DeviceArray&& o) noexcept {
+    if (this != &o) {
+      cudaFree(p);
+      p = o.p, n = o.n;
+      o.p = nullptr, o.n = 0;
+    }
+    return *this;
+  }
   ~DeviceArray() { cudaFree(p); }
 
   // (Re)allocates `count` elements (at least one), adding the bytes to `total`.

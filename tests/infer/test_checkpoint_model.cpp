@@ -49,8 +49,10 @@ TEST(HfConfig, WhatThisVersionCannotRunNamesTheFileAndTheField) {
     std::string text;
     std::string needle;
   } cases[] = {
-      {with("architectures", {"MistralForCausalLM"}), "\"architectures\" is MistralForCausalLM"},
-      {with("rope_scaling", {{"rope_type", "llama3"}, {"factor", 8}}), "\"rope_scaling\""},
+      {with("architectures", {"GPT2LMHeadModel"}), "\"architectures\" is GPT2LMHeadModel"},
+      {with("rope_scaling", {{"rope_type", "llama3"}, {"factor", 8}}), "\"rope_scaling.low_freq_factor\""},
+      {with("rope_scaling", {{"rope_type", "yarn"}, {"factor", 8}}), "\"rope_scaling.rope_type\" is \"yarn\""},
+      {with("hidden_act", "gelu"), "\"hidden_act\""},
       {with("hidden_size", nullptr), "\"hidden_size\" is missing"},
       {with("num_hidden_layers", -2), "\"num_hidden_layers\" is -2"},
       {with("attention_bias", true), "\"attention_bias\" is true"},
@@ -63,10 +65,13 @@ TEST(HfConfig, WhatThisVersionCannotRunNamesTheFileAndTheField) {
     EXPECT_NE(e.find("m/config.json"), std::string::npos) << e;
     EXPECT_NE(e.find(cs.needle), std::string::npos) << e;
   }
-  // Parsed but not a model this version builds: head_dim x heads != hidden_size.
+  // Parsed but not a model nvfp4 runs: a width NVFP4 blocks cannot cover.
   auto h = parse_config_json(good, "m/config.json");
-  h.head_dim = 32;
-  EXPECT_NE(nvfp4::test::error_of([&] { nvfp4::infer::model_config(h); }).find("head_dim 32"), std::string::npos);
+  h.hidden_size = 40;
+  h.head_dim = 10;
+  const std::string e = nvfp4::test::error_of([&] { nvfp4::infer::model_config(h); });
+  EXPECT_NE(e.find("cannot run"), std::string::npos) << e;
+  EXPECT_NE(e.find("d_model = 40"), std::string::npos) << e;
 }
 
 }  // namespace

@@ -1,0 +1,33 @@
+// Options `generate` and `eval` share: the model folder, the device, the precision and what
+// stays unquantized, and the engine made from them.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "nvfp4/engine.hpp"
+#include "nvfp4/hf_model.hpp"
+
+namespace nvfp4::cli {
+
+struct EngineArgs {
+  std::string model;
+  std::string device = "auto";
+  std::string precision;  // empty: fp32 on the CPU, bf16 on CUDA
+  std::vector<std::string> keep_bf16;
+  bool quantize_lm_head = false;
+  std::string fallback = "on";
+  int max_context = 0;
+};
+
+// Adds MODEL, --device, --precision, --keep-bf16, --quantize-lm-head, --fallback.
+void add_engine_options(CLI::App* c, EngineArgs& a);
+// "cpu" or "cuda" (auto: cuda when a GPU is present).
+std::string engine_device(const EngineArgs& a);
+// The precision to run: --precision, or the device's unquantized one.
+infer::Precision engine_precision(const EngineArgs& a, const std::string& device);
+infer::EngineOptions engine_options(const EngineArgs& a, const std::string& device, int sequences, int context);
+
+}  // namespace nvfp4::cli

@@ -1,0 +1,67 @@
+// A Hugging Face model folder, opened for inference: config.json (Llama, Mistral, Qwen2, Qwen3;
+// include/nvfp4/hf_config.hpp), the weights (model.safetensors or a sharded index) memory-mapped
+// and converted one tensor at a time when an engine asks for it, generation_config.json's
+// end-of-text ids, and the tokenizer (tokenizer.json; an `nvfp4 export-hf` folder of a byte-level
+// model has nvfp4_tokenizer.json instead).
+//
+// Opening validates everything before any weight is converted: every parameter the config
+// implies is present with its exact shape and a float dtype (BF16, F16, F32); a tensor the
+// model has no use for is an error naming it (except the rotary_emb.inv_freq buffers older
+// checkpoints carry, and a tied model's lm_head.weight equal to its embedding, both ignored).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "nvfp4/dtype.hpp"
+#include "nvfp4/hf_config.hpp"
+#include "nvfp4/model.hpp"
+#include "nvfp4/tokenizer.hpp"
+
+namespace nvfp4::infer {
+
+class HfModel {
+ public:
+  // `dir`: the model folder. Throws nvfp4::Error naming the file, field or tensor.
+  static HfModel open(const std::string& dir);
+  HfModel(HfModel&&) noexcept;
+  HfModel& operator=(HfModel&&) noexcept;
+  ~HfModel();
+
+  const std::string& dir() const;
+  const io::HfLlamaConfig& hf_config() const;
+  const model::ModelConfig& config() const;
+  const std::vector<model::ParamSpec>& specs() const;  // model::param_specs(config())
+
+  // Parameter specs()[i] converted from its stored dtype: FP32 (exact from BF16/F16), or BF16
+  // bits (F32 rounded to nearest even). `out` holds exactly numel values.
+  void read_f32(size_t i, std::span<float> out) const;
+  void read_bf16(size_t i, std::span<uint16_t> out) const;
+  DType stored_dtype(size_t i) const;
+  uint64_t stored_bytes() const;  // of the parameters, as stored
+
+  // All parameters as FP32 in specs() order (a CpuModel's buffer; small models).
+  std::vector<float> read_all_f32() const;
+
+  // Token ids that end a generation: config.json's eos_token_id (one or a list), then
+  // generation_config.json's, then the tokenizer's end-of-text; no duplicates.
+  std::vector<int32_t> eos_ids() const;
+  bool has_tokenizer() const;
+  // Throws nvfp4::Error when the folder has none (tokenizer.json or nvfp4_tokenizer.json).
+  const io::Tokenizer& tokenizer() const;
+  // The ids a prompt is run as: the tokenizer's own special tokens added (Llama 3's
+  // <|begin_of_text|>, Llama 2's <s>), or for a model `nvfp4` trained and exported
+  // (nvfp4_tokenizer.json beside it) end-of-text + the text's ids, as its training documents start.
+  std::vector<int32_t> encode_prompt(const std::string& text) const;
+
+ private:
+  struct Impl;
+  explicit HfModel(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace nvfp4::infer

@@ -1,0 +1,243 @@
+// A Hugging Face model folder (include/nvfp4/hf_model.hpp).
+#include "nvfp4/hf_model.hpp"
+
+#include <algorithm>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "format/scalar.hpp"
+#include "nvfp4/checkpoint_model.hpp"
+#include "nvfp4/error.hpp"
+#include "nvfp4/hf_tokenizer.hpp"
+#include "nvfp4/safetensors.hpp"
+
+namespace nvfp4::infer {
+
+namespace fs = std::filesystem;
+
+struct HfModel::Impl {
+  std::string dir;
+  io::HfLlamaConfig hf;
+  model::ModelConfig config;
+  std::vector<model::ParamSpec> specs;
+  io::Checkpoint weights;
+  std::vector<std::string> stored_name;  // per spec: the tensor holding it
+  std::unique_ptr<io::Tokenizer> tokenizer;
+  std::vector<int32_t> eos;
+  bool nvfp4_export = false;  // written by `nvfp4 export-hf`: documents start with end-of-text
+};
+
+namespace {
+
+std::string read_text(const fs::path& p) {
+  std::ifstream f(p, std::ios::binary);
+  if (!f) throw Error(p.string() + ": cannot be read");
+  std::ostringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+bool ends_with(std::string_view s, std::string_view tail) {
+  return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
+}
+
+// generation_config.json's eos_token_id (an id or a list); none when the file is absent.
+std::vector<int32_t> generation_eos(const fs::path& p) {
+  if (!fs::exists(p)) return {};
+  const auto j = nlohmann::json::parse(read_text(p), nullptr, false);
+  if (j.is_discarded() || !j.is_object()) throw Error(p.string() + ": not a JSON object");
+  std::vector<int32_t> ids;
+  if (!j.contains("eos_token_id") || j.at("eos_token_id").is_null()) return ids;
+  const auto& e = j.at("eos_token_id");
+  for (const auto& x : e.is_array() ? e : nlohmann::json::array({e})) {
+    if (!x.is_number_integer()) throw Error(p.string() + ": field \"eos_token_id\" is " + e.dump() + "; expected token ids");
+    ids.push_back(x.get<int32_t>());
+  }
+  return ids;
+}
+
+}  // namespace
+
+HfModel::HfModel(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+HfModel::HfModel(HfModel&&) noexcept = default;
+HfModel& HfModel::operator=(HfModel&&) noexcept = default;
+HfModel::~HfModel() = default;
+
+HfModel HfModel::open(const std::string& dir_name) {
+  const fs::path dir(dir_name);
+  if (!fs::is_directory(dir)) {
+    throw Error(dir_name + ": not a folder; a Hugging Face model is a folder with config.json and model.safetensors");
+  }
+  const fs::path config_path = dir / "config.json";
+  if (!fs::exists(config_path)) throw Error(dir_name + ": no config.json in this folder (is it a Hugging Face model?)");
+  auto m = std::make_unique<Impl>(Impl{dir_name, io::parse_config_json(read_text(config_path), config_path.string()),
+                                       {}, {}, io::Checkpoint::open(dir_name), {}, nullptr, {}});
+  try {
+    m->config = model_config(m->hf);
+  } catch (const Error& e) {
+    throw Error(config_path.string() + ": " + e.what());
+  }
+  m->specs = model::param_specs(m->config);
+
+  // Every parameter present with its exact shape and a float dtype.
+  std::vector<std::string> names = m->weights.names();
+  std::vector<bool> used(names.size(), false);
+  auto position = [&](const std::string& n) {
+    const auto it = std::lower_bound(names.begin(), names.end(), n);
+    return it != names.end() && *it == n ? static_cast<long>(it - names.begin()) : -1L;
+  };
+  for (const auto& s : m->specs) {
+    const long at = position(s.name);
+    if (at < 0) {
+      throw Error(dir_name + ": the weights have no tensor " + s.name + " (" + m->hf.architecture +
+                  " with this config.json needs it)");
+    }
+    const io::TensorInfo& t = m->weights.info(s.name);
+    if (t.shape != s.shape) {
+      auto dims = [](const std::vector<int64_t>& v) {
+        std::string r = "[";
+        for (size_t i = 0; i < v.size(); ++i) r += (i ? ", " : "") + std::to_string(v[i]);
+        return r + "]";
+      };
+      throw Error(dir_name + ": tensor " + s.name + " has shape " + dims(t.shape) + "; config.json implies " +
+                  dims(s.shape));
+    }
+    if (t.dtype != DType::BF16 && t.dtype != DType::F16 && t.dtype != DType::F32) {
+      throw Error(dir_name + ": tensor " + s.name + " is " + std::string(dtype_name(t.dtype)) +
+                  "; nvfp4 loads BF16, F16 and F32 weights (a quantized checkpoint is not read here)");
+    }
+    used[static_cast<size_t>(at)] = true;
+    m->stored_name.push_back(s.name);
+  }
+  for (size_t i = 0; i < names.size(); ++i) {
+    if (used[i]) continue;
+    const std::string& n = names[i];
+    if (ends_with(n, ".rotary_emb.inv_freq")) continue;  // a buffer older transformers saved; recomputed
+    if (n == "lm_head.weight" && m->config.tie_embeddings) {
+      const auto a = m->weights.bytes(n), b = m->weights.bytes("model.embed_tokens.weight");
+      if (m->weights.info(n).dtype == m->weights.info("model.embed_tokens.weight").dtype && a.size() == b.size() &&
+          std::memcmp(a.data(), b.data(), a.size()) == 0) {
+        continue;
+      }
+      throw Error(dir_name + ": tensor lm_head.weight differs from model.embed_tokens.weight, but config.json says "
+                  "tie_word_embeddings: true");
+    }
+    throw Error(dir_name + ": unexpected tensor " + n + " (" + m->hf.architecture +
+                " with this config.json has no such parameter)");
+  }
+
+  // Tokenizer: tokenizer.json, or our byte-level export's description.
+  m->nvfp4_export = fs::exists(dir / "nvfp4_tokenizer.json");
+  if (fs::exists(dir / "tokenizer.json")) {
+    m->tokenizer = io::HfTokenizer::load(dir_name);
+  } else if (fs::exists(dir / "nvfp4_tokenizer.json")) {
+    const fs::path p = dir / "nvfp4_tokenizer.json";
+    m->tokenizer = io::make_tokenizer_from_description(read_text(p), p.string());
+  }
+  if (m->tokenizer && m->tokenizer->vocab_size() > m->config.vocab) {
+    throw Error(dir_name + ": the tokenizer has " + std::to_string(m->tokenizer->vocab_size()) +
+                " ids but config.json's vocab_size is " + std::to_string(m->config.vocab));
+  }
+
+  // End-of-text ids, in order, without duplicates.
+  auto add_eos = [&](int32_t id) {
+    if (id >= 0 && id < m->config.vocab && std::find(m->eos.begin(), m->eos.end(), id) == m->eos.end()) {
+      m->eos.push_back(id);
+    }
+  };
+  if (m->hf.eos_token_id) add_eos(*m->hf.eos_token_id);
+  for (int id : m->hf.extra_eos_token_ids) add_eos(id);
+  for (int32_t id : generation_eos(dir / "generation_config.json")) add_eos(id);
+  if (m->tokenizer) {
+    try {
+      add_eos(m->tokenizer->eot_token());
+    } catch (const Error&) {
+      // A tokenizer without an end-of-text token: the config's ids are the ones.
+    }
+  }
+  return HfModel(std::move(m));
+}
+
+const std::string& HfModel::dir() const { return impl_->dir; }
+const io::HfLlamaConfig& HfModel::hf_config() const { return impl_->hf; }
+const model::ModelConfig& HfModel::config() const { return impl_->config; }
+const std::vector<model::ParamSpec>& HfModel::specs() const { return impl_->specs; }
+DType HfModel::stored_dtype(size_t i) const { return impl_->weights.info(impl_->stored_name.at(i)).dtype; }
+
+uint64_t HfModel::stored_bytes() const {
+  uint64_t n = 0;
+  for (const auto& name : impl_->stored_name) n += impl_->weights.info(name).nbytes();
+  return n;
+}
+
+void HfModel::read_f32(size_t i, std::span<float> out) const {
+  const auto& s = impl_->specs.at(i);
+  if (static_cast<int64_t>(out.size()) != s.numel) throw Error("HfModel::read_f32: wrong buffer size for " + s.name);
+  const auto bytes = impl_->weights.bytes(impl_->stored_name[i]);
+  const DType d = stored_dtype(i);
+  for (int64_t k = 0; k < s.numel; ++k) {
+    if (d == DType::F32) {
+      std::memcpy(&out[k], bytes.data() + 4 * k, 4);
+    } else {
+      uint16_t h;
+      std::memcpy(&h, bytes.data() + 2 * k, 2);
+      out[k] = d == DType::BF16 ? fmt::bf16_decode(h) : fmt::fp16_decode(h);
+    }
+  }
+}
+
+void HfModel::read_bf16(size_t i, std::span<uint16_t> out) const {
+  const auto& s = impl_->specs.at(i);
+  if (static_cast<int64_t>(out.size()) != s.numel) throw Error("HfModel::read_bf16: wrong buffer size for " + s.name);
+  const auto bytes = impl_->weights.bytes(impl_->stored_name[i]);
+  const DType d = stored_dtype(i);
+  if (d == DType::BF16) {
+    std::memcpy(out.data(), bytes.data(), bytes.size());
+    return;
+  }
+  for (int64_t k = 0; k < s.numel; ++k) {
+    float v;
+    if (d == DType::F32) {
+      std::memcpy(&v, bytes.data() + 4 * k, 4);
+    } else {
+      uint16_t h;
+      std::memcpy(&h, bytes.data() + 2 * k, 2);
+      v = fmt::fp16_decode(h);
+    }
+    out[k] = fmt::bf16_encode(v);
+  }
+}
+
+std::vector<float> HfModel::read_all_f32() const {
+  const auto& last = impl_->specs.back();
+  std::vector<float> all(static_cast<size_t>(last.offset + last.numel));
+  for (size_t i = 0; i < impl_->specs.size(); ++i) {
+    const auto& s = impl_->specs[i];
+    read_f32(i, std::span<float>(all.data() + s.offset, static_cast<size_t>(s.numel)));
+  }
+  return all;
+}
+
+std::vector<int32_t> HfModel::eos_ids() const { return impl_->eos; }
+bool HfModel::has_tokenizer() const { return impl_->tokenizer != nullptr; }
+
+const io::Tokenizer& HfModel::tokenizer() const {
+  if (!impl_->tokenizer) {
+    throw Error(impl_->dir + ": no tokenizer.json in this folder; give token ids (--ids) or add the model's tokenizer.json");
+  }
+  return *impl_->tokenizer;
+}
+
+std::vector<int32_t> HfModel::encode_prompt(const std::string& text) const {
+  const io::Tokenizer& tok = tokenizer();
+  const auto* hf = dynamic_cast<const io::HfTokenizer*>(&tok);
+  if (hf && !impl_->nvfp4_export) return hf->encode(text, /*add_special=*/true);
+  std::vector<int32_t> ids = {tok.eot_token()};
+  tok.encode_append(text, ids);
+  return ids;
+}
+
+}  // namespace nvfp4::infer

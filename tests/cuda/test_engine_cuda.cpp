@@ -1,0 +1,145 @@
+// The CUDA inference engine against the CPU reference engine on the same model folders (every
+// architecture, BF16 weights): BF16 logits within BF16 tolerance, decode with the cache equal to a
+// full recompute, a batch equal to its sequences alone, the quantized precisions' weights and
+// guard as on the CPU.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "../infer/tiny_hf_model.hpp"
+#include "nvfp4/engine.hpp"
+#include "nvfp4/hf_model.hpp"
+#include "support/cuda_test.hpp"
+#include "support/test_support.hpp"
+
+namespace {
+
+using nvfp4::infer::Engine;
+using nvfp4::infer::EngineOptions;
+using nvfp4::infer::HfModel;
+using nvfp4::infer::Precision;
+using nvfp4::infer::SeqChunk;
+
+constexpr char kPrefix[] = "nvfp4_engine_cuda_test_";
+using EngineCudaTest = nvfp4::test::ScratchDirTest<kPrefix>;
+
+const std::vector<std::string> kArchs = {"llama", "mistral", "qwen2", "qwen3"};
+
+std::vector<int32_t> some_tokens(int n, int vocab, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::vector<int32_t> t(static_cast<size_t>(n));
+  for (auto& x : t) x = static_cast<int32_t>(rng() % static_cast<uint64_t>(vocab));
+  return t;
+}
+
+double rel_diff(const std::vector<float>& a, const std::vector<float>& b) {
+  EXPECT_EQ(a.size(), b.size());
+  float lo = INFINITY, hi = -INFINITY;
+  double d = 0;
+  for (size_t i = 0; i < a.size() && i < b.size(); ++i) {
+    lo = std::min(lo, b[i]), hi = std::max(hi, b[i]);
+    d = std::max(d, std::fabs(static_cast<double>(a[i]) - b[i]));
+  }
+  return d / std::max(1e-30, static_cast<double>(hi - lo));
+}
+
+double argmax_agreement(const std::vector<float>& a, const std::vector<float>& b, int V) {
+  const size_t rows = a.size() / static_cast<size_t>(V);
+  size_t same = 0;
+  for (size_t r = 0; r < rows; ++r) {
+    auto ra = a.begin() + r * V, rb = b.begin() + r * V;
+    same += std::max_element(ra, ra + V) - ra == std::max_element(rb, rb + V) - rb;
+  }
+  return static_cast<double>(same) / static_cast<double>(rows);
+}
+
+std::vector<float> run(Engine& e, int slot, const std::vector<int32_t>& t, bool all) {
+  std::vector<float> logits;
+  const SeqChunk c{slot, t, all};
+  e.forward(std::span<const SeqChunk>(&c, 1), logits);
+  return logits;
+}
+
+TEST_F(EngineCudaTest, Bf16LogitsMatchTheCpuReferenceForEveryArchitecture) {
+  REQUIRE_GPU();
+  for (const auto& arch : kArchs) {
+    const auto c = nvfp4::test::tiny_config(arch);
+    nvfp4::test::write_tiny_hf_model(dir_ / arch, arch, c, 31, nvfp4::DType::BF16);
+    const HfModel m = HfModel::open((dir_ / arch).string());
+    const auto t = some_tokens(40, c.vocab, 32);
+    EngineOptions o;
+    o.max_context = 48;
+    const auto cpu = nvfp4::infer::make_cpu_engine(m, o);
+    o.precision = Precision::bf16;
+    const auto gpu = nvfp4::infer::make_cuda_engine(m, o);
+    const auto want = run(*cpu, 0, t, true), got = run(*gpu, 0, t, true);
+    EXPECT_LT(rel_diff(got, want), 0.03) << arch;
+    EXPECT_GE(argmax_agreement(got, want, c.vocab), 0.95) << arch;
+    // Decode with the cache (the cache-attention kernel) = the prefill (flash attention).
+    gpu->reset(0);
+    std::vector<float> inc = run(*gpu, 0, {t.begin(), t.begin() + 20}, true);
+    for (size_t i = 20; i < t.size(); ++i) {
+      const auto s = run(*gpu, 0, {t[i]}, false);
+      inc.insert(inc.end(), s.begin(), s.end());
+    }
+    EXPECT_LT(rel_diff(inc, got), 0.02) << arch;
+  }
+}
+
+TEST_F(EngineCudaTest, ABatchEqualsItsSequencesAlone) {
+  REQUIRE_GPU();
+  for (const auto& arch : kArchs) {
+    const auto c = nvfp4::test::tiny_config(arch);
+    nvfp4::test::write_tiny_hf_model(dir_ / arch, arch, c, 33, nvfp4::DType::BF16);
+    const HfModel m = HfModel::open((dir_ / arch).string());
+    EngineOptions o;
+    o.precision = Precision::bf16;
+    o.max_sequences = 3;
+    o.max_context = 40;
+    const auto e = nvfp4::infer::make_cuda_engine(m, o);
+    const auto a = some_tokens(7, c.vocab, 34), b = some_tokens(13, c.vocab, 35), d = some_tokens(1, c.vocab, 36);
+    std::vector<float> alone;
+    for (const auto* s : {&a, &b, &d}) {
+      e->reset(0);
+      const auto l = run(*e, 0, *s, true);
+      alone.insert(alone.end(), l.begin(), l.end());
+    }
+    e->reset(0);
+    std::vector<float> together;
+    e->forward(std::vector<SeqChunk>{{2, a, true}, {0, b, true}, {1, d, true}}, together);
+    EXPECT_LT(rel_diff(together, alone), 0.02) << arch;
+    EXPECT_EQ(argmax_agreement(together, alone, c.vocab), 1.0) << arch;
+  }
+}
+
+TEST_F(EngineCudaTest, QuantizedPrecisionsMatchTheCpuEngineAndTheGuardFallsBack) {
+  REQUIRE_GPU();
+  const auto c = nvfp4::test::tiny_config("qwen2");
+  nvfp4::test::write_tiny_hf_model(dir_, "qwen2", c, 37, nvfp4::DType::BF16);
+  const HfModel m = HfModel::open(dir_.string());
+  const auto t = some_tokens(24, c.vocab, 38);
+  for (Precision p : {Precision::w4a16, Precision::w4a4, Precision::fp8}) {
+    EngineOptions o;
+    o.precision = p;
+    const auto cpu = nvfp4::infer::make_cpu_engine(m, o);
+    const auto gpu = nvfp4::infer::make_cuda_engine(m, o);
+    const auto want = run(*cpu, 0, t, true), got = run(*gpu, 0, t, true);
+    EXPECT_LT(rel_diff(got, want), p == Precision::w4a4 ? 0.08 : 0.04) << nvfp4::infer::precision_name(p);
+    EXPECT_GE(argmax_agreement(got, want, c.vocab), 0.9) << nvfp4::infer::precision_name(p);
+    if (p == Precision::w4a4) EXPECT_EQ(gpu->guard_stats().total_rows(), 14 * 24);
+  }
+  // Every row saturating a calibrated amax falls back: exactly w4a16's logits.
+  EngineOptions o;
+  o.precision = Precision::w4a16;
+  const auto w16 = nvfp4::infer::make_cuda_engine(m, o);
+  const auto l16 = run(*w16, 0, t, true);
+  o.precision = Precision::w4a4;
+  const auto w4 = nvfp4::infer::make_cuda_engine(m, o);
+  for (size_t i = 0; i + 1 < w4->linear_plan().size(); ++i) w4->set_input_amax(i, 1e-3f);
+  EXPECT_EQ(run(*w4, 0, t, true), l16);
+  const auto g = w4->guard_stats();
+  EXPECT_EQ(g.total_fallbacks(), g.total_rows());
+  EXPECT_EQ(g.total_rows(), 14 * 24);
+}
+
+}  // namespace
