@@ -9,9 +9,20 @@
 
 namespace nvfp4::io {
 
+// transformers' "rope_scaling": rope_type "linear" (factor) or "llama3" (all four numbers).
+struct HfRopeScaling {
+  std::string rope_type;
+  double factor = 1.0;
+  double low_freq_factor = 1.0;
+  double high_freq_factor = 4.0;
+  int original_max_position_embeddings = 8192;
+};
+
+// The fields of a Llama-family config.json. The architecture says what the fields do not:
+// Qwen2ForCausalLM has q/k/v biases, Qwen3ForCausalLM RMSNorms of each query and key head.
 struct HfLlamaConfig {
-  std::string architecture = "LlamaForCausalLM";
-  std::string model_type = "llama";
+  std::string architecture = "LlamaForCausalLM";  // or Qwen2ForCausalLM, Qwen3ForCausalLM, MistralForCausalLM
+  std::string model_type = "llama";               // "llama", "qwen2", "qwen3", "mistral"
   int hidden_size = 0;
   int intermediate_size = 0;
   int num_hidden_layers = 0;
@@ -24,10 +35,20 @@ struct HfLlamaConfig {
   double rope_theta = 10000.0;
   double initializer_range = 0.02;
   bool tie_word_embeddings = false;
+  std::optional<HfRopeScaling> rope_scaling;  // null when absent
+  // "attention_bias" of llama and qwen3: biases on q_proj, k_proj, v_proj AND o_proj. (Not
+  // written for qwen2, whose q/k/v biases come with the architecture, nor for mistral.)
+  bool attention_bias = false;
+  // The window of a sliding-window attention (none when empty): mistral's "sliding_window";
+  // qwen2 / qwen3 write "use_sliding_window", "sliding_window" and "max_window_layers" (the
+  // layers from that index on slide).
+  std::optional<int> sliding_window;
+  int max_window_layers = 0;
   std::optional<int> bos_token_id, eos_token_id;
 };
 
-// config.json text (two-space indented, fields in Hugging Face's names; BF16 weights).
+// config.json text (two-space indented, the fields in Hugging Face's names that model_type's
+// config class has; BF16 weights).
 std::string to_config_json(const HfLlamaConfig& c);
 
 // Reads a config.json's text; `path` names the file in errors. Architectures other than

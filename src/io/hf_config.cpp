@@ -8,6 +8,7 @@
 namespace nvfp4::io {
 
 std::string to_config_json(const HfLlamaConfig& c) {
+  const bool qwen = c.model_type == "qwen2" || c.model_type == "qwen3";
   nlohmann::ordered_json j;
   j["architectures"] = {c.architecture};
   j["model_type"] = c.model_type;
@@ -21,10 +22,30 @@ std::string to_config_json(const HfLlamaConfig& c) {
   j["max_position_embeddings"] = c.max_position_embeddings;
   j["rms_norm_eps"] = c.rms_norm_eps;
   j["rope_theta"] = c.rope_theta;
-  j["rope_scaling"] = nullptr;
+  if (c.rope_scaling) {
+    const HfRopeScaling& r = *c.rope_scaling;
+    nlohmann::ordered_json rs;
+    rs["rope_type"] = r.rope_type;
+    rs["factor"] = r.factor;
+    if (r.rope_type == "llama3") {
+      rs["low_freq_factor"] = r.low_freq_factor;
+      rs["high_freq_factor"] = r.high_freq_factor;
+      rs["original_max_position_embeddings"] = r.original_max_position_embeddings;
+    }
+    j["rope_scaling"] = rs;
+  } else {
+    j["rope_scaling"] = nullptr;
+  }
   j["hidden_act"] = "silu";
-  j["attention_bias"] = false;
-  j["mlp_bias"] = false;
+  if (c.model_type == "llama" || c.model_type == "qwen3") j["attention_bias"] = c.attention_bias;
+  if (c.model_type == "llama") j["mlp_bias"] = false;
+  const nlohmann::json window = c.sliding_window ? nlohmann::json(*c.sliding_window) : nlohmann::json(nullptr);
+  if (c.model_type == "mistral") j["sliding_window"] = window;
+  if (qwen) {
+    j["use_sliding_window"] = c.sliding_window.has_value();
+    j["sliding_window"] = window;
+    j["max_window_layers"] = c.max_window_layers;
+  }
   j["tie_word_embeddings"] = c.tie_word_embeddings;
   j["initializer_range"] = c.initializer_range;
   if (c.bos_token_id) j["bos_token_id"] = *c.bos_token_id;
