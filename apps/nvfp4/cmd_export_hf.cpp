@@ -1,4 +1,5 @@
-// nvfp4 export-hf CKPT DIR: a Hugging Face LlamaForCausalLM folder of a trained model
+// nvfp4 export-hf CKPT DIR: a Hugging Face LlamaForCausalLM folder of a trained model (or Qwen2 /
+// Qwen3 / MistralForCausalLM, the architecture that has the model's features)
 // (infer::export_hf, include/nvfp4/checkpoint_model.hpp: config.json, BF16 model.safetensors,
 // the tokenizer description and reference logits for checking the export with transformers,
 // tests/hf/check_hf_export.py; docs/model.md has the command and result).
@@ -34,7 +35,7 @@ void run(const ExportArgs& a) {
 
 void register_export_hf(CLI::App& app) {
   const auto [c, a] = add_command<ExportArgs>(app,
-      "export-hf", "Write a checkpoint as a Hugging Face Llama model (BF16)");
+      "export-hf", "Write a checkpoint as a Hugging Face Llama-family model (BF16)");
   add_input_output(c, "checkpoint", a->checkpoint, "ckpt_*.safetensors written by nvfp4 train", "dir", a->dir,
                    "Output folder");
   c->add_option("--check-text", a->check_text, "Text whose reference logits are written for checking the export");

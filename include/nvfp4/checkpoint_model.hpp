@@ -25,12 +25,19 @@ std::string checkpoint_tokenizer_description(const std::string& checkpoint);
 // nvfp4::Error naming the file if this build's tokenizer of that name differs.
 std::unique_ptr<io::Tokenizer> load_checkpoint_tokenizer(const std::string& checkpoint);
 
-// The model config <-> Hugging Face config.json (LlamaForCausalLM; no biases, untied head).
+// The model config <-> Hugging Face config.json. The architecture is the one that has the
+// model's features: Qwen3ForCausalLM with q/k norms (its attention_bias, set with q/k/v biases,
+// also gives o_proj a bias: export_hf writes zeros for it), else Qwen2ForCausalLM with q/k/v
+// biases, else MistralForCausalLM with a sliding window, else LlamaForCausalLM. A head size,
+// tied embeddings and RoPE scaling are fields of all four (a sliding window of Qwen2 / Qwen3 too).
 io::HfLlamaConfig hf_config(const model::ModelConfig& c, std::optional<int> bos, std::optional<int> eos);
-model::ModelConfig model_config(const io::HfLlamaConfig& h);  // throws nvfp4::Error naming what differs
+// The inverse; throws nvfp4::Error naming what this model cannot be (an o_proj bias, windows on
+// some layers only, another architecture or RoPE scaling).
+model::ModelConfig model_config(const io::HfLlamaConfig& h);
 
-// A checkpoint as a Hugging Face LlamaForCausalLM folder: config.json, generation_config.json,
-// model.safetensors (BF16, HF names and layouts: our parameters already are), the tokenizer
+// A checkpoint as a Hugging Face folder of hf_config()'s architecture: config.json,
+// generation_config.json, model.safetensors (BF16, HF names and layouts: our parameters already
+// are; no lm_head.weight when tied; zero o_proj biases where the architecture has them), the tokenizer
 // description (nvfp4_tokenizer.json), and nvfp4_reference_logits.safetensors — our FP32 logits
 // from the exported (BF16-rounded) weights on [end-of-text] + check_text (at most seq_len
 // tokens), for checking the export (tests/hf/check_hf_export.py). A folder that is not empty

@@ -13,9 +13,20 @@
 
 namespace nvfp4::io {
 
+// transformers' "rope_scaling": rope_type "linear" (factor) or "llama3" (all four numbers).
+struct HfRopeScaling {
+  std::string rope_type;
+  double factor = 1.0;
+  double low_freq_factor = 1.0;
+  double high_freq_factor = 4.0;
+  int original_max_position_embeddings = 8192;
+};
+
+// The fields of a Llama-family config.json. The architecture says what the fields do not:
+// Qwen2ForCausalLM has q/k/v biases, Qwen3ForCausalLM RMSNorms of each query and key head.
 struct HfLlamaConfig {
-  std::string architecture = "LlamaForCausalLM";
-  std::string model_type = "llama";
+  std::string architecture = "LlamaForCausalLM";  // or Qwen2ForCausalLM, Qwen3ForCausalLM, MistralForCausalLM
+  std::string model_type = "llama";               // "llama", "qwen2", "qwen3", "mistral"
   int hidden_size = 0;
   int intermediate_size = 0;
   int num_hidden_layers = 0;
@@ -28,26 +39,29 @@ struct HfLlamaConfig {
   double rope_theta = 10000.0;
   double initializer_range = 0.02;
   bool tie_word_embeddings = false;
+  std::optional<HfRopeScaling> rope_scaling;  // null when absent
+  // "attention_bias" of llama and qwen3: biases on q_proj, k_proj, v_proj AND o_proj. (Not
+  // written for qwen2, whose q/k/v biases come with the architecture, nor for mistral.)
+  bool attention_bias = false;
+  // The window of a sliding-window attention (none when empty): mistral's "sliding_window";
+  // qwen2 / qwen3 write "use_sliding_window", "sliding_window" and "max_window_layers" (the
+  // layers from that index on slide).
+  std::optional<int> sliding_window;
+  int max_window_layers = 0;
   std::optional<int> bos_token_id, eos_token_id;
-  // The Llama family's differences, as the architecture and its fields say:
-  bool qkv_bias = false;    // q_proj, k_proj, v_proj have biases (Qwen2; Qwen3's attention_bias)
-  bool qk_norm = false;     // q_norm / k_norm over each head (Qwen3)
-  int sliding_window = 0;   // Mistral's sliding_window; 0: none (null)
-  // rope_scaling: rope_type "default" (none), "linear" or "llama3".
-  std::string rope_type = "default";
-  double rope_factor = 1.0, rope_low_freq_factor = 1.0, rope_high_freq_factor = 4.0;
-  int rope_original_max_position = 8192;  // original_max_position_embeddings
-  std::string torch_dtype;                // as written; the weights' own dtypes are what is read
+  std::string torch_dtype;  // as read (informational: the weights' own dtypes are what is loaded)
   // More end-of-text ids than eos_token_id's first (a list there, or generation_config.json's).
   std::vector<int> extra_eos_token_ids;
 };
 
-// config.json text (two-space indented, fields in Hugging Face's names; BF16 weights).
+// config.json text (two-space indented, the fields in Hugging Face's names that model_type's
+// config class has; BF16 weights).
 std::string to_config_json(const HfLlamaConfig& c);
 
-// Reads a config.json's text; `path` names the file in errors. Another architecture, rope type,
-// activation, an o_proj or MLP bias, Qwen's per-layer sliding windows, and missing or mistyped
-// fields are nvfp4::Error naming the file and the field.
+// Reads a config.json's text; `path` names the file in errors. RoPE as transformers 4 writes it
+// (rope_theta + rope_scaling) or 5 (rope_parameters). Another architecture, rope type,
+// activation, an MLP bias, a sliding window on some layers only (Qwen's max_window_layers,
+// layer_types), and missing or mistyped fields are nvfp4::Error naming the file and the field.
 HfLlamaConfig parse_config_json(std::string_view text, const std::string& path);
 
 }  // namespace nvfp4::io

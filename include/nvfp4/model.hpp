@@ -182,6 +182,7 @@ class CpuModel {
   LinearPrecision& lin() { return linear_ ? *linear_ : fp32_; }
   Fp32Linear fp32_;
   LinearPrecision* linear_ = nullptr;  // nullptr: fp32_ (a pointer to it would not survive a move)
+  std::vector<float> inv_freq_;        // (HS / 2) RoPE inverse frequencies, config_.rope_inv_freq()
   // Activations of the last forward (sized for B_, T_), per layer where noted.
   int B_ = 0, T_ = 0;
   bool have_targets_ = false;
@@ -190,6 +191,7 @@ class CpuModel {
   std::vector<float> resid2_;  // (L, N, C): after attention
   std::vector<float> ln1_, ln2_, rstd1_, rstd2_;  // (L, N, C), (L, N)
   std::vector<float> q_, k_, v_;                  // (L, N, NH*HS) / (L, N, NKV*HS), q and k after RoPE
+  std::vector<float> qpre_, kpre_, rstdq_, rstdk_;  // qk_norm only: q, k before their norms, (L, N*NH), (L, N*NKV)
   std::vector<float> att_;                        // (L, B, NH, T, T)
   std::vector<float> atty_;                       // (L, N, NH*HS)
   std::vector<float> gate_, up_, h_;              // (L, N, F)

@@ -116,6 +116,12 @@ HfModel HfModel::open(const std::string& dir_name) {
     if (used[i]) continue;
     const std::string& n = names[i];
     if (ends_with(n, ".rotary_emb.inv_freq")) continue;  // a buffer older transformers saved; recomputed
+    if (ends_with(n, ".self_attn.o_proj.bias") && m->hf.attention_bias) {
+      // Llama's / Qwen3's attention_bias: o_proj's bias, which nvfp4's model has not — zeros only.
+      const auto b = m->weights.bytes(n);
+      if (std::all_of(b.begin(), b.end(), [](uint8_t x) { return x == 0 || x == 0x80; })) continue;
+      throw Error(dir_name + ": tensor " + n + " is not zero; nvfp4's model has q/k/v biases only (no o_proj bias)");
+    }
     if (n == "lm_head.weight" && m->config.tie_embeddings) {
       const auto a = m->weights.bytes(n), b = m->weights.bytes("model.embed_tokens.weight");
       if (m->weights.info(n).dtype == m->weights.info("model.embed_tokens.weight").dtype && a.size() == b.size() &&

@@ -8,6 +8,7 @@
 namespace nvfp4::io {
 
 std::string to_config_json(const HfLlamaConfig& c) {
+  const bool qwen = c.model_type == "qwen2" || c.model_type == "qwen3";
   nlohmann::ordered_json j;
   j["architectures"] = {c.architecture};
   j["model_type"] = c.model_type;
@@ -21,10 +22,30 @@ std::string to_config_json(const HfLlamaConfig& c) {
   j["max_position_embeddings"] = c.max_position_embeddings;
   j["rms_norm_eps"] = c.rms_norm_eps;
   j["rope_theta"] = c.rope_theta;
-  j["rope_scaling"] = nullptr;
+  if (c.rope_scaling) {
+    const HfRopeScaling& r = *c.rope_scaling;
+    nlohmann::ordered_json rs;
+    rs["rope_type"] = r.rope_type;
+    rs["factor"] = r.factor;
+    if (r.rope_type == "llama3") {
+      rs["low_freq_factor"] = r.low_freq_factor;
+      rs["high_freq_factor"] = r.high_freq_factor;
+      rs["original_max_position_embeddings"] = r.original_max_position_embeddings;
+    }
+    j["rope_scaling"] = rs;
+  } else {
+    j["rope_scaling"] = nullptr;
+  }
   j["hidden_act"] = "silu";
-  j["attention_bias"] = false;
-  j["mlp_bias"] = false;
+  if (c.model_type == "llama" || c.model_type == "qwen3") j["attention_bias"] = c.attention_bias;
+  if (c.model_type == "llama") j["mlp_bias"] = false;
+  const nlohmann::json window = c.sliding_window ? nlohmann::json(*c.sliding_window) : nlohmann::json(nullptr);
+  if (c.model_type == "mistral") j["sliding_window"] = window;
+  if (qwen) {
+    j["use_sliding_window"] = c.sliding_window.has_value();
+    j["sliding_window"] = window;
+    j["max_window_layers"] = c.max_window_layers;
+  }
   j["tie_word_embeddings"] = c.tie_word_embeddings;
   j["initializer_range"] = c.initializer_range;
   if (c.bos_token_id) j["bos_token_id"] = *c.bos_token_id;
@@ -98,44 +119,50 @@ HfLlamaConfig parse_config_json(std::string_view text, const std::string& path) 
     if (!r.is_object()) fail(f, "is " + r.dump() + "; expected an object or null");
     const char* type_key = r.contains("rope_type") ? "rope_type" : "type";
     if (!r.contains(type_key) || !r.at(type_key).is_string()) fail(f + ".rope_type", "is missing");
-    c.rope_type = r.at(type_key).get<std::string>();
+    const std::string type = r.at(type_key).get<std::string>();
     if (r.contains("rope_theta")) c.rope_theta = number_of(r.at("rope_theta"), f + ".rope_theta");
-    if (c.rope_type != "default" && c.rope_type != "linear" && c.rope_type != "llama3") {
-      fail(f + ".rope_type", "is \"" + c.rope_type + "\"; nvfp4 reads \"default\", \"linear\" and \"llama3\"");
+    if (type != "default" && type != "linear" && type != "llama3") {
+      fail(f + ".rope_type", "is \"" + type + "\"; nvfp4 reads \"default\", \"linear\" and \"llama3\"");
     }
-    if (c.rope_type != "default") c.rope_factor = number_of(r.value("factor", nlohmann::json()), f + ".factor");
-    if (c.rope_type == "llama3") {
-      c.rope_low_freq_factor = number_of(r.value("low_freq_factor", nlohmann::json()), f + ".low_freq_factor");
-      c.rope_high_freq_factor = number_of(r.value("high_freq_factor", nlohmann::json()), f + ".high_freq_factor");
-      c.rope_original_max_position =
-          integer_of(r.value("original_max_position_embeddings", nlohmann::json()), f + ".original_max_position_embeddings");
+    if (type != "default") {
+      HfRopeScaling s;
+      s.rope_type = type;
+      s.factor = number_of(r.value("factor", nlohmann::json()), f + ".factor");
+      if (type == "llama3") {
+        s.low_freq_factor = number_of(r.value("low_freq_factor", nlohmann::json()), f + ".low_freq_factor");
+        s.high_freq_factor = number_of(r.value("high_freq_factor", nlohmann::json()), f + ".high_freq_factor");
+        s.original_max_position_embeddings = integer_of(r.value("original_max_position_embeddings", nlohmann::json()),
+                                                        f + ".original_max_position_embeddings");
+      }
+      c.rope_scaling = s;
     }
   }
 
-  // Biases: Llama's attention_bias also gives o_proj one (not a feature of ours); Qwen2 always
-  // has q/k/v biases, Qwen3 when attention_bias says so.
+  // Biases: Qwen2's q/k/v biases come with the architecture; Llama's and Qwen3's attention_bias
+  // gives q, k, v and o_proj biases (Mistral has none).
   if (boolean("mlp_bias", false)) fail("mlp_bias", "is true; nvfp4 reads models without MLP biases");
-  const bool attention_bias = boolean("attention_bias", false);
-  if ((llama || mistral) && attention_bias) {
-    fail("attention_bias", "is true (q, k, v and o_proj biases); nvfp4 reads q/k/v biases only (Qwen2)");
-  }
-  c.qkv_bias = qwen2 || (qwen3 && attention_bias);
-  c.qk_norm = qwen3;
+  c.attention_bias = (llama || qwen3) && boolean("attention_bias", false);
+  if (mistral && boolean("attention_bias", false)) fail("attention_bias", "is true; Mistral has no biases");
   if (has("hidden_act") && j.at("hidden_act") != "silu") {
     fail("hidden_act", "is " + j.at("hidden_act").dump() + "; the Llama family's MLP is silu");
   }
+  // Sliding window: Mistral's on every layer; Qwen's only with use_sliding_window, on the layers
+  // from max_window_layers on (all of them or none are what nvfp4 runs).
   if (mistral && has("sliding_window")) c.sliding_window = integer("sliding_window");
   if ((qwen2 || qwen3) && boolean("use_sliding_window", false)) {
-    fail("use_sliding_window", "is true (a window on some layers only); nvfp4 reads Qwen models without it");
+    c.max_window_layers = has("max_window_layers") ? j.at("max_window_layers").get<int>() : 0;
+    if (c.max_window_layers > 0 && c.max_window_layers < c.num_hidden_layers) {
+      fail("max_window_layers", "is " + std::to_string(c.max_window_layers) +
+                                    ": only some layers slide; nvfp4 runs a window on every layer or none");
+    }
+    if (c.max_window_layers <= 0) c.sliding_window = integer("sliding_window");
   }
   if (has("layer_types")) {
     const auto& lt = j.at("layer_types");
-    const std::string want = c.sliding_window > 0 ? "sliding_attention" : "full_attention";
+    const std::string want = c.sliding_window ? "sliding_attention" : "full_attention";
     if (!lt.is_array()) fail("layer_types", "is not a list");
     for (const auto& t : lt) {
-      if (t != want && !(c.sliding_window == 0 && t == "full_attention")) {
-        fail("layer_types", "holds " + t.dump() + "; nvfp4 reads models whose layers all use \"" + want + "\"");
-      }
+      if (t != want) fail("layer_types", "holds " + t.dump() + "; nvfp4 runs models whose layers all use \"" + want + "\"");
     }
   }
   if (has("pretraining_tp") && j.at("pretraining_tp") != 1 && !j.at("pretraining_tp").is_number_integer()) {

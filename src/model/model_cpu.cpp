@@ -21,14 +21,33 @@ void Fp32Linear::backward(LinearId, float* dinp, float* dweight, const float* do
 
 namespace {
 
-// Parameter views of one layer, in param_specs() order.
+// Parameter views of one layer; nullptr where the config has none (biases, q/k norms).
 struct LayerParams {
   float *ln1, *wq, *wk, *wv, *wo, *ln2, *wg, *wu, *wd;
+  float *bq, *bk, *bv;  // q/k/v biases (attention_bias)
+  float *qn, *kn;       // q/k RMSNorm weights (HS) (qk_norm)
 };
 
 LayerParams layer_params(float* base, const std::vector<ParamSpec>& specs, const LayerParamIndex& x) {
-  auto at = [&](int i) { return base + specs[static_cast<size_t>(i)].offset; };
-  return {at(x.ln1), at(x.wq), at(x.wk), at(x.wv), at(x.wo), at(x.ln2), at(x.wg), at(x.wu), at(x.wd)};
+  auto at = [&](int i) { return i < 0 ? nullptr : base + specs[static_cast<size_t>(i)].offset; };
+  return {at(x.ln1), at(x.wq), at(x.wk), at(x.wv), at(x.wo),     at(x.ln2),    at(x.wg),
+          at(x.wu),  at(x.wd), at(x.bq), at(x.bk), at(x.bv), at(x.q_norm), at(x.k_norm)};
+}
+
+// out (N, OC) += bias (OC), row by row.
+void bias_forward(float* out, const float* bias, int64_t N, int64_t OC) {
+  for (int64_t n = 0; n < N; ++n) {
+    for (int64_t j = 0; j < OC; ++j) out[n * OC + j] += bias[j];
+  }
+}
+
+// dbias (OC) += sum_n dout (N, OC), each column summed in FP32 in increasing n.
+void bias_backward(float* dbias, const float* dout, int64_t N, int64_t OC) {
+  for (int64_t j = 0; j < OC; ++j) {
+    float sum = 0.0f;
+    for (int64_t n = 0; n < N; ++n) sum += dout[n * OC + j];
+    dbias[j] += sum;
+  }
 }
 
 template <typename T>
@@ -39,7 +58,7 @@ void fill_zero(std::vector<T>& v) {
 }  // namespace
 
 CpuModel::CpuModel(const ModelConfig& config)
-    : config_(config), specs_(param_specs(config)), index_(param_index(config)) {
+    : config_(config), specs_(param_specs(config)), index_(param_index(config)), inv_freq_(config.rope_inv_freq()) {
   const int64_t total = specs_.back().offset + specs_.back().numel;
   params_.assign(static_cast<size_t>(total), 0.0f);
   grads_.assign(static_cast<size_t>(total), 0.0f);
@@ -70,6 +89,11 @@ void CpuModel::resize(int B, int T) {
   q_.assign(L * N * QD, 0.0f);
   k_.assign(L * N * KD, 0.0f);
   v_.assign(L * N * KD, 0.0f);
+  const size_t NKV = config_.n_kv_head, qk = config_.qk_norm ? 1 : 0;  // q/k norm activations only when used
+  qpre_.assign(qk * L * N * QD, 0.0f);
+  kpre_.assign(qk * L * N * KD, 0.0f);
+  rstdq_.assign(qk * L * N * NH, 0.0f);
+  rstdk_.assign(qk * L * N * NKV, 0.0f);
   att_.assign(L * B * NH * T * T, 0.0f);
   atty_.assign(L * N * QD, 0.0f);
   gate_.assign(L * N * F, 0.0f);
@@ -120,6 +144,9 @@ float CpuModel::forward(const int32_t* tokens, const int32_t* targets, int B, in
     float* q = q_.data() + l * N * QD;           // (B, T, NH, HS)
     float* k = k_.data() + l * N * KD;           // (B, T, NKV, HS)
     float* v = v_.data() + l * N * KD;
+    // With q/k norms the projections land in qpre / kpre and q / k hold the normed heads.
+    float* qp = config_.qk_norm ? qpre_.data() + l * N * QD : q;
+    float* kp = config_.qk_norm ? kpre_.data() + l * N * KD : k;
     float* att = att_.data() + l * B * NH * T * T;
     float* atty = atty_.data() + l * N * QD;     // (B, T, NH, HS)
     float* gate = gate_.data() + l * N * F;
@@ -127,12 +154,21 @@ float CpuModel::forward(const int32_t* tokens, const int32_t* targets, int B, in
     float* h = h_.data() + l * N * F;
 
     cpu::rmsnorm_forward(ln1, rstd1_.data() + l * N, x, w.ln1, N, C, config_.norm_eps);
-    lin().forward({layer, LinearKind::q}, q, ln1, w.wq, N, C, QD);
-    lin().forward({layer, LinearKind::k}, k, ln1, w.wk, N, C, KD);
+    lin().forward({layer, LinearKind::q}, qp, ln1, w.wq, N, C, QD);
+    lin().forward({layer, LinearKind::k}, kp, ln1, w.wk, N, C, KD);
     lin().forward({layer, LinearKind::v}, v, ln1, w.wv, N, C, KD);
-    cpu::rope_forward(q, q, B, T, NH, HS, config_.rope_theta);  // in place
-    cpu::rope_forward(k, k, B, T, NKV, HS, config_.rope_theta);
-    cpu::attention_forward(atty, att, q, k, v, B, T, NH, NKV, HS);
+    if (w.bq) {  // q/k/v biases (Qwen2)
+      bias_forward(qp, w.bq, N, QD);
+      bias_forward(kp, w.bk, N, KD);
+      bias_forward(v, w.bv, N, KD);
+    }
+    if (config_.qk_norm) {  // RMSNorm over each head (rows of HS), before RoPE (Qwen3)
+      cpu::rmsnorm_forward(q, rstdq_.data() + l * N * NH, qp, w.qn, N * NH, HS, config_.norm_eps);
+      cpu::rmsnorm_forward(k, rstdk_.data() + l * N * NKV, kp, w.kn, N * NKV, HS, config_.norm_eps);
+    }
+    cpu::rope_forward(q, q, B, T, NH, HS, inv_freq_.data());  // in place
+    cpu::rope_forward(k, k, B, T, NKV, HS, inv_freq_.data());
+    cpu::attention_forward(atty, att, q, k, v, B, T, NH, NKV, HS, config_.sliding_window);
     lin().forward({layer, LinearKind::o}, x2, atty, w.wo, N, QD, C);
     cpu::residual_forward(x2, x2, x, N * C);  // x2 = x + o_proj(...)
     cpu::rmsnorm_forward(ln2, rstd2_.data() + l * N, x2, w.ln2, N, C, config_.norm_eps);
@@ -168,6 +204,8 @@ void CpuModel::backward(float loss_scale) {
   fill_zero(dlogits_);
   cpu::crossentropy_softmax_backward(dlogits_.data(), logits_.data(), targets_.data(), N, V,
                                      loss_scale / static_cast<float>(N));
+  // Tied embeddings: head is the embedding, so its weight gradient here and the gather's at the
+  // end both accumulate into the embedding's gradient.
   fill_zero(dln_);
   lin().backward({static_cast<int>(L), LinearKind::lm_head}, dln_.data(), g + head.offset, dlogits_.data(),
                     lnf_.data(), p + head.offset, N, C, V);
@@ -203,21 +241,41 @@ void CpuModel::backward(float loss_scale) {
     lin().backward({layer, LinearKind::up}, dln_.data(), dw.wu, dup_.data(), ln2, w.wu, N, C, F);
     cpu::rmsnorm_backward(dresid_.data(), dw.ln2, dln_.data(), x2, w.ln2, rstd2_.data() + l * N, N, C);
 
-    // Attention: x2 = x + o_proj(attn(rope(q(ln1)), rope(k(ln1)), v(ln1))); dresid = d x2.
+    // Attention: x2 = x + o_proj(attn(rope(qnorm(q(ln1) + bq)), rope(knorm(k(ln1) + bk)), v(ln1) + bv)),
+    // the biases and norms where the config has them; dresid = d x2.
     fill_zero(dattn_);
     lin().backward({layer, LinearKind::o}, dattn_.data(), dw.wo, dresid_.data(), atty, w.wo, N, QD, C);
     fill_zero(dqr_);
     fill_zero(dkr_);
     fill_zero(dv_);
     cpu::attention_backward(dqr_.data(), dkr_.data(), dv_.data(), datt_.data(), dattn_.data(), q, k, v, att, B, T, NH,
-                            NKV, HS);
+                            NKV, HS, config_.sliding_window);
     fill_zero(dq_);
     fill_zero(dk_);
-    cpu::rope_backward(dq_.data(), dqr_.data(), B, T, NH, HS, config_.rope_theta);
-    cpu::rope_backward(dk_.data(), dkr_.data(), B, T, NKV, HS, config_.rope_theta);
+    cpu::rope_backward(dq_.data(), dqr_.data(), B, T, NH, HS, inv_freq_.data());
+    cpu::rope_backward(dk_.data(), dkr_.data(), B, T, NKV, HS, inv_freq_.data());
+    // dqp, dkp: the gradient of the projections' outputs (+ bias). With q/k norms dq_ / dk_ are
+    // the normed heads' and the norms' backward writes into dqr_ / dkr_ (free again).
+    const float* dqp = dq_.data();
+    const float* dkp = dk_.data();
+    if (config_.qk_norm) {
+      fill_zero(dqr_);
+      fill_zero(dkr_);
+      cpu::rmsnorm_backward(dqr_.data(), dw.qn, dq_.data(), qpre_.data() + l * N * QD, w.qn,
+                            rstdq_.data() + l * N * NH, N * NH, HS);
+      cpu::rmsnorm_backward(dkr_.data(), dw.kn, dk_.data(), kpre_.data() + l * N * KD, w.kn,
+                            rstdk_.data() + l * N * NKV, N * NKV, HS);
+      dqp = dqr_.data();
+      dkp = dkr_.data();
+    }
+    if (dw.bq) {
+      bias_backward(dw.bq, dqp, N, QD);
+      bias_backward(dw.bk, dkp, N, KD);
+      bias_backward(dw.bv, dv_.data(), N, KD);
+    }
     fill_zero(dln_);
-    lin().backward({layer, LinearKind::q}, dln_.data(), dw.wq, dq_.data(), ln1, w.wq, N, C, QD);
-    lin().backward({layer, LinearKind::k}, dln_.data(), dw.wk, dk_.data(), ln1, w.wk, N, C, KD);
+    lin().backward({layer, LinearKind::q}, dln_.data(), dw.wq, dqp, ln1, w.wq, N, C, QD);
+    lin().backward({layer, LinearKind::k}, dln_.data(), dw.wk, dkp, ln1, w.wk, N, C, KD);
     lin().backward({layer, LinearKind::v}, dln_.data(), dw.wv, dv_.data(), ln1, w.wv, N, C, KD);
     cpu::rmsnorm_backward(dresid_.data(), dw.ln1, dln_.data(), x, w.ln1, rstd1_.data() + l * N, N, C);
   }

@@ -3,7 +3,9 @@ transformers are installed, e.g. the GPU machine; not part of the product or of 
 
     python3 tests/hf/check_hf_export.py EXPORT_DIR [--tolerance 1e-3]
 
-Loads EXPORT_DIR as LlamaForCausalLM in float32 on the CPU (no TF32), runs it on the token ids
+Loads EXPORT_DIR with AutoModelForCausalLM (the architecture of its config.json: LlamaForCausalLM,
+or Qwen2 / Qwen3 / MistralForCausalLM for models with their features) in float32 on the CPU (no
+TF32), with eager attention (the sliding window is a mask there), runs it on the token ids
 stored in EXPORT_DIR/nvfp4_reference_logits.safetensors, and compares its logits with the ones
 nvfp4's CPU model computed from the same BF16 weights. Prints the max absolute and relative
 differences and exits 1 if the max absolute difference exceeds the tolerance.
@@ -21,7 +23,7 @@ import sys
 
 import torch
 from safetensors.torch import load_file
-from transformers import LlamaForCausalLM
+from transformers import AutoModelForCausalLM
 
 
 def main() -> int:
@@ -38,7 +40,7 @@ def main() -> int:
     ref = load_file(f"{a.export_dir}/nvfp4_reference_logits.safetensors")
     ids = ref["input_ids"].long()
     want = ref["logits"].float()
-    model = LlamaForCausalLM.from_pretrained(a.export_dir, torch_dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(a.export_dir, torch_dtype=torch.float32, attn_implementation="eager")
     model.eval()
     with torch.no_grad():
         got = model(input_ids=ids).logits.float()

@@ -55,7 +55,7 @@ TEST(HfConfig, WhatThisVersionCannotRunNamesTheFileAndTheField) {
       {with("hidden_act", "gelu"), "\"hidden_act\""},
       {with("hidden_size", nullptr), "\"hidden_size\" is missing"},
       {with("num_hidden_layers", -2), "\"num_hidden_layers\" is -2"},
-      {with("attention_bias", true), "\"attention_bias\" is true"},
+      {with("mlp_bias", true), "\"mlp_bias\" is true"},
       {with("rms_norm_eps", "tiny"), "\"rms_norm_eps\""},
       {"[1, 2]", "not a JSON object"},
       {"{\"architectures\": ", "not a JSON object"},
@@ -72,6 +72,80 @@ TEST(HfConfig, WhatThisVersionCannotRunNamesTheFileAndTheField) {
   const std::string e = nvfp4::test::error_of([&] { nvfp4::infer::model_config(h); });
   EXPECT_NE(e.find("cannot run"), std::string::npos) << e;
   EXPECT_NE(e.find("d_model = 40"), std::string::npos) << e;
+  // Parsed but not a model this version builds: windows on some layers only.
+  h = parse_config_json(good, "m/config.json");
+  h.architecture = "Qwen2ForCausalLM", h.sliding_window = 64, h.max_window_layers = 1;
+  EXPECT_NE(nvfp4::test::error_of([&] { nvfp4::infer::model_config(h); }).find("max_window_layers 1"),
+            std::string::npos);
+  h.architecture = "GPT2LMHeadModel";
+  EXPECT_NE(nvfp4::test::error_of([&] { nvfp4::infer::model_config(h); }).find("GPT2LMHeadModel"), std::string::npos);
+  // A head size other than hidden_size / heads is a model (head_dim).
+  h = parse_config_json(good, "m/config.json");
+  h.head_dim = 32;
+  EXPECT_EQ(nvfp4::infer::model_config(h).head_size(), 32);
+}
+
+// The features pick the architecture that has them and write its fields; each reads back as
+// the same model (q/k norms with q/k/v biases: Qwen3's attention_bias, whose o_proj biases are zero).
+TEST(HfConfig, FeaturesPickTheArchitectureAndItsFields) {
+  using nvfp4::model::RopeScaling;
+  auto json_of = [](const nvfp4::model::ModelConfig& c) {
+    return nlohmann::json::parse(to_config_json(nvfp4::infer::hf_config(c, 256, 256)));
+  };
+  auto round_trips = [](const nvfp4::model::ModelConfig& c) {
+    EXPECT_EQ(nvfp4::infer::model_config(nvfp4::infer::hf_config(c, 256, 256)).to_json(), c.to_json());
+  };
+  auto c = a_model();
+  c.head_dim = 24, c.tie_embeddings = true;
+  c.rope_scaling = {RopeScaling::llama3, 8.0f, 1.0f, 4.0f, 8192};
+  auto j = json_of(c);
+  EXPECT_EQ(j.at("architectures")[0], "LlamaForCausalLM");
+  EXPECT_EQ(j.at("head_dim"), 24);
+  EXPECT_EQ(j.at("tie_word_embeddings"), true);
+  EXPECT_EQ(j.at("attention_bias"), false);
+  EXPECT_EQ(j.at("rope_scaling"), nlohmann::json::parse(R"({"rope_type": "llama3", "factor": 8.0,
+      "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192})"));
+  EXPECT_FALSE(j.contains("sliding_window"));
+  round_trips(c);
+  c.rope_scaling = {RopeScaling::linear, 2.5f};
+  EXPECT_EQ(json_of(c).at("rope_scaling"), nlohmann::json::parse(R"({"rope_type": "linear", "factor": 2.5})"));
+  round_trips(c);
+
+  c = a_model();
+  c.sliding_window = 48;
+  j = json_of(c);
+  EXPECT_EQ(j.at("architectures")[0], "MistralForCausalLM");
+  EXPECT_EQ(j.at("model_type"), "mistral");
+  EXPECT_EQ(j.at("sliding_window"), 48);
+  EXPECT_FALSE(j.contains("attention_bias"));
+  round_trips(c);
+
+  c.attention_bias = true;  // q/k/v biases: Qwen2, with its window fields
+  j = json_of(c);
+  EXPECT_EQ(j.at("architectures")[0], "Qwen2ForCausalLM");
+  EXPECT_EQ(j.at("model_type"), "qwen2");
+  EXPECT_EQ(j.at("use_sliding_window"), true);
+  EXPECT_EQ(j.at("sliding_window"), 48);
+  EXPECT_EQ(j.at("max_window_layers"), 0);
+  EXPECT_FALSE(j.contains("attention_bias"));  // Qwen2's biases come with the architecture
+  round_trips(c);
+  c.sliding_window = 0;
+  j = json_of(c);
+  EXPECT_EQ(j.at("use_sliding_window"), false);
+  EXPECT_TRUE(j.at("sliding_window").is_null());
+  round_trips(c);
+
+  c = a_model();
+  c.qk_norm = true;
+  j = json_of(c);
+  EXPECT_EQ(j.at("architectures")[0], "Qwen3ForCausalLM");
+  EXPECT_EQ(j.at("model_type"), "qwen3");
+  EXPECT_EQ(j.at("attention_bias"), false);
+  EXPECT_EQ(j.at("use_sliding_window"), false);
+  round_trips(c);
+  c.attention_bias = true;
+  EXPECT_EQ(json_of(c).at("attention_bias"), true);
+  round_trips(c);  // its o_proj biases are zero in the export, which a folder load checks
 }
 
 }  // namespace

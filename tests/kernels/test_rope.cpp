@@ -17,7 +17,8 @@ namespace {
 using namespace cpu_ops_test;
 
 // HF Llama: cos/sin of cat(freqs, freqs), q * cos + rotate_half(q) * sin, rotate_half(x) = cat(-x2, x1).
-Vd ref_rope(const Vd& inp, int64_t B, int64_t T, int64_t NH, int64_t HS, double theta) {
+// inv_freq (HS/2) given, or (empty) 1 / theta^(2i/HS).
+Vd ref_rope(const Vd& inp, int64_t B, int64_t T, int64_t NH, int64_t HS, double theta, const Vd& inv_freq = {}) {
   Vd out(inp.size());
   const int64_t half = HS / 2;
   for (int64_t b = 0; b < B; ++b)
@@ -25,7 +26,8 @@ Vd ref_rope(const Vd& inp, int64_t B, int64_t T, int64_t NH, int64_t HS, double 
       for (int64_t h = 0; h < NH; ++h)
         for (int64_t d = 0; d < HS; ++d) {
           const int64_t base = ((b * T + t) * NH + h) * HS;
-          const double angle = t / std::pow(theta, 2.0 * (d % half) / HS);
+          const double f = inv_freq.empty() ? 1.0 / std::pow(theta, 2.0 * (d % half) / HS) : inv_freq[d % half];
+          const double angle = t * f;
           const double rot = d < half ? -inp[base + d + half] : inp[base + d - half];
           out[base + d] = inp[base + d] * std::cos(angle) + rot * std::sin(angle);
         }
@@ -48,6 +50,55 @@ TEST(CpuOpsGrad, Rope) {
     cpu::rope_backward(g[0].data(), dout.data(), B, T, NH, HS);
   };
   run_grad_case(gc);
+}
+
+// A table of inverse frequencies (RoPE scaling): some divided by 8, some by 2, some kept.
+TEST(CpuOpsGrad, RopeInvFreqTable) {
+  Vf inv(HS / 2);
+  for (int64_t i = 0; i < HS / 2; ++i) inv[i] = 1.0f / std::pow(10000.0f, float(2 * i) / float(HS)) / float(1 << (3 - i % 3));
+  GradCase gc;
+  gc.name = "rope inv_freq";
+  gc.inputs = {randn(B * T * NH * HS, 15)};
+  gc.input_names = {"inp"};
+  gc.K = 8;
+  gc.ref = [inv](const std::vector<Vd>& x) { return ref_rope(x[0], B, T, NH, HS, 0.0, to_double(inv)); };
+  gc.fwd = [inv](const std::vector<Vf>& x) {
+    Vf out(x[0].size());
+    cpu::rope_forward(out.data(), x[0].data(), B, T, NH, HS, inv.data());
+    return out;
+  };
+  gc.bwd = [inv](std::vector<Vf>& g, const Vf& dout, const std::vector<Vf>&) {
+    cpu::rope_backward(g[0].data(), dout.data(), B, T, NH, HS, inv.data());
+  };
+  run_grad_case(gc);
+}
+
+// The theta versions are the table versions with the table of ops.hpp: the same bits, forward
+// (also in place) and backward (accumulating).
+TEST(CpuOpsRope, ThetaIsTheInvFreqTableBitForBit) {
+  for (const float theta : {10000.0f, 500000.0f, 1.5f}) {
+    for (const int64_t hs : {int64_t{2}, int64_t{8}, int64_t{22}}) {
+      constexpr int64_t T9 = 9;
+      Vf inv(static_cast<size_t>(hs / 2));
+      for (int64_t i = 0; i < hs / 2; ++i) inv[i] = 1.0f / std::pow(theta, static_cast<float>(2 * i) / static_cast<float>(hs));
+      const Vf x = randn(B * T9 * NH * hs, 61), dout = randn(B * T9 * NH * hs, 62);
+      Vf a(x.size()), b(x.size());
+      cpu::rope_forward(a.data(), x.data(), B, T9, NH, hs, theta);
+      cpu::rope_forward(b.data(), x.data(), B, T9, NH, hs, inv.data());
+      EXPECT_TRUE(same_bits(a, b)) << "theta " << theta << " HS " << hs;
+      EXPECT_FALSE(same_bits(a, x));  // it rotated something
+      Vf c = x;
+      cpu::rope_forward(c.data(), c.data(), B, T9, NH, hs, inv.data());
+      EXPECT_TRUE(same_bits(c, a));
+      Vf da = randn(x.size(), 63), db = da;  // accumulate onto the same nonzero start
+      cpu::rope_backward(da.data(), dout.data(), B, T9, NH, hs, theta);
+      cpu::rope_backward(db.data(), dout.data(), B, T9, NH, hs, inv.data());
+      EXPECT_TRUE(same_bits(da, db)) << "theta " << theta << " HS " << hs;
+    }
+  }
+  Vf y(2 * HS), x(2 * HS, 1.0f);
+  EXPECT_THROW(cpu::rope_forward(y.data(), x.data(), 1, 2, 1, HS, static_cast<const float*>(nullptr)), nvfp4::Error);
+  EXPECT_THROW(cpu::rope_forward(y.data(), x.data(), 1, 2, 1, HS, -1.0f), nvfp4::Error);
 }
 
 TEST(CpuOpsRope, PositionZeroIsIdentityAndNormsArePreserved) {

@@ -11,33 +11,16 @@
 #include <vector>
 
 #include "kernels/cpu/ops.hpp"
+#include "model/model_test_util.hpp"
 #include "nvfp4/error.hpp"
 #include "nvfp4/model.hpp"
 
 namespace {
 
+using model_test::random_tokens;
+using model_test::tiny;
 using nvfp4::model::CpuModel;
 using nvfp4::model::ModelConfig;
-
-ModelConfig tiny() {
-  ModelConfig c;
-  c.n_layer = 2;
-  c.d_model = 32;
-  c.n_head = 4;
-  c.n_kv_head = 2;  // grouped-query attention exercised
-  c.d_ffn = 48;
-  c.vocab = 23;
-  c.seq_len = 8;
-  c.init_std = 0.2f;  // large enough that every tensor's gradient is well above FP32 noise
-  return c;
-}
-
-std::vector<int32_t> random_tokens(size_t n, int vocab, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::vector<int32_t> t(n);
-  for (auto& x : t) x = static_cast<int32_t>(rng() % static_cast<uint64_t>(vocab));
-  return t;
-}
 
 TEST(ModelConfig, JsonRoundTripAndValidation) {
   ModelConfig c = tiny();
@@ -58,6 +41,85 @@ TEST(ModelConfig, JsonRoundTripAndValidation) {
   expect_error(R"({"n_kv_head": 3})", "n_kv_head = 3");
   expect_error(R"({"n_layer": "two"})", "must be an integer");
   expect_error("{nope", "not valid JSON");
+}
+
+TEST(ModelConfig, FeaturesRoundTripAndAreValidated) {
+  ModelConfig c = tiny();
+  const std::string plain = c.to_json();
+  for (const char* key : {"head_dim", "attention_bias", "qk_norm", "tie_embeddings", "sliding_window", "rope_scaling"}) {
+    EXPECT_EQ(plain.find(key), std::string::npos) << key << " in a plain model's JSON";
+  }
+  c.head_dim = 12, c.attention_bias = true, c.qk_norm = true, c.tie_embeddings = true, c.sliding_window = 5;
+  c.rope_scaling = {nvfp4::model::RopeScaling::llama3, 8.0f, 1.0f, 4.0f, 64};
+  const ModelConfig back = ModelConfig::from_json(c.to_json());
+  EXPECT_EQ(back.to_json(), c.to_json());
+  EXPECT_EQ(back.head_size(), 12);
+  EXPECT_TRUE(back.attention_bias && back.qk_norm && back.tie_embeddings);
+  EXPECT_EQ(back.sliding_window, 5);
+  EXPECT_EQ(back.rope_scaling, c.rope_scaling);
+  c.rope_scaling = {nvfp4::model::RopeScaling::linear, 2.5f};
+  EXPECT_EQ(ModelConfig::from_json(c.to_json()).rope_scaling, c.rope_scaling);
+  auto expect_error = [](const std::string& json, const std::string& needle) {
+    try {
+      ModelConfig::from_json(json);
+      ADD_FAILURE() << "accepted " << json;
+    } catch (const nvfp4::Error& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  };
+  expect_error(R"({"head_dim": 7})", "head size = 7");
+  expect_error(R"({"sliding_window": -1})", "sliding_window = -1");
+  expect_error(R"({"qk_norm": 1})", "true or false");
+  expect_error(R"({"rope_scaling": {"type": "yarn", "factor": 4}})", "rope_scaling.type");
+  expect_error(R"({"rope_scaling": {"factor": 4}})", "needs a \"type\"");
+  expect_error(R"({"rope_scaling": {"type": "linear", "factor": 0}})", "factor must be positive");
+  expect_error(R"({"rope_scaling": {"type": "llama3", "low_freq_factor": 4, "high_freq_factor": 1}})",
+               "low_freq_factor < high_freq_factor");
+}
+
+// The features' parameters, in HF's names and shapes; param_index finds each.
+TEST(ModelParams, FeaturesAddAndRemoveParameters) {
+  ModelConfig c = tiny();
+  c.head_dim = 12, c.attention_bias = true, c.qk_norm = true, c.tie_embeddings = true;
+  const auto specs = nvfp4::model::param_specs(c);
+  ASSERT_EQ(specs.size(), 1u + 14u * 2u + 1u);  // no lm_head
+  std::map<std::string, std::vector<int64_t>> want = {
+      {"model.layers.1.self_attn.q_proj.weight", {48, 32}},  // 4 heads x 12
+      {"model.layers.1.self_attn.q_proj.bias", {48}},
+      {"model.layers.1.self_attn.k_proj.weight", {24, 32}},  // 2 kv heads x 12
+      {"model.layers.1.self_attn.k_proj.bias", {24}},
+      {"model.layers.1.self_attn.v_proj.bias", {24}},
+      {"model.layers.1.self_attn.q_norm.weight", {12}},
+      {"model.layers.1.self_attn.k_norm.weight", {12}},
+      {"model.layers.1.self_attn.o_proj.weight", {32, 48}},
+  };
+  int64_t offset = 0;
+  for (const auto& s : specs) {
+    EXPECT_EQ(s.offset, offset) << s.name;
+    offset += s.numel;
+    EXPECT_NE(s.name, "lm_head.weight");
+    if (want.count(s.name)) {
+      EXPECT_EQ(s.shape, want[s.name]) << s.name;
+      want.erase(s.name);
+    }
+    EXPECT_EQ(s.decay, s.shape.size() == 2) << s.name;
+  }
+  EXPECT_TRUE(want.empty());
+  EXPECT_EQ(offset, c.num_params());
+  const auto x = nvfp4::model::param_index(c);
+  EXPECT_EQ(x.lm_head, x.embed);
+  const auto& l1 = x.layers.at(1);
+  EXPECT_EQ(specs.at(l1.bq).name, "model.layers.1.self_attn.q_proj.bias");
+  EXPECT_EQ(specs.at(l1.bv).name, "model.layers.1.self_attn.v_proj.bias");
+  EXPECT_EQ(specs.at(l1.k_norm).name, "model.layers.1.self_attn.k_norm.weight");
+  EXPECT_EQ(specs.at(l1.wd).name, "model.layers.1.mlp.down_proj.weight");
+  // init: biases 0, norm gains 1
+  CpuModel m(c);
+  nvfp4::model::init_params(c, m.params(), 1);
+  const auto& b = m.spec("model.layers.0.self_attn.k_proj.bias");
+  const auto& n = m.spec("model.layers.0.self_attn.q_norm.weight");
+  for (int64_t i = 0; i < b.numel; ++i) EXPECT_EQ(m.params()[b.offset + i], 0.0f);
+  for (int64_t i = 0; i < n.numel; ++i) EXPECT_EQ(m.params()[n.offset + i], 1.0f);
 }
 
 TEST(ModelParams, NamesAndShapesAreHuggingFaceLlamas) {
@@ -111,44 +173,13 @@ TEST(ModelParams, InitIsDeterministicAndScaled) {
   EXPECT_THROW(a.spec("model.layers.9.mlp.up_proj.weight"), nvfp4::Error);
 }
 
-// Directional derivative along a random direction inside one tensor, analytic vs central
-// difference. FP32 forward: the step is chosen so the loss moves by ~1e-3, far above FP32
-// rounding of the loss (~1e-7 relative); truncation error is O(h^2). A wrong gradient is off
-// by O(1), far outside the 2 % tolerance.
+// Directional derivatives per tensor, analytic vs central difference (model_test_util.hpp).
 TEST(ModelGradients, EveryTensorMatchesFiniteDifferences) {
   const ModelConfig c = tiny();
   CpuModel m(c);
   nvfp4::model::init_params(c, m.params(), 3);
-  const int B = 2, T = 7;
-  const auto tokens = random_tokens(B * T, c.vocab, 11), targets = random_tokens(B * T, c.vocab, 12);
-  m.zero_grad();
-  m.forward(tokens.data(), targets.data(), B, T);
-  m.backward();
-  const std::vector<float> grad(m.grads().begin(), m.grads().end());
-  std::mt19937_64 rng(5);
-  std::normal_distribution<double> nd;
-  int checked = 0;
-  for (const auto& s : m.specs()) {
-    std::vector<double> d(static_cast<size_t>(s.numel));
-    double analytic = 0, norm = 0;
-    for (int64_t i = 0; i < s.numel; ++i) {
-      d[i] = nd(rng);
-      analytic += d[i] * grad[s.offset + i];
-      norm += d[i] * d[i];
-    }
-    // Step so that |h * analytic| ~ 1e-3 (bounded for tiny gradients).
-    const double h = std::min(1e-2 / std::sqrt(norm), 1e-3 / std::max(std::abs(analytic), 1e-3));
-    const std::vector<float> saved(m.params().begin() + s.offset, m.params().begin() + s.offset + s.numel);
-    auto loss_at = [&](double sign) {
-      for (int64_t i = 0; i < s.numel; ++i) m.params()[s.offset + i] = static_cast<float>(saved[i] + sign * h * d[i]);
-      return static_cast<double>(m.forward(tokens.data(), targets.data(), B, T));
-    };
-    const double numeric = (loss_at(1) - loss_at(-1)) / (2 * h);
-    std::copy(saved.begin(), saved.end(), m.params().begin() + s.offset);
-    EXPECT_NEAR(analytic, numeric, 0.02 * std::abs(numeric) + 2e-4) << s.name;
-    ++checked;
-  }
-  EXPECT_EQ(checked, 21);
+  const model_test::Batch batch{random_tokens(2 * 7, c.vocab, 11), random_tokens(2 * 7, c.vocab, 12), 2, 7};
+  EXPECT_EQ(model_test::expect_directional_gradients(m, batch, 5), 21);
 }
 
 // Every linear layer goes through the hook: once per forward and once per backward each.
@@ -190,24 +221,7 @@ TEST(ModelLinearHook, SeesEveryGemmOnceAndChangesNothingWhenFp32) {
 }
 
 // A few AdamW steps on one batch: the loss must fall a lot, and two runs agree bit for bit.
-std::vector<float> fit_one_batch(int steps) {
-  const ModelConfig c = tiny();
-  CpuModel m(c);
-  nvfp4::model::init_params(c, m.params(), 9);
-  std::vector<float> mom(m.params().size(), 0.0f), var(m.params().size(), 0.0f);
-  const auto tokens = random_tokens(4 * 8, c.vocab, 21);
-  std::vector<int32_t> targets(tokens.begin() + 1, tokens.end());
-  targets.push_back(0);
-  std::vector<float> losses;
-  for (int s = 1; s <= steps; ++s) {
-    m.zero_grad();
-    losses.push_back(m.forward(tokens.data(), targets.data(), 4, 8));
-    m.backward();
-    nvfp4::cpu::adamw_update(m.params().data(), m.grads().data(), mom.data(), var.data(),
-                             static_cast<int64_t>(m.params().size()), 1e-2f, 0.9f, 0.95f, 1e-8f, 0.0f, s);
-  }
-  return losses;
-}
+std::vector<float> fit_one_batch(int steps) { return model_test::fit_one_batch(tiny(), steps, 9); }
 
 TEST(ModelTraining, FitsOneBatchAndIsDeterministic) {
   const auto a = fit_one_batch(40), b = fit_one_batch(40);

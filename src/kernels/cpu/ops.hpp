@@ -87,23 +87,34 @@ void rope_forward(float* out, const float* inp, int64_t B, int64_t T, int64_t NH
 void rope_backward(float* dinp, const float* dout, int64_t B, int64_t T, int64_t NH, int64_t HS,
                    float theta = 10000.0f);
 
+// The same rotations with the inverse frequencies given: inv_freq (HS/2), angle = float(t) *
+// inv_freq[i] (RoPE scaling: model::ModelConfig::rope_inv_freq()). The theta versions above are
+// these with inv_freq[i] = 1 / theta^(2i/HS) (FP32): the same bits for the same table.
+void rope_forward(float* out, const float* inp, int64_t B, int64_t T, int64_t NH, int64_t HS, const float* inv_freq);
+void rope_backward(float* dinp, const float* dout, int64_t B, int64_t T, int64_t NH, int64_t HS,
+                   const float* inv_freq);
+
 // ---- causal grouped-query attention ---------------------------------------------------------
 
-// For query head h, kv head h / (NH / NKV) (HF repeat_kv order), position t:
-//   att[b,h,t,t2] = softmax_{t2 <= t}(q[b,t,h,:] · k[b,t2,kvh,:] / sqrt(HS)), 0 for t2 > t
-//   out[b,t,h,:]  = sum_{t2 <= t} att[b,h,t,t2] * v[b,t2,kvh,:]
+// For query head h, kv head h / (NH / NKV) (HF repeat_kv order), position t, and the visible
+// key positions t2 in [lo(t), t] with lo(t) = max(0, t - window + 1) (a sliding window, Mistral:
+// t - t2 < window), lo(t) = 0 when window = 0 (all earlier positions):
+//   att[b,h,t,t2] = softmax_{lo(t) <= t2 <= t}(q[b,t,h,:] · k[b,t2,kvh,:] / sqrt(HS)), 0 elsewhere
+//   out[b,t,h,:]  = sum_{lo(t) <= t2 <= t} att[b,h,t,t2] * v[b,t2,kvh,:]
 // out (B, T, NH, HS); att (B, NH, T, T) the saved probabilities; q (B, T, NH, HS);
 // k, v (B, T, NKV, HS). Softmax subtracts the row max before exp. Overwrites out and att.
+// window >= T gives the same bits as window = 0.
 void attention_forward(float* out, float* att, const float* q, const float* k, const float* v, int64_t B,
-                       int64_t T, int64_t NH, int64_t NKV, int64_t HS);
+                       int64_t T, int64_t NH, int64_t NKV, int64_t HS, int64_t window = 0);
 
 // dq (B, T, NH, HS) += ..., dk, dv (B, T, NKV, HS) += ... (each KV head sums over the query
 // heads of its group, then over query positions, in increasing order). datt_scratch
 // (B, NH, T, T) is overwritten with the gradient of the pre-softmax scores (scaled dot
-// products), zero above the diagonal. att is attention_forward's output.
+// products), zero outside the visible positions. att is attention_forward's output for the
+// same window.
 void attention_backward(float* dq, float* dk, float* dv, float* datt_scratch, const float* dout, const float* q,
                         const float* k, const float* v, const float* att, int64_t B, int64_t T, int64_t NH,
-                        int64_t NKV, int64_t HS);
+                        int64_t NKV, int64_t HS, int64_t window = 0);
 
 // ---- SwiGLU ------------------------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 
 #include <cmath>
 #include <string>
+#include <vector>
 
 #include "kernels/cpu/ops_common.hpp"
 
@@ -14,10 +15,13 @@ using namespace ops_detail;
 
 namespace {
 
-// (cos, sin) of the angle of pair i at position t, computed as HF LlamaRotaryEmbedding does in
-// FP32: inv_freq = 1 / theta^(2i/HS), angle = float(t) * inv_freq.
-void rope_cos_sin(int64_t t, int64_t i, int64_t HS, float theta, float* cs, float* sn) {
-  const float inv_freq = 1.0f / std::pow(theta, static_cast<float>(2 * i) / static_cast<float>(HS));
+// The inverse frequency of pair i as HF LlamaRotaryEmbedding computes it in FP32: 1 / theta^(2i/HS).
+float rope_inv_freq(int64_t i, int64_t HS, float theta) {
+  return 1.0f / std::pow(theta, static_cast<float>(2 * i) / static_cast<float>(HS));
+}
+
+// (cos, sin) of the angle of a pair at position t: angle = float(t) * inv_freq, as HF.
+void rope_cos_sin(int64_t t, float inv_freq, float* cs, float* sn) {
   const float angle = static_cast<float>(t) * inv_freq;
   *cs = std::cos(angle);
   *sn = std::sin(angle);
@@ -29,10 +33,20 @@ void rotate_pair(float x1, float x2, float cs, float sn, float* y1, float* y2) {
   *y2 = x2 * cs + x1 * sn;
 }
 
-void rope_check(const char* op, int64_t B, int64_t T, int64_t NH, int64_t HS, float theta) {
+void rope_check(const char* op, int64_t B, int64_t T, int64_t NH, int64_t HS) {
   require_nonnegative(op, {{"B", B}, {"T", T}, {"NH", NH}, {"HS", HS}});
   require(HS % 2 == 0, op, "HS = " + std::to_string(HS) + " is odd; rotate_half pairs i with i + HS/2");
+}
+
+void rope_check_theta(const char* op, float theta) {
   require(theta > 0.0f, op, "theta = " + std::to_string(theta) + " must be positive");
+}
+
+// The theta versions' table: inv_freq[i] for i in 0..HS/2-1.
+std::vector<float> rope_inv_freq_table(int64_t HS, float theta) {
+  std::vector<float> f(static_cast<size_t>(HS / 2));
+  for (int64_t i = 0; i < HS / 2; ++i) f[static_cast<size_t>(i)] = rope_inv_freq(i, HS, theta);
+  return f;
 }
 
 }  // namespace
@@ -42,14 +56,15 @@ namespace {
 // Rotates each pair (x[i], x[i + HS/2]) of inp by +angle (sign = 1) or -angle (sign = -1, the
 // transpose: the backward) into out, overwriting or, with kAccumulate, adding.
 template <bool kAccumulate>
-void rope_rotate(float* out, const float* inp, int64_t B, int64_t T, int64_t NH, int64_t HS, float theta, float sign) {
+void rope_rotate(float* out, const float* inp, int64_t B, int64_t T, int64_t NH, int64_t HS, const float* inv_freq,
+                 float sign) {
   const int64_t half = HS / 2;
   NVFP4_OMP("omp parallel for collapse(2)")
   for (int64_t b = 0; b < B; ++b) {
     for (int64_t t = 0; t < T; ++t) {
       for (int64_t i = 0; i < half; ++i) {
         float cs, sn;
-        rope_cos_sin(t, i, HS, theta, &cs, &sn);
+        rope_cos_sin(t, inv_freq[i], &cs, &sn);
         sn *= sign;  // exact
         for (int64_t h = 0; h < NH; ++h) {
           const int64_t base = ((b * T + t) * NH + h) * HS;
@@ -71,14 +86,31 @@ void rope_rotate(float* out, const float* inp, int64_t B, int64_t T, int64_t NH,
 }  // namespace
 
 void rope_forward(float* out, const float* inp, int64_t B, int64_t T, int64_t NH, int64_t HS, float theta) {
-  rope_check("rope_forward", B, T, NH, HS, theta);
-  rope_rotate<false>(out, inp, B, T, NH, HS, theta, 1.0f);
+  rope_check("rope_forward", B, T, NH, HS);
+  rope_check_theta("rope_forward", theta);
+  const std::vector<float> inv_freq = rope_inv_freq_table(HS, theta);
+  rope_forward(out, inp, B, T, NH, HS, inv_freq.data());
 }
 
 void rope_backward(float* dinp, const float* dout, int64_t B, int64_t T, int64_t NH, int64_t HS, float theta) {
-  rope_check("rope_backward", B, T, NH, HS, theta);
+  rope_check("rope_backward", B, T, NH, HS);
+  rope_check_theta("rope_backward", theta);
+  const std::vector<float> inv_freq = rope_inv_freq_table(HS, theta);
+  rope_backward(dinp, dout, B, T, NH, HS, inv_freq.data());
+}
+
+void rope_forward(float* out, const float* inp, int64_t B, int64_t T, int64_t NH, int64_t HS, const float* inv_freq) {
+  rope_check("rope_forward", B, T, NH, HS);
+  require(inv_freq != nullptr || HS == 0, "rope_forward", "inv_freq is null");
+  rope_rotate<false>(out, inp, B, T, NH, HS, inv_freq, 1.0f);
+}
+
+void rope_backward(float* dinp, const float* dout, int64_t B, int64_t T, int64_t NH, int64_t HS,
+                   const float* inv_freq) {
+  rope_check("rope_backward", B, T, NH, HS);
+  require(inv_freq != nullptr || HS == 0, "rope_backward", "inv_freq is null");
   // The transpose of the rotation [[c, -s], [s, c]] is the rotation by -angle.
-  rope_rotate<true>(dinp, dout, B, T, NH, HS, theta, -1.0f);
+  rope_rotate<true>(dinp, dout, B, T, NH, HS, inv_freq, -1.0f);
 }
 
 // ---- RoPE of rows at given positions (inference) --------------------------------------------------
