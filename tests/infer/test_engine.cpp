@@ -6,11 +6,13 @@
 
 #include <cmath>
 #include <fstream>
+#include <nlohmann/json.hpp>
 
 #include "nvfp4/engine.hpp"
 #include "nvfp4/error.hpp"
 #include "nvfp4/hf_model.hpp"
 #include "nvfp4/quantize.hpp"
+#include "nvfp4/safetensors.hpp"
 #include "support/test_support.hpp"
 #include "tiny_hf_model.hpp"
 
@@ -106,6 +108,40 @@ TEST_F(EngineTest, BadFoldersAreErrorsNamingTheTensorOrField) {
   EXPECT_NE(e.find("yarn"), std::string::npos) << e;
   e = error_of([&] { HfModel::open((dir_ / "nothing").string()); });
   EXPECT_NE(e.find("not a folder"), std::string::npos) << e;
+}
+
+// Qwen3's attention_bias gives q, k, v AND o_proj biases; nvfp4's model has no o_proj bias, so a
+// folder loads when those are zero (what export-hf writes) and is an error naming one otherwise.
+TEST_F(EngineTest, AnOprojBiasLoadsOnlyWhenZero) {
+  auto c = nvfp4::test::tiny_config("qwen3");
+  c.attention_bias = true;
+  const auto p = nvfp4::test::write_tiny_hf_model(dir_, "qwen3", c, 14);
+  auto text = nlohmann::json::parse(nvfp4::test::tiny_config_json("qwen3", c));
+  text["attention_bias"] = true;
+  std::ofstream(dir_ / "config.json") << text.dump();
+  const auto f = nvfp4::io::SafetensorsFile::open((dir_ / "model.safetensors").string());
+  std::vector<std::pair<std::string, nvfp4::Tensor>> tensors;
+  for (const auto& t : f.tensors()) tensors.emplace_back(t.name, f.load(t.name));
+  for (float bias : {0.0f, 0.25f}) {
+    auto all = tensors;
+    for (int l = 0; l < c.n_layer; ++l) {
+      nvfp4::Tensor b = f.load("model.norm.weight");  // F32 (C)
+      auto* v = reinterpret_cast<float*>(b.data.data());
+      for (int64_t i = 0; i < c.d_model; ++i) v[i] = bias;
+      all.emplace_back("model.layers." + std::to_string(l) + ".self_attn.o_proj.bias", std::move(b));
+    }
+    nvfp4::io::write_file((dir_ / "model.safetensors").string(), all);
+    if (bias == 0.0f) {
+      const HfModel m = HfModel::open(dir_.string());
+      EXPECT_TRUE(m.config().attention_bias && m.config().qk_norm);
+      const auto e = nvfp4::infer::make_cpu_engine(m, {});
+      const auto t = some_tokens(12, c.vocab, 15);
+      EXPECT_LT(rel_diff(run(*e, 0, t, true), cpu_model_logits(c, p, t)), 2e-6);
+    } else {
+      const std::string e = error_of([&] { HfModel::open(dir_.string()); });
+      EXPECT_NE(e.find("tensor model.layers.0.self_attn.o_proj.bias is not zero"), std::string::npos) << e;
+    }
+  }
 }
 
 TEST_F(EngineTest, ComputesTheCpuModelsLogitsForEveryArchitecture) {
