@@ -86,6 +86,37 @@ TEST_F(EngineCudaTest, Bf16LogitsMatchTheCpuReferenceForEveryArchitecture) {
   }
 }
 
+// Decode steps replay a CUDA graph from the second step of a batch size on; an engine that
+// captures a layer's output runs every launch itself. The logits are the same bits.
+TEST_F(EngineCudaTest, ReplayedDecodeStepsEqualLaunchedOnes) {
+  REQUIRE_GPU();
+  const auto c = nvfp4::test::tiny_config("qwen3");
+  nvfp4::test::write_tiny_hf_model(dir_, "qwen3", c, 39, nvfp4::DType::BF16);
+  const HfModel m = HfModel::open(dir_.string());
+  for (Precision p : {Precision::bf16, Precision::w4a4}) {
+    EngineOptions o;
+    o.precision = p;
+    o.max_sequences = 2;
+    o.max_context = 40;
+    const auto graphed = nvfp4::infer::make_cuda_engine(m, o), launched = nvfp4::infer::make_cuda_engine(m, o);
+    std::vector<float> sink;
+    launched->capture_linear_output(0, &sink);
+    const auto a = some_tokens(9, c.vocab, 40), b = some_tokens(4, c.vocab, 41);
+    std::vector<float> lg, ll;
+    for (auto* e : {graphed.get(), launched.get()}) e->forward(std::vector<SeqChunk>{{0, a}, {1, b}}, e == graphed.get() ? lg : ll);
+    EXPECT_EQ(lg, ll);
+    for (int step = 0; step < 5; ++step) {
+      const std::vector<int32_t> next = {step % c.vocab, (7 * step + 3) % c.vocab};
+      const std::vector<SeqChunk> chunks = {{0, {&next[0], 1}}, {1, {&next[1], 1}}};
+      graphed->forward(chunks, lg);
+      launched->forward(chunks, ll);
+      EXPECT_EQ(lg, ll) << nvfp4::infer::precision_name(p) << " step " << step;
+    }
+    EXPECT_EQ(graphed->guard_stats().total_rows(), launched->guard_stats().total_rows());
+    EXPECT_EQ(graphed->length(0), 14);
+  }
+}
+
 TEST_F(EngineCudaTest, ABatchEqualsItsSequencesAlone) {
   REQUIRE_GPU();
   for (const auto& arch : kArchs) {
