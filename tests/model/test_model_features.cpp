@@ -6,9 +6,12 @@
 // fitting a batch. Then the identities the features promise, exactly where they are exact.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <functional>
+#include <ostream>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -26,6 +29,7 @@ struct Feature {
   std::string name;
   ModelConfig config;
 };
+void PrintTo(const Feature& f, std::ostream* os) { *os << f.name << " " << f.config.to_json(); }
 
 ModelConfig with(const std::function<void(ModelConfig&)>& edit) {
   ModelConfig c = tiny();
