@@ -3,6 +3,8 @@
 // (nvfp4/evaluate.hpp). This file reads the inputs, parses options and prints.
 #include <unistd.h>
 
+#include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -32,19 +34,23 @@ struct EvalArgs {
   bool json = false;
 };
 
-// Bytes of the text the scored tokens (all but the first) spell; -1 without a tokenizer.
+// Bytes of the text the scored tokens (all but the first) spell, special tokens left out; -1
+// without a tokenizer.
 int64_t scored_bytes(const infer::HfModel& m, const std::vector<int32_t>& ids) {
   if (!m.has_tokenizer() || ids.size() < 2) return ids.size() < 2 ? 0 : -1;
   const std::span<const int32_t> rest(ids.data() + 1, ids.size() - 1);
   if (const auto* hf = dynamic_cast<const io::HfTokenizer*>(&m.tokenizer())) {
     return static_cast<int64_t>(hf->decode(rest, /*skip_special=*/true).size());
   }
-  return static_cast<int64_t>(m.tokenizer().decode(rest).size());
+  // The byte tokenizer spells end-of-text "<|endoftext|>"; it stands for no bytes of the text.
+  std::vector<int32_t> text;
+  for (int32_t t : rest) {
+    if (t != m.tokenizer().eot_token()) text.push_back(t);
+  }
+  return static_cast<int64_t>(m.tokenizer().decode(text).size());
 }
 
 std::vector<infer::EvalDocument> read_documents(const EvalArgs& a, const infer::HfModel& m) {
-  const int given = !a.text.empty() + !a.data.empty() + !a.ids.empty();
-  if (given != 1) throw Error("eval: give exactly one of --text FILES, --data SHARDS, --ids FILE.jsonl");
   std::vector<infer::EvalDocument> docs;
   const int32_t V = m.config().vocab;
   if (!a.text.empty()) {
@@ -53,6 +59,7 @@ std::vector<infer::EvalDocument> read_documents(const EvalArgs& a, const infer::
       infer::EvalDocument d;
       d.ids = m.encode_prompt(text);
       d.bytes = scored_bytes(m, d.ids);
+      d.name = f;
       docs.push_back(std::move(d));
     }
   } else if (!a.data.empty()) {
@@ -64,35 +71,66 @@ std::vector<infer::EvalDocument> read_documents(const EvalArgs& a, const infer::
         for (const auto& s : io::expand_inputs({x})) files.push_back(s);
       }
     }
+    if (files.empty()) throw Error("--data: no token shards (is the dataset's val split empty?)");
     for (const std::string& f : files) {
       const io::TokenShard shard = io::TokenShard::open(f, 0);
-      if (shard.header().vocab_size > V) {
-        throw Error(f + ": its tokenizer has " + std::to_string(shard.header().vocab_size) +
-                    " ids; the model's vocabulary is " + std::to_string(V) + " (tokenized for another model?)");
+      const io::ShardHeader& h = shard.header();
+      if (h.vocab_size > V) {
+        throw Error(f + ": its tokenizer has " + std::to_string(h.vocab_size) + " ids; the model's vocabulary is " +
+                    std::to_string(V) + " (tokenized for another model?)");
+      }
+      // A shard that records its tokenizer must have been made by the model's (ids of another
+      // tokenizer inside the vocabulary would score as garbage).
+      if (m.has_tokenizer()) {
+        const io::Tokenizer& tok = m.tokenizer();
+        if ((h.tokenizer_id != 0 && h.tokenizer_id != tok.shard_id()) ||
+            (h.vocab_size != 0 && h.vocab_size != tok.vocab_size())) {
+          const std::string name = io::tokenizer_name_for_id(tok.shard_id());
+          throw Error(f + ": its tokens are another tokenizer's (" + io::tokenizer_name_for_id(h.tokenizer_id) + ", " +
+                      std::to_string(h.vocab_size) + " ids), not the model's (" + name + ", " +
+                      std::to_string(tok.vocab_size()) + " ids); remake the data with `nvfp4 data --tokenizer " +
+                      (name == "byte" ? name : a.engine.model) + "`");
+        }
       }
       infer::EvalDocument d;
       d.ids.assign(shard.tokens().begin(), shard.tokens().end());
+      for (size_t k = 0; k < d.ids.size(); ++k) {  // a shard without a recorded vocabulary is checked here
+        if (d.ids[k] >= V) {
+          throw Error(f + ": token " + std::to_string(k) + " is " + std::to_string(d.ids[k]) +
+                      ", not an id of the model's vocabulary [0, " + std::to_string(V) +
+                      ") (the shard records no tokenizer; was it tokenized for another model?)");
+        }
+      }
       d.bytes = scored_bytes(m, d.ids);
+      d.name = f;
       docs.push_back(std::move(d));
     }
   } else {
+    if (std::filesystem::is_directory(a.ids)) throw Error("--ids " + a.ids + ": is a folder; give a JSON lines file");
     std::ifstream in(a.ids);
     if (!in) throw Error(a.ids + ": cannot be read");
     std::string line;
     for (int64_t n = 1; std::getline(in, line); ++n) {
       if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
       const auto j = nlohmann::json::parse(line, nullptr, false);
-      const std::string where = a.ids + " line " + std::to_string(n) + ": ";
-      if (j.is_discarded() || !j.is_array()) throw Error(where + "not a JSON array of token ids");
+      const std::string where = a.ids + " line " + std::to_string(n);
+      if (j.is_discarded() || !j.is_array()) throw Error(where + ": not a JSON array of token ids");
       infer::EvalDocument d;
       for (const auto& x : j) {
-        if (!x.is_number_integer() || x.get<int64_t>() < 0 || x.get<int64_t>() >= V) {
-          throw Error(where + "token " + x.dump() + " is not an id in [0, " + std::to_string(V) + ")");
-        }
+        // Unsigned JSON integers are checked as such: a huge one read as int64 would wrap.
+        const bool id = x.is_number_unsigned() ? x.get<uint64_t>() < static_cast<uint64_t>(V)
+                        : x.is_number_integer() && x.get<int64_t>() >= 0 && x.get<int64_t>() < V;
+        if (!id) throw Error(where + ": token " + x.dump() + " is not an id in [0, " + std::to_string(V) + ")");
         d.ids.push_back(x.get<int32_t>());
       }
-      if (d.ids.size() < 2) throw Error(where + "needs at least 2 tokens (the first is never predicted)");
+      if (d.ids.size() < 2) throw Error(where + ": needs at least 2 tokens (the first is never predicted)");
+      if (!a.save_logits.empty() && static_cast<int64_t>(d.ids.size()) > m.config().seq_len) {
+        throw Error(where + ": " + std::to_string(d.ids.size()) + " tokens; --save-logits runs each line whole, " +
+                    "and the model's max_position_embeddings is " + std::to_string(m.config().seq_len) +
+                    " (shorten the line)");
+      }
       d.bytes = scored_bytes(m, d.ids);
+      d.name = where;
       docs.push_back(std::move(d));
     }
     if (docs.empty()) throw Error(a.ids + ": no lines of token ids");
@@ -108,6 +146,10 @@ void save_logits(infer::Engine& e, const std::vector<infer::EvalDocument>& docs,
     e.reset(0);
     const infer::SeqChunk ch{0, docs[i].ids, true};
     e.forward(std::span<const infer::SeqChunk>(&ch, 1), all[i]);
+    if (!std::all_of(all[i].begin(), all[i].end(), [](float x) { return std::isfinite(x); })) {
+      throw Error("--save-logits: the logits of " + docs[i].name + " are NaN or infinite (the activations overflow); "
+                  "nothing was written");
+    }
   }
   std::vector<io::TensorRef> refs;
   for (size_t i = 0; i < docs.size(); ++i) {
@@ -119,30 +161,64 @@ void save_logits(infer::Engine& e, const std::vector<infer::EvalDocument>& docs,
 }
 
 void run(EvalArgs& a) {
+  // Options first: a mistake is an error before a large model loads.
+  const int given = !a.text.empty() + !a.data.empty() + !a.ids.empty();
+  if (given != 1) throw Error("eval: give exactly one of --text FILES, --data SHARDS, --ids FILE.jsonl");
+  if (!a.save_logits.empty()) {
+    if (a.ids.empty()) throw Error("--save-logits needs --ids (one tensor per line)");
+    const std::filesystem::path out(a.save_logits), folder = out.parent_path();
+    if (std::filesystem::is_directory(out)) throw Error("--save-logits " + a.save_logits + ": is a folder; give a file name");
+    if (!folder.empty() && !std::filesystem::is_directory(folder)) {
+      throw Error("--save-logits " + a.save_logits + ": the folder " + folder.string() + " does not exist; create it first");
+    }
+  }
+  if (a.ctx > 0 && a.stride > a.ctx) {
+    throw Error("--stride " + std::to_string(a.stride) + " must be in [1, --ctx = " + std::to_string(a.ctx) + "]");
+  }
   const std::string device = engine_device(a.engine);
+  const infer::Precision precision = engine_precision(a.engine, device);
+  if (!a.reference.empty()) device_precision(a.reference, device, "--reference");
+  if (a.per_layer && !infer::is_quantized(precision)) {
+    throw Error("--per-layer: --precision " + std::string(infer::precision_name(precision)) +
+                " quantizes no linear layer (choose --precision w4a16, w4a4 or fp8)");
+  }
   const infer::HfModel model = infer::HfModel::open(a.engine.model);
+  if (!a.save_logits.empty()) {
+    std::vector<std::string> inputs = model.input_files();
+    inputs.push_back(a.ids);
+    io::refuse_output_over_input(a.save_logits, inputs);
+  }
   const std::vector<infer::EvalDocument> docs = read_documents(a, model);
   int64_t longest = 0;
   for (const auto& d : docs) longest = std::max<int64_t>(longest, static_cast<int64_t>(d.ids.size()));
-  const int ctx = a.ctx > 0 ? a.ctx : static_cast<int>(std::min<int64_t>({longest, model.config().seq_len, 4096}));
-  if (ctx > model.config().seq_len) {
-    throw Error("--ctx " + std::to_string(ctx) + " exceeds the model's max_position_embeddings " +
-                std::to_string(model.config().seq_len));
+  if (longest < 2) {
+    throw Error("eval: nothing to score: " + docs.front().name + (docs.size() > 1 ? " and every other input" : "") +
+                " holds fewer than 2 tokens (the first token is never predicted)" +
+                (a.text.empty() ? "" : "; is the text empty?"));
+  }
+  const int64_t seq_len = model.config().seq_len;
+  if (a.ctx > seq_len) {
+    throw Error("--ctx " + std::to_string(a.ctx) + " exceeds the model's max_position_embeddings " +
+                std::to_string(seq_len) + "; give --ctx " + std::to_string(seq_len) + " or less");
+  }
+  const int ctx = a.ctx > 0 ? a.ctx : static_cast<int>(std::min<int64_t>({longest, seq_len, 4096}));
+  if (a.stride > ctx) {
+    throw Error("--stride " + std::to_string(a.stride) + " must be in [1, " + std::to_string(ctx) +
+                "], the window length (--ctx defaults to the longest document, " + std::to_string(ctx) + " tokens)");
   }
   const int context = a.save_logits.empty() ? ctx : static_cast<int>(std::max<int64_t>(ctx, longest));
-  const auto engine = infer::make_engine(model, engine_options(a.engine, device, a.batch, context), device);
+  // No more sequence slots than windows: each slot holds a whole KV cache.
+  const int64_t windows = static_cast<int64_t>(infer::sliding_windows(docs, ctx, a.stride > 0 ? a.stride : ctx).size());
+  const int sequences = static_cast<int>(std::clamp<int64_t>(windows, 1, a.batch));
+  const auto engine = infer::make_engine(model, engine_options(a.engine, device, sequences, context), device);
   std::unique_ptr<infer::Engine> reference;
   if (!a.reference.empty()) {
     EngineArgs r = a.engine;
     r.precision = a.reference;
     r.keep_bf16.clear();
-    reference = infer::make_engine(model, engine_options(r, device, a.batch, context), device);
+    reference = infer::make_engine(model, engine_options(r, device, sequences, context), device);
   }
-  if (!a.save_logits.empty()) {
-    if (a.ids.empty()) throw Error("--save-logits needs --ids (one tensor per line)");
-    io::refuse_output_over_input(a.save_logits, {a.ids});
-    save_logits(*engine, docs, a.save_logits);
-  }
+  if (!a.save_logits.empty()) save_logits(*engine, docs, a.save_logits);
   infer::EvalOptions o;
   o.ctx = ctx;
   o.stride = a.stride;
@@ -155,12 +231,12 @@ void run(EvalArgs& a) {
   };
   const infer::EvalResult r = infer::evaluate(*engine, reference.get(), docs, o);
 
-  const std::string precision(infer::precision_name(engine_precision(a.engine, device)));
+  const std::string precision_text(infer::precision_name(precision));
   if (a.json) {
     nlohmann::ordered_json j;
     j["model"] = a.engine.model;
     j["device"] = device;
-    j["precision"] = precision;
+    j["precision"] = precision_text;
     j["ctx"] = ctx;
     j["stride"] = a.stride > 0 ? a.stride : ctx;
     j["documents"] = docs.size();
@@ -195,7 +271,7 @@ void run(EvalArgs& a) {
   std::cout << "tokens " << r.tokens << " (" << r.windows << " windows of up to " << ctx << ")\n"
             << "nll " << fixed(r.nll, 5) << " nats/token, perplexity " << fixed(r.ppl, 4);
   if (r.bits_per_byte) std::cout << ", " << fixed(*r.bits_per_byte, 4) << " bits/byte";
-  std::cout << "  [" << precision << " on " << device << "]\n";
+  std::cout << "  [" << precision_text << " on " << device << "]\n";
   if (reference) {
     std::cout << "reference " << a.reference << ": perplexity " << fixed(std::exp(*r.reference_nll), 4) << ", KL "
               << general(*r.kl_mean, 4) << " nats/token, top-1 agreement " << fixed(*r.top1_agree * 100, 2) << " %\n";

@@ -3,6 +3,7 @@
 // options and prints.
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <iostream>
 #include <limits>
 
@@ -19,6 +20,7 @@ struct GenerateArgs {
   EngineArgs engine;
   std::string prompt;
   infer::GenerateOptions o;
+  bool max_tokens_given = false;  // else the default, cut to what the context leaves after the prompt
   bool json = false;
 };
 
@@ -29,9 +31,24 @@ int64_t peak_rss_bytes() {
 }
 
 void run(GenerateArgs& a) {
+  // Options first: a typo is an error before a large model loads.
+  infer::validate(a.o);
   const std::string device = engine_device(a.engine);
+  engine_precision(a.engine, device);
   const infer::HfModel model = infer::HfModel::open(a.engine.model);
   const int prompt_len = static_cast<int>(model.encode_prompt(a.prompt).size());
+  const int limit = model.config().seq_len, room = limit - prompt_len;
+  if (room < 1) {
+    throw Error("--prompt: its " + std::to_string(prompt_len) + " tokens leave no room to generate within the model's " +
+                "max_position_embeddings of " + std::to_string(limit) + " (shorten the prompt)");
+  }
+  if (!a.max_tokens_given) {
+    a.o.max_tokens = std::min(a.o.max_tokens, room);
+  } else if (a.o.max_tokens > room) {
+    throw Error("--max-tokens " + std::to_string(a.o.max_tokens) + ": the prompt's " + std::to_string(prompt_len) +
+                " tokens + " + std::to_string(a.o.max_tokens) + " exceed the model's max_position_embeddings of " +
+                std::to_string(limit) + "; give --max-tokens " + std::to_string(room) + " or less");
+  }
   const auto engine =
       infer::make_engine(model, engine_options(a.engine, device, a.o.batch, prompt_len + a.o.max_tokens), device);
   const infer::GenerateResult r = infer::generate(*engine, model, a.prompt, a.o);
@@ -81,7 +98,8 @@ void register_generate(CLI::App& app) {
   const auto [c, a] = add_command<GenerateArgs>(app, "generate", "Generate text with a Hugging Face model folder");
   add_engine_options(c, a->engine);
   c->add_option("--prompt", a->prompt, "Text to continue")->required();
-  c->add_option("--max-tokens", a->o.max_tokens, "Tokens to generate at most")
+  c->add_option("--max-tokens", a->o.max_tokens,
+                "Tokens to generate at most (by default no more than max_position_embeddings leaves after the prompt)")
       ->capture_default_str()
       ->transform(integer_in(1, 1 << 20));
   c->add_option("--batch", a->o.batch, "Sequences of the prompt run together (sequence i samples with seed + i)")
@@ -99,7 +117,10 @@ void register_generate(CLI::App& app) {
   c->add_option("--seed", a->o.sampling.seed, "Sampling seed")->capture_default_str()->transform(any_seed());
   c->add_option("--stop", a->o.stop, "Stop strings: the text ends before the first one");
   c->add_flag("--json", a->json, "Print the result as JSON");
-  c->callback([a] { run(*a); });
+  c->callback([a, c] {
+    a->max_tokens_given = c->count("--max-tokens") > 0;
+    run(*a);
+  });
 }
 
 }  // namespace nvfp4::cli

@@ -28,13 +28,20 @@ std::string engine_device(const EngineArgs& a) {
   return train::resolve_device(a.device);
 }
 
-infer::Precision engine_precision(const EngineArgs& a, const std::string& device) {
-  if (a.precision.empty()) return device == "cpu" ? infer::Precision::fp32 : infer::Precision::bf16;
-  const infer::Precision p = infer::parse_precision(a.precision);
+infer::Precision device_precision(const std::string& value, const std::string& device, const std::string& option) {
+  const infer::Precision p = infer::parse_precision(value, option);
   if (device == "cuda" && p == infer::Precision::fp32) {
-    throw Error("--precision fp32 is the CPU reference's; on CUDA the unquantized precision is bf16");
+    throw Error(option + " fp32 is the CPU reference's; on CUDA the unquantized precision is bf16 (or use --device cpu)");
+  }
+  if (device == "cpu" && p == infer::Precision::bf16) {
+    throw Error(option + " bf16 is the CUDA engine's; the CPU reference runs fp32 (or w4a16, w4a4, fp8)");
   }
   return p;
+}
+
+infer::Precision engine_precision(const EngineArgs& a, const std::string& device) {
+  if (a.precision.empty()) return device == "cpu" ? infer::Precision::fp32 : infer::Precision::bf16;
+  return device_precision(a.precision, device, "--precision");
 }
 
 infer::EngineOptions engine_options(const EngineArgs& a, const std::string& device, int sequences, int context) {

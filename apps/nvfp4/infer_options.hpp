@@ -26,6 +26,9 @@ struct EngineArgs {
 void add_engine_options(CLI::App* c, EngineArgs& a);
 // "cpu" or "cuda" (auto: cuda when a GPU is present).
 std::string engine_device(const EngineArgs& a);
+// `value` of `option` (--precision, --reference) as a precision the device runs: bf16 is CUDA's,
+// fp32 the CPU's; anything else is an nvfp4::Error naming the option.
+infer::Precision device_precision(const std::string& value, const std::string& device, const std::string& option);
 // The precision to run: --precision, or the device's unquantized one.
 infer::Precision engine_precision(const EngineArgs& a, const std::string& device);
 infer::EngineOptions engine_options(const EngineArgs& a, const std::string& device, int sequences, int context);

@@ -94,7 +94,9 @@ class Engine {
   // Runs the chunks (at most one per slot; each slot's length + tokens <= max_context; tokens in
   // [0, vocab)) and appends them to the caches. `logits` becomes (rows, vocab) FP32, rows in chunk
   // order: every token of an all_logits chunk, the last token of the others. Throws nvfp4::Error
-  // naming the chunk for a bad slot, length or token; the caches are unchanged then.
+  // naming the chunk for a bad slot, length or token; the caches are unchanged then. The CPU
+  // engine also throws when the activations overflow FP32 (the final norm's input has an infinite
+  // or NaN RMS); the lengths are unchanged then.
   virtual void forward(std::span<const SeqChunk> chunks, std::vector<float>& logits) = 0;
 
   // Changes the precision of linear layers: one entry per layer (linear_plan() order). The

@@ -16,10 +16,12 @@
 namespace nvfp4::infer {
 
 // One text to score: its ids, and the bytes of the text its scored tokens (all but the first)
-// spell (-1: unknown, e.g. ids without a tokenizer).
+// spell (-1: unknown, e.g. ids without a tokenizer), and where it came from for messages (a
+// file, "FILE line N"; empty: "document <index>").
 struct EvalDocument {
   std::vector<int32_t> ids;
   int64_t bytes = -1;
+  std::string name;
 };
 
 // A window of one document run as a fresh sequence: tokens [begin, end), of which those at
@@ -73,7 +75,9 @@ struct EvalResult {
 // Scores `docs` with `engine`; with `reference` (another engine over the same model) the same
 // windows through it too. Per-layer sensitivity quantizes one of `engine`'s quantized layers at a
 // time, every other layer at its device's unquantized precision (fp32 CPU, bf16 CUDA), and
-// restores the engine's plan afterwards. Throws nvfp4::Error for bad options or documents.
+// restores the engine's plan afterwards. Throws nvfp4::Error for bad options or documents (checked
+// before anything runs: --per-layer with no quantized layer too), and, naming the document and
+// the token, for logits that are NaN or infinite (the activations overflow): never a NaN result.
 EvalResult evaluate(Engine& engine, Engine* reference, std::span<const EvalDocument> docs, const EvalOptions& o);
 
 // Per scored position: negative log-likelihood of `target` under `logits` (V), and with

@@ -49,9 +49,14 @@ struct GenerateResult {
   int64_t memory_bytes = 0;    // the engine's
 };
 
+// Checks what does not depend on a model: max_tokens and batch >= 1, the sampling options
+// (validate(SamplingOptions)), no empty stop string. Throws nvfp4::Error naming the option.
+void validate(const GenerateOptions& o);
+
 // Runs `prompt` (ids from model.encode_prompt) through `engine`, whose max_sequences must be at
 // least o.batch and whose context must hold prompt + max_tokens. Throws nvfp4::Error naming the
-// option that does not fit.
+// option that does not fit, and when the model's logits turn NaN or infinite (its activations
+// overflow): a token sampled from them would be garbage.
 GenerateResult generate(Engine& engine, const HfModel& model, const std::string& prompt, const GenerateOptions& o);
 
 }  // namespace nvfp4::infer

@@ -38,7 +38,10 @@ class HfModel {
   const std::vector<model::ParamSpec>& specs() const;  // model::param_specs(config())
 
   // Parameter specs()[i] converted from its stored dtype: FP32 (exact from BF16/F16), or BF16
-  // bits (F32 rounded to nearest even). `out` holds exactly numel values.
+  // bits (F32 rounded to nearest even). `out` holds exactly numel values. A stored NaN or
+  // infinity (read_bf16: or an F32 beyond BF16's range) is an nvfp4::Error naming the folder,
+  // the tensor and the first bad element (a model's weights are finite; such a file is corrupt
+  // or from a diverged run).
   void read_f32(size_t i, std::span<float> out) const;
   void read_bf16(size_t i, std::span<uint16_t> out) const;
   DType stored_dtype(size_t i) const;
@@ -46,6 +49,10 @@ class HfModel {
 
   // All parameters as FP32 in specs() order (a CpuModel's buffer; small models).
   std::vector<float> read_all_f32() const;
+
+  // The files the model is read from, those present: config.json, generation_config.json, the
+  // weights (the index and every shard) and the tokenizer's files. An output must replace none.
+  std::vector<std::string> input_files() const;
 
   // Token ids that end a generation: config.json's eos_token_id (one or a list), then
   // generation_config.json's, then the tokenizer's end-of-text; no duplicates.

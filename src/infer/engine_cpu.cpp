@@ -237,6 +237,16 @@ void CpuEngine::forward(std::span<const SeqChunk> chunks, std::vector<float>& lo
   size(last_, R * C), size(lnf_, R * C);
   cpu::gather_rows(last_.data(), x_.data(), b.out_rows.data(), R, N, C);
   cpu::rmsnorm_forward(lnf_.data(), rstd_.data(), last_.data(), norm_.data(), R, C, c_.norm_eps);
+  for (int64_t r = 0; r < R; ++r) {
+    // An infinite or NaN RMS: the residual stream overflowed FP32, and the norm would turn it into
+    // zeros (uniform logits) or NaN. Finite weights of a trained model never get there.
+    if (!std::isfinite(rstd_[r]) || rstd_[r] == 0.0f) {
+      const int32_t row = b.out_rows[static_cast<size_t>(r)];
+      throw Error("engine forward: the activations overflow FP32 (slot " + std::to_string(b.slot[row]) + ", position " +
+                  std::to_string(b.pos[row]) + "): the weights of " + m_.dir() +
+                  " hold values far outside a trained model's range");
+    }
+  }
   logits.resize(static_cast<size_t>(R * V));
   linear(lin_.size() - 1, logits.data(), lnf_.data(), R, nullptr);
   for (size_t i = 0; i < chunks.size(); ++i) len_[chunks[i].slot] = b.new_length[i];

@@ -24,6 +24,17 @@ size_t argmax(std::span<const float> x) {
   return static_cast<size_t>(std::max_element(x.begin(), x.end()) - x.begin());
 }
 
+// "a.txt, token 17" (or "document 3, token 17" for a document without a name).
+std::string where(std::span<const EvalDocument> docs, size_t doc, int64_t token) {
+  const std::string& n = docs[doc].name;
+  return (n.empty() ? "document " + std::to_string(doc) : n) + ", token " + std::to_string(token);
+}
+
+[[noreturn]] void non_finite_logits(const std::string& at, const std::string& whose) {
+  throw Error("eval: " + at + ": " + whose + " logits are NaN or infinite: the activations overflow (try another "
+              "precision, keep the overflowing layers unquantized with --keep-bf16, or check the model's weights)");
+}
+
 // Runs windows through an engine in batches (one slot each, fresh), calling fn(window index,
 // logits of its tokens (len, V)) for each.
 template <typename Fn>
@@ -106,6 +117,14 @@ EvalResult evaluate(Engine& engine, Engine* reference, std::span<const EvalDocum
   const std::vector<EvalWindow> windows = sliding_windows(docs, ctx, stride);
   if (windows.empty()) throw Error("eval: nothing to score (every document has fewer than 2 tokens)");
   const int64_t V = engine.config().vocab;
+  std::vector<size_t> quantized;  // --per-layer: the engine's quantized layers
+  if (o.per_layer) {
+    const auto& plan = engine.linear_plan();
+    for (size_t i = 0; i < plan.size(); ++i) {
+      if (is_quantized(plan[i].precision)) quantized.push_back(i);
+    }
+    if (quantized.empty()) throw Error("--per-layer: no linear layer is quantized (choose --precision w4a16, w4a4 or fp8)");
+  }
   EvalResult r;
   r.windows = static_cast<int64_t>(windows.size());
   engine.reset_guard_stats();
@@ -129,12 +148,17 @@ EvalResult evaluate(Engine& engine, Engine* reference, std::span<const EvalDocum
       for (int64_t p = w.score_from; p < w.end; ++p) {
         const size_t row = static_cast<size_t>(p - 1 - w.begin);
         const auto x = l.subspan(row * V, static_cast<size_t>(V));
-        nll_sum += token_nll(x, ids[p]);
+        const double nll = token_nll(x, ids[p]);
+        if (!std::isfinite(nll)) non_finite_logits(where(docs, w.doc, p), "the model's");
+        nll_sum += nll;
         ++r.tokens;
         if (reference) {
           const auto y = std::span<const float>(ref_logits[i]).subspan(row * V, static_cast<size_t>(V));
-          ref_nll_sum += token_nll(y, ids[p]);
-          kl_sum += kl_divergence(y, x);
+          const double ref_nll = token_nll(y, ids[p]), kl = kl_divergence(y, x);
+          if (!std::isfinite(ref_nll)) non_finite_logits(where(docs, w.doc, p), "the --reference engine's");
+          if (!std::isfinite(kl)) non_finite_logits(where(docs, w.doc, p), "the model's or the --reference engine's");
+          ref_nll_sum += ref_nll;
+          kl_sum += kl;
           agree += argmax(x) == argmax(y);
         }
       }
@@ -169,11 +193,6 @@ EvalResult evaluate(Engine& engine, Engine* reference, std::span<const EvalDocum
     const Precision base = engine.device() == "cpu" ? Precision::fp32 : Precision::bf16;
     std::vector<Precision> original, all_base(plan.size(), base);
     for (const auto& p : plan) original.push_back(p.precision);
-    std::vector<size_t> quantized;
-    for (size_t i = 0; i < plan.size(); ++i) {
-      if (is_quantized(plan[i].precision)) quantized.push_back(i);
-    }
-    if (quantized.empty()) throw Error("--per-layer: no linear layer is quantized (choose --precision w4a16, w4a4 or fp8)");
     r.per_layer_precision = plan[quantized[0]].precision;
     r.per_layer_base = base;
     auto collect = [&](std::vector<std::vector<float>>& out) {
@@ -204,8 +223,13 @@ EvalResult evaluate(Engine& engine, Engine* reference, std::span<const EvalDocum
         for (size_t k = 0; k < pw.size(); ++k) {
           for (int64_t p = pw[k].score_from; p < pw[k].end; ++p) {
             const size_t row = static_cast<size_t>(p - 1 - pw[k].begin);
-            kl += kl_divergence(std::span<const float>(base_logits[k]).subspan(row * V, static_cast<size_t>(V)),
-                                std::span<const float>(q_logits[k]).subspan(row * V, static_cast<size_t>(V)));
+            const double d = kl_divergence(std::span<const float>(base_logits[k]).subspan(row * V, static_cast<size_t>(V)),
+                                           std::span<const float>(q_logits[k]).subspan(row * V, static_cast<size_t>(V)));
+            if (!std::isfinite(d)) {
+              non_finite_logits(where(docs, pw[k].doc, p), "--per-layer: with only " + plan[i].name + " at " +
+                                                               std::string(precision_name(original[i])) + " the");
+            }
+            kl += d;
             ++count;
           }
         }

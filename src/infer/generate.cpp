@@ -27,14 +27,19 @@ Latency latency_of(std::vector<double> s) {
   return l;
 }
 
-GenerateResult generate(Engine& engine, const HfModel& model, const std::string& prompt, const GenerateOptions& o) {
+void validate(const GenerateOptions& o) {
   if (o.max_tokens < 1) throw Error("--max-tokens " + std::to_string(o.max_tokens) + " must be >= 1");
-  if (o.batch < 1 || o.batch > engine.max_sequences()) {
-    throw Error("--batch " + std::to_string(o.batch) + " must be in [1, " + std::to_string(engine.max_sequences()) + "]");
-  }
+  if (o.batch < 1) throw Error("--batch " + std::to_string(o.batch) + " must be >= 1");
   validate(o.sampling);
   for (const auto& s : o.stop) {
     if (s.empty()) throw Error("--stop: an empty stop string would end every generation at once");
+  }
+}
+
+GenerateResult generate(Engine& engine, const HfModel& model, const std::string& prompt, const GenerateOptions& o) {
+  validate(o);
+  if (o.batch > engine.max_sequences()) {
+    throw Error("--batch " + std::to_string(o.batch) + " must be in [1, " + std::to_string(engine.max_sequences()) + "]");
   }
   const std::vector<int32_t> ids = model.encode_prompt(prompt);
   if (ids.empty()) throw Error("generate: the prompt has no tokens");
@@ -94,6 +99,11 @@ GenerateResult generate(Engine& engine, const HfModel& model, const std::string&
     for (size_t c = 0; c < running.size(); ++c) {
       const int i = running[c];
       const std::span<const float> row(logits.data() + c * V, static_cast<size_t>(vocab_limit));
+      if (!std::all_of(row.begin(), row.end(), [](float x) { return std::isfinite(x); })) {
+        throw Error("generate: the model's logits for generated token " + std::to_string(r.sequences[i].tokens.size()) +
+                    " of sequence " + std::to_string(i) + " are NaN or infinite: its activations overflow (try another "
+                    "--precision, keep the overflowing layers unquantized with --keep-bf16, or check the model's weights)");
+      }
       take(i, samplers[i].next(row));
     }
   };

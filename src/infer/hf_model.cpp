@@ -2,9 +2,11 @@
 #include "nvfp4/hf_model.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -53,10 +55,25 @@ std::vector<int32_t> generation_eos(const fs::path& p) {
   if (!j.contains("eos_token_id") || j.at("eos_token_id").is_null()) return ids;
   const auto& e = j.at("eos_token_id");
   for (const auto& x : e.is_array() ? e : nlohmann::json::array({e})) {
-    if (!x.is_number_integer()) throw Error(p.string() + ": field \"eos_token_id\" is " + e.dump() + "; expected token ids");
+    // An integer beyond int32 would wrap into some other id.
+    const bool fits = x.is_number_unsigned() ? x.get<uint64_t>() <= uint64_t{std::numeric_limits<int32_t>::max()}
+                      : x.is_number_integer() && x.get<int64_t>() >= std::numeric_limits<int32_t>::min() &&
+                            x.get<int64_t>() <= std::numeric_limits<int32_t>::max();
+    if (!fits) throw Error(p.string() + ": field \"eos_token_id\" is " + e.dump() + "; expected token ids");
     ids.push_back(x.get<int32_t>());
   }
   return ids;
+}
+
+// A NaN or infinity in a stored weight: the tensor and its first bad element, e.g. [3, 17].
+[[noreturn]] void non_finite_weight(const std::string& dir, const model::ParamSpec& s, int64_t first, int64_t count) {
+  std::string at = "]";
+  for (size_t d = s.shape.size(); d-- > 0;) {
+    at = std::to_string(first % s.shape[d]) + (at == "]" ? "" : ", ") + at;
+    first /= s.shape[d];
+  }
+  throw Error(dir + ": tensor " + s.name + " holds " + std::to_string(count) + " NaN or infinite value(s), the first at [" +
+              at + "; a model's weights are finite (the file is corrupt, or was saved from a diverged run)");
 }
 
 }  // namespace
@@ -184,6 +201,7 @@ void HfModel::read_f32(size_t i, std::span<float> out) const {
   if (static_cast<int64_t>(out.size()) != s.numel) throw Error("HfModel::read_f32: wrong buffer size for " + s.name);
   const auto bytes = impl_->weights.bytes(impl_->stored_name[i]);
   const DType d = stored_dtype(i);
+  int64_t bad = 0, first = 0;
   for (int64_t k = 0; k < s.numel; ++k) {
     if (d == DType::F32) {
       std::memcpy(&out[k], bytes.data() + 4 * k, 4);
@@ -192,7 +210,9 @@ void HfModel::read_f32(size_t i, std::span<float> out) const {
       std::memcpy(&h, bytes.data() + 2 * k, 2);
       out[k] = d == DType::BF16 ? fmt::bf16_decode(h) : fmt::fp16_decode(h);
     }
+    if (!std::isfinite(out[k]) && bad++ == 0) first = k;
   }
+  if (bad > 0) non_finite_weight(impl_->dir, s, first, bad);
 }
 
 void HfModel::read_bf16(size_t i, std::span<uint16_t> out) const {
@@ -200,21 +220,27 @@ void HfModel::read_bf16(size_t i, std::span<uint16_t> out) const {
   if (static_cast<int64_t>(out.size()) != s.numel) throw Error("HfModel::read_bf16: wrong buffer size for " + s.name);
   const auto bytes = impl_->weights.bytes(impl_->stored_name[i]);
   const DType d = stored_dtype(i);
+  int64_t bad = 0, first = 0;
   if (d == DType::BF16) {
     std::memcpy(out.data(), bytes.data(), bytes.size());
-    return;
-  }
-  for (int64_t k = 0; k < s.numel; ++k) {
-    float v;
-    if (d == DType::F32) {
-      std::memcpy(&v, bytes.data() + 4 * k, 4);
-    } else {
-      uint16_t h;
-      std::memcpy(&h, bytes.data() + 2 * k, 2);
-      v = fmt::fp16_decode(h);
+    for (int64_t k = 0; k < s.numel; ++k) {
+      if ((out[k] & 0x7F80u) == 0x7F80u && bad++ == 0) first = k;  // exponent all ones: NaN or infinity
     }
-    out[k] = fmt::bf16_encode(v);
+  } else {
+    for (int64_t k = 0; k < s.numel; ++k) {
+      float v;
+      if (d == DType::F32) {
+        std::memcpy(&v, bytes.data() + 4 * k, 4);
+      } else {
+        uint16_t h;
+        std::memcpy(&h, bytes.data() + 2 * k, 2);
+        v = fmt::fp16_decode(h);
+      }
+      out[k] = fmt::bf16_encode(v);
+      if ((out[k] & 0x7F80u) == 0x7F80u && bad++ == 0) first = k;  // also a finite F32 beyond BF16's range
+    }
   }
+  if (bad > 0) non_finite_weight(impl_->dir, s, first, bad);
 }
 
 std::vector<float> HfModel::read_all_f32() const {
@@ -227,12 +253,24 @@ std::vector<float> HfModel::read_all_f32() const {
   return all;
 }
 
+std::vector<std::string> HfModel::input_files() const {
+  std::vector<std::string> files;
+  const fs::path dir(impl_->dir);
+  for (const char* name : {"config.json", "generation_config.json", "model.safetensors.index.json", "tokenizer.json",
+                           "tokenizer_config.json", "special_tokens_map.json", "nvfp4_tokenizer.json"}) {
+    if (fs::exists(dir / name)) files.push_back((dir / name).string());
+  }
+  for (const auto& shard : impl_->weights.shards()) files.push_back(shard.path());
+  return files;
+}
+
 std::vector<int32_t> HfModel::eos_ids() const { return impl_->eos; }
 bool HfModel::has_tokenizer() const { return impl_->tokenizer != nullptr; }
 
 const io::Tokenizer& HfModel::tokenizer() const {
   if (!impl_->tokenizer) {
-    throw Error(impl_->dir + ": no tokenizer.json in this folder; give token ids (--ids) or add the model's tokenizer.json");
+    throw Error(impl_->dir + ": no tokenizer.json in this folder; add the model's tokenizer.json (or score token ids: "
+                "nvfp4 eval --ids)");
   }
   return *impl_->tokenizer;
 }

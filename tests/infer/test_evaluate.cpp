@@ -38,7 +38,7 @@ TEST(SlidingWindows, ScoreEveryTokenAfterTheFirstExactlyOnce) {
     for (int ctx : {2, 4, 16}) {
       for (int stride : {1, 3, ctx}) {
         if (stride > ctx) continue;
-        const std::vector<EvalDocument> docs = {{std::vector<int32_t>(static_cast<size_t>(n), 0), -1}};
+        const std::vector<EvalDocument> docs = {{std::vector<int32_t>(static_cast<size_t>(n), 0), -1, ""}};
         std::vector<int> scored(static_cast<size_t>(n), 0);
         for (const auto& w : nvfp4::infer::sliding_windows(docs, ctx, stride)) {
           ASSERT_LE(w.end - w.begin, ctx);
@@ -49,7 +49,7 @@ TEST(SlidingWindows, ScoreEveryTokenAfterTheFirstExactlyOnce) {
       }
     }
   }
-  const std::vector<EvalDocument> one = {{{1, 2, 3}, -1}};
+  const std::vector<EvalDocument> one = {{{1, 2, 3}, -1, ""}};
   EXPECT_NE(error_of([&] { nvfp4::infer::sliding_windows(one, 1, 1); }).find("--ctx 1"), std::string::npos);
   EXPECT_NE(error_of([&] { nvfp4::infer::sliding_windows(one, 4, 5); }).find("--stride 5"), std::string::npos);
 }
@@ -71,7 +71,7 @@ TEST_F(EvalTest, PerplexityIsTheCpuModelsCrossEntropyAndKlAgainstItselfIsZero) {
   o.max_context = 32;
   const auto e = nvfp4::infer::make_cpu_engine(m, o);
   const auto ref = nvfp4::infer::make_cpu_engine(m, o);
-  const std::vector<EvalDocument> docs = {{some_tokens(30, c.vocab, 21), 100}, {some_tokens(9, c.vocab, 22), 28}};
+  const std::vector<EvalDocument> docs = {{some_tokens(30, c.vocab, 21), 100, "a"}, {some_tokens(9, c.vocab, 22), 28, "b"}};
   nvfp4::infer::EvalOptions eo;
   eo.ctx = 32;
   const auto r = nvfp4::infer::evaluate(*e, ref.get(), docs, eo);
@@ -109,7 +109,7 @@ TEST_F(EvalTest, PerLayerSensitivityQuantizesOneLayerAtATime) {
   o.keep_bf16 = {"model.layers.1.mlp.*"};
   o.max_context = 24;
   const auto e = nvfp4::infer::make_cpu_engine(m, o);
-  const std::vector<EvalDocument> docs = {{some_tokens(24, c.vocab, 24), -1}};
+  const std::vector<EvalDocument> docs = {{some_tokens(24, c.vocab, 24), -1, ""}};
   nvfp4::infer::EvalOptions eo;
   eo.per_layer = true;
   const auto r = nvfp4::infer::evaluate(*e, nullptr, docs, eo);
@@ -226,7 +226,7 @@ TEST_F(EvalTest, TheCommandsPrintWhatTheLibraryComputes) {
   nvfp4::infer::EngineOptions o;
   o.max_context = 66;
   const auto e = nvfp4::infer::make_cpu_engine(m, o);
-  std::vector<EvalDocument> docs = {{m.encode_prompt("the quick brown fox jumps over the lazy dog; the quick brown fox."), 65}};
+  std::vector<EvalDocument> docs = {{m.encode_prompt("the quick brown fox jumps over the lazy dog; the quick brown fox."), 65, ""}};
   nvfp4::infer::EvalOptions eo;
   EXPECT_NEAR(nvfp4::infer::evaluate(*e, nullptr, docs, eo).nll, j.at("reference_nll").get<double>(), 1e-12);
 
