@@ -298,7 +298,10 @@ void register_eval(CLI::App& app) {
   c->add_option("--ids", a->ids, "JSON lines, each an array of token ids scored on its own");
   c->add_option("--ctx", a->ctx, "Window length (default: the longest document, at most 4096)")
       ->transform(integer_in(2, 1 << 20));
-  c->add_option("--stride", a->stride, "Tokens between window starts (default: --ctx)")->transform(integer_in(1, 1 << 20));
+  c->add_option("--stride", a->stride,
+                "Tokens each window after the first newly scores, with the ctx - stride before them as context "
+                "(default: --ctx, i.e. ctx - 1 new tokens and one of overlap)")
+      ->transform(integer_in(1, 1 << 20));
   c->add_option("--reference", a->reference, "A second precision to compare with: KL, top-1 agreement");
   c->add_flag("--per-layer", a->per_layer, "KL and output error with only one linear layer quantized, for each");
   c->add_option("--per-layer-tokens", a->per_layer_tokens, "Scored tokens each per-layer run covers")

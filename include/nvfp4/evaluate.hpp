@@ -40,7 +40,7 @@ std::vector<EvalWindow> sliding_windows(std::span<const EvalDocument> docs, int 
 
 struct EvalOptions {
   int ctx = 0;     // 0: the engine's context
-  int stride = 0;  // 0: ctx (disjoint windows)
+  int stride = 0;  // 0: ctx (ctx - 1 new tokens per window, one token of overlap)
   bool per_layer = false;
   int64_t per_layer_tokens = 512;  // scored tokens each per-layer run covers (the first windows)
   double flag_kl = 0.05;           // a per-layer KL above this is flagged
