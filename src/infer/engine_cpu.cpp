@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "kernels/cpu/ops.hpp"
+#include "infer/engine_base.hpp"
 #include "nvfp4/engine.hpp"
 #include "nvfp4/error.hpp"
 #include "nvfp4/hf_model.hpp"
@@ -23,19 +24,10 @@ void fp8_round_trip(std::vector<float>& out, const float* x, int64_t N, int64_t 
   out = dequantize(*t.row, t.options);
 }
 
-class CpuEngine final : public Engine {
+class CpuEngine final : public EngineBase {
  public:
-  CpuEngine(const HfModel& m, const EngineOptions& o) : m_(m), c_(m.config()), o_(o), idx_(model::param_index(c_)) {
-    if (o.precision == Precision::bf16) {
-      throw Error("--precision bf16 is the CUDA engine's; the CPU reference runs fp32 (or w4a16, w4a4, fp8)");
-    }
-    if (o.max_sequences < 1) throw Error("engine: max_sequences must be >= 1");
-    max_ctx_ = o.max_context > 0 ? o.max_context : std::min(c_.seq_len, 4096);
-    if (max_ctx_ > c_.seq_len) {
-      throw Error("a context of " + std::to_string(max_ctx_) + " tokens exceeds the model's max_position_embeddings (" +
-                  std::to_string(c_.seq_len) + ")");
-    }
-    plan_ = resolve_linear_plan(c_, o, Precision::fp32);
+  CpuEngine(const HfModel& m, const EngineOptions& o)
+      : EngineBase(m, o, Precision::fp32, Precision::bf16, "the CUDA engine's (the CPU reference runs fp32)") {
     inv_freq_ = c_.rope_inv_freq();
     auto read = [&](int i) {
       std::vector<float> v(static_cast<size_t>(m_.specs()[i].numel));
@@ -55,35 +47,18 @@ class CpuEngine final : public Engine {
     lin_.resize(plan_.size());
     guard_.rows.assign(plan_.size(), 0);
     guard_.fallbacks.assign(plan_.size(), 0);
-    std::vector<Precision> p;
-    for (const auto& x : plan_) p.push_back(x.precision);
-    load_linears(p, /*all=*/true);
+    load_linears(plan_precisions(), /*all=*/true);
     const int64_t per_layer = int64_t(o.max_sequences) * max_ctx_ * c_.n_kv_head * c_.head_size();
     kc_.assign(static_cast<size_t>(per_layer * c_.n_layer), 0.0f);
     vc_.assign(kc_.size(), 0.0f);
-    len_.assign(static_cast<size_t>(o.max_sequences), 0);
   }
 
-  const model::ModelConfig& config() const override { return c_; }
   std::string_view device() const override { return "cpu"; }
-  const std::vector<LinearPlan>& linear_plan() const override { return plan_; }
-  int max_sequences() const override { return static_cast<int>(len_.size()); }
-  int max_context() const override { return max_ctx_; }
-  int length(int slot) const override { return len_.at(static_cast<size_t>(slot)); }
-  void reset(int slot) override { len_.at(static_cast<size_t>(slot)) = 0; }
-
   void set_linear_precisions(std::span<const Precision> p) override {
-    if (p.size() != plan_.size()) throw Error("set_linear_precisions: one precision per linear layer needed");
-    for (Precision x : p) {
-      if (x == Precision::bf16) throw Error("set_linear_precisions: bf16 is the CUDA engine's");
-    }
+    check_precisions(p);
     load_linears(p, /*all=*/false);
   }
   void set_input_amax(size_t i, float amax) override { lin_.at(i).input_amax = amax; }
-  void capture_linear_output(size_t i, std::vector<float>* sink) override {
-    capture_ = i;
-    sink_ = sink;
-  }
   GuardStats guard_stats() const override { return guard_; }
   void reset_guard_stats() override {
     std::fill(guard_.rows.begin(), guard_.rows.end(), 0);
@@ -108,23 +83,18 @@ class CpuEngine final : public Engine {
     int64_t OC = 0, C = 0;
     Precision p = Precision::fp32;
     float input_amax = 0.0f;
-    bool loaded = false;
   };
 
   // Reads and quantizes linear layers whose precision changes (all of them when `all`).
   void load_linears(std::span<const Precision> p, bool all) {
-    const auto refs = model::linear_refs(c_.n_layer);
-    for (size_t i = 0; i < refs.size(); ++i) {
+    for (size_t i : change_precisions(p, all)) {
       Linear& L = lin_[i];
-      if (!all && L.loaded && L.p == p[i]) continue;
-      const bool head = refs[i].layer == c_.n_layer;
-      const int spec = head ? idx_.lm_head : idx_.layers[refs[i].layer].weight(static_cast<LinearKind>(refs[i].kind));
+      const bool head = is_head(i);
+      const int spec = linear_spec(i);
       const auto& s = m_.specs()[spec];
       L.OC = s.shape[0];
       L.C = s.shape[1];
       L.p = p[i];
-      plan_[i].precision = p[i];
-      L.loaded = true;
       if (head && c_.tie_embeddings && p[i] == Precision::fp32) {
         L.w.clear();
         L.wp = embed_.data();
@@ -173,23 +143,14 @@ class CpuEngine final : public Engine {
     }
     cpu::matmul_forward(out, x, L.wp, N, L.C, L.OC);
     if (bias && !bias->empty()) cpu::scale_rows_bias(out, out, nullptr, bias->data(), N, L.OC);
-    if (sink_ && capture_ == i) sink_->insert(sink_->end(), out, out + N * L.OC);
+    if (capturing(i)) sink_->insert(sink_->end(), out, out + N * L.OC);
   }
 
-  const HfModel& m_;
-  model::ModelConfig c_;
-  EngineOptions o_;
-  model::ParamIndex idx_;
-  std::vector<LinearPlan> plan_;
   std::vector<float> inv_freq_, embed_, norm_;
   std::vector<Layer> layers_;
   std::vector<Linear> lin_;
   std::vector<float> kc_, vc_;  // per layer (slots, max_ctx, NKV, HS)
-  std::vector<int> len_;
-  int max_ctx_ = 0;
   GuardStats guard_;
-  size_t capture_ = 0;
-  std::vector<float>* sink_ = nullptr;
   // Scratch of one forward.
   std::vector<float> x_, h_, q_, k_, v_, att_, g_, u_, rstd_, xq_, factor_, last_, lnf_;
   std::vector<uint8_t> flags_;

@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "model/device_array.cuh"
+#include "infer/engine_base.hpp"
 #include "nvfp4/cuda_ops.hpp"
 #include "nvfp4/cuda_quantize.hpp"
 #include "nvfp4/cuda_runtime_info.hpp"
@@ -28,19 +29,10 @@ using model::LinearKind;
 
 int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
-class CudaEngine final : public Engine {
+class CudaEngine final : public EngineBase {
  public:
-  CudaEngine(const HfModel& m, const EngineOptions& o) : m_(m), c_(m.config()), o_(o), idx_(model::param_index(c_)) {
-    if (o.precision == Precision::fp32) {
-      throw Error("--precision fp32 is the CPU reference's; on CUDA the unquantized precision is bf16");
-    }
-    if (o.max_sequences < 1) throw Error("engine: max_sequences must be >= 1");
-    max_ctx_ = o.max_context > 0 ? o.max_context : std::min(c_.seq_len, 4096);
-    if (max_ctx_ > c_.seq_len) {
-      throw Error("a context of " + std::to_string(max_ctx_) + " tokens exceeds the model's max_position_embeddings (" +
-                  std::to_string(c_.seq_len) + ")");
-    }
-    plan_ = resolve_linear_plan(c_, o, Precision::bf16);
+  CudaEngine(const HfModel& m, const EngineOptions& o)
+      : EngineBase(m, o, Precision::bf16, Precision::fp32, "the CPU reference's") {
     const auto inv = c_.rope_inv_freq();
     inv_freq_.alloc(inv.size(), bytes_);
     check(cudaMemcpy(inv_freq_.p, inv.data(), inv.size() * 4, cudaMemcpyHostToDevice), "cudaMemcpy");
@@ -61,13 +53,10 @@ class CudaEngine final : public Engine {
     rows_.assign(plan_.size(), 0);
     status_.alloc(1, bytes_);
     status_.zero();
-    std::vector<Precision> p;
-    for (const auto& x : plan_) p.push_back(x.precision);
-    load_linears(p, /*all=*/true);
+    load_linears(plan_precisions(), /*all=*/true);
     const int64_t per_layer = int64_t(o.max_sequences) * max_ctx_ * c_.n_kv_head * c_.head_size();
     kc_.alloc(static_cast<size_t>(per_layer * c_.n_layer), bytes_);
     vc_.alloc(static_cast<size_t>(per_layer * c_.n_layer), bytes_);
-    len_.assign(static_cast<size_t>(o.max_sequences), 0);
     check(cudaDeviceSynchronize(), "loading the model");
     // A blocking stream: it waits for the legacy default stream's work and the synchronous copies
     // wait for it, and it can be captured into a CUDA graph.
@@ -78,28 +67,14 @@ class CudaEngine final : public Engine {
     if (stream_) cudaStreamDestroy(stream_);
   }
 
-  const model::ModelConfig& config() const override { return c_; }
   std::string_view device() const override { return "cuda"; }
-  const std::vector<LinearPlan>& linear_plan() const override { return plan_; }
-  int max_sequences() const override { return static_cast<int>(len_.size()); }
-  int max_context() const override { return max_ctx_; }
-  int length(int slot) const override { return len_.at(static_cast<size_t>(slot)); }
-  void reset(int slot) override { len_.at(static_cast<size_t>(slot)) = 0; }
-
   void set_linear_precisions(std::span<const Precision> p) override {
-    if (p.size() != plan_.size()) throw Error("set_linear_precisions: one precision per linear layer needed");
-    for (Precision x : p) {
-      if (x == Precision::fp32) throw Error("set_linear_precisions: fp32 is the CPU engine's");
-    }
+    check_precisions(p);
     load_linears(p, /*all=*/false);
     check(cudaDeviceSynchronize(), "quantizing weights");
     ++weights_version_;
   }
   void set_input_amax(size_t i, float amax) override { lin_.at(i).input_amax = amax; }
-  void capture_linear_output(size_t i, std::vector<float>* sink) override {
-    capture_ = i;
-    sink_ = sink;
-  }
   GuardStats guard_stats() const override {
     GuardStats g;
     g.rows = rows_;
@@ -130,7 +105,6 @@ class CudaEngine final : public Engine {
   struct Linear {
     Precision p = Precision::bf16;
     int64_t OC = 0, C = 0;
-    bool loaded = false;
     float input_amax = 0.0f;
     DeviceArray<bf16> w;         // bf16: the weight
     DeviceArray<uint8_t> codes;  // w4a16 / w4a4: NVFP4 codes (OC, C/2); fp8: E4M3 (OC, C)
@@ -147,20 +121,16 @@ class CudaEngine final : public Engine {
   }
 
   void load_linears(std::span<const Precision> p, bool all) {
-    const auto refs = model::linear_refs(c_.n_layer);
     DeviceArray<bf16> staging;
     int64_t unused = 0;
-    for (size_t i = 0; i < refs.size(); ++i) {
+    for (size_t i : change_precisions(p, all)) {
       Linear& L = lin_[i];
-      if (!all && L.loaded && L.p == p[i]) continue;
-      const bool head = refs[i].layer == c_.n_layer;
-      const int spec = head ? idx_.lm_head : idx_.layers[refs[i].layer].weight(static_cast<LinearKind>(refs[i].kind));
+      const bool head = is_head(i);
+      const int spec = linear_spec(i);
       const auto& s = m_.specs()[spec];
       L.OC = s.shape[0];
       L.C = s.shape[1];
       L.p = p[i];
-      plan_[i].precision = p[i];
-      L.loaded = true;
       L.w = DeviceArray<bf16>();
       L.codes = DeviceArray<uint8_t>();
       L.scales = DeviceArray<uint8_t>();
@@ -252,7 +222,7 @@ class CudaEngine final : public Engine {
       blas_.gemm(y, DType::F32, cuda::GemmOperand{x}, cuda::GemmOperand{w}, N, L.OC, L.C, alpha, false, stream_);
       cuda::scale_rows_bias_to_bf16(out, y, rowf, b, N, L.OC, stream_);
     }
-    if (sink_ && capture_ == i) {
+    if (capturing(i)) {
       std::vector<bf16> h(static_cast<size_t>(N * L.OC));
       check(cudaMemcpy(h.data(), out, h.size() * 2, cudaMemcpyDeviceToHost), "cudaMemcpy");
       for (bf16 v : h) {
@@ -264,11 +234,6 @@ class CudaEngine final : public Engine {
     }
   }
 
-  const HfModel& m_;
-  model::ModelConfig c_;
-  EngineOptions o_;
-  model::ParamIndex idx_;
-  std::vector<LinearPlan> plan_;
   int64_t bytes_ = 0;  // the fixed allocations
   cuda::Blas blas_;
   DeviceArray<float> inv_freq_;
@@ -278,10 +243,6 @@ class CudaEngine final : public Engine {
   DeviceArray<bf16> kc_, vc_;
   DeviceArray<uint32_t> fallback_count_, status_;
   std::vector<int64_t> rows_;
-  std::vector<int> len_;
-  int max_ctx_ = 0;
-  size_t capture_ = 0;
-  std::vector<float>* sink_ = nullptr;
   // Scratch, grown as needed.
   DeviceArray<bf16> x_, h_, q_, k_, v_, att_, g_, u_, qn_, last_, lnf_, wdec_, xq_, xpad_, head_out_;
   DeviceArray<float> y32_, rstd_, lse_, rowf_, logits_, act_scale_;

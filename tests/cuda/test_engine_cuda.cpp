@@ -19,29 +19,15 @@ using nvfp4::infer::EngineOptions;
 using nvfp4::infer::HfModel;
 using nvfp4::infer::Precision;
 using nvfp4::infer::SeqChunk;
+using nvfp4::test::rel_diff;
+using nvfp4::test::some_tokens;
+const auto& kArchs = nvfp4::test::kTinyArchs;
 
 constexpr char kPrefix[] = "nvfp4_engine_cuda_test_";
 using EngineCudaTest = nvfp4::test::ScratchDirTest<kPrefix>;
 
-const std::vector<std::string> kArchs = {"llama", "mistral", "qwen2", "qwen3"};
 
-std::vector<int32_t> some_tokens(int n, int vocab, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::vector<int32_t> t(static_cast<size_t>(n));
-  for (auto& x : t) x = static_cast<int32_t>(rng() % static_cast<uint64_t>(vocab));
-  return t;
-}
 
-double rel_diff(const std::vector<float>& a, const std::vector<float>& b) {
-  EXPECT_EQ(a.size(), b.size());
-  float lo = INFINITY, hi = -INFINITY;
-  double d = 0;
-  for (size_t i = 0; i < a.size() && i < b.size(); ++i) {
-    lo = std::min(lo, b[i]), hi = std::max(hi, b[i]);
-    d = std::max(d, std::fabs(static_cast<double>(a[i]) - b[i]));
-  }
-  return d / std::max(1e-30, static_cast<double>(hi - lo));
-}
 
 double argmax_agreement(const std::vector<float>& a, const std::vector<float>& b, int V) {
   const size_t rows = a.size() / static_cast<size_t>(V);
@@ -53,12 +39,6 @@ double argmax_agreement(const std::vector<float>& a, const std::vector<float>& b
   return static_cast<double>(same) / static_cast<double>(rows);
 }
 
-std::vector<float> run(Engine& e, int slot, const std::vector<int32_t>& t, bool all) {
-  std::vector<float> logits;
-  const SeqChunk c{slot, t, all};
-  e.forward(std::span<const SeqChunk>(&c, 1), logits);
-  return logits;
-}
 
 TEST_F(EngineCudaTest, Bf16LogitsMatchTheCpuReferenceForEveryArchitecture) {
   REQUIRE_GPU();
@@ -72,14 +52,14 @@ TEST_F(EngineCudaTest, Bf16LogitsMatchTheCpuReferenceForEveryArchitecture) {
     const auto cpu = nvfp4::infer::make_cpu_engine(m, o);
     o.precision = Precision::bf16;
     const auto gpu = nvfp4::infer::make_cuda_engine(m, o);
-    const auto want = run(*cpu, 0, t, true), got = run(*gpu, 0, t, true);
+    const auto want = nvfp4::test::run_chunk(*cpu, 0, t, true), got = nvfp4::test::run_chunk(*gpu, 0, t, true);
     EXPECT_LT(rel_diff(got, want), 0.03) << arch;
     EXPECT_GE(argmax_agreement(got, want, c.vocab), 0.95) << arch;
     // Decode with the cache (the cache-attention kernel) = the prefill (flash attention).
     gpu->reset(0);
-    std::vector<float> inc = run(*gpu, 0, {t.begin(), t.begin() + 20}, true);
+    std::vector<float> inc = nvfp4::test::run_chunk(*gpu, 0, {t.begin(), t.begin() + 20}, true);
     for (size_t i = 20; i < t.size(); ++i) {
-      const auto s = run(*gpu, 0, {t[i]}, false);
+      const auto s = nvfp4::test::run_chunk(*gpu, 0, {t[i]}, false);
       inc.insert(inc.end(), s.begin(), s.end());
     }
     EXPECT_LT(rel_diff(inc, got), 0.02) << arch;
@@ -132,7 +112,7 @@ TEST_F(EngineCudaTest, ABatchEqualsItsSequencesAlone) {
     std::vector<float> alone;
     for (const auto* s : {&a, &b, &d}) {
       e->reset(0);
-      const auto l = run(*e, 0, *s, true);
+      const auto l = nvfp4::test::run_chunk(*e, 0, *s, true);
       alone.insert(alone.end(), l.begin(), l.end());
     }
     e->reset(0);
@@ -154,20 +134,22 @@ TEST_F(EngineCudaTest, QuantizedPrecisionsMatchTheCpuEngineAndTheGuardFallsBack)
     o.precision = p;
     const auto cpu = nvfp4::infer::make_cpu_engine(m, o);
     const auto gpu = nvfp4::infer::make_cuda_engine(m, o);
-    const auto want = run(*cpu, 0, t, true), got = run(*gpu, 0, t, true);
+    const auto want = nvfp4::test::run_chunk(*cpu, 0, t, true), got = nvfp4::test::run_chunk(*gpu, 0, t, true);
     EXPECT_LT(rel_diff(got, want), p == Precision::w4a4 ? 0.08 : 0.04) << nvfp4::infer::precision_name(p);
     EXPECT_GE(argmax_agreement(got, want, c.vocab), 0.9) << nvfp4::infer::precision_name(p);
-    if (p == Precision::w4a4) EXPECT_EQ(gpu->guard_stats().total_rows(), 14 * 24);
+    if (p == Precision::w4a4) {
+      EXPECT_EQ(gpu->guard_stats().total_rows(), 14 * 24);
+    }
   }
   // Every row saturating a calibrated amax falls back: exactly w4a16's logits.
   EngineOptions o;
   o.precision = Precision::w4a16;
   const auto w16 = nvfp4::infer::make_cuda_engine(m, o);
-  const auto l16 = run(*w16, 0, t, true);
+  const auto l16 = nvfp4::test::run_chunk(*w16, 0, t, true);
   o.precision = Precision::w4a4;
   const auto w4 = nvfp4::infer::make_cuda_engine(m, o);
   for (size_t i = 0; i + 1 < w4->linear_plan().size(); ++i) w4->set_input_amax(i, 1e-3f);
-  EXPECT_EQ(run(*w4, 0, t, true), l16);
+  EXPECT_EQ(nvfp4::test::run_chunk(*w4, 0, t, true), l16);
   const auto g = w4->guard_stats();
   EXPECT_EQ(g.total_fallbacks(), g.total_rows());
   EXPECT_EQ(g.total_rows(), 14 * 24);

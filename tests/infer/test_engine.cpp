@@ -23,38 +23,17 @@ using nvfp4::infer::EngineOptions;
 using nvfp4::infer::HfModel;
 using nvfp4::infer::Precision;
 using nvfp4::infer::SeqChunk;
+using nvfp4::test::rel_diff;
+using nvfp4::test::some_tokens;
+const auto& kArchs = nvfp4::test::kTinyArchs;
 using nvfp4::test::error_of;
 
 constexpr char kPrefix[] = "nvfp4_engine_test_";
 using EngineTest = nvfp4::test::ScratchDirTest<kPrefix>;
 
-const std::vector<std::string> kArchs = {"llama", "mistral", "qwen2", "qwen3"};
 
-std::vector<int32_t> some_tokens(int n, int vocab, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::vector<int32_t> t(static_cast<size_t>(n));
-  for (auto& x : t) x = static_cast<int32_t>(rng() % static_cast<uint64_t>(vocab));
-  return t;
-}
 
-// Largest |a - b| relative to b's range.
-double rel_diff(const std::vector<float>& a, const std::vector<float>& b) {
-  EXPECT_EQ(a.size(), b.size());
-  float lo = INFINITY, hi = -INFINITY;
-  double d = 0;
-  for (size_t i = 0; i < a.size() && i < b.size(); ++i) {
-    lo = std::min(lo, b[i]), hi = std::max(hi, b[i]);
-    d = std::max(d, std::fabs(static_cast<double>(a[i]) - b[i]));
-  }
-  return d / std::max(1e-30, static_cast<double>(hi - lo));
-}
 
-std::vector<float> run(Engine& e, int slot, const std::vector<int32_t>& t, bool all) {
-  std::vector<float> logits;
-  const SeqChunk c{slot, t, all};
-  e.forward(std::span<const SeqChunk>(&c, 1), logits);
-  return logits;
-}
 
 // The CPU training model's logits for tokens (1, T) with parameters p.
 std::vector<float> cpu_model_logits(const nvfp4::model::ModelConfig& c, const std::vector<float>& p,
@@ -136,7 +115,7 @@ TEST_F(EngineTest, AnOprojBiasLoadsOnlyWhenZero) {
       EXPECT_TRUE(m.config().attention_bias && m.config().qk_norm);
       const auto e = nvfp4::infer::make_cpu_engine(m, {});
       const auto t = some_tokens(12, c.vocab, 15);
-      EXPECT_LT(rel_diff(run(*e, 0, t, true), cpu_model_logits(c, p, t)), 2e-6);
+      EXPECT_LT(rel_diff(nvfp4::test::run_chunk(*e, 0, t, true), cpu_model_logits(c, p, t)), 2e-6);
     } else {
       const std::string e = error_of([&] { HfModel::open(dir_.string()); });
       EXPECT_NE(e.find("tensor model.layers.0.self_attn.o_proj.bias is not zero"), std::string::npos) << e;
@@ -151,7 +130,7 @@ TEST_F(EngineTest, ComputesTheCpuModelsLogitsForEveryArchitecture) {
     const HfModel m = HfModel::open((dir_ / arch).string());
     const auto e = nvfp4::infer::make_cpu_engine(m, {});
     const auto t = some_tokens(20, c.vocab, 3);  // longer than Mistral's window of 6
-    EXPECT_LT(rel_diff(run(*e, 0, t, true), cpu_model_logits(c, p, t)), 2e-6) << arch;
+    EXPECT_LT(rel_diff(nvfp4::test::run_chunk(*e, 0, t, true), cpu_model_logits(c, p, t)), 2e-6) << arch;
   }
 }
 
@@ -162,11 +141,11 @@ TEST_F(EngineTest, DecodingWithTheCacheEqualsAFullRecompute) {
     const HfModel m = HfModel::open((dir_ / arch).string());
     const auto e = nvfp4::infer::make_cpu_engine(m, {});
     const auto t = some_tokens(24, c.vocab, 5);
-    const auto full = run(*e, 0, t, true);
+    const auto full = nvfp4::test::run_chunk(*e, 0, t, true);
     e->reset(0);
-    std::vector<float> inc = run(*e, 0, {t.begin(), t.begin() + 10}, true);
+    std::vector<float> inc = nvfp4::test::run_chunk(*e, 0, {t.begin(), t.begin() + 10}, true);
     for (size_t i = 10; i < t.size(); ++i) {
-      const auto step = run(*e, 0, {t[i]}, false);
+      const auto step = nvfp4::test::run_chunk(*e, 0, {t[i]}, false);
       inc.insert(inc.end(), step.begin(), step.end());
     }
     EXPECT_EQ(e->length(0), 24);
@@ -190,7 +169,7 @@ TEST_F(EngineTest, ABatchEqualsItsSequencesOneAtATime) {
       std::vector<float> alone;
       for (const auto* s : {&a, &b, &d}) {
         e->reset(0);
-        const auto l = run(*e, 0, *s, true);
+        const auto l = nvfp4::test::run_chunk(*e, 0, *s, true);
         alone.insert(alone.end(), l.begin(), l.end());
       }
       e->reset(0);
@@ -208,7 +187,7 @@ TEST_F(EngineTest, ABatchEqualsItsSequencesOneAtATime) {
       std::vector<float> expect;
       for (const auto* s : {&b1, &d1, &a1}) {
         e->reset(0);
-        const auto l = run(*e, 0, *s, false);
+        const auto l = nvfp4::test::run_chunk(*e, 0, *s, false);
         expect.insert(expect.end(), l.begin(), l.end());
       }
       EXPECT_LT(rel_diff(stepped, expect), 2e-6) << arch;
@@ -238,14 +217,14 @@ TEST_F(EngineTest, W4a16RunsExactlyTheNvfp4WeightsAndW4a4FallsBackRowByRow) {
   EngineOptions o;
   o.precision = Precision::w4a16;
   const auto w4a16 = nvfp4::infer::make_cpu_engine(m, o);
-  const auto l16 = run(*w4a16, 0, t, true);
+  const auto l16 = nvfp4::test::run_chunk(*w4a16, 0, t, true);
   EXPECT_LT(rel_diff(l16, cpu_model_logits(c, quantized_params(c, p, nvfp4::Format::nvfp4), t)), 2e-6);
   EXPECT_EQ(w4a16->linear_plan().back().precision, Precision::fp32) << "the LM head stays unquantized";
   EXPECT_EQ(w4a16->linear_plan()[0].name, "model.layers.0.self_attn.q_proj");
 
   o.precision = Precision::w4a4;
   const auto w4a4 = nvfp4::infer::make_cpu_engine(m, o);
-  const auto l4 = run(*w4a4, 0, t, true);
+  const auto l4 = nvfp4::test::run_chunk(*w4a4, 0, t, true);
   EXPECT_GT(rel_diff(l4, l16), 1e-4) << "activation quantization changes the result";
   auto g = w4a4->guard_stats();
   EXPECT_EQ(g.total_rows(), 14 * 16);  // 14 quantized layers x 16 tokens
@@ -255,7 +234,7 @@ TEST_F(EngineTest, W4a16RunsExactlyTheNvfp4WeightsAndW4a4FallsBackRowByRow) {
   for (size_t i = 0; i + 1 < w4a4->linear_plan().size(); ++i) w4a4->set_input_amax(i, 1e-3f);
   w4a4->reset(0);
   w4a4->reset_guard_stats();
-  EXPECT_EQ(run(*w4a4, 0, t, true), l16);
+  EXPECT_EQ(nvfp4::test::run_chunk(*w4a4, 0, t, true), l16);
   g = w4a4->guard_stats();
   EXPECT_EQ(g.total_fallbacks(), g.total_rows());
   EXPECT_DOUBLE_EQ(g.rate(), 1.0);
@@ -263,13 +242,13 @@ TEST_F(EngineTest, W4a16RunsExactlyTheNvfp4WeightsAndW4a4FallsBackRowByRow) {
   o.fallback = false;
   const auto clipped = nvfp4::infer::make_cpu_engine(m, o);
   for (size_t i = 0; i + 1 < clipped->linear_plan().size(); ++i) clipped->set_input_amax(i, 1e-3f);
-  EXPECT_GT(rel_diff(run(*clipped, 0, t, true), l16), 1e-3);
+  EXPECT_GT(rel_diff(nvfp4::test::run_chunk(*clipped, 0, t, true), l16), 1e-3);
   EXPECT_EQ(clipped->guard_stats().total_fallbacks(), 0);
 
   o.precision = Precision::fp8;
   o.fallback = true;
   const auto fp8 = nvfp4::infer::make_cpu_engine(m, o);
-  EXPECT_GT(rel_diff(run(*fp8, 0, t, true), cpu_model_logits(c, p, t)), 1e-5);
+  EXPECT_GT(rel_diff(nvfp4::test::run_chunk(*fp8, 0, t, true), cpu_model_logits(c, p, t)), 1e-5);
 }
 
 TEST_F(EngineTest, KeepBf16NamesLayersAndAPatternThatNamesNoneIsAnError) {

@@ -22,16 +22,11 @@ using nvfp4::infer::EvalDocument;
 using nvfp4::infer::HfModel;
 using nvfp4::infer::Precision;
 using nvfp4::test::error_of;
+using nvfp4::test::some_tokens;
 
 constexpr char kPrefix[] = "nvfp4_eval_test_";
 using EvalTest = nvfp4::test::ScratchDirTest<kPrefix>;
 
-std::vector<int32_t> some_tokens(int n, int vocab, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::vector<int32_t> t(static_cast<size_t>(n));
-  for (auto& x : t) x = static_cast<int32_t>(rng() % static_cast<uint64_t>(vocab));
-  return t;
-}
 
 TEST(SlidingWindows, ScoreEveryTokenAfterTheFirstExactlyOnce) {
   for (int n : {1, 2, 5, 17, 64}) {

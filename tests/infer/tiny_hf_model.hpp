@@ -1,9 +1,14 @@
 // A Hugging Face model folder with random weights, written by a test: config.json in the
 // architecture's own fields (Llama, Mistral, Qwen2, Qwen3) and model.safetensors (F32 or BF16),
 // for the engine, evaluation and CLI tests. The parameters are returned too (FP32, param_specs()
-// order, already rounded to the stored dtype) so a test can run the CPU model on them.
+// order, already rounded to the stored dtype) so a test can run the CPU model on them. And the
+// helpers the CPU and CUDA engine tests share.
 #pragma once
 
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -11,6 +16,7 @@
 #include <vector>
 
 #include "format/scalar.hpp"
+#include "nvfp4/engine.hpp"
 #include "nvfp4/model.hpp"
 #include "nvfp4/safetensors.hpp"
 
@@ -125,6 +131,38 @@ inline std::vector<float> write_tiny_hf_model(const std::filesystem::path& dir, 
   io::write_file((dir / "model.safetensors").string(), refs);
   io::write_text_file_atomic((dir / "config.json").string(), tiny_config_json(arch, c));
   return p;
+}
+
+// ---- what the engine tests share ----------------------------------------------------------------
+
+inline const std::vector<std::string> kTinyArchs = {"llama", "mistral", "qwen2", "qwen3"};
+
+// n token ids in [0, vocab), deterministic in seed.
+inline std::vector<int32_t> some_tokens(int n, int vocab, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::vector<int32_t> t(static_cast<size_t>(n));
+  for (auto& x : t) x = static_cast<int32_t>(rng() % static_cast<uint64_t>(vocab));
+  return t;
+}
+
+// Largest |a - b| relative to b's range (sizes must match: a test failure otherwise).
+inline double rel_diff(const std::vector<float>& a, const std::vector<float>& b) {
+  EXPECT_EQ(a.size(), b.size());
+  float lo = INFINITY, hi = -INFINITY;
+  double d = 0;
+  for (size_t i = 0; i < a.size() && i < b.size(); ++i) {
+    lo = std::min(lo, b[i]), hi = std::max(hi, b[i]);
+    d = std::max(d, std::fabs(static_cast<double>(a[i]) - b[i]));
+  }
+  return d / std::max(1e-30, static_cast<double>(hi - lo));
+}
+
+// The logits of one chunk run alone: every token's (all) or the last one's.
+inline std::vector<float> run_chunk(infer::Engine& e, int slot, const std::vector<int32_t>& t, bool all) {
+  std::vector<float> logits;
+  const infer::SeqChunk c{slot, t, all};
+  e.forward(std::span<const infer::SeqChunk>(&c, 1), logits);
+  return logits;
 }
 
 }  // namespace nvfp4::test

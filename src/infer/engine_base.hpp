@@ -1,0 +1,95 @@
+// What the CPU and CUDA engines share (src/infer/engine_cpu.cpp, engine_cuda.cu): the model, the
+// options, the per-layer plan, the slots' lengths and context, the capture sink, and the checks of
+// the constructor and of set_linear_precisions.
+#pragma once
+
+#include <algorithm>
+#include <string>
+#include <vector>
+
+#include "nvfp4/engine.hpp"
+#include "nvfp4/error.hpp"
+#include "nvfp4/hf_model.hpp"
+
+namespace nvfp4::infer {
+
+class EngineBase : public Engine {
+ public:
+  // `base`: the engine's unquantized precision (fp32 CPU, bf16 CUDA); `other`: the one it refuses.
+  EngineBase(const HfModel& m, const EngineOptions& o, Precision base, Precision other, const char* other_is)
+      : m_(m), c_(m.config()), o_(o), idx_(model::param_index(c_)), base_(base), other_(other), other_is_(other_is) {
+    if (o.precision == other) {
+      throw Error("--precision " + std::string(precision_name(other)) + " is " + other_is +
+                  "; this engine's unquantized precision is " + std::string(precision_name(base)));
+    }
+    if (o.max_sequences < 1) throw Error("engine: max_sequences must be >= 1");
+    max_ctx_ = o.max_context > 0 ? o.max_context : std::min(c_.seq_len, 4096);
+    if (max_ctx_ > c_.seq_len) {
+      throw Error("a context of " + std::to_string(max_ctx_) + " tokens exceeds the model's max_position_embeddings (" +
+                  std::to_string(c_.seq_len) + ")");
+    }
+    plan_ = resolve_linear_plan(c_, o, base);
+    len_.assign(static_cast<size_t>(o.max_sequences), 0);
+  }
+
+  const model::ModelConfig& config() const override { return c_; }
+  const std::vector<LinearPlan>& linear_plan() const override { return plan_; }
+  int max_sequences() const override { return static_cast<int>(len_.size()); }
+  int max_context() const override { return max_ctx_; }
+  int length(int slot) const override { return len_.at(static_cast<size_t>(slot)); }
+  void reset(int slot) override { len_.at(static_cast<size_t>(slot)) = 0; }
+  void capture_linear_output(size_t i, std::vector<float>* sink) override {
+    capture_ = i;
+    sink_ = sink;
+  }
+
+ protected:
+  // The precisions of the plan, for the first load.
+  std::vector<Precision> plan_precisions() const {
+    std::vector<Precision> p;
+    for (const auto& x : plan_) p.push_back(x.precision);
+    return p;
+  }
+  // set_linear_precisions' argument checked: one per layer, none the engine refuses.
+  void check_precisions(std::span<const Precision> p) const {
+    if (p.size() != plan_.size()) throw Error("set_linear_precisions: one precision per linear layer needed");
+    for (Precision x : p) {
+      if (x == other_) {
+        throw Error("set_linear_precisions: " + std::string(precision_name(other_)) + " is " + other_is_);
+      }
+    }
+  }
+  bool capturing(size_t i) const { return sink_ && capture_ == i; }
+  // The linear layers whose precision becomes p[i] (every one when `all`), the plan updated.
+  std::vector<size_t> change_precisions(std::span<const Precision> p, bool all) {
+    std::vector<size_t> changed;
+    for (size_t i = 0; i < plan_.size(); ++i) {
+      if (!all && plan_[i].precision == p[i]) continue;
+      plan_[i].precision = p[i];
+      changed.push_back(i);
+    }
+    return changed;
+  }
+  bool is_head(size_t i) const { return i + 1 == plan_.size(); }
+  // Linear layer i's weight: its index in the model's specs() (linear_refs() order).
+  int linear_spec(size_t i) const {
+    if (is_head(i)) return idx_.lm_head;
+    return idx_.layers[i / 7].weight(static_cast<model::LinearKind>(i % 7));
+  }
+
+  const HfModel& m_;
+  model::ModelConfig c_;
+  EngineOptions o_;
+  model::ParamIndex idx_;
+  std::vector<LinearPlan> plan_;
+  std::vector<int> len_;
+  int max_ctx_ = 0;
+  size_t capture_ = 0;
+  std::vector<float>* sink_ = nullptr;
+
+ private:
+  Precision base_, other_;
+  const char* other_is_;
+};
+
+}  // namespace nvfp4::infer
