@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "format/scalar.hpp"
+#include "kernels/cpu/ops_common.hpp"  // NVFP4_OMP
 #include "nvfp4/checkpoint_model.hpp"
 #include "nvfp4/error.hpp"
 #include "nvfp4/hf_tokenizer.hpp"
@@ -201,7 +202,10 @@ void HfModel::read_f32(size_t i, std::span<float> out) const {
   if (static_cast<int64_t>(out.size()) != s.numel) throw Error("HfModel::read_f32: wrong buffer size for " + s.name);
   const auto bytes = impl_->weights.bytes(impl_->stored_name[i]);
   const DType d = stored_dtype(i);
-  int64_t bad = 0, first = 0;
+  // Converted in parallel (a model's weights are gigabytes); the count and the first bad element
+  // do not depend on the thread count.
+  int64_t bad = 0, first = s.numel;
+  NVFP4_OMP("omp parallel for reduction(+ : bad) reduction(min : first)")
   for (int64_t k = 0; k < s.numel; ++k) {
     if (d == DType::F32) {
       std::memcpy(&out[k], bytes.data() + 4 * k, 4);
@@ -210,7 +214,7 @@ void HfModel::read_f32(size_t i, std::span<float> out) const {
       std::memcpy(&h, bytes.data() + 2 * k, 2);
       out[k] = d == DType::BF16 ? fmt::bf16_decode(h) : fmt::fp16_decode(h);
     }
-    if (!std::isfinite(out[k]) && bad++ == 0) first = k;
+    if (!std::isfinite(out[k])) ++bad, first = std::min(first, k);
   }
   if (bad > 0) non_finite_weight(impl_->dir, s, first, bad);
 }
@@ -220,14 +224,11 @@ void HfModel::read_bf16(size_t i, std::span<uint16_t> out) const {
   if (static_cast<int64_t>(out.size()) != s.numel) throw Error("HfModel::read_bf16: wrong buffer size for " + s.name);
   const auto bytes = impl_->weights.bytes(impl_->stored_name[i]);
   const DType d = stored_dtype(i);
-  int64_t bad = 0, first = 0;
-  if (d == DType::BF16) {
-    std::memcpy(out.data(), bytes.data(), bytes.size());
-    for (int64_t k = 0; k < s.numel; ++k) {
-      if ((out[k] & 0x7F80u) == 0x7F80u && bad++ == 0) first = k;  // exponent all ones: NaN or infinity
-    }
-  } else {
-    for (int64_t k = 0; k < s.numel; ++k) {
+  int64_t bad = 0, first = s.numel;
+  if (d == DType::BF16) std::memcpy(out.data(), bytes.data(), bytes.size());
+  NVFP4_OMP("omp parallel for reduction(+ : bad) reduction(min : first)")
+  for (int64_t k = 0; k < s.numel; ++k) {
+    if (d != DType::BF16) {
       float v;
       if (d == DType::F32) {
         std::memcpy(&v, bytes.data() + 4 * k, 4);
@@ -236,9 +237,9 @@ void HfModel::read_bf16(size_t i, std::span<uint16_t> out) const {
         std::memcpy(&h, bytes.data() + 2 * k, 2);
         v = fmt::fp16_decode(h);
       }
-      out[k] = fmt::bf16_encode(v);
-      if ((out[k] & 0x7F80u) == 0x7F80u && bad++ == 0) first = k;  // also a finite F32 beyond BF16's range
+      out[k] = fmt::bf16_encode(v);  // a finite F32 beyond BF16's range becomes infinity: caught below
     }
+    if ((out[k] & 0x7F80u) == 0x7F80u) ++bad, first = std::min(first, k);  // exponent all ones: NaN or infinity
   }
   if (bad > 0) non_finite_weight(impl_->dir, s, first, bad);
 }
