@@ -107,33 +107,21 @@ double median(std::vector<double> v) {
   return v[v.size() / 2];
 }
 
-// Device-to-device copy bandwidth (2 x bytes / time), GB/s: 1 GiB, median of 20.
+// Device-to-device copy bandwidth (2 x bytes / time), GB/s: 1 GiB, median of 20 after 3.
 double copy_gbps() {
   const size_t n = size_t{1} << 30;
   void *a, *b;
   CK(cudaMalloc(&a, n));
   CK(cudaMalloc(&b, n));
   CK(cudaMemset(a, 0x5a, n));
-  cudaEvent_t e0, e1;
-  CK(cudaEventCreate(&e0));
-  CK(cudaEventCreate(&e1));
-  std::vector<double> t;
-  for (int i = 0; i < 23; ++i) {
-    CK(cudaEventRecord(e0));
-    CK(cudaMemcpyAsync(b, a, n, cudaMemcpyDeviceToDevice));
-    CK(cudaEventRecord(e1));
-    CK(cudaEventSynchronize(e1));
-    float ms = 0;
-    CK(cudaEventElapsedTime(&ms, e0, e1));
-    if (i >= 3) t.push_back(ms * 1e-3);
-  }
+  const double t = bench::median_event_seconds([&] { CK(cudaMemcpyAsync(b, a, n, cudaMemcpyDeviceToDevice)); }, 3, 20);
   CK(cudaFree(a));
   CK(cudaFree(b));
-  return 2.0 * static_cast<double>(n) / median(t) / 1e9;
+  return 2.0 * static_cast<double>(n) / t / 1e9;
 }
 
-// cuBLAS BF16 GEMM rate, TFLOP/s: (M, K) x (N, K)^T with M = 1024 (the prompt), N = K = 4096*... the
-// model's MLP shape, random data, median of 20.
+// cuBLAS BF16 GEMM rate, TFLOP/s: (M, K) x (N, K)^T with M the prompt's tokens and (N, K) the
+// model's MLP up-projection shape, random data, median of 20 after 5.
 double gemm_tflops(int64_t M, int64_t N, int64_t K) {
   std::vector<uint16_t> h(static_cast<size_t>(std::max(M, N) * K));
   std::mt19937 rng(1);
@@ -146,23 +134,11 @@ double gemm_tflops(int64_t M, int64_t N, int64_t K) {
   CK(cudaMemcpy(a, h.data(), M * K * 2, cudaMemcpyHostToDevice));
   CK(cudaMemcpy(b, h.data(), N * K * 2, cudaMemcpyHostToDevice));
   cuda::Blas blas;
-  cudaEvent_t e0, e1;
-  CK(cudaEventCreate(&e0));
-  CK(cudaEventCreate(&e1));
-  std::vector<double> t;
-  for (int i = 0; i < 25; ++i) {
-    CK(cudaEventRecord(e0));
-    blas.matmul_forward(c, a, b, M, K, N, nullptr);
-    CK(cudaEventRecord(e1));
-    CK(cudaEventSynchronize(e1));
-    float ms = 0;
-    CK(cudaEventElapsedTime(&ms, e0, e1));
-    if (i >= 5) t.push_back(ms * 1e-3);
-  }
+  const double t = bench::median_event_seconds([&] { blas.matmul_forward(c, a, b, M, K, N, nullptr); }, 5, 20);
   CK(cudaFree(a));
   CK(cudaFree(b));
   CK(cudaFree(c));
-  return 2.0 * M * N * K / median(t) / 1e12;
+  return 2.0 * M * N * K / t / 1e12;
 }
 
 }  // namespace

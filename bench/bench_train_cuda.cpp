@@ -61,25 +61,11 @@ double cublas_bf16_tflops(int64_t n) {
   CK(cudaMemcpy(a, h.data(), n * n * 2, cudaMemcpyHostToDevice));
   CK(cudaMemcpy(b, h.data(), n * n * 2, cudaMemcpyHostToDevice));
   nvfp4::cuda::Blas blas;
-  cudaEvent_t e0, e1;
-  CK(cudaEventCreate(&e0));
-  CK(cudaEventCreate(&e1));
-  for (int i = 0; i < 3; ++i) blas.matmul_forward(c, a, b, n, n, n, nullptr);
-  std::vector<float> ms;
-  for (int i = 0; i < 20; ++i) {
-    CK(cudaEventRecord(e0));
-    blas.matmul_forward(c, a, b, n, n, n, nullptr);
-    CK(cudaEventRecord(e1));
-    CK(cudaEventSynchronize(e1));
-    float t = 0;
-    CK(cudaEventElapsedTime(&t, e0, e1));
-    ms.push_back(t);
-  }
-  std::sort(ms.begin(), ms.end());
+  const double t = nvfp4::bench::median_event_seconds([&] { blas.matmul_forward(c, a, b, n, n, n, nullptr); }, 3, 20);
   CK(cudaFree(a));
   CK(cudaFree(b));
   CK(cudaFree(c));
-  return 2.0 * n * n * n / (ms[ms.size() / 2] * 1e-3) / 1e12;
+  return 2.0 * n * n * n / t / 1e12;
 }
 
 }  // namespace

@@ -167,7 +167,7 @@ class CudaEngine final : public EngineBase {
     }
   }
 
-  const bf16* weight_bf16(Linear& L, size_t i) {
+  const bf16* weight_bf16(Linear& L) {
     if (L.p == Precision::bf16) return L.w.p ? L.w.p : embed_.p;
     QuantizeOptions q;
     q.format = Format::nvfp4;
@@ -177,7 +177,6 @@ class CudaEngine final : public EngineBase {
     copy.amax = L.factor.p;
     cuda::dequantize(copy, L.OC, L.C, q, /*apply_tensor_scale=*/false, wdec_.need(static_cast<size_t>(L.OC * L.C)),
                      DType::BF16, stream_);
-    (void)i;
     return wdec_.p;
   }
 
@@ -186,7 +185,7 @@ class CudaEngine final : public EngineBase {
     Linear& L = lin_[i];
     const bf16* b = bias && bias->p ? bias->p : nullptr;
     if (L.p == Precision::bf16 && !b) {
-      blas_.matmul_forward(out, in, weight_bf16(L, i), N, L.C, L.OC, stream_);
+      blas_.matmul_forward(out, in, weight_bf16(L), N, L.C, L.OC, stream_);
     } else if (L.p == Precision::fp8) {
       // Per-tensor FP8 of the activation (current scaling over the batch), rows padded to 16.
       const int64_t N16 = round_up(N, 16);
@@ -216,7 +215,7 @@ class CudaEngine final : public EngineBase {
         x = xq;
         rowf = rf;
       }
-      const bf16* w = weight_bf16(L, i);
+      const bf16* w = weight_bf16(L);
       const float* alpha = L.p == Precision::bf16 ? nullptr : L.factor.p + 1;
       float* y = y32_.need(static_cast<size_t>(N * L.OC));
       blas_.gemm(y, DType::F32, cuda::GemmOperand{x}, cuda::GemmOperand{w}, N, L.OC, L.C, alpha, false, stream_);
@@ -402,7 +401,7 @@ void CudaEngine::run_layers(int64_t N, int64_t R, bool flash, int64_t B, int64_t
   Linear& H = lin_[head];
   float* out = logits_.need(static_cast<size_t>(R * V));
   if (H.p == Precision::bf16) {
-    blas_.gemm(out, DType::F32, cuda::GemmOperand{lnf}, cuda::GemmOperand{weight_bf16(H, head)}, R, V, C, nullptr,
+    blas_.gemm(out, DType::F32, cuda::GemmOperand{lnf}, cuda::GemmOperand{weight_bf16(H)}, R, V, C, nullptr,
                false, st);
   } else {
     bf16* tmp = head_out_.need(static_cast<size_t>(R * V));

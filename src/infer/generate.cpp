@@ -69,6 +69,7 @@ GenerateResult generate(Engine& engine, const HfModel& model, const std::string&
   std::vector<float> logits;
   std::vector<SeqChunk> chunks;
   std::vector<int> running;  // slot of each chunk
+  std::vector<bool> cut(static_cast<size_t>(B), false);  // text ended by a stop string
 
   // Takes the token sampled for slot i: ends the sequence on eos, a stop string or the length.
   auto take = [&](int i, int32_t t) {
@@ -80,14 +81,19 @@ GenerateResult generate(Engine& engine, const HfModel& model, const std::string&
     }
     s.tokens.push_back(t);
     ++r.generated_tokens;
-    if (model.has_tokenizer()) s.text = model.tokenizer().decode(s.tokens);
-    for (const auto& stop : o.stop) {
-      const size_t at = s.text.find(stop);
-      if (at != std::string::npos) {
-        s.text.resize(at);
-        done[i] = true;
-        s.finish_reason = "stop";
-        return;
+    // The text so far only when a stop string may end it (decoding is off the decode step's path
+    // otherwise: every sequence is decoded once at the end).
+    if (!o.stop.empty() && model.has_tokenizer()) {
+      s.text = model.tokenizer().decode(s.tokens);
+      for (const auto& stop : o.stop) {
+        const size_t at = s.text.find(stop);
+        if (at != std::string::npos) {
+          s.text.resize(at);
+          cut[i] = true;
+          done[i] = true;
+          s.finish_reason = "stop";
+          return;
+        }
       }
     }
     if (static_cast<int>(s.tokens.size()) == o.max_tokens) {
@@ -137,6 +143,9 @@ GenerateResult generate(Engine& engine, const HfModel& model, const std::string&
     decoded += static_cast<int64_t>(running.size());
   }
   r.total_s = std::chrono::duration<double>(clock::now() - t0).count();
+  for (int i = 0; i < B; ++i) {
+    if (!cut[i] && model.has_tokenizer()) r.sequences[i].text = model.tokenizer().decode(r.sequences[i].tokens);
+  }
   r.inter_token = latency_of(steps);
   double decode_s = 0;
   for (double s : steps) decode_s += s;

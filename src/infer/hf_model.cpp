@@ -5,10 +5,8 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <limits>
 #include <nlohmann/json.hpp>
-#include <sstream>
 
 #include "format/scalar.hpp"
 #include "kernels/cpu/ops_common.hpp"  // NVFP4_OMP
@@ -16,6 +14,7 @@
 #include "nvfp4/error.hpp"
 #include "nvfp4/hf_tokenizer.hpp"
 #include "nvfp4/safetensors.hpp"
+#include "nvfp4/token_shards.hpp"  // io::read_input_text
 
 namespace nvfp4::infer {
 
@@ -35,14 +34,6 @@ struct HfModel::Impl {
 
 namespace {
 
-std::string read_text(const fs::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  if (!f) throw Error(p.string() + ": cannot be read");
-  std::ostringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
 bool ends_with(std::string_view s, std::string_view tail) {
   return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
 }
@@ -50,7 +41,7 @@ bool ends_with(std::string_view s, std::string_view tail) {
 // generation_config.json's eos_token_id (an id or a list); none when the file is absent.
 std::vector<int32_t> generation_eos(const fs::path& p) {
   if (!fs::exists(p)) return {};
-  const auto j = nlohmann::json::parse(read_text(p), nullptr, false);
+  const auto j = nlohmann::json::parse(io::read_input_text(p.string()), nullptr, false);
   if (j.is_discarded() || !j.is_object()) throw Error(p.string() + ": not a JSON object");
   std::vector<int32_t> ids;
   if (!j.contains("eos_token_id") || j.at("eos_token_id").is_null()) return ids;
@@ -91,7 +82,7 @@ HfModel HfModel::open(const std::string& dir_name) {
   }
   const fs::path config_path = dir / "config.json";
   if (!fs::exists(config_path)) throw Error(dir_name + ": no config.json in this folder (is it a Hugging Face model?)");
-  auto m = std::make_unique<Impl>(Impl{dir_name, io::parse_config_json(read_text(config_path), config_path.string()),
+  auto m = std::make_unique<Impl>(Impl{dir_name, io::parse_config_json(io::read_input_text(config_path.string()), config_path.string()),
                                        {}, {}, io::Checkpoint::open(dir_name), {}, nullptr, {}});
   try {
     m->config = model_config(m->hf);
@@ -159,7 +150,7 @@ HfModel HfModel::open(const std::string& dir_name) {
     m->tokenizer = io::HfTokenizer::load(dir_name);
   } else if (fs::exists(dir / "nvfp4_tokenizer.json")) {
     const fs::path p = dir / "nvfp4_tokenizer.json";
-    m->tokenizer = io::make_tokenizer_from_description(read_text(p), p.string());
+    m->tokenizer = io::make_tokenizer_from_description(io::read_input_text(p.string()), p.string());
   }
   if (m->tokenizer && m->tokenizer->vocab_size() > m->config.vocab) {
     throw Error(dir_name + ": the tokenizer has " + std::to_string(m->tokenizer->vocab_size()) +

@@ -17,10 +17,7 @@ namespace {
 
 void attention_check(const char* op, int64_t B, int64_t T, int64_t NH, int64_t NKV, int64_t HS, int64_t window) {
   require_nonnegative(op, {{"B", B}, {"T", T}, {"NH", NH}, {"NKV", NKV}, {"HS", HS}, {"window", window}});
-  require(NKV > 0 || NH == 0, op, "NKV = 0 with NH = " + std::to_string(NH) + " query heads");
-  require(NKV == 0 || NH % NKV == 0, op,
-          "NH = " + std::to_string(NH) + " is not a multiple of NKV = " + std::to_string(NKV) +
-              "; each key/value head must serve the same number of query heads");
+  require_head_groups(op, NH, NKV);
   require(HS > 0 || NH == 0, op, "HS = 0: the score scale 1/sqrt(HS) is undefined");
 }
 

@@ -70,10 +70,7 @@ void attention_cache(float* out, const float* q, const float* k_cache, const flo
   constexpr const char* op = "attention_cache";
   require_nonnegative(op, {{"N", N}, {"NH", NH}, {"NKV", NKV}, {"HS", HS}, {"slots", slots}, {"max_ctx", max_ctx},
                            {"window", window}});
-  require(NKV > 0 || NH == 0, op, "NKV = 0 with NH = " + std::to_string(NH) + " query heads");
-  require(NKV == 0 || NH % NKV == 0, op,
-          "NH = " + std::to_string(NH) + " is not a multiple of NKV = " + std::to_string(NKV) +
-              "; each key/value head must serve the same number of query heads");
+  require_head_groups(op, NH, NKV);
   check_rows(op, slot, pos, N, slots, max_ctx);
   if (NH == 0) return;
   const int64_t group = NH / NKV;

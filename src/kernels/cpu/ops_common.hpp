@@ -33,5 +33,8 @@ inline void require(bool ok, const char* op, const std::string& what) { kernels:
 inline void require_nonnegative(const char* op, std::initializer_list<std::pair<const char*, int64_t>> dims) {
   kernels::require_nonnegative("cpu", op, dims);
 }
+inline void require_head_groups(const char* op, int64_t NH, int64_t NKV) {
+  kernels::require_head_groups("cpu", op, NH, NKV);
+}
 
 }  // namespace nvfp4::cpu::ops_detail

@@ -597,10 +597,7 @@ void attention_backward_hs(uint16_t* dq, uint16_t* dk, uint16_t* dv, const uint1
 
 void attention_check(const char* op, int64_t B, int64_t T, int64_t NH, int64_t NKV, int64_t HS) {
   require_nonnegative(op, {{"B", B}, {"T", T}, {"NH", NH}, {"NKV", NKV}, {"HS", HS}});
-  require(NKV > 0 || NH == 0, op, "NKV = 0 with NH = " + std::to_string(NH) + " query heads");
-  require(NKV == 0 || NH % NKV == 0, op,
-          "NH = " + std::to_string(NH) + " is not a multiple of NKV = " + std::to_string(NKV) +
-              "; each key/value head must serve the same number of query heads");
+  require_head_groups(op, NH, NKV);
   require(HS == 32 || HS == 64 || HS == 128 || NH == 0, op,
           "HS = " + std::to_string(HS) + " is not supported by the CUDA attention kernels (32, 64 or 128)");
   require(T <= INT_MAX / 2 && NH <= 65535 && B <= 65535, op, "B, T or NH too large for the launch grid");

@@ -363,10 +363,7 @@ void attention_cache(uint16_t* out, const uint16_t* q, const uint16_t* k_cache, 
   constexpr const char* op = "attention_cache";
   require_nonnegative(op, {{"N", N}, {"NH", NH}, {"NKV", NKV}, {"HS", HS}, {"slots", slots}, {"max_ctx", max_ctx},
                            {"window", window}});
-  require(NKV > 0 || NH == 0, op, "NKV = 0 with NH = " + std::to_string(NH) + " query heads");
-  require(NKV == 0 || NH % NKV == 0, op,
-          "NH = " + std::to_string(NH) + " is not a multiple of NKV = " + std::to_string(NKV) +
-              "; each key/value head must serve the same number of query heads");
+  require_head_groups(op, NH, NKV);
   require(HS % 2 == 0 && HS <= 256, op,
           "HS = " + std::to_string(HS) + " is not supported: the kernel takes even head sizes up to 256");
   require(N <= INT_MAX && NKV <= 65535 && NH <= INT_MAX / 256 && max_ctx <= INT_MAX, op,

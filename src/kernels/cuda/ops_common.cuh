@@ -47,6 +47,9 @@ inline void require(bool ok, const char* op, const std::string& what) { kernels:
 inline void require_nonnegative(const char* op, std::initializer_list<std::pair<const char*, int64_t>> dims) {
   kernels::require_nonnegative("cuda", op, dims);
 }
+inline void require_head_groups(const char* op, int64_t NH, int64_t NKV) {
+  kernels::require_head_groups("cuda", op, NH, NKV);
+}
 
 inline void require_ptr(const void* p, const char* op, const char* name) {
   require(p != nullptr, op, std::string(name) + " is null");
