@@ -2,10 +2,11 @@
 // (Llama-3.1-8B, Llama-3.2-1B): batch-1 decode tokens/s against the bandwidth bound (bytes the
 // step must read / the device-to-device copy bandwidth measured in the same run) and time to
 // first token of a long prompt against the BF16 prefill FLOP time at the cuBLAS BF16 rate
-// measured in the same run. Writes the model folder first (random BF16 weights, N(0, 0.02)-like,
+// measured in the same run. A precision with "-apart" runs with EngineOptions::fuse off (every
+// projection its own GEMM, every row op its own launch). Writes the model folder first (random BF16 weights, N(0, 0.02)-like,
 // norm gains 1) unless it is there.
 //
-//   bench_infer --config llama-3.1-8b --dir /tmp/m8b [--precisions bf16,w4a16,w4a4,fp8]
+//   bench_infer --config llama-3.1-8b --dir /tmp/m8b [--precisions bf16,bf16-apart,w4a16,w4a4,fp8]
 //               [--prompt 1024] [--decode 128] [--json OUT.json]
 #include <cuda_runtime.h>
 
@@ -19,6 +20,7 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "cuda_check.hpp"
@@ -141,10 +143,73 @@ double gemm_tflops(int64_t M, int64_t N, int64_t K) {
   return 2.0 * M * N * K / t / 1e12;
 }
 
+// Random BF16 values (a hash of the index, std about 0.02) written on the device.
+__global__ void fill_random_bf16(uint16_t* p, int64_t n, uint64_t seed) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    uint64_t z = (static_cast<uint64_t>(i) + seed) * 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    const float u = (static_cast<float>(z >> 40) / 16777216.0f - 0.5f) * 0.0693f;
+    p[i] = static_cast<uint16_t>(__float_as_uint(u) >> 16);
+  }
+}
+
+// The decode step's GEMMs alone, one token: every layer's seven projections and the head, as
+// cuBLAS runs them in the engine, weights cycling over enough copies of one layer that none is
+// still in L2 — the part of the bf16 step the GEMMs take. Also with q/k/v as one GEMM and
+// gate/up as one: what fusing them would save. Returns {separate, fused} seconds per token.
+std::pair<double, double> decode_gemm_seconds(const model::ModelConfig& c) {
+  const int64_t C = c.d_model, F = c.d_ffn, QD = int64_t(c.n_head) * c.head_size(),
+                KD = int64_t(c.n_kv_head) * c.head_size(), V = c.vocab;
+  const int64_t layer = (QD + 2 * KD) * C + C * QD + 3 * F * C;
+  const int copies = static_cast<int>(std::max<int64_t>(2, (int64_t{256} << 20) / (2 * layer) + 1));
+  uint16_t *w, *head, *x, *y;
+  CK(cudaMalloc(&w, copies * layer * 2));
+  CK(cudaMalloc(&head, V * C * 2));
+  CK(cudaMalloc(&x, std::max(QD, F) * 2));
+  CK(cudaMalloc(&y, std::max({2 * F, QD + 2 * KD, V}) * 2));
+  fill_random_bf16<<<1024, 256>>>(w, copies * layer, 1);
+  fill_random_bf16<<<1024, 256>>>(head, V * C, 2);
+  fill_random_bf16<<<64, 256>>>(x, std::max(QD, F), 3);
+  CK(cudaGetLastError());
+  cuda::Blas blas;
+  auto step = [&](bool fused) {
+    for (int l = 0; l < c.n_layer; ++l) {
+      const uint16_t* p = w + (l % copies) * layer;
+      if (fused) {
+        blas.matmul_forward(y, x, p, 1, C, QD + 2 * KD, nullptr);
+      } else {
+        blas.matmul_forward(y, x, p, 1, C, QD, nullptr);
+        blas.matmul_forward(y, x, p + QD * C, 1, C, KD, nullptr);
+        blas.matmul_forward(y, x, p + (QD + KD) * C, 1, C, KD, nullptr);
+      }
+      p += (QD + 2 * KD) * C;
+      blas.matmul_forward(y, x, p, 1, QD, C, nullptr);
+      p += C * QD;
+      if (fused) {
+        blas.matmul_forward(y, x, p, 1, C, 2 * F, nullptr);
+      } else {
+        blas.matmul_forward(y, x, p, 1, C, F, nullptr);
+        blas.matmul_forward(y, x, p + F * C, 1, C, F, nullptr);
+      }
+      blas.matmul_forward(y, x, p + 2 * F * C, 1, F, C, nullptr);
+    }
+    blas.matmul_forward(y, x, head, 1, C, V, nullptr);
+  };
+  const double sep = bench::median_event_seconds([&] { step(false); }, 3, 21);
+  const double fus = bench::median_event_seconds([&] { step(true); }, 3, 21);
+  CK(cudaFree(w));
+  CK(cudaFree(head));
+  CK(cudaFree(x));
+  CK(cudaFree(y));
+  return {sep, fus};
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string config = "llama-3.2-1b", dir, json_out, precisions = "bf16,w4a16,w4a4,fp8";
+  std::string config = "llama-3.2-1b", dir, json_out, precisions = "bf16,bf16-apart,w4a16,w4a4,fp8";
   int prompt = 1024, decode = 128;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string k = argv[i], v = argv[i + 1];
@@ -196,8 +261,14 @@ int main(int argc, char** argv) {
                 "(%.2f GB), prefill %d tokens at that rate %.2f ms\n",
                 config.c_str(), bw, tf, prompt, shape->inter, shape->hidden, bound_s * 1e3, weight_bytes / 1e9, prompt,
                 prefill_s * 1e3);
+    const auto [gemm_s, gemm_fused_s] = decode_gemm_seconds(c);
+    std::printf("bf16 decode GEMMs alone (cuBLAS, one token, weights not in L2): %.3f ms/token = %.1f %% of the "
+                "bound; q/k/v and gate/up fused: %.3f ms (%.1f %%)\n",
+                gemm_s * 1e3, 100.0 * bound_s / gemm_s, gemm_fused_s * 1e3, 100.0 * bound_s / gemm_fused_s);
     nlohmann::ordered_json out;
     out["config"] = config;
+    out["bf16_decode_gemms_ms"] = gemm_s * 1e3;
+    out["bf16_decode_gemms_fused_ms"] = gemm_fused_s * 1e3;
     out["copy_gbps"] = bw;
     out["cublas_bf16_tflops"] = tf;
     out["bf16_decode_bound_ms"] = bound_s * 1e3;
@@ -205,11 +276,13 @@ int main(int argc, char** argv) {
     auto rows = nlohmann::ordered_json::array();
     std::stringstream ps(precisions);
     std::string p;
-    std::printf("%-6s %10s %10s %9s %10s %9s %10s\n", "prec", "tok/s", "ITL ms", "vs bound", "TTFT ms", "vs FLOP",
+    std::printf("%-10s %10s %10s %9s %10s %9s %10s\n", "prec", "tok/s", "ITL ms", "vs bound", "TTFT ms", "vs FLOP",
                 "mem GiB");
     while (std::getline(ps, p, ',')) {
       infer::EngineOptions o;
-      o.precision = infer::parse_precision(p);
+      const bool apart = p.size() > 6 && p.substr(p.size() - 6) == "-apart";
+      o.precision = infer::parse_precision(apart ? p.substr(0, p.size() - 6) : p);
+      o.fuse = !apart;
       o.max_sequences = 1;
       o.max_context = prompt + decode + 32;
       const auto e = infer::make_cuda_engine(m, o);
@@ -238,7 +311,7 @@ int main(int argc, char** argv) {
         steps.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
       }
       const double itl = median(steps), t1 = median(ttft);
-      std::printf("%-6s %10.1f %10.3f %8.1f%% %10.2f %8.2fx %10.2f\n", p.c_str(), 1.0 / itl, itl * 1e3,
+      std::printf("%-10s %10.1f %10.3f %8.1f%% %10.2f %8.2fx %10.2f\n", p.c_str(), 1.0 / itl, itl * 1e3,
                   100.0 * bound_s / itl, t1 * 1e3, t1 / prefill_s, e->memory_bytes() / 1073741824.0);
       rows.push_back({{"precision", p}, {"decode_tokens_per_s", 1.0 / itl}, {"itl_ms", itl * 1e3},
                       {"fraction_of_bf16_bound", bound_s / itl}, {"ttft_ms", t1 * 1e3},

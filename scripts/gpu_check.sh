@@ -17,7 +17,7 @@ mkdir -p "$out"
 summary=()
 failed=0
 
-for t in test_cuda_format test_cuda_quantize test_cuda_ops test_cuda_quantized_linear test_cuda_model; do
+for t in test_cuda_format test_cuda_quantize test_cuda_ops test_cuda_quantized_linear test_cuda_model test_cuda_engine; do
   bin="$build/tests/$t"
   if [ ! -x "$bin" ]; then
     summary+=("$t: not built")
