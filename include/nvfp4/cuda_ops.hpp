@@ -136,6 +136,11 @@ void rmsnorm_backward(uint16_t* dinp, float* dweight, const uint16_t* dout, cons
                       const uint16_t* weight, const float* rstd, int64_t N, int64_t C, void* scratch, Stream stream,
                       float* amax_dinp = nullptr);
 
+// x (N, C) bf16 += delta (N, C) bf16 (residual_forward's rounding), then out = rmsnorm_forward of
+// the new x: the two ops in one pass, the same bits. out, rstd as rmsnorm_forward's.
+void residual_rmsnorm_forward(uint16_t* out, float* rstd, uint16_t* x, const uint16_t* delta, const uint16_t* weight,
+                              int64_t N, int64_t C, float eps, Stream stream);
+
 // ---- rotary position embedding (RoPE), HF rotate_half -----------------------------------
 
 // out, inp (B, T, NH, HS) bf16; pass NKV as NH for the keys; HS even. Pair (i, i + HS/2) at
@@ -179,6 +184,10 @@ void swiglu_forward(uint16_t* out, const uint16_t* gate, const uint16_t* up, int
 // dgate, dup (n) bf16 OVERWRITTEN; dout, gate, up (n) bf16.
 void swiglu_backward(uint16_t* dgate, uint16_t* dup, const uint16_t* dout, const uint16_t* gate, const uint16_t* up,
                      int64_t n, Stream stream, float* amax_dgate = nullptr, float* amax_dup = nullptr);
+
+// out (N, F) = silu(gu[:, :F]) * gu[:, F:] for gu (N, 2F) bf16, the rows of a fused gate/up
+// projection: swiglu_forward's values on the two halves of each row.
+void swiglu_rows(uint16_t* out, const uint16_t* gu, int64_t N, int64_t F, Stream stream);
 
 // ---- token embedding -------------------------------------------------------------------
 
@@ -257,6 +266,21 @@ void scale_rows_bias_to_bf16(uint16_t* out, const float* in, const float* row_fa
 // and sets kStatusBadRow.
 void gather_rows(uint16_t* out, const uint16_t* in, const int32_t* rows, int64_t n, int64_t n_in, int64_t C,
                  uint32_t* status, Stream stream);
+
+// The attention inputs of a step from the q/k/v projections, in one launch: q (N, NH, HS),
+// k, v (N, NKV, HS) bf16 OVERWRITTEN with q = rope(q_norm(q_in)), k = rope(k_norm(k_in)), v = v_in,
+// and k, v appended to the caches as kv_append does. Row n of q_in starts at q_in + n * q_ld, of
+// k_in / v_in at n * kv_ld (a fused projection's (N, QD + 2 KD) output: q_in = qkv, k_in = qkv + QD,
+// v_in = qkv + QD + KD, both strides QD + 2 KD); q == q_in (in place) when q_ld = NH * HS, likewise
+// k, v. q_norm, k_norm (HS) bf16 nullable (no norm): rmsnorm_forward over each head (eps), the same
+// loop and reduction, so the same bits; RoPE as rope_rows. Each step's result is rounded to BF16 as
+// the separate ops store it: q, k, v and the caches equal rmsnorm_forward + rope_rows + kv_append
+// bit for bit. HS even, at most 256.
+void qkv_rows(uint16_t* q, uint16_t* k, uint16_t* v, const uint16_t* q_in, const uint16_t* k_in, const uint16_t* v_in,
+              int64_t q_ld, int64_t kv_ld, const uint16_t* q_norm, const uint16_t* k_norm, float eps,
+              const int32_t* pos, const float* inv_freq, uint16_t* k_cache, uint16_t* v_cache, const int32_t* slot,
+              int64_t N, int64_t NH, int64_t NKV, int64_t HS, int64_t slots, int64_t max_ctx, uint32_t* status,
+              Stream stream);
 
 // k_cache[slot[n], pos[n]] = k[n], v_cache likewise: k, v (N, NKV, HS) bf16. Rows must name
 // distinct (slot, pos) pairs (the CPU op checks; here one of two such rows wins, unspecified).

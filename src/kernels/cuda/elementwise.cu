@@ -55,8 +55,6 @@ __global__ void residual_kernel(uint16_t* out, const uint16_t* a, const uint16_t
   }
 }
 
-__device__ __forceinline__ float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
-
 template <bool kAligned>
 __global__ void swiglu_forward_kernel(uint16_t* out, const uint16_t* gate, const uint16_t* up, int64_t n, float* amax) {
   float m = 0.0f;
@@ -65,11 +63,26 @@ __global__ void swiglu_forward_kernel(uint16_t* out, const uint16_t* gate, const
     load8<kAligned>(gate, i, n, g);
     load8<kAligned>(up, i, n, u);
 #pragma unroll
-    for (int e = 0; e < 8; ++e) g[e] = (g[e] * sigmoidf(g[e])) * u[e];
+    for (int e = 0; e < 8; ++e) g[e] = swiglu_value(g[e], u[e]);
     store8<kAligned>(out, i, n, g);
     if (amax) m = max_abs8(m, g);
   }
   fold_amax(amax, m);
+}
+
+// Row n: out[n, :] = swiglu of gu[n, :F] and gu[n, F:].
+template <bool kAligned>
+__global__ void swiglu_rows_kernel(uint16_t* out, const uint16_t* gu, int64_t N, int64_t F) {
+  const int64_t chunks = (F + kVec - 1) / kVec;
+  NVFP4_FOR_ROW_CHUNKS(idx, N, chunks) {
+    const int64_t n = idx / chunks, c = (idx % chunks) * kVec;
+    float g[8], u[8];
+    load8<kAligned>(gu + n * 2 * F, c, F, g);
+    load8<kAligned>(gu + n * 2 * F + F, c, F, u);
+#pragma unroll
+    for (int e = 0; e < 8; ++e) g[e] = swiglu_value(g[e], u[e]);
+    store8<kAligned>(out + n * F, c, F, g);
+  }
 }
 
 template <bool kAligned>
@@ -171,6 +184,15 @@ void swiglu_forward(uint16_t* out, const uint16_t* gate, const uint16_t* up, int
   NVFP4_LAUNCH_PRODUCER(aligned, swiglu_forward_kernel, (n + kVec - 1) / kVec, kThreads, amax, stream, out, gate, up, n,
                         amax);
   check_launch("swiglu_forward");
+}
+
+void swiglu_rows(uint16_t* out, const uint16_t* gu, int64_t N, int64_t F, Stream stream) {
+  require_nonnegative("swiglu_rows", {{"N", N}, {"F", F}});
+  if (N == 0 || F == 0) return;
+  const bool aligned = F % kVec == 0 && aligned16(out) && aligned16(gu);
+  NVFP4_LAUNCH_ALIGNED(aligned, swiglu_rows_kernel, grid_for(N * ((F + kVec - 1) / kVec)), kThreads, 0, stream, out,
+                       gu, N, F);
+  check_launch("swiglu_rows");
 }
 
 void swiglu_backward(uint16_t* dgate, uint16_t* dup, const uint16_t* dout, const uint16_t* gate, const uint16_t* up,

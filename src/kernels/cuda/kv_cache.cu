@@ -38,6 +38,101 @@ __global__ void kv_append_kernel(uint16_t* __restrict__ k_cache, uint16_t* __res
   }
 }
 
+// ---- the attention inputs of a step (qkv_rows) ---------------------------------------------------------
+//
+// One warp per (row n, head j of the NH + 2 NKV heads: q heads, then k, then v). The head's HS values
+// go to shared memory as the BF16 values the separate ops would store: normed (rmsnorm_forward's
+// loop: lane l sums the squares of its 8-element chunks l, l + 32, ... in order, then warp_sum; the
+// same bits) or read as they are. q and k heads are then rotated pair by pair (rope_rows' angle and
+// rope_rotate), v heads copied bit for bit; k and v heads also go to the cache row (slot[n], pos[n]).
+
+constexpr int kQkvMaxHS = 256;
+constexpr int kQkvWarps = kThreads / 32;
+
+struct QkvArgs {
+  uint16_t *q, *k, *v;
+  const uint16_t *q_in, *k_in, *v_in;
+  int64_t q_ld, kv_ld;
+  const uint16_t *q_norm, *k_norm;
+  float eps;
+  const int32_t* pos;
+  const float* inv_freq;
+  uint16_t *k_cache, *v_cache;
+  const int32_t* slot;
+  int64_t N;
+  int NH, NKV, HS;
+  int64_t slots, max_ctx;
+  uint32_t* status;
+};
+
+__global__ void __launch_bounds__(kThreads) qkv_rows_kernel(QkvArgs a) {
+  __shared__ float sx[kQkvWarps][kQkvMaxHS];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int heads = a.NH + 2 * a.NKV, HS = a.HS, half = HS / 2;
+  const int64_t item = static_cast<int64_t>(blockIdx.x) * kQkvWarps + warp;
+  if (item >= a.N * heads) return;  // whole warps only: no block barrier below
+  const int64_t n = item / heads;
+  const int j = static_cast<int>(item % heads);
+  const int kind = j < a.NH ? 0 : j < a.NH + a.NKV ? 1 : 2;  // q, k, v
+  const int h = kind == 0 ? j : kind == 1 ? j - a.NH : j - a.NH - a.NKV;
+  const uint16_t* src = kind == 0 ? a.q_in + n * a.q_ld : kind == 1 ? a.k_in + n * a.kv_ld : a.v_in + n * a.kv_ld;
+  src += static_cast<int64_t>(h) * HS;
+  const int64_t out_at = (n * (kind == 0 ? a.NH : a.NKV) + h) * HS;
+  uint16_t* dst = (kind == 0 ? a.q : kind == 1 ? a.k : a.v) + out_at;
+  const uint16_t* norm = kind == 0 ? a.q_norm : kind == 1 ? a.k_norm : nullptr;
+  const int32_t s = a.slot[n], p = a.pos[n];
+  uint16_t* cache = nullptr;
+  if (kind != 0) {
+    if (s < 0 || s >= a.slots || p < 0 || p >= a.max_ctx) {
+      if (a.status && lane == 0) atomicOr(a.status, kStatusBadPosition);
+    } else {
+      cache = (kind == 1 ? a.k_cache : a.v_cache) + (static_cast<int64_t>(s) * a.max_ctx + p) * a.NKV * HS +
+              static_cast<int64_t>(h) * HS;
+    }
+  }
+  if (kind == 2) {  // v: the bits copied
+    for (int c = lane; c < HS; c += 32) {
+      const uint16_t b = src[c];
+      dst[c] = b;
+      if (cache) cache[c] = b;
+    }
+    return;
+  }
+  float* x = sx[warp];
+  if (norm) {
+    float ss = 0.0f;
+    for (int c = lane * kVec; c < HS; c += 32 * kVec) {
+      float v[8];
+      load8<false>(src, c, HS, v);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) ss += v[e] * v[e];
+    }
+    ss = warp_sum(ss);
+    const float r = 1.0f / sqrtf(ss / static_cast<float>(HS) + a.eps);
+    for (int c = lane * kVec; c < HS; c += 32 * kVec) {
+      float v[8], w[8];
+      load8<false>(src, c, HS, v);
+      load8<false>(norm, c, HS, w);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) {
+        if (c + e < HS) x[c + e] = bf16_to_f32(f32_to_bf16((v[e] * r) * w[e]));
+      }
+    }
+  } else {
+    for (int c = lane; c < HS; c += 32) x[c] = bf16_to_f32(src[c]);
+  }
+  __syncwarp();
+  for (int i = lane; i < half; i += 32) {
+    float sn, cs, y1, y2;
+    sincosf(static_cast<float>(p) * a.inv_freq[i], &sn, &cs);
+    rope_rotate(x[i], x[i + half], cs, sn, y1, y2);
+    const uint16_t b1 = f32_to_bf16(y1), b2 = f32_to_bf16(y2);
+    dst[i] = b1;
+    dst[i + half] = b2;
+    if (cache) cache[i] = b1, cache[i + half] = b2;
+  }
+}
+
 // ---- attention against the cache ------------------------------------------------------------------------
 //
 // Layout: one CTA of kAcWarps warps per (row n, kv head, chunk of up to kG query heads of its group).
@@ -93,13 +188,6 @@ inline size_t ac_smem_bytes(int pitch, int qpitch, int kG) {
 __device__ __forceinline__ float warp_max(float x) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) x = fmaxf(x, __shfl_xor_sync(0xFFFFFFFFu, x, o));
-  return x;
-}
-// Butterfly sum: every lane adds the same two partial sums at every level (in either order: the
-// sum is commutative), so every lane holds the same bits.
-__device__ __forceinline__ float warp_sum(float x) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xFFFFFFFFu, x, o);
   return x;
 }
 
@@ -354,6 +442,38 @@ void kv_append(uint16_t* k_cache, uint16_t* v_cache, const uint16_t* k, const ui
   const bool aligned = width % kVec == 0 && aligned16(k_cache) && aligned16(v_cache) && aligned16(k) && aligned16(v);
   NVFP4_LAUNCH_ALIGNED(aligned, kv_append_kernel, grid_for(N * ((width + kVec - 1) / kVec)), kThreads, 0, stream,
                        k_cache, v_cache, k, v, slot, pos, N, width, slots, max_ctx, status);
+  check_launch(op);
+}
+
+void qkv_rows(uint16_t* q, uint16_t* k, uint16_t* v, const uint16_t* q_in, const uint16_t* k_in, const uint16_t* v_in,
+              int64_t q_ld, int64_t kv_ld, const uint16_t* q_norm, const uint16_t* k_norm, float eps,
+              const int32_t* pos, const float* inv_freq, uint16_t* k_cache, uint16_t* v_cache, const int32_t* slot,
+              int64_t N, int64_t NH, int64_t NKV, int64_t HS, int64_t slots, int64_t max_ctx, uint32_t* status,
+              Stream stream) {
+  constexpr const char* op = "qkv_rows";
+  require_nonnegative(op, {{"N", N}, {"NH", NH}, {"NKV", NKV}, {"HS", HS}, {"slots", slots}, {"max_ctx", max_ctx}});
+  require(HS % 2 == 0 && HS <= kQkvMaxHS, op,
+          "HS = " + std::to_string(HS) + " is not supported: the kernel takes even head sizes up to 256");
+  require(q_ld >= NH * HS && kv_ld >= NKV * HS, op,
+          "row strides q_ld = " + std::to_string(q_ld) + ", kv_ld = " + std::to_string(kv_ld) +
+              " are shorter than the rows (NH * HS = " + std::to_string(NH * HS) +
+              ", NKV * HS = " + std::to_string(NKV * HS) + ")");
+  require(NH + 2 * NKV <= INT_MAX && N <= INT64_MAX / std::max<int64_t>(NH + 2 * NKV, 1) / kQkvWarps, op,
+          "N or the head count exceeds the kernel's range");
+  const int64_t warps = N * (NH + 2 * NKV);
+  if (warps == 0 || HS == 0) return;
+  for (const auto& [ptr, name] : {std::pair<const void*, const char*>{q, "q"}, {k, "k"}, {v, "v"}, {q_in, "q_in"},
+                                  {k_in, "k_in"}, {v_in, "v_in"}, {pos, "pos"}, {inv_freq, "inv_freq"},
+                                  {k_cache, "k_cache"}, {v_cache, "v_cache"}, {slot, "slot"}}) {
+    require_ptr(ptr, op, name);
+  }
+  const int64_t blocks = (warps + kQkvWarps - 1) / kQkvWarps;
+  require(blocks <= INT_MAX, op, "N = " + std::to_string(N) + " rows exceed the launch grid");
+  const QkvArgs args{q,    k,        v,       q_in,    k_in,    v_in,
+                     q_ld, kv_ld,    q_norm,  k_norm,  eps,     pos,
+                     inv_freq, k_cache, v_cache, slot, N, static_cast<int>(NH), static_cast<int>(NKV),
+                     static_cast<int>(HS), slots, max_ctx, status};
+  qkv_rows_kernel<<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(args);
   check_launch(op);
 }
 

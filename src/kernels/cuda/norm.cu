@@ -12,12 +12,6 @@ using namespace ops_detail;
 
 namespace {
 
-__device__ __forceinline__ float warp_sum(float v) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xFFFFFFFFu, v, o);
-  return v;
-}
-
 // ---- RMSNorm ----------------------------------------------------------------------------------
 //
 // One warp per row; lane l handles the 8-element chunks l, l + 32, ... The row is read twice
@@ -58,6 +52,46 @@ __global__ void __launch_bounds__(kThreads) rmsnorm_forward_kernel(uint16_t* __r
     if (lane == 0) rstd[row] = r;
   }
   fold_amax(amax, m);
+}
+
+// residual_forward then rmsnorm_forward_kernel's loops: x += delta stored (BF16), the sum of
+// squares of the stored values, then the output from x read back.
+template <bool kAligned>
+__global__ void __launch_bounds__(kThreads) residual_rmsnorm_kernel(uint16_t* out, float* rstd, uint16_t* x,
+                                                                    const uint16_t* delta, const uint16_t* weight,
+                                                                    int64_t N, int64_t C, float eps) {
+  const int lane = threadIdx.x & 31;
+  for (int64_t row = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + threadIdx.x / 32; row < N;
+       row += static_cast<int64_t>(gridDim.x) * kRowsPerBlock) {
+    uint16_t* xr = x + row * C;
+    const uint16_t* dr = delta + row * C;
+    float ss = 0.0f;
+    for (int64_t c = lane * kVec; c < C; c += 32 * kVec) {
+      float v[8], d[8];
+      load8<kAligned>(xr, c, C, v);
+      load8<kAligned>(dr, c, C, d);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) v[e] += d[e];
+      store8<kAligned>(xr, c, C, v);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) {
+        v[e] = bf16_to_f32(f32_to_bf16(v[e]));  // as stored
+        ss += v[e] * v[e];
+      }
+    }
+    ss = warp_sum(ss);
+    const float r = 1.0f / sqrtf(ss / static_cast<float>(C) + eps);
+    uint16_t* o = out + row * C;
+    for (int64_t c = lane * kVec; c < C; c += 32 * kVec) {
+      float v[8], w[8];
+      load8<kAligned>(xr, c, C, v);  // this lane's own stores
+      load8<kAligned>(weight, c, C, w);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) v[e] = (v[e] * r) * w[e];
+      store8<kAligned>(o, c, C, v);
+    }
+    if (lane == 0) rstd[row] = r;
+  }
 }
 
 // dinp += rstd * (g - xhat * mean(g * xhat)), g = dout * weight, xhat = inp * rstd: warp per row.
@@ -155,6 +189,19 @@ void rmsnorm_forward(uint16_t* out, float* rstd, const uint16_t* inp, const uint
   const bool aligned = C % kVec == 0 && aligned16(out) && aligned16(inp) && aligned16(weight);
   NVFP4_LAUNCH_PRODUCER(aligned, rmsnorm_forward_kernel, N, kRowsPerBlock, amax, stream, out, rstd, inp, weight, N, C,
                         eps, amax);
+  check_launch(op);
+}
+
+void residual_rmsnorm_forward(uint16_t* out, float* rstd, uint16_t* x, const uint16_t* delta, const uint16_t* weight,
+                              int64_t N, int64_t C, float eps, Stream stream) {
+  constexpr const char* op = "residual_rmsnorm_forward";
+  require_nonnegative(op, {{"N", N}, {"C", C}});
+  require(C > 0 || N == 0, op, "C = 0: a row without channels has no RMS");
+  if (N == 0) return;
+  const bool aligned =
+      C % kVec == 0 && aligned16(out) && aligned16(x) && aligned16(delta) && aligned16(weight);
+  NVFP4_LAUNCH_PRODUCER(aligned, residual_rmsnorm_kernel, N, kRowsPerBlock, nullptr, stream, out, rstd, x, delta,
+                        weight, N, C, eps);
   check_launch(op);
 }
 

@@ -137,6 +137,25 @@ __device__ __forceinline__ void store8(uint16_t* p, int64_t i, int64_t n, const 
   }
 }
 
+// Sum over the warp by butterfly shuffles: every lane adds the same two partial sums at every
+// level (in either order: the sum is commutative), so every lane holds the same bits.
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xFFFFFFFFu, v, o);
+  return v;
+}
+
+// RoPE's rotation of the pair (x1, x2) = (x[i], x[i + HS/2]) by the angle of cosine c, sine s
+// (rope_forward, rope_rows and qkv_rows share it, so their bits agree).
+__device__ __forceinline__ void rope_rotate(float x1, float x2, float c, float s, float& y1, float& y2) {
+  y1 = x1 * c - x2 * s;
+  y2 = x2 * c + x1 * s;
+}
+
+// SwiGLU of one element: silu(g) * u, silu(g) = g * sigmoid(g) (swiglu_forward and swiglu_rows).
+__device__ __forceinline__ float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
+__device__ __forceinline__ float swiglu_value(float g, float u) { return (g * sigmoidf(g)) * u; }
+
 // ---- producer amax ------------------------------------------------------------------------------
 //
 // Kernels whose BF16 output a quantizer reads next can fold max |output| into a caller-zeroed

@@ -77,10 +77,7 @@ __global__ void __launch_bounds__(kThreads) rope_kernel(uint16_t* out, const uin
     load_w<W>(inp + base + half, x2);
     if constexpr (!kBackward) {
 #pragma unroll
-      for (int e = 0; e < W; ++e) {
-        y1[e] = x1[e] * cs[e].x - x2[e] * cs[e].y;
-        y2[e] = x2[e] * cs[e].x + x1[e] * cs[e].y;
-      }
+      for (int e = 0; e < W; ++e) rope_rotate(x1[e], x2[e], cs[e].x, cs[e].y, y1[e], y2[e]);
     } else {
       // The transpose of [[c, -s], [s, c]] is the rotation by -angle; added to dinp, or written.
       if (accumulate) {
