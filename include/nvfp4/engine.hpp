@@ -54,6 +54,11 @@ struct EngineOptions {
   bool fallback = true;           // w4a4's runtime outlier guard
   int max_sequences = 1;          // KV cache slots
   int max_context = 0;            // tokens per slot; 0: the model's max_position_embeddings, at most 4096
+  // CUDA: a block's q/k/v projections one GEMM and its gate/up projections one GEMM where they
+  // all run in BF16, and the row ops between the GEMMs fused (q/k norms, RoPE and the cache append
+  // in one launch; each residual add with the next RMSNorm). false runs every op on its own, as
+  // the CPU engine does: the benchmarks and tests compare the two.
+  bool fuse = true;
 };
 
 // Per linear layer, in model::linear_refs() order (q, k, v, o, gate, up, down per block, then

@@ -2,7 +2,10 @@
 // accumulation in every GEMM (cuBLASLt) and reduction. Quantized linear layers keep their
 // weights quantized on the device (NVFP4 codes + E4M3 block scales + amax, or FP8 + scale) and
 // decode them exactly to BF16 right before each GEMM, the per-tensor factors applied to the FP32
-// product — "decode-then-GEMM"; the fused kernels of issue 17 replace it.
+// product — "decode-then-GEMM"; the fused kernels of issue 17 replace it. With EngineOptions::fuse
+// a block's BF16 q/k/v weights sit in one buffer (and gate/up in another) so each group runs as one
+// GEMM, and the row ops between the GEMMs run fused (cuda::qkv_rows, residual_rmsnorm_forward,
+// swiglu_rows): half the launches of a decode step.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -45,7 +48,13 @@ class CudaEngine final : public EngineBase {
       upload(L.ln1, d.ln1);
       upload(L.ln2, d.ln2);
       if (L.q_norm >= 0) upload(L.q_norm, d.q_norm), upload(L.k_norm, d.k_norm);
-      if (L.bq >= 0) upload(L.bq, d.bq), upload(L.bk, d.bk), upload(L.bv, d.bv);
+      if (L.bq >= 0) {  // one buffer, q | k | v, as the fused projection's output rows
+        const int64_t QD = int64_t(c_.n_head) * c_.head_size(), KD = int64_t(c_.n_kv_head) * c_.head_size();
+        d.bqkv.alloc(static_cast<size_t>(QD + 2 * KD), bytes_);
+        upload_into(L.bq, d.bqkv.p);
+        upload_into(L.bk, d.bqkv.p + QD);
+        upload_into(L.bv, d.bqkv.p + QD + KD);
+      }
     }
     lin_.resize(plan_.size());
     fallback_count_.alloc(plan_.size(), bytes_);
@@ -90,7 +99,9 @@ class CudaEngine final : public EngineBase {
   int64_t memory_bytes() const override {
     int64_t n = bytes_;
     for (const auto& l : lin_) n += l.w.bytes() + l.codes.bytes() + l.scales.bytes() + l.factor.bytes();
-    for (auto* a : {&x_, &h_, &q_, &k_, &v_, &att_, &g_, &u_, &qn_, &last_, &lnf_, &wdec_, &xq_, &xpad_, &head_out_})
+    for (const auto& l : layers_) n += l.wqkv.bytes() + l.wgu.bytes();
+    for (auto* a : {&x_, &h_, &q_, &k_, &v_, &att_, &g_, &u_, &qn_, &last_, &lnf_, &wdec_, &xq_, &xpad_, &head_out_,
+                    &y_, &qkv_, &gu_})
       n += a->bytes();
     return n + y32_.bytes() + rstd_.bytes() + lse_.bytes() + rowf_.bytes() + logits_.bytes() + act_codes_.bytes() +
            act_scale_.bytes() + ints_.bytes();
@@ -100,24 +111,62 @@ class CudaEngine final : public EngineBase {
 
  private:
   struct Layer {
-    DeviceArray<bf16> ln1, ln2, q_norm, k_norm, bq, bk, bv;
+    DeviceArray<bf16> ln1, ln2, q_norm, k_norm;
+    DeviceArray<bf16> bqkv;  // q | k | v biases (Qwen2), or empty
+    // The BF16 weights of q | k | v and of gate | up, row blocks of one buffer each (a member's
+    // rows are its Linear::view); allocated while any member runs in BF16.
+    DeviceArray<bf16> wqkv, wgu;
   };
   struct Linear {
     Precision p = Precision::bf16;
     int64_t OC = 0, C = 0;
     float input_amax = 0.0f;
-    DeviceArray<bf16> w;         // bf16: the weight
+    DeviceArray<bf16> w;         // bf16: the weight (unless it lives in a group buffer: view)
+    bf16* view = nullptr;        // bf16: the weight's rows in its layer's wqkv / wgu
     DeviceArray<uint8_t> codes;  // w4a16 / w4a4: NVFP4 codes (OC, C/2); fp8: E4M3 (OC, C)
     DeviceArray<uint8_t> scales; // NVFP4 block scales (OC, C/16)
     DeviceArray<float> factor;   // [0] the weight's amax, [1] its decode factor (NVFP4 amax/2688; FP8 scale_inv)
   };
 
   void upload(int spec, DeviceArray<bf16>& d) {
-    const auto& s = m_.specs()[spec];
-    std::vector<bf16> h(static_cast<size_t>(s.numel));
+    d.alloc(static_cast<size_t>(m_.specs()[spec].numel), bytes_);
+    upload_into(spec, d.p);
+  }
+  void upload_into(int spec, bf16* dst) {
+    std::vector<bf16> h(static_cast<size_t>(m_.specs()[spec].numel));
     m_.read_bf16(static_cast<size_t>(spec), h);
-    d.alloc(h.size(), bytes_);
-    check(cudaMemcpy(d.p, h.data(), h.size() * 2, cudaMemcpyHostToDevice), "cudaMemcpy");
+    check(cudaMemcpy(dst, h.data(), h.size() * 2, cudaMemcpyHostToDevice), "cudaMemcpy");
+  }
+
+  // Linear i's group within its block: q, k, v share one buffer and gate, up another (-1: none).
+  // first: the group's first linear; rows_before: the rows of the group's members before i.
+  struct GroupSlot {
+    int layer = -1;
+    bool qkv = false;
+    size_t first = 0;
+    int64_t rows_before = 0;
+  };
+  GroupSlot group_of(size_t i) const {
+    GroupSlot g;
+    if (is_head(i)) return g;
+    const int64_t QD = int64_t(c_.n_head) * c_.head_size(), KD = int64_t(c_.n_kv_head) * c_.head_size();
+    const size_t k = i % 7;
+    g.layer = static_cast<int>(i / 7);
+    if (k <= 2) {
+      g.qkv = true, g.first = i - k, g.rows_before = k == 0 ? 0 : k == 1 ? QD : QD + KD;
+    } else if (k == 4 || k == 5) {
+      g.first = i - (k - 4), g.rows_before = k == 4 ? 0 : c_.ffn();
+    } else {
+      g.layer = -1;
+    }
+    return g;
+  }
+  // Whether every member of linear i's group runs in BF16 (the group can run as one GEMM).
+  bool group_bf16(size_t first, bool qkv) const {
+    for (size_t m = first; m < first + (qkv ? 3 : 2); ++m) {
+      if (lin_[m].p != Precision::bf16) return false;
+    }
+    return true;
   }
 
   void load_linears(std::span<const Precision> p, bool all) {
@@ -132,12 +181,25 @@ class CudaEngine final : public EngineBase {
       L.C = s.shape[1];
       L.p = p[i];
       L.w = DeviceArray<bf16>();
+      L.view = nullptr;
       L.codes = DeviceArray<uint8_t>();
       L.scales = DeviceArray<uint8_t>();
       L.factor = DeviceArray<float>();
       if (p[i] == Precision::bf16) {
         if (head && c_.tie_embeddings) continue;  // reads embed_
-        upload(spec, L.w);
+        const GroupSlot g = group_of(i);
+        if (g.layer < 0) {
+          upload(spec, L.w);
+          continue;
+        }
+        Layer& d = layers_[static_cast<size_t>(g.layer)];
+        DeviceArray<bf16>& buf = g.qkv ? d.wqkv : d.wgu;
+        if (!buf.p) {
+          const int64_t QD = int64_t(c_.n_head) * c_.head_size(), KD = int64_t(c_.n_kv_head) * c_.head_size();
+          buf.alloc(static_cast<size_t>((g.qkv ? QD + 2 * KD : 2 * c_.ffn()) * c_.d_model), unused);
+        }
+        L.view = buf.p + g.rows_before * L.C;
+        upload_into(spec, L.view);
         continue;
       }
       if (L.OC % 16 || L.C % 16) {
@@ -165,10 +227,15 @@ class CudaEngine final : public EngineBase {
         check(cudaMemcpy(L.factor.p + 1, &f, 4, cudaMemcpyHostToDevice), "cudaMemcpy");
       }
     }
+    for (size_t l = 0; l < layers_.size(); ++l) {  // group buffers no member reads any more
+      const size_t li = l * 7;
+      if (!lin_[li].view && !lin_[li + 1].view && !lin_[li + 2].view) layers_[l].wqkv = DeviceArray<bf16>();
+      if (!lin_[li + 4].view && !lin_[li + 5].view) layers_[l].wgu = DeviceArray<bf16>();
+    }
   }
 
   const bf16* weight_bf16(Linear& L) {
-    if (L.p == Precision::bf16) return L.w.p ? L.w.p : embed_.p;
+    if (L.p == Precision::bf16) return L.view ? L.view : L.w.p ? L.w.p : embed_.p;
     QuantizeOptions q;
     q.format = Format::nvfp4;
     cuda::DeviceCopy copy;
@@ -180,12 +247,24 @@ class CudaEngine final : public EngineBase {
     return wdec_.p;
   }
 
-  // out (N, OC) bf16 = linear layer i of in (N, C) bf16 (+ bias), as its precision computes it.
-  void linear(size_t i, bf16* out, const bf16* in, int64_t N, const DeviceArray<bf16>* bias) {
+  // out (N, OC) bf16 = in (N, C) bf16 x w (OC, C)^T (+ bias (OC) bf16, nullable): FP32 accumulation,
+  // one rounding to BF16 (the bias added to the FP32 product first).
+  void gemm_bf16(bf16* out, const bf16* in, const bf16* w, const bf16* bias, int64_t N, int64_t C, int64_t OC) {
+    if (!bias) {
+      blas_.matmul_forward(out, in, w, N, C, OC, stream_);
+      return;
+    }
+    float* y = y32_.need(static_cast<size_t>(N * OC));
+    blas_.gemm(y, DType::F32, cuda::GemmOperand{in}, cuda::GemmOperand{w}, N, OC, C, nullptr, false, stream_);
+    cuda::scale_rows_bias_to_bf16(out, y, nullptr, bias, N, OC, stream_);
+  }
+
+  // out (N, OC) bf16 = linear layer i of in (N, C) bf16 (+ bias (OC) bf16, nullable), as its
+  // precision computes it.
+  void linear(size_t i, bf16* out, const bf16* in, int64_t N, const bf16* b) {
     Linear& L = lin_[i];
-    const bf16* b = bias && bias->p ? bias->p : nullptr;
-    if (L.p == Precision::bf16 && !b) {
-      blas_.matmul_forward(out, in, weight_bf16(L), N, L.C, L.OC, stream_);
+    if (L.p == Precision::bf16) {
+      gemm_bf16(out, in, weight_bf16(L), b, N, L.C, L.OC);
     } else if (L.p == Precision::fp8) {
       // Per-tensor FP8 of the activation (current scaling over the batch), rows padded to 16.
       const int64_t N16 = round_up(N, 16);
@@ -216,7 +295,7 @@ class CudaEngine final : public EngineBase {
         rowf = rf;
       }
       const bf16* w = weight_bf16(L);
-      const float* alpha = L.p == Precision::bf16 ? nullptr : L.factor.p + 1;
+      const float* alpha = L.factor.p + 1;
       float* y = y32_.need(static_cast<size_t>(N * L.OC));
       blas_.gemm(y, DType::F32, cuda::GemmOperand{x}, cuda::GemmOperand{w}, N, L.OC, L.C, alpha, false, stream_);
       cuda::scale_rows_bias_to_bf16(out, y, rowf, b, N, L.OC, stream_);
@@ -243,7 +322,7 @@ class CudaEngine final : public EngineBase {
   DeviceArray<uint32_t> fallback_count_, status_;
   std::vector<int64_t> rows_;
   // Scratch, grown as needed.
-  DeviceArray<bf16> x_, h_, q_, k_, v_, att_, g_, u_, qn_, last_, lnf_, wdec_, xq_, xpad_, head_out_;
+  DeviceArray<bf16> x_, h_, q_, k_, v_, att_, g_, u_, qn_, last_, lnf_, wdec_, xq_, xpad_, head_out_, y_, qkv_, gu_;
   DeviceArray<float> y32_, rstd_, lse_, rowf_, logits_, act_scale_;
   DeviceArray<uint8_t> act_codes_;
   DeviceArray<int32_t> ints_;
@@ -259,9 +338,10 @@ class CudaEngine final : public EngineBase {
   };
   std::vector<const void*> buffer_pointers() const {
     return {x_.p, h_.p, q_.p, k_.p, v_.p, att_.p, g_.p, u_.p, qn_.p, last_.p, lnf_.p, wdec_.p, xq_.p, xpad_.p,
-            head_out_.p, y32_.p, rstd_.p, lse_.p, rowf_.p, logits_.p, act_scale_.p, act_codes_.p, ints_.p};
+            head_out_.p, y_.p, qkv_.p, gu_.p, y32_.p, rstd_.p, lse_.p, rowf_.p, logits_.p, act_scale_.p, act_codes_.p, ints_.p};
   }
   void run_layers(int64_t N, int64_t R, bool flash, int64_t B, int64_t T);
+  void run_block_fused(int l, int64_t N, bool flash, int64_t B, int64_t T);
   cudaStream_t stream_ = nullptr;
   std::vector<DecodeGraph> graphs_;
   int64_t weights_version_ = 0;
@@ -344,6 +424,60 @@ void CudaEngine::forward(std::span<const SeqChunk> chunks, std::vector<float>& l
   for (size_t i = 0; i < chunks.size(); ++i) len_[chunks[i].slot] = b.new_length[i];
 }
 
+// Block l with EngineOptions::fuse: x (the residual stream) still lacks the previous block's MLP
+// output, which y_ holds (l > 0); it is added in this block's first RMSNorm, and this block's own
+// MLP output is left in y_ for the next.
+void CudaEngine::run_block_fused(int l, int64_t N, bool flash, int64_t B, int64_t T) {
+  const int64_t C = c_.d_model, F = c_.ffn();
+  const int64_t NH = c_.n_head, NKV = c_.n_kv_head, HS = c_.head_size(), QD = NH * HS, KD = NKV * HS;
+  const int64_t W = QD + 2 * KD, S = static_cast<int64_t>(len_.size()), per_layer = S * max_ctx_ * KD;
+  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(HS)));
+  const int32_t *slot = ints_.p + N, *pos = ints_.p + 2 * N;
+  cudaStream_t st = stream_;
+  bf16 *x = x_.p, *h = h_.p, *y = y_.need(N * C), *q = q_.p, *k = k_.p, *v = v_.p, *att = att_.p, *g = g_.p;
+  float* rstd = rstd_.p;
+  Layer& w = layers_[l];
+  const size_t li = static_cast<size_t>(l) * 7;
+  if (l == 0) cuda::rmsnorm_forward(h, rstd, x, w.ln1.p, N, C, c_.norm_eps, st);
+  else cuda::residual_rmsnorm_forward(h, rstd, x, y, w.ln1.p, N, C, c_.norm_eps, st);
+  // q, k, v: one GEMM into (N, QD + 2 KD) rows, or each linear at its own precision.
+  const bool one_qkv = w.wqkv.p && group_bf16(li, true) && !capturing(li) && !capturing(li + 1) && !capturing(li + 2);
+  const bf16* bias = w.bqkv.p;
+  if (one_qkv) {
+    bf16* qkv = qkv_.need(N * W);
+    gemm_bf16(qkv, h, w.wqkv.p, bias, N, C, W);
+    cuda::qkv_rows(q, k, v, qkv, qkv + QD, qkv + QD + KD, W, W, w.q_norm.p, w.k_norm.p, c_.norm_eps, pos,
+                   inv_freq_.p, kc_.p + l * per_layer, vc_.p + l * per_layer, slot, N, NH, NKV, HS, S, max_ctx_,
+                   status_.p, st);
+  } else {
+    linear(li + 0, q, h, N, bias);
+    linear(li + 1, k, h, N, bias ? bias + QD : nullptr);
+    linear(li + 2, v, h, N, bias ? bias + QD + KD : nullptr);
+    cuda::qkv_rows(q, k, v, q, k, v, QD, KD, w.q_norm.p, w.k_norm.p, c_.norm_eps, pos, inv_freq_.p,
+                   kc_.p + l * per_layer, vc_.p + l * per_layer, slot, N, NH, NKV, HS, S, max_ctx_, status_.p, st);
+  }
+  if (flash) {
+    cuda::attention_forward(att, lse_.need(static_cast<size_t>(B * NH * T)), q, k, v, B, T, NH, NKV, HS, st);
+  } else {
+    cuda::attention_cache(att, q, kc_.p + l * per_layer, vc_.p + l * per_layer, slot, pos, N, NH, NKV, HS, S, max_ctx_,
+                          c_.sliding_window, scale, status_.p, st);
+  }
+  linear(li + 3, y, att, N, nullptr);
+  cuda::residual_rmsnorm_forward(h, rstd, x, y, w.ln2.p, N, C, c_.norm_eps, st);
+  // gate, up: one GEMM into (N, 2F) rows, or each on its own.
+  if (w.wgu.p && group_bf16(li + 4, false) && !capturing(li + 4) && !capturing(li + 5)) {
+    bf16* gu = gu_.need(N * 2 * F);
+    gemm_bf16(gu, h, w.wgu.p, nullptr, N, C, 2 * F);
+    cuda::swiglu_rows(g, gu, N, F, st);
+  } else {
+    bf16* u = u_.p;
+    linear(li + 4, g, h, N, nullptr);
+    linear(li + 5, u, h, N, nullptr);
+    cuda::swiglu_forward(g, g, u, N * F, st);
+  }
+  linear(li + 6, y, g, N, nullptr);
+}
+
 // Every launch of one forward, on stream_ (capturable): embedding, the blocks, the final norm and
 // the LM head into logits_ (R, V) FP32. ints_ holds tokens, slots, positions, output rows.
 void CudaEngine::run_layers(int64_t N, int64_t R, bool flash, int64_t B, int64_t T) {
@@ -358,13 +492,18 @@ void CudaEngine::run_layers(int64_t N, int64_t R, bool flash, int64_t B, int64_t
   bf16 *att = att_.need(N * QD), *g = g_.need(N * F), *u = u_.need(N * F);
   float* rstd = rstd_.need(static_cast<size_t>(N * NH));
   cuda::encoder_forward(x, tokens, embed_.p, 1, N, C, V, status_.p, st);
-  for (int l = 0; l < c_.n_layer; ++l) {
+  if (o_.fuse) {
+    for (int l = 0; l < c_.n_layer; ++l) run_block_fused(l, N, flash, B, T);
+    if (c_.n_layer > 0) cuda::residual_forward(x, x, y_.p, N * C, st);  // the last block's MLP output
+  }
+  for (int l = 0; l < c_.n_layer && !o_.fuse; ++l) {
     Layer& w = layers_[l];
+    const bf16* bias = w.bqkv.p;
     const size_t li = static_cast<size_t>(l) * 7;
     cuda::rmsnorm_forward(h, rstd, x, w.ln1.p, N, C, c_.norm_eps, st);
-    linear(li + 0, q, h, N, &w.bq);
-    linear(li + 1, k, h, N, &w.bk);
-    linear(li + 2, v, h, N, &w.bv);
+    linear(li + 0, q, h, N, bias);
+    linear(li + 1, k, h, N, bias ? bias + QD : nullptr);
+    linear(li + 2, v, h, N, bias ? bias + QD + KD : nullptr);
     if (c_.qk_norm) {
       bf16* t = qn_.need(static_cast<size_t>(N * QD));
       cuda::rmsnorm_forward(t, rstd, q, w.q_norm.p, N * NH, HS, c_.norm_eps, st);

@@ -80,7 +80,7 @@ TEST_F(EngineCudaTest, ReplayedDecodeStepsEqualLaunchedOnes) {
     o.max_context = 40;
     const auto graphed = nvfp4::infer::make_cuda_engine(m, o), launched = nvfp4::infer::make_cuda_engine(m, o);
     std::vector<float> sink;
-    launched->capture_linear_output(0, &sink);
+    launched->capture_linear_output(3, &sink);  // layer 0's o_proj: in no fused group, the same GEMMs
     const auto a = some_tokens(9, c.vocab, 40), b = some_tokens(4, c.vocab, 41);
     std::vector<float> lg, ll;
     for (auto* e : {graphed.get(), launched.get()}) e->forward(std::vector<SeqChunk>{{0, a}, {1, b}}, e == graphed.get() ? lg : ll);
@@ -153,6 +153,62 @@ TEST_F(EngineCudaTest, QuantizedPrecisionsMatchTheCpuEngineAndTheGuardFallsBack)
   const auto g = w4->guard_stats();
   EXPECT_EQ(g.total_fallbacks(), g.total_rows());
   EXPECT_EQ(g.total_rows(), 14 * 24);
+}
+
+// EngineOptions::fuse (one GEMM for q/k/v and for gate/up, the row ops fused) against every op on
+// its own: the fused row ops are the separate ops' bits, so w4a16 (whose projections stay apart)
+// gives the same logits; in bf16 only the grouped GEMMs may round differently. Changing one
+// member of a group to another precision runs that block's projections apart, and changing it
+// back restores the grouped GEMM's logits.
+TEST_F(EngineCudaTest, FusedBlocksEqualOpByOp) {
+  REQUIRE_GPU();
+  for (const auto& arch : kArchs) {
+    const auto c = nvfp4::test::tiny_config(arch);
+    nvfp4::test::write_tiny_hf_model(dir_ / arch, arch, c, 43, nvfp4::DType::BF16);
+    const HfModel m = HfModel::open((dir_ / arch).string());
+    const auto t = some_tokens(30, c.vocab, 44);
+    for (Precision p : {Precision::bf16, Precision::w4a16}) {
+      EngineOptions o;
+      o.precision = p;
+      o.max_context = 40;
+      const auto fused = nvfp4::infer::make_cuda_engine(m, o);
+      o.fuse = false;
+      const auto apart = nvfp4::infer::make_cuda_engine(m, o);
+      std::vector<float> lf = nvfp4::test::run_chunk(*fused, 0, {t.begin(), t.begin() + 24}, true);
+      std::vector<float> la = nvfp4::test::run_chunk(*apart, 0, {t.begin(), t.begin() + 24}, true);
+      for (size_t i = 24; i < t.size(); ++i) {  // decode steps (replayed graphs from the second on)
+        const auto f = nvfp4::test::run_chunk(*fused, 0, {t[i]}, false), a = nvfp4::test::run_chunk(*apart, 0, {t[i]}, false);
+        lf.insert(lf.end(), f.begin(), f.end());
+        la.insert(la.end(), a.begin(), a.end());
+      }
+      if (p == Precision::w4a16) {
+        EXPECT_EQ(lf, la) << arch;
+      } else {
+        EXPECT_LT(rel_diff(lf, la), 0.01) << arch;
+        EXPECT_GE(argmax_agreement(lf, la, c.vocab), 0.97) << arch;
+      }
+    }
+    // Layer 0's k_proj in w4a16, the rest bf16: that block's projections run apart.
+    EngineOptions o;
+    o.precision = Precision::bf16;
+    o.max_context = 40;
+    const auto e = nvfp4::infer::make_cuda_engine(m, o);
+    o.fuse = false;
+    const auto ref = nvfp4::infer::make_cuda_engine(m, o);
+    const auto before = nvfp4::test::run_chunk(*e, 0, t, true);
+    std::vector<Precision> mixed(e->linear_plan().size(), Precision::bf16);
+    mixed[1] = Precision::w4a16;
+    e->set_linear_precisions(mixed);
+    ref->set_linear_precisions(mixed);
+    e->reset(0);
+    const auto got = nvfp4::test::run_chunk(*e, 0, t, true), want = nvfp4::test::run_chunk(*ref, 0, t, true);
+    EXPECT_LT(rel_diff(got, want), 0.01) << arch;
+    EXPECT_NE(got, before) << arch << ": k_proj's precision changed nothing";
+    std::vector<Precision> all(mixed.size(), Precision::bf16);
+    e->set_linear_precisions(all);
+    e->reset(0);
+    EXPECT_EQ(nvfp4::test::run_chunk(*e, 0, t, true), before) << arch;
+  }
 }
 
 }  // namespace
