@@ -105,7 +105,7 @@ __global__ void __launch_bounds__(kThreads) qkv_rows_kernel(QkvArgs a) {
       float v[8];
       load8<false>(src, c, HS, v);
 #pragma unroll
-      for (int e = 0; e < 8; ++e) ss += v[e] * v[e];
+      for (int e = 0; e < 8; ++e) ss = add_square(ss, v[e]);
     }
     ss = warp_sum(ss);
     const float r = 1.0f / sqrtf(ss / static_cast<float>(HS) + a.eps);

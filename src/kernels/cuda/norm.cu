@@ -35,7 +35,7 @@ __global__ void __launch_bounds__(kThreads) rmsnorm_forward_kernel(uint16_t* __r
       float v[8];
       load8<kAligned>(x, c, C, v);
 #pragma unroll
-      for (int e = 0; e < 8; ++e) ss += v[e] * v[e];
+      for (int e = 0; e < 8; ++e) ss = add_square(ss, v[e]);
     }
     ss = warp_sum(ss);
     const float r = 1.0f / sqrtf(ss / static_cast<float>(C) + eps);
@@ -76,7 +76,7 @@ __global__ void __launch_bounds__(kThreads) residual_rmsnorm_kernel(uint16_t* ou
 #pragma unroll
       for (int e = 0; e < 8; ++e) {
         v[e] = bf16_to_f32(f32_to_bf16(v[e]));  // as stored
-        ss += v[e] * v[e];
+        ss = add_square(ss, v[e]);
       }
     }
     ss = warp_sum(ss);

@@ -146,11 +146,17 @@ __device__ __forceinline__ float warp_sum(float v) {
 }
 
 // RoPE's rotation of the pair (x1, x2) = (x[i], x[i + HS/2]) by the angle of cosine c, sine s
-// (rope_forward, rope_rows and qkv_rows share it, so their bits agree).
+// (rope_forward, rope_rows and qkv_rows share it). Each product and sum rounded on its own: left
+// to the compiler, which product joins the subtraction in an FMA depended on the kernel around
+// it, and two kernels' bits differed (measured on the H100).
 __device__ __forceinline__ void rope_rotate(float x1, float x2, float c, float s, float& y1, float& y2) {
-  y1 = x1 * c - x2 * s;
-  y2 = x2 * c + x1 * s;
+  y1 = __fsub_rn(__fmul_rn(x1, c), __fmul_rn(x2, s));
+  y2 = __fadd_rn(__fmul_rn(x2, c), __fmul_rn(x1, s));
 }
+
+// One step of a sum of squares, ss + v * v as one FMA (what `ss += v * v` compiles to), written out
+// so every kernel that must agree with rmsnorm_forward's sum does.
+__device__ __forceinline__ float add_square(float ss, float v) { return __fmaf_rn(v, v, ss); }
 
 // SwiGLU of one element: silu(g) * u, silu(g) = g * sigmoid(g) (swiglu_forward and swiglu_rows).
 __device__ __forceinline__ float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
