@@ -32,6 +32,11 @@ using model::LinearKind;
 
 int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
+// Where a quantized weight's decode factor (NVFP4 amax / 2688, FP8 scale_inv) sits after its amax
+// in Linear::factor, and the activation's FP8 scale_inv after its amax: 16 bytes in, as cuBLASLt's
+// scale pointers must be aligned.
+constexpr size_t kFactorAt = 4;
+
 class CudaEngine final : public EngineBase {
  public:
   CudaEngine(const HfModel& m, const EngineOptions& o)
@@ -125,7 +130,7 @@ class CudaEngine final : public EngineBase {
     bf16* view = nullptr;        // bf16: the weight's rows in its layer's wqkv / wgu
     DeviceArray<uint8_t> codes;  // w4a16 / w4a4: NVFP4 codes (OC, C/2); fp8: E4M3 (OC, C)
     DeviceArray<uint8_t> scales; // NVFP4 block scales (OC, C/16)
-    DeviceArray<float> factor;   // [0] the weight's amax, [1] its decode factor (NVFP4 amax/2688; FP8 scale_inv)
+    DeviceArray<float> factor;   // [0] the weight's amax, [kFactorAt] its decode factor (NVFP4 amax/2688; FP8 scale_inv)
   };
 
   void upload(int spec, DeviceArray<bf16>& d) {
@@ -212,19 +217,19 @@ class CudaEngine final : public EngineBase {
       const cuda::DeviceCopyBytes nb = cuda::device_copy_bytes(q, L.OC, L.C);
       L.codes.alloc(static_cast<size_t>(nb.codes), unused);
       if (nb.scales) L.scales.alloc(static_cast<size_t>(nb.scales), unused);
-      L.factor.alloc(2, unused);
+      L.factor.alloc(kFactorAt + 1, unused);
       L.factor.zero();
       cuda::DeviceCopy copy;
       copy.codes = L.codes.p;
       copy.scales = nb.scales ? L.scales.p : nullptr;
       copy.amax = L.factor.p;
-      copy.scale_inv = q.format == Format::fp8_e4m3 ? L.factor.p + 1 : nullptr;
+      copy.scale_inv = q.format == Format::fp8_e4m3 ? L.factor.p + kFactorAt : nullptr;
       cuda::quantize(staging.p, DType::BF16, L.OC, L.C, q, &copy, nullptr, {}, nullptr);
       if (q.format == Format::nvfp4) {  // the decode factor amax / 2688, applied as the GEMM's alpha
         float amax = 0;
         check(cudaMemcpy(&amax, L.factor.p, 4, cudaMemcpyDeviceToHost), "cudaMemcpy");
         const float f = amax / 2688.0f;
-        check(cudaMemcpy(L.factor.p + 1, &f, 4, cudaMemcpyHostToDevice), "cudaMemcpy");
+        check(cudaMemcpy(L.factor.p + kFactorAt, &f, 4, cudaMemcpyHostToDevice), "cudaMemcpy");
       }
     }
     for (size_t l = 0; l < layers_.size(); ++l) {  // group buffers no member reads any more
@@ -249,7 +254,12 @@ class CudaEngine final : public EngineBase {
 
   // out (N, OC) bf16 = in (N, C) bf16 x w (OC, C)^T (+ bias (OC) bf16, nullable): FP32 accumulation,
   // one rounding to BF16 (the bias added to the FP32 product first).
+  // A few rows (decode) take cuda::gemv_bf16, which streams the weight faster than cuBLASLt does.
   void gemm_bf16(bf16* out, const bf16* in, const bf16* w, const bf16* bias, int64_t N, int64_t C, int64_t OC) {
+    if (cuda::gemv_bf16_supported(in, w, N, C)) {
+      cuda::gemv_bf16(out, DType::BF16, in, w, bias, N, C, OC, stream_);
+      return;
+    }
     if (!bias) {
       blas_.matmul_forward(out, in, w, N, C, OC, stream_);
       return;
@@ -275,11 +285,11 @@ class CudaEngine final : public EngineBase {
       q.format = Format::fp8_e4m3;
       cuda::DeviceCopy a;
       a.codes = act_codes_.need(static_cast<size_t>(N16 * L.C));
-      a.amax = act_scale_.need(2);
-      a.scale_inv = act_scale_.p + 1;
+      a.amax = act_scale_.need(kFactorAt + 1);
+      a.scale_inv = act_scale_.p + kFactorAt;
       cuda::quantize(xp, DType::BF16, N16, L.C, q, &a, nullptr, {}, stream_);
       cuda::GemmOperand A{a.codes, DType::F8_E4M3, true, a.scale_inv, {0, 0}};
-      cuda::GemmOperand W{L.codes.p, DType::F8_E4M3, true, L.factor.p + 1, {0, 0}};
+      cuda::GemmOperand W{L.codes.p, DType::F8_E4M3, true, L.factor.p + kFactorAt, {0, 0}};
       float* y = y32_.need(static_cast<size_t>(N16 * L.OC));
       blas_.gemm(y, DType::F32, A, W, N16, L.OC, L.C, nullptr, false, stream_);
       cuda::scale_rows_bias_to_bf16(out, y, nullptr, b, N, L.OC, stream_);
@@ -295,7 +305,7 @@ class CudaEngine final : public EngineBase {
         rowf = rf;
       }
       const bf16* w = weight_bf16(L);
-      const float* alpha = L.factor.p + 1;
+      const float* alpha = L.factor.p + kFactorAt;
       float* y = y32_.need(static_cast<size_t>(N * L.OC));
       blas_.gemm(y, DType::F32, cuda::GemmOperand{x}, cuda::GemmOperand{w}, N, L.OC, L.C, alpha, false, stream_);
       cuda::scale_rows_bias_to_bf16(out, y, rowf, b, N, L.OC, stream_);
@@ -540,8 +550,12 @@ void CudaEngine::run_layers(int64_t N, int64_t R, bool flash, int64_t B, int64_t
   Linear& H = lin_[head];
   float* out = logits_.need(static_cast<size_t>(R * V));
   if (H.p == Precision::bf16) {
-    blas_.gemm(out, DType::F32, cuda::GemmOperand{lnf}, cuda::GemmOperand{weight_bf16(H)}, R, V, C, nullptr,
-               false, st);
+    const bf16* w = weight_bf16(H);
+    if (cuda::gemv_bf16_supported(lnf, w, R, C)) {
+      cuda::gemv_bf16(out, DType::F32, lnf, w, nullptr, R, C, V, st);
+    } else {
+      blas_.gemm(out, DType::F32, cuda::GemmOperand{lnf}, cuda::GemmOperand{w}, R, V, C, nullptr, false, st);
+    }
   } else {
     bf16* tmp = head_out_.need(static_cast<size_t>(R * V));
     linear(head, tmp, lnf, R, nullptr);
