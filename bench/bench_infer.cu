@@ -20,6 +20,7 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -158,8 +159,9 @@ __global__ void fill_random_bf16(uint16_t* p, int64_t n, uint64_t seed) {
 // The decode step's GEMMs alone, one token: every layer's seven projections and the head, as
 // cuBLAS runs them in the engine, weights cycling over enough copies of one layer that none is
 // still in L2 — the part of the bf16 step the GEMMs take. Also with q/k/v as one GEMM and
-// gate/up as one: what fusing them would save. Returns {separate, fused} seconds per token.
-std::pair<double, double> decode_gemm_seconds(const model::ModelConfig& c) {
+// gate/up as one: what fusing them would save; and those with cuda::gemv_bf16 (the head's output
+// F32, as the engine's). Returns {separate, fused, fused with gemv_bf16} seconds per token.
+std::tuple<double, double, double> decode_gemm_seconds(const model::ModelConfig& c) {
   const int64_t C = c.d_model, F = c.d_ffn, QD = int64_t(c.n_head) * c.head_size(),
                 KD = int64_t(c.n_kv_head) * c.head_size(), V = c.vocab;
   const int64_t layer = (QD + 2 * KD) * C + C * QD + 3 * F * C;
@@ -168,42 +170,48 @@ std::pair<double, double> decode_gemm_seconds(const model::ModelConfig& c) {
   CK(cudaMalloc(&w, copies * layer * 2));
   CK(cudaMalloc(&head, V * C * 2));
   CK(cudaMalloc(&x, std::max(QD, F) * 2));
-  CK(cudaMalloc(&y, std::max({2 * F, QD + 2 * KD, V}) * 2));
+  CK(cudaMalloc(&y, std::max({2 * F, QD + 2 * KD, V}) * 4));
   fill_random_bf16<<<1024, 256>>>(w, copies * layer, 1);
   fill_random_bf16<<<1024, 256>>>(head, V * C, 2);
   fill_random_bf16<<<64, 256>>>(x, std::max(QD, F), 3);
   CK(cudaGetLastError());
   cuda::Blas blas;
-  auto step = [&](bool fused) {
+  auto step = [&](bool fused, bool gemv) {
+    auto mm = [&](const uint16_t* wt, int64_t K, int64_t N) {
+      if (gemv) cuda::gemv_bf16(y, DType::BF16, x, wt, nullptr, 1, K, N, nullptr);
+      else blas.matmul_forward(y, x, wt, 1, K, N, nullptr);
+    };
     for (int l = 0; l < c.n_layer; ++l) {
       const uint16_t* p = w + (l % copies) * layer;
       if (fused) {
-        blas.matmul_forward(y, x, p, 1, C, QD + 2 * KD, nullptr);
+        mm(p, C, QD + 2 * KD);
       } else {
         blas.matmul_forward(y, x, p, 1, C, QD, nullptr);
         blas.matmul_forward(y, x, p + QD * C, 1, C, KD, nullptr);
         blas.matmul_forward(y, x, p + (QD + KD) * C, 1, C, KD, nullptr);
       }
       p += (QD + 2 * KD) * C;
-      blas.matmul_forward(y, x, p, 1, QD, C, nullptr);
+      mm(p, QD, C);
       p += C * QD;
       if (fused) {
-        blas.matmul_forward(y, x, p, 1, C, 2 * F, nullptr);
+        mm(p, C, 2 * F);
       } else {
         blas.matmul_forward(y, x, p, 1, C, F, nullptr);
         blas.matmul_forward(y, x, p + F * C, 1, C, F, nullptr);
       }
-      blas.matmul_forward(y, x, p + 2 * F * C, 1, F, C, nullptr);
+      mm(p + 2 * F * C, F, C);
     }
-    blas.matmul_forward(y, x, head, 1, C, V, nullptr);
+    if (gemv) cuda::gemv_bf16(y, DType::F32, x, head, nullptr, 1, C, V, nullptr);
+    else blas.matmul_forward(y, x, head, 1, C, V, nullptr);
   };
-  const double sep = bench::median_event_seconds([&] { step(false); }, 3, 21);
-  const double fus = bench::median_event_seconds([&] { step(true); }, 3, 21);
+  const double sep = bench::median_event_seconds([&] { step(false, false); }, 3, 21);
+  const double fus = bench::median_event_seconds([&] { step(true, false); }, 3, 21);
+  const double gv = bench::median_event_seconds([&] { step(true, true); }, 3, 21);
   CK(cudaFree(w));
   CK(cudaFree(head));
   CK(cudaFree(x));
   CK(cudaFree(y));
-  return {sep, fus};
+  return {sep, fus, gv};
 }
 
 }  // namespace
@@ -261,14 +269,16 @@ int main(int argc, char** argv) {
                 "(%.2f GB), prefill %d tokens at that rate %.2f ms\n",
                 config.c_str(), bw, tf, prompt, shape->inter, shape->hidden, bound_s * 1e3, weight_bytes / 1e9, prompt,
                 prefill_s * 1e3);
-    const auto [gemm_s, gemm_fused_s] = decode_gemm_seconds(c);
-    std::printf("bf16 decode GEMMs alone (cuBLAS, one token, weights not in L2): %.3f ms/token = %.1f %% of the "
-                "bound; q/k/v and gate/up fused: %.3f ms (%.1f %%)\n",
-                gemm_s * 1e3, 100.0 * bound_s / gemm_s, gemm_fused_s * 1e3, 100.0 * bound_s / gemm_fused_s);
+    const auto [gemm_s, gemm_fused_s, gemv_s] = decode_gemm_seconds(c);
+    std::printf("bf16 decode GEMMs alone (one token, weights not in L2): cuBLAS %.3f ms/token = %.1f %% of the "
+                "bound; q/k/v and gate/up fused %.3f ms (%.1f %%); fused with gemv_bf16 %.3f ms (%.1f %%)\n",
+                gemm_s * 1e3, 100.0 * bound_s / gemm_s, gemm_fused_s * 1e3, 100.0 * bound_s / gemm_fused_s,
+                gemv_s * 1e3, 100.0 * bound_s / gemv_s);
     nlohmann::ordered_json out;
     out["config"] = config;
     out["bf16_decode_gemms_ms"] = gemm_s * 1e3;
     out["bf16_decode_gemms_fused_ms"] = gemm_fused_s * 1e3;
+    out["bf16_decode_gemv_fused_ms"] = gemv_s * 1e3;
     out["copy_gbps"] = bw;
     out["cublas_bf16_tflops"] = tf;
     out["bf16_decode_bound_ms"] = bound_s * 1e3;

@@ -110,6 +110,21 @@ class Blas {
   std::unique_ptr<Impl> impl_;
 };
 
+// ---- GEMV: the decode step's matmul ---------------------------------------------------------
+
+// out (N, OC) = x (N, C) bf16 · w (OC, C)ᵀ bf16 (+ bias (OC) bf16, nullable), FP32 accumulation,
+// out BF16 (one rounding of the FP32 sum plus bias) or F32; OVERWRITTEN. For a few rows
+// (N <= kGemvMaxRows: a decode step's tokens), where the weight is read once and the time is its
+// bytes over the memory bandwidth: cuBLASLt's kernels for such shapes reached 58 % of the copy
+// bandwidth over Llama-3.2-1B's layers on the H100 (bench_infer). One warp per output row at a
+// time; lane l multiplies the row's 16-byte pieces l, l + 32, ... by x's (weights read with a
+// streaming hint, x through L1), then warp_sum: deterministic, independent of the grid. Needs
+// C % 8 == 0 and x, w 16-byte aligned (gemv_bf16_supported).
+inline constexpr int64_t kGemvMaxRows = 8;
+bool gemv_bf16_supported(const uint16_t* x, const uint16_t* w, int64_t N, int64_t C);
+void gemv_bf16(void* out, DType out_dtype, const uint16_t* x, const uint16_t* w, const uint16_t* bias, int64_t N,
+               int64_t C, int64_t OC, Stream stream);
+
 // Producer amax: the ops below whose output a quantizer may read next take an optional
 // `amax` (device float, zeroed by the caller): when non-null, max |value| of the output as
 // stored (BF16) is folded into it with atomicMax, so a per-tensor quantizer (FP8 current

@@ -1,5 +1,5 @@
 // cuda::Blas (src/kernels/cuda/gemm.cu) against the CPU matmuls: BF16 products, determinism, the
-// FP8 fast-accumulation rule. Harness and tolerance rule: test_ops_cuda_support.hpp.
+// FP8 fast-accumulation rule; cuda::gemv_bf16 against double-precision dot products. Harness and tolerance rule: test_ops_cuda_support.hpp.
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
@@ -115,6 +115,61 @@ TEST(CudaOps, GemmFastAccumulationIsForPerTensorFp8Only) {
   // Per-tensor FP8 runs with it.
   blas.gemm(d_out.ptr, nvfp4::DType::BF16, tensor_a, tensor_b, M, N, K, nullptr, false, nullptr, true);
   CUDA_OK(cudaDeviceSynchronize());
+}
+
+// gemv_bf16: every row count 1..8, BF16 and F32 out, with and without a bias, against double dot
+// products (FP32 accumulation: up to C roundings of the running sum); deterministic; shapes it
+// does not take are errors.
+TEST(CudaOps, GemvMatchesDoubleDotProducts) {
+  REQUIRE_GPU();
+  struct Shape {
+    int64_t N, C, OC;
+  };
+  uint64_t seed = 1200;
+  for (const auto& sh : {Shape{1, 2048, 3072}, Shape{3, 14336, 40}, Shape{8, 4096, 1000}, Shape{2, 8, 5},
+                         Shape{5, 136, 77}, Shape{4, 1000, 33}, Shape{6, 520, 9}, Shape{7, 264, 100}}) {
+    const int64_t N = sh.N, C = sh.C, OC = sh.OC;
+    const auto x = randn_bf16(static_cast<size_t>(N * C), ++seed), w = randn_bf16(OC * C, ++seed, 0.05f);
+    const auto b = randn_bf16(static_cast<size_t>(OC), ++seed);
+    DeviceBuffer<uint16_t> dx(to_bits(x)), dw(to_bits(w)), db(to_bits(b)), out16(N * OC), again(N * OC);
+    DeviceBuffer<float> out32(N * OC);
+    ASSERT_TRUE(cu::gemv_bf16_supported(dx.ptr, dw.ptr, N, C));
+    for (const bool bias : {false, true}) {
+      SCOPED_TRACE("N=" + std::to_string(N) + " C=" + std::to_string(C) + " OC=" + std::to_string(OC) +
+                   (bias ? " bias" : ""));
+      std::vector<float> ref(static_cast<size_t>(N * OC));
+      std::vector<double> extra(ref.size());
+      for (int64_t n = 0; n < N; ++n) {
+        for (int64_t o = 0; o < OC; ++o) {
+          double sum = 0, mag = 0;
+          for (int64_t c = 0; c < C; ++c) {
+            sum += static_cast<double>(x[n * C + c]) * w[o * C + c];
+            mag += std::fabs(static_cast<double>(x[n * C + c]) * w[o * C + c]);
+          }
+          if (bias) sum += b[o], mag += std::fabs(b[o]);
+          ref[n * OC + o] = static_cast<float>(sum);
+          extra[n * OC + o] = static_cast<double>(C + 1) * 0x1p-24 * mag;
+        }
+      }
+      const uint16_t* bp = bias ? db.ptr : nullptr;
+      cu::gemv_bf16(out16.ptr, nvfp4::DType::BF16, dx.ptr, dw.ptr, bp, N, C, OC, nullptr);
+      cu::gemv_bf16(out32.ptr, nvfp4::DType::F32, dx.ptr, dw.ptr, bp, N, C, OC, nullptr);
+      cu::gemv_bf16(again.ptr, nvfp4::DType::BF16, dx.ptr, dw.ptr, bp, N, C, OC, nullptr);
+      EXPECT_TRUE(close("gemv bf16 out", download_bf16(out16), ref, 1, extra));
+      EXPECT_TRUE(close("gemv f32 out", out32.download(), ref, 0, extra));
+      EXPECT_EQ(first_diff(again.download(), out16.download()), -1) << "not deterministic";
+      // The BF16 output is the F32 one rounded once.
+      EXPECT_EQ(first_diff(out16.download(), to_bits(out32.download())), -1);
+    }
+  }
+  DeviceBuffer<uint16_t> a(64 * 16), w(64 * 16);
+  DeviceBuffer<float> o(64 * 16);
+  EXPECT_FALSE(cu::gemv_bf16_supported(a.ptr, w.ptr, 9, 16));
+  EXPECT_FALSE(cu::gemv_bf16_supported(a.ptr, w.ptr, 1, 12));
+  EXPECT_FALSE(cu::gemv_bf16_supported(a.ptr + 1, w.ptr, 1, 16));
+  EXPECT_THROW(cu::gemv_bf16(o.ptr, nvfp4::DType::F32, a.ptr, w.ptr, nullptr, 9, 16, 4, nullptr), nvfp4::Error);
+  EXPECT_THROW(cu::gemv_bf16(o.ptr, nvfp4::DType::F32, a.ptr, w.ptr, nullptr, 1, 12, 4, nullptr), nvfp4::Error);
+  EXPECT_THROW(cu::gemv_bf16(o.ptr, nvfp4::DType::F16, a.ptr, w.ptr, nullptr, 1, 16, 4, nullptr), nvfp4::Error);
 }
 
 }  // namespace

@@ -346,4 +346,122 @@ void Blas::gemm(void* out, DType out_dtype, const GemmOperand& a, const GemmOper
               fast_accumulation);
 }
 
+// ---- GEMV ------------------------------------------------------------------------------------------
+
+namespace {
+
+constexpr int kGemvWarps = kThreads / 32;
+
+// acc[r] += the 8 products of a 16-byte piece of a weight row and x row r.
+__device__ __forceinline__ void unpack8(const uint4 u, float (&v)[8]) {
+  const uint32_t w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+  for (int e = 0; e < 4; ++e) {
+    v[2 * e] = __uint_as_float(w[e] << 16);
+    v[2 * e + 1] = __uint_as_float(w[e] & 0xFFFF0000u);
+  }
+}
+
+template <int R, bool kF32>
+__global__ void __launch_bounds__(kThreads) gemv_bf16_kernel(void* __restrict__ out, const uint16_t* __restrict__ x,
+                                                             const uint16_t* __restrict__ w,
+                                                             const uint16_t* __restrict__ bias, int64_t C,
+                                                             int64_t OC) {
+  const int lane = threadIdx.x & 31;
+  const int64_t pieces = C / 8;
+  const uint4* xv = reinterpret_cast<const uint4*>(x);
+  for (int64_t o = static_cast<int64_t>(blockIdx.x) * kGemvWarps + threadIdx.x / 32; o < OC;
+       o += static_cast<int64_t>(gridDim.x) * kGemvWarps) {
+    const uint4* wr = reinterpret_cast<const uint4*>(w + o * C);
+    float acc[R];
+#pragma unroll
+    for (int r = 0; r < R; ++r) acc[r] = 0.0f;
+    int64_t p = lane;
+    // Four pieces in flight per lane, then the rest one by one (same order of additions either way:
+    // piece by piece, each piece's 8 products in order).
+    for (; p + 96 < pieces; p += 128) {
+      uint4 wq[4];
+#pragma unroll
+      for (int u = 0; u < 4; ++u) wq[u] = __ldcs(wr + p + 32 * u);
+#pragma unroll
+      for (int u = 0; u < 4; ++u) {
+        float wf[8];
+        unpack8(wq[u], wf);
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+          float xf[8];
+          unpack8(__ldg(xv + r * pieces + p + 32 * u), xf);
+#pragma unroll
+          for (int e = 0; e < 8; ++e) acc[r] = __fmaf_rn(wf[e], xf[e], acc[r]);
+        }
+      }
+    }
+    for (; p < pieces; p += 32) {
+      float wf[8];
+      unpack8(__ldcs(wr + p), wf);
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        float xf[8];
+        unpack8(__ldg(xv + r * pieces + p), xf);
+#pragma unroll
+        for (int e = 0; e < 8; ++e) acc[r] = __fmaf_rn(wf[e], xf[e], acc[r]);
+      }
+    }
+#pragma unroll
+    for (int r = 0; r < R; ++r) acc[r] = warp_sum(acc[r]);
+    if (lane == 0) {
+      const float b = bias ? __uint_as_float(static_cast<uint32_t>(bias[o]) << 16) : 0.0f;
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        const float y = bias ? __fadd_rn(acc[r], b) : acc[r];
+        if constexpr (kF32) static_cast<float*>(out)[r * OC + o] = y;
+        else static_cast<uint16_t*>(out)[r * OC + o] = f32_to_bf16(y);
+      }
+    }
+  }
+}
+
+template <int R>
+void launch_gemv(void* out, bool f32, const uint16_t* x, const uint16_t* w, const uint16_t* bias, int64_t C,
+                 int64_t OC, Stream stream) {
+  // Enough warps to keep every SM's memory pipe full, each warp then taking several rows.
+  const auto kernel = f32 ? gemv_bf16_kernel<R, true> : gemv_bf16_kernel<R, false>;
+  const int64_t blocks =
+      std::min<int64_t>((OC + kGemvWarps - 1) / kGemvWarps, resident_blocks(reinterpret_cast<const void*>(kernel)));
+  kernel<<<static_cast<unsigned>(std::max<int64_t>(blocks, 1)), kThreads, 0, stream>>>(out, x, w, bias, C, OC);
+}
+
+}  // namespace
+
+bool gemv_bf16_supported(const uint16_t* x, const uint16_t* w, int64_t N, int64_t C) {
+  return N >= 1 && N <= kGemvMaxRows && C > 0 && C % 8 == 0 && aligned16(x) && aligned16(w);
+}
+
+void gemv_bf16(void* out, DType out_dtype, const uint16_t* x, const uint16_t* w, const uint16_t* bias, int64_t N,
+               int64_t C, int64_t OC, Stream stream) {
+  constexpr const char* op = "gemv_bf16";
+  require_nonnegative(op, {{"N", N}, {"C", C}, {"OC", OC}});
+  require(out_dtype == DType::BF16 || out_dtype == DType::F32, op,
+          "out must be BF16 or F32, not " + std::string(dtype_name(out_dtype)));
+  if (N == 0 || OC == 0) return;
+  require_ptr(out, op, "out");
+  require_ptr(x, op, "x");
+  require_ptr(w, op, "w");
+  require(gemv_bf16_supported(x, w, N, C), op,
+          "N = " + std::to_string(N) + ", C = " + std::to_string(C) +
+              ": needs 1 <= N <= 8, C a positive multiple of 8 and 16-byte aligned x and w (use Blas::gemm)");
+  const bool f32 = out_dtype == DType::F32;
+  switch (N) {
+    case 1: launch_gemv<1>(out, f32, x, w, bias, C, OC, stream); break;
+    case 2: launch_gemv<2>(out, f32, x, w, bias, C, OC, stream); break;
+    case 3: launch_gemv<3>(out, f32, x, w, bias, C, OC, stream); break;
+    case 4: launch_gemv<4>(out, f32, x, w, bias, C, OC, stream); break;
+    case 5: launch_gemv<5>(out, f32, x, w, bias, C, OC, stream); break;
+    case 6: launch_gemv<6>(out, f32, x, w, bias, C, OC, stream); break;
+    case 7: launch_gemv<7>(out, f32, x, w, bias, C, OC, stream); break;
+    default: launch_gemv<8>(out, f32, x, w, bias, C, OC, stream); break;
+  }
+  check_launch(op);
+}
+
 }  // namespace nvfp4::cuda
