@@ -197,13 +197,16 @@ EvalResult evaluate(Engine& engine, Engine* reference, std::span<const EvalDocum
   r.guard = engine.guard_stats();
 
   if (o.per_layer) {
-    // The first windows, up to per_layer_tokens scored tokens.
+    // The first windows, cut after per_layer_tokens scored tokens (a window ending early scores
+    // the same tokens with the same context: each token sees only the ones before it).
     std::vector<EvalWindow> pw;
     int64_t covered = 0;
     for (const auto& w : windows) {
       if (covered >= o.per_layer_tokens) break;
-      pw.push_back(w);
-      covered += w.end - w.score_from;
+      EvalWindow cut = w;
+      cut.end = std::min(w.end, w.score_from + (o.per_layer_tokens - covered));
+      pw.push_back(cut);
+      covered += cut.end - cut.score_from;
     }
     const std::vector<LinearPlan> plan = engine.linear_plan();
     const Precision base = engine.device() == "cpu" ? Precision::fp32 : Precision::bf16;
