@@ -89,7 +89,7 @@ class Golden : public ::testing::Test {
 nvfp4::io::SafetensorsFile* Golden::file_ = nullptr;
 
 TEST_F(Golden, FileHasTheDocumentedCases) {
-  RequireFile();
+  ASSERT_NO_FATAL_FAILURE(RequireFile());
   const auto cases = Cases();
   EXPECT_GE(cases.size(), 16u);
   int nvfp4 = 0, mx = 0;
@@ -103,7 +103,7 @@ TEST_F(Golden, FileHasTheDocumentedCases) {
 }
 
 TEST_F(Golden, Nvfp4BothCopiesBitExact) {
-  RequireFile();
+  ASSERT_NO_FATAL_FAILURE(RequireFile());
   int checked = 0;
   for (const auto& c : Cases()) {
     if (c.spec.at("format") != "nvfp4") continue;
@@ -143,7 +143,7 @@ TEST_F(Golden, Nvfp4BothCopiesBitExact) {
 }
 
 TEST_F(Golden, Mxfp4RoundUpBitExact) {
-  RequireFile();
+  ASSERT_NO_FATAL_FAILURE(RequireFile());
   int checked = 0;
   for (const auto& c : Cases()) {
     if (c.spec.at("format") != "mxfp4_scale_round_up") continue;
