@@ -11,7 +11,8 @@ linear RoPE scaling, saved in 200 KB shards with model.safetensors.index.json), 
 sliding window 16), qwen2 (q/k/v biases, tied) and qwen3 (q/k RMSNorm, head_dim 48). Weights are
 N(0, 0.02) (q_proj and k_proj N(0, 0.1), so attention is far from uniform and RoPE and the window
 matter), RMSNorm weights U[0.5, 1.5], biases N(0, 0.02). Each is saved as OUT/<name>-f32 and
-OUT/<name>-bf16 (no tokenizer). OUT/ids.jsonl holds 4 random lines of 40, 17, 64 and 3 token ids.
+OUT/<name>-bf16 (no tokenizer). OUT/ids.jsonl holds 8 random lines of 40, 17, 64, 3 and 4 x 64
+token ids (380 positions).
 
 For each model and device, runs `nvfp4 eval FOLDER --ids OUT/ids.jsonl --json --save-logits ...`
 and the same folder in transformers (AutoModelForCausalLM, attn_implementation="eager") on the
@@ -24,6 +25,9 @@ same ids, and checks:
        random model have exact and near ties; the strict agreement is reported too); perplexity
        within 0.1 % of the one computed from the reference logits (token-weighted mean NLL over all
        lines, float64) and nvfp4's token count equal to the number of predicted tokens;
+  cuda, reported (not checked): the top-1 agreement of our BF16 logits and of transformers' own BF16
+       logits with transformers' FP32 logits of the same weights — how often BF16 itself moves the
+       argmax of a random model;
   mistral on cpu: transformers itself applies the window (its logits with sliding_window=None are
        the same before position 16 and differ after it).
 Each --export DIR (a folder from `nvfp4 export-hf`) gets the cpu check, on its own random ids.
@@ -50,7 +54,7 @@ from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModelForCausalLM
 
 SEED = 1234
-IDS_LENGTHS = (40, 17, 64, 3)
+IDS_LENGTHS = (40, 17, 64, 3, 64, 64, 64, 64)
 COMMON = {"vocab_size": 512, "hidden_size": 128, "intermediate_size": 352, "num_hidden_layers": 2,
           "max_position_embeddings": 512}
 INIT_STD = 0.02  # every weight matrix (transformers' initializer_range)
@@ -337,6 +341,11 @@ def check(nvfp4, out, name, folder, device, ids_path, lines, window, problems):
         model = load_reference(folder, device, dtype)
         ref = hf_logits(model, lines, device)
         del model
+        ref32 = None
+        if device == "cuda" and folder.endswith("-bf16") and os.path.isdir(folder[:-5] + "-f32"):
+            model = load_reference(folder[:-5] + "-f32", "cpu", torch.float32)
+            ref32 = hf_logits(model, lines, "cpu")
+            del model
     except subprocess.CalledProcessError as e:
         row["failures"].append(f"nvfp4 exited {e.returncode}: {(e.stderr or '').strip()[-2000:]}")
         return row
@@ -347,6 +356,9 @@ def check(nvfp4, out, name, folder, device, ids_path, lines, window, problems):
 
     m = compare(ours, ref, lines)
     shape_problems = m.pop("shape_problems")
+    if ref32 is not None:
+        m["argmax_ours_vs_fp32"] = top1_agreement(ours, ref32)
+        m["argmax_hf_bf16_vs_fp32"] = top1_agreement(ref, ref32)
     row.update(m)
     row.update(summary)
     row["ppl_rel"] = abs(row["ppl"] - m["ref_ppl"]) / m["ref_ppl"]
@@ -444,6 +456,17 @@ def compare(ours, ref, lines):
             "shape_problems": shape_problems}
 
 
+def top1_agreement(a, b):
+    """The fraction of positions where two lists of (positions, vocab) logits have the same argmax."""
+    same = total = 0
+    for x, y in zip(a, b):
+        if x.shape != y.shape:
+            continue
+        same += (x.argmax(-1) == y.argmax(-1)).sum().item()
+        total += x.shape[0]
+    return same / max(total, 1)
+
+
 def window_effect(folder, lines, windowed, window):
     """Max |windowed - full| / range of transformers' own logits before and from position `window`
     (full: the same weights with sliding_window=None)."""
@@ -475,6 +498,9 @@ def print_table(rows):
         else:
             print(f"{r['model']:<24} {r['device']:<6} {'-':>10} {'-':>10} {'-':>8} {'-':>8} {'-':>11} {'-':>11} "
                   f"{'-':>9}  {r['status']}")
+        if "argmax_ours_vs_fp32" in r:
+            print(f"{'':<24} {'':<6} top-1 against transformers' FP32 logits: ours (BF16) "
+                  f"{100 * r['argmax_ours_vs_fp32']:.2f} %, transformers' BF16 {100 * r['argmax_hf_bf16_vs_fp32']:.2f} %")
         if "window" in r:
             print(f"{'':<24} {'':<6} sliding window in transformers: |windowed - full| / range "
                   f"{r['window']['before']:.2e} before position {r['window']['position']}, "
