@@ -142,8 +142,10 @@ TEST_F(EngineCudaTest, QuantizedPrecisionsMatchTheCpuEngineAndTheGuardFallsBack)
       // The activations are BF16 here and FP32 on the CPU: rows a rounding apart quantize to codes
       // and block scales that differ here and there (the quantizer itself is bit-exact with the
       // CPU's on the same rows: CudaOpsQuantizeRows), so the two engines' w4a4 differ by more than
-      // BF16 rounding (0.12 of the logits' scale on the H100; this 64-wide model has 4 blocks a row,
-      // so one block scale rounding the other way moves a quarter of the row). Its w4a4 must still
+      // BF16 rounding (0.12 of the logits' scale on the H100; on the CPU, rounding only the linear
+      // layers' inputs to BF16 before they are quantized moved its own w4a4 logits by 0.16: this
+      // 64-wide model has 4 blocks a row, and a block scale rounding the other way moves a quarter
+      // of the row). Its w4a4 must still
       // be nearer the CPU's w4a4 than the CPU's w4a16 (0.18 from the CPU's w4a4): the activations
       // really are quantized, as on the CPU.
       EngineOptions o16 = o;
