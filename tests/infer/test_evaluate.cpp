@@ -192,6 +192,33 @@ TEST_F(EvalTest, GreedyGenerationIsTheArgmaxChainAndStopsAtAStopString) {
   EXPECT_NE(error_of([&] { nvfp4::infer::generate(*e, m, "ab", g); }).find("--batch 3"), std::string::npos);
 }
 
+// generate and eval on the CPU for every architecture the importer reads (Llama, Mistral with its
+// window, Qwen2 with biases, Qwen3 with q/k norms; nvfp4's byte tokenizer), each precision once.
+TEST_F(EvalTest, TheCommandsRunEveryArchitecture) {
+  const std::string text = "a short text for every architecture, scored in two windows of 40 tokens.";
+  std::ofstream(dir_ / "a.txt") << text;
+  const char* precisions[] = {"fp32", "w4a16", "w4a4", "fp8"};
+  int k = 0;
+  for (const auto& arch : nvfp4::test::kTinyArchs) {
+    SCOPED_TRACE(arch);
+    const std::string m = (dir_ / arch).string(), p = precisions[k++ % 4];
+    write_byte_model(dir_ / arch, arch, 50 + k);
+    auto r = nvfp4::test::run_cli("generate " + m + " --prompt hello --max-tokens 5 --batch 2 --device cpu --precision " +
+                                  p + " --json");
+    ASSERT_EQ(r.status, 0) << r.output;
+    auto j = nlohmann::json::parse(r.output);
+    EXPECT_EQ(j.at("completions").size(), 2u);
+    EXPECT_EQ(j.at("generated_tokens"), 10);
+    r = nvfp4::test::run_cli("eval " + m + " --text " + (dir_ / "a.txt").string() + " --ctx 40 --device cpu --precision " +
+                             p + " --reference fp32 --json");
+    ASSERT_EQ(r.status, 0) << r.output;
+    j = nlohmann::json::parse(r.output);
+    EXPECT_EQ(j.at("tokens"), text.size());  // end-of-text + the bytes, all but the first scored
+    EXPECT_TRUE(std::isfinite(j.at("ppl").get<double>()));
+    EXPECT_GE(j.at("kl_mean").get<double>(), 0.0);
+  }
+}
+
 TEST_F(EvalTest, TheCommandsPrintWhatTheLibraryComputes) {
   write_byte_model(dir_ / "m", "llama", 27);
   std::ofstream(dir_ / "a.txt") << "the quick brown fox jumps over the lazy dog; the quick brown fox.";
