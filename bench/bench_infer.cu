@@ -68,8 +68,18 @@ std::string config_json(const Shape& s) {
   return j.dump(2);
 }
 
-// Random BF16 weights, uniform with standard deviation 0.02 (splitmix64 per element: fast and
-// the same on every machine), written as one safetensors file.
+// Element k's random value, uniform in [-0.5, 0.5): splitmix64 of k + 1 (fast, the same on every
+// machine and on the device).
+__host__ __device__ inline float hashed_uniform(uint64_t k) {
+  uint64_t z = (k + 1) * 0x9E3779B97F4A7C15ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  z ^= z >> 31;
+  return static_cast<float>(z >> 40) / 16777216.0f - 0.5f;
+}
+
+// Random BF16 weights, uniform with standard deviation 0.02 (hashed_uniform of the element's
+// offset), written as one safetensors file.
 void write_model(const Shape& s, const fs::path& dir) {
   model::ModelConfig c;
   c.n_layer = s.layers, c.d_model = s.hidden, c.n_head = s.heads, c.n_kv_head = s.kv_heads, c.d_ffn = s.inter;
@@ -88,12 +98,8 @@ void write_model(const Shape& s, const fs::path& dir) {
       pool.emplace_back([&, t] {
         const int64_t per = (sp.numel + threads - 1) / threads, lo = t * per, hi = std::min(sp.numel, lo + per);
         for (int64_t k = lo; k < hi; ++k) {
-          uint64_t z = (static_cast<uint64_t>(sp.offset + k) + 1) * 0x9E3779B97F4A7C15ull;
-          z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-          z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-          z ^= z >> 31;
-          const float u = static_cast<float>(z >> 40) / 16777216.0f - 0.5f;  // [-0.5, 0.5)
-          out[k] = fmt::bf16_encode(gain ? 1.0f : u * 0.0693f);               // std 0.02
+          const float u = hashed_uniform(static_cast<uint64_t>(sp.offset + k));
+          out[k] = fmt::bf16_encode(gain ? 1.0f : u * 0.0693f);  // std 0.02
         }
       });
     }
@@ -144,14 +150,11 @@ double gemm_tflops(int64_t M, int64_t N, int64_t K) {
   return 2.0 * M * N * K / t / 1e12;
 }
 
-// Random BF16 values (a hash of the index, std about 0.02) written on the device.
+// Random BF16 values (hashed_uniform, std about 0.02; element i of stream `seed` hashes i + seed * 2^40)
+// written on the device.
 __global__ void fill_random_bf16(uint16_t* p, int64_t n, uint64_t seed) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    uint64_t z = (static_cast<uint64_t>(i) + seed) * 0x9E3779B97F4A7C15ull;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    z ^= z >> 31;
-    const float u = (static_cast<float>(z >> 40) / 16777216.0f - 0.5f) * 0.0693f;
+    const float u = hashed_uniform(static_cast<uint64_t>(i) + (seed << 40)) * 0.0693f;
     p[i] = static_cast<uint16_t>(__float_as_uint(u) >> 16);
   }
 }

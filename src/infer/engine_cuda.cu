@@ -480,7 +480,7 @@ void CudaEngine::run_block_fused(int l, int64_t N, bool flash, int64_t B, int64_
     gemm_bf16(gu, h, w.wgu.p, nullptr, N, C, 2 * F);
     cuda::swiglu_rows(g, gu, N, F, st);
   } else {
-    bf16* u = u_.p;
+    bf16* u = u_.need(N * F);
     linear(li + 4, g, h, N, nullptr);
     linear(li + 5, u, h, N, nullptr);
     cuda::swiglu_forward(g, g, u, N * F, st);
@@ -499,7 +499,7 @@ void CudaEngine::run_layers(int64_t N, int64_t R, bool flash, int64_t B, int64_t
   cudaStream_t st = stream_;
 
   bf16 *x = x_.need(N * C), *h = h_.need(N * C), *q = q_.need(N * QD), *k = k_.need(N * KD), *v = v_.need(N * KD);
-  bf16 *att = att_.need(N * QD), *g = g_.need(N * F), *u = u_.need(N * F);
+  bf16 *att = att_.need(N * QD), *g = g_.need(N * F), *u = o_.fuse ? nullptr : u_.need(N * F);  // fused: on demand
   float* rstd = rstd_.need(static_cast<size_t>(N * NH));
   cuda::encoder_forward(x, tokens, embed_.p, 1, N, C, V, status_.p, st);
   if (o_.fuse) {

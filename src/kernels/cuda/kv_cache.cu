@@ -42,9 +42,9 @@ __global__ void kv_append_kernel(uint16_t* __restrict__ k_cache, uint16_t* __res
 //
 // One warp per (row n, head j of the NH + 2 NKV heads: q heads, then k, then v). The head's HS values
 // go to shared memory as the BF16 values the separate ops would store: normed (rmsnorm_forward's
-// loop: lane l sums the squares of its 8-element chunks l, l + 32, ... in order, then warp_sum; the
-// same bits) or read as they are. q and k heads are then rotated pair by pair (rope_rows' angle and
-// rope_rotate), v heads copied bit for bit; k and v heads also go to the cache row (slot[n], pos[n]).
+// warp_row_rstd and product order: the same bits) or read as they are. q and k heads are then
+// rotated pair by pair (rope_rows' angle and rope_rotate), v heads copied bit for bit; k and v
+// heads also go to the cache row (slot[n], pos[n]).
 
 constexpr int kQkvMaxHS = 256;
 constexpr int kQkvWarps = kThreads / 32;
@@ -100,15 +100,7 @@ __global__ void __launch_bounds__(kThreads) qkv_rows_kernel(QkvArgs a) {
   }
   float* x = sx[warp];
   if (norm) {
-    float ss = 0.0f;
-    for (int c = lane * kVec; c < HS; c += 32 * kVec) {
-      float v[8];
-      load8<false>(src, c, HS, v);
-#pragma unroll
-      for (int e = 0; e < 8; ++e) ss = add_square(ss, v[e]);
-    }
-    ss = warp_sum(ss);
-    const float r = 1.0f / sqrtf(ss / static_cast<float>(HS) + a.eps);
+    const float r = warp_row_rstd<false>(src, HS, a.eps, lane);
     for (int c = lane * kVec; c < HS; c += 32 * kVec) {
       float v[8], w[8];
       load8<false>(src, c, HS, v);

@@ -30,15 +30,7 @@ __global__ void __launch_bounds__(kThreads) rmsnorm_forward_kernel(uint16_t* __r
   for (int64_t row = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + threadIdx.x / 32; row < N;
        row += static_cast<int64_t>(gridDim.x) * kRowsPerBlock) {
     const uint16_t* x = inp + row * C;  // (C)
-    float ss = 0.0f;
-    for (int64_t c = lane * kVec; c < C; c += 32 * kVec) {
-      float v[8];
-      load8<kAligned>(x, c, C, v);
-#pragma unroll
-      for (int e = 0; e < 8; ++e) ss = add_square(ss, v[e]);
-    }
-    ss = warp_sum(ss);
-    const float r = 1.0f / sqrtf(ss / static_cast<float>(C) + eps);
+    const float r = warp_row_rstd<kAligned>(x, C, eps, lane);
     uint16_t* o = out + row * C;
     for (int64_t c = lane * kVec; c < C; c += 32 * kVec) {
       float v[8], w[8];

@@ -158,6 +158,22 @@ __device__ __forceinline__ void rope_rotate(float x1, float x2, float c, float s
 // so every kernel that must agree with rmsnorm_forward's sum does.
 __device__ __forceinline__ float add_square(float ss, float v) { return __fmaf_rn(v, v, ss); }
 
+// rmsnorm_forward's scale of one row of C BF16 values, 1 / sqrt(mean of squares + eps), the same in
+// every lane: lane l sums the squares of its 8-element chunks l, l + 32, ... in order, then
+// warp_sum. qkv_rows' head norms call it too, so their bits are rmsnorm_forward's by construction.
+template <bool kAligned>
+__device__ __forceinline__ float warp_row_rstd(const uint16_t* x, int64_t C, float eps, int lane) {
+  float ss = 0.0f;
+  for (int64_t c = lane * kVec; c < C; c += 32 * kVec) {
+    float v[8];
+    load8<kAligned>(x, c, C, v);
+#pragma unroll
+    for (int e = 0; e < 8; ++e) ss = add_square(ss, v[e]);
+  }
+  ss = warp_sum(ss);
+  return 1.0f / sqrtf(ss / static_cast<float>(C) + eps);
+}
+
 // SwiGLU of one element: silu(g) * u, silu(g) = g * sigmoid(g) (swiglu_forward and swiglu_rows).
 __device__ __forceinline__ float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
 __device__ __forceinline__ float swiglu_value(float g, float u) { return (g * sigmoidf(g)) * u; }
