@@ -3,10 +3,12 @@
 // step must read / the device-to-device copy bandwidth measured in the same run) and time to
 // first token of a long prompt against the BF16 prefill FLOP time at the cuBLAS BF16 rate
 // measured in the same run. A precision with "-apart" runs with EngineOptions::fuse off (every
-// projection its own GEMM, every row op its own launch). Writes the model folder first (random BF16 weights, N(0, 0.02)-like,
-// norm gains 1) unless it is there.
+// projection its own GEMM, every row op its own launch); with "-serial", without programmatic
+// dependent launch (cuda::set_dependent_launch(false): every kernel starts after the previous
+// one ended). Writes the model folder first (random BF16 weights, N(0, 0.02)-like, norm gains 1)
+// unless it is there.
 //
-//   bench_infer --config llama-3.1-8b --dir /tmp/m8b [--precisions bf16,bf16-apart,w4a16,w4a4,fp8]
+//   bench_infer --config llama-3.1-8b --dir /tmp/m8b [--precisions bf16,bf16-serial,bf16-apart,w4a16,w4a4,fp8]
 //               [--prompt 1024] [--decode 128] [--json OUT.json]
 #include <cuda_runtime.h>
 
@@ -220,7 +222,7 @@ std::tuple<double, double, double> decode_gemm_seconds(const model::ModelConfig&
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string config = "llama-3.2-1b", dir, json_out, precisions = "bf16,bf16-apart,w4a16,w4a4,fp8";
+  std::string config = "llama-3.2-1b", dir, json_out, precisions = "bf16,bf16-serial,bf16-apart,w4a16,w4a4,fp8";
   int prompt = 1024, decode = 128;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string k = argv[i], v = argv[i + 1];
@@ -293,9 +295,22 @@ int main(int argc, char** argv) {
                 "mem GiB");
     while (std::getline(ps, p, ',')) {
       infer::EngineOptions o;
-      const bool apart = p.size() > 6 && p.substr(p.size() - 6) == "-apart";
-      o.precision = infer::parse_precision(apart ? p.substr(0, p.size() - 6) : p);
+      std::string base = p;
+      bool apart = false, serial = false;
+      for (bool more = true; more;) {
+        const auto strip = [&](const std::string& suffix) {
+          const bool has = base.size() > suffix.size() && base.ends_with(suffix);
+          if (has) base.resize(base.size() - suffix.size());
+          return has;
+        };
+        const bool a = strip("-apart"), s = strip("-serial");
+        apart = apart || a;
+        serial = serial || s;
+        more = a || s;
+      }
+      o.precision = infer::parse_precision(base);
       o.fuse = !apart;
+      cuda::set_dependent_launch(!serial);
       o.max_sequences = 1;
       o.max_context = prompt + decode + 32;
       const auto e = infer::make_cuda_engine(m, o);
@@ -330,6 +345,7 @@ int main(int argc, char** argv) {
                       {"fraction_of_bf16_bound", bound_s / itl}, {"ttft_ms", t1 * 1e3},
                       {"ttft_over_flop_time", t1 / prefill_s}, {"engine_bytes", e->memory_bytes()}});
     }
+    cuda::set_dependent_launch(true);
     out["rows"] = rows;
     if (!json_out.empty()) std::ofstream(json_out) << out.dump(2) << "\n";
   } catch (const std::exception& e) {

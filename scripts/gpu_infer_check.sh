@@ -15,8 +15,9 @@
 #     weights under OUT), then `generate` and `eval --reference bf16 --per-layer` on the 1B folder
 #     with TOKENIZER (a tokenizer.json; default: tokenizer-data/llama3/tokenizer.json when present).
 #
-# Environment: SPEED=0 skips step 4; PROFILE=1 also runs Nsight Compute over a short 1B
-# generation (per-kernel times of the prefill and the replayed decode steps).
+# Environment: SPEED=0 skips step 4; PRECISIONS=bf16,w4a16 (a bench_infer --precisions list)
+# narrows it; PROFILE=1 also runs Nsight Compute over a short 1B generation (per-kernel times of
+# the prefill and the replayed decode steps).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -84,7 +85,7 @@ fi
 if [ "${SPEED:-1}" != 0 ]; then
   for cfg in llama-3.2-1b llama-3.1-8b; do
     dir="$out/model-$cfg"
-    precisions=bf16,bf16-apart,w4a16,w4a4,fp8
+    precisions=${PRECISIONS:-bf16,bf16-serial,bf16-apart,w4a16,w4a4,fp8}
     decode=128
     [ $cfg = llama-3.2-1b ] && decode=64
     "$build/bench/bench_infer" --config $cfg --dir "$dir" --decode $decode --precisions $precisions \

@@ -52,6 +52,14 @@ inline constexpr uint32_t kStatusBadTarget = 2u;  // cross-entropy: a target out
 inline constexpr uint32_t kStatusBadPosition = 4u;  // kv_append, attention_cache: a slot or position outside the cache
 inline constexpr uint32_t kStatusBadRow = 8u;       // gather_rows: a row index outside the input
 
+// Programmatic dependent launch (Hopper): the inference step's kernels (embedding, RMSNorm,
+// gemv_bf16, qkv_rows, attention_cache, swiglu_rows, residual, gather_rows) are launched so that
+// each may start while the previous kernel of its stream finishes, waiting on the device for its
+// data (src/kernels/cuda/ops_common.cuh says how). The results are the same bits either way. On
+// by default; off for a whole process (A/B timing: bench_infer's `-serial` precisions).
+void set_dependent_launch(bool on);
+bool dependent_launch();
+
 // ---- matmul (nn.Linear without bias) through cuBLASLt -------------------------------------
 
 // One operand of Blas::gemm: a logical (rows, K) matrix, K the contraction dimension.

@@ -7,6 +7,7 @@
 #include <cmath>
 
 #include "../infer/tiny_hf_model.hpp"
+#include "nvfp4/cuda_ops.hpp"
 #include "nvfp4/engine.hpp"
 #include "nvfp4/hf_model.hpp"
 #include "support/cuda_test.hpp"
@@ -229,6 +230,41 @@ TEST_F(EngineCudaTest, FusedBlocksEqualOpByOp) {
     e->set_linear_precisions(all);
     e->reset(0);
     EXPECT_EQ(nvfp4::test::run_chunk(*e, 0, t, true), before) << arch;
+  }
+}
+
+// Programmatic dependent launch (the step's kernels may start while the previous one ends and
+// wait on the device) changes when kernels run, never what they compute: the same logits bits
+// with it off, for prefill, launched and replayed decode steps, fused and apart, bf16 and w4a4.
+TEST_F(EngineCudaTest, DependentLaunchChangesNoBits) {
+  REQUIRE_GPU();
+  struct Restore {
+    ~Restore() { nvfp4::cuda::set_dependent_launch(true); }
+  } restore;
+  for (const auto& arch : kArchs) {
+    const auto c = nvfp4::test::tiny_config(arch);
+    nvfp4::test::write_tiny_hf_model(dir_ / arch, arch, c, 47, nvfp4::DType::BF16);
+    const HfModel m = HfModel::open((dir_ / arch).string());
+    const auto t = some_tokens(30, c.vocab, 48);
+    for (Precision p : {Precision::bf16, Precision::w4a4}) {
+      for (bool fuse : {true, false}) {
+        std::vector<float> runs[2];
+        for (int r = 0; r < 2; ++r) {
+          nvfp4::cuda::set_dependent_launch(r == 0);
+          EngineOptions o;
+          o.precision = p;
+          o.fuse = fuse;
+          o.max_context = 40;
+          const auto e = nvfp4::infer::make_cuda_engine(m, o);
+          runs[r] = nvfp4::test::run_chunk(*e, 0, {t.begin(), t.begin() + 20}, true);
+          for (size_t i = 20; i < t.size(); ++i) {
+            const auto s = nvfp4::test::run_chunk(*e, 0, {t[i]}, false);
+            runs[r].insert(runs[r].end(), s.begin(), s.end());
+          }
+        }
+        EXPECT_EQ(runs[0], runs[1]) << arch << " " << nvfp4::infer::precision_name(p) << (fuse ? " fused" : " apart");
+      }
+    }
   }
 }
 

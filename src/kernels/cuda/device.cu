@@ -1,10 +1,24 @@
 #include <cuda_runtime.h>
 
+#include <atomic>
+#include <cstdlib>
 #include <string>
 
+#include "nvfp4/cuda_ops.hpp"
 #include "nvfp4/cuda_runtime_info.hpp"
 
 namespace nvfp4::cuda {
+
+namespace {
+// NVFP4_DEPENDENT_LAUNCH=0 in the environment starts with it off (a driver that mishandles it).
+std::atomic<bool> g_dependent_launch{[] {
+  const char* v = std::getenv("NVFP4_DEPENDENT_LAUNCH");
+  return v == nullptr || std::string(v) != "0";
+}()};
+}  // namespace
+
+void set_dependent_launch(bool on) { g_dependent_launch.store(on, std::memory_order_relaxed); }
+bool dependent_launch() { return g_dependent_launch.load(std::memory_order_relaxed); }
 
 int device_count() {
   int n = 0;

@@ -45,6 +45,8 @@ __device__ __forceinline__ void store8f(float* p, int64_t i, int64_t n, const fl
 
 template <bool kAligned>
 __global__ void residual_kernel(uint16_t* out, const uint16_t* a, const uint16_t* b, int64_t n) {
+  dependent_wait();  // launched with launch_dependent (ops_common.cuh)
+  dependent_trigger();
   NVFP4_FOR_CHUNKS(i, n) {
     float x[8], y[8];
     load8<kAligned>(a, i, n, x);
@@ -73,6 +75,8 @@ __global__ void swiglu_forward_kernel(uint16_t* out, const uint16_t* gate, const
 // Row n: out[n, :] = swiglu of gu[n, :F] and gu[n, F:].
 template <bool kAligned>
 __global__ void swiglu_rows_kernel(uint16_t* out, const uint16_t* gu, int64_t N, int64_t F) {
+  dependent_wait();  // launched with launch_dependent (ops_common.cuh)
+  dependent_trigger();
   const int64_t chunks = (F + kVec - 1) / kVec;
   NVFP4_FOR_ROW_CHUNKS(idx, N, chunks) {
     const int64_t n = idx / chunks, c = (idx % chunks) * kVec;
@@ -159,6 +163,8 @@ template <bool kAligned>
 __global__ void gather_rows_kernel(uint16_t* __restrict__ out, const uint16_t* __restrict__ in,
                                    const int32_t* __restrict__ rows, int64_t n, int64_t n_in, int64_t C,
                                    uint32_t* status) {
+  dependent_wait();  // launched with launch_dependent (ops_common.cuh)
+  dependent_trigger();
   const int64_t chunks = (C + kVec - 1) / kVec;
   NVFP4_FOR_ROW_CHUNKS(idx, n, chunks) {
     const int64_t i = idx / chunks, c = (idx % chunks) * kVec;
@@ -190,8 +196,8 @@ void swiglu_rows(uint16_t* out, const uint16_t* gu, int64_t N, int64_t F, Stream
   require_nonnegative("swiglu_rows", {{"N", N}, {"F", F}});
   if (N == 0 || F == 0) return;
   const bool aligned = F % kVec == 0 && aligned16(out) && aligned16(gu);
-  NVFP4_LAUNCH_ALIGNED(aligned, swiglu_rows_kernel, grid_for(N * ((F + kVec - 1) / kVec)), kThreads, 0, stream, out,
-                       gu, N, F);
+  NVFP4_LAUNCH_ALIGNED_DEPENDENT(aligned, swiglu_rows_kernel, grid_for(N * ((F + kVec - 1) / kVec)), kThreads, 0,
+                                 stream, out, gu, N, F);
   check_launch("swiglu_rows");
 }
 
@@ -209,7 +215,8 @@ void residual_forward(uint16_t* out, const uint16_t* a, const uint16_t* b, int64
   require_nonnegative("residual_forward", {{"n", n}});
   if (n == 0) return;
   const bool aligned = aligned16(out) && aligned16(a) && aligned16(b);
-  NVFP4_LAUNCH_ALIGNED(aligned, residual_kernel, grid_for((n + kVec - 1) / kVec), kThreads, 0, stream, out, a, b, n);
+  NVFP4_LAUNCH_ALIGNED_DEPENDENT(aligned, residual_kernel, grid_for((n + kVec - 1) / kVec), kThreads, 0, stream, out,
+                                 a, b, n);
   check_launch("residual_forward");
 }
 
@@ -246,8 +253,8 @@ void gather_rows(uint16_t* out, const uint16_t* in, const int32_t* rows, int64_t
   require_nonnegative("gather_rows", {{"n", n}, {"n_in", n_in}, {"C", C}});
   if (n == 0 || C == 0) return;
   const bool aligned = C % kVec == 0 && aligned16(out) && aligned16(in);
-  NVFP4_LAUNCH_ALIGNED(aligned, gather_rows_kernel, grid_for(n * ((C + kVec - 1) / kVec)), kThreads, 0, stream, out,
-                       in, rows, n, n_in, C, status);
+  NVFP4_LAUNCH_ALIGNED_DEPENDENT(aligned, gather_rows_kernel, grid_for(n * ((C + kVec - 1) / kVec)), kThreads, 0,
+                                 stream, out, in, rows, n, n_in, C, status);
   check_launch("gather_rows");
 }
 

@@ -22,6 +22,8 @@ template <bool kAligned>
 __global__ void encoder_forward_kernel(uint16_t* __restrict__ out, const int32_t* __restrict__ tokens,
                                        const uint16_t* __restrict__ wte, int64_t N, int64_t C, int64_t V,
                                        uint32_t* status) {
+  dependent_wait();  // launched with launch_dependent (ops_common.cuh)
+  dependent_trigger();
   const int64_t chunks_per_row = (C + kVec - 1) / kVec;
   for (int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; idx < N * chunks_per_row;
        idx += static_cast<int64_t>(gridDim.x) * blockDim.x) {
@@ -177,8 +179,8 @@ void encoder_forward(uint16_t* out, const int32_t* tokens, const uint16_t* wte, 
   const int64_t N = B * T;
   if (N == 0 || C == 0) return;
   const bool aligned = C % kVec == 0 && aligned16(out) && aligned16(wte);
-  NVFP4_LAUNCH_ALIGNED(aligned, encoder_forward_kernel, grid_for(N * ((C + kVec - 1) / kVec)), kThreads, 0, stream, out,
-                       tokens, wte, N, C, V, status);
+  NVFP4_LAUNCH_ALIGNED_DEPENDENT(aligned, encoder_forward_kernel, grid_for(N * ((C + kVec - 1) / kVec)), kThreads, 0,
+                                 stream, out, tokens, wte, N, C, V, status);
   check_launch(op);
 }
 

@@ -370,6 +370,18 @@ __global__ void __launch_bounds__(kThreads) gemv_bf16_kernel(void* __restrict__ 
   const int lane = threadIdx.x & 31;
   const int64_t pieces = C / 8;
   const uint4* xv = reinterpret_cast<const uint4*>(x);
+  // Launched with launch_dependent: while the previous kernel finishes, start this warp's first
+  // row (the part its first loop iteration reads: 128 pieces of 16 bytes, into L2), which depends
+  // on nothing; then wait for x.
+  {
+    const int64_t o = static_cast<int64_t>(blockIdx.x) * kGemvWarps + threadIdx.x / 32;
+    const int64_t line = lane * 8;  // pieces: 8 per 128-byte line
+    if (o < OC && line < pieces && line < 128) {
+      asm volatile("prefetch.global.L2 [%0];" ::"l"(w + o * C + line * 8));
+    }
+  }
+  dependent_wait();
+  dependent_trigger();
   for (int64_t o = static_cast<int64_t>(blockIdx.x) * kGemvWarps + threadIdx.x / 32; o < OC;
        o += static_cast<int64_t>(gridDim.x) * kGemvWarps) {
     const uint4* wr = reinterpret_cast<const uint4*>(w + o * C);
@@ -428,7 +440,8 @@ void launch_gemv(void* out, bool f32, const uint16_t* x, const uint16_t* w, cons
   const auto kernel = f32 ? gemv_bf16_kernel<R, true> : gemv_bf16_kernel<R, false>;
   const int64_t blocks =
       std::min<int64_t>((OC + kGemvWarps - 1) / kGemvWarps, resident_blocks(reinterpret_cast<const void*>(kernel)));
-  kernel<<<static_cast<unsigned>(std::max<int64_t>(blocks, 1)), kThreads, 0, stream>>>(out, x, w, bias, C, OC);
+  launch_dependent(kernel, dim3(static_cast<unsigned>(std::max<int64_t>(blocks, 1))), dim3(kThreads), 0, stream, out, x,
+                   w, bias, C, OC);
 }
 
 }  // namespace

@@ -67,6 +67,8 @@ struct QkvArgs {
 
 __global__ void __launch_bounds__(kThreads) qkv_rows_kernel(QkvArgs a) {
   __shared__ float sx[kQkvWarps][kQkvMaxHS];
+  dependent_wait();  // launched with launch_dependent (ops_common.cuh)
+  dependent_trigger();
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int heads = a.NH + 2 * a.NKV, HS = a.HS, half = HS / 2;
   const int64_t item = static_cast<int64_t>(blockIdx.x) * kQkvWarps + warp;
@@ -217,6 +219,8 @@ __global__ void __launch_bounds__(kAcThreads) attention_cache_kernel(AttCacheArg
   float* sL = sM + kAcWarps * kG;                          // (warps, kG) running sum
   float* sF = sL + kAcWarps * kG;                          // (warps, kG) combine factors
   float* sSum = sF + kAcWarps * kG;                        // (kG) combined sum
+  dependent_wait();  // launched with launch_dependent (ops_common.cuh)
+  dependent_trigger();
 
   const int64_t n = blockIdx.x;
   const int kvh = blockIdx.y, g0 = blockIdx.z * kG;
@@ -402,7 +406,7 @@ void launch_attention_cache(const AttCacheArgs& a, int64_t N, int chunks, Stream
   }();
   (void)once;
   const dim3 grid(static_cast<unsigned>(N), static_cast<unsigned>(a.NKV), static_cast<unsigned>(chunks));
-  kernel<<<grid, kAcThreads, ac_smem_bytes(a.pitch, a.qpitch, kG), stream>>>(a);
+  launch_dependent(kernel, grid, dim3(kAcThreads), ac_smem_bytes(a.pitch, a.qpitch, kG), stream, a);
 }
 
 template <int kMaxHS, bool kAligned>
@@ -465,7 +469,7 @@ void qkv_rows(uint16_t* q, uint16_t* k, uint16_t* v, const uint16_t* q_in, const
                      q_ld, kv_ld,    q_norm,  k_norm,  eps,     pos,
                      inv_freq, k_cache, v_cache, slot, N, static_cast<int>(NH), static_cast<int>(NKV),
                      static_cast<int>(HS), slots, max_ctx, status};
-  qkv_rows_kernel<<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(args);
+  launch_dependent(qkv_rows_kernel, dim3(static_cast<unsigned>(blocks)), dim3(kThreads), 0, stream, args);
   check_launch(op);
 }
 

@@ -25,6 +25,8 @@ __global__ void __launch_bounds__(kThreads) rmsnorm_forward_kernel(uint16_t* __r
                                                                    const uint16_t* __restrict__ inp,
                                                                    const uint16_t* __restrict__ weight, int64_t N,
                                                                    int64_t C, float eps, float* amax) {
+  dependent_wait();  // launched with launch_dependent (ops_common.cuh)
+  dependent_trigger();
   const int lane = threadIdx.x & 31;
   float m = 0.0f;
   for (int64_t row = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + threadIdx.x / 32; row < N;
@@ -52,6 +54,8 @@ template <bool kAligned>
 __global__ void __launch_bounds__(kThreads) residual_rmsnorm_kernel(uint16_t* out, float* rstd, uint16_t* x,
                                                                     const uint16_t* delta, const uint16_t* weight,
                                                                     int64_t N, int64_t C, float eps) {
+  dependent_wait();  // launched with launch_dependent (ops_common.cuh)
+  dependent_trigger();
   const int lane = threadIdx.x & 31;
   for (int64_t row = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + threadIdx.x / 32; row < N;
        row += static_cast<int64_t>(gridDim.x) * kRowsPerBlock) {
@@ -179,8 +183,8 @@ void rmsnorm_forward(uint16_t* out, float* rstd, const uint16_t* inp, const uint
   require(C > 0 || N == 0, op, "C = 0: a row without channels has no RMS");
   if (N == 0) return;
   const bool aligned = C % kVec == 0 && aligned16(out) && aligned16(inp) && aligned16(weight);
-  NVFP4_LAUNCH_PRODUCER(aligned, rmsnorm_forward_kernel, N, kRowsPerBlock, amax, stream, out, rstd, inp, weight, N, C,
-                        eps, amax);
+  NVFP4_LAUNCH_PRODUCER_DEPENDENT(aligned, rmsnorm_forward_kernel, N, kRowsPerBlock, amax, stream, out, rstd, inp,
+                                  weight, N, C, eps, amax);
   check_launch(op);
 }
 
@@ -192,8 +196,8 @@ void residual_rmsnorm_forward(uint16_t* out, float* rstd, uint16_t* x, const uin
   if (N == 0) return;
   const bool aligned =
       C % kVec == 0 && aligned16(out) && aligned16(x) && aligned16(delta) && aligned16(weight);
-  NVFP4_LAUNCH_PRODUCER(aligned, residual_rmsnorm_kernel, N, kRowsPerBlock, nullptr, stream, out, rstd, x, delta,
-                        weight, N, C, eps);
+  NVFP4_LAUNCH_PRODUCER_DEPENDENT(aligned, residual_rmsnorm_kernel, N, kRowsPerBlock, nullptr, stream, out, rstd, x,
+                                  delta, weight, N, C, eps);
   check_launch(op);
 }
 

@@ -259,4 +259,61 @@ __device__ __forceinline__ void copy8(uint16_t* dst, const uint16_t* src, int64_
       kernel<false><<<grid_for(kernel<false>, items, amax, per_block), kThreads, 0, stream>>>(__VA_ARGS__); \
   } while (0)
 
+// ---- programmatic dependent launch (the inference step's chain of kernels) ------------------------
+//
+// On Hopper a kernel may be launched while the previous kernel of its stream is still running
+// (cudaLaunchAttributeProgrammaticStreamSerialization): its CTAs are scheduled as SMs free up and
+// run until dependent_wait(), which returns once the previous kernel has finished and its memory
+// is visible. A decode step is a chain of ~9 kernels per layer, several of them one or a few CTAs;
+// launched this way, each kernel's launch and start (for gemv_bf16: its first weight loads, which
+// depend on nothing) overlap the previous kernel's tail instead of following it.
+// Rules for a kernel launched with launch_dependent: before dependent_wait() it touches only data
+// no kernel of the step writes (weights); right after, it calls dependent_trigger() so that the
+// next kernel may be scheduled (it then waits in its own dependent_wait() for this one to finish).
+// Launched normally, both are no-ops. cuda::set_dependent_launch(false) turns it off (A/B timing).
+__device__ __forceinline__ void dependent_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void dependent_trigger() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+// kernel<<<grid, block, smem, stream>>>(args...), as a programmatic dependent launch unless
+// cuda::dependent_launch() is off.
+template <typename... Params, typename... Args>
+void launch_dependent(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
+                      Args&&... args) {
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t config{};
+  config.gridDim = grid;
+  config.blockDim = block;
+  config.dynamicSmemBytes = smem;
+  config.stream = stream;
+  config.attrs = attr;
+  config.numAttrs = dependent_launch() ? 1 : 0;
+  check(cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...), "cudaLaunchKernelEx");
+}
+
+// NVFP4_LAUNCH_ALIGNED and NVFP4_LAUNCH_PRODUCER through launch_dependent.
+#define NVFP4_LAUNCH_ALIGNED_DEPENDENT(aligned, kernel, grid, block, smem, stream, ...)        \
+  do {                                                                                         \
+    if (aligned) launch_dependent(kernel<true>, grid, block, smem, stream, __VA_ARGS__);       \
+    else launch_dependent(kernel<false>, grid, block, smem, stream, __VA_ARGS__);              \
+  } while (0)
+#define NVFP4_LAUNCH_PRODUCER_DEPENDENT(aligned, kernel, items, per_block, amax, stream, ...)                     \
+  do {                                                                                                            \
+    if (aligned)                                                                                                  \
+      launch_dependent(kernel<true>, grid_for(kernel<true>, items, amax, per_block), kThreads, 0, stream,        \
+                       __VA_ARGS__);                                                                              \
+    else                                                                                                          \
+      launch_dependent(kernel<false>, grid_for(kernel<false>, items, amax, per_block), kThreads, 0, stream,      \
+                       __VA_ARGS__);                                                                              \
+  } while (0)
+
 }  // namespace nvfp4::cuda::ops_detail
