@@ -7,10 +7,12 @@
 #
 #  1. the CUDA inference tests (ops, engine);
 #  2. tests/hf/check_hf_models.py: random transformers models of every architecture, CPU and CUDA,
-#     plus two `export-hf` folders of models trained here on the CPU for a few steps with the
-#     Qwen3 features (head_dim, q/k norms, biases, tied head, llama3 RoPE scaling) and the Mistral
-#     ones (MQA, sliding window, linear RoPE scaling) — skipped when python3 has no transformers;
-#  3. `nvfp4 generate` on CUDA for both exports (w4a4, a batch of 2);
+#     plus four `export-hf` folders of models trained here on the CPU for a few steps: plain
+#     Llama (GQA), Qwen2 (biases), Qwen3 features (head_dim, q/k norms, biases, tied head, llama3
+#     RoPE scaling) and Mistral ones (MQA, sliding window, linear RoPE scaling) — skipped when
+#     python3 has no transformers;
+#  3. `nvfp4 generate` (a batch of 2) and `eval --reference bf16` on CUDA for four exports, one per
+#     architecture (Llama, Qwen2, Qwen3, Mistral), one precision each (bf16, w4a16, w4a4, fp8);
 #  4. bench_infer at the Llama-3.2-1B and Llama-3.1-8B shapes (writes ~2.5 and ~16 GB of random
 #     weights under OUT), then `generate` and `eval --reference bf16 --per-layer` on the 1B folder
 #     with TOKENIZER (a tokenizer.json; default: tokenizer-data/llama3/tokenizer.json when present).
@@ -53,18 +55,30 @@ cat > "$out/mistral.json" <<'EOF'
 {"n_layer": 2, "d_model": 64, "n_head": 4, "n_kv_head": 1, "vocab": 257, "seq_len": 64, "sliding_window": 8,
  "rope_scaling": {"type": "linear", "factor": 2}}
 EOF
+cat > "$out/qwen2.json" <<'EOF'
+{"n_layer": 2, "d_model": 64, "n_head": 4, "n_kv_head": 2, "vocab": 257, "seq_len": 64, "attention_bias": true}
+EOF
+cat > "$out/llama.json" <<'EOF'
+{"n_layer": 2, "d_model": 64, "n_head": 4, "n_kv_head": 2, "vocab": 257, "seq_len": 64}
+EOF
 exports=()
-for a in qwen3 mistral; do
+declare -A precision=([llama]=bf16 [qwen2]=w4a16 [qwen3]=w4a4 [mistral]=fp8)
+for a in llama qwen2 qwen3 mistral; do
   rm -rf "$out/train-$a" "$out/export-$a"
   if "$nv" train --data "$out/data" --out "$out/train-$a" --config "$out/$a.json" --device cpu --steps 40 --batch 4 \
        --no-progress > "$out/train-$a.log" 2>&1 &&
      "$nv" export-hf "$(ls "$out/train-$a"/ckpt_*.safetensors | tail -n 1)" "$out/export-$a" > "$out/export-$a.log" 2>&1; then
     exports+=(--export "$out/export-$a")
-    "$nv" generate "$out/export-$a" --prompt "The model" --max-tokens 24 --device cuda --precision w4a4 --batch 2 --json \
+    # Every architecture through both commands on CUDA, one precision each.
+    p=${precision[$a]}
+    "$nv" generate "$out/export-$a" --prompt "The model" --max-tokens 24 --device cuda --precision $p --batch 2 --json \
       > "$out/generate-$a.json" 2> "$out/generate-$a.err"
     rc=$?
-    note "generate export-$a (cuda, w4a4, batch 2): rc $rc"
-    [ $rc -eq 0 ] || failed=1
+    "$nv" eval "$out/export-$a" --text README.md --ctx 64 --device cuda --precision $p --reference bf16 --json \
+      > "$out/eval-$a.json" 2> "$out/eval-$a.err"
+    rc2=$?
+    note "export-$a ($(grep -o '"model_type": *"[a-z0-9]*"' "$out/export-$a/config.json")): generate (cuda, $p, batch 2) rc $rc, eval (cuda, $p vs bf16) rc $rc2"
+    [ $rc -eq 0 ] && [ $rc2 -eq 0 ] || failed=1
   else
     note "train/export $a: FAILED (see train-$a.log, export-$a.log)"
     failed=1
