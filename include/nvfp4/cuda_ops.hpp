@@ -160,7 +160,8 @@ void rmsnorm_backward(uint16_t* dinp, float* dweight, const uint16_t* dout, cons
                       float* amax_dinp = nullptr);
 
 // x (N, C) bf16 += delta (N, C) bf16 (residual_forward's rounding), then out = rmsnorm_forward of
-// the new x: the two ops in one pass, the same bits. out, rstd as rmsnorm_forward's.
+// the new x: the two ops in one pass, the same bits. out, rstd as rmsnorm_forward's. delta and
+// out must not overlap x (an error says so).
 void residual_rmsnorm_forward(uint16_t* out, float* rstd, uint16_t* x, const uint16_t* delta, const uint16_t* weight,
                               int64_t N, int64_t C, float eps, Stream stream);
 

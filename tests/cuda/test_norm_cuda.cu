@@ -58,6 +58,41 @@ TEST(CudaOps, RmsNormMatchesCpu) {
   }
 }
 
+// The forward's arithmetic, modelled on the host in its documented order (ops_common.cuh,
+// warp_row_rstd): lane l sums the squares of its 8-element chunks l, l + 32, ... with FMAs, the
+// warp adds the 32 partial sums by butterfly, r = 1 / sqrt(ss / C + eps), out = bf16((x * r) * w).
+// Every bit must match: the kernel's loads may be batched or reordered, its sums may not.
+TEST(CudaOps, RmsNormForwardSumsInItsDocumentedOrder) {
+  REQUIRE_GPU();
+  uint64_t seed = 610;
+  for (const auto& [N, C] : {std::pair<int64_t, int64_t>{1, 4096}, {1, 14336}, {3, 2048}, {5, 1000}, {2, 8200}, {4, 37}}) {
+    SCOPED_TRACE("N=" + std::to_string(N) + " C=" + std::to_string(C));
+    const auto x = randn_bf16(static_cast<size_t>(N * C), ++seed, 3.0f), w = randn_bf16(static_cast<size_t>(C), ++seed);
+    DeviceBuffer<uint16_t> d_x(to_bits(x)), d_w(to_bits(w)), d_out(N * C);
+    DeviceBuffer<float> d_rstd(N);
+    nvfp4::cuda::rmsnorm_forward(d_out.ptr, d_rstd.ptr, d_x.ptr, d_w.ptr, N, C, 1e-5f, nullptr);
+    std::vector<float> want(static_cast<size_t>(N * C)), want_rstd(static_cast<size_t>(N));
+    for (int64_t n = 0; n < N; ++n) {
+      float lane_ss[32] = {};
+      for (int l = 0; l < 32; ++l) {
+        for (int64_t c = l * 8; c < C; c += 256) {
+          for (int64_t e = c; e < std::min(c + 8, C); ++e) lane_ss[l] = std::fma(x[n * C + e], x[n * C + e], lane_ss[l]);
+        }
+      }
+      for (int o = 16; o > 0; o >>= 1) {
+        float next[32];
+        for (int l = 0; l < 32; ++l) next[l] = lane_ss[l] + lane_ss[l ^ o];
+        std::copy(next, next + 32, lane_ss);
+      }
+      const float r = 1.0f / std::sqrt(lane_ss[0] / static_cast<float>(C) + 1e-5f);
+      want_rstd[n] = r;
+      for (int64_t c = 0; c < C; ++c) want[n * C + c] = bf16_round((x[n * C + c] * r) * w[c]);
+    }
+    EXPECT_EQ(first_diff(f32_bits(d_rstd.download()), f32_bits(want_rstd)), -1) << "rstd";
+    EXPECT_EQ(first_diff(f32_bits(download_bf16(d_out)), f32_bits(want)), -1) << "out";
+  }
+}
+
 TEST(CudaOps, RmsNormBackwardDeterministic) {
   REQUIRE_GPU();
   const int64_t N = 4096, C = 768;

@@ -34,14 +34,24 @@ __global__ void __launch_bounds__(kThreads) rmsnorm_forward_kernel(uint16_t* __r
     const uint16_t* x = inp + row * C;  // (C)
     const float r = warp_row_rstd<kAligned>(x, C, eps, lane);
     uint16_t* o = out + row * C;
-    for (int64_t c = lane * kVec; c < C; c += 32 * kVec) {
-      float v[8], w[8];
-      load8<kAligned>(x, c, C, v);
-      load8<kAligned>(weight, c, C, w);
+    for (int64_t c0 = lane * kVec; c0 < C; c0 += kRowBatchSpan) {  // kRowBatch chunks' loads at once
+      float v[kRowBatch][8], w[kRowBatch][8];
 #pragma unroll
-      for (int e = 0; e < 8; ++e) v[e] = (v[e] * r) * w[e];
-      store8<kAligned>(o, c, C, v);
-      if (amax) m = max_abs8(m, v);
+      for (int b = 0; b < kRowBatch; ++b) {
+        if (c0 + b * 32 * kVec < C) {
+          load8<kAligned>(x, c0 + b * 32 * kVec, C, v[b]);
+          load8<kAligned>(weight, c0 + b * 32 * kVec, C, w[b]);
+        }
+      }
+#pragma unroll
+      for (int b = 0; b < kRowBatch; ++b) {
+        if (c0 + b * 32 * kVec < C) {
+#pragma unroll
+          for (int e = 0; e < 8; ++e) v[b][e] = (v[b][e] * r) * w[b][e];
+          store8<kAligned>(o, c0 + b * 32 * kVec, C, v[b]);
+          if (amax) m = max_abs8(m, v[b]);
+        }
+      }
     }
     if (lane == 0) rstd[row] = r;
   }
@@ -62,29 +72,51 @@ __global__ void __launch_bounds__(kThreads) residual_rmsnorm_kernel(uint16_t* ou
     uint16_t* xr = x + row * C;
     const uint16_t* dr = delta + row * C;
     float ss = 0.0f;
-    for (int64_t c = lane * kVec; c < C; c += 32 * kVec) {
-      float v[8], d[8];
-      load8<kAligned>(xr, c, C, v);
-      load8<kAligned>(dr, c, C, d);
+    // kRowBatch chunks' loads at once (x and delta never overlap; a lane stores only its own
+    // chunks), then each chunk in order: the bits of one chunk at a time.
+    for (int64_t c0 = lane * kVec; c0 < C; c0 += kRowBatchSpan) {
+      float v[kRowBatch][8], d[kRowBatch][8];
 #pragma unroll
-      for (int e = 0; e < 8; ++e) v[e] += d[e];
-      store8<kAligned>(xr, c, C, v);
+      for (int b = 0; b < kRowBatch; ++b) {
+        if (c0 + b * 32 * kVec < C) {
+          load8<kAligned>(xr, c0 + b * 32 * kVec, C, v[b]);
+          load8<kAligned>(dr, c0 + b * 32 * kVec, C, d[b]);
+        }
+      }
 #pragma unroll
-      for (int e = 0; e < 8; ++e) {
-        v[e] = bf16_to_f32(f32_to_bf16(v[e]));  // as stored
-        ss = add_square(ss, v[e]);
+      for (int b = 0; b < kRowBatch; ++b) {
+        if (c0 + b * 32 * kVec < C) {
+#pragma unroll
+          for (int e = 0; e < 8; ++e) v[b][e] += d[b][e];
+          store8<kAligned>(xr, c0 + b * 32 * kVec, C, v[b]);
+#pragma unroll
+          for (int e = 0; e < 8; ++e) {
+            v[b][e] = bf16_to_f32(f32_to_bf16(v[b][e]));  // as stored
+            ss = add_square(ss, v[b][e]);
+          }
+        }
       }
     }
     ss = warp_sum(ss);
     const float r = 1.0f / sqrtf(ss / static_cast<float>(C) + eps);
     uint16_t* o = out + row * C;
-    for (int64_t c = lane * kVec; c < C; c += 32 * kVec) {
-      float v[8], w[8];
-      load8<kAligned>(xr, c, C, v);  // this lane's own stores
-      load8<kAligned>(weight, c, C, w);
+    for (int64_t c0 = lane * kVec; c0 < C; c0 += kRowBatchSpan) {
+      float v[kRowBatch][8], w[kRowBatch][8];
 #pragma unroll
-      for (int e = 0; e < 8; ++e) v[e] = (v[e] * r) * w[e];
-      store8<kAligned>(o, c, C, v);
+      for (int b = 0; b < kRowBatch; ++b) {
+        if (c0 + b * 32 * kVec < C) {
+          load8<kAligned>(xr, c0 + b * 32 * kVec, C, v[b]);  // this lane's own stores
+          load8<kAligned>(weight, c0 + b * 32 * kVec, C, w[b]);
+        }
+      }
+#pragma unroll
+      for (int b = 0; b < kRowBatch; ++b) {
+        if (c0 + b * 32 * kVec < C) {
+#pragma unroll
+          for (int e = 0; e < 8; ++e) v[b][e] = (v[b][e] * r) * w[b][e];
+          store8<kAligned>(o, c0 + b * 32 * kVec, C, v[b]);
+        }
+      }
     }
     if (lane == 0) rstd[row] = r;
   }
@@ -194,6 +226,8 @@ void residual_rmsnorm_forward(uint16_t* out, float* rstd, uint16_t* x, const uin
   require_nonnegative(op, {{"N", N}, {"C", C}});
   require(C > 0 || N == 0, op, "C = 0: a row without channels has no RMS");
   if (N == 0) return;
+  const auto overlaps = [&](const uint16_t* p) { return p < x + N * C && x < p + N * C; };
+  require(!overlaps(delta) && !overlaps(out), op, "delta and out must not overlap x (the residual it updates)");
   const bool aligned =
       C % kVec == 0 && aligned16(out) && aligned16(x) && aligned16(delta) && aligned16(weight);
   NVFP4_LAUNCH_PRODUCER_DEPENDENT(aligned, residual_rmsnorm_kernel, N, kRowsPerBlock, nullptr, stream, out, rstd, x,

@@ -158,17 +158,32 @@ __device__ __forceinline__ void rope_rotate(float x1, float x2, float c, float s
 // so every kernel that must agree with rmsnorm_forward's sum does.
 __device__ __forceinline__ float add_square(float ss, float v) { return __fmaf_rn(v, v, ss); }
 
+// A warp walking a row (one warp per row: RMSNorm) takes its lanes' 8-element chunks kRowBatch
+// rounds at a time: all of a batch's loads are issued before any is used, so a decode step's
+// single-row norm waits for memory once per batch instead of once per chunk. Each lane still
+// handles its chunks l, l + 32, ... in order, so the arithmetic (and every bit) is unchanged.
+constexpr int kRowBatch = 4;
+constexpr int64_t kRowBatchSpan = int64_t{kRowBatch} * 32 * kVec;  // elements of a row per batch
+
 // rmsnorm_forward's scale of one row of C BF16 values, 1 / sqrt(mean of squares + eps), the same in
 // every lane: lane l sums the squares of its 8-element chunks l, l + 32, ... in order, then
 // warp_sum. qkv_rows' head norms call it too, so their bits are rmsnorm_forward's by construction.
 template <bool kAligned>
 __device__ __forceinline__ float warp_row_rstd(const uint16_t* x, int64_t C, float eps, int lane) {
   float ss = 0.0f;
-  for (int64_t c = lane * kVec; c < C; c += 32 * kVec) {
-    float v[8];
-    load8<kAligned>(x, c, C, v);
+  for (int64_t c0 = lane * kVec; c0 < C; c0 += kRowBatchSpan) {
+    float v[kRowBatch][8];
 #pragma unroll
-    for (int e = 0; e < 8; ++e) ss = add_square(ss, v[e]);
+    for (int b = 0; b < kRowBatch; ++b) {
+      if (c0 + b * 32 * kVec < C) load8<kAligned>(x, c0 + b * 32 * kVec, C, v[b]);
+    }
+#pragma unroll
+    for (int b = 0; b < kRowBatch; ++b) {
+      if (c0 + b * 32 * kVec < C) {
+#pragma unroll
+        for (int e = 0; e < 8; ++e) ss = add_square(ss, v[b][e]);
+      }
+    }
   }
   ss = warp_sum(ss);
   return 1.0f / sqrtf(ss / static_cast<float>(C) + eps);
