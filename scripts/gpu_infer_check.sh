@@ -97,6 +97,7 @@ else
 fi
 
 if [ "${SPEED:-1}" != 0 ]; then
+  # The speed table first (both shapes), then the commands on the 1B folder.
   for cfg in llama-3.2-1b llama-3.1-8b; do
     dir="$out/model-$cfg"
     precisions=${PRECISIONS:-bf16,bf16-serial,bf16-apart,w4a16,w4a4,fp8}
@@ -107,24 +108,26 @@ if [ "${SPEED:-1}" != 0 ]; then
     rc=$?
     note "bench_infer $cfg: rc $rc"
     [ $rc -eq 0 ] || failed=1
-    if [ $cfg = llama-3.2-1b ] && [ -f "$tokenizer" ]; then
-      cp "$tokenizer" "$dir/tokenizer.json"
-      "$nv" generate "$dir" --prompt "The capital of France is" --max-tokens 64 --device cuda --precision bf16 --json \
-        > "$out/generate-1b.json" 2> "$out/generate-1b.err"
-      note "generate 1b (cuda, bf16): rc $?"
-      "$nv" eval "$dir" --text README.md --ctx 512 --device cuda --precision w4a4 --reference bf16 --per-layer \
-        --per-layer-tokens 64 --json > "$out/eval-1b.json" 2> "$out/eval-1b.err"
-      rc=$?
-      note "eval 1b (cuda, w4a4 against bf16, per layer): rc $rc"
-      [ $rc -eq 0 ] || failed=1
-      if [ "${PROFILE:-0}" = 1 ] && command -v ncu > /dev/null; then
-        ncu --graph-profiling node --metrics gpu__time_duration.sum --print-summary per-kernel "$nv" generate "$dir" \
-          --prompt "The capital of France is" --max-tokens 3 --device cuda --precision bf16 > "$out/ncu-1b.txt" 2>&1
-        note "ncu 1b: rc $? (ncu-1b.txt)"
-      fi
-    fi
-    rm -rf "$dir"
+    [ $cfg = llama-3.1-8b ] && rm -rf "$dir"
   done
+  dir="$out/model-llama-3.2-1b"
+  if [ -f "$tokenizer" ] && [ -d "$dir" ]; then
+    cp "$tokenizer" "$dir/tokenizer.json"
+    "$nv" generate "$dir" --prompt "The capital of France is" --max-tokens 64 --device cuda --precision bf16 --json \
+      > "$out/generate-1b.json" 2> "$out/generate-1b.err"
+    note "generate 1b (cuda, bf16): rc $?"
+    "$nv" eval "$dir" --text README.md --ctx 512 --device cuda --precision w4a4 --reference bf16 --per-layer \
+      --per-layer-tokens 64 --json > "$out/eval-1b.json" 2> "$out/eval-1b.err"
+    rc=$?
+    note "eval 1b (cuda, w4a4 against bf16, per layer): rc $rc"
+    [ $rc -eq 0 ] || failed=1
+    if [ "${PROFILE:-0}" = 1 ] && command -v ncu > /dev/null; then
+      ncu --graph-profiling node --metrics gpu__time_duration.sum --print-summary per-kernel "$nv" generate "$dir" \
+        --prompt "The capital of France is" --max-tokens 3 --device cuda --precision bf16 > "$out/ncu-1b.txt" 2>&1
+      note "ncu 1b: rc $? (ncu-1b.txt)"
+    fi
+  fi
+  rm -rf "$dir"
 fi
 
 echo
