@@ -30,11 +30,13 @@ struct Nvfp4TensorScale {
   float mult;   // s_enc / 6, folded: multiplies a block amax into its E4M3 scale
 };
 
-NVFP4_HD Nvfp4TensorScale nvfp4_tensor_scale(float amax) {
+// The tensor scale that maps amax onto `range` (the largest block scale times 6): 2688 for the
+// standard rule, kNvfp4FourOverSixRange for 4/6. nvfp4_tensor_scale(amax) is range 2688.
+NVFP4_HD Nvfp4TensorScale nvfp4_tensor_scale_for_range(float amax, float range) {
   Nvfp4TensorScale t;
   t.amax = amax;
   // IEEE divide: amax == 0 gives +Inf, clamped to FLT_MAX; amax == +Inf gives 0, replaced by 1.
-  float s_enc = min_f32(kNvfp4AmaxRange / amax, kFltMax);
+  float s_enc = min_f32(range / amax, kFltMax);
   if (s_enc == 0.0f) s_enc = 1.0f;
   t.s_enc = s_enc;
   t.s_dec = 1.0f / s_enc;
@@ -44,6 +46,8 @@ NVFP4_HD Nvfp4TensorScale nvfp4_tensor_scale(float amax) {
   t.mult = s_enc * inv6;
   return t;
 }
+
+NVFP4_HD Nvfp4TensorScale nvfp4_tensor_scale(float amax) { return nvfp4_tensor_scale_for_range(amax, kNvfp4AmaxRange); }
 
 // E4M3 code of a block's decode scale (relative to the tensor scale). May be 0 (underflow).
 NVFP4_HD uint8_t nvfp4_block_scale(float block_amax, const Nvfp4TensorScale& t) {
@@ -100,6 +104,71 @@ NVFP4_HD void nvfp4_encode_block(const float* x, int n, float encode_factor, boo
   for (int j = 0; j < n; ++j) {
     out[j] = sr ? nvfp4_encode_sr(x[j], encode_factor, sr_byte(bits, j)) : nvfp4_encode_rne(x[j], encode_factor);
   }
+}
+
+// ---- Block-scale rules for post-training quantization (src/ptq/, docs/ptq.md) ---------------------
+//
+// Every rule gives standard NVFP4 (codes, E4M3 block scales, one FP32 tensor decode factor), so any
+// engine decodes it; they differ in which E4M3 scale each block gets. Codes are always
+// nvfp4_encode_rne with the chosen scale's nvfp4_block_encode_factor. A block's error is the sum of
+// squared differences between its values and their decoded values e2m1(q) * fp32(s_b) * decode
+// (decode: the tensor decode factor, amax / range), summed in double in element order.
+//   max    nvfp4_block_scale: the block amax onto 6 (the training recipe's rule; range 2688).
+//   mse    range 1536 as 4/6 (the max rule's block scales <= 256, so a block may take a scale up
+//          to 1.75x larger), and among the max rule's code c and its neighbours c - 4 ... c + 8
+//          (from about 0.8x, which clips the largest values, to about 2x, which maps the block
+//          amax onto 3), the code with the least error: c itself unless another is strictly
+//          better; of equally good others, the lowest code. Its candidates include 4/6's two, so
+//          no block errs more under mse than under 4/6.
+//   4/6    the Four-over-Six rule: range 6 x 256 = 1536 (block scales of the max rule <= 256), and
+//          per block the max rule's scale (its amax onto 6) or the scale of its amax onto 4
+//          (block amax x S_enc / 4 <= 384 < 448), whichever errs less (6 on a tie).
+
+inline constexpr float kNvfp4FourOverSixRange = 1536.0f;  // 6 * 256
+inline constexpr int kNvfp4MseBelow = 4, kNvfp4MseAbove = 8;  // the mse rule's candidate window
+
+// Squared error of n (<= 16) values quantized with E4M3 scale `scale_code` and decoded.
+NVFP4_HD double nvfp4_block_sq_error(const float* x, int n, uint8_t scale_code, const Nvfp4TensorScale& t,
+                                     float decode) {
+  const float e = nvfp4_block_encode_factor(scale_code, t);
+  const float s = e4m3_decode(scale_code);
+  double err = 0.0;
+  for (int j = 0; j < n; ++j) {
+    const float xhat = e2m1_decode(nvfp4_encode_rne(x[j], e)) * s * decode;
+    const double d = static_cast<double>(x[j]) - static_cast<double>(xhat);
+    err += d * d;
+  }
+  return err;
+}
+
+// The mse rule's scale code for a block of n values with amax block_amax (t: range
+// kNvfp4FourOverSixRange).
+NVFP4_HD uint8_t nvfp4_block_scale_mse(const float* x, int n, float block_amax, const Nvfp4TensorScale& t,
+                                       float decode) {
+  const uint8_t c = nvfp4_block_scale(block_amax, t);
+  if (c == 0) return 0;  // the block underflows E4M3: every candidate below decodes it to 0 too
+  uint8_t best = c;
+  double best_err = nvfp4_block_sq_error(x, n, c, t, decode);
+  const int lo = c > kNvfp4MseBelow ? c - kNvfp4MseBelow : 1;
+  const int hi = c + kNvfp4MseAbove < 0x7E ? c + kNvfp4MseAbove : 0x7E;  // 0x7E = 448, 0x7F is NaN
+  for (int k = lo; k <= hi; ++k) {
+    if (k == c) continue;
+    const double err = nvfp4_block_sq_error(x, n, static_cast<uint8_t>(k), t, decode);
+    if (err < best_err) {
+      best = static_cast<uint8_t>(k);
+      best_err = err;
+    }
+  }
+  return best;
+}
+
+// The 4/6 rule's scale code (t: range kNvfp4FourOverSixRange).
+NVFP4_HD uint8_t nvfp4_block_scale_four_over_six(const float* x, int n, float block_amax, const Nvfp4TensorScale& t,
+                                                 float decode) {
+  const uint8_t c6 = nvfp4_block_scale(block_amax, t);
+  const uint8_t c4 = e4m3_encode(min_f32(block_amax * (t.s_enc * 0.25f), kFltMax));
+  if (c4 == c6) return c6;
+  return nvfp4_block_sq_error(x, n, c4, t, decode) < nvfp4_block_sq_error(x, n, c6, t, decode) ? c4 : c6;
 }
 
 }  // namespace nvfp4::fmt
