@@ -4,7 +4,9 @@
 # use — so a wrong-way include is "No such file or directory" and fails the build.
 #
 #   format ──► kernels ──► recipe ──► model ──┬─► train
-#      └──► io ─────────────────────────────────┴─► infer
+#      └──► io ─────────────────────────────────┴─► infer ──► ptq
+#
+# ptq sits right of infer: its calibration and sensitivity passes run the inference engine.
 #
 # The CLI, tests, benchmarks and fuzzers (right of every layer) include src/ whole
 # (nvfp4_internal_headers).
@@ -15,6 +17,7 @@ set(NVFP4_LAYER_model   format kernels recipe model)
 set(NVFP4_LAYER_io      format io)
 set(NVFP4_LAYER_train   format kernels recipe model io train)
 set(NVFP4_LAYER_infer   format kernels recipe model io infer)
+set(NVFP4_LAYER_ptq     format kernels recipe model io infer ptq)
 
 # The view of `layer` (created at configure time); its path in NVFP4_LAYER_VIEW_<layer>.
 function(nvfp4_layer_view layer)
@@ -29,7 +32,7 @@ function(nvfp4_layer_view layer)
   endforeach()
   set(NVFP4_LAYER_VIEW_${layer} "${view}" PARENT_SCOPE)
 endfunction()
-foreach(layer format kernels recipe model io train infer)
+foreach(layer format kernels recipe model io train infer ptq)
   nvfp4_layer_view(${layer})
 endforeach()
 
