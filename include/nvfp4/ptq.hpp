@@ -59,4 +59,41 @@ struct GptqResult {
 GptqResult gptq_quantize(std::span<const float> w, int64_t rows, int64_t cols, std::span<const double> H,
                          const GptqOptions& options, float amax = -1.0f);
 
+// ---- calibration statistics (src/ptq/calib_stats.cpp) ---------------------------------------------
+
+// |x| of a layer's inputs seen over calibration: the maximum exactly, and any percentile from a
+// histogram of 64 equal bins per power of two (2^-64 ... 2^64; zeros counted apart), so a
+// percentile is at most one bin — 1/64 of its power of two, 1.6 % — above the exact order
+// statistic, never below it: `--act-scale percentile:P`.
+class AbsStats {
+ public:
+  void add(std::span<const float> x);  // NaN/Inf are counted apart and ignored (non_finite())
+  void merge(const AbsStats& other);
+  int64_t count() const { return count_; }
+  int64_t non_finite() const { return non_finite_; }
+  float amax() const { return amax_; }
+  // The value v with at least p % of the finite values <= v (the upper edge of the bin holding that
+  // order statistic, clamped to amax); p in (0, 100]; 100 gives amax. 0 when nothing was added.
+  float percentile(double p) const;
+
+ private:
+  static constexpr int kBinsPerOctave = 64, kMinExp = -64, kMaxExp = 64;
+  std::vector<int64_t> bins_ = std::vector<int64_t>(static_cast<size_t>((kMaxExp - kMinExp) * kBinsPerOctave + 2), 0);
+  int64_t count_ = 0, zeros_ = 0, non_finite_ = 0;
+  float amax_ = 0.0f;
+  static int bin_of(float a);
+  static double upper_edge(int bin);
+};
+
+// How well calibration tokens cover evaluation tokens (the guides' check against narrow
+// calibration sets): sizes, distinct tokens, the share of evaluation tokens whose id never occurs
+// in the calibration set, and the Jensen-Shannon divergence (bits, 0 = the same unigram
+// distribution, 1 = disjoint) between the two token distributions.
+struct Coverage {
+  int64_t calib_tokens = 0, calib_distinct = 0, eval_tokens = 0, eval_distinct = 0;
+  double eval_unseen_share = 0;
+  double js_divergence_bits = 0;
+};
+Coverage token_coverage(std::span<const int32_t> calib, std::span<const int32_t> eval);
+
 }  // namespace nvfp4::ptq
