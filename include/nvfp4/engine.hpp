@@ -44,6 +44,14 @@ std::string_view precision_name(Precision p);
 Precision parse_precision(std::string_view name, std::string_view option = "--precision");
 bool is_quantized(Precision p);  // w4a16, w4a4, fp8
 
+// Calibration (src/ptq/): sees every linear layer's input rows as the layer receives them, FP32,
+// before any activation quantization — (N, C) row-major, linear in model::linear_refs() order.
+// The q/k/v projections of a block see the same rows, and so do gate/up.
+struct LinearInputObserver {
+  virtual ~LinearInputObserver() = default;
+  virtual void observe(size_t linear, const float* rows, int64_t N, int64_t C) = 0;
+};
+
 struct EngineOptions {
   Precision precision = Precision::fp32;
   // Linear layers kept at the engine's own precision: globs (fnmatch, `*` matches dots too) over
@@ -59,6 +67,9 @@ struct EngineOptions {
   // in one launch; each residual add with the next RMSNorm). false runs every op on its own, as
   // the CPU engine does: the benchmarks and tests compare the two.
   bool fuse = true;
+  // Every forward reports each linear layer's input rows to it (the CPU engine; the CUDA engine
+  // refuses one: calibrate on the CPU).
+  LinearInputObserver* observer = nullptr;
 };
 
 // Per linear layer, in model::linear_refs() order (q, k, v, o, gate, up, down per block, then

@@ -120,6 +120,7 @@ class CpuEngine final : public EngineBase {
   // out (N, OC) = the linear layer i of in (N, C), its activation quantized as its precision says.
   void linear(size_t i, float* out, const float* in, int64_t N, const std::vector<float>* bias) {
     Linear& L = lin_[i];
+    if (o_.observer) o_.observer->observe(i, in, N, L.C);
     const float* x = in;
     if (L.p == Precision::w4a4) {
       xq_.resize(static_cast<size_t>(N * L.C));

@@ -41,6 +41,9 @@ class CudaEngine final : public EngineBase {
  public:
   CudaEngine(const HfModel& m, const EngineOptions& o)
       : EngineBase(m, o, Precision::bf16, Precision::fp32, "the CPU reference's") {
+    if (o.observer) {
+      throw Error("--device cuda: calibration (a linear-input observer) runs on the CPU engine; use --device cpu");
+    }
     const auto inv = c_.rope_inv_freq();
     inv_freq_.alloc(inv.size(), bytes_);
     check(cudaMemcpy(inv_freq_.p, inv.data(), inv.size() * 4, cudaMemcpyHostToDevice), "cudaMemcpy");

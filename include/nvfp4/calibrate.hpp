@@ -1,0 +1,42 @@
+// Calibration statistics of a model's linear-layer inputs (src/ptq/calibrate.cpp): run the
+// unquantized model over calibration tokens on an engine whose EngineOptions::observer is a
+// Calibrator, then read each layer's input |x| statistics (the W4A4 activation scale: its amax or
+// a percentile) and, for GPTQ, the Hessian X^T X of its inputs.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "nvfp4/engine.hpp"
+#include "nvfp4/ptq.hpp"
+
+namespace nvfp4::ptq {
+
+class Calibrator final : public infer::LinearInputObserver {
+ public:
+  // n_linear: the engine's linear layers (linear_plan().size(), the head last); hessians: also
+  // accumulate X^T X for every block projection (not the head).
+  Calibrator(size_t n_linear, bool hessians);
+
+  void observe(size_t linear, const float* rows, int64_t N, int64_t C) override;
+
+  // q/k/v of a block share their input and so their statistics, as do gate/up (one accumulation).
+  const AbsStats& input_stats(size_t linear) const;
+  int64_t rows(size_t linear) const;
+  // X^T X of the layer's inputs, (C, C) row-major, both triangles; empty before any input, or for
+  // the head, or without `hessians`.
+  std::vector<double> hessian(size_t linear) const;
+
+ private:
+  size_t canonical(size_t linear) const;
+  struct Layer {
+    AbsStats stats;
+    int64_t rows = 0, C = 0;
+    std::vector<double> upper;  // X^T X, the upper triangle accumulated (row-major)
+  };
+  std::vector<Layer> layers_;
+  bool hessians_;
+  std::vector<double> scratch_;
+};
+
+}  // namespace nvfp4::ptq
