@@ -28,6 +28,7 @@ struct Nvfp4Weight {
   std::vector<uint8_t> scales;  // (rows, cols / 16) E4M3, row-major
   float amax = 0.0f;            // the tensor amax the scales were derived from
   float decode = 0.0f;          // the FP32 tensor decode factor: amax / range
+  float encode = 0.0f;          // the FP32 tensor encode factor the codes were made with: range / amax
 };
 
 // The values the weight represents, (rows, cols) row-major: e2m1 x scale x decode, left to right.

@@ -94,6 +94,7 @@ Nvfp4Weight empty_weight(int64_t rows, int64_t cols, float amax, const TensorSca
   q.scales.assign(static_cast<size_t>(rows * cols / kBlock), 0);
   q.amax = amax;
   q.decode = ts.decode;
+  q.encode = ts.t.s_enc;
   return q;
 }
 
