@@ -1,0 +1,116 @@
+// Post-training quantization of a model (include/nvfp4/quantize_model.hpp).
+#include "nvfp4/quantize_model.hpp"
+
+#include <fnmatch.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "nvfp4/calibrate.hpp"
+#include "nvfp4/engine.hpp"
+#include "nvfp4/error.hpp"
+#include "nvfp4/model.hpp"
+#include "nvfp4/ptq_export.hpp"
+
+namespace nvfp4::ptq {
+
+QuantizeModelResult quantize_model(const infer::HfModel& model, std::span<const int32_t> calib,
+                                   const QuantizeModelOptions& o,
+                                   const std::function<void(size_t, size_t, const std::string&)>& progress) {
+  if (!(o.act_percentile > 0.0 && o.act_percentile <= 100.0)) {
+    throw Error("--act-scale percentile:" + std::to_string(o.act_percentile) + ": the percentile must be in (0, 100]");
+  }
+  if (calib.empty()) throw Error("quantize: no calibration tokens");
+  const model::ModelConfig& c = model.config();
+  const auto idx = model::param_index(c);
+  // Module names and which layers stay unquantized: the engine's plan (its --keep-bf16 errors too).
+  infer::EngineOptions eo;
+  eo.precision = infer::Precision::w4a16;
+  eo.keep_bf16 = o.keep_bf16;
+  const auto plan = infer::resolve_linear_plan(c, eo, infer::Precision::fp32);
+  const size_t n_block = plan.size() - 1;  // the head stays unquantized
+
+  // Calibration: the FP32 CPU engine over the tokens, in windows.
+  Calibrator cal(plan.size(), o.gptq);
+  infer::EngineOptions ro;
+  ro.max_context = std::max(1, std::min(o.window, c.seq_len));
+  ro.observer = &cal;
+  const auto engine = infer::make_cpu_engine(model, ro);
+  std::vector<float> logits;
+  for (size_t at = 0; at < calib.size(); at += static_cast<size_t>(ro.max_context)) {
+    const size_t n = std::min(calib.size() - at, static_cast<size_t>(ro.max_context));
+    engine->reset(0);
+    const infer::SeqChunk ch{0, calib.subspan(at, n), false};
+    engine->forward(std::span<const infer::SeqChunk>(&ch, 1), logits);
+  }
+
+  // Weights, and the groups' shared amax (q/k/v; gate/up).
+  const auto spec_of = [&](size_t i) { return idx.layers[i / 7].weight(static_cast<model::LinearKind>(i % 7)); };
+  std::vector<std::vector<float>> w(n_block);
+  std::vector<float> amax(n_block, 0.0f);
+  for (size_t i = 0; i < n_block; ++i) {
+    const auto& s = model.specs()[static_cast<size_t>(spec_of(i))];
+    w[i].resize(static_cast<size_t>(s.numel));
+    model.read_f32(static_cast<size_t>(spec_of(i)), w[i]);
+    for (float v : w[i]) amax[i] = std::max(amax[i], std::fabs(v));
+  }
+  const auto group_of = [](size_t i) -> std::pair<size_t, size_t> {
+    const size_t kind = i % 7, base = i - kind;
+    if (kind <= 2) return {base, base + 3};
+    if (kind == 4 || kind == 5) return {base + 4, base + 6};
+    return {i, i + 1};
+  };
+
+  QuantizeModelResult r;
+  r.calib_tokens = static_cast<int64_t>(calib.size());
+  for (size_t i = 0; i < n_block; ++i) {
+    if (progress) progress(i, n_block, plan[i].name);
+    const auto& s = model.specs()[static_cast<size_t>(spec_of(i))];
+    const int64_t OC = s.shape[0], C = s.shape[1];
+    LayerReport rep;
+    rep.module = plan[i].name;
+    rep.calib_rows = cal.rows(i);
+    rep.input_amax = o.act_percentile == 100.0 ? cal.input_stats(i).amax() : cal.input_stats(i).percentile(o.act_percentile);
+    if (plan[i].precision != infer::Precision::w4a16) {
+      rep.why_not = "kept by --keep-bf16";
+    } else if (C % 16 != 0) {
+      rep.why_not = "input size " + std::to_string(C) + " is not a multiple of 16";
+    }
+    if (!rep.why_not.empty()) {
+      r.kept.push_back(rep.module);
+      r.report.push_back(rep);
+      continue;
+    }
+    // The group's amax over the members that are quantized.
+    float shared = 0.0f;
+    const auto [g0, g1] = group_of(i);
+    for (size_t k = g0; k < g1; ++k) {
+      if (plan[k].precision == infer::Precision::w4a16) shared = std::max(shared, amax[k]);
+    }
+    Nvfp4Weight q;
+    if (o.gptq) {
+      GptqOptions go = o.gptq_options;
+      go.rule = o.rule;
+      q = gptq_quantize(w[i], OC, C, cal.hessian(i), go, shared).weight;
+    } else {
+      q = quantize_weight(w[i], OC, C, o.rule, shared);
+    }
+    const auto d = dequantize(q);
+    double num = 0, den = 0;
+    for (size_t k = 0; k < d.size(); ++k) {
+      num += (double(w[i][k]) - d[k]) * (double(w[i][k]) - d[k]);
+      den += double(w[i][k]) * w[i][k];
+    }
+    rep.weight_rel_error = den > 0 ? std::sqrt(num / den) : 0.0;
+    rep.quantized = true;
+    if (o.w4a4 && !(rep.input_amax > 0.0f)) {
+      throw Error(rep.module + ": its calibrated input amax is 0 (the calibration never reached it?)");
+    }
+    r.layers.push_back(checkpoint_layer(rep.module, q, o.w4a4 ? std::optional<float>(rep.input_amax) : std::nullopt));
+    r.report.push_back(rep);
+  }
+  r.kept.push_back("lm_head");
+  return r;
+}
+
+}  // namespace nvfp4::ptq
