@@ -53,6 +53,7 @@ int main(int argc, char** argv) {
   nvfp4::cli::register_tokenizer(app);
   nvfp4::cli::register_generate(app);
   nvfp4::cli::register_eval(app);
+  nvfp4::cli::register_quantize(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

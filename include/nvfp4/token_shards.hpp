@@ -234,6 +234,10 @@ std::vector<std::string> manifest_shards(const std::string& dir, Split split);
 // that matches nothing.
 std::vector<std::string> expand_inputs(const std::vector<std::string>& inputs);
 
+// 64-bit FNV-1a of the bytes: a stable fingerprint of data (dataset identities, calibration sets),
+// not a cryptographic hash.
+uint64_t fnv1a64(std::string_view bytes);
+
 // The text of one input file: `.gz` files are decompressed (zlib; concatenated members are
 // read in full); GNU info files (`.info`, `.info-N`, each optionally `.gz`) are cleaned by
 // is_info_name()/clean_info_text(). Throws nvfp4::Error naming the file if it cannot be read or

@@ -422,14 +422,13 @@ ShardHeader read_shard_header(const std::string& path) {
   return parse_shard_header(path, h, file_bytes);
 }
 
-// 64-bit FNV-1a: the dataset identity needs a stable fingerprint, not a cryptographic hash.
+}  // namespace
+
 uint64_t fnv1a64(std::string_view s) {
   uint64_t h = 0xcbf29ce484222325ull;
   for (const char c : s) h = (h ^ static_cast<unsigned char>(c)) * 0x100000001b3ull;
   return h;
 }
-
-}  // namespace
 
 const std::vector<std::string>& TokenDataset::shards(Split split) const {
   const auto& out = split == Split::val ? val : train;

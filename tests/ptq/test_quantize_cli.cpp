@@ -1,0 +1,69 @@
+// `nvfp4 quantize` end to end on a model written by the test (nvfp4's byte tokenizer): both
+// formats, the metadata, the JSON report, and the errors a user can make.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "../infer/tiny_hf_model.hpp"
+#include "nvfp4/nvfp4_checkpoint.hpp"
+#include "nvfp4/safetensors.hpp"
+#include "nvfp4/tokenizer.hpp"
+#include "support/test_support.hpp"
+
+namespace {
+
+namespace fs = std::filesystem;
+
+TEST(PtqQuantizeCli, WritesBothFormatsWithTheirMetadata) {
+  const fs::path dir = fs::temp_directory_path() / ("nvfp4_quantize_cli_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  auto c = nvfp4::test::tiny_config("llama");
+  c.vocab = 257;
+  c.seq_len = 128;
+  nvfp4::test::write_tiny_hf_model(dir / "m", "llama", c, 91);
+  std::ofstream(dir / "m" / "nvfp4_tokenizer.json") << nvfp4::io::ByteTokenizer().describe() << "\n";
+  std::ofstream(dir / "a.txt") << "calibration text, the first document of two; it has some words in it.";
+  std::ofstream(dir / "b.txt") << "a second document for the calibration set, a little longer than the first one is.";
+  const std::string m = (dir / "m").string(), calib = " --calib " + (dir / "a.txt").string() + " " + (dir / "b.txt").string();
+
+  auto r = nvfp4::test::run_cli("quantize " + m + " " + (dir / "mo").string() + calib +
+                                " --scales mse --gptq --keep-bf16 '*.down_proj' --window 64 --json");
+  ASSERT_EQ(r.status, 0) << r.output;
+  auto j = nlohmann::json::parse(r.output);
+  EXPECT_EQ(j.at("quantized_layers"), 12);  // 2 blocks x 6 (down_proj kept)
+  EXPECT_EQ(j.at("kept_bf16"), nlohmann::json({"model.layers.0.mlp.down_proj", "model.layers.1.mlp.down_proj", "lm_head"}));
+  EXPECT_EQ(j.at("calib_documents"), 2);
+  const auto ck = nvfp4::io::Checkpoint::open((dir / "mo").string());
+  EXPECT_EQ(ck.metadata().at("scale_rule"), "mse");
+  EXPECT_EQ(ck.metadata().at("calib_hash"), j.at("calib_hash"));
+  EXPECT_EQ(ck.info("model.layers.0.self_attn.q_proj.weight").dtype, nvfp4::DType::U8);
+  EXPECT_EQ(ck.info("model.layers.0.mlp.down_proj.weight").dtype, nvfp4::DType::F32);  // kept as it was
+  EXPECT_TRUE(fs::exists(dir / "mo" / "hf_quant_config.json"));
+  EXPECT_TRUE(fs::exists(dir / "mo" / "nvfp4_tokenizer.json"));
+
+  r = nvfp4::test::run_cli("quantize " + m + " " + (dir / "ct").string() + calib +
+                           " --format compressed-tensors --scheme w4a16 --window 64");
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("14 layers quantized"), std::string::npos) << r.output;
+  const auto ct = nvfp4::io::Checkpoint::open((dir / "ct").string());
+  const auto l = nvfp4::io::read_nvfp4_linear(ct, "model.layers.1.mlp.up_proj", nvfp4::io::QuantFormat::compressed_tensors);
+  EXPECT_FALSE(l.w4a4());
+
+  // Mistakes: an existing model folder as OUT, an unknown rule, a bad percentile, no calibration files.
+  r = nvfp4::test::run_cli("quantize " + m + " " + (dir / "ct").string() + calib);
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.output.find("already holds a model"), std::string::npos) << r.output;
+  r = nvfp4::test::run_cli("quantize " + m + " " + (dir / "x").string() + calib + " --scales best");
+  EXPECT_NE(r.output.find("--scales best: not a scale rule (max, mse, 4over6)"), std::string::npos) << r.output;
+  r = nvfp4::test::run_cli("quantize " + m + " " + (dir / "x").string() + calib + " --act-scale percentile:120");
+  EXPECT_NE(r.output.find("--act-scale percentile:120"), std::string::npos) << r.output;
+  r = nvfp4::test::run_cli("quantize " + m + " " + m + calib);
+  EXPECT_NE(r.status, 0);
+  EXPECT_FALSE(fs::exists(dir / "x"));
+  fs::remove_all(dir);
+}
+
+}  // namespace
