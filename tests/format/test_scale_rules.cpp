@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <random>
 #include <string>
 #include <vector>
@@ -159,6 +160,8 @@ TEST(ScaleRules, MseRuleChoosesTheLeastErrorInItsWindow) {
   // Against the standard max rule: most blocks and the total error improve (measured: the messages).
   EXPECT_GT(improved, blocks / 2) << improved << " of " << blocks;
   EXPECT_LT(err_mse, 0.7 * err_max) << "mse/max total error " << err_mse / err_max;
+  std::printf("mse rule: %d of %d blocks improve on max; total squared error %.3fx max's\n", improved, blocks,
+              err_mse / err_max);
 }
 
 TEST(ScaleRules, FourOverSixChoosesTheBetterOfSixAndFour) {
@@ -188,6 +191,8 @@ TEST(ScaleRules, FourOverSixChoosesTheBetterOfSixAndFour) {
   }
   EXPECT_GT(chose4, blocks / 10) << chose4 << " of " << blocks;
   EXPECT_LT(err_46, 0.95 * err_std) << "4/6 over max total error " << err_46 / err_std;
+  std::printf("4/6 rule: %d of %d blocks map onto 4; total squared error %.3fx max's\n", chose4, blocks,
+              err_46 / err_std);
 }
 
 }  // namespace
