@@ -14,6 +14,7 @@
 #include "nvfp4/error.hpp"
 #include "nvfp4/hf_model.hpp"
 #include "nvfp4/output_paths.hpp"
+#include "nvfp4/ptq.hpp"
 #include "nvfp4/ptq_export.hpp"
 #include "nvfp4/quantize_model.hpp"
 #include "nvfp4/token_shards.hpp"
@@ -24,7 +25,7 @@ namespace {
 
 struct QuantizeArgs {
   std::string model, out;
-  std::vector<std::string> calib;
+  std::vector<std::string> calib, holdout;
   int64_t calib_tokens = 65536;
   uint64_t seed = 0;
   std::string format = "modelopt", scheme = "w4a4", scales = "max", act_scale = "max";
@@ -68,6 +69,17 @@ std::vector<int32_t> calibration_tokens(const QuantizeArgs& a, const infer::HfMo
   return ids;
 }
 
+// The held-out tokens: every --holdout file, in order.
+std::vector<int32_t> holdout_tokens(const QuantizeArgs& a, const infer::HfModel& m) {
+  std::vector<int32_t> ids;
+  for (const std::string& f : io::expand_inputs(a.holdout)) {
+    const auto d = m.encode_prompt(io::read_input_text(f));
+    ids.insert(ids.end(), d.begin(), d.end());
+  }
+  if (!a.holdout.empty() && ids.empty()) throw Error("--holdout: no files");
+  return ids;
+}
+
 void run(const QuantizeArgs& a) {
   io::require_output_folder("OUT", a.out);
   const infer::HfModel m = infer::HfModel::open(a.model);
@@ -88,6 +100,8 @@ void run(const QuantizeArgs& a) {
 
   size_t documents = 0;
   const std::vector<int32_t> calib = calibration_tokens(a, m, documents);
+  o.holdout = holdout_tokens(a, m);
+  const ptq::Coverage cov = ptq::token_coverage(calib, o.holdout);
   const std::string hash = [&] {
     char hex[17];
     std::snprintf(hex, sizeof hex, "%016llx",
@@ -111,6 +125,11 @@ void run(const QuantizeArgs& a) {
                  {"calib_tokens", std::to_string(calib.size())},
                  {"calib_hash", hash},
                  {"kept_bf16", nlohmann::json(r.kept).dump()}};
+  if (!o.holdout.empty()) {
+    eo.metadata["holdout_tokens"] = std::to_string(o.holdout.size());
+    eo.metadata["holdout_js_divergence_bits"] = std::to_string(cov.js_divergence_bits);
+    if (o.w4a4) eo.metadata["holdout_saturated_blocks"] = std::to_string(r.holdout_saturated) + " of " + std::to_string(r.holdout_blocks);
+  }
   const auto files = ptq::write_quantized_folder(a.model, a.out, r.layers, eo);
 
   nlohmann::ordered_json j = {{"model", a.model},
@@ -126,13 +145,25 @@ void run(const QuantizeArgs& a) {
                               {"quantized_layers", r.layers.size()},
                               {"kept_bf16", r.kept},
                               {"files", files}};
+  const auto share = [](int64_t k, int64_t n) { return n ? static_cast<double>(k) / static_cast<double>(n) : 0.0; };
+  if (!o.holdout.empty()) {
+    j["coverage"] = {{"calib_tokens", cov.calib_tokens},
+                     {"calib_distinct", cov.calib_distinct},
+                     {"holdout_tokens", cov.eval_tokens},
+                     {"holdout_distinct", cov.eval_distinct},
+                     {"holdout_unseen_share", cov.eval_unseen_share},
+                     {"js_divergence_bits", cov.js_divergence_bits}};
+    if (o.w4a4) j["holdout_saturated_share"] = share(r.holdout_saturated, r.holdout_blocks);
+  }
   auto layers = nlohmann::ordered_json::array();
   for (const auto& l : r.report) {
-    layers.push_back({{"module", l.module},
-                      {"quantized", l.quantized},
-                      {"why_not", l.why_not},
-                      {"input_amax", l.input_amax},
-                      {"weight_rel_error", l.weight_rel_error}});
+    nlohmann::ordered_json x = {{"module", l.module},
+                                {"quantized", l.quantized},
+                                {"why_not", l.why_not},
+                                {"input_amax", l.input_amax},
+                                {"weight_rel_error", l.weight_rel_error}};
+    if (l.holdout_blocks) x["holdout_saturated_share"] = share(l.holdout_saturated, l.holdout_blocks);
+    layers.push_back(x);
   }
   j["layers"] = layers;
   if (a.json) {
@@ -142,12 +173,29 @@ void run(const QuantizeArgs& a) {
   std::printf("%s -> %s (%s, %s, scales %s%s; %zu calibration tokens from %zu documents, %s)\n", a.model.c_str(),
               a.out.c_str(), a.format.c_str(), a.scheme.c_str(), a.scales.c_str(), a.gptq ? ", GPTQ" : "",
               calib.size(), documents, hash.c_str());
-  std::printf("%-48s %12s %14s\n", "layer", "input amax", "weight error");
+  const bool sat = o.w4a4 && !o.holdout.empty();
+  std::printf("%-48s %12s %14s%s\n", "layer", "input amax", "weight error", sat ? "  held-out blocks above" : "");
   for (const auto& l : r.report) {
-    if (l.quantized) std::printf("%-48s %12.4g %13.3f%%\n", l.module.c_str(), l.input_amax, 100 * l.weight_rel_error);
-    else std::printf("%-48s %12s %14s  (%s)\n", l.module.c_str(), "-", "BF16", l.why_not.c_str());
+    if (!l.quantized) {
+      std::printf("%-48s %12s %14s  (%s)\n", l.module.c_str(), "-", "BF16", l.why_not.c_str());
+      continue;
+    }
+    std::printf("%-48s %12.4g %13.3f%%", l.module.c_str(), l.input_amax, 100 * l.weight_rel_error);
+    if (sat) std::printf("  %10.4f%%", 100 * share(l.holdout_saturated, l.holdout_blocks));
+    std::printf("\n");
   }
   std::printf("%zu layers quantized; kept unquantized: %s\n", r.layers.size(), nlohmann::json(r.kept).dump().c_str());
+  if (!o.holdout.empty()) {
+    std::printf("held-out text: %zu tokens, %lld distinct (%lld in calibration), %.2f%% of them unseen in calibration, "
+                "Jensen-Shannon divergence %.3f bits\n",
+                o.holdout.size(), static_cast<long long>(cov.eval_distinct), static_cast<long long>(cov.calib_distinct),
+                100 * cov.eval_unseen_share, cov.js_divergence_bits);
+    if (sat) {
+      std::printf("W4A4 input blocks above their calibrated amax on it: %.4f%% (%lld of %lld)\n",
+                  100 * share(r.holdout_saturated, r.holdout_blocks), static_cast<long long>(r.holdout_saturated),
+                  static_cast<long long>(r.holdout_blocks));
+    }
+  }
 }
 
 }  // namespace
@@ -158,6 +206,9 @@ void register_quantize(CLI::App& app) {
   c->add_option("MODEL", a->model, "The model folder")->required();
   c->add_option("OUT", a->out, "The folder to write (new, or without a model in it)")->required();
   c->add_option("--calib", a->calib, "Calibration text files (each one document; folders and globs expand)")->required();
+  c->add_option("--holdout", a->holdout,
+                "Held-out text files: their token coverage by the calibration set and (W4A4) the share of input "
+                "blocks above the calibrated amax");
   c->add_option("--calib-tokens", a->calib_tokens, "Calibration tokens at most")
       ->capture_default_str()
       ->transform(integer_in(1, int64_t{1} << 40));

@@ -25,6 +25,10 @@ struct QuantizeModelOptions {
   double act_percentile = 100.0;  // the input amax: max |x| (100) or this percentile of |x|
   std::vector<std::string> keep_bf16;  // module globs left unquantized (as EngineOptions::keep_bf16)
   int window = 512;               // calibration tokens per forward (at most the model's context)
+  // Held-out tokens (not calibrated on): under W4A4, the share of each layer's 16-value input
+  // blocks whose amax exceeds its calibrated input amax — blocks whose E4M3 scale saturates and
+  // whose values clip (the runtime guard's fallbacks). Empty: not measured.
+  std::vector<int32_t> holdout;
 };
 
 struct LayerReport {
@@ -34,6 +38,7 @@ struct LayerReport {
   int64_t calib_rows = 0;
   float input_amax = 0;          // the calibrated one used (W4A4), or the observed max
   double weight_rel_error = 0;   // ||W - Q|| / ||W||
+  int64_t holdout_blocks = 0, holdout_saturated = 0;  // W4A4 with holdout tokens: input blocks, and those above the amax
 };
 
 struct QuantizeModelResult {
@@ -41,6 +46,7 @@ struct QuantizeModelResult {
   std::vector<LayerReport> report;      // every block projection, linear_refs() order
   std::vector<std::string> kept;        // modules left unquantized (for the checkpoint's ignore list)
   int64_t calib_tokens = 0;
+  int64_t holdout_blocks = 0, holdout_saturated = 0;  // over every quantized layer
 };
 
 // Calibrates `model` on `calib` (token ids, run in windows of options.window), then quantizes.

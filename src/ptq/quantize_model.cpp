@@ -14,6 +14,46 @@
 
 namespace nvfp4::ptq {
 
+namespace {
+
+// Counts each layer's 16-value input blocks (along the input dimension) and those whose amax
+// exceeds the layer's threshold.
+struct SaturationCounter final : infer::LinearInputObserver {
+  std::vector<float> threshold;  // per linear; <= 0: not counted
+  std::vector<int64_t> blocks, saturated;
+  explicit SaturationCounter(std::vector<float> t)
+      : threshold(std::move(t)), blocks(threshold.size(), 0), saturated(threshold.size(), 0) {}
+  void observe(size_t i, const float* x, int64_t N, int64_t C) override {
+    if (i >= threshold.size() || threshold[i] <= 0.0f) return;
+    for (int64_t n = 0; n < N; ++n) {
+      for (int64_t b = 0; b < C; b += 16) {
+        float m = 0.0f;
+        for (int64_t k = b; k < std::min(b + 16, C); ++k) m = std::max(m, std::fabs(x[n * C + k]));
+        ++blocks[i];
+        saturated[i] += m > threshold[i];
+      }
+    }
+  }
+};
+
+// Runs `tokens` through a CPU engine observed by `observer`, in windows of `window`.
+void run_windows(const infer::HfModel& model, std::span<const int32_t> tokens, int window,
+                 infer::LinearInputObserver* observer) {
+  infer::EngineOptions ro;
+  ro.max_context = std::max(1, std::min(window, model.config().seq_len));
+  ro.observer = observer;
+  const auto engine = infer::make_cpu_engine(model, ro);
+  std::vector<float> logits;
+  for (size_t at = 0; at < tokens.size(); at += static_cast<size_t>(ro.max_context)) {
+    const size_t n = std::min(tokens.size() - at, static_cast<size_t>(ro.max_context));
+    engine->reset(0);
+    const infer::SeqChunk ch{0, tokens.subspan(at, n), false};
+    engine->forward(std::span<const infer::SeqChunk>(&ch, 1), logits);
+  }
+}
+
+}  // namespace
+
 QuantizeModelResult quantize_model(const infer::HfModel& model, std::span<const int32_t> calib,
                                    const QuantizeModelOptions& o,
                                    const std::function<void(size_t, size_t, const std::string&)>& progress) {
@@ -32,17 +72,7 @@ QuantizeModelResult quantize_model(const infer::HfModel& model, std::span<const 
 
   // Calibration: the FP32 CPU engine over the tokens, in windows.
   Calibrator cal(plan.size(), o.gptq);
-  infer::EngineOptions ro;
-  ro.max_context = std::max(1, std::min(o.window, c.seq_len));
-  ro.observer = &cal;
-  const auto engine = infer::make_cpu_engine(model, ro);
-  std::vector<float> logits;
-  for (size_t at = 0; at < calib.size(); at += static_cast<size_t>(ro.max_context)) {
-    const size_t n = std::min(calib.size() - at, static_cast<size_t>(ro.max_context));
-    engine->reset(0);
-    const infer::SeqChunk ch{0, calib.subspan(at, n), false};
-    engine->forward(std::span<const infer::SeqChunk>(&ch, 1), logits);
-  }
+  run_windows(model, calib, o.window, &cal);
 
   // Weights, and the groups' shared amax (q/k/v; gate/up).
   const auto spec_of = [&](size_t i) { return idx.layers[i / 7].weight(static_cast<model::LinearKind>(i % 7)); };
@@ -110,6 +140,22 @@ QuantizeModelResult quantize_model(const infer::HfModel& model, std::span<const 
     r.report.push_back(rep);
   }
   r.kept.push_back("lm_head");
+  // W4A4: how often held-out activations exceed the calibrated input amax.
+  if (o.w4a4 && !o.holdout.empty()) {
+    std::vector<float> threshold(plan.size(), 0.0f);
+    for (size_t k = 0; k < r.report.size(); ++k) {  // report[k] is linear k
+      if (r.report[k].quantized) threshold[k] = r.report[k].input_amax;
+    }
+    SaturationCounter sat(threshold);
+    run_windows(model, o.holdout, o.window, &sat);
+    for (size_t k = 0; k < r.report.size(); ++k) {
+      if (!r.report[k].quantized) continue;
+      r.report[k].holdout_blocks = sat.blocks[k];
+      r.report[k].holdout_saturated = sat.saturated[k];
+      r.holdout_blocks += sat.blocks[k];
+      r.holdout_saturated += sat.saturated[k];
+    }
+  }
   return r;
 }
 

@@ -26,7 +26,8 @@ TEST(PtqQuantizeCli, WritesBothFormatsWithTheirMetadata) {
   nvfp4::test::write_tiny_hf_model(dir / "m", "llama", c, 91);
   std::ofstream(dir / "m" / "nvfp4_tokenizer.json") << nvfp4::io::ByteTokenizer().describe() << "\n";
   std::ofstream(dir / "a.txt") << "calibration text, the first document of two; it has some words in it.";
-  std::ofstream(dir / "b.txt") << "a second document for the calibration set, a little longer than the first one is.";
+  const std::string second = "a second document for the calibration set, a little longer than the first one is.";
+  std::ofstream(dir / "b.txt") << second;
   const std::string m = (dir / "m").string(), calib = " --calib " + (dir / "a.txt").string() + " " + (dir / "b.txt").string();
 
   auto r = nvfp4::test::run_cli("quantize " + m + " " + (dir / "mo").string() + calib +
@@ -43,6 +44,15 @@ TEST(PtqQuantizeCli, WritesBothFormatsWithTheirMetadata) {
   EXPECT_EQ(ck.info("model.layers.0.mlp.down_proj.weight").dtype, nvfp4::DType::F32);  // kept as it was
   EXPECT_TRUE(fs::exists(dir / "mo" / "hf_quant_config.json"));
   EXPECT_TRUE(fs::exists(dir / "mo" / "nvfp4_tokenizer.json"));
+
+  r = nvfp4::test::run_cli("quantize " + m + " " + (dir / "ho").string() + " --calib " + (dir / "a.txt").string() +
+                           " --holdout " + (dir / "b.txt").string() + " --window 64 --json");
+  ASSERT_EQ(r.status, 0) << r.output;
+  j = nlohmann::json::parse(r.output);
+  EXPECT_EQ(j.at("coverage").at("holdout_tokens"), second.size() + 1);  // end-of-text + the bytes
+  EXPECT_GT(j.at("coverage").at("js_divergence_bits").get<double>(), 0.0);
+  EXPECT_GE(j.at("holdout_saturated_share").get<double>(), 0.0);
+  EXPECT_TRUE(j.at("layers").at(0).contains("holdout_saturated_share"));
 
   r = nvfp4::test::run_cli("quantize " + m + " " + (dir / "ct").string() + calib +
                            " --format compressed-tensors --scheme w4a16 --window 64");

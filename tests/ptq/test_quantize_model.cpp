@@ -68,6 +68,24 @@ TEST(PtqQuantizeModel, SiblingsShareScalesAndKeptLayersStayOut) {
   const auto ck = nvfp4::io::Checkpoint::open((dir / "out").string());
   EXPECT_EQ(nvfp4::io::read_nvfp4_linear(ck, g.layers[3].module, nvfp4::io::QuantFormat::modelopt).packed,
             g.layers[3].packed);
+  // Held-out saturation: on the calibration tokens themselves with the max as the input amax no
+  // block is above it; with the median as the input amax, most blocks are.
+  o.gptq = false;
+  o.holdout = calib;
+  const auto self = nvfp4::ptq::quantize_model(m, calib, o);
+  EXPECT_GT(self.holdout_blocks, 0);
+  EXPECT_EQ(self.holdout_saturated, 0);
+  o.act_percentile = 50;
+  const auto median = nvfp4::ptq::quantize_model(m, calib, o);
+  EXPECT_EQ(median.holdout_blocks, self.holdout_blocks);
+  EXPECT_GT(median.holdout_saturated, median.holdout_blocks / 2);
+  for (const auto& rep : median.report) {
+    if (rep.quantized) {  // 100 rows of input-size / 16 blocks
+      EXPECT_GT(rep.holdout_blocks, 0) << rep.module;
+      EXPECT_EQ(rep.holdout_blocks % 100, 0) << rep.module;
+    }
+  }
+  o.holdout.clear();
   // Bad options.
   o.act_percentile = 0;
   EXPECT_THROW(nvfp4::ptq::quantize_model(m, calib, o), nvfp4::Error);
