@@ -63,44 +63,9 @@ std::vector<infer::EvalDocument> read_documents(const EvalArgs& a, const infer::
       docs.push_back(std::move(d));
     }
   } else if (!a.data.empty()) {
-    std::vector<std::string> files;
-    for (const std::string& x : a.data) {
-      if (std::filesystem::is_directory(x) && std::filesystem::exists(std::filesystem::path(x) / "manifest.json")) {
-        for (const auto& s : io::manifest_shards(x, io::Split::val)) files.push_back(s);
-      } else {
-        for (const auto& s : io::expand_inputs({x})) files.push_back(s);
-      }
-    }
-    if (files.empty()) throw Error("--data: no token shards (is the dataset's val split empty?)");
-    for (const std::string& f : files) {
-      const io::TokenShard shard = io::TokenShard::open(f, 0);
-      const io::ShardHeader& h = shard.header();
-      if (h.vocab_size > V) {
-        throw Error(f + ": its tokenizer has " + std::to_string(h.vocab_size) + " ids; the model's vocabulary is " +
-                    std::to_string(V) + " (tokenized for another model?)");
-      }
-      // A shard that records its tokenizer must have been made by the model's (ids of another
-      // tokenizer inside the vocabulary would score as garbage).
-      if (m.has_tokenizer()) {
-        const io::Tokenizer& tok = m.tokenizer();
-        if ((h.tokenizer_id != 0 && h.tokenizer_id != tok.shard_id()) ||
-            (h.vocab_size != 0 && h.vocab_size != tok.vocab_size())) {
-          const std::string name = io::tokenizer_name_for_id(tok.shard_id());
-          throw Error(f + ": its tokens are another tokenizer's (" + io::tokenizer_name_for_id(h.tokenizer_id) + ", " +
-                      std::to_string(h.vocab_size) + " ids), not the model's (" + name + ", " +
-                      std::to_string(tok.vocab_size()) + " ids); remake the data with `nvfp4 data --tokenizer " +
-                      (name == "byte" ? name : a.engine.model) + "`");
-        }
-      }
+    for (auto& [f, ids] : read_token_shards(a.data, io::Split::val, m, "--data")) {
       infer::EvalDocument d;
-      d.ids.assign(shard.tokens().begin(), shard.tokens().end());
-      for (size_t k = 0; k < d.ids.size(); ++k) {  // a shard without a recorded vocabulary is checked here
-        if (d.ids[k] >= V) {
-          throw Error(f + ": token " + std::to_string(k) + " is " + std::to_string(d.ids[k]) +
-                      ", not an id of the model's vocabulary [0, " + std::to_string(V) +
-                      ") (the shard records no tokenizer; was it tokenized for another model?)");
-        }
-      }
+      d.ids = std::move(ids);
       d.bytes = scored_bytes(m, d.ids);
       d.name = f;
       docs.push_back(std::move(d));

@@ -1,4 +1,4 @@
-// nvfp4 quantize MODEL OUT --calib FILES: post-training quantization of a Hugging Face model to an
+// nvfp4 quantize MODEL OUT (--calib FILES | --calib-data SHARDS): post-training quantization of a Hugging Face model to an
 // NVFP4 checkpoint in the ModelOpt or compressed-tensors layout (nvfp4/quantize_model.hpp,
 // nvfp4/ptq_export.hpp). This file reads the calibration text, parses options and prints.
 #include <unistd.h>
@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common.hpp"
+#include "infer_options.hpp"
 #include "nvfp4/error.hpp"
 #include "nvfp4/hf_model.hpp"
 #include "nvfp4/output_paths.hpp"
@@ -25,7 +26,7 @@ namespace {
 
 struct QuantizeArgs {
   std::string model, out;
-  std::vector<std::string> calib, holdout;
+  std::vector<std::string> calib, calib_data, holdout;
   int64_t calib_tokens = 65536;
   uint64_t seed = 0;
   std::string format = "modelopt", scheme = "w4a4", scales = "max", act_scale = "max";
@@ -51,11 +52,16 @@ double parse_act_scale(const std::string& v) {
   throw Error("--act-scale " + v + ": use max or percentile:P with P in (0, 100], e.g. percentile:99.99");
 }
 
-// The calibration tokens: each file one document (the model's tokenizer, as `eval --text`), the
-// documents shuffled with the seed, concatenated, cut to --calib-tokens.
+// The calibration tokens: each --calib file one document (the model's tokenizer, as `eval --text`),
+// or each --calib-data shard one (a dataset folder: its train split); the documents shuffled with
+// the seed, concatenated, cut to --calib-tokens.
 std::vector<int32_t> calibration_tokens(const QuantizeArgs& a, const infer::HfModel& m, size_t& documents) {
+  if (a.calib.empty() == a.calib_data.empty()) throw Error("give --calib FILES or --calib-data SHARDS (one of them)");
   std::vector<std::vector<int32_t>> docs;
   for (const std::string& f : io::expand_inputs(a.calib)) docs.push_back(m.encode_prompt(io::read_input_text(f)));
+  if (!a.calib_data.empty()) {
+    for (auto& [f, ids] : read_token_shards(a.calib_data, io::Split::train, m, "--calib-data")) docs.push_back(std::move(ids));
+  }
   if (docs.empty()) throw Error("--calib: no files");
   documents = docs.size();
   std::mt19937_64 rng(a.seed);
@@ -205,7 +211,9 @@ void register_quantize(CLI::App& app) {
                                                  "Post-training quantization of a Hugging Face model to an NVFP4 checkpoint");
   c->add_option("MODEL", a->model, "The model folder")->required();
   c->add_option("OUT", a->out, "The folder to write (new, or without a model in it)")->required();
-  c->add_option("--calib", a->calib, "Calibration text files (each one document; folders and globs expand)")->required();
+  c->add_option("--calib", a->calib, "Calibration text files (each one document; folders and globs expand)");
+  c->add_option("--calib-data", a->calib_data,
+                "Calibration token shards (each one document), or a dataset folder from `nvfp4 data` (its train split)");
   c->add_option("--holdout", a->holdout,
                 "Held-out text files: their token coverage by the calibration set and (W4A4) the share of input "
                 "blocks above the calibrated amax");

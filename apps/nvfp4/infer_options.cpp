@@ -1,6 +1,9 @@
 #include "infer_options.hpp"
 
+#include <filesystem>
+
 #include "common.hpp"
+#include "nvfp4/tokenizer.hpp"
 #include "nvfp4/error.hpp"
 #include "train/trainer.hpp"
 
@@ -53,6 +56,57 @@ infer::EngineOptions engine_options(const EngineArgs& a, const std::string& devi
   o.max_sequences = sequences;
   o.max_context = context;
   return o;
+}
+
+std::vector<std::pair<std::string, std::vector<int32_t>>> read_token_shards(const std::vector<std::string>& inputs,
+                                                                           io::Split split,
+                                                                           const infer::HfModel& m,
+                                                                           const std::string& option) {
+  const int32_t V = m.config().vocab;
+  std::vector<std::string> files;
+  for (const std::string& x : inputs) {
+    if (std::filesystem::is_directory(x) && std::filesystem::exists(std::filesystem::path(x) / "manifest.json")) {
+      for (const auto& s : io::manifest_shards(x, split)) files.push_back(s);
+    } else {
+      for (const auto& s : io::expand_inputs({x})) files.push_back(s);
+    }
+  }
+  if (files.empty()) {
+    throw Error(option + ": no token shards (is the dataset's " + (split == io::Split::val ? "val" : "train") +
+                " split empty?)");
+  }
+  std::vector<std::pair<std::string, std::vector<int32_t>>> out;
+  for (const std::string& f : files) {
+    const io::TokenShard shard = io::TokenShard::open(f, 0);
+    const io::ShardHeader& h = shard.header();
+    if (h.vocab_size > V) {
+      throw Error(f + ": its tokenizer has " + std::to_string(h.vocab_size) + " ids; the model's vocabulary is " +
+                  std::to_string(V) + " (tokenized for another model?)");
+    }
+    // A shard that records its tokenizer must have been made by the model's (ids of another
+    // tokenizer inside the vocabulary would score as garbage).
+    if (m.has_tokenizer()) {
+      const io::Tokenizer& tok = m.tokenizer();
+      if ((h.tokenizer_id != 0 && h.tokenizer_id != tok.shard_id()) ||
+          (h.vocab_size != 0 && h.vocab_size != tok.vocab_size())) {
+        const std::string name = io::tokenizer_name_for_id(tok.shard_id());
+        throw Error(f + ": its tokens are another tokenizer's (" + io::tokenizer_name_for_id(h.tokenizer_id) + ", " +
+                    std::to_string(h.vocab_size) + " ids), not the model's (" + name + ", " +
+                    std::to_string(tok.vocab_size()) + " ids); remake the data with `nvfp4 data --tokenizer " +
+                    (name == "byte" ? name : m.dir()) + "`");
+      }
+    }
+    std::vector<int32_t> ids(shard.tokens().begin(), shard.tokens().end());
+    for (size_t k = 0; k < ids.size(); ++k) {  // a shard without a recorded vocabulary is checked here
+      if (ids[k] >= V) {
+        throw Error(f + ": token " + std::to_string(k) + " is " + std::to_string(ids[k]) +
+                    ", not an id of the model's vocabulary [0, " + std::to_string(V) +
+                    ") (the shard records no tokenizer; was it tokenized for another model?)");
+      }
+    }
+    out.emplace_back(f, std::move(ids));
+  }
+  return out;
 }
 
 }  // namespace nvfp4::cli

@@ -5,10 +5,12 @@
 #include <CLI/CLI.hpp>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "nvfp4/engine.hpp"
 #include "nvfp4/hf_model.hpp"
+#include "nvfp4/token_shards.hpp"
 
 namespace nvfp4::cli {
 
@@ -32,5 +34,14 @@ infer::Precision device_precision(const std::string& value, const std::string& d
 // The precision to run: --precision, or the device's unquantized one.
 infer::Precision engine_precision(const EngineArgs& a, const std::string& device);
 infer::EngineOptions engine_options(const EngineArgs& a, const std::string& device, int sequences, int context);
+
+// The token ids of each shard `inputs` name — shard files, globs, folders, or a dataset folder from
+// `nvfp4 data` (its `split` shards) — as (file, ids), checked against the model: ids inside its
+// vocabulary, and a shard that records its tokenizer made by the model's. `option` names the
+// option in errors.
+std::vector<std::pair<std::string, std::vector<int32_t>>> read_token_shards(const std::vector<std::string>& inputs,
+                                                                           io::Split split,
+                                                                           const infer::HfModel& m,
+                                                                           const std::string& option);
 
 }  // namespace nvfp4::cli

@@ -62,6 +62,19 @@ TEST(PtqQuantizeCli, WritesBothFormatsWithTheirMetadata) {
   const auto l = nvfp4::io::read_nvfp4_linear(ct, "model.layers.1.mlp.up_proj", nvfp4::io::QuantFormat::compressed_tensors);
   EXPECT_FALSE(l.w4a4());
 
+  // Token shards from `nvfp4 data` (its train split) as the calibration set.
+  fs::create_directories(dir / "texts");
+  fs::copy_file(dir / "a.txt", dir / "texts" / "a.txt");
+  fs::copy_file(dir / "b.txt", dir / "texts" / "b.txt");
+  r = nvfp4::test::run_cli("data " + (dir / "texts").string() + " --out " + (dir / "data").string());
+  ASSERT_EQ(r.status, 0) << r.output;
+  r = nvfp4::test::run_cli("quantize " + m + " " + (dir / "sh").string() + " --calib-data " + (dir / "data").string() +
+                           " --window 64 --json");
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_GT(nlohmann::json::parse(r.output).at("calib_tokens").get<int64_t>(), 0);
+  r = nvfp4::test::run_cli("quantize " + m + " " + (dir / "x").string());
+  EXPECT_NE(r.output.find("give --calib FILES or --calib-data SHARDS (one of them)"), std::string::npos) << r.output;
+
   // Mistakes: an existing model folder as OUT, an unknown rule, a bad percentile, no calibration files.
   r = nvfp4::test::run_cli("quantize " + m + " " + (dir / "ct").string() + calib);
   EXPECT_NE(r.status, 0);
