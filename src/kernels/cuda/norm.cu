@@ -20,6 +20,33 @@ namespace {
 constexpr int kRowsPerBlock = kThreads / 32;
 constexpr int kNormChunkRows = 64;  // dweight partial sums: fixed row chunks (device-independent bits)
 
+// One row's output, o = bf16((x * r) * weight), by one warp: kRowBatch chunks' loads issued at once,
+// then each chunk in order. Returns m folded with max |o| when `fold` (the producer amax).
+template <bool kAligned>
+__device__ __forceinline__ float write_normed_row(uint16_t* o, const uint16_t* x, const uint16_t* weight, int64_t C,
+                                                  float r, int lane, float m, bool fold) {
+  for (int64_t c0 = lane * kVec; c0 < C; c0 += kRowBatchSpan) {
+    float v[kRowBatch][8], w[kRowBatch][8];
+#pragma unroll
+    for (int b = 0; b < kRowBatch; ++b) {
+      if (c0 + b * 32 * kVec < C) {
+        load8<kAligned>(x, c0 + b * 32 * kVec, C, v[b]);
+        load8<kAligned>(weight, c0 + b * 32 * kVec, C, w[b]);
+      }
+    }
+#pragma unroll
+    for (int b = 0; b < kRowBatch; ++b) {
+      if (c0 + b * 32 * kVec < C) {
+#pragma unroll
+        for (int e = 0; e < 8; ++e) v[b][e] = (v[b][e] * r) * w[b][e];
+        store8<kAligned>(o, c0 + b * 32 * kVec, C, v[b]);
+        if (fold) m = max_abs8(m, v[b]);
+      }
+    }
+  }
+  return m;
+}
+
 template <bool kAligned>
 __global__ void __launch_bounds__(kThreads) rmsnorm_forward_kernel(uint16_t* __restrict__ out, float* __restrict__ rstd,
                                                                    const uint16_t* __restrict__ inp,
@@ -33,26 +60,7 @@ __global__ void __launch_bounds__(kThreads) rmsnorm_forward_kernel(uint16_t* __r
        row += static_cast<int64_t>(gridDim.x) * kRowsPerBlock) {
     const uint16_t* x = inp + row * C;  // (C)
     const float r = warp_row_rstd<kAligned>(x, C, eps, lane);
-    uint16_t* o = out + row * C;
-    for (int64_t c0 = lane * kVec; c0 < C; c0 += kRowBatchSpan) {  // kRowBatch chunks' loads at once
-      float v[kRowBatch][8], w[kRowBatch][8];
-#pragma unroll
-      for (int b = 0; b < kRowBatch; ++b) {
-        if (c0 + b * 32 * kVec < C) {
-          load8<kAligned>(x, c0 + b * 32 * kVec, C, v[b]);
-          load8<kAligned>(weight, c0 + b * 32 * kVec, C, w[b]);
-        }
-      }
-#pragma unroll
-      for (int b = 0; b < kRowBatch; ++b) {
-        if (c0 + b * 32 * kVec < C) {
-#pragma unroll
-          for (int e = 0; e < 8; ++e) v[b][e] = (v[b][e] * r) * w[b][e];
-          store8<kAligned>(o, c0 + b * 32 * kVec, C, v[b]);
-          if (amax) m = max_abs8(m, v[b]);
-        }
-      }
-    }
+    m = write_normed_row<kAligned>(out + row * C, x, weight, C, r, lane, m, amax != nullptr);
     if (lane == 0) rstd[row] = r;
   }
   fold_amax(amax, m);
@@ -99,25 +107,7 @@ __global__ void __launch_bounds__(kThreads) residual_rmsnorm_kernel(uint16_t* ou
     }
     ss = warp_sum(ss);
     const float r = 1.0f / sqrtf(ss / static_cast<float>(C) + eps);
-    uint16_t* o = out + row * C;
-    for (int64_t c0 = lane * kVec; c0 < C; c0 += kRowBatchSpan) {
-      float v[kRowBatch][8], w[kRowBatch][8];
-#pragma unroll
-      for (int b = 0; b < kRowBatch; ++b) {
-        if (c0 + b * 32 * kVec < C) {
-          load8<kAligned>(xr, c0 + b * 32 * kVec, C, v[b]);  // this lane's own stores
-          load8<kAligned>(weight, c0 + b * 32 * kVec, C, w[b]);
-        }
-      }
-#pragma unroll
-      for (int b = 0; b < kRowBatch; ++b) {
-        if (c0 + b * 32 * kVec < C) {
-#pragma unroll
-          for (int e = 0; e < 8; ++e) v[b][e] = (v[b][e] * r) * w[b][e];
-          store8<kAligned>(o, c0 + b * 32 * kVec, C, v[b]);
-        }
-      }
-    }
+    write_normed_row<kAligned>(out + row * C, xr, weight, C, r, lane, 0.0f, false);  // xr: this lane's own stores
     if (lane == 0) rstd[row] = r;
   }
 }
