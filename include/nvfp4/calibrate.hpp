@@ -5,12 +5,18 @@
 #pragma once
 
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "nvfp4/engine.hpp"
 #include "nvfp4/ptq.hpp"
 
 namespace nvfp4::ptq {
+
+// The fused group of linear layer `linear` (model::linear_refs() order: q, k, v, o, gate, up, down
+// per block, the head last, n_linear in all) as [first, end): q/k/v, gate/up, or the layer alone.
+// A group's members read the same input rows and share their tensor scales.
+std::pair<size_t, size_t> fused_group(size_t linear, size_t n_linear);
 
 class Calibrator final : public infer::LinearInputObserver {
  public:
@@ -28,7 +34,7 @@ class Calibrator final : public infer::LinearInputObserver {
   std::vector<double> hessian(size_t linear) const;
 
  private:
-  size_t canonical(size_t linear) const;
+  size_t canonical(size_t linear) const { return fused_group(linear, layers_.size()).first; }
   struct Layer {
     AbsStats stats;
     int64_t rows = 0, C = 0;

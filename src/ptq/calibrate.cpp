@@ -15,12 +15,12 @@ Calibrator::Calibrator(size_t n_linear, bool hessians) : layers_(n_linear), hess
   }
 }
 
-// Block layers are q, k, v, o, gate, up, down (model::linear_refs()); k and v read q's input, up
-// reads gate's.
-size_t Calibrator::canonical(size_t i) const {
-  if (i + 1 == layers_.size()) return i;
-  const size_t kind = i % 7;
-  return kind == 1 || kind == 2 ? i - kind : kind == 5 ? i - 1 : i;
+std::pair<size_t, size_t> fused_group(size_t i, size_t n_linear) {
+  if (i + 1 >= n_linear) return {i, i + 1};  // the head
+  const size_t kind = i % 7, base = i - kind;
+  if (kind <= 2) return {base, base + 3};
+  if (kind == 4 || kind == 5) return {base + 4, base + 6};
+  return {i, i + 1};
 }
 
 void Calibrator::observe(size_t linear, const float* x, int64_t N, int64_t C) {

@@ -3,9 +3,6 @@
 
 #include <algorithm>
 #include <filesystem>
-#include <fstream>
-#include <set>
-#include <sstream>
 
 #include <nlohmann/json.hpp>
 
@@ -13,20 +10,13 @@
 #include "nvfp4/error.hpp"
 #include "nvfp4/output_paths.hpp"
 #include "nvfp4/safetensors.hpp"
+#include "nvfp4/token_shards.hpp"
 
 namespace nvfp4::ptq {
 
 namespace fs = std::filesystem;
 
 namespace {
-
-std::string read_text(const fs::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  if (!f) throw Error(p.string() + ": cannot be read");
-  std::ostringstream s;
-  s << f.rdbuf();
-  return s.str();
-}
 
 // Files of a model folder copied as they are.
 constexpr const char* kCopied[] = {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
@@ -65,7 +55,7 @@ std::vector<std::string> write_quantized_folder(const std::string& model_dir, co
     }
   }
   // config.json with the quantization_config.
-  const std::string config_text = read_text(src / "config.json");
+  const std::string config_text = io::read_input_text((src / "config.json").string());
   nlohmann::ordered_json config = nlohmann::ordered_json::parse(config_text, nullptr, false);
   if (config.is_discarded() || !config.is_object()) throw Error((src / "config.json").string() + ": not a JSON object");
   if (config.contains("quantization_config")) {
@@ -93,9 +83,9 @@ std::vector<std::string> write_quantized_folder(const std::string& model_dir, co
     }
   }
   // Every tensor (in name order), a quantized layer's weight as the format's tensors.
+  // (A ref's bytes point into its OwnedTensor's buffer, which moving the tensor does not move.)
   std::vector<io::OwnedTensor> owned;
   std::vector<io::TensorRef> refs;
-  std::vector<std::pair<size_t, size_t>> slots;  // (refs index, owned index) filled after owned stops growing
   for (const std::string& name : names) {
     const auto it = by_weight.find(name);
     if (it == by_weight.end()) {
@@ -104,12 +94,10 @@ std::vector<std::string> write_quantized_folder(const std::string& model_dir, co
       continue;
     }
     for (auto& t : io::nvfp4_linear_tensors(*it->second, o.config.format)) {
-      slots.push_back({refs.size(), owned.size()});
       owned.push_back(std::move(t));
-      refs.push_back({});
+      refs.push_back(owned.back().ref());
     }
   }
-  for (const auto& [r, k] : slots) refs[r] = owned[k].ref();
 
   fs::create_directories(out);
   std::map<std::string, std::string> meta = o.metadata;
@@ -123,7 +111,7 @@ std::vector<std::string> write_quantized_folder(const std::string& model_dir, co
   }
   for (const char* name : kCopied) {
     if (!fs::exists(src / name)) continue;
-    io::write_text_file_atomic((out / name).string(), read_text(src / name));
+    io::write_text_file_atomic((out / name).string(), io::read_input_text((src / name).string()));
     written.push_back((out / name).string());
   }
   return written;

@@ -84,12 +84,6 @@ QuantizeModelResult quantize_model(const infer::HfModel& model, std::span<const 
     model.read_f32(static_cast<size_t>(spec_of(i)), w[i]);
     for (float v : w[i]) amax[i] = std::max(amax[i], std::fabs(v));
   }
-  const auto group_of = [](size_t i) -> std::pair<size_t, size_t> {
-    const size_t kind = i % 7, base = i - kind;
-    if (kind <= 2) return {base, base + 3};
-    if (kind == 4 || kind == 5) return {base + 4, base + 6};
-    return {i, i + 1};
-  };
 
   QuantizeModelResult r;
   r.calib_tokens = static_cast<int64_t>(calib.size());
@@ -113,7 +107,7 @@ QuantizeModelResult quantize_model(const infer::HfModel& model, std::span<const 
     }
     // The group's amax over the members that are quantized.
     float shared = 0.0f;
-    const auto [g0, g1] = group_of(i);
+    const auto [g0, g1] = fused_group(i, plan.size());
     for (size_t k = g0; k < g1; ++k) {
       if (plan[k].precision == infer::Precision::w4a16) shared = std::max(shared, amax[k]);
     }
