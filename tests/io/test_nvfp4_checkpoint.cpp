@@ -16,6 +16,7 @@
 #include "nvfp4/error.hpp"
 #include "nvfp4/nvfp4_checkpoint.hpp"
 #include "nvfp4/safetensors.hpp"
+#include "support/test_support.hpp"
 
 namespace {
 
@@ -24,17 +25,9 @@ using nvfp4::io::Nvfp4Linear;
 using nvfp4::io::QuantConfig;
 using nvfp4::io::QuantFormat;
 
-class Nvfp4CheckpointTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    dir_ = fs::temp_directory_path() / ("nvfp4_ckpt_test_" + std::to_string(::getpid()) + "_" +
-                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-  fs::path dir_;
-};
+constexpr char kPrefix[] = "nvfp4_ckpt_test_";
+using Nvfp4CheckpointTest = nvfp4::test::ScratchDirTest<kPrefix>;
+using nvfp4::test::error_of;
 
 // A layer of out x in with known codes: element (r, c) has code (r * 7 + c) % 16, scale bytes
 // from a fixed generator (never NaN or negative).
@@ -76,15 +69,6 @@ float f32_at(std::span<const uint8_t> b) {
   float v;
   std::memcpy(&v, b.data(), 4);
   return v;
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const nvfp4::Error& e) {
-    return e.what();
-  }
-  return "no error";
 }
 
 TEST_F(Nvfp4CheckpointTest, ModelOptLayoutAsPublished) {

@@ -12,10 +12,13 @@
 #include "nvfp4/calibrate.hpp"
 #include "nvfp4/engine.hpp"
 #include "nvfp4/hf_model.hpp"
+#include "support/test_support.hpp"
 
 namespace {
 
 namespace fs = std::filesystem;
+constexpr char kPrefix[] = "nvfp4_calibrate_test_";
+using PtqCalibrate = nvfp4::test::ScratchDirTest<kPrefix>;
 
 // Records every layer's rows and passes them on.
 struct Tee final : nvfp4::infer::LinearInputObserver {
@@ -29,9 +32,8 @@ struct Tee final : nvfp4::infer::LinearInputObserver {
   }
 };
 
-TEST(PtqCalibrate, StatisticsAreThoseOfTheLayersInputs) {
-  const fs::path dir = fs::temp_directory_path() / ("nvfp4_calibrate_test_" + std::to_string(::getpid()));
-  fs::remove_all(dir);
+TEST_F(PtqCalibrate, StatisticsAreThoseOfTheLayersInputs) {
+  const fs::path& dir = dir_;
   for (const auto& arch : nvfp4::test::kTinyArchs) {
     SCOPED_TRACE(arch);
     const auto c = nvfp4::test::tiny_config(arch);
@@ -83,7 +85,6 @@ TEST(PtqCalibrate, StatisticsAreThoseOfTheLayersInputs) {
       EXPECT_LT(worst, 1e-13) << i;
     }
   }
-  fs::remove_all(dir);
 }
 
 }  // namespace

@@ -6,7 +6,6 @@
 
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 
 #include <nlohmann/json.hpp>
 
@@ -14,34 +13,23 @@
 #include "nvfp4/error.hpp"
 #include "nvfp4/ptq_export.hpp"
 #include "nvfp4/safetensors.hpp"
+#include "nvfp4/token_shards.hpp"
+#include "support/test_support.hpp"
 
 namespace {
 
 namespace fs = std::filesystem;
 using nvfp4::io::QuantFormat;
 
-std::string slurp(const fs::path& p) {
-  std::ifstream f(p);
-  std::ostringstream s;
-  s << f.rdbuf();
-  return s.str();
-}
+std::string slurp(const fs::path& p) { return nvfp4::io::read_input_text(p.string()); }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const nvfp4::Error& e) {
-    return e.what();
-  }
-  return "no error";
-}
+using nvfp4::test::error_of;
+constexpr char kPrefix[] = "nvfp4_ptq_export_";
 
-class PtqExportTest : public ::testing::Test {
+class PtqExportTest : public nvfp4::test::ScratchDirTest<kPrefix> {
  protected:
   void SetUp() override {
-    dir_ = fs::temp_directory_path() / ("nvfp4_ptq_export_" + std::to_string(::getpid()) + "_" +
-                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
+    ScratchDirTest::SetUp();
     const auto c = nvfp4::test::tiny_config("qwen2");
     nvfp4::test::write_tiny_hf_model(dir_ / "src", "qwen2", c, 71);
     std::ofstream(dir_ / "src" / "tokenizer_config.json") << "{\"eos_token\": \"x\"}\n";
@@ -56,8 +44,6 @@ class PtqExportTest : public ::testing::Test {
       }
     }
   }
-  void TearDown() override { fs::remove_all(dir_); }
-  fs::path dir_;
   std::vector<nvfp4::io::Nvfp4Linear> layers_;
 };
 

@@ -15,6 +15,7 @@
 #include "nvfp4/error.hpp"
 #include "nvfp4/ptq.hpp"
 #include "nvfp4/quantize.hpp"
+#include "support/test_support.hpp"
 
 namespace {
 
@@ -23,13 +24,8 @@ using nvfp4::ptq::Nvfp4Weight;
 using nvfp4::ptq::ScaleRule;
 constexpr ScaleRule kRules[] = {ScaleRule::max, ScaleRule::mse, ScaleRule::four_over_six};
 
-std::vector<float> randn(size_t n, uint64_t seed, float scale = 1.0f) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> d(0.0f, scale);
-  std::vector<float> x(n);
-  for (auto& v : x) v = d(rng);
-  return x;
-}
+using nvfp4::test::error_of;
+using nvfp4::test::randn;
 
 // Calibration inputs with correlated features (a random mixing of independent ones, a few
 // channels much larger: what makes GPTQ matter), (N, K) row-major, and their Hessian X^T X.
@@ -100,25 +96,17 @@ TEST(PtqRoundToNearest, ASharedAmaxSetsTheTensorScale) {
   EXPECT_EQ(q.amax, 100.0f);
   EXPECT_EQ(q.decode, 100.0f / 1536.0f);
   // Below the weight's own amax, with a bad shape, or with NaN: errors that say so.
-  const auto msg = [&](auto f) {
-    try {
-      f();
-    } catch (const nvfp4::Error& e) {
-      return std::string(e.what());
-    }
-    return std::string("no error");
-  };
-  EXPECT_NE(msg([&] { nvfp4::ptq::quantize_weight(w, rows, cols, ScaleRule::max, 0.1f); }).find("below the weight's own"),
+  EXPECT_NE(error_of([&] { nvfp4::ptq::quantize_weight(w, rows, cols, ScaleRule::max, 0.1f); }).find("below the weight's own"),
             std::string::npos);
-  EXPECT_NE(msg([&] { nvfp4::ptq::quantize_weight(w, 8, 32, ScaleRule::max); }).find("128 values for a 8 x 32"),
+  EXPECT_NE(error_of([&] { nvfp4::ptq::quantize_weight(w, 8, 32, ScaleRule::max); }).find("128 values for a 8 x 32"),
             std::string::npos);
-  EXPECT_NE(msg([&] { nvfp4::ptq::quantize_weight(std::vector<float>(24), 2, 12, ScaleRule::max); })
+  EXPECT_NE(error_of([&] { nvfp4::ptq::quantize_weight(std::vector<float>(24), 2, 12, ScaleRule::max); })
                 .find("multiple of 16; such a layer stays BF16"),
             std::string::npos);
   auto bad = w;
   bad[37] = NAN;
   EXPECT_THROW(nvfp4::ptq::quantize_weight(bad, rows, cols, ScaleRule::max), nvfp4::NonFiniteError);
-  EXPECT_NE(msg([&] { nvfp4::ptq::quantize_weight(bad, rows, cols, ScaleRule::max); }).find("row 1, column 5"),
+  EXPECT_NE(error_of([&] { nvfp4::ptq::quantize_weight(bad, rows, cols, ScaleRule::max); }).find("row 1, column 5"),
             std::string::npos);
 }
 

@@ -16,10 +16,11 @@
 namespace {
 
 namespace fs = std::filesystem;
+constexpr char kPrefix[] = "nvfp4_quantize_cli_";
+using PtqQuantizeCli = nvfp4::test::ScratchDirTest<kPrefix>;
 
-TEST(PtqQuantizeCli, WritesBothFormatsWithTheirMetadata) {
-  const fs::path dir = fs::temp_directory_path() / ("nvfp4_quantize_cli_" + std::to_string(::getpid()));
-  fs::remove_all(dir);
+TEST_F(PtqQuantizeCli, WritesBothFormatsWithTheirMetadata) {
+  const fs::path& dir = dir_;
   auto c = nvfp4::test::tiny_config("llama");
   c.vocab = 257;
   c.seq_len = 128;
@@ -86,7 +87,6 @@ TEST(PtqQuantizeCli, WritesBothFormatsWithTheirMetadata) {
   r = nvfp4::test::run_cli("quantize " + m + " " + m + calib);
   EXPECT_NE(r.status, 0);
   EXPECT_FALSE(fs::exists(dir / "x"));
-  fs::remove_all(dir);
 }
 
 }  // namespace

@@ -9,14 +9,16 @@
 #include "nvfp4/error.hpp"
 #include "nvfp4/ptq_export.hpp"
 #include "nvfp4/quantize_model.hpp"
+#include "support/test_support.hpp"
 
 namespace {
 
 namespace fs = std::filesystem;
+constexpr char kPrefix[] = "nvfp4_quantize_model_";
+using PtqQuantizeModel = nvfp4::test::ScratchDirTest<kPrefix>;
 
-TEST(PtqQuantizeModel, SiblingsShareScalesAndKeptLayersStayOut) {
-  const fs::path dir = fs::temp_directory_path() / ("nvfp4_quantize_model_" + std::to_string(::getpid()));
-  fs::remove_all(dir);
+TEST_F(PtqQuantizeModel, SiblingsShareScalesAndKeptLayersStayOut) {
+  const fs::path& dir = dir_;
   const auto c = nvfp4::test::tiny_config("qwen3");
   nvfp4::test::write_tiny_hf_model(dir / "src", "qwen3", c, 81);
   const auto m = nvfp4::infer::HfModel::open((dir / "src").string());
@@ -92,7 +94,6 @@ TEST(PtqQuantizeModel, SiblingsShareScalesAndKeptLayersStayOut) {
   o.act_percentile = 100;
   o.keep_bf16 = {"nothing.matches"};
   EXPECT_THROW(nvfp4::ptq::quantize_model(m, calib, o), nvfp4::Error);
-  fs::remove_all(dir);
 }
 
 }  // namespace
