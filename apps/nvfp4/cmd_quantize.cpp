@@ -107,7 +107,7 @@ void run(const QuantizeArgs& a) {
   size_t documents = 0;
   const std::vector<int32_t> calib = calibration_tokens(a, m, documents);
   o.holdout = holdout_tokens(a, m);
-  const ptq::Coverage cov = ptq::token_coverage(calib, o.holdout);
+  const ptq::Coverage cov = o.holdout.empty() ? ptq::Coverage{} : ptq::token_coverage(calib, o.holdout);
   const std::string hash = [&] {
     char hex[17];
     std::snprintf(hex, sizeof hex, "%016llx",

@@ -76,13 +76,15 @@ QuantizeModelResult quantize_model(const infer::HfModel& model, std::span<const 
 
   // Weights, and the groups' shared amax (q/k/v; gate/up).
   const auto spec_of = [&](size_t i) { return idx.layers[i / 7].weight(static_cast<model::LinearKind>(i % 7)); };
-  std::vector<std::vector<float>> w(n_block);
+  // (One weight in memory at a time: each is read for its amax here and again when quantized.)
+  const auto read_weight = [&](size_t i) {
+    std::vector<float> v(static_cast<size_t>(model.specs()[static_cast<size_t>(spec_of(i))].numel));
+    model.read_f32(static_cast<size_t>(spec_of(i)), v);
+    return v;
+  };
   std::vector<float> amax(n_block, 0.0f);
   for (size_t i = 0; i < n_block; ++i) {
-    const auto& s = model.specs()[static_cast<size_t>(spec_of(i))];
-    w[i].resize(static_cast<size_t>(s.numel));
-    model.read_f32(static_cast<size_t>(spec_of(i)), w[i]);
-    for (float v : w[i]) amax[i] = std::max(amax[i], std::fabs(v));
+    for (float v : read_weight(i)) amax[i] = std::max(amax[i], std::fabs(v));
   }
 
   QuantizeModelResult r;
@@ -111,19 +113,20 @@ QuantizeModelResult quantize_model(const infer::HfModel& model, std::span<const 
     for (size_t k = g0; k < g1; ++k) {
       if (plan[k].precision == infer::Precision::w4a16) shared = std::max(shared, amax[k]);
     }
+    const std::vector<float> w = read_weight(i);
     Nvfp4Weight q;
     if (o.gptq) {
       GptqOptions go = o.gptq_options;
       go.rule = o.rule;
-      q = gptq_quantize(w[i], OC, C, cal.hessian(i), go, shared).weight;
+      q = gptq_quantize(w, OC, C, cal.hessian(i), go, shared).weight;
     } else {
-      q = quantize_weight(w[i], OC, C, o.rule, shared);
+      q = quantize_weight(w, OC, C, o.rule, shared);
     }
     const auto d = dequantize(q);
     double num = 0, den = 0;
     for (size_t k = 0; k < d.size(); ++k) {
-      num += (double(w[i][k]) - d[k]) * (double(w[i][k]) - d[k]);
-      den += double(w[i][k]) * w[i][k];
+      num += (double(w[k]) - d[k]) * (double(w[k]) - d[k]);
+      den += double(w[k]) * w[k];
     }
     rep.weight_rel_error = den > 0 ? std::sqrt(num / den) : 0.0;
     rep.quantized = true;
