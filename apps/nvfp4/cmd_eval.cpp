@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <optional>
 
 #include "common.hpp"
 #include "infer_options.hpp"
@@ -26,7 +27,7 @@ struct EvalArgs {
   EngineArgs engine;
   std::vector<std::string> text, data;
   std::string ids;
-  std::string reference;
+  std::string reference, reference_model;
   int ctx = 0, stride = 0, batch = 4;
   bool per_layer = false;
   int64_t per_layer_tokens = 512;
@@ -143,11 +144,32 @@ void run(EvalArgs& a) {
   const std::string device = engine_device(a.engine);
   const infer::Precision precision = engine_precision(a.engine, device);
   if (!a.reference.empty()) device_precision(a.reference, device, "--reference");
+  const infer::HfModel model = infer::HfModel::open(a.engine.model);
+  if (model.quantization()) {
+    const std::string what = a.engine.model + " is an NVFP4 checkpoint (" +
+                             std::string(io::quant_format_name(model.quantization()->format)) + ")";
+    if (a.per_layer) {
+      throw Error("--per-layer quantizes one layer at a time, but " + what +
+                  ": every stored layer is quantized already (run --per-layer on the unquantized model)");
+    }
+    if (!a.reference.empty() && a.reference_model.empty()) {
+      throw Error("--reference " + a.reference + ": " + what + ", whose reference is the unquantized model; give "
+                  "--reference-model DIR (the folder it was quantized from)");
+    }
+  }
   if (a.per_layer && !infer::is_quantized(precision)) {
     throw Error("--per-layer: --precision " + std::string(infer::precision_name(precision)) +
                 " quantizes no linear layer (choose --precision w4a16, w4a4 or fp8)");
   }
-  const infer::HfModel model = infer::HfModel::open(a.engine.model);
+  std::optional<infer::HfModel> reference_model;
+  if (!a.reference_model.empty()) {
+    reference_model.emplace(infer::HfModel::open(a.reference_model));
+    if (reference_model->config().to_json() != model.config().to_json()) {
+      throw Error("--reference-model " + a.reference_model + ": its architecture differs from " + a.engine.model +
+                  "'s (" + reference_model->config().to_json() + " vs " + model.config().to_json() +
+                  "); the reference must be the same model unquantized");
+    }
+  }
   if (!a.save_logits.empty()) {
     std::vector<std::string> inputs = model.input_files();
     inputs.push_back(a.ids);
@@ -177,11 +199,12 @@ void run(EvalArgs& a) {
   const int sequences = static_cast<int>(std::clamp<int64_t>(windows, 1, a.batch));
   const auto engine = infer::make_engine(model, engine_options(a.engine, device, sequences, context), device);
   std::unique_ptr<infer::Engine> reference;
-  if (!a.reference.empty()) {
+  if (!a.reference.empty() || reference_model) {
     EngineArgs r = a.engine;
-    r.precision = a.reference;
+    r.precision = a.reference;  // empty with --reference-model alone: the device's unquantized precision
     r.keep_bf16.clear();
-    reference = infer::make_engine(model, engine_options(r, device, sequences, context), device);
+    reference = infer::make_engine(reference_model ? *reference_model : model, engine_options(r, device, sequences, context),
+                                   device);
   }
   if (!a.save_logits.empty()) save_logits(*engine, docs, a.save_logits);
   infer::EvalOptions o;
@@ -196,7 +219,14 @@ void run(EvalArgs& a) {
   };
   const infer::EvalResult r = infer::evaluate(*engine, reference.get(), docs, o);
 
-  const std::string precision_text(infer::precision_name(precision));
+  const std::string precision_text = run_precision_text(*engine, model, precision);
+  const infer::Precision reference_precision =
+      a.reference.empty() ? engine_precision(EngineArgs{}, device) : device_precision(a.reference, device, "--reference");
+  const std::string reference_text =
+      !reference ? ""
+      : reference_model
+          ? run_precision_text(*reference, *reference_model, reference_precision) + " of " + a.reference_model
+          : a.reference;
   if (a.json) {
     nlohmann::ordered_json j;
     j["model"] = a.engine.model;
@@ -212,7 +242,7 @@ void run(EvalArgs& a) {
     j["bits_per_byte"] = r.bits_per_byte ? nlohmann::ordered_json(*r.bits_per_byte) : nlohmann::ordered_json();
     j["bytes"] = r.bytes;
     if (reference) {
-      j["reference"] = a.reference;
+      j["reference"] = reference_text;
       j["reference_nll"] = *r.reference_nll;
       j["reference_ppl"] = std::exp(*r.reference_nll);
       j["kl_mean"] = *r.kl_mean;
@@ -238,7 +268,7 @@ void run(EvalArgs& a) {
   if (r.bits_per_byte) std::cout << ", " << fixed(*r.bits_per_byte, 4) << " bits/byte";
   std::cout << "  [" << precision_text << " on " << device << "]\n";
   if (reference) {
-    std::cout << "reference " << a.reference << ": perplexity " << fixed(std::exp(*r.reference_nll), 4) << ", KL "
+    std::cout << "reference " << reference_text << ": perplexity " << fixed(std::exp(*r.reference_nll), 4) << ", KL "
               << general(*r.kl_mean, 4) << " nats/token, top-1 agreement " << fixed(*r.top1_agree * 100, 2) << " %\n";
   }
   if (r.guard.total_rows() > 0) {
@@ -268,6 +298,9 @@ void register_eval(CLI::App& app) {
                 "(default: --ctx, i.e. ctx - 1 new tokens and one of overlap)")
       ->transform(integer_in(1, 1 << 20));
   c->add_option("--reference", a->reference, "A second precision to compare with: KL, top-1 agreement");
+  c->add_option("--reference-model", a->reference_model,
+                "The reference's model folder (default: MODEL): the unquantized model an NVFP4 checkpoint was made "
+                "from; its precision is --reference or the device's unquantized one");
   c->add_flag("--per-layer", a->per_layer, "KL and output error with only one linear layer quantized, for each");
   c->add_option("--per-layer-tokens", a->per_layer_tokens, "Scored tokens each per-layer run covers")
       ->capture_default_str()

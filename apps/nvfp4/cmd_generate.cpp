@@ -57,7 +57,7 @@ void run(GenerateArgs& a) {
     nlohmann::ordered_json j;
     j["model"] = a.engine.model;
     j["device"] = device;
-    j["precision"] = std::string(infer::precision_name(engine_precision(a.engine, device)));
+    j["precision"] = run_precision_text(*engine, model, engine_precision(a.engine, device));
     j["prompt"] = a.prompt;
     j["prompt_tokens"] = r.prompt_tokens;
     auto seqs = nlohmann::ordered_json::array();
@@ -83,7 +83,7 @@ void run(GenerateArgs& a) {
     std::cout << a.prompt << r.sequences[i].text << "\n";
   }
   std::cerr << r.prompt_tokens << " prompt tokens, " << r.generated_tokens << " generated on " << device << " ("
-            << infer::precision_name(engine_precision(a.engine, device)) << "): TTFT " << fixed(r.ttft_s * ms, 1)
+            << run_precision_text(*engine, model, engine_precision(a.engine, device)) << "): TTFT " << fixed(r.ttft_s * ms, 1)
             << " ms, inter-token p50 " << fixed(r.inter_token.p50 * ms, 2) << " / p95 " << fixed(r.inter_token.p95 * ms, 2)
             << " / p99 " << fixed(r.inter_token.p99 * ms, 2) << " ms, " << fixed(r.decode_tokens_per_s, 1)
             << " tokens/s, engine memory " << human_bytes(static_cast<double>(r.memory_bytes)) << ", peak RSS "

@@ -89,6 +89,7 @@ std::vector<int32_t> holdout_tokens(const QuantizeArgs& a, const infer::HfModel&
 void run(const QuantizeArgs& a) {
   io::require_output_folder("OUT", a.out);
   const infer::HfModel m = infer::HfModel::open(a.model);
+  ptq::require_unquantized(m);
   ptq::QuantizeModelOptions o;
   o.rule = ptq::parse_scale_rule(a.scales);
   o.gptq = a.gptq;

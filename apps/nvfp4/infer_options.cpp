@@ -58,6 +58,18 @@ infer::EngineOptions engine_options(const EngineArgs& a, const std::string& devi
   return o;
 }
 
+std::string run_precision_text(const infer::Engine& e, const infer::HfModel& m, infer::Precision asked) {
+  if (m.quantization()) {
+    for (const auto& l : e.linear_plan()) {
+      if (l.precision == infer::Precision::w4a16 || l.precision == infer::Precision::w4a4) {
+        return std::string(infer::precision_name(l.precision)) + " (" +
+               std::string(io::quant_format_name(m.quantization()->format)) + " checkpoint)";
+      }
+    }
+  }
+  return std::string(infer::precision_name(asked));
+}
+
 std::vector<std::pair<std::string, std::vector<int32_t>>> read_token_shards(const std::vector<std::string>& inputs,
                                                                            io::Split split,
                                                                            const infer::HfModel& m,

@@ -34,6 +34,9 @@ infer::Precision device_precision(const std::string& value, const std::string& d
 // The precision to run: --precision, or the device's unquantized one.
 infer::Precision engine_precision(const EngineArgs& a, const std::string& device);
 infer::EngineOptions engine_options(const EngineArgs& a, const std::string& device, int sequences, int context);
+// The precision a run reports: the asked one, or for an NVFP4 checkpoint the scheme its stored
+// layers run at and the format, e.g. "w4a4 (modelopt checkpoint)".
+std::string run_precision_text(const infer::Engine& e, const infer::HfModel& m, infer::Precision asked);
 
 // The token ids of each shard `inputs` name — shard files, globs, folders, or a dataset folder from
 // `nvfp4 data` (its `split` shards) — as (file, ids), checked against the model: ids inside its

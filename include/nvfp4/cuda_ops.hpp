@@ -41,6 +41,9 @@
 #include "nvfp4/quantize.hpp"
 
 struct CUstream_st;
+namespace nvfp4::fmt {
+struct Nvfp4InputScale;  // src/format/nvfp4.hpp: the activation tensor scale of nvfp4_quantize_rows
+}
 
 namespace nvfp4::cuda {
 
@@ -328,6 +331,6 @@ void attention_cache(uint16_t* out, const uint16_t* q, const uint16_t* k_cache, 
 // += the number of rows with a flag. The format core's functions (src/format/nvfp4.hpp), compiled
 // without FMA contraction. One warp per row. out may equal in.
 void nvfp4_quantize_rows(uint16_t* out, float* row_factor, uint8_t* row_flags, const uint16_t* in, int64_t N, int64_t K,
-                         float input_amax, bool fallback, uint32_t* flagged_count, Stream stream);
+                         const fmt::Nvfp4InputScale& input, bool fallback, uint32_t* flagged_count, Stream stream);
 
 }  // namespace nvfp4::cuda

@@ -8,6 +8,15 @@
 // implies is present with its exact shape and a float dtype (BF16, F16, F32); a tensor the
 // model has no use for is an error naming it (except the rotary_emb.inv_freq buffers older
 // checkpoints carry, and a tied model's lm_head.weight equal to its embedding, both ignored).
+//
+// NVFP4 checkpoints (include/nvfp4/nvfp4_checkpoint.hpp: ModelOpt, as config.json's
+// quantization_config or an older folder's hf_quant_config.json declares it, or compressed-tensors
+// nvfp4-pack-quantized — `nvfp4 quantize` writes both, vLLM loads both): a linear layer's weight
+// may instead be stored as NVFP4 codes, E4M3 block scales and a tensor factor (W4A4: and the
+// activation's factor). Each such layer is validated at open like the float ones (shapes, dtypes,
+// no NaN or negative scale, finite positive factors, the activation factor present exactly when
+// the config quantizes activations); engines run it from its stored bits (stored_nvfp4,
+// read_nvfp4), and read_f32 / read_bf16 give its decoded values.
 #pragma once
 
 #include <cstdint>
@@ -20,6 +29,7 @@
 #include "nvfp4/dtype.hpp"
 #include "nvfp4/hf_config.hpp"
 #include "nvfp4/model.hpp"
+#include "nvfp4/nvfp4_checkpoint.hpp"
 #include "nvfp4/tokenizer.hpp"
 
 namespace nvfp4::infer {
@@ -28,6 +38,13 @@ class HfModel {
  public:
   // `dir`: the model folder. Throws nvfp4::Error naming the file, field or tensor.
   static HfModel open(const std::string& dir);
+  // The unquantized model of `dir` with `layers` standing in as NVFP4 linear layers, held in memory:
+  // what a checkpoint written from them would run as (quantization() says NVFP4, `w4a4` or
+  // weight-only), each such layer's unquantized weight still readable — to measure a quantization
+  // before it is written (per-layer sensitivity, src/ptq/). Throws nvfp4::Error for a layer that
+  // is no linear layer of the model, has another shape, is given twice, fails
+  // io::check_nvfp4_linear, or has input factors exactly when !w4a4; or when `dir` is quantized.
+  static HfModel open_with_layers(const std::string& dir, std::vector<io::Nvfp4Linear> layers, bool w4a4);
   HfModel(HfModel&&) noexcept;
   HfModel& operator=(HfModel&&) noexcept;
   ~HfModel();
@@ -44,8 +61,22 @@ class HfModel {
   // or from a diverged run).
   void read_f32(size_t i, std::span<float> out) const;
   void read_bf16(size_t i, std::span<uint16_t> out) const;
-  DType stored_dtype(size_t i) const;
-  uint64_t stored_bytes() const;  // of the parameters, as stored
+  DType stored_dtype(size_t i) const;  // U8 for a stored NVFP4 weight (its codes)
+  uint64_t stored_bytes() const;       // of the parameters, as stored (NVFP4: codes, scales, factors)
+
+  // The NVFP4 quantization the folder declares; nullopt for a float checkpoint.
+  const std::optional<io::QuantConfig>& quantization() const;
+  // Whether parameter specs()[i] is held as NVFP4 (a quantized linear layer's weight: stored so in
+  // a checkpoint, or given to open_with_layers).
+  bool stored_nvfp4(size_t i) const;
+  // Whether read_f32 / read_bf16 give parameter i's unquantized values: true except for a
+  // checkpoint's NVFP4 layers, for which they give e2m1(code) x fp32(block scale) x decode factor
+  // (io::decode_nvfp4_linear; read_bf16 rounds that to BF16).
+  bool has_unquantized(size_t i) const;
+  // A stored NVFP4 weight's codes, block scales and factors, exactly as stored (the factor a format
+  // does not store is the FP32 reciprocal of the one it does). Throws nvfp4::Error for a parameter
+  // stored as floats.
+  io::Nvfp4Linear read_nvfp4(size_t i) const;
 
   // All parameters as FP32 in specs() order (a CpuModel's buffer; small models).
   std::vector<float> read_all_f32() const;

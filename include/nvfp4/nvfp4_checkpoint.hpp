@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <map>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -45,6 +46,11 @@ struct Nvfp4Linear {
 // sizes that do not match, a NaN block scale (E4M3 0x7F / 0xFF), a negative block scale (sign bit
 // set), a factor that is not finite and positive, or only one of the input factors.
 void check_nvfp4_linear(const Nvfp4Linear& l);
+
+// The layer's weight decoded, (out, in) row-major: e2m1(code) x fp32(block scale) x weight_decode,
+// left to right in FP32 (docs/numerics.md §2). A value that overflows FP32 (a factor near FLT_MAX)
+// becomes infinite: the caller checks.
+void decode_nvfp4_linear(const Nvfp4Linear& l, std::span<float> out);
 
 // The tensors the format stores for the layer, in that order: names, dtypes, shapes and bytes.
 struct OwnedTensor {
@@ -79,7 +85,12 @@ std::string quantization_config_json(const QuantConfig& c);
 std::string hf_quant_config_json(const QuantConfig& c);
 // The NVFP4 quantization a config.json declares (nullopt: none). Throws nvfp4::Error naming the
 // file and field for a quantization_config this reader does not understand (another method or
-// algorithm, a group size other than 16, an unknown format).
+// algorithm, a group size other than 16, an unknown format, a quantized KV cache).
 std::optional<QuantConfig> read_quantization_config(std::string_view config_json, std::string_view file);
+// ModelOpt's hf_quant_config.json ({"producer", "quantization": {"quant_algo", "group_size",
+// "kv_cache_quant_algo", "exclude_modules"}}): what older ModelOpt checkpoints declare instead
+// of a quantization_config. Throws nvfp4::Error naming the file and field for anything else (another
+// algorithm, a group size other than 16, a quantized KV cache).
+QuantConfig read_hf_quant_config(std::string_view json, std::string_view file);
 
 }  // namespace nvfp4::io

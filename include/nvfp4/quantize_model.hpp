@@ -5,8 +5,10 @@
 // activations). The result is the layers of a quantized checkpoint (nvfp4/ptq_export.hpp).
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -29,6 +31,21 @@ struct QuantizeModelOptions {
   // blocks whose amax exceeds its calibrated input amax — blocks whose E4M3 scale saturates and
   // whose values clip (the runtime guard's fallbacks). Empty: not measured.
   std::vector<int32_t> holdout;
+  // Per-layer sensitivity, measured on these held-out tokens (not calibrated on; empty: not
+  // measured) on the model as quantized here: each quantized layer alone at its NVFP4 weights (and
+  // W4A4 input scale), every other layer unquantized — the KL divergence of the next-token
+  // distribution against the unquantized model and the layer's relative output error
+  // (infer::evaluate's per-layer pass, over at most sensitivity_scored scored tokens) — and the
+  // whole model's perplexity and KL before and after the fallback below.
+  std::vector<int32_t> sensitivity_tokens;
+  int64_t sensitivity_scored = 512;
+  std::string device = "cpu";  // the engine the sensitivity runs on: "cpu" (FP32) or "cuda" (BF16)
+  // BF16 fallback, by fused group (q/k/v; gate/up; o; down: vLLM requires a fused layer's members
+  // to share one precision), from the sensitivity: every group with a member above auto_fallback_kl
+  // (> 0), or the groups of highest KL (their members' largest) while their weights stay within
+  // bf16_budget (> 0) of the block projections' weights. At most one of the two.
+  double auto_fallback_kl = 0;
+  double bf16_budget = 0;
 };
 
 struct LayerReport {
@@ -39,6 +56,14 @@ struct LayerReport {
   float input_amax = 0;          // the calibrated one used (W4A4), or the observed max
   double weight_rel_error = 0;   // ||W - Q|| / ||W||
   int64_t holdout_blocks = 0, holdout_saturated = 0;  // W4A4 with holdout tokens: input blocks, and those above the amax
+  // With sensitivity tokens: this layer alone quantized (NaN: not measured).
+  double kl = NAN, output_rel_error = NAN;
+  bool fallback = false;  // quantized, measured, then kept unquantized by the fallback rule
+};
+
+// The whole model on the sensitivity tokens against the unquantized model.
+struct ModelQuality {
+  double ppl = 0, kl = 0, top1_agree = 0;
 };
 
 struct QuantizeModelResult {
@@ -47,11 +72,24 @@ struct QuantizeModelResult {
   std::vector<std::string> kept;        // modules left unquantized (for the checkpoint's ignore list)
   int64_t calib_tokens = 0;
   int64_t holdout_blocks = 0, holdout_saturated = 0;  // over every quantized layer
+  // With sensitivity tokens: the unquantized model's perplexity; every layer quantized (before the
+  // fallback); the final set (after it; equal to before when nothing fell back).
+  int64_t sensitivity_scored = 0;
+  double unquantized_ppl = 0;
+  std::optional<ModelQuality> before, after;
+  std::string fallback_rule;  // "", "auto-fallback KL > 0.05", "bf16-budget 0.1"
+  int64_t fallback_weights = 0, block_weights = 0;  // weights kept unquantized by the rule, of all block projections
 };
 
-// Calibrates `model` on `calib` (token ids, run in windows of options.window), then quantizes.
-// progress(done, total, module) is called before each layer. Throws nvfp4::Error for bad options
-// (a percentile outside (0, 100], no calibration tokens).
+// Throws nvfp4::Error when `model` is already an NVFP4 checkpoint (quantize its source instead).
+void require_unquantized(const infer::HfModel& model);
+
+// Calibrates `model` on `calib` (token ids, run in windows of options.window), then quantizes;
+// with sensitivity tokens measures each layer and applies the fallback rule. A --keep-bf16 pattern
+// naming one member of a fused group keeps the whole group (vLLM's rule). progress(done, total,
+// what) is called as work is done ("module name" per layer while quantizing, then "sensitivity").
+// Throws nvfp4::Error for bad options (a percentile outside (0, 100], no calibration tokens, a
+// fallback rule without sensitivity tokens or both rules) or an already quantized model.
 QuantizeModelResult quantize_model(const infer::HfModel& model, std::span<const int32_t> calib,
                                    const QuantizeModelOptions& options,
                                    const std::function<void(size_t, size_t, const std::string&)>& progress = {});

@@ -92,6 +92,54 @@ NVFP4_HD uint8_t nvfp4_encode_sr(float x, float encode_factor, uint32_t r8) {
 // Per-tensor decode factor applied after codes x block scale: amax / 2688.
 NVFP4_HD float nvfp4_tensor_decode_factor(float amax) { return amax / kNvfp4AmaxRange; }
 
+// The per-tensor scale of an activation quantized row by row at run time (W4A4 inference):
+//   dynamic    amax == 0, encode == 0: each row its own amax (per-token scaling);
+//   calibrated amax > 0: nvfp4_tensor_scale(amax), the GEMM output factor amax / 2688;
+//   stored     encode > 0, decode > 0 (amax == 0): a checkpoint's factors, used as the serving
+//              engines use them — encode maps values onto the grid (ModelOpt: 1 / input_scale;
+//              compressed-tensors: input_global_scale), decode multiplies the GEMM output
+//              (input_scale; 1 / input_global_scale). The block scales then follow this header's
+//              steps with S_enc = encode (S_dec = 1 / encode).
+struct Nvfp4InputScale {
+  float amax = 0.0f;
+  float encode = 0.0f, decode = 0.0f;
+};
+
+// Why an Nvfp4InputScale is unusable, or nullptr: a value negative or not finite, amax together
+// with stored factors, or only one of encode and decode.
+inline const char* nvfp4_input_scale_problem(const Nvfp4InputScale& s) {
+  const auto ok = [](float v) { return v >= 0.0f && v <= kFltMax; };  // false for NaN too
+  if (!ok(s.amax) || !ok(s.encode) || !ok(s.decode)) return "its amax and factors must be finite and >= 0";
+  if ((s.encode > 0.0f) != (s.decode > 0.0f)) return "stored factors come as a pair (encode and decode)";
+  if (s.amax > 0.0f && s.encode > 0.0f) return "a calibrated amax and stored factors exclude each other";
+  return nullptr;
+}
+
+// The tensor scale a row with max |x| = row_amax is quantized with under s, and through the
+// out-parameters the GEMM output factor and whether the row saturates, never for a dynamic scale:
+// calibrated: row_amax > amax (its largest block scale passes 448); stored: row_amax * mult > 464,
+// where E4M3's round to nearest even would give 480 were 448 not its largest value — between 448
+// and 464 the scale merely rounds to 448 (so the row holding the calibration's own amax, whose
+// scale the stored factors' rounding may put a hair above 448, is not flagged).
+NVFP4_HD Nvfp4TensorScale nvfp4_input_tensor_scale(const Nvfp4InputScale& s, float row_amax, float* decode,
+                                                   bool* saturates) {
+  if (s.encode > 0.0f) {
+    Nvfp4TensorScale t;
+    t.amax = s.decode * kNvfp4AmaxRange;
+    t.s_enc = s.encode;
+    t.s_dec = 1.0f / s.encode;
+    const float inv6 = 1.0f / 6.0f;
+    t.mult = s.encode * inv6;
+    *decode = s.decode;
+    *saturates = row_amax * t.mult > kE4M3Max + 16.0f;  // 464: the midpoint between 448 and 480
+    return t;
+  }
+  const float amax = s.amax > 0.0f ? s.amax : row_amax;
+  *decode = nvfp4_tensor_decode_factor(amax);
+  *saturates = row_amax > amax;
+  return nvfp4_tensor_scale(amax);
+}
+
 // Decoded value, per docs/numerics.md §2: e2m1(q) * fp32(s_b) * (amax / 2688), left to right.
 NVFP4_HD float nvfp4_decode(uint8_t code, uint8_t scale_code, float tensor_decode_factor) {
   return e2m1_decode(code) * e4m3_decode(scale_code) * tensor_decode_factor;

@@ -3,6 +3,8 @@
 // the constructor and of set_linear_precisions.
 #pragma once
 
+#include <fnmatch.h>
+
 #include <algorithm>
 #include <string>
 #include <vector>
@@ -29,6 +31,13 @@ class EngineBase : public Engine {
                   std::to_string(c_.seq_len) + ")");
     }
     plan_ = resolve_linear_plan(c_, o, base);
+    stored_.assign(plan_.size(), false);
+    unquantized_.assign(plan_.size(), true);
+    for (size_t i = 0; i < plan_.size(); ++i) {
+      stored_[i] = m.stored_nvfp4(static_cast<size_t>(linear_spec(i)));
+      unquantized_[i] = m.has_unquantized(static_cast<size_t>(linear_spec(i)));
+    }
+    if (m.quantization()) checkpoint_plan(o, base);
     len_.assign(static_cast<size_t>(o.max_sequences), 0);
   }
 
@@ -50,15 +59,24 @@ class EngineBase : public Engine {
     for (const auto& x : plan_) p.push_back(x.precision);
     return p;
   }
-  // set_linear_precisions' argument checked: one per layer, none the engine refuses.
+  // set_linear_precisions' argument checked: one per layer, none the engine refuses, w4a16 or
+  // w4a4 for a checkpoint's NVFP4 layer (its unquantized weight is not in the folder).
   void check_precisions(std::span<const Precision> p) const {
     if (p.size() != plan_.size()) throw Error("set_linear_precisions: one precision per linear layer needed");
-    for (Precision x : p) {
-      if (x == other_) {
+    for (size_t i = 0; i < p.size(); ++i) {
+      if (p[i] == other_) {
         throw Error("set_linear_precisions: " + std::string(precision_name(other_)) + " is " + other_is_);
+      }
+      if (!unquantized_[i] && !runs_stored(p[i])) {
+        throw Error(stored_nvfp4_error(plan_[i].name, p[i]));
       }
     }
   }
+  // Whether linear layer i runs from NVFP4 bits the model holds (HfModel::stored_nvfp4) at
+  // precision p: at w4a16 or w4a4 the engine takes the stored codes, block scales and factors and
+  // never quantizes the layer again; at another precision it reads the unquantized weight.
+  bool stored(size_t i, Precision p) const { return stored_[i] && runs_stored(p); }
+  static bool runs_stored(Precision p) { return p == Precision::w4a16 || p == Precision::w4a4; }
   bool capturing(size_t i) const { return sink_ && capture_ == i; }
   // The linear layers whose precision becomes p[i] (every one when `all`), the plan updated.
   std::vector<size_t> change_precisions(std::span<const Precision> p, bool all) {
@@ -78,6 +96,7 @@ class EngineBase : public Engine {
   }
 
   const HfModel& m_;
+  std::vector<bool> stored_, unquantized_;
   model::ModelConfig c_;
   EngineOptions o_;
   model::ParamIndex idx_;
@@ -88,6 +107,32 @@ class EngineBase : public Engine {
   std::vector<float>* sink_ = nullptr;
 
  private:
+  std::string stored_nvfp4_error(const std::string& layer, Precision p) const {
+    return layer + " is stored as NVFP4 in " + m_.dir() + " (a quantized checkpoint): it runs at w4a16 or w4a4, not " +
+           std::string(precision_name(p)) + " (measure the unquantized model for that)";
+  }
+  // A quantized checkpoint: its NVFP4 layers run at the asked precision when that is w4a16 or w4a4,
+  // else at the checkpoint's own scheme (an unquantized --precision); the layers it left
+  // unquantized run at the engine's base precision. --keep-bf16 cannot unquantize a stored layer.
+  void checkpoint_plan(const EngineOptions& o, Precision base) {
+    if (o.precision == Precision::fp8) {
+      throw Error("--precision fp8: " + m_.dir() + " is an NVFP4 checkpoint; its quantized layers run at w4a16 or "
+                  "w4a4 (give one of those, or no --precision for the checkpoint's own scheme)");
+    }
+    const Precision scheme = o.precision == Precision::w4a16 || o.precision == Precision::w4a4 ? o.precision
+                             : m_.quantization()->w4a4                                      ? Precision::w4a4
+                                                                                            : Precision::w4a16;
+    for (size_t i = 0; i < plan_.size(); ++i) {
+      bool kept = false;
+      for (const std::string& pattern : o.keep_bf16) {
+        if (!stored_[i] || fnmatch(pattern.c_str(), plan_[i].name.c_str(), 0) != 0) continue;
+        if (!unquantized_[i]) throw Error("--keep-bf16 " + pattern + ": " + stored_nvfp4_error(plan_[i].name, base));
+        kept = true;
+      }
+      plan_[i].precision = stored_[i] && !kept ? scheme : base;
+    }
+  }
+
   Precision base_, other_;
   const char* other_is_;
 };

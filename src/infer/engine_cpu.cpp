@@ -59,6 +59,11 @@ class CpuEngine final : public EngineBase {
     load_linears(p, /*all=*/false);
   }
   void set_input_amax(size_t i, float amax) override { lin_.at(i).input_amax = amax; }
+  // The activation scale of a w4a4 layer: a calibrated amax set here, else the checkpoint's stored
+  // factors, else each row's own amax.
+  fmt::Nvfp4InputScale input_scale(const auto& L) const {
+    return L.input_amax > 0.0f ? fmt::Nvfp4InputScale{L.input_amax} : L.stored_input;
+  }
   GuardStats guard_stats() const override { return guard_; }
   void reset_guard_stats() override {
     std::fill(guard_.rows.begin(), guard_.rows.end(), 0);
@@ -83,6 +88,7 @@ class CpuEngine final : public EngineBase {
     int64_t OC = 0, C = 0;
     Precision p = Precision::fp32;
     float input_amax = 0.0f;
+    fmt::Nvfp4InputScale stored_input;  // a stored NVFP4 layer's activation factors (W4A4 checkpoints)
   };
 
   // Reads and quantizes linear layers whose precision changes (all of them when `all`).
@@ -101,6 +107,14 @@ class CpuEngine final : public EngineBase {
         continue;
       }
       L.w.assign(static_cast<size_t>(s.numel), 0.0f);
+      L.stored_input = {};
+      if (stored(i, p[i])) {  // the NVFP4 bits the model holds, decoded
+        const io::Nvfp4Linear q = m_.read_nvfp4(static_cast<size_t>(spec));
+        io::decode_nvfp4_linear(q, L.w);
+        if (q.w4a4()) L.stored_input = {0.0f, *q.input_encode, *q.input_decode};
+        L.wp = L.w.data();
+        continue;
+      }
       m_.read_f32(static_cast<size_t>(spec), L.w);
       if (p[i] != Precision::fp32) {
         QuantizeOptions q;
@@ -126,7 +140,7 @@ class CpuEngine final : public EngineBase {
       xq_.resize(static_cast<size_t>(N * L.C));
       factor_.resize(static_cast<size_t>(N));
       flags_.resize(static_cast<size_t>(N));
-      cpu::nvfp4_quantize_rows(xq_.data(), factor_.data(), flags_.data(), in, N, L.C, L.input_amax, o_.fallback);
+      cpu::nvfp4_quantize_rows(xq_.data(), factor_.data(), flags_.data(), in, N, L.C, input_scale(L), o_.fallback);
       for (int64_t n = 0; n < N; ++n) {
         float* row = xq_.data() + n * L.C;
         for (int64_t k = 0; k < L.C; ++k) row[k] *= factor_[n];

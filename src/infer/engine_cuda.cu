@@ -12,6 +12,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "format/nvfp4.hpp"
 #include "model/device_array.cuh"
 #include "infer/engine_base.hpp"
 #include "nvfp4/cuda_ops.hpp"
@@ -129,6 +130,7 @@ class CudaEngine final : public EngineBase {
     Precision p = Precision::bf16;
     int64_t OC = 0, C = 0;
     float input_amax = 0.0f;
+    fmt::Nvfp4InputScale stored_input;  // a stored NVFP4 layer's activation factors (W4A4 checkpoints)
     DeviceArray<bf16> w;         // bf16: the weight (unless it lives in a group buffer: view)
     bf16* view = nullptr;        // bf16: the weight's rows in its layer's wqkv / wgu
     DeviceArray<uint8_t> codes;  // w4a16 / w4a4: NVFP4 codes (OC, C/2); fp8: E4M3 (OC, C)
@@ -208,6 +210,21 @@ class CudaEngine final : public EngineBase {
         }
         L.view = buf.p + g.rows_before * L.C;
         upload_into(spec, L.view);
+        continue;
+      }
+      L.stored_input = {};
+      if (stored(i, p[i])) {  // the model's NVFP4 codes, block scales and factors, as held
+        const io::Nvfp4Linear q = m_.read_nvfp4(static_cast<size_t>(spec));
+        L.codes.alloc(q.packed.size(), unused);
+        L.scales.alloc(q.scales.size(), unused);
+        check(cudaMemcpy(L.codes.p, q.packed.data(), q.packed.size(), cudaMemcpyHostToDevice), "cudaMemcpy");
+        check(cudaMemcpy(L.scales.p, q.scales.data(), q.scales.size(), cudaMemcpyHostToDevice), "cudaMemcpy");
+        float f[kFactorAt + 1] = {};
+        f[0] = q.weight_decode * fmt::kNvfp4AmaxRange;  // the amax the factor stands for (unread: alpha is f[kFactorAt])
+        f[kFactorAt] = q.weight_decode;
+        L.factor.alloc(kFactorAt + 1, unused);
+        check(cudaMemcpy(L.factor.p, f, sizeof f, cudaMemcpyHostToDevice), "cudaMemcpy");
+        if (q.w4a4()) L.stored_input = {0.0f, *q.input_encode, *q.input_decode};
         continue;
       }
       if (L.OC % 16 || L.C % 16) {
@@ -302,8 +319,9 @@ class CudaEngine final : public EngineBase {
       if (L.p == Precision::w4a4) {
         bf16* xq = xq_.need(static_cast<size_t>(N * L.C));
         float* rf = rowf_.need(static_cast<size_t>(N));
-        cuda::nvfp4_quantize_rows(xq, rf, nullptr, in, N, L.C, L.input_amax, o_.fallback, fallback_count_.p + i,
-                                  stream_);
+        // A calibrated amax set on the engine, else the checkpoint's stored factors, else each row's own.
+        const fmt::Nvfp4InputScale input = L.input_amax > 0.0f ? fmt::Nvfp4InputScale{L.input_amax} : L.stored_input;
+        cuda::nvfp4_quantize_rows(xq, rf, nullptr, in, N, L.C, input, o_.fallback, fallback_count_.p + i, stream_);
         x = xq;
         rowf = rf;
       }

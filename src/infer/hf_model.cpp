@@ -1,13 +1,18 @@
 // A Hugging Face model folder (include/nvfp4/hf_model.hpp).
 #include "nvfp4/hf_model.hpp"
 
+#include <fnmatch.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <limits>
+#include <map>
 #include <nlohmann/json.hpp>
+#include <regex>
 
+#include "format/nvfp4.hpp"
 #include "format/scalar.hpp"
 #include "kernels/cpu/ops_common.hpp"  // NVFP4_OMP
 #include "nvfp4/checkpoint_model.hpp"
@@ -26,7 +31,10 @@ struct HfModel::Impl {
   model::ModelConfig config;
   std::vector<model::ParamSpec> specs;
   io::Checkpoint weights;
-  std::vector<std::string> stored_name;  // per spec: the tensor holding it
+  std::vector<std::string> stored_name;  // per spec: the tensor holding it (NVFP4: the codes)
+  std::optional<io::QuantConfig> quant;
+  std::vector<std::string> nvfp4_module;  // per spec: its module when stored as NVFP4, else empty
+  std::map<size_t, io::Nvfp4Linear> layers;  // open_with_layers: the NVFP4 layers, by spec
   std::unique_ptr<io::Tokenizer> tokenizer;
   std::vector<int32_t> eos;
   bool nvfp4_export = false;  // written by `nvfp4 export-hf`: documents start with end-of-text
@@ -68,6 +76,29 @@ std::vector<int32_t> generation_eos(const fs::path& p) {
               at + "; a model's weights are finite (the file is corrupt, or was saved from a diverged run)");
 }
 
+// Whether a quantization config's ignore entry names the module: an exact name, an fnmatch
+// pattern (ModelOpt's exclude_modules, e.g. "model.layers.0.*"), or compressed-tensors' "re:"
+// regular expression, matched from the start of the name as Python's re.match does.
+bool ignore_matches(const std::string& entry, const std::string& module) {
+  if (entry.starts_with("re:")) {
+    try {
+      return std::regex_search(module, std::regex(entry.substr(3)), std::regex_constants::match_continuous);
+    } catch (const std::regex_error&) {
+      throw Error("quantization_config.ignore: \"" + entry + "\" is not a regular expression");
+    }
+  }
+  return entry == module || fnmatch(entry.c_str(), module.c_str(), 0) == 0;
+}
+
+// The quantization a folder declares: config.json's quantization_config, else ModelOpt's
+// hf_quant_config.json beside it.
+std::optional<io::QuantConfig> folder_quantization(const fs::path& dir, const std::string& config_text) {
+  const fs::path config_path = dir / "config.json", hf_quant = dir / "hf_quant_config.json";
+  std::optional<io::QuantConfig> q = io::read_quantization_config(config_text, config_path.string());
+  if (!q && fs::exists(hf_quant)) q = io::read_hf_quant_config(io::read_input_text(hf_quant.string()), hf_quant.string());
+  return q;
+}
+
 }  // namespace
 
 HfModel::HfModel(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -82,8 +113,10 @@ HfModel HfModel::open(const std::string& dir_name) {
   }
   const fs::path config_path = dir / "config.json";
   if (!fs::exists(config_path)) throw Error(dir_name + ": no config.json in this folder (is it a Hugging Face model?)");
-  auto m = std::make_unique<Impl>(Impl{dir_name, io::parse_config_json(io::read_input_text(config_path.string()), config_path.string()),
-                                       {}, {}, io::Checkpoint::open(dir_name), {}, nullptr, {}});
+  const std::string config_text = io::read_input_text(config_path.string());
+  auto m = std::make_unique<Impl>(Impl{dir_name, io::parse_config_json(config_text, config_path.string()), {}, {},
+                                       io::Checkpoint::open(dir_name), {}, folder_quantization(dir, config_text), {},
+                                       {}, nullptr, {}});
   try {
     m->config = model_config(m->hf);
   } catch (const Error& e) {
@@ -98,13 +131,72 @@ HfModel HfModel::open(const std::string& dir_name) {
     const auto it = std::lower_bound(names.begin(), names.end(), n);
     return it != names.end() && *it == n ? static_cast<long>(it - names.begin()) : -1L;
   };
+  // The linear layers' weights: the parameters a quantized checkpoint may store as NVFP4.
+  std::vector<bool> linear(m->specs.size(), false);
+  const model::ParamIndex idx = model::param_index(m->config);
+  for (const auto& L : idx.layers) {
+    for (int k = 0; k < 7; ++k) linear[static_cast<size_t>(L.weight(static_cast<model::LinearKind>(k)))] = true;
+  }
+  if (!m->config.tie_embeddings) linear[static_cast<size_t>(idx.lm_head)] = true;
+  m->nvfp4_module.assign(m->specs.size(), std::string());
   for (const auto& s : m->specs) {
+    const size_t i = m->stored_name.size();
+    if (m->quant && linear[i] && s.name.ends_with(".weight")) {
+      const std::string module = s.name.substr(0, s.name.size() - 7);
+      const bool ct = m->quant->format == io::QuantFormat::compressed_tensors;
+      const std::string codes = module + (ct ? ".weight_packed" : ".weight");
+      const long at_codes = position(codes);
+      if (at_codes >= 0 && (ct || m->weights.info(codes).dtype == DType::U8)) {
+        io::Nvfp4Linear l;
+        try {
+          l = io::read_nvfp4_linear(m->weights, module, m->quant->format);
+        } catch (const Error& e) {
+          throw Error(dir_name + ": " + e.what());
+        }
+        if (l.out != s.shape[0] || l.in != s.shape[1]) {
+          throw Error(dir_name + ": NVFP4 layer " + module + " is " + std::to_string(l.out) + " x " + std::to_string(l.in) +
+                      "; config.json implies " + std::to_string(s.shape[0]) + " x " + std::to_string(s.shape[1]));
+        }
+        if (l.w4a4() != m->quant->w4a4) {
+          const auto names = io::nvfp4_linear_tensor_names(module, m->quant->format, true);
+          throw Error(dir_name + ": NVFP4 layer " + module +
+                      (m->quant->w4a4 ? " has no " + names.back() + ", which the config's W4A4 scheme needs"
+                                      : " has " + names.back() + ", but the config says weight-only (W4A16)"));
+        }
+        for (const std::string& e : m->quant->ignore) {
+          if (ignore_matches(e, module)) {
+            throw Error(dir_name + ": NVFP4 layer " + module + " is stored quantized, but the quantization config's "
+                        "ignore list names it (\"" + e + "\"): the config and the weights disagree");
+          }
+        }
+        for (const std::string& n : io::nvfp4_linear_tensor_names(module, m->quant->format, l.w4a4())) {
+          used[static_cast<size_t>(position(n))] = true;
+        }
+        m->stored_name.push_back(codes);
+        m->nvfp4_module[i] = module;
+        continue;
+      }
+      // A block's linear layer left in floats must be on the ignore list (a serving engine would
+      // otherwise look for its quantized tensors). The LM head is unquantized by default.
+      const bool head = static_cast<int>(i) == idx.lm_head;
+      if (!head && position(s.name) >= 0 &&
+          std::none_of(m->quant->ignore.begin(), m->quant->ignore.end(),
+                       [&](const std::string& e) { return ignore_matches(e, module); })) {
+        throw Error(dir_name + ": tensor " + s.name + " is stored unquantized, but the quantization config's ignore "
+                    "list does not name " + module + ": the config and the weights disagree");
+      }
+    }
     const long at = position(s.name);
     if (at < 0) {
       throw Error(dir_name + ": the weights have no tensor " + s.name + " (" + m->hf.architecture +
                   " with this config.json needs it)");
     }
     const io::TensorInfo& t = m->weights.info(s.name);
+    if (t.dtype != DType::BF16 && t.dtype != DType::F16 && t.dtype != DType::F32) {
+      throw Error(dir_name + ": tensor " + s.name + " is " + std::string(dtype_name(t.dtype)) +
+                  "; nvfp4 loads BF16, F16 and F32 weights, and NVFP4 linear layers of a checkpoint whose config.json "
+                  "declares them (quantization_config: modelopt or compressed-tensors)");
+    }
     if (t.shape != s.shape) {
       auto dims = [](const std::vector<int64_t>& v) {
         std::string r = "[";
@@ -113,10 +205,6 @@ HfModel HfModel::open(const std::string& dir_name) {
       };
       throw Error(dir_name + ": tensor " + s.name + " has shape " + dims(t.shape) + "; config.json implies " +
                   dims(s.shape));
-    }
-    if (t.dtype != DType::BF16 && t.dtype != DType::F16 && t.dtype != DType::F32) {
-      throw Error(dir_name + ": tensor " + s.name + " is " + std::string(dtype_name(t.dtype)) +
-                  "; nvfp4 loads BF16, F16 and F32 weights (a quantized checkpoint is not read here)");
     }
     used[static_cast<size_t>(at)] = true;
     m->stored_name.push_back(s.name);
@@ -176,7 +264,56 @@ HfModel HfModel::open(const std::string& dir_name) {
   return HfModel(std::move(m));
 }
 
+HfModel HfModel::open_with_layers(const std::string& dir, std::vector<io::Nvfp4Linear> layers, bool w4a4) {
+  HfModel m = open(dir);
+  if (m.impl_->quant) throw Error(dir + " is already an NVFP4 checkpoint: give the unquantized model");
+  const model::ParamIndex idx = model::param_index(m.config());
+  std::map<std::string, size_t> linear;  // module -> spec
+  for (const auto& L : idx.layers) {
+    for (int k = 0; k < 7; ++k) {
+      const size_t i = static_cast<size_t>(L.weight(static_cast<model::LinearKind>(k)));
+      linear[m.impl_->specs[i].name.substr(0, m.impl_->specs[i].name.size() - 7)] = i;
+    }
+  }
+  if (!m.config().tie_embeddings) linear["lm_head"] = static_cast<size_t>(idx.lm_head);
+  for (io::Nvfp4Linear& l : layers) {
+    const auto it = linear.find(l.module);
+    if (it == linear.end()) throw Error("NVFP4 layer " + l.module + ": " + dir + " has no such linear layer");
+    const auto& s = m.impl_->specs[it->second];
+    if (l.out != s.shape[0] || l.in != s.shape[1]) {
+      throw Error("NVFP4 layer " + l.module + " is " + std::to_string(l.out) + " x " + std::to_string(l.in) + "; " +
+                  s.name + " is " + std::to_string(s.shape[0]) + " x " + std::to_string(s.shape[1]));
+    }
+    io::check_nvfp4_linear(l);
+    if (l.w4a4() != w4a4) {
+      throw Error("NVFP4 layer " + l.module + (w4a4 ? " has no input factors, which W4A4 needs" : " has input factors, but "
+                                                                                                  "the scheme is W4A16"));
+    }
+    if (!m.impl_->layers.emplace(it->second, std::move(l)).second) {
+      throw Error("NVFP4 layer " + s.name.substr(0, s.name.size() - 7) + " is given twice");
+    }
+  }
+  io::QuantConfig q;
+  q.w4a4 = w4a4;
+  m.impl_->quant = q;
+  return m;
+}
+
 const std::string& HfModel::dir() const { return impl_->dir; }
+const std::optional<io::QuantConfig>& HfModel::quantization() const { return impl_->quant; }
+bool HfModel::stored_nvfp4(size_t i) const { return !impl_->nvfp4_module.at(i).empty() || impl_->layers.count(i); }
+bool HfModel::has_unquantized(size_t i) const { return impl_->nvfp4_module.at(i).empty(); }
+
+io::Nvfp4Linear HfModel::read_nvfp4(size_t i) const {
+  if (const auto it = impl_->layers.find(i); it != impl_->layers.end()) return it->second;
+  const std::string& module = impl_->nvfp4_module.at(i);
+  if (module.empty()) throw Error(impl_->dir + ": tensor " + impl_->specs[i].name + " is not stored as NVFP4");
+  try {
+    return io::read_nvfp4_linear(impl_->weights, module, impl_->quant->format);
+  } catch (const Error& e) {
+    throw Error(impl_->dir + ": " + e.what());
+  }
+}
 const io::HfLlamaConfig& HfModel::hf_config() const { return impl_->hf; }
 const model::ModelConfig& HfModel::config() const { return impl_->config; }
 const std::vector<model::ParamSpec>& HfModel::specs() const { return impl_->specs; }
@@ -184,13 +321,33 @@ DType HfModel::stored_dtype(size_t i) const { return impl_->weights.info(impl_->
 
 uint64_t HfModel::stored_bytes() const {
   uint64_t n = 0;
-  for (const auto& name : impl_->stored_name) n += impl_->weights.info(name).nbytes();
+  for (size_t i = 0; i < impl_->specs.size(); ++i) {
+    const std::string& module = impl_->nvfp4_module[i];
+    if (module.empty()) {
+      n += impl_->weights.info(impl_->stored_name[i]).nbytes();
+      continue;
+    }
+    for (const std::string& t : io::nvfp4_linear_tensor_names(module, impl_->quant->format, impl_->quant->w4a4)) {
+      n += impl_->weights.info(t).nbytes();
+    }
+  }
   return n;
 }
+
 
 void HfModel::read_f32(size_t i, std::span<float> out) const {
   const auto& s = impl_->specs.at(i);
   if (static_cast<int64_t>(out.size()) != s.numel) throw Error("HfModel::read_f32: wrong buffer size for " + s.name);
+  if (!has_unquantized(i)) {
+    io::decode_nvfp4_linear(read_nvfp4(i), out);
+    // The scales and factor are finite, but their product may not be (a factor near FLT_MAX).
+    int64_t bad = 0, first = s.numel;
+    for (int64_t k = 0; k < s.numel; ++k) {
+      if (!std::isfinite(out[k])) ++bad, first = std::min(first, k);
+    }
+    if (bad > 0) non_finite_weight(impl_->dir, s, first, bad);
+    return;
+  }
   const auto bytes = impl_->weights.bytes(impl_->stored_name[i]);
   const DType d = stored_dtype(i);
   // Converted in parallel (a model's weights are gigabytes); the count and the first bad element
@@ -213,6 +370,12 @@ void HfModel::read_f32(size_t i, std::span<float> out) const {
 void HfModel::read_bf16(size_t i, std::span<uint16_t> out) const {
   const auto& s = impl_->specs.at(i);
   if (static_cast<int64_t>(out.size()) != s.numel) throw Error("HfModel::read_bf16: wrong buffer size for " + s.name);
+  if (!has_unquantized(i)) {
+    std::vector<float> f(out.size());
+    read_f32(i, f);
+    for (size_t k = 0; k < f.size(); ++k) out[k] = fmt::bf16_encode(f[k]);
+    return;
+  }
   const auto bytes = impl_->weights.bytes(impl_->stored_name[i]);
   const DType d = stored_dtype(i);
   int64_t bad = 0, first = s.numel;

@@ -7,6 +7,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "format/nvfp4.hpp"
 #include "format/scalar.hpp"
 #include "io/strict_json.hpp"
 #include "nvfp4/error.hpp"
@@ -173,6 +174,19 @@ Nvfp4Linear read_nvfp4_linear(const Checkpoint& ck, const std::string& module, Q
   return l;
 }
 
+void decode_nvfp4_linear(const Nvfp4Linear& l, std::span<float> out) {
+  if (static_cast<int64_t>(out.size()) != l.out * l.in) throw Error("decode_nvfp4_linear: wrong buffer size for " + l.module);
+  const int64_t half = l.in / 2, blocks = l.in / kGroup;
+  for (int64_t r = 0; r < l.out; ++r) {
+    for (int64_t k = 0; k < l.in; ++k) {
+      const uint8_t byte = l.packed[static_cast<size_t>(r * half + k / 2)];
+      const uint8_t code = k % 2 == 0 ? byte & 0x0F : byte >> 4;
+      const uint8_t scale = l.scales[static_cast<size_t>(r * blocks + k / kGroup)];
+      out[static_cast<size_t>(r * l.in + k)] = fmt::nvfp4_decode(code, scale, l.weight_decode);
+    }
+  }
+}
+
 // ---- configuration files ---------------------------------------------------------------------------
 
 namespace {
@@ -275,9 +289,54 @@ std::optional<QuantConfig> read_quantization_config(std::string_view config_json
       c.ignore.push_back(v.get<std::string>());
     }
   }
+  for (const char* kv : {"kv_cache_scheme", "kv_cache_quant_algo"}) {
+    if (q.contains(kv) && !q.at(kv).is_null()) {
+      throw Error(field(kv) + " is " + q.at(kv).dump() +
+                  "; nvfp4 keeps the KV cache unquantized and does not read quantized-cache checkpoints");
+    }
+  }
   if (q.contains("producer") && q.at("producer").is_object()) {
     c.producer = q.at("producer").value("name", std::string());
     c.producer_version = q.at("producer").value("version", std::string());
+  }
+  return c;
+}
+
+QuantConfig read_hf_quant_config(std::string_view json, std::string_view file) {
+  const std::string f(file);
+  const StrictJson parsed = parse_strict_json(json);
+  if (!parsed.ok) throw Error(f + ": not valid JSON" + (parsed.syntax_error ? " (" + *parsed.syntax_error + ")" : ""));
+  const nlohmann::json& root = parsed.value;
+  const auto field = [&](const std::string& k) { return f + ": quantization." + k; };
+  if (!root.is_object() || !root.contains("quantization") || !root.at("quantization").is_object()) {
+    throw Error(f + ": no \"quantization\" object (ModelOpt's hf_quant_config.json has one)");
+  }
+  const nlohmann::json& q = root.at("quantization");
+  QuantConfig c;
+  c.format = QuantFormat::modelopt;
+  const std::string algo = q.contains("quant_algo") && q.at("quant_algo").is_string() ? q.at("quant_algo").get<std::string>() : "";
+  if (algo != "NVFP4" && algo != "W4A16_NVFP4") {
+    throw Error(field("quant_algo") + " is " + (q.contains("quant_algo") ? q.at("quant_algo").dump() : "missing") +
+                "; nvfp4 reads NVFP4 and W4A16_NVFP4");
+  }
+  c.w4a4 = algo == "NVFP4";
+  if (q.contains("group_size") && !(q.at("group_size").is_number_integer() && q.at("group_size").get<int64_t>() == kGroup)) {
+    throw Error(field("group_size") + " is " + q.at("group_size").dump() + "; NVFP4 blocks are 16 values");
+  }
+  if (q.contains("kv_cache_quant_algo") && !q.at("kv_cache_quant_algo").is_null()) {
+    throw Error(field("kv_cache_quant_algo") + " is " + q.at("kv_cache_quant_algo").dump() +
+                "; nvfp4 keeps the KV cache unquantized and does not read quantized-cache checkpoints");
+  }
+  if (q.contains("exclude_modules")) {
+    if (!q.at("exclude_modules").is_array()) throw Error(field("exclude_modules") + " must be a list of module names or patterns");
+    for (const auto& v : q.at("exclude_modules")) {
+      if (!v.is_string()) throw Error(field("exclude_modules") + " must hold strings");
+      c.ignore.push_back(v.get<std::string>());
+    }
+  }
+  if (root.contains("producer") && root.at("producer").is_object()) {
+    c.producer = root.at("producer").value("name", std::string());
+    c.producer_version = root.at("producer").value("version", std::string());
   }
   return c;
 }

@@ -5,10 +5,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 
 #include "nvfp4/calibrate.hpp"
 #include "nvfp4/engine.hpp"
 #include "nvfp4/error.hpp"
+#include "nvfp4/evaluate.hpp"
 #include "nvfp4/model.hpp"
 #include "nvfp4/ptq_export.hpp"
 
@@ -36,6 +38,15 @@ struct SaturationCounter final : infer::LinearInputObserver {
   }
 };
 
+// The engines of the sensitivity pass: the device's unquantized precision, windows of o.window.
+infer::EngineOptions sensitivity_engine_options(const infer::HfModel& model, const QuantizeModelOptions& o) {
+  infer::EngineOptions eo;
+  eo.precision = o.device == "cuda" ? infer::Precision::bf16 : infer::Precision::fp32;
+  eo.max_context = std::max(2, std::min(o.window, model.config().seq_len));
+  eo.max_sequences = 4;
+  return eo;
+}
+
 // Runs `tokens` through a CPU engine observed by `observer`, in windows of `window`.
 void run_windows(const infer::HfModel& model, std::span<const int32_t> tokens, int window,
                  infer::LinearInputObserver* observer) {
@@ -52,7 +63,115 @@ void run_windows(const infer::HfModel& model, std::span<const int32_t> tokens, i
   }
 }
 
+// The model with `layers` as its NVFP4 layers, evaluated on the sensitivity tokens against
+// `reference` (the unquantized model), per layer too when asked.
+infer::EvalResult evaluate_quantized(const infer::HfModel& model, const std::vector<io::Nvfp4Linear>& layers,
+                                     const QuantizeModelOptions& o, infer::Engine& reference, bool per_layer,
+                                     const std::function<void(size_t, size_t, const std::string&)>& progress) {
+  const infer::HfModel q = infer::HfModel::open_with_layers(model.dir(), layers, o.w4a4);
+  const auto engine = infer::make_engine(q, sensitivity_engine_options(model, o), o.device);
+  infer::EvalOptions eo;
+  eo.ctx = reference.max_context();
+  eo.per_layer = per_layer;
+  eo.per_layer_tokens = o.sensitivity_scored;
+  if (progress) {
+    eo.progress = [&](int64_t done, int64_t total, const std::string& what) {
+      if (what == "layers") progress(static_cast<size_t>(done), static_cast<size_t>(total), "sensitivity");
+    };
+  }
+  const infer::EvalDocument doc{o.sensitivity_tokens, -1, "the held-out tokens"};
+  return infer::evaluate(*engine, &reference, std::span<const infer::EvalDocument>(&doc, 1), eo);
+}
+
+void measure_and_fall_back(const infer::HfModel& model, const QuantizeModelOptions& o,
+                           const std::vector<infer::LinearPlan>& plan, QuantizeModelResult& r,
+                           const std::function<void(size_t, size_t, const std::string&)>& progress) {
+  const auto reference = infer::make_engine(model, sensitivity_engine_options(model, o), o.device);
+  const infer::EvalResult all = evaluate_quantized(model, r.layers, o, *reference, true, progress);
+  r.sensitivity_scored = all.tokens;
+  r.unquantized_ppl = std::exp(*all.reference_nll);
+  r.before = ModelQuality{all.ppl, *all.kl_mean, *all.top1_agree};
+  r.after = r.before;
+  std::map<std::string, const infer::LayerSensitivity*> by_name;
+  for (const auto& s : all.per_layer) by_name[s.name] = &s;
+  for (auto& rep : r.report) {
+    const auto it = by_name.find(rep.module);
+    if (!rep.quantized || it == by_name.end()) continue;
+    rep.kl = it->second->kl_mean;
+    rep.output_rel_error = it->second->rel_error;
+  }
+  if (o.auto_fallback_kl <= 0.0 && o.bf16_budget <= 0.0) return;
+
+  // Groups (by their first linear), their largest KL and their weights.
+  const auto& specs = model.specs();
+  const auto idx = model::param_index(model.config());
+  const auto weights_of = [&](size_t i) {
+    return specs[static_cast<size_t>(idx.layers[i / 7].weight(static_cast<model::LinearKind>(i % 7)))].numel;
+  };
+  struct Group {
+    size_t first;
+    double kl = 0;
+    int64_t weights = 0;
+  };
+  std::vector<Group> groups;
+  for (size_t i = 0; i + 1 < plan.size(); ++i) {
+    r.block_weights += weights_of(i);
+    if (!r.report[i].quantized) continue;
+    const size_t first = fused_group(i, plan.size()).first;
+    if (groups.empty() || groups.back().first != first) groups.push_back({first});
+    groups.back().kl = std::max(groups.back().kl, r.report[i].kl);
+    groups.back().weights += weights_of(i);
+  }
+  std::vector<bool> falls(plan.size(), false);
+  const auto fall = [&](const Group& g) {
+    const auto [g0, g1] = fused_group(g.first, plan.size());
+    for (size_t k = g0; k < g1; ++k) falls[k] = r.report[k].quantized;
+    r.fallback_weights += g.weights;
+  };
+  if (o.auto_fallback_kl > 0.0) {
+    r.fallback_rule = "auto-fallback: a member's KL > " + std::to_string(o.auto_fallback_kl);
+    for (const auto& g : groups) {
+      if (g.kl > o.auto_fallback_kl) fall(g);
+    }
+  } else {
+    // The most sensitive groups first; each that still fits the budget falls back.
+    r.fallback_rule = "bf16-budget: the most sensitive groups within " + std::to_string(o.bf16_budget) + " of the weights";
+    std::vector<Group> order = groups;
+    std::stable_sort(order.begin(), order.end(), [](const Group& a, const Group& b) { return a.kl > b.kl; });
+    const double budget = o.bf16_budget * static_cast<double>(r.block_weights);
+    for (const auto& g : order) {
+      if (static_cast<double>(r.fallback_weights + g.weights) <= budget) fall(g);
+    }
+  }
+  std::vector<io::Nvfp4Linear> kept_layers;
+  size_t at = 0;
+  for (size_t i = 0; i + 1 < plan.size(); ++i) {
+    if (!r.report[i].quantized) continue;
+    if (falls[i]) {
+      r.report[i].quantized = false;
+      r.report[i].fallback = true;
+      r.report[i].why_not = "BF16 fallback (" + r.fallback_rule + "; its group's KL " +
+                            std::to_string(r.report[fused_group(i, plan.size()).first].kl) + ")";
+    } else {
+      kept_layers.push_back(std::move(r.layers[at]));
+    }
+    ++at;
+  }
+  r.layers = std::move(kept_layers);
+  if (r.fallback_weights == 0) return;
+  const infer::EvalResult after = evaluate_quantized(model, r.layers, o, *reference, false, progress);
+  r.after = ModelQuality{after.ppl, *after.kl_mean, *after.top1_agree};
+}
+
 }  // namespace
+
+void require_unquantized(const infer::HfModel& model) {
+  if (model.quantization()) {
+    throw Error(model.dir() + " is already an NVFP4 checkpoint (" +
+                std::string(io::quant_format_name(model.quantization()->format)) +
+                "): quantize the unquantized model it was made from");
+  }
+}
 
 QuantizeModelResult quantize_model(const infer::HfModel& model, std::span<const int32_t> calib,
                                    const QuantizeModelOptions& o,
@@ -61,14 +180,37 @@ QuantizeModelResult quantize_model(const infer::HfModel& model, std::span<const 
     throw Error("--act-scale percentile:" + std::to_string(o.act_percentile) + ": the percentile must be in (0, 100]");
   }
   if (calib.empty()) throw Error("quantize: no calibration tokens");
+  require_unquantized(model);
+  if (!(o.auto_fallback_kl >= 0.0 && std::isfinite(o.auto_fallback_kl))) {
+    throw Error("--auto-fallback " + std::to_string(o.auto_fallback_kl) + ": a KL threshold is finite and >= 0 (nats)");
+  }
+  if (!(o.bf16_budget >= 0.0 && o.bf16_budget < 1.0)) {
+    throw Error("--bf16-budget " + std::to_string(o.bf16_budget) + ": the share of the weights kept in BF16 is in [0, 1)");
+  }
+  if (o.auto_fallback_kl > 0.0 && o.bf16_budget > 0.0) throw Error("give --auto-fallback or --bf16-budget, not both");
+  if ((o.auto_fallback_kl > 0.0 || o.bf16_budget > 0.0) && o.sensitivity_tokens.size() < 2) {
+    throw Error("--auto-fallback and --bf16-budget need the per-layer sensitivity: held-out tokens to measure it on "
+                "(at least 2)");
+  }
   const model::ModelConfig& c = model.config();
   const auto idx = model::param_index(c);
   // Module names and which layers stay unquantized: the engine's plan (its --keep-bf16 errors too).
   infer::EngineOptions eo;
   eo.precision = infer::Precision::w4a16;
   eo.keep_bf16 = o.keep_bf16;
-  const auto plan = infer::resolve_linear_plan(c, eo, infer::Precision::fp32);
+  auto plan = infer::resolve_linear_plan(c, eo, infer::Precision::fp32);
   const size_t n_block = plan.size() - 1;  // the head stays unquantized
+  // A fused group keeps one precision (vLLM refuses a q/k/v or gate/up with some members quantized).
+  std::vector<std::string> kept_with(plan.size());
+  for (size_t i = 0; i < n_block; ++i) {
+    if (plan[i].precision == infer::Precision::w4a16) continue;
+    const auto [g0, g1] = fused_group(i, plan.size());
+    for (size_t k = g0; k < g1; ++k) {
+      if (plan[k].precision != infer::Precision::w4a16) continue;
+      plan[k].precision = infer::Precision::fp32;
+      kept_with[k] = plan[i].name;
+    }
+  }
 
   // Calibration: the FP32 CPU engine over the tokens, in windows.
   Calibrator cal(plan.size(), o.gptq);
@@ -97,7 +239,9 @@ QuantizeModelResult quantize_model(const infer::HfModel& model, std::span<const 
     rep.module = plan[i].name;
     rep.calib_rows = cal.rows(i);
     rep.input_amax = o.act_percentile == 100.0 ? cal.input_stats(i).amax() : cal.input_stats(i).percentile(o.act_percentile);
-    if (plan[i].precision != infer::Precision::w4a16) {
+    if (!kept_with[i].empty()) {
+      rep.why_not = "kept with its fused sibling " + kept_with[i] + " (--keep-bf16)";
+    } else if (plan[i].precision != infer::Precision::w4a16) {
       rep.why_not = "kept by --keep-bf16";
     } else if (C % 16 != 0) {
       rep.why_not = "input size " + std::to_string(C) + " is not a multiple of 16";
@@ -135,6 +279,11 @@ QuantizeModelResult quantize_model(const infer::HfModel& model, std::span<const 
     }
     r.layers.push_back(checkpoint_layer(rep.module, q, o.w4a4 ? std::optional<float>(rep.input_amax) : std::nullopt));
     r.report.push_back(rep);
+  }
+  if (!o.sensitivity_tokens.empty()) measure_and_fall_back(model, o, plan, r, progress);
+  r.kept.clear();
+  for (const auto& rep : r.report) {
+    if (!rep.quantized) r.kept.push_back(rep.module);
   }
   r.kept.push_back("lm_head");
   // W4A4: how often held-out activations exceed the calibrated input amax.

@@ -10,6 +10,8 @@
 #include "nvfp4/cuda_ops.hpp"
 #include "nvfp4/engine.hpp"
 #include "nvfp4/hf_model.hpp"
+#include "nvfp4/ptq_export.hpp"
+#include "nvfp4/quantize_model.hpp"
 #include "support/cuda_test.hpp"
 #include "support/test_support.hpp"
 
@@ -175,6 +177,52 @@ TEST_F(EngineCudaTest, QuantizedPrecisionsMatchTheCpuEngineAndTheGuardFallsBack)
   const auto g = w4->guard_stats();
   EXPECT_EQ(g.total_fallbacks(), g.total_rows());
   EXPECT_EQ(g.total_rows(), 14 * 24);
+}
+
+// An NVFP4 checkpoint (quantized on the CPU by `nvfp4 quantize`'s code, both formats): the CUDA
+// engine runs its stored codes, scales and factors as the CPU engine does — w4a16 within BF16
+// tolerance, w4a4 (the stored input factors) nearer the CPU's w4a4 than its w4a16.
+TEST_F(EngineCudaTest, Nvfp4CheckpointsRunAsOnTheCpu) {
+  REQUIRE_GPU();
+  const auto c = nvfp4::test::tiny_config("qwen3");
+  nvfp4::test::write_tiny_hf_model(dir_ / "src", "qwen3", c, 41, nvfp4::DType::BF16);
+  const HfModel src = HfModel::open((dir_ / "src").string());
+  nvfp4::ptq::QuantizeModelOptions qo;
+  qo.window = 40;
+  const auto t = some_tokens(24, c.vocab, 42);
+  for (const auto f : {nvfp4::io::QuantFormat::modelopt, nvfp4::io::QuantFormat::compressed_tensors}) {
+    for (const bool w4a4 : {false, true}) {
+      qo.w4a4 = w4a4;
+      const auto q = nvfp4::ptq::quantize_model(src, some_tokens(80, c.vocab, 43), qo);
+      nvfp4::ptq::ExportOptions eo;
+      eo.config.format = f;
+      eo.config.w4a4 = w4a4;
+      eo.config.ignore = q.kept;
+      const std::string name = std::string(nvfp4::io::quant_format_name(f)) + (w4a4 ? "-w4a4" : "-w4a16");
+      nvfp4::ptq::write_quantized_folder((dir_ / "src").string(), (dir_ / name).string(), q.layers, eo);
+      const HfModel m = HfModel::open((dir_ / name).string());
+      EngineOptions o;  // the checkpoint's own scheme
+      const auto cpu = nvfp4::infer::make_cpu_engine(m, o);
+      o.precision = Precision::bf16;
+      const auto gpu = nvfp4::infer::make_cuda_engine(m, o);
+      EXPECT_EQ(gpu->linear_plan()[0].precision, w4a4 ? Precision::w4a4 : Precision::w4a16) << name;
+      const auto want = nvfp4::test::run_chunk(*cpu, 0, t, true), got = nvfp4::test::run_chunk(*gpu, 0, t, true);
+      if (!w4a4) {
+        EXPECT_LT(rel_diff(got, want), 0.04) << name;
+        EXPECT_GE(argmax_agreement(got, want, c.vocab), 0.9) << name;
+        continue;
+      }
+      EngineOptions o16;
+      o16.precision = Precision::w4a16;
+      const auto cpu16 = nvfp4::infer::make_cpu_engine(m, o16);
+      const auto w16 = nvfp4::test::run_chunk(*cpu16, 0, t, true);
+      std::printf("    %s here vs the CPU's: %.4f, vs the CPU's w4a16: %.4f\n", name.c_str(), rel_diff(got, want),
+                  rel_diff(got, w16));
+      EXPECT_LT(rel_diff(got, want), 0.2) << name;
+      EXPECT_LT(rel_diff(got, want), rel_diff(got, w16)) << name;
+      EXPECT_EQ(gpu->guard_stats().total_rows(), 14 * 24) << name << ": every stored layer quantizes its rows";
+    }
+  }
 }
 
 // EngineOptions::fuse (one GEMM for q/k/v and for gate/up, the row ops fused) against every op on

@@ -73,27 +73,31 @@ TEST(CudaOpsQuantizeRows, MatchesCpuBitForBit) {
     std::vector<uint16_t> xbits(off, 0);
     const auto b = to_bits(x);
     xbits.insert(xbits.end(), b.begin(), b.end());
-    // 0: each row's own amax; 10: rows 7 (a 40) and 4 (1e30) are above it; 1e31: none are
-    for (const float input_amax : {0.0f, 10.0f, 1e31f})
+    // {}: each row's own amax; 10: rows 7 (a 40) and 4 (1e30) are above it; 1e31: none are; stored
+    // factors of an amax of 10 as ModelOpt's input_scale gives them (encode = 1 / decode)
+    using IS = nvfp4::fmt::Nvfp4InputScale;
+    for (const IS input : {IS{}, IS{10.0f}, IS{1e31f}, IS{0.0f, 1.0f / (10.0f / 2688.0f), 10.0f / 2688.0f}})
       for (const bool fallback : {false, true}) {
+        const float input_amax = input.amax > 0.0f ? input.amax : input.decode * 2688.0f;
         SCOPED_TRACE("N=" + std::to_string(s.N) + " K=" + std::to_string(s.K) + " offset=" + std::to_string(off) +
-                     " input_amax=" + std::to_string(input_amax) + " fallback=" + std::to_string(fallback));
+                     " input_amax=" + std::to_string(input_amax) + " stored=" + std::to_string(input.encode > 0) +
+                     " fallback=" + std::to_string(fallback));
         std::vector<float> want(n), want_factor(s.N);
         std::vector<uint8_t> want_flags(s.N);
-        cpu::nvfp4_quantize_rows(want.data(), want_factor.data(), want_flags.data(), x.data(), s.N, s.K, input_amax,
+        cpu::nvfp4_quantize_rows(want.data(), want_factor.data(), want_flags.data(), x.data(), s.N, s.K, input,
                                  fallback);
         uint32_t flagged = 0;
         for (const uint8_t f : want_flags) flagged += f != 0;
-        if (input_amax == 10.0f) EXPECT_GT(flagged, 2u * (s.N / 8)) << "the calibrated amax flags saturating rows";
+        if (std::fabs(input_amax - 10.0f) < 1e-3f) EXPECT_GT(flagged, 2u * (s.N / 8)) << "the calibrated amax flags saturating rows";
 
         DeviceBuffer<uint16_t> d_in(xbits), d_out(n + off), d_inplace(xbits);
         DeviceBuffer<float> d_factor(s.N), d_factor2(s.N);
         DeviceBuffer<uint8_t> d_flags(s.N);
         DeviceBuffer<uint32_t> count(std::vector<uint32_t>{5});
-        cu::nvfp4_quantize_rows(d_out.ptr + off, d_factor.ptr, d_flags.ptr, d_in.ptr + off, s.N, s.K, input_amax,
-                                fallback, count.ptr, nullptr);
+        cu::nvfp4_quantize_rows(d_out.ptr + off, d_factor.ptr, d_flags.ptr, d_in.ptr + off, s.N, s.K, input, fallback,
+                                count.ptr, nullptr);
         cu::nvfp4_quantize_rows(d_inplace.ptr + off, d_factor2.ptr, nullptr, d_inplace.ptr + off, s.N, s.K,
-                                input_amax, fallback, nullptr, nullptr);
+                                input, fallback, nullptr, nullptr);
         const auto out = d_out.download();
         const std::vector<uint16_t> got(out.begin() + off, out.end());
         // The CPU values are BF16 values (decoded codes x scales, input rows, NaN): compare their bits.
@@ -115,15 +119,17 @@ TEST(CudaOpsQuantizeRows, MatchesCpuBitForBit) {
 
 TEST(CudaOpsQuantizeRows, BadArgumentsAreExplained) {
   try {
-    cu::nvfp4_quantize_rows(nullptr, nullptr, nullptr, nullptr, 2, 40, 0.0f, true, nullptr, nullptr);
+    cu::nvfp4_quantize_rows(nullptr, nullptr, nullptr, nullptr, 2, 40, {}, true, nullptr, nullptr);
     FAIL() << "K = 40 was accepted";
   } catch (const nvfp4::Error& e) {
     EXPECT_EQ(std::string(e.what()),
               "cuda::nvfp4_quantize_rows: K = 40 is not a multiple of 16, the NVFP4 block; pad the rows or keep this "
               "GEMM's input in BF16");
   }
-  EXPECT_THROW(cu::nvfp4_quantize_rows(nullptr, nullptr, nullptr, nullptr, 2, 32, -1.0f, true, nullptr, nullptr),
-               nvfp4::Error);
+  using IS = nvfp4::fmt::Nvfp4InputScale;
+  for (const IS bad : {IS{-1.0f}, IS{0.0f, 1.0f, 0.0f}, IS{1.0f, 1.0f, 1.0f}})
+    EXPECT_THROW(cu::nvfp4_quantize_rows(nullptr, nullptr, nullptr, nullptr, 2, 32, bad, true, nullptr, nullptr),
+                 nvfp4::Error);
 }
 
 }  // namespace

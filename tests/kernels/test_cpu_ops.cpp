@@ -78,7 +78,7 @@ std::vector<Vf> run_everything() {
                        0.25f);
   cpu::rope_rows(qrows.data(), pos.data(), inv_freq.data(), n, nh, hs);
   Vf xq(n * c), xf(n), xb(n * c);
-  cpu::nvfp4_quantize_rows(xq.data(), xf.data(), nullptr, x.data(), n, c, 0.0f, true);
+  cpu::nvfp4_quantize_rows(xq.data(), xf.data(), nullptr, x.data(), n, c, {}, true);
   cpu::scale_rows_bias(xb.data(), xq.data(), xf.data(), nw.data(), n, c);
   r.insert(r.end(), {kc, vc, yc, qrows, xq, xf, xb});
 

@@ -57,10 +57,13 @@ struct RowsOut {
   Vf out, factor;
   std::vector<uint8_t> flags;
 };
-RowsOut quantize_rows(const Vf& in, int64_t N, int64_t K, float input_amax, bool fallback) {
+RowsOut quantize_rows(const Vf& in, int64_t N, int64_t K, const nvfp4::fmt::Nvfp4InputScale& input, bool fallback) {
   RowsOut r{Vf(in.size(), -1.0f), Vf(N, -1.0f), std::vector<uint8_t>(N, 0xEE)};
-  cpu::nvfp4_quantize_rows(r.out.data(), r.factor.data(), r.flags.data(), in.data(), N, K, input_amax, fallback);
+  cpu::nvfp4_quantize_rows(r.out.data(), r.factor.data(), r.flags.data(), in.data(), N, K, input, fallback);
   return r;
+}
+RowsOut quantize_rows(const Vf& in, int64_t N, int64_t K, float input_amax, bool fallback) {
+  return quantize_rows(in, N, K, nvfp4::fmt::Nvfp4InputScale{input_amax}, fallback);
 }
 
 Vf row_of(const Vf& x, int64_t n, int64_t K) { return Vf(x.begin() + n * K, x.begin() + (n + 1) * K); }
@@ -205,18 +208,74 @@ TEST(CpuOpsQuantizeRows, InPlaceNullFlagsAndErrors) {
   const Vf x = test_rows(N2, K, 170);
   const RowsOut r = quantize_rows(x, N2, K, 0.0f, false);
   Vf inplace = x, factor(N2);
-  cpu::nvfp4_quantize_rows(inplace.data(), factor.data(), nullptr, inplace.data(), N2, K, 0.0f, false);
+  cpu::nvfp4_quantize_rows(inplace.data(), factor.data(), nullptr, inplace.data(), N2, K, {}, false);
   EXPECT_TRUE(same_bits(inplace, r.out));
   EXPECT_TRUE(same_bits(factor, r.factor));
   Vf out(48);
   EXPECT_EQ(error_of([&] {
-              cpu::nvfp4_quantize_rows(out.data(), factor.data(), nullptr, out.data(), 2, 24, 0.0f, true);
+              cpu::nvfp4_quantize_rows(out.data(), factor.data(), nullptr, out.data(), 2, 24, {}, true);
             }),
             "cpu::nvfp4_quantize_rows: K = 24 is not a multiple of 16, the NVFP4 block; pad the rows or keep this "
             "GEMM's input in BF16");
-  for (const float bad : {-1.0f, kInf, std::numeric_limits<float>::quiet_NaN()})
-    EXPECT_THROW(cpu::nvfp4_quantize_rows(out.data(), factor.data(), nullptr, out.data(), 1, 16, bad, true),
-                 nvfp4::Error);
+  using IS = nvfp4::fmt::Nvfp4InputScale;
+  for (const float bad : {-1.0f, kInf, std::numeric_limits<float>::quiet_NaN()}) {
+    for (const IS in : {IS{bad}, IS{0.0f, bad, 1.0f}, IS{0.0f, 1.0f, bad}})
+      EXPECT_THROW(cpu::nvfp4_quantize_rows(out.data(), factor.data(), nullptr, out.data(), 1, 16, in, true),
+                   nvfp4::Error);
+  }
+  EXPECT_EQ(error_of([&] {
+              cpu::nvfp4_quantize_rows(out.data(), factor.data(), nullptr, out.data(), 1, 16, IS{0.0f, 2.0f, 0.0f}, true);
+            }),
+            "cpu::nvfp4_quantize_rows: the input scale (amax 0.000000, encode 2.000000, decode 0.000000): stored "
+            "factors come as a pair (encode and decode)");
+  EXPECT_THROW(cpu::nvfp4_quantize_rows(out.data(), factor.data(), nullptr, out.data(), 1, 16, IS{1.0f, 2.0f, 0.5f}, true),
+               nvfp4::Error);
+}
+
+// A checkpoint's stored factors (encode, decode): with encode = 2688 / amax and decode =
+// amax / 2688 — the factors nvfp4_tensor_scale(amax) derives — every row equals the calibrated-amax
+// quantization bit for bit; with another encode the block scales follow it (checked against the
+// steps of src/format/nvfp4.hpp written out here), the output factor is the stored decode, and a
+// row saturates when a block amax x encode / 6 passes 464 (E4M3 would round it to 480), not for
+// the row holding the amax itself (its scale may land a rounding above 448).
+TEST(CpuOpsQuantizeRows, StoredFactorsAreTheTensorScale) {
+  using IS = nvfp4::fmt::Nvfp4InputScale;
+  constexpr int64_t N2 = 6, K = 96;
+  const Vf x = randn(N2 * K, 180, 2.0f);
+  float amax = 0.0f;
+  for (float v : x) amax = std::max(amax, std::fabs(v));
+  const RowsOut calibrated = quantize_rows(x, N2, K, amax, true);
+  const RowsOut stored = quantize_rows(x, N2, K, IS{0.0f, 2688.0f / amax, amax / 2688.0f}, true);
+  EXPECT_TRUE(same_bits(stored.out, calibrated.out));
+  EXPECT_TRUE(same_bits(stored.factor, calibrated.factor));
+  EXPECT_EQ(stored.flags, calibrated.flags);
+
+  // ModelOpt's reading of input_scale = amax / 2688: encode = 1 / input_scale, which need not
+  // be 2688 / amax in FP32; the blocks written out from the definitions.
+  const float decode = amax / 2688.0f, encode = 1.0f / decode;
+  const RowsOut r = quantize_rows(x, N2, K, IS{0.0f, encode, decode}, false);
+  const float inv6 = 1.0f / 6.0f, mult = encode * inv6, s_dec = 1.0f / encode;
+  for (int64_t n = 0; n < N2; ++n) {
+    EXPECT_EQ(r.factor[n], decode);
+    EXPECT_EQ(r.flags[n], 0);
+    for (int64_t b = 0; b < K; b += 16) {
+      float bamax = 0.0f;
+      for (int64_t j = 0; j < 16; ++j) bamax = std::max(bamax, std::fabs(x[n * K + b + j]));
+      const float s = nvfp4::fmt::e4m3_decode(nvfp4::fmt::e4m3_encode(bamax * mult));
+      const float e = 1.0f / (s * s_dec);
+      for (int64_t j = 0; j < 16; ++j) {
+        const float v = std::clamp(x[n * K + b + j] * e, -6.0f, 6.0f);
+        const float want = nvfp4::fmt::e2m1_decode(nvfp4::fmt::e2m1_encode_rne(v)) * s;
+        EXPECT_EQ(std::bit_cast<uint32_t>(r.out[n * K + b + j]), std::bit_cast<uint32_t>(want)) << n << " " << b + j;
+      }
+    }
+  }
+  // A value 4x the calibrated amax: its row's block scale would round to 480 (> 464), flagged.
+  Vf y = x;
+  y[2 * K + 5] = 4.0f * amax;
+  const RowsOut sat = quantize_rows(y, N2, K, IS{0.0f, encode, decode}, true);
+  for (int64_t n = 0; n < N2; ++n) EXPECT_EQ(sat.flags[n], n == 2 ? cpu::kRowSaturated : 0) << n;
+  EXPECT_TRUE(same_bits(row_of(sat.out, 2, K), row_of(y, 2, K)));
 }
 
 }  // namespace

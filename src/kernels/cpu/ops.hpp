@@ -35,6 +35,7 @@
 #pragma once
 
 #include <cstdint>
+#include "format/nvfp4.hpp"  // fmt::Nvfp4InputScale
 
 namespace nvfp4::cpu {
 
@@ -225,20 +226,22 @@ void attention_cache(float* out, const float* q, const float* k_cache, const flo
 // out (N, K) holds each row quantized to NVFP4 (1x16 blocks, E4M3 block scales, RNE) and decoded
 // WITHOUT the per-tensor factor (code value x block scale: exact in BF16); the factor goes to
 // row_factor (N), which the GEMM's epilogue multiplies in (scale_rows_bias). K % 16 == 0.
-// Per row n, amax_t = input_amax > 0 ? input_amax (a calibrated per-tensor amax) : max |in[n,:]|.
+// Per row n the tensor scale is fmt::nvfp4_input_tensor_scale(input, max |in[n,:]|): the row's
+// own amax (input = {}), a calibrated amax, or a checkpoint's stored encode/decode factors.
 // row_flags[n] (nullable):
 //   kRowNonFinite  the row holds NaN or Inf
-//   kRowSaturated  (finite rows only) a 16-element block's amax exceeds amax_t, so its E4M3 block
-//                  scale saturates at 448 and its values clip at 6 x 448 (only with input_amax)
+//   kRowSaturated  (finite rows only) a 16-element block's E4M3 scale saturates at 448, so its
+//                  values clip at 6 x 448 / encode (a calibrated or stored scale only; the exact
+//                  criteria: fmt::nvfp4_input_tensor_scale)
 // Flagged row with fallback: out row = in row, row_factor = 1 (the GEMM computes W4A16 for it).
 // Non-finite row without fallback: out row = NaN, row_factor = 1. Otherwise the row is exactly
-// what nvfp4::quantize of the (1, K) tensor with amax amax_t gives, dequantized without the
-// tensor scale (the format core's functions, src/format/nvfp4.hpp), and row_factor =
-// amax_t / 2688 (nvfp4_tensor_decode_factor). input_amax must be finite and >= 0. out may
-// equal in.
+// what nvfp4::quantize of the (1, K) tensor with that tensor scale gives, dequantized without
+// it (the format core's functions, src/format/nvfp4.hpp), and row_factor = the scale's decode
+// factor (amax / 2688, or the stored decode). An input fmt::nvfp4_input_scale_problem refuses is
+// an error. out may equal in.
 inline constexpr uint8_t kRowNonFinite = 1u;
 inline constexpr uint8_t kRowSaturated = 2u;
 void nvfp4_quantize_rows(float* out, float* row_factor, uint8_t* row_flags, const float* in, int64_t N, int64_t K,
-                         float input_amax, bool fallback);
+                         const fmt::Nvfp4InputScale& input, bool fallback);
 
 }  // namespace nvfp4::cpu

@@ -31,25 +31,29 @@ uint32_t max_abs_bits(const float* x, int64_t n) {
 }  // namespace
 
 void nvfp4_quantize_rows(float* out, float* row_factor, uint8_t* row_flags, const float* in, int64_t N, int64_t K,
-                         float input_amax, bool fallback) {
+                         const fmt::Nvfp4InputScale& input, bool fallback) {
   constexpr const char* op = "nvfp4_quantize_rows";
   constexpr int64_t kBlock = fmt::kNvfp4Block;
   require_nonnegative(op, {{"N", N}, {"K", K}});
   require(K % kBlock == 0, op,
           "K = " + std::to_string(K) + " is not a multiple of 16, the NVFP4 block; pad the rows or keep this "
           "GEMM's input in BF16");
-  require(std::isfinite(input_amax) && input_amax >= 0.0f, op,
-          "input_amax = " + std::to_string(input_amax) + " must be finite and >= 0 (0: each row's own amax)");
+  if (const char* problem = fmt::nvfp4_input_scale_problem(input)) {
+    require(false, op,
+            "the input scale (amax " + std::to_string(input.amax) + ", encode " + std::to_string(input.encode) +
+                ", decode " + std::to_string(input.decode) + "): " + problem);
+  }
   NVFP4_OMP("omp parallel for")
   for (int64_t n = 0; n < N; ++n) {
     const float* x = in + n * K;
     float* y = out + n * K;
     const uint32_t row_bits = max_abs_bits(x, K);
     const bool finite = row_bits < 0x7F800000u;
-    const float amax = input_amax > 0.0f ? input_amax : fmt::f32_from_bits(row_bits);
-    // Every block amax is at most the row's: a block saturates exactly when the row's amax is
-    // above amax_t (never with the row's own amax).
-    const uint8_t flags = !finite ? kRowNonFinite : (fmt::f32_from_bits(row_bits) > amax ? kRowSaturated : 0u);
+    float decode = 1.0f;
+    bool saturates = false;
+    const fmt::Nvfp4TensorScale ts =
+        fmt::nvfp4_input_tensor_scale(input, finite ? fmt::f32_from_bits(row_bits) : 0.0f, &decode, &saturates);
+    const uint8_t flags = !finite ? kRowNonFinite : (saturates ? kRowSaturated : 0u);
     if (row_flags) row_flags[n] = flags;
     if (flags != 0 && fallback) {
       for (int64_t k = 0; k < K; ++k) y[k] = x[k];
@@ -61,7 +65,6 @@ void nvfp4_quantize_rows(float* out, float* row_factor, uint8_t* row_flags, cons
       row_factor[n] = 1.0f;
       continue;
     }
-    const fmt::Nvfp4TensorScale ts = fmt::nvfp4_tensor_scale(amax);
     for (int64_t b = 0; b < K; b += kBlock) {
       const uint8_t scale = fmt::nvfp4_block_scale(fmt::f32_from_bits(max_abs_bits(x + b, kBlock)), ts);
       const float e = fmt::nvfp4_block_encode_factor(scale, ts);
@@ -70,7 +73,7 @@ void nvfp4_quantize_rows(float* out, float* row_factor, uint8_t* row_flags, cons
       for (int64_t j = 0; j < kBlock; ++j) codes[j] = fmt::nvfp4_encode_rne(x[b + j], e);
       for (int64_t j = 0; j < kBlock; ++j) y[b + j] = fmt::nvfp4_decode(codes[j], scale, 1.0f);
     }
-    row_factor[n] = fmt::nvfp4_tensor_decode_factor(amax);
+    row_factor[n] = decode;
   }
 }
 

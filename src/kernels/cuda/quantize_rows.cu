@@ -55,8 +55,9 @@ __device__ __forceinline__ uint32_t block_max_abs_bits(const float (&v)[kBlock])
 template <bool kAligned>
 __global__ void __launch_bounds__(kThreads) nvfp4_quantize_rows_kernel(uint16_t* out, float* row_factor,
                                                                        uint8_t* row_flags, const uint16_t* in,
-                                                                       int64_t N, int64_t K, float input_amax,
-                                                                       bool fallback, uint32_t* flagged_count) {
+                                                                       int64_t N, int64_t K,
+                                                                       fmt::Nvfp4InputScale input, bool fallback,
+                                                                       uint32_t* flagged_count) {
   const int lane = threadIdx.x % 32;
   const int64_t n = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + threadIdx.x / 32;
   if (n >= N) return;  // the whole warp
@@ -72,9 +73,11 @@ __global__ void __launch_bounds__(kThreads) nvfp4_quantize_rows_kernel(uint16_t*
   }
   bits = __reduce_max_sync(0xFFFFFFFFu, bits);
   const bool finite = bits < 0x7F800000u;
-  const float row_amax = fmt::f32_from_bits(bits);
-  const float amax = input_amax > 0.0f ? input_amax : row_amax;
-  const uint8_t flags = !finite ? cpu::kRowNonFinite : (row_amax > amax ? cpu::kRowSaturated : 0u);
+  float decode = 1.0f;
+  bool saturates = false;
+  const fmt::Nvfp4TensorScale ts =
+      fmt::nvfp4_input_tensor_scale(input, finite ? fmt::f32_from_bits(bits) : 0.0f, &decode, &saturates);
+  const uint8_t flags = !finite ? cpu::kRowNonFinite : (saturates ? cpu::kRowSaturated : 0u);
   if (lane == 0) {
     if (row_flags) row_flags[n] = flags;
     if (flagged_count && flags != 0) atomicAdd(flagged_count, 1u);
@@ -94,7 +97,6 @@ __global__ void __launch_bounds__(kThreads) nvfp4_quantize_rows_kernel(uint16_t*
     if (lane == 0) row_factor[n] = 1.0f;
     return;
   }
-  const fmt::Nvfp4TensorScale ts = fmt::nvfp4_tensor_scale(amax);
   for (int64_t b = lane; b < nb; b += 32) {
     float v[kBlock];
     load_block<kAligned>(x, b, v);
@@ -104,27 +106,30 @@ __global__ void __launch_bounds__(kThreads) nvfp4_quantize_rows_kernel(uint16_t*
     for (int j = 0; j < kBlock; ++j) v[j] = fmt::nvfp4_decode(fmt::nvfp4_encode_rne(v[j], e), scale, 1.0f);
     store_block<kAligned>(y, b, v);  // code x E4M3 scale: exact in BF16
   }
-  if (lane == 0) row_factor[n] = fmt::nvfp4_tensor_decode_factor(amax);
+  if (lane == 0) row_factor[n] = decode;
 }
 
 }  // namespace
 
 void nvfp4_quantize_rows(uint16_t* out, float* row_factor, uint8_t* row_flags, const uint16_t* in, int64_t N, int64_t K,
-                         float input_amax, bool fallback, uint32_t* flagged_count, Stream stream) {
+                         const fmt::Nvfp4InputScale& input, bool fallback, uint32_t* flagged_count, Stream stream) {
   constexpr const char* op = "nvfp4_quantize_rows";
   require_nonnegative(op, {{"N", N}, {"K", K}});
   require(K % kBlock == 0, op,
           "K = " + std::to_string(K) + " is not a multiple of 16, the NVFP4 block; pad the rows or keep this "
           "GEMM's input in BF16");
-  require(std::isfinite(input_amax) && input_amax >= 0.0f, op,
-          "input_amax = " + std::to_string(input_amax) + " must be finite and >= 0 (0: each row's own amax)");
+  if (const char* problem = fmt::nvfp4_input_scale_problem(input)) {
+    require(false, op,
+            "the input scale (amax " + std::to_string(input.amax) + ", encode " + std::to_string(input.encode) +
+                ", decode " + std::to_string(input.decode) + "): " + problem);
+  }
   require(N / kRowsPerBlock < INT_MAX, op, "N = " + std::to_string(N) + " exceeds the kernel's grid");
   if (N == 0) return;
   require_ptr(row_factor, op, "row_factor");
   const bool aligned = aligned16(out) && aligned16(in);
   const unsigned grid = static_cast<unsigned>((N + kRowsPerBlock - 1) / kRowsPerBlock);
   NVFP4_LAUNCH_ALIGNED(aligned, nvfp4_quantize_rows_kernel, grid, kThreads, 0, stream, out, row_factor, row_flags, in,
-                       N, K, input_amax, fallback, flagged_count);
+                       N, K, input, fallback, flagged_count);
   check_launch(op);
 }
 
