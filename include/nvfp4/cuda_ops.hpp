@@ -169,6 +169,15 @@ void rope_forward(uint16_t* out, const uint16_t* inp, int64_t B, int64_t T, int6
 void rope_backward(uint16_t* dinp, const uint16_t* dout, int64_t B, int64_t T, int64_t NH, int64_t HS, float theta,
                    Stream stream, float* amax = nullptr, bool accumulate = true);
 
+// The same rotations with the inverse frequencies given (cpu::rope_forward / rope_backward's
+// table versions): inv_freq (HS/2) fp32 in device memory, angle = float(t) * inv_freq[i] — the
+// CPU op's FP32 product for the same table, so only sincosf's few ulp differ. RoPE scaling:
+// model::ModelConfig::rope_inv_freq(), uploaded once by the caller.
+void rope_forward(uint16_t* out, const uint16_t* inp, int64_t B, int64_t T, int64_t NH, int64_t HS,
+                  const float* inv_freq, Stream stream);
+void rope_backward(uint16_t* dinp, const uint16_t* dout, int64_t B, int64_t T, int64_t NH, int64_t HS,
+                   const float* inv_freq, Stream stream, float* amax = nullptr, bool accumulate = true);
+
 // ---- causal grouped-query attention (flash-style, no T x T matrix in memory) --------------
 
 // out (B, T, NH, HS) bf16 OVERWRITTEN; lse (B, NH, T) fp32 the log-sum-exp of each row's
