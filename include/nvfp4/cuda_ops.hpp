@@ -183,20 +183,25 @@ void rope_backward(uint16_t* dinp, const uint16_t* dout, int64_t B, int64_t T, i
 // out (B, T, NH, HS) bf16 OVERWRITTEN; lse (B, NH, T) fp32 the log-sum-exp of each row's
 // scaled scores, saved for the backward; q (B, T, NH, HS), k, v (B, T, NKV, HS) bf16.
 // Query head h reads KV head h / (NH / NKV). HS must be 32, 64 or 128.
-// amax: producer amax of out.
+// amax: producer amax of out. window: a sliding window as cpu::attention_forward's (query t sees
+// keys t2 <= t with t - t2 < window; 0: all); key tiles wholly outside it are skipped. Window 0
+// (or >= T) runs the kernels' instance without the window, the code they had before it: the
+// same bits.
 void attention_forward(uint16_t* out, float* lse, const uint16_t* q, const uint16_t* k, const uint16_t* v, int64_t B,
-                       int64_t T, int64_t NH, int64_t NKV, int64_t HS, Stream stream, float* amax = nullptr);
+                       int64_t T, int64_t NH, int64_t NKV, int64_t HS, Stream stream, float* amax = nullptr,
+                       int64_t window = 0);
 
 // dq (B, T, NH, HS), dk, dv (B, T, NKV, HS) bf16 OVERWRITTEN. dout, out (B, T, NH, HS) bf16
 // (out: attention_forward's), lse (B, NH, T) fp32 (attention_forward's). scratch holds
 // D = rowsum(dout * out) (B, NH, T) fp32. Deterministic: dk/dv by one CTA per (b, kv head, key
 // tile) looping over the group's query heads and query tiles in order; dq by one CTA per
 // (b, head, query tile) looping over key tiles (probabilities recomputed; no atomics).
-// amax_dv: producer amax of dv.
+// amax_dv: producer amax of dv. window: the forward's (tiles outside it skipped).
 size_t attention_backward_scratch_bytes(int64_t B, int64_t T, int64_t NH);
 void attention_backward(uint16_t* dq, uint16_t* dk, uint16_t* dv, const uint16_t* dout, const uint16_t* out,
                         const uint16_t* q, const uint16_t* k, const uint16_t* v, const float* lse, int64_t B, int64_t T,
-                        int64_t NH, int64_t NKV, int64_t HS, void* scratch, Stream stream, float* amax_dv = nullptr);
+                        int64_t NH, int64_t NKV, int64_t HS, void* scratch, Stream stream, float* amax_dv = nullptr,
+                        int64_t window = 0);
 
 // ---- SwiGLU ---------------------------------------------------------------------------
 
