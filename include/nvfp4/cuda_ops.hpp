@@ -242,6 +242,19 @@ void encoder_backward(float* dwte, const uint16_t* dout, const int32_t* tokens, 
 // out = a + b, n elements bf16. out may equal a or b.
 void residual_forward(uint16_t* out, const uint16_t* a, const uint16_t* b, int64_t n, Stream stream);
 
+// ---- bias (a linear layer's: q/k/v_proj with attention_bias) -------------------------------------
+
+// out (N, OC) bf16 += bias (OC) fp32, in place: the FP32 sum of the stored value and the bias,
+// rounded once (cpu::scale_rows_bias(out, out, nullptr, bias) on the BF16 values).
+void bias_forward(uint16_t* out, const float* bias, int64_t N, int64_t OC, Stream stream);
+
+// dbias (OC) fp32 += sum_n dout (N, OC) bf16: ACCUMULATED (cpu::bias_backward). Deterministic,
+// as rmsnorm_backward's dweight: fixed chunks of 64 rows each summed in increasing order into
+// scratch (ceil(N/64), OC), then the chunks added per column in a fixed order (32 runs of
+// consecutive chunks, each in increasing order, then the runs in increasing order).
+size_t bias_backward_scratch_bytes(int64_t N, int64_t OC);
+void bias_backward(float* dbias, const uint16_t* dout, int64_t N, int64_t OC, void* scratch, Stream stream);
+
 // ---- fused cross-entropy -------------------------------------------------------------------
 
 // Per row n of logits (N, V) bf16: losses[n] (fp32) = logsumexp(row) - row[targets[n]] (max
