@@ -467,7 +467,8 @@ void CudaEngine::run_block_fused(int l, int64_t N, bool flash, int64_t B, int64_
                    kc_.p + l * per_layer, vc_.p + l * per_layer, slot, N, NH, NKV, HS, S, max_ctx_, status_.p, st);
   }
   if (flash) {
-    cuda::attention_forward(att, lse_.need(static_cast<size_t>(B * NH * T)), q, k, v, B, T, NH, NKV, HS, st);
+    cuda::attention_forward(att, lse_.need(static_cast<size_t>(B * NH * T)), q, k, v, B, T, NH, NKV, HS, st, nullptr,
+                            c_.sliding_window);
   } else {
     cuda::attention_cache(att, q, kc_.p + l * per_layer, vc_.p + l * per_layer, slot, pos, N, NH, NKV, HS, S, max_ctx_,
                           c_.sliding_window, scale, status_.p, st);
