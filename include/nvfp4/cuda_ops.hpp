@@ -181,25 +181,39 @@ void rope_forward(uint16_t* out, const uint16_t* inp, int64_t B, int64_t T, int6
 void rope_backward(uint16_t* dinp, const uint16_t* dout, int64_t B, int64_t T, int64_t NH, int64_t HS, float theta,
                    Stream stream, float* amax = nullptr, bool accumulate = true);
 
+// The same rotations with the inverse frequencies given (cpu::rope_forward / rope_backward's
+// table versions): inv_freq (HS/2) fp32 in device memory, angle = float(t) * inv_freq[i] — the
+// CPU op's FP32 product for the same table, so only sincosf's few ulp differ. RoPE scaling:
+// model::ModelConfig::rope_inv_freq(), uploaded once by the caller.
+void rope_forward(uint16_t* out, const uint16_t* inp, int64_t B, int64_t T, int64_t NH, int64_t HS,
+                  const float* inv_freq, Stream stream);
+void rope_backward(uint16_t* dinp, const uint16_t* dout, int64_t B, int64_t T, int64_t NH, int64_t HS,
+                   const float* inv_freq, Stream stream, float* amax = nullptr, bool accumulate = true);
+
 // ---- causal grouped-query attention (flash-style, no T x T matrix in memory) --------------
 
 // out (B, T, NH, HS) bf16 OVERWRITTEN; lse (B, NH, T) fp32 the log-sum-exp of each row's
 // scaled scores, saved for the backward; q (B, T, NH, HS), k, v (B, T, NKV, HS) bf16.
 // Query head h reads KV head h / (NH / NKV). HS must be 32, 64 or 128.
-// amax: producer amax of out.
+// amax: producer amax of out. window: a sliding window as cpu::attention_forward's (query t sees
+// keys t2 <= t with t - t2 < window; 0: all); key tiles wholly outside it are skipped. Window 0
+// (or >= T) runs the kernels' instance without the window, the code they had before it: the
+// same bits.
 void attention_forward(uint16_t* out, float* lse, const uint16_t* q, const uint16_t* k, const uint16_t* v, int64_t B,
-                       int64_t T, int64_t NH, int64_t NKV, int64_t HS, Stream stream, float* amax = nullptr);
+                       int64_t T, int64_t NH, int64_t NKV, int64_t HS, Stream stream, float* amax = nullptr,
+                       int64_t window = 0);
 
 // dq (B, T, NH, HS), dk, dv (B, T, NKV, HS) bf16 OVERWRITTEN. dout, out (B, T, NH, HS) bf16
 // (out: attention_forward's), lse (B, NH, T) fp32 (attention_forward's). scratch holds
 // D = rowsum(dout * out) (B, NH, T) fp32. Deterministic: dk/dv by one CTA per (b, kv head, key
 // tile) looping over the group's query heads and query tiles in order; dq by one CTA per
 // (b, head, query tile) looping over key tiles (probabilities recomputed; no atomics).
-// amax_dv: producer amax of dv.
+// amax_dv: producer amax of dv. window: the forward's (tiles outside it skipped).
 size_t attention_backward_scratch_bytes(int64_t B, int64_t T, int64_t NH);
 void attention_backward(uint16_t* dq, uint16_t* dk, uint16_t* dv, const uint16_t* dout, const uint16_t* out,
                         const uint16_t* q, const uint16_t* k, const uint16_t* v, const float* lse, int64_t B, int64_t T,
-                        int64_t NH, int64_t NKV, int64_t HS, void* scratch, Stream stream, float* amax_dv = nullptr);
+                        int64_t NH, int64_t NKV, int64_t HS, void* scratch, Stream stream, float* amax_dv = nullptr,
+                        int64_t window = 0);
 
 // ---- SwiGLU ---------------------------------------------------------------------------
 
@@ -239,6 +253,19 @@ void encoder_backward(float* dwte, const uint16_t* dout, const int32_t* tokens, 
 
 // out = a + b, n elements bf16. out may equal a or b.
 void residual_forward(uint16_t* out, const uint16_t* a, const uint16_t* b, int64_t n, Stream stream);
+
+// ---- bias (a linear layer's: q/k/v_proj with attention_bias) -------------------------------------
+
+// out (N, OC) bf16 += bias (OC) fp32, in place: the FP32 sum of the stored value and the bias,
+// rounded once (cpu::scale_rows_bias(out, out, nullptr, bias) on the BF16 values).
+void bias_forward(uint16_t* out, const float* bias, int64_t N, int64_t OC, Stream stream);
+
+// dbias (OC) fp32 += sum_n dout (N, OC) bf16: ACCUMULATED (cpu::bias_backward). Deterministic,
+// as rmsnorm_backward's dweight: fixed chunks of 64 rows each summed in increasing order into
+// scratch (ceil(N/64), OC), then the chunks added per column in a fixed order (32 runs of
+// consecutive chunks, each in increasing order, then the runs in increasing order).
+size_t bias_backward_scratch_bytes(int64_t N, int64_t OC);
+void bias_backward(float* dbias, const uint16_t* dout, int64_t N, int64_t OC, void* scratch, Stream stream);
 
 // ---- fused cross-entropy -------------------------------------------------------------------
 

@@ -1,7 +1,9 @@
 // The model on a CUDA GPU: BF16 weights and activations, FP32 master weights, gradients and
 // optimizer state, FP32 accumulation in every GEMM (cuBLASLt) and reduction. Same parameter
 // layout (param_specs) and the same math as the CPU reference model (include/nvfp4/model.hpp),
-// so checkpoints move between the two; tests/cuda/test_model_cuda.cpp compares them.
+// every feature of ModelConfig included (head size, q/k/v biases, q/k norms, tied embeddings, a
+// sliding window, RoPE scaling), so checkpoints move between the two;
+// tests/cuda/test_model_cuda.cpp and test_model_features_cuda.cpp compare them.
 //
 // Plain C++ header (no CUDA types). Host spans are FP32 in param_specs() order.
 #pragma once
@@ -20,8 +22,9 @@ class QuantizedLinearCuda;
 
 class CudaModel {
  public:
-  // Allocates parameters, gradients and optimizer state on the current device. The attention
-  // kernels take head sizes 32, 64 and 128: another one is an nvfp4::Error naming it.
+  // Allocates parameters, gradients and optimizer state on the current device, and uploads the
+  // RoPE frequency table (config.rope_inv_freq()). The attention kernels take head sizes 32, 64
+  // and 128: another one is an nvfp4::Error naming it.
   explicit CudaModel(const ModelConfig& config);
   ~CudaModel();
   CudaModel(const CudaModel&) = delete;

@@ -402,7 +402,7 @@ void CudaEngine::forward(std::span<const SeqChunk> chunks, std::vector<float>& l
     flash = flash && len_[ch.slot] == 0 && static_cast<int64_t>(ch.tokens.size()) == T;
     decode = decode && ch.tokens.size() == 1;
   }
-  flash = flash && T > 1 && (c_.sliding_window == 0 || T <= c_.sliding_window);
+  flash = flash && T > 1;
   const int64_t B = static_cast<int64_t>(chunks.size());
 
   // w4a4's rows, counted here (a replayed graph runs no host code).
@@ -488,7 +488,8 @@ void CudaEngine::run_block_fused(int l, int64_t N, bool flash, int64_t B, int64_
                    kc_.p + l * per_layer, vc_.p + l * per_layer, slot, N, NH, NKV, HS, S, max_ctx_, status_.p, st);
   }
   if (flash) {
-    cuda::attention_forward(att, lse_.need(static_cast<size_t>(B * NH * T)), q, k, v, B, T, NH, NKV, HS, st);
+    cuda::attention_forward(att, lse_.need(static_cast<size_t>(B * NH * T)), q, k, v, B, T, NH, NKV, HS, st, nullptr,
+                            c_.sliding_window);
   } else {
     cuda::attention_cache(att, q, kc_.p + l * per_layer, vc_.p + l * per_layer, slot, pos, N, NH, NKV, HS, S, max_ctx_,
                           c_.sliding_window, scale, status_.p, st);
@@ -548,7 +549,8 @@ void CudaEngine::run_layers(int64_t N, int64_t R, bool flash, int64_t B, int64_t
     bf16* vc = vc_.p + l * per_layer;
     cuda::kv_append(kc, vc, k, v, slot, pos, N, NKV, HS, S, max_ctx_, status_.p, st);
     if (flash) {
-      cuda::attention_forward(att, lse_.need(static_cast<size_t>(B * NH * T)), q, k, v, B, T, NH, NKV, HS, st);
+      cuda::attention_forward(att, lse_.need(static_cast<size_t>(B * NH * T)), q, k, v, B, T, NH, NKV, HS, st, nullptr,
+                              c_.sliding_window);
     } else {
       cuda::attention_cache(att, q, kc, vc, slot, pos, N, NH, NKV, HS, S, max_ctx_, c_.sliding_window, scale,
                             status_.p, st);

@@ -34,20 +34,9 @@ LayerParams layer_params(float* base, const std::vector<ParamSpec>& specs, const
           at(x.wu),  at(x.wd), at(x.bq), at(x.bk), at(x.bv), at(x.q_norm), at(x.k_norm)};
 }
 
-// out (N, OC) += bias (OC), row by row.
+// out (N, OC) += bias (OC), row by row (its backward: cpu::bias_backward).
 void bias_forward(float* out, const float* bias, int64_t N, int64_t OC) {
-  for (int64_t n = 0; n < N; ++n) {
-    for (int64_t j = 0; j < OC; ++j) out[n * OC + j] += bias[j];
-  }
-}
-
-// dbias (OC) += sum_n dout (N, OC), each column summed in FP32 in increasing n.
-void bias_backward(float* dbias, const float* dout, int64_t N, int64_t OC) {
-  for (int64_t j = 0; j < OC; ++j) {
-    float sum = 0.0f;
-    for (int64_t n = 0; n < N; ++n) sum += dout[n * OC + j];
-    dbias[j] += sum;
-  }
+  cpu::scale_rows_bias(out, out, nullptr, bias, N, OC);
 }
 
 template <typename T>
@@ -269,9 +258,9 @@ void CpuModel::backward(float loss_scale) {
       dkp = dkr_.data();
     }
     if (dw.bq) {
-      bias_backward(dw.bq, dqp, N, QD);
-      bias_backward(dw.bk, dkp, N, KD);
-      bias_backward(dw.bv, dv_.data(), N, KD);
+      cpu::bias_backward(dw.bq, dqp, N, QD);
+      cpu::bias_backward(dw.bk, dkp, N, KD);
+      cpu::bias_backward(dw.bv, dv_.data(), N, KD);
     }
     fill_zero(dln_);
     lin().backward({layer, LinearKind::q}, dln_.data(), dw.wq, dqp, ln1, w.wq, N, C, QD);

@@ -1,4 +1,5 @@
-// CUDA attention (src/kernels/cuda/attention.cu) against the CPU op: values, causality, determinism.
+// CUDA attention (src/kernels/cuda/attention.cu) against the CPU op, without and with a sliding
+// window: values, causality, the window's locality, determinism, and window 0's bits.
 // Harness and tolerance rule: test_ops_cuda_support.hpp.
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
@@ -27,20 +28,23 @@ struct AttShape {
 const AttShape kAttShapes[] = {
     {2, 100, 4, 2, 64, 0}, {1, 257, 8, 2, 128, 0}, {2, 64, 4, 4, 32, 0}, {1, 1, 2, 1, 64, 0}, {1, 130, 6, 3, 32, 1}};
 
-TEST(CudaOps, AttentionMatchesCpu) {
-  REQUIRE_GPU();
-  uint64_t seed = 300;
-  for (const auto& s : kAttShapes) {
+// The first key position query t sees (cpu::attention_forward's lo(t)).
+int64_t first_visible(int64_t t, int64_t window) { return window > 0 && t >= window ? t - window + 1 : 0; }
+
+// Forward and backward of one shape and window (0: none) against the CPU op.
+void expect_attention_matches_cpu(const AttShape& s, int64_t window, uint64_t seed) {
+  {
     const int64_t B = s.B, T = s.T, NH = s.NH, NKV = s.NKV, HS = s.HS, G = NH / NKV;
     SCOPED_TRACE("B=" + std::to_string(B) + " T=" + std::to_string(T) + " NH=" + std::to_string(NH) +
-                 " NKV=" + std::to_string(NKV) + " HS=" + std::to_string(HS) + " offset=" + std::to_string(s.offset));
+                 " NKV=" + std::to_string(NKV) + " HS=" + std::to_string(HS) + " offset=" + std::to_string(s.offset) +
+                 " window=" + std::to_string(window));
     const int64_t nq = B * T * NH * HS, nk = B * T * NKV * HS;
     const auto q = randn_bf16(nq, ++seed, 1.5f), k = randn_bf16(nk, ++seed, 1.5f), v = randn_bf16(nk, ++seed);
     const auto dout = randn_bf16(nq, ++seed);
     std::vector<float> out(nq), att(B * NH * T * T), dq(nq, 0.0f), dk(nk, 0.0f), dv(nk, 0.0f), datt(B * NH * T * T);
-    cpu::attention_forward(out.data(), att.data(), q.data(), k.data(), v.data(), B, T, NH, NKV, HS);
+    cpu::attention_forward(out.data(), att.data(), q.data(), k.data(), v.data(), B, T, NH, NKV, HS, window);
     cpu::attention_backward(dq.data(), dk.data(), dv.data(), datt.data(), dout.data(), q.data(), k.data(), v.data(),
-                            att.data(), B, T, NH, NKV, HS);
+                            att.data(), B, T, NH, NKV, HS, window);
 
     const int64_t off = s.offset;
     auto padded = [&](const std::vector<float>& x) {
@@ -58,10 +62,10 @@ TEST(CudaOps, AttentionMatchesCpu) {
     DeviceBuffer<float> d_lse(B * NH * T);
     DeviceBuffer<uint8_t> scratch(cu::attention_backward_scratch_bytes(B, T, NH));
     cu::attention_forward(d_out.ptr + off, d_lse.ptr, d_q.ptr + off, d_k.ptr + off, d_v.ptr + off, B, T, NH, NKV, HS,
-                          nullptr);
+                          nullptr, nullptr, window);
     cu::attention_backward(d_dq.ptr + off, d_dk.ptr + off, d_dv.ptr + off, d_dout.ptr + off, d_out.ptr + off,
                            d_q.ptr + off, d_k.ptr + off, d_v.ptr + off, d_lse.ptr, B, T, NH, NKV, HS, scratch.ptr,
-                           nullptr);
+                           nullptr, nullptr, window);
     CUDA_OK(cudaDeviceSynchronize());
 
     // Magnitudes in double from the CPU's probabilities (see the file comment).
@@ -78,8 +82,9 @@ TEST(CudaOps, AttentionMatchesCpu) {
           const float* orow = &out[((b * T + t) * NH + h) * HS];
           const float* arow = &att[((b * NH + h) * T + t) * T];
           double mx = -INFINITY, D = 0.0, absD = 0.0, maxabs = 0.0;
+          const int64_t lo = first_visible(t, window);
           for (int64_t i = 0; i < HS; ++i) D += double(dor[i]) * orow[i], absD += std::fabs(double(dor[i]) * orow[i]);
-          for (int64_t t2 = 0; t2 <= t; ++t2) {
+          for (int64_t t2 = lo; t2 <= t; ++t2) {
             const float* kr = &k[((b * T + t2) * NKV + kvh) * HS];
             const float* vr = &v[((b * T + t2) * NKV + kvh) * HS];
             double dot = 0.0, dpv = 0.0;
@@ -90,11 +95,11 @@ TEST(CudaOps, AttentionMatchesCpu) {
             maxabs = std::max(maxabs, std::fabs(sc[t2]));
           }
           double sum = 0.0;
-          for (int64_t t2 = 0; t2 <= t; ++t2) sum += std::exp(sc[t2] - mx);
+          for (int64_t t2 = lo; t2 <= t; ++t2) sum += std::exp(sc[t2] - mx);
           const int64_t row = (b * NH + h) * T + t;
           lse_ref[row] = mx + std::log(sum);
           lse_mag[row] = 1.0 + std::fabs(lse_ref[row]) + maxabs;
-          for (int64_t t2 = 0; t2 <= t; ++t2) {
+          for (int64_t t2 = lo; t2 <= t; ++t2) {
             const double p = arow[t2];
             const double ds = p * (std::fabs(dp[t2]) + std::fabs(D)), dsD = p * absD;
             const int64_t ko = ((b * T + t2) * NKV + kvh) * HS, qo = ((b * T + t) * NH + h) * HS;
@@ -126,6 +131,23 @@ TEST(CudaOps, AttentionMatchesCpu) {
     EXPECT_TRUE(close("dk", unpadded(d_dk), dk, 1, with_P(with_D(reassoc(Kb, mag_dk), magD_dk), mag_dk)));
     EXPECT_TRUE(close("dv", unpadded(d_dv), dv, 1, with_P(reassoc(Kb, mag_dv), mag_dv)));
   }
+}
+
+TEST(CudaOps, AttentionMatchesCpu) {
+  REQUIRE_GPU();
+  uint64_t seed = 300;
+  for (const auto& s : kAttShapes) expect_attention_matches_cpu(s, 0, seed += 10);
+}
+
+// Windows inside one key tile (1, 17), of exactly one tile (64), across two (65, 100), on the
+// shapes above (ragged T, grouped heads, HS 32 / 64 / 128, the scalar path): key tiles wholly
+// before a query tile's window are skipped, and a row may see no key of the first tile it reads.
+TEST(CudaOps, AttentionWindowMatchesCpu) {
+  REQUIRE_GPU();
+  uint64_t seed = 700;
+  for (const auto& s : kAttShapes)
+    for (const int64_t window : {1, 17, 64, 65, 100})
+      if (window < s.T) expect_attention_matches_cpu(s, window, seed += 10);
 }
 
 TEST(CudaOps, AttentionCausalAndDeterministic) {
@@ -164,6 +186,76 @@ TEST(CudaOps, AttentionCausalAndDeterministic) {
     const size_t lo = size_t(b * T) * NH * HS, hi = lo + size_t(150) * NH * HS;
     EXPECT_TRUE(std::equal(out0.begin() + lo, out0.begin() + hi, out1.begin() + lo)) << "batch " << b;
   }
+}
+
+// Window 0 is the kernel without a window: a window >= T gives its bits (every earlier key
+// visible), and so does any window for the query rows it does not cut (t < window: their output,
+// lse and dq read the same tiles in the same order). A window is local: changing k and v before
+// t - window + 1 leaves row t's output and dq bit-identical. Deterministic.
+TEST(CudaOps, AttentionWindowBitsAndLocality) {
+  REQUIRE_GPU();
+  const int64_t B = 2, T = 300, NH = 4, NKV = 2, HS = 64;
+  const int64_t nq = B * T * NH * HS, nk = B * T * NKV * HS, row_q = NH * HS, row_k = NKV * HS;
+  auto q = randn_bf16(nq, 61), k = randn_bf16(nk, 62), v = randn_bf16(nk, 63);
+  const auto dout = randn_bf16(nq, 64);
+  DeviceBuffer<uint16_t> d_q(to_bits(q)), d_k(to_bits(k)), d_v(to_bits(v)), d_dout(to_bits(dout)), d_out(nq),
+      d_dq(nq), d_dk(nk), d_dv(nk);
+  DeviceBuffer<float> d_lse(B * NH * T);
+  DeviceBuffer<uint8_t> scratch(cu::attention_backward_scratch_bytes(B, T, NH));
+  struct Result {
+    std::vector<uint16_t> out, dq, dk, dv;
+    std::vector<float> lse;
+  };
+  auto run = [&](int64_t window) {
+    d_out.poison(), d_dq.poison(), d_dk.poison(), d_dv.poison();
+    cu::attention_forward(d_out.ptr, d_lse.ptr, d_q.ptr, d_k.ptr, d_v.ptr, B, T, NH, NKV, HS, nullptr, nullptr, window);
+    cu::attention_backward(d_dq.ptr, d_dk.ptr, d_dv.ptr, d_dout.ptr, d_out.ptr, d_q.ptr, d_k.ptr, d_v.ptr, d_lse.ptr, B,
+                           T, NH, NKV, HS, scratch.ptr, nullptr, nullptr, window);
+    return Result{d_out.download(), d_dq.download(), d_dk.download(), d_dv.download(), d_lse.download()};
+  };
+  // Rows [t0, t1) of every batch element of a (B, T, row) tensor, equal in a and b.
+  auto same_rows = [&](const std::vector<uint16_t>& a, const std::vector<uint16_t>& b, int64_t row, int64_t t0,
+                       int64_t t1) {
+    for (int64_t bb = 0; bb < B; ++bb) {
+      const size_t lo = size_t((bb * T + t0) * row), hi = size_t((bb * T + t1) * row);
+      if (!std::equal(a.begin() + lo, a.begin() + hi, b.begin() + lo)) return false;
+    }
+    return true;
+  };
+  const Result none = run(0);
+  for (const int64_t w : {T, T + 1, int64_t{1} << 40}) {
+    const Result r = run(w);
+    EXPECT_EQ(first_diff(none.out, r.out), -1) << "window " << w;
+    EXPECT_EQ(first_diff(f32_bits(none.lse), f32_bits(r.lse)), -1) << "window " << w;
+    EXPECT_EQ(first_diff(none.dq, r.dq), -1) << "window " << w;
+    EXPECT_EQ(first_diff(none.dk, r.dk), -1) << "window " << w;
+    EXPECT_EQ(first_diff(none.dv, r.dv), -1) << "window " << w;
+  }
+  for (const int64_t w : {40, 64, 130}) {
+    const Result r = run(w), again = run(w);
+    EXPECT_EQ(first_diff(r.out, again.out), -1) << "window " << w << " not deterministic";
+    EXPECT_EQ(first_diff(r.dq, again.dq), -1) << "window " << w << " not deterministic";
+    EXPECT_EQ(first_diff(r.dk, again.dk), -1) << "window " << w << " not deterministic";
+    EXPECT_EQ(first_diff(r.dv, again.dv), -1) << "window " << w << " not deterministic";
+    EXPECT_TRUE(same_rows(none.out, r.out, row_q, 0, w)) << "window " << w << ": rows t < window";
+    EXPECT_TRUE(same_rows(none.dq, r.dq, row_q, 0, w)) << "window " << w << ": dq rows t < window";
+    EXPECT_FALSE(same_rows(none.out, r.out, row_q, w, T)) << "window " << w << " changed nothing";
+  }
+  // Locality: k, v changed at positions < 100 leave the rows t >= 100 + w - 1 of a window w.
+  const int64_t w = 70;
+  const Result before = run(w);
+  for (int64_t bb = 0; bb < B; ++bb)
+    for (int64_t t = 0; t < 100; ++t)
+      for (int64_t i = 0; i < row_k; ++i) {
+        k[(bb * T + t) * row_k + i] = bf16_round(k[(bb * T + t) * row_k + i] + 1.0f);
+        v[(bb * T + t) * row_k + i] = bf16_round(-v[(bb * T + t) * row_k + i]);
+      }
+  d_k.upload(to_bits(k));
+  d_v.upload(to_bits(v));
+  const Result after = run(w);
+  EXPECT_TRUE(same_rows(before.out, after.out, row_q, 100 + w - 1, T));
+  EXPECT_TRUE(same_rows(before.dq, after.dq, row_q, 100 + w - 1, T));
+  EXPECT_FALSE(same_rows(before.out, after.out, row_q, 0, 100 + w - 1));
 }
 
 }  // namespace

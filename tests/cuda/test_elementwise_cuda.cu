@@ -1,4 +1,5 @@
-// CUDA SwiGLU, residual and conversions (src/kernels/cuda/elementwise.cu) against the CPU ops.
+// CUDA SwiGLU, residual, conversions, a linear layer's bias and the inference row ops
+// (src/kernels/cuda/elementwise.cu) against the CPU ops.
 // Harness and tolerance rule: test_ops_cuda_support.hpp.
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
@@ -107,6 +108,60 @@ TEST(CudaOpsElementwise, ScaleRowsBiasBitExact) {
         EXPECT_EQ(first_diff(to_bits(want), std::vector<uint16_t>(got.begin() + off, got.end())), -1);
       }
   }
+}
+
+// bias_forward: the stored BF16 value plus the FP32 bias in FP32, rounded once: the CPU op on the
+// same values, rounded, bit for bit. bias_backward: cpu::bias_backward's column sums up to the
+// order of the additions (fixed chunks of 64 rows here), K = N + 1 terms with the old value.
+// Aligned, ragged (OC % 8 != 0) and offset (misaligned: the scalar path) shapes; N > 64 * 32
+// gives runs of several chunks.
+TEST(CudaOpsElementwise, BiasMatchesCpu) {
+  REQUIRE_GPU();
+  uint64_t seed = 560;
+  struct Shape {
+    int64_t N, OC, offset;
+  };
+  for (const auto& s : {Shape{300, 256, 0}, Shape{5000, 32, 0}, Shape{77, 45, 0}, Shape{130, 64, 1}, Shape{1, 8, 0}}) {
+    SCOPED_TRACE("N=" + std::to_string(s.N) + " OC=" + std::to_string(s.OC) + " offset=" + std::to_string(s.offset));
+    const int64_t N = s.N, OC = s.OC, n = N * OC, off = s.offset;
+    const auto x = randn_bf16(n + off, ++seed, 2.0f), dy = randn_bf16(n + off, ++seed);
+    const auto bias = randn_f32(OC + off, ++seed), db0 = randn_f32(OC + off, ++seed);
+    std::vector<float> want(x.begin() + off, x.end()), db(db0.begin() + off, db0.end());
+    cpu::scale_rows_bias(want.data(), want.data(), nullptr, bias.data() + off, N, OC);
+    cpu::bias_backward(db.data(), dy.data() + off, N, OC);
+
+    DeviceBuffer<uint16_t> d_x(to_bits(x)), d_dy(to_bits(dy));
+    DeviceBuffer<float> d_bias(bias), d_db(db0);
+    DeviceBuffer<uint8_t> scratch(cu::bias_backward_scratch_bytes(N, OC));
+    cu::bias_forward(d_x.ptr + off, d_bias.ptr + off, N, OC, nullptr);
+    cu::bias_backward(d_db.ptr + off, d_dy.ptr + off, N, OC, scratch.ptr, nullptr);
+    const auto got = d_x.download();
+    EXPECT_EQ(first_diff(to_bits(want), std::vector<uint16_t>(got.begin() + off, got.end())), -1);
+    std::vector<double> mag(OC);
+    for (int64_t o = 0; o < OC; ++o) {
+      mag[o] = std::fabs(db0[o + off]);
+      for (int64_t r = 0; r < N; ++r) mag[o] += std::fabs(dy[off + r * OC + o]);
+    }
+    const auto gdb = d_db.download();
+    EXPECT_TRUE(close("dbias (+=)", std::vector<float>(gdb.begin() + off, gdb.end()), db, 0, reassoc(N + 1, mag)));
+  }
+}
+
+TEST(CudaOpsElementwise, BiasBackwardDeterministic) {
+  REQUIRE_GPU();
+  const int64_t N = 8192, OC = 384;
+  const auto dy = randn_bf16(N * OC, 580);
+  const auto db0 = randn_f32(OC, 581);
+  DeviceBuffer<uint16_t> d_dy(to_bits(dy));
+  DeviceBuffer<float> d_db(OC);
+  DeviceBuffer<uint8_t> scratch(cu::bias_backward_scratch_bytes(N, OC));
+  std::vector<float> db[2];
+  for (int run = 0; run < 2; ++run) {
+    d_db.upload(db0);
+    cu::bias_backward(d_db.ptr, d_dy.ptr, N, OC, scratch.ptr, nullptr);
+    db[run] = d_db.download();
+  }
+  EXPECT_EQ(first_diff(f32_bits(db[0]), f32_bits(db[1])), -1);
 }
 
 TEST(CudaOpsElementwise, GatherRowsBitExactAndFlagsBadRows) {

@@ -1,5 +1,5 @@
-// CUDA RMSNorm (src/kernels/cuda/norm.cu) against the CPU op. Harness and tolerance rule:
-// test_ops_cuda_support.hpp.
+// CUDA RMSNorm (src/kernels/cuda/norm.cu) against the CPU op, on model rows and on head rows (the
+// q/k norms). Harness and tolerance rule: test_ops_cuda_support.hpp.
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
@@ -18,44 +18,57 @@ namespace {
 
 using namespace cuda_ops_test;
 
+// Forward and backward of (N, C) rows against the CPU op.
+void expect_rmsnorm_matches_cpu(int64_t N, int64_t C, uint64_t seed) {
+  SCOPED_TRACE("N=" + std::to_string(N) + " C=" + std::to_string(C));
+  const float eps = 1e-5f;
+  const auto x = randn_bf16(N * C, ++seed, 2.0f), w = randn_bf16(C, ++seed), dy = randn_bf16(N * C, ++seed);
+  const auto dx0 = randn_bf16(N * C, ++seed), dw0 = randn_f32(C, ++seed);
+  std::vector<float> out(N * C), rstd(N), dx = dx0, dw = dw0;
+  cpu::rmsnorm_forward(out.data(), rstd.data(), x.data(), w.data(), N, C, eps);
+  cpu::rmsnorm_backward(dx.data(), dw.data(), dy.data(), x.data(), w.data(), rstd.data(), N, C);
+
+  DeviceBuffer<uint16_t> d_x(to_bits(x)), d_w(to_bits(w)), d_dy(to_bits(dy)), d_out(N * C), d_dx(to_bits(dx0));
+  DeviceBuffer<float> d_rstd(N), d_rstd_cpu(rstd), d_dw(dw0);
+  DeviceBuffer<uint8_t> scratch(cu::rmsnorm_backward_scratch_bytes(N, C));
+  cu::rmsnorm_forward(d_out.ptr, d_rstd.ptr, d_x.ptr, d_w.ptr, N, C, eps, nullptr);
+  // The backward reads the CPU's rstd, so both sides start from the same saved statistics.
+  cu::rmsnorm_backward(d_dx.ptr, d_dw.ptr, d_dy.ptr, d_x.ptr, d_w.ptr, d_rstd_cpu.ptr, N, C, scratch.ptr, nullptr);
+  CUDA_OK(cudaDeviceSynchronize());
+
+  // Sum of squares: C positive terms; out inherits its relative error.
+  EXPECT_TRUE(close("out", download_bf16(d_out), out, 1, reassoc(C, abs_of(out))));
+  EXPECT_TRUE(close("rstd", d_rstd.download(), rstd, 0, reassoc(C, abs_of(rstd))));
+  std::vector<double> mag_dx(N * C), mag_dw(C);
+  for (int64_t n = 0; n < N; ++n) {
+    double sabs = 0.0;
+    for (int64_t c = 0; c < C; ++c) sabs += std::fabs(double(dy[n * C + c]) * w[c] * x[n * C + c] * rstd[n]);
+    for (int64_t c = 0; c < C; ++c) {
+      const double g = std::fabs(double(dy[n * C + c]) * w[c]), xh = std::fabs(double(x[n * C + c]) * rstd[n]);
+      mag_dx[n * C + c] = std::fabs(dx0[n * C + c]) + rstd[n] * (g + xh * sabs / C);
+      mag_dw[c] += std::fabs(double(dy[n * C + c]) * x[n * C + c] * rstd[n]);
+    }
+  }
+  for (int64_t c = 0; c < C; ++c) mag_dw[c] += std::fabs(dw0[c]);
+  EXPECT_TRUE(close("dinp (+=)", download_bf16(d_dx), dx, 1, reassoc(C + 2, mag_dx)));
+  EXPECT_TRUE(close("dweight (+=)", d_dw.download(), dw, 0, reassoc(N + 1, mag_dw)));
+}
+
 TEST(CudaOps, RmsNormMatchesCpu) {
   REQUIRE_GPU();
-  const float eps = 1e-5f;
   uint64_t seed = 100;
-  for (const auto& s : kNormShapes) {
-    SCOPED_TRACE("N=" + std::to_string(s.N) + " C=" + std::to_string(s.C));
-    const int64_t N = s.N, C = s.C;
-    const auto x = randn_bf16(N * C, ++seed, 2.0f), w = randn_bf16(C, ++seed), dy = randn_bf16(N * C, ++seed);
-    const auto dx0 = randn_bf16(N * C, ++seed), dw0 = randn_f32(C, ++seed);
-    std::vector<float> out(N * C), rstd(N), dx = dx0, dw = dw0;
-    cpu::rmsnorm_forward(out.data(), rstd.data(), x.data(), w.data(), N, C, eps);
-    cpu::rmsnorm_backward(dx.data(), dw.data(), dy.data(), x.data(), w.data(), rstd.data(), N, C);
+  for (const auto& s : kNormShapes) expect_rmsnorm_matches_cpu(s.N, s.C, seed += 10);
+}
 
-    DeviceBuffer<uint16_t> d_x(to_bits(x)), d_w(to_bits(w)), d_dy(to_bits(dy)), d_out(N * C), d_dx(to_bits(dx0));
-    DeviceBuffer<float> d_rstd(N), d_rstd_cpu(rstd), d_dw(dw0);
-    DeviceBuffer<uint8_t> scratch(cu::rmsnorm_backward_scratch_bytes(N, C));
-    cu::rmsnorm_forward(d_out.ptr, d_rstd.ptr, d_x.ptr, d_w.ptr, N, C, eps, nullptr);
-    // The backward reads the CPU's rstd, so both sides start from the same saved statistics.
-    cu::rmsnorm_backward(d_dx.ptr, d_dw.ptr, d_dy.ptr, d_x.ptr, d_w.ptr, d_rstd_cpu.ptr, N, C, scratch.ptr, nullptr);
-    CUDA_OK(cudaDeviceSynchronize());
-
-    // Sum of squares: C positive terms; out inherits its relative error.
-    EXPECT_TRUE(close("out", download_bf16(d_out), out, 1, reassoc(C, abs_of(out))));
-    EXPECT_TRUE(close("rstd", d_rstd.download(), rstd, 0, reassoc(C, abs_of(rstd))));
-    std::vector<double> mag_dx(N * C), mag_dw(C);
-    for (int64_t n = 0; n < N; ++n) {
-      double sabs = 0.0;
-      for (int64_t c = 0; c < C; ++c) sabs += std::fabs(double(dy[n * C + c]) * w[c] * x[n * C + c] * rstd[n]);
-      for (int64_t c = 0; c < C; ++c) {
-        const double g = std::fabs(double(dy[n * C + c]) * w[c]), xh = std::fabs(double(x[n * C + c]) * rstd[n]);
-        mag_dx[n * C + c] = std::fabs(dx0[n * C + c]) + rstd[n] * (g + xh * sabs / C);
-        mag_dw[c] += std::fabs(double(dy[n * C + c]) * x[n * C + c] * rstd[n]);
-      }
-    }
-    for (int64_t c = 0; c < C; ++c) mag_dw[c] += std::fabs(dw0[c]);
-    EXPECT_TRUE(close("dinp (+=)", download_bf16(d_dx), dx, 1, reassoc(C + 2, mag_dx)));
-    EXPECT_TRUE(close("dweight (+=)", d_dw.download(), dw, 0, reassoc(N + 1, mag_dw)));
-  }
+// The q/k norms of a model with qk_norm: (N * heads, HS) rows, most of a warp's 32 lanes idle
+// (HS / 8 of them hold a chunk): the attention kernels' head sizes 32, 64, 128, others (48, 80, 8),
+// and 36, not a multiple of 8 (the scalar path).
+TEST(CudaOps, RmsNormMatchesCpuOnHeadRows) {
+  REQUIRE_GPU();
+  uint64_t seed = 150;
+  for (const auto& s : {RowShape{4 * 300, 32}, RowShape{8 * 77, 64}, RowShape{2 * 130, 128}, RowShape{999, 48},
+                        RowShape{640, 80}, RowShape{333, 36}, RowShape{65, 8}})
+    expect_rmsnorm_matches_cpu(s.N, s.C, seed += 10);
 }
 
 // The forward's arithmetic, modelled on the host in its documented order (ops_common.cuh,

@@ -1,5 +1,5 @@
-// CPU reference SwiGLU (src/kernels/cpu/elementwise.cpp): the gradient check; the inference row
-// ops scale_rows_bias and gather_rows. Harness: test_cpu_ops_support.hpp.
+// CPU reference SwiGLU and bias gradient (src/kernels/cpu/elementwise.cpp): the gradient checks;
+// the inference row ops scale_rows_bias and gather_rows. Harness: test_cpu_ops_support.hpp.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -38,6 +38,50 @@ TEST(CpuOpsGrad, SwiGlu) {
     cpu::swiglu_backward(g[0].data(), g[1].data(), dout.data(), x[0].data(), x[1].data(), N * F);
   };
   run_grad_case(gc);
+}
+
+// out = x + bias (scale_rows_bias in place, the forward of a linear layer's bias): dx is dout,
+// dbias = bias_backward (column sums of dout), checked against finite differences.
+TEST(CpuOpsGrad, Bias) {
+  constexpr int64_t N2 = 37, OC = 19;
+  GradCase gc;
+  gc.name = "bias";
+  gc.inputs = {randn(N2 * OC, 75), randn(OC, 76)};
+  gc.input_names = {"x", "bias"};
+  gc.K = N2 + 2;
+  gc.ref = [](const std::vector<Vd>& x) {
+    Vd out(x[0].size());
+    for (int64_t n = 0; n < N2; ++n)
+      for (int64_t o = 0; o < OC; ++o) out[n * OC + o] = x[0][n * OC + o] + x[1][o];
+    return out;
+  };
+  gc.fwd = [](const std::vector<Vf>& x) {
+    Vf out = x[0];
+    cpu::scale_rows_bias(out.data(), out.data(), nullptr, x[1].data(), N2, OC);
+    return out;
+  };
+  gc.bwd = [](std::vector<Vf>& g, const Vf& dout, const std::vector<Vf>&) {
+    for (size_t i = 0; i < dout.size(); ++i) g[0][i] += dout[i];
+    cpu::bias_backward(g[1].data(), dout.data(), N2, OC);
+  };
+  run_grad_case(gc);
+}
+
+// bias_backward's order: each column summed from zero in increasing n, then added to dbias.
+TEST(CpuOpsElementwise, BiasBackwardOrderAndAccumulation) {
+  constexpr int64_t N2 = 300, OC = 5;
+  const Vf dout = randn(N2 * OC, 77), start = randn(OC, 78);
+  Vf db = start, want(OC);
+  cpu::bias_backward(db.data(), dout.data(), N2, OC);
+  for (int64_t o = 0; o < OC; ++o) {
+    float sum = 0.0f;
+    for (int64_t n = 0; n < N2; ++n) sum += dout[n * OC + o];
+    want[o] = start[o] + sum;
+  }
+  EXPECT_TRUE(same_bits(db, want));
+  Vf none = start;
+  cpu::bias_backward(none.data(), dout.data(), 0, OC);  // no rows: adds 0
+  EXPECT_TRUE(same_bits(none, start));
 }
 
 // Each output is the product rounded, then the sum rounded (no fused multiply-add), with a null

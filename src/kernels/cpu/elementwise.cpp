@@ -1,5 +1,5 @@
-// The CPU reference SwiGLU and residual add, and the inference row ops scale_rows_bias and
-// gather_rows (ops.hpp; CUDA twin: src/kernels/cuda/elementwise.cu).
+// The CPU reference SwiGLU, residual add and bias gradient, and the inference row ops
+// scale_rows_bias and gather_rows (ops.hpp; CUDA twin: src/kernels/cuda/elementwise.cu).
 #include "kernels/cpu/ops.hpp"
 
 #include <cmath>
@@ -43,6 +43,18 @@ void residual_forward(float* out, const float* a, const float* b, int64_t n) {
   require_nonnegative("residual_forward", {{"n", n}});
   NVFP4_OMP("omp parallel for")
   for (int64_t i = 0; i < n; ++i) out[i] = a[i] + b[i];
+}
+
+// ---- bias ----------------------------------------------------------------------------------------
+
+void bias_backward(float* dbias, const float* dout, int64_t N, int64_t OC) {
+  require_nonnegative("bias_backward", {{"N", N}, {"OC", OC}});
+  NVFP4_OMP("omp parallel for")
+  for (int64_t j = 0; j < OC; ++j) {
+    float sum = 0.0f;
+    for (int64_t n = 0; n < N; ++n) sum += dout[n * OC + j];
+    dbias[j] += sum;
+  }
 }
 
 // ---- inference row ops ------------------------------------------------------------------------

@@ -147,6 +147,13 @@ void encoder_backward(float* dwte, const float* dout, const int32_t* tokens, int
 // the caller adds dout into both gradients (or lets both consumers accumulate into one).
 void residual_forward(float* out, const float* a, const float* b, int64_t n);
 
+// ---- bias ------------------------------------------------------------------------------------------
+
+// The backward of out (N, OC) += bias (OC) (the forward: scale_rows_bias(out, out, nullptr, bias)):
+// dbias (OC) += sum_n dout (N, OC), each column summed from zero in FP32 in increasing n, then
+// added (cuda::bias_backward sums in fixed chunks of rows: the same value up to that order).
+void bias_backward(float* dbias, const float* dout, int64_t N, int64_t OC);
+
 // ---- cross-entropy ------------------------------------------------------------------------------
 
 // losses[n] = logsumexp(logits[n,:]) - logits[n, targets[n]], with the row max subtracted

@@ -23,6 +23,11 @@ namespace {
 // kernel, key rows in the dk/dv kernel); warp w owns rows [16w, 16w + 16) of it, i.e. the M
 // side of every product. Query and key tiles are both 64 rows, so the causal diagonal is the
 // tile pair qt == kt: only it (and the ragged last tile) needs the mask.
+// A sliding window (window > 0: query t sees keys t2 with t - t2 < window) adds a second mask,
+// below the diagonal; key tiles that no row of a query tile sees (and, in the dk/dv kernel, query
+// tiles that see no key of the key tile) are skipped, not loaded. The kernels are instantiated
+// with and without the window (kWindow): window 0 runs the code the kernels had before the window
+// existed — every tile from 0, the causal mask only — so its bits are unchanged.
 // Tiles of Q, K, V, dO live in shared memory as BF16, rows padded to HS + 8 elements (16 bytes:
 // the 8 row addresses of one ldmatrix land in distinct banks); rows past T are zeros and never
 // stored. Roles:
@@ -221,16 +226,32 @@ struct AttShape {
   float scale;   // 1 / sqrt(HS)
   bool aligned;  // every BF16 tensor 16-byte aligned
   float* amax = nullptr;  // producer amax: of out (forward) or of dv (backward); may be null
+  int window = 0;         // sliding window (0: none; the host passes 0 for a window >= T)
 };
+
+// Whether query position tq sees key position tk besides causality: inside the sliding window
+// (always without one).
+template <bool kWindow>
+__device__ __forceinline__ bool in_window(int tq, int tk, int window) {
+  if constexpr (kWindow) return tq - tk < window;
+  return true;
+}
+
+// The first key tile that some query row of tile qt sees (0 without a window).
+template <bool kWindow>
+__device__ __forceinline__ int first_key_tile(int qt, int window, int tile) {
+  if constexpr (kWindow) return max(0, qt * tile - window + 1) / tile;
+  return 0;
+}
 
 template <int HS>
 constexpr size_t att_forward_smem() {
   return static_cast<size_t>(AttMmaLayout<HS>::kTileBytes) * 5;  // Q, 2 stages of K and V
 }
 
-// Forward: one CTA per (query tile, head, batch); loops over key tiles 0..qt with an online
-// softmax in registers.
-template <int HS>
+// Forward: one CTA per (query tile, head, batch); loops over key tiles kt_lo..qt (kt_lo = 0
+// without a window) with an online softmax in registers.
+template <int HS, bool kWindow>
 __global__ void __launch_bounds__(kAttThreads) attention_forward_mma_kernel(uint16_t* __restrict__ out,
                                                                             float* __restrict__ lse,
                                                                             const uint16_t* __restrict__ q,
@@ -253,23 +274,25 @@ __global__ void __launch_bounds__(kAttThreads) attention_forward_mma_kernel(uint
   const uint16_t* kb = k + static_cast<int64_t>(b) * s.T * kstride + kvh * HS;
   const uint16_t* vb = v + static_cast<int64_t>(b) * s.T * kstride + kvh * HS;
   const float scale_log2 = s.scale * kLog2e;
+  const int kt_lo = first_key_tile<kWindow>(qt, s.window, L::kTile);
 
   load_tile_async<HS>(sQ, qb, qstride, qt * L::kTile, s.T, s.aligned);
-  load_tile_async<HS>(sK, kb, kstride, 0, s.T, s.aligned);
-  load_tile_async<HS>(sV, vb, kstride, 0, s.T, s.aligned);
+  load_tile_async<HS>(sK, kb, kstride, kt_lo * L::kTile, s.T, s.aligned);
+  load_tile_async<HS>(sV, vb, kstride, kt_lo * L::kTile, s.T, s.aligned);
   cp_async_commit();
 
   float o[L::kDimBlocks][4] = {};
   float m[2] = {-INFINITY, -INFINITY};  // running max (log2 units) of rows g, g + 8
   float l[2] = {0.0f, 0.0f};            // this thread's part of the running sums
 
-  for (int kt = 0; kt <= qt; ++kt) {
-    const uint16_t* cK = sK + (kt & 1) * L::kTileElems;
-    const uint16_t* cV = sV + (kt & 1) * L::kTileElems;
+  for (int kt = kt_lo; kt <= qt; ++kt) {
+    const int stage = (kt - kt_lo) & 1;
+    const uint16_t* cK = sK + stage * L::kTileElems;
+    const uint16_t* cV = sV + stage * L::kTileElems;
     __syncthreads();  // every warp is done with tile kt - 1, whose buffers receive tile kt + 1
     if (kt < qt) {
-      load_tile_async<HS>(sK + ((kt + 1) & 1) * L::kTileElems, kb, kstride, (kt + 1) * L::kTile, s.T, s.aligned);
-      load_tile_async<HS>(sV + ((kt + 1) & 1) * L::kTileElems, vb, kstride, (kt + 1) * L::kTile, s.T, s.aligned);
+      load_tile_async<HS>(sK + (stage ^ 1) * L::kTileElems, kb, kstride, (kt + 1) * L::kTile, s.T, s.aligned);
+      load_tile_async<HS>(sV + (stage ^ 1) * L::kTileElems, vb, kstride, (kt + 1) * L::kTile, s.T, s.aligned);
     }
     cp_async_commit();
     cp_async_wait_prev();  // tile kt (and Q) landed
@@ -279,25 +302,31 @@ __global__ void __launch_bounds__(kAttThreads) attention_forward_mma_kernel(uint
     float sc[L::kRowBlocks][4] = {};
     mma_abt<HS, L::kRowBlocks>(sc, sQ, r0, cK, 0, lane);
 
-    // scale (log2 units), causal mask on the diagonal tile, online softmax
+    // scale (log2 units), causal mask on the diagonal tile, window mask, online softmax
     float mx[2] = {-INFINITY, -INFINITY};
 #pragma unroll
     for (int nb = 0; nb < L::kRowBlocks; ++nb)
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         float x = sc[nb][e] * scale_log2;
-        if (kt == qt && 8 * nb + 2 * t + (e & 1) > r0 + g + 8 * (e >> 1)) x = -INFINITY;
+        const int kc = 8 * nb + 2 * t + (e & 1), qr = r0 + g + 8 * (e >> 1);  // column and row in the tiles
+        if (kt == qt && kc > qr) x = -INFINITY;
+        if (!in_window<kWindow>(qt * L::kTile + qr, kt * L::kTile + kc, s.window)) x = -INFINITY;
         sc[nb][e] = x;
         mx[e >> 1] = fmaxf(mx[e >> 1], x);
       }
-    float alpha[2];
+    float alpha[2], m_exp[2];
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
       mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xFFFFFFFFu, mx[i], 1));
       mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xFFFFFFFFu, mx[i], 2));
-      // NOTE: key 0 is visible to every row, so m is finite after tile 0 and no exp sees -inf - -inf.
+      // NOTE: without a window key 0 is visible to every row, so m is finite after tile 0 and no
+      // exp sees -inf - -inf. With one, a row may see no key of its first tile(s): its max stays
+      // -inf and the exponents subtract 0 instead (alpha and every p are then 0; o and l stay 0).
       const float m_new = fmaxf(m[i], mx[i]);
-      alpha[i] = exp2f(m[i] - m_new);  // 0 on the first tile (m = -inf)
+      if constexpr (kWindow) m_exp[i] = m_new == -INFINITY ? 0.0f : m_new;
+      else m_exp[i] = m_new;
+      alpha[i] = exp2f(m[i] - m_exp[i]);  // 0 on the first tile (m = -inf)
       m[i] = m_new;
       l[i] *= alpha[i];
     }
@@ -305,7 +334,7 @@ __global__ void __launch_bounds__(kAttThreads) attention_forward_mma_kernel(uint
     for (int nb = 0; nb < L::kRowBlocks; ++nb)
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        const float p = exp2f(sc[nb][e] - m[e >> 1]);
+        const float p = exp2f(sc[nb][e] - m_exp[e >> 1]);
         l[e >> 1] += p;
         sc[nb][e] = p;
       }
@@ -372,10 +401,11 @@ constexpr size_t att_dkdv_smem() {
 }
 
 // dk, dv for one key tile of one KV head: loops over the group's query heads, then the query
-// tiles that see this key tile, in increasing order (deterministic, no atomics). Warp w owns
+// tiles that see this key tile (kt .. the last within the window), in increasing order
+// (deterministic, no atomics). Warp w owns
 // key rows [16w, 16w + 16); per query tile (in passes of kBwdPass query rows):
 //   Sᵀ = K Qᵀ, Pᵀ = exp(Sᵀ scale - lse), dV += Pᵀ dO, dPᵀ = V dOᵀ, dSᵀ = Pᵀ ∘ (dPᵀ - D), dK += dSᵀ Q.
-template <int HS>
+template <int HS, bool kWindow>
 __global__ void __launch_bounds__(kAttThreads) attention_backward_dkdv_mma_kernel(
     uint16_t* __restrict__ dk, uint16_t* __restrict__ dv, const uint16_t* __restrict__ dout,
     const uint16_t* __restrict__ q, const uint16_t* __restrict__ k, const uint16_t* __restrict__ v,
@@ -396,7 +426,10 @@ __global__ void __launch_bounds__(kAttThreads) attention_backward_dkdv_mma_kerne
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane >> 2, t = lane & 3;
   const int r0 = 16 * warp;  // the warp's key rows in the tile
   const int n_qt = (s.T + L::kTile - 1) / L::kTile;
-  const int steps_per_head = n_qt - kt;
+  // The last query tile that sees a key of this tile: its last key's window ends at row
+  // kt * kTile + kTile - 1 + window - 1 (window < T here, so no overflow).
+  const int qt_hi = kWindow ? min(n_qt - 1, (kt * L::kTile + L::kTile + s.window - 2) / L::kTile) : n_qt - 1;
+  const int steps_per_head = qt_hi - kt + 1;
   const int n_steps = group * steps_per_head;
   const int64_t qstride = static_cast<int64_t>(s.NH) * HS, kstride = static_cast<int64_t>(s.NKV) * HS;
   const int64_t kv_off = static_cast<int64_t>(b) * s.T * kstride + kvh * HS;
@@ -450,7 +483,8 @@ __global__ void __launch_bounds__(kAttThreads) attention_backward_dkdv_mma_kerne
         for (int e = 0; e < 4; ++e) {
           const int qc = p0 + 8 * nb + 2 * t + (e & 1);
           const int tq = qt * L::kTile + qc;
-          const bool visible = tq >= tk_lo + 8 * (e >> 1) && tq < s.T;
+          const int tk = tk_lo + 8 * (e >> 1);
+          const bool visible = tq >= tk && tq < s.T && in_window<kWindow>(tq, tk, s.window);
           pt[nb][e] = visible ? exp2f(pt[nb][e] * scale_log2 - cL[qc]) : 0.0f;
         }
       // dV += Pᵀ dO (Pᵀ rounded to BF16)
@@ -482,10 +516,10 @@ constexpr size_t att_dq_smem() {
   return static_cast<size_t>(AttMmaLayout<HS>::kTileBytes) * 6;  // Q, dO, 2 stages of K and V
 }
 
-// dq for one query tile of one head: loops over key tiles 0..qt in order. Warp w owns query
+// dq for one query tile of one head: loops over key tiles kt_lo..qt in order (as the forward). Warp w owns query
 // rows [16w, 16w + 16): S = Q Kᵀ, P = exp(S scale - lse), dP = dO Vᵀ, dS = P ∘ (dP - D),
 // dQ += dS K.
-template <int HS>
+template <int HS, bool kWindow>
 __global__ void __launch_bounds__(kAttThreads) attention_backward_dq_mma_kernel(
     uint16_t* __restrict__ dq, const uint16_t* __restrict__ dout, const uint16_t* __restrict__ q,
     const uint16_t* __restrict__ k, const uint16_t* __restrict__ v, const float* __restrict__ lse,
@@ -507,11 +541,12 @@ __global__ void __launch_bounds__(kAttThreads) attention_backward_dq_mma_kernel(
   const int64_t kv_off = static_cast<int64_t>(b) * s.T * kstride + kvh * HS;
   const int64_t row_off = (static_cast<int64_t>(b) * s.NH + h) * s.T;
   const float scale_log2 = s.scale * kLog2e;
+  const int kt_lo = first_key_tile<kWindow>(qt, s.window, L::kTile);
 
   load_tile_async<HS>(sQ, q + q_off, qstride, qt * L::kTile, s.T, s.aligned);
   load_tile_async<HS>(sdO, dout + q_off, qstride, qt * L::kTile, s.T, s.aligned);
-  load_tile_async<HS>(sK, k + kv_off, kstride, 0, s.T, s.aligned);
-  load_tile_async<HS>(sV, v + kv_off, kstride, 0, s.T, s.aligned);
+  load_tile_async<HS>(sK, k + kv_off, kstride, kt_lo * L::kTile, s.T, s.aligned);
+  load_tile_async<HS>(sV, v + kv_off, kstride, kt_lo * L::kTile, s.T, s.aligned);
   cp_async_commit();
 
   // lse (log2 units) and D of rows g, g + 8; rows >= T are never stored (0 keeps them finite)
@@ -524,15 +559,14 @@ __global__ void __launch_bounds__(kAttThreads) attention_backward_dq_mma_kernel(
   }
   float dqa[L::kDimBlocks][4] = {};
 
-  for (int kt = 0; kt <= qt; ++kt) {
-    const uint16_t* cK = sK + (kt & 1) * L::kTileElems;
-    const uint16_t* cV = sV + (kt & 1) * L::kTileElems;
+  for (int kt = kt_lo; kt <= qt; ++kt) {
+    const int stage = (kt - kt_lo) & 1;
+    const uint16_t* cK = sK + stage * L::kTileElems;
+    const uint16_t* cV = sV + stage * L::kTileElems;
     __syncthreads();
     if (kt < qt) {
-      load_tile_async<HS>(sK + ((kt + 1) & 1) * L::kTileElems, k + kv_off, kstride, (kt + 1) * L::kTile, s.T,
-                          s.aligned);
-      load_tile_async<HS>(sV + ((kt + 1) & 1) * L::kTileElems, v + kv_off, kstride, (kt + 1) * L::kTile, s.T,
-                          s.aligned);
+      load_tile_async<HS>(sK + (stage ^ 1) * L::kTileElems, k + kv_off, kstride, (kt + 1) * L::kTile, s.T, s.aligned);
+      load_tile_async<HS>(sV + (stage ^ 1) * L::kTileElems, v + kv_off, kstride, (kt + 1) * L::kTile, s.T, s.aligned);
     }
     cp_async_commit();
     cp_async_wait_prev();
@@ -544,7 +578,9 @@ __global__ void __launch_bounds__(kAttThreads) attention_backward_dq_mma_kernel(
     for (int nb = 0; nb < L::kRowBlocks; ++nb)
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        const bool visible = kt < qt || 8 * nb + 2 * t + (e & 1) <= r0 + g + 8 * (e >> 1);
+        const int kc = 8 * nb + 2 * t + (e & 1), qr = r0 + g + 8 * (e >> 1);  // column and row in the tiles
+        const bool visible =
+            (kt < qt || kc <= qr) && in_window<kWindow>(qt * L::kTile + qr, kt * L::kTile + kc, s.window);
         ps[nb][e] = visible ? exp2f(ps[nb][e] * scale_log2 - lse_r[e >> 1]) : 0.0f;
       }
     float dps[L::kRowBlocks][4] = {};
@@ -567,54 +603,79 @@ void allow_smem(Kernel kernel, size_t bytes, const char* op) {
   check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)), op);
 }
 
-template <int HS>
+// kWindow: the instances with the sliding window's mask and tile bounds (s.window > 0).
+template <int HS, bool kWindow>
 void attention_forward_hs(uint16_t* out, float* lse, const uint16_t* q, const uint16_t* k, const uint16_t* v, int64_t B,
                           const AttShape& s, Stream stream) {
   constexpr size_t smem = att_forward_smem<HS>();
-  static const bool once = (allow_smem(attention_forward_mma_kernel<HS>, smem, "attention_forward"), true);
+  static const bool once = (allow_smem(attention_forward_mma_kernel<HS, kWindow>, smem, "attention_forward"), true);
   (void)once;
   const dim3 grid((s.T + kAttTile - 1) / kAttTile, s.NH, static_cast<unsigned>(B));
-  attention_forward_mma_kernel<HS><<<grid, kAttThreads, smem, stream>>>(out, lse, q, k, v, s);
+  attention_forward_mma_kernel<HS, kWindow><<<grid, kAttThreads, smem, stream>>>(out, lse, q, k, v, s);
   check_launch("attention_forward");
+}
+
+template <int HS, bool kWindow>
+void attention_backward_hs(uint16_t* dq, uint16_t* dk, uint16_t* dv, const uint16_t* dout, const uint16_t* q,
+                           const uint16_t* k, const uint16_t* v, const float* lse, const float* D, int64_t B,
+                           const AttShape& s, Stream stream) {
+  constexpr size_t smem_kv = att_dkdv_smem<HS>(), smem_q = att_dq_smem<HS>();
+  static const bool once =
+      (allow_smem(attention_backward_dkdv_mma_kernel<HS, kWindow>, smem_kv, "attention_backward"),
+       allow_smem(attention_backward_dq_mma_kernel<HS, kWindow>, smem_q, "attention_backward"), true);
+  (void)once;
+  const unsigned tiles = (s.T + kAttTile - 1) / kAttTile;
+  attention_backward_dkdv_mma_kernel<HS, kWindow>
+      <<<dim3(tiles, s.NKV, static_cast<unsigned>(B)), kAttThreads, smem_kv, stream>>>(dk, dv, dout, q, k, v, lse, D,
+                                                                                       s);
+  check_launch("attention_backward (dk, dv)");
+  attention_backward_dq_mma_kernel<HS, kWindow>
+      <<<dim3(tiles, s.NH, static_cast<unsigned>(B)), kAttThreads, smem_q, stream>>>(dq, dout, q, k, v, lse, D, s);
+  check_launch("attention_backward (dq)");
+}
+
+template <int HS>
+void attention_forward_hs(uint16_t* out, float* lse, const uint16_t* q, const uint16_t* k, const uint16_t* v, int64_t B,
+                          const AttShape& s, Stream stream) {
+  if (s.window > 0) attention_forward_hs<HS, true>(out, lse, q, k, v, B, s, stream);
+  else attention_forward_hs<HS, false>(out, lse, q, k, v, B, s, stream);
 }
 
 template <int HS>
 void attention_backward_hs(uint16_t* dq, uint16_t* dk, uint16_t* dv, const uint16_t* dout, const uint16_t* q,
                            const uint16_t* k, const uint16_t* v, const float* lse, const float* D, int64_t B,
                            const AttShape& s, Stream stream) {
-  constexpr size_t smem_kv = att_dkdv_smem<HS>(), smem_q = att_dq_smem<HS>();
-  static const bool once = (allow_smem(attention_backward_dkdv_mma_kernel<HS>, smem_kv, "attention_backward"),
-                            allow_smem(attention_backward_dq_mma_kernel<HS>, smem_q, "attention_backward"), true);
-  (void)once;
-  const unsigned tiles = (s.T + kAttTile - 1) / kAttTile;
-  attention_backward_dkdv_mma_kernel<HS><<<dim3(tiles, s.NKV, static_cast<unsigned>(B)), kAttThreads, smem_kv, stream>>>(
-      dk, dv, dout, q, k, v, lse, D, s);
-  check_launch("attention_backward (dk, dv)");
-  attention_backward_dq_mma_kernel<HS>
-      <<<dim3(tiles, s.NH, static_cast<unsigned>(B)), kAttThreads, smem_q, stream>>>(dq, dout, q, k, v, lse, D, s);
-  check_launch("attention_backward (dq)");
+  if (s.window > 0) attention_backward_hs<HS, true>(dq, dk, dv, dout, q, k, v, lse, D, B, s, stream);
+  else attention_backward_hs<HS, false>(dq, dk, dv, dout, q, k, v, lse, D, B, s, stream);
 }
 
-void attention_check(const char* op, int64_t B, int64_t T, int64_t NH, int64_t NKV, int64_t HS) {
-  require_nonnegative(op, {{"B", B}, {"T", T}, {"NH", NH}, {"NKV", NKV}, {"HS", HS}});
+void attention_check(const char* op, int64_t B, int64_t T, int64_t NH, int64_t NKV, int64_t HS, int64_t window) {
+  require_nonnegative(op, {{"B", B}, {"T", T}, {"NH", NH}, {"NKV", NKV}, {"HS", HS}, {"window", window}});
   require_head_groups(op, NH, NKV);
   require(HS == 32 || HS == 64 || HS == 128 || NH == 0, op,
           "HS = " + std::to_string(HS) + " is not supported by the CUDA attention kernels (32, 64 or 128)");
   require(T <= INT_MAX / 2 && NH <= 65535 && B <= 65535, op, "B, T or NH too large for the launch grid");
 }
 
+// The kernels' window: 0 for none and for a window >= T (every earlier key visible: the same bits).
+int kernel_window(int64_t window, int64_t T) { return window > 0 && window < T ? static_cast<int>(window) : 0; }
+
 }  // namespace
 
 // ---- attention ------------------------------------------------------------------------------------
 
 void attention_forward(uint16_t* out, float* lse, const uint16_t* q, const uint16_t* k, const uint16_t* v, int64_t B,
-                       int64_t T, int64_t NH, int64_t NKV, int64_t HS, Stream stream, float* amax) {
+                       int64_t T, int64_t NH, int64_t NKV, int64_t HS, Stream stream, float* amax, int64_t window) {
   constexpr const char* op = "attention_forward";
-  attention_check(op, B, T, NH, NKV, HS);
+  attention_check(op, B, T, NH, NKV, HS, window);
   if (B == 0 || T == 0 || NH == 0) return;
-  const AttShape s{static_cast<int>(T), static_cast<int>(NH), static_cast<int>(NKV),
+  const AttShape s{static_cast<int>(T),
+                   static_cast<int>(NH),
+                   static_cast<int>(NKV),
                    1.0f / sqrtf(static_cast<float>(HS)),
-                   aligned16(out) && aligned16(q) && aligned16(k) && aligned16(v), amax};
+                   aligned16(out) && aligned16(q) && aligned16(k) && aligned16(v),
+                   amax,
+                   kernel_window(window, T)};
   switch (HS) {
     case 32: attention_forward_hs<32>(out, lse, q, k, v, B, s, stream); break;
     case 64: attention_forward_hs<64>(out, lse, q, k, v, B, s, stream); break;
@@ -628,9 +689,10 @@ size_t attention_backward_scratch_bytes(int64_t B, int64_t T, int64_t NH) {
 
 void attention_backward(uint16_t* dq, uint16_t* dk, uint16_t* dv, const uint16_t* dout, const uint16_t* out,
                         const uint16_t* q, const uint16_t* k, const uint16_t* v, const float* lse, int64_t B, int64_t T,
-                        int64_t NH, int64_t NKV, int64_t HS, void* scratch, Stream stream, float* amax_dv) {
+                        int64_t NH, int64_t NKV, int64_t HS, void* scratch, Stream stream, float* amax_dv,
+                        int64_t window) {
   constexpr const char* op = "attention_backward";
-  attention_check(op, B, T, NH, NKV, HS);
+  attention_check(op, B, T, NH, NKV, HS, window);
   if (B == 0 || T == 0 || NH == 0) return;
   require_ptr(scratch, op, "scratch (attention_backward_scratch_bytes)");
   float* D = static_cast<float*>(scratch);
@@ -643,7 +705,8 @@ void attention_backward(uint16_t* dq, uint16_t* dk, uint16_t* dv, const uint16_t
                    1.0f / sqrtf(static_cast<float>(HS)),
                    aligned16(dq) && aligned16(dk) && aligned16(dv) && aligned16(dout) && aligned16(q) &&
                        aligned16(k) && aligned16(v),
-                   amax_dv};
+                   amax_dv,
+                   kernel_window(window, T)};
   switch (HS) {
     case 32: attention_backward_hs<32>(dq, dk, dv, dout, q, k, v, lse, D, B, s, stream); break;
     case 64: attention_backward_hs<64>(dq, dk, dv, dout, q, k, v, lse, D, B, s, stream); break;

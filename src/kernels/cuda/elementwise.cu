@@ -1,8 +1,9 @@
-// CUDA SwiGLU, residual add, FP32 <-> BF16 conversions, and the inference row ops (a GEMM output's
-// row factor and bias; a row gather) (include/nvfp4/cuda_ops.hpp; CPU twin:
+// CUDA SwiGLU, residual add, FP32 <-> BF16 conversions, a linear layer's bias (forward and
+// backward), and the inference row ops (a GEMM output's row factor and bias; a row gather) (include/nvfp4/cuda_ops.hpp; CPU twin:
 // src/kernels/cpu/elementwise.cpp).
 #include <cuda_runtime.h>
 
+#include <climits>
 #include <cstdint>
 
 #include "kernels/cuda/ops_common.cuh"
@@ -131,6 +132,37 @@ __global__ void bf16_to_f32_kernel(float* out, const uint16_t* in, int64_t n) {
   }
 }
 
+// ---- bias ----------------------------------------------------------------------------------------
+
+// out (N, OC) bf16 += bias (OC) fp32, rows in 8-element chunks; kAligned as the row kernels below.
+template <bool kAligned>
+__global__ void bias_forward_kernel(uint16_t* __restrict__ out, const float* __restrict__ bias, int64_t N, int64_t OC) {
+  const int64_t chunks = (OC + kVec - 1) / kVec;
+  NVFP4_FOR_ROW_CHUNKS(idx, N, chunks) {
+    const int64_t n = idx / chunks, o = (idx % chunks) * kVec;
+    float y[8], b[8];
+    load8<kAligned>(out + n * OC, o, OC, y);
+    load8f<kAligned>(bias, o, OC, b);
+#pragma unroll
+    for (int e = 0; e < 8; ++e) y[e] += b[e];
+    store8<kAligned>(out + n * OC, o, OC, y);
+  }
+}
+
+// partial[chunk, o] = sum over the chunk's rows (increasing) of dout[n, o]: the first pass of the
+// fixed-order column sums (ops_common.cuh). grid (chunks, ceil(OC / kThreads)), one thread a column.
+__global__ void __launch_bounds__(kThreads) bias_partial_kernel(float* __restrict__ partial,
+                                                                const uint16_t* __restrict__ dout, int64_t N,
+                                                                int64_t OC) {
+  const int64_t o = static_cast<int64_t>(blockIdx.y) * kThreads + threadIdx.x;
+  if (o >= OC) return;
+  const int64_t n0 = static_cast<int64_t>(blockIdx.x) * kColumnChunkRows;
+  const int64_t n1 = min(N, n0 + kColumnChunkRows);
+  float acc = 0.0f;
+  for (int64_t n = n0; n < n1; ++n) acc += bf16_to_f32(dout[n * OC + o]);
+  partial[blockIdx.x * OC + o] = acc;
+}
+
 // ---- inference row kernels ------------------------------------------------------------------------
 //
 // Rows in 8-element chunks (NVFP4_FOR_ROW_CHUNKS). kAligned: the row length is a multiple of 8 and
@@ -234,6 +266,38 @@ void convert_bf16_to_f32(float* out, const uint16_t* in, int64_t n, Stream strea
   NVFP4_LAUNCH_ALIGNED(aligned16(out) && aligned16(in), bf16_to_f32_kernel, grid_for((n + kVec - 1) / kVec), kThreads,
                        0, stream, out, in, n);
   check_launch("convert_bf16_to_f32");
+}
+
+// ---- bias ----------------------------------------------------------------------------------------
+
+void bias_forward(uint16_t* out, const float* bias, int64_t N, int64_t OC, Stream stream) {
+  constexpr const char* op = "bias_forward";
+  require_nonnegative(op, {{"N", N}, {"OC", OC}});
+  if (N == 0 || OC == 0) return;
+  require_ptr(bias, op, "bias");
+  const bool aligned = OC % kVec == 0 && aligned16(out) && aligned16(bias);
+  NVFP4_LAUNCH_ALIGNED(aligned, bias_forward_kernel, grid_for(N * ((OC + kVec - 1) / kVec)), kThreads, 0, stream, out,
+                       bias, N, OC);
+  check_launch(op);
+}
+
+size_t bias_backward_scratch_bytes(int64_t N, int64_t OC) {
+  return sizeof(float) * static_cast<size_t>(column_chunks(N)) * static_cast<size_t>(OC);
+}
+
+void bias_backward(float* dbias, const uint16_t* dout, int64_t N, int64_t OC, void* scratch, Stream stream) {
+  constexpr const char* op = "bias_backward";
+  require_nonnegative(op, {{"N", N}, {"OC", OC}});
+  if (N == 0 || OC == 0) return;
+  require_ptr(scratch, op, "scratch (bias_backward_scratch_bytes)");
+  const int64_t chunks = column_chunks(N), column_blocks = (OC + kThreads - 1) / kThreads;
+  require(chunks <= INT_MAX && column_blocks <= 65535, op, "N or OC too large for the launch grid");
+  float* partial = static_cast<float*>(scratch);
+  bias_partial_kernel<<<dim3(static_cast<unsigned>(chunks), static_cast<unsigned>(column_blocks)), kThreads, 0,
+                        stream>>>(partial, dout, N, OC);
+  check_launch(op);
+  launch_column_chunks_add(dbias, partial, chunks, OC, stream);
+  check_launch(op);
 }
 
 // ---- inference row ops ------------------------------------------------------------------------------

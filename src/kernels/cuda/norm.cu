@@ -18,7 +18,7 @@ namespace {
 // (sum of squares, then the output): the second read hits L1/L2.
 
 constexpr int kRowsPerBlock = kThreads / 32;
-constexpr int kNormChunkRows = 64;  // dweight partial sums: fixed row chunks (device-independent bits)
+constexpr int kNormChunkRows = kColumnChunkRows;  // dweight: fixed-order column sums (ops_common.cuh)
 
 // One row's output, o = bf16((x * r) * weight), by one warp: kRowBatch chunks' loads issued at once,
 // then each chunk in order. Returns m folded with max |o| when `fold` (the producer amax).
@@ -169,31 +169,6 @@ __global__ void __launch_bounds__(kThreads) rmsnorm_dweight_partial_kernel(float
   partial[blockIdx.x * C + c] = acc;
 }
 
-// dweight[c] += the sum over chunks of partial[chunk, c], in a fixed order: the chunks are cut
-// into kDwGroups runs of consecutive chunks, each summed in increasing order by one warp, and the
-// runs' sums are added in increasing order. A block takes 32 channels (lane = channel), so each
-// warp reads 128 contiguous bytes a chunk. (The first version summed every chunk in one thread
-// per channel: 3 blocks for C = 768, 115 us a call at 64 x 1024 tokens on the H100.)
-constexpr int kDwGroups = 32;
-__global__ void __launch_bounds__(32 * kDwGroups) rmsnorm_dweight_reduce_kernel(float* __restrict__ dweight,
-                                                                                const float* __restrict__ partial,
-                                                                                int64_t chunks, int64_t C) {
-  __shared__ float sums[kDwGroups][33];
-  const int lane = threadIdx.x & 31, warp = threadIdx.x / 32;
-  const int64_t c = static_cast<int64_t>(blockIdx.x) * 32 + lane;
-  const int64_t per = (chunks + kDwGroups - 1) / kDwGroups;
-  const int64_t ch0 = warp * per, ch1 = min(chunks, ch0 + per);
-  float acc = 0.0f;
-  if (c < C)
-    for (int64_t ch = ch0; ch < ch1; ++ch) acc += partial[ch * C + c];
-  sums[warp][lane] = acc;
-  __syncthreads();
-  if (warp != 0 || c >= C) return;
-  float total = 0.0f;
-  for (int w = 0; w < kDwGroups; ++w) total += sums[w][lane];
-  dweight[c] += total;
-}
-
 }  // namespace
 
 // ---- RMSNorm -------------------------------------------------------------------------------------
@@ -251,8 +226,7 @@ void rmsnorm_backward(uint16_t* dinp, float* dweight, const uint16_t* dout, cons
     rmsnorm_dweight_partial_kernel<<<dim3(static_cast<unsigned>(chunks), static_cast<unsigned>(channel_blocks)),
                                      kThreads, 0, stream>>>(partial, dout, inp, rstd, N, C);
     check_launch(op);
-    rmsnorm_dweight_reduce_kernel<<<static_cast<unsigned>((C + 31) / 32), 32 * kDwGroups, 0, stream>>>(dweight, partial,
-                                                                                                     chunks, C);
+    launch_column_chunks_add(dweight, partial, chunks, C, stream);
     check_launch(op);
   }
 }

@@ -222,6 +222,49 @@ __device__ __forceinline__ void fold_amax(float* amax, float m) {
   }
 }
 
+// ---- fixed-order column sums (rmsnorm_backward's dweight, bias_backward) ---------------------------
+//
+// A parameter gradient that sums a (N, C) BF16 tensor's rows, deterministically and the same on
+// every device: the rows are cut into fixed chunks of kColumnChunkRows; a first kernel (the op's
+// own) writes each chunk's per-column sum, its rows in increasing order, to partial
+// (ceil(N / kColumnChunkRows), C) fp32; column_chunks_add_kernel then adds the chunks per column
+// in a fixed order — kColumnRuns runs of consecutive chunks, each summed in increasing order by
+// one warp, then the runs' sums in increasing order — into dst (C) fp32 (+=). A block takes 32
+// columns (lane = column), so each warp reads 128 contiguous bytes a chunk. (The first version
+// summed every chunk in one thread per column: 3 blocks for C = 768, 115 us a call at 64 x 1024
+// tokens on the H100.)
+
+constexpr int kColumnChunkRows = 64;
+constexpr int kColumnRuns = 32;
+
+inline int64_t column_chunks(int64_t N) { return (N + kColumnChunkRows - 1) / kColumnChunkRows; }
+
+// NOTE: a template so that every op file including this header may launch it.
+template <int kRuns = kColumnRuns>
+__global__ void __launch_bounds__(32 * kRuns) column_chunks_add_kernel(float* __restrict__ dst,
+                                                                       const float* __restrict__ partial,
+                                                                       int64_t chunks, int64_t C) {
+  __shared__ float sums[kRuns][33];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x / 32;
+  const int64_t c = static_cast<int64_t>(blockIdx.x) * 32 + lane;
+  const int64_t per = (chunks + kRuns - 1) / kRuns;
+  const int64_t ch0 = warp * per, ch1 = min(chunks, ch0 + per);
+  float acc = 0.0f;
+  if (c < C)
+    for (int64_t ch = ch0; ch < ch1; ++ch) acc += partial[ch * C + c];
+  sums[warp][lane] = acc;
+  __syncthreads();
+  if (warp != 0 || c >= C) return;
+  float total = 0.0f;
+  for (int w = 0; w < kRuns; ++w) total += sums[w][lane];
+  dst[c] += total;
+}
+
+inline void launch_column_chunks_add(float* dst, const float* partial, int64_t chunks, int64_t C, Stream stream) {
+  column_chunks_add_kernel<><<<static_cast<unsigned>((C + 31) / 32), 32 * kColumnRuns, 0, stream>>>(dst, partial,
+                                                                                                    chunks, C);
+}
+
 // ---- asynchronous copies into shared memory (attention, kv_cache) ------------------------------------
 
 __device__ __forceinline__ uint32_t smem_addr(const void* p) {

@@ -23,18 +23,20 @@ namespace {
 // sincosf cost more than the pair's memory traffic). kVec8: a thread rotates 8 pairs (i..i+7 with
 // i+HS/2..) through 16-byte loads (HS/2 a multiple of 8, tensors 16-byte aligned); else one pair.
 // NOTE: CUDA's powf and sincosf are within 2 ulp, not glibc's bits.
-// Inference (rope_rows) runs the same kernel with the angles' other source: a token's position is
-// pos[token] and the frequencies are the caller's table, angle = float(pos) * inv_freq[i].
+// The angles' other sources run the same kernel: the table overloads (RoPE scaling) take the
+// caller's frequencies, angle = float(t) * inv_freq[i]; inference (rope_rows) also takes a token's
+// position from pos[token], angle = float(pos) * inv_freq[i].
 
 // Where the angle of pair i of a token comes from.
 struct RopeAngles {
-  const int32_t* pos;     // rope_rows: positions (tokens) and the caller's inv_freq (HS/2) ...
-  const float* inv_freq;
-  int T;                  // ... else (pos == nullptr) the token's position is token % T and
-  float theta;            //     inv_freq = 1 / theta^(2i/HS)
+  const int32_t* pos;     // positions (tokens), or nullptr: the token's position is token % T
+  const float* inv_freq;  // the caller's inv_freq (HS/2), or nullptr: 1 / theta^(2i/HS) (pos null)
+  int T;
+  float theta;
   __device__ __forceinline__ float angle(int token, int i, int HS) const {
     if (pos != nullptr) return static_cast<float>(pos[token]) * inv_freq[i];
-    const float f = 1.0f / powf(theta, static_cast<float>(2 * i) / static_cast<float>(HS));
+    const float f =
+        inv_freq != nullptr ? inv_freq[i] : 1.0f / powf(theta, static_cast<float>(2 * i) / static_cast<float>(HS));
     return static_cast<float>(token % T) * f;
   }
 };
@@ -105,10 +107,9 @@ __global__ void __launch_bounds__(kThreads) rope_kernel(uint16_t* out, const uin
 // ---- RoPE ------------------------------------------------------------------------------------------
 
 namespace {
-void rope_check(const char* op, int64_t B, int64_t T, int64_t NH, int64_t HS, float theta) {
+void rope_check(const char* op, int64_t B, int64_t T, int64_t NH, int64_t HS) {
   require_nonnegative(op, {{"B", B}, {"T", T}, {"NH", NH}, {"HS", HS}});
   require(HS % 2 == 0, op, "HS = " + std::to_string(HS) + " is odd; rotate_half pairs i with i + HS/2");
-  require(theta > 0.0f, op, "theta = " + std::to_string(theta) + " must be positive");
   require(B * T <= INT_MAX && NH <= INT_MAX / std::max<int64_t>(HS, 1), op, "B*T or NH*HS exceeds the kernel's int range");
 }
 
@@ -129,7 +130,8 @@ void launch_rope(uint16_t* out, const uint16_t* inp, int64_t tokens, RopeAngles 
 
 void rope_forward(uint16_t* out, const uint16_t* inp, int64_t B, int64_t T, int64_t NH, int64_t HS, float theta,
                   Stream stream) {
-  rope_check("rope_forward", B, T, NH, HS, theta);
+  rope_check("rope_forward", B, T, NH, HS);
+  require(theta > 0.0f, "rope_forward", "theta = " + std::to_string(theta) + " must be positive");
   const int64_t rows = B * T * NH;
   if (rows == 0 || HS == 0) return;
   launch_rope<false>(out, inp, B * T, RopeAngles{nullptr, nullptr, static_cast<int>(T), theta}, NH, HS, stream,
@@ -139,12 +141,35 @@ void rope_forward(uint16_t* out, const uint16_t* inp, int64_t B, int64_t T, int6
 
 void rope_backward(uint16_t* dinp, const uint16_t* dout, int64_t B, int64_t T, int64_t NH, int64_t HS, float theta,
                    Stream stream, float* amax, bool accumulate) {
-  rope_check("rope_backward", B, T, NH, HS, theta);
+  rope_check("rope_backward", B, T, NH, HS);
+  require(theta > 0.0f, "rope_backward", "theta = " + std::to_string(theta) + " must be positive");
   const int64_t rows = B * T * NH;
   if (rows == 0 || HS == 0) return;
   launch_rope<true>(dinp, dout, B * T, RopeAngles{nullptr, nullptr, static_cast<int>(T), theta}, NH, HS, stream, amax,
                     accumulate);
   check_launch("rope_backward");
+}
+
+void rope_forward(uint16_t* out, const uint16_t* inp, int64_t B, int64_t T, int64_t NH, int64_t HS,
+                  const float* inv_freq, Stream stream) {
+  constexpr const char* op = "rope_forward";
+  rope_check(op, B, T, NH, HS);
+  if (B * T * NH == 0 || HS == 0) return;
+  require_ptr(inv_freq, op, "inv_freq");
+  launch_rope<false>(out, inp, B * T, RopeAngles{nullptr, inv_freq, static_cast<int>(T), 0.0f}, NH, HS, stream,
+                     nullptr, false);
+  check_launch(op);
+}
+
+void rope_backward(uint16_t* dinp, const uint16_t* dout, int64_t B, int64_t T, int64_t NH, int64_t HS,
+                   const float* inv_freq, Stream stream, float* amax, bool accumulate) {
+  constexpr const char* op = "rope_backward";
+  rope_check(op, B, T, NH, HS);
+  if (B * T * NH == 0 || HS == 0) return;
+  require_ptr(inv_freq, op, "inv_freq");
+  launch_rope<true>(dinp, dout, B * T, RopeAngles{nullptr, inv_freq, static_cast<int>(T), 0.0f}, NH, HS, stream,
+                    amax, accumulate);
+  check_launch(op);
 }
 
 void rope_rows(uint16_t* x, const int32_t* pos, const float* inv_freq, int64_t N, int64_t NH, int64_t HS,
