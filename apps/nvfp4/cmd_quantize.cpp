@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <iostream>
 #include <random>
@@ -34,6 +35,10 @@ struct QuantizeArgs {
   double damp = 0.01;
   std::vector<std::string> keep_bf16;
   int window = 512;
+  bool sensitivity = false;
+  double auto_fallback = 0, bf16_budget = 0;
+  int64_t sensitivity_tokens = 512;
+  std::string device = "auto";
   bool json = false;
 };
 
@@ -105,9 +110,38 @@ void run(const QuantizeArgs& a) {
   eo.config.w4a4 = o.w4a4;
   eo.config.producer_version = NVFP4_VERSION;
 
+  o.auto_fallback_kl = a.auto_fallback;
+  o.bf16_budget = a.bf16_budget;
+  o.sensitivity_scored = a.sensitivity_tokens;
+  const bool sensitivity = a.sensitivity || a.auto_fallback > 0 || a.bf16_budget > 0;
+  if (sensitivity) {
+    EngineArgs e;
+    e.device = a.device;
+    o.device = engine_device(e);
+  }
+
   size_t documents = 0;
-  const std::vector<int32_t> calib = calibration_tokens(a, m, documents);
+  std::vector<int32_t> calib = calibration_tokens(a, m, documents);
   o.holdout = holdout_tokens(a, m);
+  // The sensitivity's held-out tokens: --holdout, else the calibration stream's last
+  // --sensitivity-tokens + 1 tokens, which are then not calibrated on.
+  std::string sensitivity_source;
+  if (sensitivity) {
+    if (!o.holdout.empty()) {
+      o.sensitivity_tokens = o.holdout;
+      sensitivity_source = "--holdout";
+    } else {
+      const size_t h = static_cast<size_t>(a.sensitivity_tokens) + 1;
+      if (2 * h > calib.size()) {
+        throw Error("--sensitivity-tokens " + std::to_string(a.sensitivity_tokens) + ": holding out " + std::to_string(h) +
+                    " of the " + std::to_string(calib.size()) + " calibration tokens would leave fewer than half to "
+                    "calibrate on; give more calibration text, fewer --sensitivity-tokens, or --holdout FILES");
+      }
+      o.sensitivity_tokens.assign(calib.end() - static_cast<std::ptrdiff_t>(h), calib.end());
+      calib.resize(calib.size() - h);
+      sensitivity_source = "the calibration stream's last " + std::to_string(h) + " tokens, not calibrated on";
+    }
+  }
   const ptq::Coverage cov = o.holdout.empty() ? ptq::Coverage{} : ptq::token_coverage(calib, o.holdout);
   const std::string hash = [&] {
     char hex[17];
@@ -120,7 +154,12 @@ void run(const QuantizeArgs& a) {
   const bool tty = isatty(fileno(stderr)) != 0;
   const ptq::QuantizeModelResult r =
       ptq::quantize_model(m, calib, o, [&](size_t i, size_t n, const std::string& name) {
-        if (!a.json) std::fprintf(stderr, tty ? "\r\033[K[%zu/%zu] %s" : "[%zu/%zu] %s\n", i + 1, n, name.c_str());
+        if (a.json) return;
+        if (name == "sensitivity") {
+          std::fprintf(stderr, tty ? "\r\033[Ksensitivity: layer %zu/%zu" : "sensitivity: layer %zu/%zu\n", i, n);
+        } else {
+          std::fprintf(stderr, tty ? "\r\033[K[%zu/%zu] %s" : "[%zu/%zu] %s\n", i + 1, n, name.c_str());
+        }
       });
   if (!a.json && tty) std::fprintf(stderr, "\n");
   eo.config.ignore = r.kept;
@@ -132,6 +171,25 @@ void run(const QuantizeArgs& a) {
                  {"calib_tokens", std::to_string(calib.size())},
                  {"calib_hash", hash},
                  {"kept_bf16", nlohmann::json(r.kept).dump()}};
+  // Sensitivity: the whole model before/after the fallback, and each measured layer's KL alone.
+  nlohmann::ordered_json sens;
+  if (r.before) {
+    nlohmann::ordered_json per = nlohmann::ordered_json::object();
+    for (const auto& l : r.report) {
+      if (std::isfinite(l.kl)) per[l.module] = {{"kl", l.kl}, {"output_rel_error", l.output_rel_error}, {"fallback", l.fallback}};
+    }
+    sens = {{"device", o.device},
+            {"tokens", sensitivity_source},
+            {"scored", r.sensitivity_scored},
+            {"unquantized_ppl", r.unquantized_ppl},
+            {"before", {{"ppl", r.before->ppl}, {"kl", r.before->kl}, {"top1_agree", r.before->top1_agree}}},
+            {"after", {{"ppl", r.after->ppl}, {"kl", r.after->kl}, {"top1_agree", r.after->top1_agree}}},
+            {"fallback_rule", r.fallback_rule},
+            {"fallback_weight_share", r.block_weights ? double(r.fallback_weights) / double(r.block_weights) : 0.0},
+            {"layers", per}};
+    eo.metadata["fallback_policy"] = r.fallback_rule.empty() ? "none" : r.fallback_rule;
+    eo.metadata["sensitivity"] = sens.dump();
+  }
   if (!o.holdout.empty()) {
     eo.metadata["holdout_tokens"] = std::to_string(o.holdout.size());
     eo.metadata["holdout_js_divergence_bits"] = std::to_string(cov.js_divergence_bits);
@@ -162,6 +220,10 @@ void run(const QuantizeArgs& a) {
                      {"js_divergence_bits", cov.js_divergence_bits}};
     if (o.w4a4) j["holdout_saturated_share"] = share(r.holdout_saturated, r.holdout_blocks);
   }
+  if (r.before) {
+    sens.erase("layers");  // per layer below
+    j["sensitivity"] = sens;
+  }
   auto layers = nlohmann::ordered_json::array();
   for (const auto& l : r.report) {
     nlohmann::ordered_json x = {{"module", l.module},
@@ -170,6 +232,11 @@ void run(const QuantizeArgs& a) {
                                 {"input_amax", l.input_amax},
                                 {"weight_rel_error", l.weight_rel_error}};
     if (l.holdout_blocks) x["holdout_saturated_share"] = share(l.holdout_saturated, l.holdout_blocks);
+    if (std::isfinite(l.kl)) {
+      x["kl"] = l.kl;
+      x["output_rel_error"] = l.output_rel_error;
+      x["fallback"] = l.fallback;
+    }
     layers.push_back(x);
   }
   j["layers"] = layers;
@@ -181,17 +248,31 @@ void run(const QuantizeArgs& a) {
               a.out.c_str(), a.format.c_str(), a.scheme.c_str(), a.scales.c_str(), a.gptq ? ", GPTQ" : "",
               calib.size(), documents, hash.c_str());
   const bool sat = o.w4a4 && !o.holdout.empty();
-  std::printf("%-48s %12s %14s%s\n", "layer", "input amax", "weight error", sat ? "  held-out blocks above" : "");
+  const bool kl = r.before.has_value();
+  std::printf("%-48s %12s %14s%s%s\n", "layer", "input amax", "weight error", kl ? "   KL alone  out error" : "",
+              sat ? "  held-out blocks above" : "");
   for (const auto& l : r.report) {
-    if (!l.quantized) {
+    if (!l.quantized && !l.fallback) {
       std::printf("%-48s %12s %14s  (%s)\n", l.module.c_str(), "-", "BF16", l.why_not.c_str());
       continue;
     }
     std::printf("%-48s %12.4g %13.3f%%", l.module.c_str(), l.input_amax, 100 * l.weight_rel_error);
+    if (kl) std::printf("  %10.3g %9.4f", l.kl, l.output_rel_error);
     if (sat) std::printf("  %10.4f%%", 100 * share(l.holdout_saturated, l.holdout_blocks));
-    std::printf("\n");
+    std::printf("%s\n", l.fallback ? "  -> BF16 (fallback)" : "");
   }
   std::printf("%zu layers quantized; kept unquantized: %s\n", r.layers.size(), nlohmann::json(r.kept).dump().c_str());
+  if (kl) {
+    std::printf("on %lld scored held-out tokens (%s; %s): unquantized perplexity %.4f; every layer quantized %.4f, KL %.4g nats, "
+                "top-1 %.2f%%\n",
+                static_cast<long long>(r.sensitivity_scored), sensitivity_source.c_str(), o.device.c_str(),
+                r.unquantized_ppl, r.before->ppl, r.before->kl, 100 * r.before->top1_agree);
+    if (!r.fallback_rule.empty()) {
+      std::printf("%s: %.2f%% of the block weights kept in BF16 -> perplexity %.4f, KL %.4g nats, top-1 %.2f%%\n",
+                  r.fallback_rule.c_str(), 100 * share(r.fallback_weights, r.block_weights), r.after->ppl, r.after->kl,
+                  100 * r.after->top1_agree);
+    }
+  }
   if (!o.holdout.empty()) {
     std::printf("held-out text: %zu tokens, %lld distinct (%lld in calibration), %.2f%% of them unseen in calibration, "
                 "Jensen-Shannon divergence %.3f bits\n",
@@ -236,6 +317,20 @@ void register_quantize(CLI::App& app) {
   c->add_option("--window", a->window, "Calibration tokens per forward")
       ->capture_default_str()
       ->transform(integer_in(2, 1 << 20));
+  c->add_flag("--sensitivity", a->sensitivity,
+              "Per-layer sensitivity on held-out tokens: KL and output error with only that layer quantized");
+  c->add_option("--auto-fallback", a->auto_fallback,
+                "Keep in BF16 every fused group with a layer above this KL (nats), e.g. 0.05 (implies --sensitivity)")
+      ->check(CLI::Range(0.0, 1e9));
+  c->add_option("--bf16-budget", a->bf16_budget,
+                "Keep in BF16 the most sensitive groups up to this share of the weights, e.g. 0.1 (implies --sensitivity)")
+      ->check(CLI::Range(0.0, 0.999999));
+  c->add_option("--sensitivity-tokens", a->sensitivity_tokens,
+                "Scored held-out tokens of the per-layer pass (without --holdout: taken off the calibration stream)")
+      ->capture_default_str()
+      ->transform(integer_in(1, int64_t{1} << 30));
+  c->add_option("--device", a->device, "The sensitivity pass's engine: cpu, cuda or auto (calibration runs on the CPU)")
+      ->capture_default_str();
   c->add_flag("--json", a->json, "Print the result as JSON");
   c->callback([a] { run(*a); });
 }

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <map>
 
 #include "nvfp4/calibrate.hpp"
@@ -37,6 +38,13 @@ struct SaturationCounter final : infer::LinearInputObserver {
     }
   }
 };
+
+// A number as %g writes it (0.05, 1.2e-05).
+std::string general(double v) {
+  char b[32];
+  std::snprintf(b, sizeof b, "%g", v);
+  return b;
+}
 
 // The engines of the sensitivity pass: the device's unquantized precision, windows of o.window.
 infer::EngineOptions sensitivity_engine_options(const infer::HfModel& model, const QuantizeModelOptions& o) {
@@ -129,13 +137,13 @@ void measure_and_fall_back(const infer::HfModel& model, const QuantizeModelOptio
     r.fallback_weights += g.weights;
   };
   if (o.auto_fallback_kl > 0.0) {
-    r.fallback_rule = "auto-fallback: a member's KL > " + std::to_string(o.auto_fallback_kl);
+    r.fallback_rule = "auto-fallback: a member's KL > " + general(o.auto_fallback_kl);
     for (const auto& g : groups) {
       if (g.kl > o.auto_fallback_kl) fall(g);
     }
   } else {
     // The most sensitive groups first; each that still fits the budget falls back.
-    r.fallback_rule = "bf16-budget: the most sensitive groups within " + std::to_string(o.bf16_budget) + " of the weights";
+    r.fallback_rule = "bf16-budget: the most sensitive groups within " + general(o.bf16_budget) + " of the weights";
     std::vector<Group> order = groups;
     std::stable_sort(order.begin(), order.end(), [](const Group& a, const Group& b) { return a.kl > b.kl; });
     const double budget = o.bf16_budget * static_cast<double>(r.block_weights);
@@ -151,7 +159,7 @@ void measure_and_fall_back(const infer::HfModel& model, const QuantizeModelOptio
       r.report[i].quantized = false;
       r.report[i].fallback = true;
       r.report[i].why_not = "BF16 fallback (" + r.fallback_rule + "; its group's KL " +
-                            std::to_string(r.report[fused_group(i, plan.size()).first].kl) + ")";
+                            general(r.report[fused_group(i, plan.size()).first].kl) + ")";
     } else {
       kept_layers.push_back(std::move(r.layers[at]));
     }

@@ -87,6 +87,45 @@ TEST_F(PtqQuantizeCli, WritesBothFormatsWithTheirMetadata) {
   r = nvfp4::test::run_cli("quantize " + m + " " + m + calib);
   EXPECT_NE(r.status, 0);
   EXPECT_FALSE(fs::exists(dir / "x"));
+
+  // Sensitivity and BF16 fallback: held out off the calibration stream, reported, recorded.
+  r = nvfp4::test::run_cli("quantize " + m + " " + (dir / "fb").string() + calib +
+                           " --window 64 --device cpu --sensitivity-tokens 30 --bf16-budget 0.3 --json");
+  ASSERT_EQ(r.status, 0) << r.output;
+  j = nlohmann::json::parse(r.output);
+  const auto& s = j.at("sensitivity");
+  EXPECT_EQ(s.at("scored"), 30);
+  EXPECT_EQ(s.at("tokens"), "the calibration stream's last 31 tokens, not calibrated on");
+  EXPECT_GT(s.at("unquantized_ppl").get<double>(), 1.0);
+  EXPECT_GT(s.at("before").at("kl").get<double>(), 0.0);
+  EXPECT_LE(s.at("after").at("kl").get<double>(), s.at("before").at("kl").get<double>());
+  EXPECT_GT(s.at("fallback_weight_share").get<double>(), 0.0);
+  EXPECT_LE(s.at("fallback_weight_share").get<double>(), 0.3);
+  size_t fell = 0, measured = 0;
+  for (const auto& l : j.at("layers")) {
+    if (l.contains("kl")) ++measured, fell += l.at("fallback").get<bool>();
+  }
+  EXPECT_EQ(measured, 14u);
+  EXPECT_GT(fell, 0u);
+  EXPECT_EQ(j.at("quantized_layers"), 14 - fell);
+  const auto fb = nvfp4::io::Checkpoint::open((dir / "fb").string());
+  EXPECT_EQ(fb.metadata().at("fallback_policy").rfind("bf16-budget", 0), 0u) << fb.metadata().at("fallback_policy");
+  EXPECT_EQ(nlohmann::json::parse(fb.metadata().at("sensitivity")).at("layers").size(), 14u);
+  EXPECT_EQ(nlohmann::json::parse(fb.metadata().at("kept_bf16")).size(), fell + 1);
+  r = nvfp4::test::run_cli("eval " + (dir / "fb").string() + " --text " + (dir / "b.txt").string() +
+                           " --device cpu --reference-model " + m + " --json");
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_GT(nlohmann::json::parse(r.output).at("kl_mean").get<double>(), 0.0);
+  // Its mistakes.
+  r = nvfp4::test::run_cli("quantize " + m + " " + (dir / "x").string() + calib + " --auto-fallback 0.05");
+  EXPECT_NE(r.output.find("--sensitivity-tokens 512: holding out 513 of the"), std::string::npos) << r.output;
+  r = nvfp4::test::run_cli("quantize " + m + " " + (dir / "x").string() + calib +
+                           " --sensitivity-tokens 30 --auto-fallback 0.05 --bf16-budget 0.1");
+  EXPECT_NE(r.output.find("give --auto-fallback or --bf16-budget, not both"), std::string::npos) << r.output;
+  r = nvfp4::test::run_cli("quantize " + m + " " + (dir / "x").string() + calib + " --bf16-budget 1.5");
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.output.find("--bf16-budget"), std::string::npos) << r.output;
+  EXPECT_FALSE(fs::exists(dir / "x"));
 }
 
 }  // namespace
