@@ -29,6 +29,7 @@ struct EvalArgs {
   std::string ids;
   std::string reference, reference_model;
   int ctx = 0, stride = 0, batch = 4;
+  int64_t max_tokens = 0;
   bool per_layer = false;
   int64_t per_layer_tokens = 512;
   std::string save_logits;
@@ -175,7 +176,21 @@ void run(EvalArgs& a) {
     inputs.push_back(a.ids);
     io::refuse_output_over_input(a.save_logits, inputs);
   }
-  const std::vector<infer::EvalDocument> docs = read_documents(a, model);
+  std::vector<infer::EvalDocument> docs = read_documents(a, model);
+  if (a.max_tokens > 0) {  // the first documents, the last one cut: at most max_tokens scored
+    int64_t left = a.max_tokens;
+    size_t keep = 0;
+    for (; keep < docs.size() && left > 0; ++keep) {
+      auto& d = docs[keep];
+      const int64_t scored = std::max<int64_t>(0, static_cast<int64_t>(d.ids.size()) - 1);
+      if (scored > left) {
+        d.ids.resize(static_cast<size_t>(left + 1));
+        d.bytes = scored_bytes(model, d.ids);
+      }
+      left -= std::min(scored, left);
+    }
+    docs.resize(keep);
+  }
   int64_t longest = 0;
   for (const auto& d : docs) longest = std::max<int64_t>(longest, static_cast<int64_t>(d.ids.size()));
   if (longest < 2) {
@@ -304,6 +319,9 @@ void register_eval(CLI::App& app) {
   c->add_flag("--per-layer", a->per_layer, "KL and output error with only one linear layer quantized, for each");
   c->add_option("--per-layer-tokens", a->per_layer_tokens, "Scored tokens each per-layer run covers")
       ->capture_default_str()
+      ->transform(integer_in(1, int64_t{1} << 40));
+  c->add_option("--max-tokens", a->max_tokens,
+                "Score at most this many tokens: the first documents, the last one cut (default: all)")
       ->transform(integer_in(1, int64_t{1} << 40));
   c->add_option("--batch", a->batch, "Windows run together")->capture_default_str()->transform(integer_in(1, 4096));
   c->add_option("--save-logits", a->save_logits, "With --ids: every line's logits to this .safetensors file");

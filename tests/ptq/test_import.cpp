@@ -405,6 +405,10 @@ TEST_F(PtqImport, CliRunsCheckpointsAgainstTheirSource) {
   auto j = nlohmann::json::parse(r.output);
   EXPECT_EQ(j.at("precision"), "w4a4 (modelopt checkpoint)");
   EXPECT_TRUE(j.contains("fallback_rate")) << "the activations are quantized at run time: the guard counts rows";
+  EXPECT_EQ(j.at("tokens"), 9 + 5);
+  r = nvfp4::test::run_cli("eval " + m + ids + " --device cpu --json --max-tokens 12");  // 9 of line 1, 3 of line 2
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_EQ(nlohmann::json::parse(r.output).at("tokens"), 12);
   r = nvfp4::test::run_cli("eval " + m + ids + " --device cpu --reference fp32");
   EXPECT_NE(r.status, 0);
   EXPECT_NE(r.output.find("give --reference-model DIR (the folder it was quantized from)"), std::string::npos) << r.output;
