@@ -102,9 +102,12 @@ void run_train(TrainArgs& a) {
   if (!a.no_config) io::refuse_output_over_input(config.string(), files);
   // Before training: the folder must be one we can create or write into. It is created only
   // after training succeeded, so a failed run leaves nothing behind.
+  // The nearest existing folder up the path ("." above a relative one: tok/ in a new folder tok).
   fs::path existing = out.parent_path().empty() ? fs::path(".") : out.parent_path();
-  while (!fs::exists(existing, ec) && existing.has_parent_path() && existing != existing.parent_path()) {
-    existing = existing.parent_path();
+  while (!fs::exists(existing, ec)) {
+    const fs::path up = existing.parent_path();
+    if (up == existing) break;
+    existing = up.empty() ? fs::path(".") : up;
   }
   if (!fs::is_directory(existing, ec) || ::access(existing.c_str(), W_OK) != 0) {
     throw Error("--out " + a.out + ": cannot write into " + existing.string() +

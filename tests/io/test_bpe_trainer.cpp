@@ -318,6 +318,13 @@ TEST_F(BpeFiles, CliWritesTheTokenizerAndItsConfigThatLoadTogether) {
   EXPECT_EQ(r.status, 0) << r.output;
   EXPECT_TRUE(fs::exists(dir_ / "y.json"));
   EXPECT_FALSE(fs::exists(dir_ / "tokenizer_config.json"));
+  // A new folder given as a relative path (its nearest existing folder is the working directory).
+  const fs::path cwd = fs::current_path();
+  fs::current_path(dir_);
+  r = nvfp4::test::run_cli("tokenizer train " + text + " --vocab 700 --out fresh/");
+  fs::current_path(cwd);
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_TRUE(fs::exists(dir_ / "fresh" / "tokenizer.json"));
 }
 
 }  // namespace
