@@ -20,6 +20,7 @@
 #include "nvfp4/ptq_export.hpp"
 #include "nvfp4/quantize_model.hpp"
 #include "nvfp4/token_shards.hpp"
+#include "train/report.hpp"
 
 namespace nvfp4::cli {
 
@@ -39,6 +40,7 @@ struct QuantizeArgs {
   double auto_fallback = 0, bf16_budget = 0;
   int64_t sensitivity_tokens = 512;
   std::string device = "auto";
+  std::string report;
   bool json = false;
 };
 
@@ -113,7 +115,12 @@ void run(const QuantizeArgs& a) {
   o.auto_fallback_kl = a.auto_fallback;
   o.bf16_budget = a.bf16_budget;
   o.sensitivity_scored = a.sensitivity_tokens;
-  const bool sensitivity = a.sensitivity || a.auto_fallback > 0 || a.bf16_budget > 0;
+  const bool sensitivity = a.sensitivity || a.auto_fallback > 0 || a.bf16_budget > 0 || !a.report.empty();
+  if (!a.report.empty()) {
+    if (!a.report.ends_with(".html")) throw Error("--report " + a.report + ": give a file name ending in .html");
+    std::vector<std::string> inputs = m.input_files();
+    io::refuse_output_over_input(a.report, inputs);
+  }
   if (sensitivity) {
     EngineArgs e;
     e.device = a.device;
@@ -196,6 +203,25 @@ void run(const QuantizeArgs& a) {
     if (o.w4a4) eo.metadata["holdout_saturated_blocks"] = std::to_string(r.holdout_saturated) + " of " + std::to_string(r.holdout_blocks);
   }
   const auto files = ptq::write_quantized_folder(a.model, a.out, r.layers, eo);
+  if (!a.report.empty()) {
+    train::PtqReport rep;
+    rep.title = "nvfp4 quantize: " + a.model;
+    rep.model_description = m.hf_config().architecture + ", " + m.config().to_json();
+    rep.command = "nvfp4 quantize " + a.model + " " + a.out + " --format " + a.format + " --scheme " + a.scheme +
+                  " --scales " + a.scales + (a.gptq ? " --gptq" : "") + " --act-scale " + a.act_scale;
+    rep.calibration = std::to_string(calib.size()) + " tokens from " + std::to_string(documents) + " documents, " + hash;
+    rep.sensitivity = std::to_string(r.sensitivity_scored) + " scored tokens: " + sensitivity_source + ", on " + o.device;
+    rep.fallback_rule = r.fallback_rule;
+    rep.threshold = o.auto_fallback_kl;
+    for (const auto& l : r.report) {
+      if (std::isfinite(l.kl)) rep.layers.push_back({l.module, l.kl, l.output_rel_error, l.fallback});
+    }
+    const double nan = std::nan("");
+    rep.quality = {{"unquantized", r.unquantized_ppl, nan, nan},
+                   {"every layer quantized", r.before->ppl, r.before->kl, r.before->top1_agree}};
+    if (!r.fallback_rule.empty()) rep.quality.push_back({"after the fallback", r.after->ppl, r.after->kl, r.after->top1_agree});
+    io::write_text_file_atomic(a.report, train::render_ptq_html(rep));
+  }
 
   nlohmann::ordered_json j = {{"model", a.model},
                               {"out", a.out},
@@ -331,6 +357,9 @@ void register_quantize(CLI::App& app) {
       ->transform(integer_in(1, int64_t{1} << 30));
   c->add_option("--device", a->device, "The sensitivity pass's engine: cpu, cuda or auto (calibration runs on the CPU)")
       ->capture_default_str();
+  c->add_option("--report", a->report,
+                "An HTML report: per-layer sensitivity, the fallback set, the model before and after (implies "
+                "--sensitivity)");
   c->add_flag("--json", a->json, "Print the result as JSON");
   c->callback([a] { run(*a); });
 }

@@ -679,4 +679,90 @@ std::string render_html(const CompareReport& report) {
   return h;
 }
 
+std::string render_ptq_html(const PtqReport& report) {
+  std::string h;
+  h += "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n";
+  h += "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n";
+  const std::string title = report.title.empty() ? "nvfp4 quantize" : report.title;
+  h += "<title>" + escape_html(title) + "</title>\n<style>" + kCss + "</style>\n</head>\n<body>\n";
+  h += "<h1>" + escape_html(title) + "</h1>\n<dl class=\"header\">\n";
+  auto item = [&](const char* key, const std::string& value, bool pre = false) {
+    if (value.empty()) return;
+    h += std::string("<dt>") + key + "</dt><dd>" + (pre ? "<pre>" : "") + escape_html(value) +
+         (pre ? "</pre>" : "") + "</dd>\n";
+  };
+  item("Model", report.model_description);
+  item("Command", report.command, true);
+  item("Calibration", report.calibration);
+  item("Sensitivity", report.sensitivity);
+  item("Fallback", report.fallback_rule.empty() ? "none" : report.fallback_rule);
+  h += "</dl>\n";
+
+  // ---- the whole model ----
+  h += "<h2>The model on the held-out tokens</h2>\n<table>\n<tr><th></th><th>perplexity</th><th>KL vs unquantized "
+       "(nats/token)</th><th>top-1 agreement</th></tr>\n";
+  for (const auto& q : report.quality) {
+    h += "<tr><td>" + escape_html(q.what) + "</td><td>" + cell(q.ppl, "%.4f") + "</td><td>" + cell(q.kl, "%.4g") +
+         "</td><td>" + (std::isfinite(q.top1) ? fmt("%.2f %%", 100 * q.top1) : "-") + "</td></tr>\n";
+  }
+  h += "</table>\n";
+
+  // ---- per-layer charts: x = the layer's index in the model's order ----
+  const char* kept_colour = "#4e79a7";
+  const char* fallback_colour = "#e15759";
+  auto series = [&](bool fallback, auto value) {
+    Line l;
+    l.colour = fallback ? fallback_colour : kept_colour;
+    l.width = 0;
+    l.opacity = 1;
+    l.markers = true;
+    for (size_t i = 0; i < report.layers.size(); ++i) {
+      const auto& p = report.layers[i];
+      l.pts.emplace_back(static_cast<double>(i), p.fallback == fallback ? value(p) : kNaN);
+    }
+    return l;
+  };
+  const auto legend2 = [&] {
+    return "<ul class=\"legend\"><li><span class=\"swatch\" style=\"background:" + std::string(kept_colour) +
+           "\"></span>quantized</li><li><span class=\"swatch\" style=\"background:" + std::string(fallback_colour) +
+           "\"></span>kept in BF16 by the fallback</li></ul>\n";
+  };
+  {
+    ChartSpec c;
+    c.title = "Per-layer sensitivity: KL with only that layer quantized";
+    c.x_label = "linear layer (model order: q, k, v, o, gate, up, down per block)";
+    c.y_label = "KL vs unquantized (nats/token)";
+    c.log_y = true;
+    c.caption = "Each point: the model with only this layer at its NVFP4 weights and every other layer unquantized, "
+                "against the unquantized model, on the held-out tokens.";
+    if (report.threshold > 0) {
+      c.ref_y = report.threshold;
+      c.caption += " Dashed: the --auto-fallback threshold.";
+    }
+    c.lines.push_back(series(false, [](const PtqLayerPoint& p) { return p.kl; }));
+    c.lines.push_back(series(true, [](const PtqLayerPoint& p) { return p.kl; }));
+    h += "<figure>\n<h2>" + escape_html(c.title) + "</h2>\n" + render_chart(c, 1) + legend2() + "<figcaption>" +
+         escape_html(c.caption) + "</figcaption>\n</figure>\n";
+  }
+  {
+    ChartSpec c;
+    c.title = "Per-layer output error";
+    c.x_label = "linear layer (model order)";
+    c.y_label = "||y_q - y|| / ||y||";
+    c.caption = "The layer's relative output error on the same tokens, only it quantized.";
+    c.lines.push_back(series(false, [](const PtqLayerPoint& p) { return p.rel_error; }));
+    c.lines.push_back(series(true, [](const PtqLayerPoint& p) { return p.rel_error; }));
+    h += "<figure>\n<h2>" + escape_html(c.title) + "</h2>\n" + render_chart(c, 2) + legend2() + "<figcaption>" +
+         escape_html(c.caption) + "</figcaption>\n</figure>\n";
+  }
+  h += "<h2>Every layer</h2>\n<table>\n<tr><th>#</th><th>layer</th><th>KL alone</th><th>output error</th><th></th></tr>\n";
+  for (size_t i = 0; i < report.layers.size(); ++i) {
+    const auto& p = report.layers[i];
+    h += "<tr><td>" + std::to_string(i) + "</td><td>" + escape_html(p.name) + "</td><td>" + cell(p.kl, "%.4g") +
+         "</td><td>" + cell(p.rel_error, "%.4f") + "</td><td>" + (p.fallback ? "BF16 (fallback)" : "") + "</td></tr>\n";
+  }
+  h += "</table>\n</body>\n</html>\n";
+  return h;
+}
+
 }  // namespace nvfp4::train

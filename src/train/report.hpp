@@ -82,6 +82,31 @@ std::string summary_json(const CompareReport& report);
 // The summary as an aligned plain-text table for the terminal, one line per recipe.
 std::string summary_table(const CompareReport& report);
 
+// ---- the report of `nvfp4 quantize --report` (docs/ptq.md) ----------------------------------------
+
+// One linear layer of the model as the sensitivity pass measured it (kl, rel_error NaN: not
+// measured, e.g. a layer --keep-bf16 kept).
+struct PtqLayerPoint {
+  std::string name;
+  double kl = 0, rel_error = 0;
+  bool fallback = false;  // measured, then kept in BF16 by the fallback rule
+};
+// The whole model on the held-out tokens.
+struct PtqQualityRow {
+  std::string what;  // "unquantized", "every layer quantized", "after the fallback"
+  double ppl = 0, kl = 0, top1 = 0;  // kl, top1 NaN for the unquantized row
+};
+struct PtqReport {
+  std::string title, model_description, command, calibration, sensitivity, fallback_rule;
+  double threshold = 0;  // --auto-fallback's KL (0: none)
+  std::vector<PtqLayerPoint> layers;  // in the model's order
+  std::vector<PtqQualityRow> quality;
+};
+// A self-contained HTML page (the compare report's style and SVG charts): the header, the quality
+// table (before and after the fallback), the per-layer KL (log scale; fallback layers marked, the
+// threshold dashed), the per-layer relative output error, and the table of every layer.
+std::string render_ptq_html(const PtqReport& report);
+
 }  // namespace nvfp4::train
 
 namespace nvfp4::train {

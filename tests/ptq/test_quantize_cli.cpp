@@ -10,6 +10,7 @@
 #include "../infer/tiny_hf_model.hpp"
 #include "nvfp4/nvfp4_checkpoint.hpp"
 #include "nvfp4/safetensors.hpp"
+#include "nvfp4/token_shards.hpp"  // io::read_input_text
 #include "nvfp4/tokenizer.hpp"
 #include "support/test_support.hpp"
 
@@ -90,8 +91,12 @@ TEST_F(PtqQuantizeCli, WritesBothFormatsWithTheirMetadata) {
 
   // Sensitivity and BF16 fallback: held out off the calibration stream, reported, recorded.
   r = nvfp4::test::run_cli("quantize " + m + " " + (dir / "fb").string() + calib +
-                           " --window 64 --device cpu --sensitivity-tokens 30 --bf16-budget 0.3 --json");
+                           " --window 64 --device cpu --sensitivity-tokens 30 --bf16-budget 0.3 --json --report " +
+                           (dir / "fb.html").string());
   ASSERT_EQ(r.status, 0) << r.output;
+  const std::string html = nvfp4::io::read_input_text((dir / "fb.html").string());
+  EXPECT_NE(html.find("<svg"), std::string::npos);
+  EXPECT_NE(html.find("model.layers.1.mlp.down_proj"), std::string::npos);
   j = nlohmann::json::parse(r.output);
   const auto& s = j.at("sensitivity");
   EXPECT_EQ(s.at("scored"), 30);
@@ -122,6 +127,8 @@ TEST_F(PtqQuantizeCli, WritesBothFormatsWithTheirMetadata) {
   r = nvfp4::test::run_cli("quantize " + m + " " + (dir / "x").string() + calib +
                            " --sensitivity-tokens 30 --auto-fallback 0.05 --bf16-budget 0.1");
   EXPECT_NE(r.output.find("give --auto-fallback or --bf16-budget, not both"), std::string::npos) << r.output;
+  r = nvfp4::test::run_cli("quantize " + m + " " + (dir / "x").string() + calib + " --report " + (dir / "r.txt").string());
+  EXPECT_NE(r.output.find("give a file name ending in .html"), std::string::npos) << r.output;
   r = nvfp4::test::run_cli("quantize " + m + " " + (dir / "x").string() + calib + " --bf16-budget 1.5");
   EXPECT_NE(r.status, 0);
   EXPECT_NE(r.output.find("--bf16-budget"), std::string::npos) << r.output;

@@ -170,6 +170,37 @@ TEST(CompareHtml, SelfContainedWithOneSvgPerChart) {
   for (const auto& v : svg_coordinate_values(html)) EXPECT_FALSE(has_non_finite_text(v)) << v;
 }
 
+// `nvfp4 quantize --report`: self-contained, both charts, every layer listed, the fallback layers
+// drawn in their own colour, the threshold dashed, a zero or NaN KL (not on a log axis) never drawn.
+TEST(PtqHtml, ChartsTablesAndFallbackLayers) {
+  train::PtqReport r;
+  r.title = "nvfp4 quantize: <m>";
+  r.command = "nvfp4 quantize m q --auto-fallback 0.01";
+  r.fallback_rule = "auto-fallback: a member's KL > 0.01";
+  r.threshold = 0.01;
+  for (int i = 0; i < 14; ++i) {
+    const double kl = i == 5 ? 0.0 : i == 6 ? kNaN : 1e-4 * (i + 1) * (i % 3 == 0 ? 100 : 1);
+    r.layers.push_back({"model.layers." + std::to_string(i / 7) + ".proj" + std::to_string(i % 7), kl, 0.01 * (i + 1),
+                        kl > 0.01});
+  }
+  r.quality = {{"unquantized", 10.0, kNaN, kNaN}, {"every layer quantized", 10.5, 0.02, 0.97}, {"after the fallback", 10.1, 0.005, 0.99}};
+  const std::string html = train::render_ptq_html(r);
+  EXPECT_EQ(count(html, "<svg"), 2u);
+  EXPECT_EQ(count(html, "<svg"), count(html, "</svg>"));
+  EXPECT_EQ(html.find("<script"), std::string::npos);
+  EXPECT_EQ(count(html, "http://"), count(html, "xmlns=\"http://www.w3.org/2000/svg\""));
+  EXPECT_NE(html.find("nvfp4 quantize: &lt;m&gt;"), std::string::npos);
+  EXPECT_EQ(count(html, "class=\"ref\""), 1u);  // the threshold, on the KL chart
+  EXPECT_NE(html.find("#e15759"), std::string::npos);  // fallback markers
+  EXPECT_EQ(count(html, "BF16 (fallback)"), 3u);      // layers 3, 9, 12: KL 0.01 x (i + 1) > 0.01 (6: NaN)
+  for (int i = 0; i < 14; ++i) EXPECT_NE(html.find(r.layers[static_cast<size_t>(i)].name), std::string::npos) << i;
+  EXPECT_NE(html.find("after the fallback"), std::string::npos);
+  EXPECT_NE(html.find("97.00 %"), std::string::npos);
+  for (const auto& v : svg_coordinate_values(html)) EXPECT_FALSE(has_non_finite_text(v)) << v;
+  // Markers: 12 drawable KLs (not 0, not NaN) + 14 output errors.
+  EXPECT_EQ(count(html, "<circle"), 12u + 14u);
+}
+
 TEST(CompareHtml, NonFiniteValuesNeverReachTheSvg) {
   auto r = three_recipes();
   r.runs[0].history[3].loss = kNaN;
