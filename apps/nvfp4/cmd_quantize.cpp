@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 #include <random>
 
@@ -59,15 +60,27 @@ double parse_act_scale(const std::string& v) {
   throw Error("--act-scale " + v + ": use max or percentile:P with P in (0, 100], e.g. percentile:99.99");
 }
 
+// The default calibration set: the main job's corpus (scripts/corpus.sh), its train split.
+constexpr const char* kDefaultCorpus = "data/python-doc";
+
 // The calibration tokens: each --calib file one document (the model's tokenizer, as `eval --text`),
-// or each --calib-data shard one (a dataset folder: its train split); the documents shuffled with
-// the seed, concatenated, cut to --calib-tokens.
+// or each --calib-data shard one (a dataset folder: its train split; neither given: the default
+// corpus); the documents shuffled with the seed, concatenated, cut to --calib-tokens.
 std::vector<int32_t> calibration_tokens(const QuantizeArgs& a, const infer::HfModel& m, size_t& documents) {
-  if (a.calib.empty() == a.calib_data.empty()) throw Error("give --calib FILES or --calib-data SHARDS (one of them)");
+  if (!a.calib.empty() && !a.calib_data.empty()) throw Error("give --calib FILES or --calib-data SHARDS, not both");
+  std::vector<std::string> data = a.calib_data;
+  if (a.calib.empty() && data.empty()) {
+    if (!std::filesystem::exists(std::filesystem::path(kDefaultCorpus) / "manifest.json")) {
+      throw Error(std::string("give --calib FILES or --calib-data SHARDS (the default, the main job's corpus ") +
+                  kDefaultCorpus + ", is not here: bash scripts/corpus.sh makes it)");
+    }
+    data = {kDefaultCorpus};
+    if (!a.json) std::fprintf(stderr, "calibrating on %s (the default corpus), its train split\n", kDefaultCorpus);
+  }
   std::vector<std::vector<int32_t>> docs;
   for (const std::string& f : io::expand_inputs(a.calib)) docs.push_back(m.encode_prompt(io::read_input_text(f)));
-  if (!a.calib_data.empty()) {
-    for (auto& [f, ids] : read_token_shards(a.calib_data, io::Split::train, m, "--calib-data")) docs.push_back(std::move(ids));
+  if (!data.empty()) {
+    for (auto& [f, ids] : read_token_shards(data, io::Split::train, m, "--calib-data")) docs.push_back(std::move(ids));
   }
   if (docs.empty()) throw Error("--calib: no files");
   documents = docs.size();
@@ -321,7 +334,8 @@ void register_quantize(CLI::App& app) {
   c->add_option("OUT", a->out, "The folder to write (new, or without a model in it)")->required();
   c->add_option("--calib", a->calib, "Calibration text files (each one document; folders and globs expand)");
   c->add_option("--calib-data", a->calib_data,
-                "Calibration token shards (each one document), or a dataset folder from `nvfp4 data` (its train split)");
+                "Calibration token shards (each one document), or a dataset folder from `nvfp4 data` (its train split); "
+                "neither this nor --calib: data/python-doc, the main job's corpus");
   c->add_option("--holdout", a->holdout,
                 "Held-out text files: their token coverage by the calibration set and (W4A4) the share of input "
                 "blocks above the calibrated amax");

@@ -74,8 +74,23 @@ TEST_F(PtqQuantizeCli, WritesBothFormatsWithTheirMetadata) {
                            " --window 64 --json");
   ASSERT_EQ(r.status, 0) << r.output;
   EXPECT_GT(nlohmann::json::parse(r.output).at("calib_tokens").get<int64_t>(), 0);
+  // Neither option: the main job's corpus, data/python-doc, when the working directory has it.
+  r = nvfp4::test::run_cli("data " + (dir / "texts").string() + " --out " + (dir / "cwd" / "data" / "python-doc").string());
+  ASSERT_EQ(r.status, 0) << r.output;
+  const fs::path cwd = fs::current_path();
+  fs::current_path(dir / "cwd");
+  r = nvfp4::test::run_cli("quantize " + m + " " + (dir / "dflt").string() + " --window 64");
+  fs::current_path(cwd);
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("calibrating on data/python-doc (the default corpus), its train split"), std::string::npos)
+      << r.output;
   r = nvfp4::test::run_cli("quantize " + m + " " + (dir / "x").string());
-  EXPECT_NE(r.output.find("give --calib FILES or --calib-data SHARDS (one of them)"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("give --calib FILES or --calib-data SHARDS (the default, the main job's corpus data/python-doc, "
+                          "is not here"),
+            std::string::npos)
+      << r.output;
+  r = nvfp4::test::run_cli("quantize " + m + " " + (dir / "x").string() + calib + " --calib-data " + (dir / "data").string());
+  EXPECT_NE(r.output.find("not both"), std::string::npos) << r.output;
 
   // Mistakes: an existing model folder as OUT, an unknown rule, a bad percentile, no calibration files.
   r = nvfp4::test::run_cli("quantize " + m + " " + (dir / "ct").string() + calib);
