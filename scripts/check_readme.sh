@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Checks the README's main-job numbers against the current code: runs the main job's CPU path
-# (`bash scripts/main.sh --cpu`: build, corpus, `nvfp4 compare`; 5+ minutes on a 2-core
-# machine) and compares the final validation losses it reports with the README's sentence
-# "(final validation loss: bf16 X, nvfp4 Y, mxfp4 Z)", to the README's 4 decimals, and that it
+# (`bash scripts/main.sh --cpu`: build, corpus, `nvfp4 compare`, the quantization table; 6 minutes
+# on a 2-core machine) and compares the final validation losses it reports with the README's
+# sentence "(final validation loss: bf16 X, nvfp4 Y, mxfp4 Z)", to the README's 4 decimals, the
+# quantization table's perplexity, change, KL and top-1 columns with the README's, and that it
 # showed its progress. Exit 1 on any difference, naming it. With a folder argument it checks
 # that main-job output instead of running one.
 #
@@ -55,3 +56,28 @@ if [ "$bad" -ne 0 ]; then
   exit 1
 fi
 echo "check_readme: README.md's main-job losses match $dir"
+
+# The post-training quantization table (scripts/ptq_table.sh's table.md): each method's perplexity,
+# its change, KL and top-1 agreement as the README's table gives them (the quantize time varies).
+table=$dir/ptq/table.md
+[ -f "$table" ] || { echo "check_readme: $table not found (the main job's quantization table)" >&2; exit 1; }
+columns() { awk -F'|' '{ for (i = 3; i <= 6; ++i) { gsub(/^ +| +$/, "", $i); printf "%s|", $i } }'; }
+while IFS= read -r row; do
+  method=$(awk -F'|' '{ gsub(/^ +| +$/, "", $2); print $2 }' <<<"$row")
+  case "$method" in method|---*|"") continue ;; esac
+  readme=$(grep -E "^\| $method( \(|  *\|)" README.md | head -n 1 || true)
+  if [ -z "$readme" ]; then
+    echo "  $method: not in README.md's quantization table" >&2
+    bad=1
+  elif [ "$(columns <<<"$row")" != "$(columns <<<"$readme")" ]; then
+    echo "  $method: the run gives |$(columns <<<"$row")|, README.md says |$(columns <<<"$readme")|" >&2
+    bad=1
+  else
+    echo "  $method: $(columns <<<"$row")"
+  fi
+done < "$table"
+if [ "$bad" -ne 0 ]; then
+  echo "check_readme: README.md's quantization table does not match $table; update the README from this run" >&2
+  exit 1
+fi
+echo "check_readme: README.md's quantization table matches $table"
