@@ -134,7 +134,7 @@ void run(const QuantizeArgs& a) {
     std::vector<std::string> inputs = m.input_files();
     io::refuse_output_over_input(a.report, inputs);
   }
-  if (sensitivity) {
+  {
     EngineArgs e;
     e.device = a.device;
     o.device = engine_device(e);
@@ -189,6 +189,7 @@ void run(const QuantizeArgs& a) {
                  {"gptq", a.gptq ? "damp " + std::to_string(a.damp) + (a.act_order ? ", act_order" : "") : "off"},
                  {"act_scale", a.act_scale},
                  {"calib_tokens", std::to_string(calib.size())},
+                 {"calib_device", o.device},
                  {"calib_hash", hash},
                  {"kept_bf16", nlohmann::json(r.kept).dump()}};
   // Sensitivity: the whole model before/after the fallback, and each measured layer's KL alone.
@@ -245,6 +246,7 @@ void run(const QuantizeArgs& a) {
                               {"act_scale", a.act_scale},
                               {"calib_documents", documents},
                               {"calib_tokens", calib.size()},
+                              {"calib_device", o.device},
                               {"calib_hash", hash},
                               {"quantized_layers", r.layers.size()},
                               {"kept_bf16", r.kept},
@@ -369,7 +371,8 @@ void register_quantize(CLI::App& app) {
                 "Scored held-out tokens of the per-layer pass (without --holdout: taken off the calibration stream)")
       ->capture_default_str()
       ->transform(integer_in(1, int64_t{1} << 30));
-  c->add_option("--device", a->device, "The sensitivity pass's engine: cpu, cuda or auto (calibration runs on the CPU)")
+  c->add_option("--device", a->device,
+                "The engine of calibration and sensitivity: cpu (the FP32 model), cuda (the BF16 model) or auto")
       ->capture_default_str();
   c->add_option("--report", a->report,
                 "An HTML report: per-layer sensitivity, the fallback set, the model before and after (implies "

@@ -67,8 +67,9 @@ struct EngineOptions {
   // in one launch; each residual add with the next RMSNorm). false runs every op on its own, as
   // the CPU engine does: the benchmarks and tests compare the two.
   bool fuse = true;
-  // Every forward reports each linear layer's input rows to it (the CPU engine; the CUDA engine
-  // refuses one: calibrate on the CPU).
+  // Every forward reports each linear layer's input rows to it: FP32 on the CPU, the BF16 rows
+  // (exactly, as FP32) on CUDA, where the projections then run apart (no fused groups) and no step
+  // is replayed from a CUDA graph — the host reads every layer's rows.
   LinearInputObserver* observer = nullptr;
 };
 

@@ -1,5 +1,5 @@
 // Post-training quantization of a Hugging Face model's linear layers (src/ptq/quantize_model.cpp):
-// calibrate on the CPU engine, then quantize every block projection to NVFP4 — round to nearest
+// calibrate on the CPU or CUDA engine, then quantize every block projection to NVFP4 — round to nearest
 // under a scale rule, or GPTQ — with the tensor scales vLLM and TensorRT-LLM require (q/k/v share
 // one weight amax, gate/up another; under W4A4 each layer's input scale from its calibrated
 // activations). The result is the layers of a quantized checkpoint (nvfp4/ptq_export.hpp).
@@ -39,7 +39,10 @@ struct QuantizeModelOptions {
   // whole model's perplexity and KL before and after the fallback below.
   std::vector<int32_t> sensitivity_tokens;
   int64_t sensitivity_scored = 512;
-  std::string device = "cpu";  // the engine the sensitivity runs on: "cpu" (FP32) or "cuda" (BF16)
+  // The engine calibration, the held-out saturation and the sensitivity run on: "cpu" (the FP32
+  // model) or "cuda" (the BF16 model, as the issue's "run the BF16 model over the calibration
+  // tokens"; its statistics are of BF16 activations).
+  std::string device = "cpu";
   // BF16 fallback, by fused group (q/k/v; gate/up; o; down: vLLM requires a fused layer's members
   // to share one precision), from the sensitivity: every group with a member above auto_fallback_kl
   // (> 0), or the groups of highest KL (their members' largest) while their weights stay within

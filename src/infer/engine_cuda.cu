@@ -42,9 +42,9 @@ class CudaEngine final : public EngineBase {
  public:
   CudaEngine(const HfModel& m, const EngineOptions& o)
       : EngineBase(m, o, Precision::bf16, Precision::fp32, "the CPU reference's") {
-    if (o.observer) {
-      throw Error("--device cuda: calibration (a linear-input observer) runs on the CPU engine; use --device cpu");
-    }
+    // An observer (calibration) sees every projection's own input rows: the projections run apart
+    // (no fused groups) and each step is launched, not replayed from a graph (the host reads rows).
+    if (o.observer) o_.fuse = false;
     const auto inv = c_.rope_inv_freq();
     inv_freq_.alloc(inv.size(), bytes_);
     check(cudaMemcpy(inv_freq_.p, inv.data(), inv.size() * 4, cudaMemcpyHostToDevice), "cudaMemcpy");
@@ -293,6 +293,17 @@ class CudaEngine final : public EngineBase {
   // precision computes it.
   void linear(size_t i, bf16* out, const bf16* in, int64_t N, const bf16* b) {
     Linear& L = lin_[i];
+    if (o_.observer) {  // the BF16 input rows as FP32 (exact), before any activation quantization
+      std::vector<bf16> hb(static_cast<size_t>(N * L.C));
+      check(cudaMemcpyAsync(hb.data(), in, hb.size() * 2, cudaMemcpyDeviceToHost, stream_), "cudaMemcpyAsync");
+      check(cudaStreamSynchronize(stream_), "observer rows");
+      std::vector<float> rows(hb.size());
+      for (size_t k = 0; k < hb.size(); ++k) {
+        const uint32_t bits = static_cast<uint32_t>(hb[k]) << 16;
+        std::memcpy(&rows[k], &bits, 4);
+      }
+      o_.observer->observe(i, rows.data(), N, L.C);
+    }
     if (L.p == Precision::bf16) {
       gemm_bf16(out, in, weight_bf16(L), b, N, L.C, L.OC);
     } else if (L.p == Precision::fp8) {
@@ -410,7 +421,8 @@ void CudaEngine::forward(std::span<const SeqChunk> chunks, std::vector<float>& l
     if (lin_[i].p == Precision::w4a4) rows_[i] += i + 1 == lin_.size() ? R : N;
   }
   DecodeGraph* graph = nullptr;
-  if (decode && !sink_) {
+  const bool replayable = decode && !sink_ && !o_.observer;
+  if (replayable) {
     for (auto& g : graphs_) {
       if (g.n == N) graph = &g;
     }
@@ -419,7 +431,7 @@ void CudaEngine::forward(std::span<const SeqChunk> chunks, std::vector<float>& l
     check(cudaGraphLaunch(graph->exec, stream_), "cudaGraphLaunch");
   } else {
     run_layers(N, R, flash, B, T);
-    if (decode && !sink_) {
+    if (replayable) {
       // Record this batch size's step (kernels are recorded, not run) for the next ones.
       if (!graph) graph = &graphs_.emplace_back();
       if (graph->exec) cudaGraphExecDestroy(graph->exec);

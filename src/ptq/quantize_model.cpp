@@ -55,13 +55,15 @@ infer::EngineOptions sensitivity_engine_options(const infer::HfModel& model, con
   return eo;
 }
 
-// Runs `tokens` through a CPU engine observed by `observer`, in windows of `window`.
+// Runs `tokens` through the device's unquantized engine (FP32 CPU, BF16 CUDA) observed by
+// `observer`, in windows of `window`.
 void run_windows(const infer::HfModel& model, std::span<const int32_t> tokens, int window,
-                 infer::LinearInputObserver* observer) {
+                 infer::LinearInputObserver* observer, const std::string& device) {
   infer::EngineOptions ro;
+  ro.precision = device == "cuda" ? infer::Precision::bf16 : infer::Precision::fp32;
   ro.max_context = std::max(1, std::min(window, model.config().seq_len));
   ro.observer = observer;
-  const auto engine = infer::make_cpu_engine(model, ro);
+  const auto engine = infer::make_engine(model, ro, device);
   std::vector<float> logits;
   for (size_t at = 0; at < tokens.size(); at += static_cast<size_t>(ro.max_context)) {
     const size_t n = std::min(tokens.size() - at, static_cast<size_t>(ro.max_context));
@@ -222,7 +224,7 @@ QuantizeModelResult quantize_model(const infer::HfModel& model, std::span<const 
 
   // Calibration: the FP32 CPU engine over the tokens, in windows.
   Calibrator cal(plan.size(), o.gptq);
-  run_windows(model, calib, o.window, &cal);
+  run_windows(model, calib, o.window, &cal, o.device);
 
   // Weights, and the groups' shared amax (q/k/v; gate/up).
   const auto spec_of = [&](size_t i) { return idx.layers[i / 7].weight(static_cast<model::LinearKind>(i % 7)); };
@@ -301,7 +303,7 @@ QuantizeModelResult quantize_model(const infer::HfModel& model, std::span<const 
       if (r.report[k].quantized) threshold[k] = r.report[k].input_amax;
     }
     SaturationCounter sat(threshold);
-    run_windows(model, o.holdout, o.window, &sat);
+    run_windows(model, o.holdout, o.window, &sat, o.device);
     for (size_t k = 0; k < r.report.size(); ++k) {
       if (!r.report[k].quantized) continue;
       r.report[k].holdout_blocks = sat.blocks[k];

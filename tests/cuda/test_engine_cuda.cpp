@@ -9,6 +9,7 @@
 #include "../infer/tiny_hf_model.hpp"
 #include "nvfp4/cuda_ops.hpp"
 #include "nvfp4/engine.hpp"
+#include "nvfp4/calibrate.hpp"
 #include "nvfp4/hf_model.hpp"
 #include "nvfp4/ptq_export.hpp"
 #include "nvfp4/quantize_model.hpp"
@@ -223,6 +224,41 @@ TEST_F(EngineCudaTest, Nvfp4CheckpointsRunAsOnTheCpu) {
       EXPECT_EQ(gpu->guard_stats().total_rows(), 14 * 24) << name << ": every stored layer quantizes its rows";
     }
   }
+}
+
+// Calibration on CUDA (EngineOptions::observer): every projection's BF16 input rows reach the
+// observer — the same rows, statistics and Hessians as the CPU engine's FP32 ones up to BF16
+// rounding — and a decode step with an observer is launched, not replayed (its rows still arrive).
+TEST_F(EngineCudaTest, CalibrationSeesEveryLayersRows) {
+  REQUIRE_GPU();
+  const auto c = nvfp4::test::tiny_config("qwen3");
+  nvfp4::test::write_tiny_hf_model(dir_, "qwen3", c, 45, nvfp4::DType::BF16);
+  const HfModel m = HfModel::open(dir_.string());
+  const auto t = some_tokens(32, c.vocab, 46);
+  nvfp4::ptq::Calibrator on_cpu(15, true), on_gpu(15, true);
+  EngineOptions o;
+  o.max_context = 40;
+  o.observer = &on_cpu;
+  nvfp4::test::run_chunk(*nvfp4::infer::make_cpu_engine(m, o), 0, t, false);
+  o.observer = &on_gpu;
+  o.precision = Precision::bf16;
+  const auto gpu = nvfp4::infer::make_cuda_engine(m, o);
+  nvfp4::test::run_chunk(*gpu, 0, t, false);
+  for (size_t i = 0; i < 15; ++i) {
+    EXPECT_EQ(on_gpu.rows(i), 32) << i;
+    const double a = on_cpu.input_stats(i).amax(), b = on_gpu.input_stats(i).amax();
+    EXPECT_NEAR(b, a, 0.03 * a) << i;
+    if (i == 14) continue;  // the head: no Hessian
+    const auto h1 = on_cpu.hessian(i), h2 = on_gpu.hessian(i);
+    ASSERT_EQ(h1.size(), h2.size());
+    double num = 0, den = 0;
+    for (size_t k = 0; k < h1.size(); ++k) num += (h2[k] - h1[k]) * (h2[k] - h1[k]), den += h1[k] * h1[k];
+    EXPECT_LT(std::sqrt(num / den), 0.05) << i;
+  }
+  // Two decode steps: each one's rows observed (a replayed graph would run no host code).
+  for (int step = 0; step < 2; ++step) nvfp4::test::run_chunk(*gpu, 0, {t[static_cast<size_t>(step)]}, false);
+  EXPECT_EQ(on_gpu.rows(0), 34);
+  EXPECT_EQ(on_gpu.rows(6), 34);
 }
 
 // EngineOptions::fuse (one GEMM for q/k/v and for gate/up, the row ops fused) against every op on
