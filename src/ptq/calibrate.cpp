@@ -3,8 +3,10 @@
 
 #include <cblas.h>
 
+#include <algorithm>
 #include <string>
 
+#include "kernels/cpu/ops_common.hpp"  // NVFP4_OMP
 #include "nvfp4/error.hpp"
 
 namespace nvfp4::ptq {
@@ -38,9 +40,29 @@ void Calibrator::observe(size_t linear, const float* x, int64_t N, int64_t C) {
   if (!hessians_ || i + 1 == layers_.size() || N == 0) return;
   if (L.upper.empty()) L.upper.assign(static_cast<size_t>(C * C), 0.0);
   scratch_.assign(x, x + N * C);
-  openblas_set_num_threads(1);  // deterministic (see src/kernels/cpu/gemm.cpp)
-  cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, static_cast<int>(C), static_cast<int>(N), 1.0, scratch_.data(),
-              static_cast<int>(C), 1.0, L.upper.data(), static_cast<int>(C));
+  // X^T X's upper triangle in tiles of kTile x kTile columns, each tile one single-threaded BLAS call
+  // (dsyrk on the diagonal, dgemm above it), the tiles spread over OpenMP threads: every element's
+  // sum is made by the same call whatever the thread count, so the bits do not depend on it
+  // (OpenBLAS's own threading is not bit-stable, src/kernels/cpu/gemm.cpp).
+  openblas_set_num_threads(1);
+  constexpr int64_t kTile = 128;
+  const int64_t tiles = (C + kTile - 1) / kTile;
+  const int n = static_cast<int>(N), ld = static_cast<int>(C);
+  const double* X = scratch_.data();
+  double* U = L.upper.data();
+  NVFP4_OMP("omp parallel for schedule(dynamic)")
+  for (int64_t t = 0; t < tiles * (tiles + 1) / 2; ++t) {
+    int64_t bi = 0, rest = t;  // tile t of the upper triangle, row by row: (bi, bj) with bj >= bi
+    while (rest >= tiles - bi) rest -= tiles - bi, ++bi;
+    const int64_t bj = bi + rest, r0 = bi * kTile, c0 = bj * kTile;
+    const int rows = static_cast<int>(std::min(kTile, C - r0)), cols = static_cast<int>(std::min(kTile, C - c0));
+    if (bi == bj) {
+      cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, rows, n, 1.0, X + r0, ld, 1.0, U + r0 * C + r0, ld);
+    } else {
+      cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, rows, cols, n, 1.0, X + r0, ld, X + c0, ld, 1.0,
+                  U + r0 * C + c0, ld);
+    }
+  }
 }
 
 const AbsStats& Calibrator::input_stats(size_t linear) const { return layers_.at(canonical(linear)).stats; }

@@ -6,9 +6,11 @@
 #include <cmath>
 #include <filesystem>
 #include <map>
+#include <thread>
 #include <vector>
 
 #include "../infer/tiny_hf_model.hpp"
+#include "kernels/cpu/ops.hpp"  // cpu::set_num_threads
 #include "nvfp4/calibrate.hpp"
 #include "nvfp4/engine.hpp"
 #include "nvfp4/hf_model.hpp"
@@ -85,6 +87,34 @@ TEST_F(PtqCalibrate, StatisticsAreThoseOfTheLayersInputs) {
       EXPECT_LT(worst, 1e-13) << i;
     }
   }
+}
+
+// The Hessian is accumulated in tiles spread over threads: the same bits with 1 and 3 threads, and
+// X^T X of every observed batch (three tiles a side and a partial one: C = 300), checked in FP64.
+TEST(PtqCalibrator, HessianTilesDoNotDependOnTheThreadCount) {
+  constexpr int64_t C = 300;
+  const auto x1 = nvfp4::test::randn(40 * C, 301), x2 = nvfp4::test::randn(25 * C, 302);
+  auto run = [&](int threads) {
+    nvfp4::cpu::set_num_threads(threads);
+    nvfp4::ptq::Calibrator cal(8, true);
+    cal.observe(0, x1.data(), 40, C);
+    cal.observe(0, x2.data(), 25, C);
+    return cal.hessian(1);  // k_proj: its group's (q_proj's) Hessian
+  };
+  const auto one = run(1), three = run(3);
+  nvfp4::cpu::set_num_threads(static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+  ASSERT_EQ(one.size(), static_cast<size_t>(C * C));
+  EXPECT_EQ(one, three);
+  double worst = 0;
+  for (int64_t r = 0; r < C; ++r) {
+    for (int64_t k = 0; k < C; ++k) {
+      double want = 0;
+      for (int64_t n = 0; n < 40; ++n) want += double(x1[n * C + r]) * x1[n * C + k];
+      for (int64_t n = 0; n < 25; ++n) want += double(x2[n * C + r]) * x2[n * C + k];
+      worst = std::max(worst, std::fabs(one[static_cast<size_t>(r * C + k)] - want) / (1 + std::fabs(want)));
+    }
+  }
+  EXPECT_LT(worst, 1e-12);
 }
 
 }  // namespace
