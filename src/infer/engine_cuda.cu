@@ -294,15 +294,19 @@ class CudaEngine final : public EngineBase {
   void linear(size_t i, bf16* out, const bf16* in, int64_t N, const bf16* b) {
     Linear& L = lin_[i];
     if (o_.observer) {  // the BF16 input rows as FP32 (exact), before any activation quantization
-      std::vector<bf16> hb(static_cast<size_t>(N * L.C));
-      check(cudaMemcpyAsync(hb.data(), in, hb.size() * 2, cudaMemcpyDeviceToHost, stream_), "cudaMemcpyAsync");
-      check(cudaStreamSynchronize(stream_), "observer rows");
-      std::vector<float> rows(hb.size());
-      for (size_t k = 0; k < hb.size(); ++k) {
-        const uint32_t bits = static_cast<uint32_t>(hb[k]) << 16;
-        std::memcpy(&rows[k], &bits, 4);
+      // q, k, v (and gate, up) read one buffer in a row: copied once for the group.
+      if (observed_ != in || static_cast<int64_t>(observed_rows_.size()) != N * L.C) {
+        std::vector<bf16> hb(static_cast<size_t>(N * L.C));
+        check(cudaMemcpyAsync(hb.data(), in, hb.size() * 2, cudaMemcpyDeviceToHost, stream_), "cudaMemcpyAsync");
+        check(cudaStreamSynchronize(stream_), "observer rows");
+        observed_rows_.resize(hb.size());
+        for (size_t k = 0; k < hb.size(); ++k) {
+          const uint32_t bits = static_cast<uint32_t>(hb[k]) << 16;
+          std::memcpy(&observed_rows_[k], &bits, 4);
+        }
+        observed_ = in;
       }
-      o_.observer->observe(i, rows.data(), N, L.C);
+      o_.observer->observe(i, observed_rows_.data(), N, L.C);
     }
     if (L.p == Precision::bf16) {
       gemm_bf16(out, in, weight_bf16(L), b, N, L.C, L.OC);
@@ -357,6 +361,9 @@ class CudaEngine final : public EngineBase {
   int64_t bytes_ = 0;  // the fixed allocations
   cuda::Blas blas_;
   DeviceArray<float> inv_freq_;
+  // The observer's last rows (host FP32) and the device buffer they came from; forward() forgets them.
+  const bf16* observed_ = nullptr;
+  std::vector<float> observed_rows_;
   DeviceArray<bf16> embed_, norm_;
   std::vector<Layer> layers_;
   std::vector<Linear> lin_;
@@ -393,6 +400,7 @@ void CudaEngine::forward(std::span<const SeqChunk> chunks, std::vector<float>& l
   const BatchRows b = batch_rows(chunks, len_, max_ctx_, c_.vocab);
   const int64_t N = static_cast<int64_t>(b.tokens.size()), V = c_.vocab, HS = c_.head_size();
   const int64_t R = static_cast<int64_t>(b.out_rows.size());
+  observed_ = nullptr;
 
   // Token ids, slots, positions and output rows in one upload.
   std::vector<int32_t> host;

@@ -76,6 +76,23 @@ std::vector<int32_t> generation_eos(const fs::path& p) {
               at + "; a model's weights are finite (the file is corrupt, or was saved from a diverged run)");
 }
 
+// The specs of the model's linear weights, the ones a quantized checkpoint may hold as NVFP4, by
+// their module name (the spec's name without ".weight"): every block projection, and the LM head
+// unless it is the tied embedding.
+std::map<std::string, size_t> linear_weight_specs(const model::ModelConfig& c, const std::vector<model::ParamSpec>& specs) {
+  std::map<std::string, size_t> out;
+  const model::ParamIndex idx = model::param_index(c);
+  auto add = [&](int spec) {
+    const std::string& n = specs[static_cast<size_t>(spec)].name;
+    out[n.substr(0, n.size() - std::string_view(".weight").size())] = static_cast<size_t>(spec);
+  };
+  for (const auto& L : idx.layers) {
+    for (int k = 0; k < 7; ++k) add(L.weight(static_cast<model::LinearKind>(k)));
+  }
+  if (!c.tie_embeddings) add(idx.lm_head);
+  return out;
+}
+
 // Whether a quantization config's ignore entry names the module: an exact name, an fnmatch
 // pattern (ModelOpt's exclude_modules, e.g. "model.layers.0.*"), or compressed-tensors' "re:"
 // regular expression, matched from the start of the name as Python's re.match does.
@@ -132,17 +149,14 @@ HfModel HfModel::open(const std::string& dir_name) {
     return it != names.end() && *it == n ? static_cast<long>(it - names.begin()) : -1L;
   };
   // The linear layers' weights: the parameters a quantized checkpoint may store as NVFP4.
-  std::vector<bool> linear(m->specs.size(), false);
-  const model::ParamIndex idx = model::param_index(m->config);
-  for (const auto& L : idx.layers) {
-    for (int k = 0; k < 7; ++k) linear[static_cast<size_t>(L.weight(static_cast<model::LinearKind>(k)))] = true;
-  }
-  if (!m->config.tie_embeddings) linear[static_cast<size_t>(idx.lm_head)] = true;
+  std::vector<std::string> module_of(m->specs.size());
+  for (const auto& [module, spec] : linear_weight_specs(m->config, m->specs)) module_of[spec] = module;
+  const int lm_head = model::param_index(m->config).lm_head;
   m->nvfp4_module.assign(m->specs.size(), std::string());
   for (const auto& s : m->specs) {
     const size_t i = m->stored_name.size();
-    if (m->quant && linear[i] && s.name.ends_with(".weight")) {
-      const std::string module = s.name.substr(0, s.name.size() - 7);
+    if (m->quant && !module_of[i].empty()) {
+      const std::string& module = module_of[i];
       const bool ct = m->quant->format == io::QuantFormat::compressed_tensors;
       const std::string codes = module + (ct ? ".weight_packed" : ".weight");
       const long at_codes = position(codes);
@@ -178,7 +192,7 @@ HfModel HfModel::open(const std::string& dir_name) {
       }
       // A block's linear layer left in floats must be on the ignore list (a serving engine would
       // otherwise look for its quantized tensors). The LM head is unquantized by default.
-      const bool head = static_cast<int>(i) == idx.lm_head;
+      const bool head = static_cast<int>(i) == lm_head;
       if (!head && position(s.name) >= 0 &&
           std::none_of(m->quant->ignore.begin(), m->quant->ignore.end(),
                        [&](const std::string& e) { return ignore_matches(e, module); })) {
@@ -267,15 +281,7 @@ HfModel HfModel::open(const std::string& dir_name) {
 HfModel HfModel::open_with_layers(const std::string& dir, std::vector<io::Nvfp4Linear> layers, bool w4a4) {
   HfModel m = open(dir);
   if (m.impl_->quant) throw Error(dir + " is already an NVFP4 checkpoint: give the unquantized model");
-  const model::ParamIndex idx = model::param_index(m.config());
-  std::map<std::string, size_t> linear;  // module -> spec
-  for (const auto& L : idx.layers) {
-    for (int k = 0; k < 7; ++k) {
-      const size_t i = static_cast<size_t>(L.weight(static_cast<model::LinearKind>(k)));
-      linear[m.impl_->specs[i].name.substr(0, m.impl_->specs[i].name.size() - 7)] = i;
-    }
-  }
-  if (!m.config().tie_embeddings) linear["lm_head"] = static_cast<size_t>(idx.lm_head);
+  const std::map<std::string, size_t> linear = linear_weight_specs(m.config(), m.impl_->specs);
   for (io::Nvfp4Linear& l : layers) {
     const auto it = linear.find(l.module);
     if (it == linear.end()) throw Error("NVFP4 layer " + l.module + ": " + dir + " has no such linear layer");
@@ -290,7 +296,7 @@ HfModel HfModel::open_with_layers(const std::string& dir, std::vector<io::Nvfp4L
                                                                                                   "the scheme is W4A16"));
     }
     if (!m.impl_->layers.emplace(it->second, std::move(l)).second) {
-      throw Error("NVFP4 layer " + s.name.substr(0, s.name.size() - 7) + " is given twice");
+      throw Error("NVFP4 layer " + it->first + " is given twice");
     }
   }
   io::QuantConfig q;

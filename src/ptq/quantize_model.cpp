@@ -39,6 +39,11 @@ struct SaturationCounter final : infer::LinearInputObserver {
   }
 };
 
+// Block projection i's weight (linear_refs() order: q, k, v, o, gate, up, down per block): its spec.
+size_t block_linear_spec(const model::ParamIndex& idx, size_t i) {
+  return static_cast<size_t>(idx.layers[i / 7].weight(static_cast<model::LinearKind>(i % 7)));
+}
+
 // A number as %g writes it (0.05, 1.2e-05).
 std::string general(double v) {
   char b[32];
@@ -113,11 +118,8 @@ void measure_and_fall_back(const infer::HfModel& model, const QuantizeModelOptio
   if (o.auto_fallback_kl <= 0.0 && o.bf16_budget <= 0.0) return;
 
   // Groups (by their first linear), their largest KL and their weights.
-  const auto& specs = model.specs();
   const auto idx = model::param_index(model.config());
-  const auto weights_of = [&](size_t i) {
-    return specs[static_cast<size_t>(idx.layers[i / 7].weight(static_cast<model::LinearKind>(i % 7)))].numel;
-  };
+  const auto weights_of = [&](size_t i) { return model.specs()[block_linear_spec(idx, i)].numel; };
   struct Group {
     size_t first;
     double kl = 0;
@@ -227,11 +229,11 @@ QuantizeModelResult quantize_model(const infer::HfModel& model, std::span<const 
   run_windows(model, calib, o.window, &cal, o.device);
 
   // Weights, and the groups' shared amax (q/k/v; gate/up).
-  const auto spec_of = [&](size_t i) { return idx.layers[i / 7].weight(static_cast<model::LinearKind>(i % 7)); };
+  const auto spec_of = [&](size_t i) { return block_linear_spec(idx, i); };
   // (One weight in memory at a time: each is read for its amax here and again when quantized.)
   const auto read_weight = [&](size_t i) {
-    std::vector<float> v(static_cast<size_t>(model.specs()[static_cast<size_t>(spec_of(i))].numel));
-    model.read_f32(static_cast<size_t>(spec_of(i)), v);
+    std::vector<float> v(static_cast<size_t>(model.specs()[spec_of(i)].numel));
+    model.read_f32(spec_of(i), v);
     return v;
   };
   std::vector<float> amax(n_block, 0.0f);
@@ -243,7 +245,7 @@ QuantizeModelResult quantize_model(const infer::HfModel& model, std::span<const 
   r.calib_tokens = static_cast<int64_t>(calib.size());
   for (size_t i = 0; i < n_block; ++i) {
     if (progress) progress(i, n_block, plan[i].name);
-    const auto& s = model.specs()[static_cast<size_t>(spec_of(i))];
+    const auto& s = model.specs()[spec_of(i)];
     const int64_t OC = s.shape[0], C = s.shape[1];
     LayerReport rep;
     rep.module = plan[i].name;

@@ -342,11 +342,17 @@ std::string legend(const std::vector<std::string>& names, const std::vector<std:
   return s + "</ul>\n";
 }
 
-std::string figure(const ChartSpec& spec, int id, const std::vector<std::string>& names,
-                   const std::vector<std::string>& shown) {
-  return "<figure>\n<h2>" + escape_html(spec.title) + "</h2>\n" + render_chart(spec, id) + legend(names, shown) +
+// A chart with its title, the legend's HTML under it and its caption.
+std::string figure_with(const ChartSpec& spec, int id, const std::string& legend_html) {
+  return "<figure>\n<h2>" + escape_html(spec.title) + "</h2>\n" + render_chart(spec, id) + legend_html +
          "<figcaption>" + escape_html(spec.caption) + "</figcaption>\n</figure>\n";
 }
+
+std::string figure(const ChartSpec& spec, int id, const std::vector<std::string>& names,
+                   const std::vector<std::string>& shown) {
+  return figure_with(spec, id, legend(names, shown));
+}
+
 
 int seeds_of(const CompareReport& r, const std::string& recipe) {
   return static_cast<int>(std::count_if(r.runs.begin(), r.runs.end(), [&](const RecipeRun& x) { return x.recipe == recipe; }));
@@ -409,6 +415,22 @@ th:first-child, td:first-child { text-align: left; }
 tr.baseline td { font-weight: 600; }
 .note { font-size: 0.9em; color: #555; }
 )";
+
+// A self-contained page up to its header list: the head with the style sheet, the title, the
+// opening of the header's <dl> (header_item adds its rows).
+std::string page_start(const std::string& title) {
+  return "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<title>" +
+         escape_html(title) + "</title>\n<style>" + kCss + "</style>\n</head>\n<body>\n<h1>" + escape_html(title) +
+         "</h1>\n<dl class=\"header\">\n";
+}
+
+// One row of the header (none for an empty value); `pre` for a command line.
+std::string header_item(const char* key, const std::string& value, bool pre = false) {
+  if (value.empty()) return "";
+  return std::string("<dt>") + key + "</dt><dd>" + (pre ? "<pre>" : "") + escape_html(value) + (pre ? "</pre>" : "") +
+         "</dd>\n";
+}
 
 }  // namespace
 
@@ -516,19 +538,9 @@ std::string render_html(const CompareReport& report) {
     throw Error("compare report: ema_factor " + fmt("%g", report.ema_factor) +
                 " is outside [0, 1); 0.9 is the usual smoothing of training losses");
   const auto names = recipe_order(report);
-  std::string h;
-  h += "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n";
-  h += "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n";
-  const std::string title = report.title.empty() ? "nvfp4 compare" : report.title;
-  h += "<title>" + escape_html(title) + "</title>\n<style>" + kCss + "</style>\n</head>\n<body>\n";
-
   // ---- header ----
-  h += "<h1>" + escape_html(title) + "</h1>\n<dl class=\"header\">\n";
-  auto item = [&](const char* key, const std::string& value, bool pre = false) {
-    if (value.empty()) return;
-    h += std::string("<dt>") + key + "</dt><dd>" + (pre ? "<pre>" : "") + escape_html(value) +
-         (pre ? "</pre>" : "") + "</dd>\n";
-  };
+  std::string h = page_start(report.title.empty() ? "nvfp4 compare" : report.title);
+  auto item = [&](const char* key, const std::string& value, bool pre = false) { h += header_item(key, value, pre); };
   item("Model", report.model_description);
   item("Data", report.data_description);
   item("Command", report.command, true);
@@ -680,17 +692,8 @@ std::string render_html(const CompareReport& report) {
 }
 
 std::string render_ptq_html(const PtqReport& report) {
-  std::string h;
-  h += "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n";
-  h += "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n";
-  const std::string title = report.title.empty() ? "nvfp4 quantize" : report.title;
-  h += "<title>" + escape_html(title) + "</title>\n<style>" + kCss + "</style>\n</head>\n<body>\n";
-  h += "<h1>" + escape_html(title) + "</h1>\n<dl class=\"header\">\n";
-  auto item = [&](const char* key, const std::string& value, bool pre = false) {
-    if (value.empty()) return;
-    h += std::string("<dt>") + key + "</dt><dd>" + (pre ? "<pre>" : "") + escape_html(value) +
-         (pre ? "</pre>" : "") + "</dd>\n";
-  };
+  std::string h = page_start(report.title.empty() ? "nvfp4 quantize" : report.title);
+  auto item = [&](const char* key, const std::string& value, bool pre = false) { h += header_item(key, value, pre); };
   item("Model", report.model_description);
   item("Command", report.command, true);
   item("Calibration", report.calibration);
@@ -741,8 +744,7 @@ std::string render_ptq_html(const PtqReport& report) {
     }
     c.lines.push_back(series(false, [](const PtqLayerPoint& p) { return p.kl; }));
     c.lines.push_back(series(true, [](const PtqLayerPoint& p) { return p.kl; }));
-    h += "<figure>\n<h2>" + escape_html(c.title) + "</h2>\n" + render_chart(c, 1) + legend2() + "<figcaption>" +
-         escape_html(c.caption) + "</figcaption>\n</figure>\n";
+    h += figure_with(c, 1, legend2());
   }
   {
     ChartSpec c;
@@ -752,8 +754,7 @@ std::string render_ptq_html(const PtqReport& report) {
     c.caption = "The layer's relative output error on the same tokens, only it quantized.";
     c.lines.push_back(series(false, [](const PtqLayerPoint& p) { return p.rel_error; }));
     c.lines.push_back(series(true, [](const PtqLayerPoint& p) { return p.rel_error; }));
-    h += "<figure>\n<h2>" + escape_html(c.title) + "</h2>\n" + render_chart(c, 2) + legend2() + "<figcaption>" +
-         escape_html(c.caption) + "</figcaption>\n</figure>\n";
+    h += figure_with(c, 2, legend2());
   }
   h += "<h2>Every layer</h2>\n<table>\n<tr><th>#</th><th>layer</th><th>KL alone</th><th>output error</th><th></th></tr>\n";
   for (size_t i = 0; i < report.layers.size(); ++i) {
