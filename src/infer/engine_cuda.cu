@@ -289,25 +289,29 @@ class CudaEngine final : public EngineBase {
     cuda::scale_rows_bias_to_bf16(out, y, nullptr, bias, N, OC, stream_);
   }
 
+  // The observer (calibration) gets linear layer i's BF16 input rows as FP32 (exact), before any
+  // activation quantization; q, k, v (and gate, up) read one buffer in a row: copied once for the group.
+  void observe(size_t i, const bf16* in, int64_t N) {
+    const Linear& L = lin_[i];
+    if (observed_ != in || static_cast<int64_t>(observed_rows_.size()) != N * L.C) {
+      std::vector<bf16> hb(static_cast<size_t>(N * L.C));
+      check(cudaMemcpyAsync(hb.data(), in, hb.size() * 2, cudaMemcpyDeviceToHost, stream_), "cudaMemcpyAsync");
+      check(cudaStreamSynchronize(stream_), "observer rows");
+      observed_rows_.resize(hb.size());
+      for (size_t k = 0; k < hb.size(); ++k) {
+        const uint32_t bits = static_cast<uint32_t>(hb[k]) << 16;
+        std::memcpy(&observed_rows_[k], &bits, 4);
+      }
+      observed_ = in;
+    }
+    o_.observer->observe(i, observed_rows_.data(), N, L.C);
+  }
+
   // out (N, OC) bf16 = linear layer i of in (N, C) bf16 (+ bias (OC) bf16, nullable), as its
   // precision computes it.
   void linear(size_t i, bf16* out, const bf16* in, int64_t N, const bf16* b) {
     Linear& L = lin_[i];
-    if (o_.observer) {  // the BF16 input rows as FP32 (exact), before any activation quantization
-      // q, k, v (and gate, up) read one buffer in a row: copied once for the group.
-      if (observed_ != in || static_cast<int64_t>(observed_rows_.size()) != N * L.C) {
-        std::vector<bf16> hb(static_cast<size_t>(N * L.C));
-        check(cudaMemcpyAsync(hb.data(), in, hb.size() * 2, cudaMemcpyDeviceToHost, stream_), "cudaMemcpyAsync");
-        check(cudaStreamSynchronize(stream_), "observer rows");
-        observed_rows_.resize(hb.size());
-        for (size_t k = 0; k < hb.size(); ++k) {
-          const uint32_t bits = static_cast<uint32_t>(hb[k]) << 16;
-          std::memcpy(&observed_rows_[k], &bits, 4);
-        }
-        observed_ = in;
-      }
-      o_.observer->observe(i, observed_rows_.data(), N, L.C);
-    }
+    if (o_.observer) observe(i, in, N);
     if (L.p == Precision::bf16) {
       gemm_bf16(out, in, weight_bf16(L), b, N, L.C, L.OC);
     } else if (L.p == Precision::fp8) {
@@ -593,6 +597,7 @@ void CudaEngine::run_layers(int64_t N, int64_t R, bool flash, int64_t B, int64_t
   Linear& H = lin_[head];
   float* out = logits_.need(static_cast<size_t>(R * V));
   if (H.p == Precision::bf16) {
+    if (o_.observer) observe(head, lnf, R);
     const bf16* w = weight_bf16(H);
     if (cuda::gemv_bf16_supported(lnf, w, R, C)) {
       cuda::gemv_bf16(out, DType::F32, lnf, w, nullptr, R, C, V, st);
