@@ -9,6 +9,7 @@
 #include "common.hpp"
 #include "nvfp4/error.hpp"
 #include "nvfp4/output_paths.hpp"
+#include "nvfp4/token_shards.hpp"
 
 namespace nvfp4::cli {
 
@@ -94,6 +95,8 @@ void resolve_train_options(TrainArgs& a) {
     o.vocab_explicit = true;
   }
   o.model.validate();
+  // The data's vocabulary sizes the model before anything is printed (its parameter count too).
+  train::fit_vocab_to_data(o, io::open_token_dataset(o.data_dir).vocab_size);
   // Every token count the run prints or records must fit in 64 bits: batch x seq_len x
   // grad_accum tokens per step, times --steps.
   int64_t tokens = 0;

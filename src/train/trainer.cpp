@@ -459,6 +459,17 @@ model::ModelConfig model_preset(const std::string& name) {
 
 std::string model_preset_names() { return "tiny, small, gpt2-small"; }
 
+void fit_vocab_to_data(TrainOptions& o, int32_t data_vocab) {
+  if (data_vocab > o.model.vocab && !o.vocab_explicit) {
+    o.model.vocab = data_vocab;
+    o.model.validate();
+  }
+  if (data_vocab > o.model.vocab) {
+    throw Error("the data in " + o.data_dir + " uses a vocabulary of " + std::to_string(data_vocab) +
+                " tokens but the model's vocab is " + std::to_string(o.model.vocab) + "; raise --vocab");
+  }
+}
+
 TrainResult train(const TrainOptions& opt_in) {
   TrainOptions o = opt_in;
   validate(o);
@@ -471,15 +482,7 @@ TrainResult train(const TrainOptions& opt_in) {
   const io::TokenDataset dataset = io::open_token_dataset(o.data_dir);
   io::ShardLoader train_data(dataset.shards(io::Split::train), B, T);
   io::ShardLoader val_data(dataset.shards(io::Split::val), B, T);
-  const int32_t data_vocab = dataset.vocab_size;
-  if (data_vocab > o.model.vocab && !o.vocab_explicit) {
-    o.model.vocab = data_vocab;  // the tokenizer's vocabulary sizes the embedding and the LM head
-    o.model.validate();
-  }
-  if (data_vocab > o.model.vocab) {
-    throw Error("the data in " + o.data_dir + " uses a vocabulary of " + std::to_string(data_vocab) +
-                " tokens but the model's vocab is " + std::to_string(o.model.vocab) + "; raise --vocab");
-  }
+  fit_vocab_to_data(o, dataset.vocab_size);
 
   // ---- model and optimizer state ----
   if (o.device == "auto") o.device = resolve_device("auto");

@@ -81,6 +81,11 @@ struct TrainResult {
 // values, broken metadata) is reported on stderr as a warning and the one before it is used.
 TrainResult train(const TrainOptions& options);
 
+// Sizes options.model.vocab for data whose tokens go up to data_vocab (the tokenizer's vocabulary
+// sizes the embedding and the LM head) unless --vocab was given; an explicit vocab too small for
+// the data is an error naming data_dir.
+void fit_vocab_to_data(TrainOptions& options, int32_t data_vocab);
+
 // "auto" -> "cuda" when this build has CUDA and a device is present, else "cpu"; others unchanged.
 std::string resolve_device(const std::string& device);
 
