@@ -8,7 +8,9 @@
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
+#include <optional>
 #include <random>
+#include <set>
 
 #include <nlohmann/json.hpp>
 
@@ -31,6 +33,7 @@ struct QuantizeArgs {
   std::string model, out;
   std::vector<std::string> calib, calib_data, holdout;
   int64_t calib_tokens = 65536;
+  int64_t holdout_tokens = 32768;
   uint64_t seed = 0;
   std::string format = "modelopt", scheme = "w4a4", scales = "max", act_scale = "max";
   bool gptq = false, act_order = false;
@@ -64,8 +67,13 @@ double parse_act_scale(const std::string& v) {
 constexpr const char* kDefaultCorpus = "data/python-doc";
 
 // The calibration tokens: each --calib file one document (the model's tokenizer, as `eval --text`),
-// or each --calib-data shard one (a dataset folder: its train split; neither given: the default
-// corpus); the documents shuffled with the seed, concatenated, cut to --calib-tokens.
+// or the documents of each --calib-data shard (a dataset folder: its train split; neither given:
+// the default corpus), a shard split before each of its end-of-text tokens (`nvfp4 data` puts one
+// before every document). Every document is cut into pieces of --window tokens (at most the
+// model's context; a shorter document stays whole, a longer one's short tail is left out); the
+// pieces are shuffled with the seed, concatenated and cut to --calib-tokens, so the calibration
+// windows come from many documents.
+// `documents`: how many documents the tokens came from.
 std::vector<int32_t> calibration_tokens(const QuantizeArgs& a, const infer::HfModel& m, size_t& documents) {
   if (!a.calib.empty() && !a.calib_data.empty()) throw Error("give --calib FILES or --calib-data SHARDS, not both");
   std::vector<std::string> data = a.calib_data;
@@ -80,29 +88,61 @@ std::vector<int32_t> calibration_tokens(const QuantizeArgs& a, const infer::HfMo
   std::vector<std::vector<int32_t>> docs;
   for (const std::string& f : io::expand_inputs(a.calib)) docs.push_back(m.encode_prompt(io::read_input_text(f)));
   if (!data.empty()) {
-    for (auto& [f, ids] : read_token_shards(data, io::Split::train, m, "--calib-data")) docs.push_back(std::move(ids));
+    const std::optional<int32_t> eot =
+        m.has_tokenizer() ? std::optional<int32_t>(m.tokenizer().eot_token()) : std::nullopt;
+    for (auto& [f, ids] : read_token_shards(data, io::Split::train, m, "--calib-data")) {
+      size_t begin = 0;
+      for (size_t k = 1; eot && k < ids.size(); ++k) {
+        if (ids[k] != *eot) continue;
+        docs.emplace_back(ids.begin() + static_cast<std::ptrdiff_t>(begin), ids.begin() + static_cast<std::ptrdiff_t>(k));
+        begin = k;
+      }
+      docs.emplace_back(ids.begin() + static_cast<std::ptrdiff_t>(begin), ids.end());
+    }
   }
-  if (docs.empty()) throw Error("--calib: no files");
-  documents = docs.size();
+  std::erase_if(docs, [](const std::vector<int32_t>& d) { return d.empty(); });
+  if (docs.empty()) throw Error(a.calib.empty() ? "--calib-data: no tokens" : "--calib: no text in the files");
+  const size_t w = static_cast<size_t>(std::min(a.window, m.config().seq_len));  // the engine's window
+  std::vector<std::pair<size_t, size_t>> pieces;  // (document, first token)
+  for (size_t d = 0; d < docs.size(); ++d) {
+    if (docs[d].size() <= w) pieces.emplace_back(d, 0);
+    for (size_t at = 0; docs[d].size() > w && at + w <= docs[d].size(); at += w) pieces.emplace_back(d, at);
+  }
   std::mt19937_64 rng(a.seed);
-  std::shuffle(docs.begin(), docs.end(), rng);
+  std::shuffle(pieces.begin(), pieces.end(), rng);
   std::vector<int32_t> ids;
-  for (const auto& d : docs) {
-    ids.insert(ids.end(), d.begin(), d.end());
+  std::set<size_t> used;
+  for (const auto& [d, at] : pieces) {
     if (static_cast<int64_t>(ids.size()) >= a.calib_tokens) break;
+    const auto first = docs[d].begin() + static_cast<std::ptrdiff_t>(at);
+    ids.insert(ids.end(), first, first + static_cast<std::ptrdiff_t>(std::min(w, docs[d].size() - at)));
+    used.insert(d);
   }
   if (static_cast<int64_t>(ids.size()) > a.calib_tokens) ids.resize(static_cast<size_t>(a.calib_tokens));
+  documents = used.size();
   return ids;
 }
 
-// The held-out tokens: every --holdout file, in order.
+// The held-out tokens: every --holdout item in order — a dataset folder from `nvfp4 data` its val
+// split's tokens, a text file its tokens (the model's tokenizer) — and of that stream the last
+// --holdout-tokens (`eval --data` scores a split from its start: the two do not overlap while the
+// split holds both).
 std::vector<int32_t> holdout_tokens(const QuantizeArgs& a, const infer::HfModel& m) {
   std::vector<int32_t> ids;
-  for (const std::string& f : io::expand_inputs(a.holdout)) {
-    const auto d = m.encode_prompt(io::read_input_text(f));
-    ids.insert(ids.end(), d.begin(), d.end());
+  for (const std::string& x : a.holdout) {
+    if (std::filesystem::is_directory(x) && std::filesystem::exists(std::filesystem::path(x) / "manifest.json")) {
+      for (auto& [f, t] : read_token_shards({x}, io::Split::val, m, "--holdout")) ids.insert(ids.end(), t.begin(), t.end());
+      continue;
+    }
+    for (const std::string& f : io::expand_inputs({x})) {
+      const auto d = m.encode_prompt(io::read_input_text(f));
+      ids.insert(ids.end(), d.begin(), d.end());
+    }
   }
-  if (!a.holdout.empty() && ids.empty()) throw Error("--holdout: no files");
+  if (!a.holdout.empty() && ids.empty()) throw Error("--holdout: no tokens in " + a.holdout.front() + (a.holdout.size() > 1 ? " ..." : ""));
+  if (static_cast<int64_t>(ids.size()) > a.holdout_tokens) {
+    ids.erase(ids.begin(), ids.end() - static_cast<std::ptrdiff_t>(a.holdout_tokens));
+  }
   return ids;
 }
 
@@ -336,11 +376,14 @@ void register_quantize(CLI::App& app) {
   c->add_option("OUT", a->out, "The folder to write (new, or without a model in it)")->required();
   c->add_option("--calib", a->calib, "Calibration text files (each one document; folders and globs expand)");
   c->add_option("--calib-data", a->calib_data,
-                "Calibration token shards (each one document), or a dataset folder from `nvfp4 data` (its train split); "
-                "neither this nor --calib: data/python-doc, the main job's corpus");
+                "Calibration token shards, or a dataset folder from `nvfp4 data` (its train split), split into "
+                "documents at end-of-text; neither this nor --calib: data/python-doc, the main job's corpus");
   c->add_option("--holdout", a->holdout,
-                "Held-out text files: their token coverage by the calibration set and (W4A4) the share of input "
-                "blocks above the calibrated amax");
+                "Held-out text files or a dataset folder (its val split): their token coverage by the calibration "
+                "set, (W4A4) the share of input blocks above the calibrated amax, and the sensitivity pass's tokens");
+  c->add_option("--holdout-tokens", a->holdout_tokens, "Held-out tokens at most (the stream's last)")
+      ->capture_default_str()
+      ->transform(integer_in(2, int64_t{1} << 40));
   c->add_option("--calib-tokens", a->calib_tokens, "Calibration tokens at most")
       ->capture_default_str()
       ->transform(integer_in(1, int64_t{1} << 40));

@@ -74,6 +74,36 @@ TEST_F(PtqQuantizeCli, WritesBothFormatsWithTheirMetadata) {
                            " --window 64 --json");
   ASSERT_EQ(r.status, 0) << r.output;
   EXPECT_GT(nlohmann::json::parse(r.output).at("calib_tokens").get<int64_t>(), 0);
+  // A shard holds many documents: split at its end-of-text tokens and cut into --window pieces,
+  // the pieces shuffled with --seed, so the calibration tokens come from several of them.
+  fs::create_directories(dir / "many");
+  for (int k = 0; k < 6; ++k) {
+    std::ofstream(dir / "many" / ("d" + std::to_string(k) + ".txt"))
+        << "document " << k << " of six: " << std::string(static_cast<size_t>(60 + 7 * k), static_cast<char>('a' + k));
+  }
+  r = nvfp4::test::run_cli("data " + (dir / "many").string() + " --out " + (dir / "data6").string() + " --val-fraction 0");
+  ASSERT_EQ(r.status, 0) << r.output;
+  const auto calib_json = [&](const std::string& out, const std::string& seed) {
+    const auto q = nvfp4::test::run_cli("quantize " + m + " " + (dir / out).string() + " --calib-data " +
+                                        (dir / "data6").string() + " --scheme w4a16 --window 16 --calib-tokens 80" +
+                                        seed + " --json");
+    EXPECT_EQ(q.status, 0) << q.output;
+    return q.status == 0 ? nlohmann::json::parse(q.output) : nlohmann::json::object();
+  };
+  const auto s0 = calib_json("s0", ""), s0b = calib_json("s0b", " --seed 0"), s1 = calib_json("s1", " --seed 1");
+  EXPECT_EQ(s0.value("calib_tokens", 0), 80);
+  EXPECT_GE(s0.value("calib_documents", 0), 3) << s0.dump();
+  EXPECT_EQ(s0.value("calib_hash", ""), s0b.value("calib_hash", "x"));  // the default seed is 0
+  EXPECT_NE(s0.value("calib_hash", ""), s1.value("calib_hash", ""));
+  // A dataset folder as --holdout: its val split, the stream's last --holdout-tokens.
+  r = nvfp4::test::run_cli("quantize " + m + " " + (dir / "hd").string() + " --calib-data " + (dir / "data6").string() +
+                           " --holdout " + (dir / "data").string() + " --holdout-tokens 20 --window 16 --json");
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_EQ(nlohmann::json::parse(r.output).at("coverage").at("holdout_tokens"), 20);
+  r = nvfp4::test::run_cli("quantize " + m + " " + (dir / "hx").string() + " --calib-data " + (dir / "data").string() +
+                           " --holdout " + (dir / "data6").string() + " --window 16");
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.output.find("data6/manifest.json: lists no val shards"), std::string::npos) << r.output;
   // Neither option: the main job's corpus, data/python-doc, when the working directory has it.
   r = nvfp4::test::run_cli("data " + (dir / "texts").string() + " --out " + (dir / "cwd" / "data" / "python-doc").string());
   ASSERT_EQ(r.status, 0) << r.output;
