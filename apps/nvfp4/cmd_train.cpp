@@ -49,7 +49,9 @@ void run(TrainCommand& a) {
   // The plan (the recipe resolved against this model's layers) is what trains: printed here, so
   // a recipe that would quantize no layer stops before any work.
   const std::string precision =
-      o.recipe ? model::resolve_plan(*o.recipe, o.model.n_layer).describe() : std::string("precision fp32 (no recipe)");
+      o.recipe ? model::resolve_plan(*o.recipe, o.model.n_layer).describe()
+      : o.device == "cuda" ? std::string("precision bf16 (no recipe: BF16 GEMMs and activations, FP32 master weights)")
+                           : std::string("precision fp32 (no recipe)");
 
   std::cerr << "nvfp4 train: " << describe_train_options(o) << "  " << precision << "\n";
 

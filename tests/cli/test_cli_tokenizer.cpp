@@ -121,6 +121,7 @@ TEST_F(Cli, DataTrainSampleAndExportCarryTheTokenizer) {
   const std::string ckpt = nvfp4::io::latest_checkpoint(path("run"));
   const auto run_json = nlohmann::json::parse(read(path("run/run.json")));
   EXPECT_EQ(run_json["model"]["vocab"], 261) << "the vocabulary comes from the data's tokenizer";
+  EXPECT_NE(r.output.find("\"vocab\":261,"), std::string::npos) << "the printed model is the one trained: " << r.output;
 
   r = run("sample " + ckpt + " --prompt \"the cat\" --tokens 4 --json");
   ASSERT_EQ(r.status, 0) << r.output;
