@@ -9,7 +9,8 @@
 #   scripts/ptq_experiment.sh OUT
 #
 # Environment: NVFP4 (the binary, default build/nvfp4), STEPS (training steps of 32 x 1024 tokens,
-# default 1000), and ptq_table.sh's CALIB_TOKENS, EVAL_TOKENS, SENS_TOKENS, ROWS.
+# default 1000), and ptq_table.sh's CALIB_TOKENS, EVAL_TOKENS, HOLDOUT_TOKENS, SENS_TOKENS, ROWS.
+# Results (2026-12-07, H100): docs/ptq.md, "Results".
 set -euo pipefail
 out=${1:?usage: scripts/ptq_experiment.sh OUT}
 nvfp4=${NVFP4:-build/nvfp4}
