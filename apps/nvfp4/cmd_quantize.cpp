@@ -6,7 +6,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <filesystem>
 #include <iostream>
 #include <optional>
 #include <random>
@@ -78,7 +77,7 @@ std::vector<int32_t> calibration_tokens(const QuantizeArgs& a, const infer::HfMo
   if (!a.calib.empty() && !a.calib_data.empty()) throw Error("give --calib FILES or --calib-data SHARDS, not both");
   std::vector<std::string> data = a.calib_data;
   if (a.calib.empty() && data.empty()) {
-    if (!std::filesystem::exists(std::filesystem::path(kDefaultCorpus) / "manifest.json")) {
+    if (!is_dataset_folder(kDefaultCorpus)) {
       throw Error(std::string("give --calib FILES or --calib-data SHARDS (the default, the main job's corpus ") +
                   kDefaultCorpus + ", is not here: bash scripts/corpus.sh makes it)");
     }
@@ -130,7 +129,7 @@ std::vector<int32_t> calibration_tokens(const QuantizeArgs& a, const infer::HfMo
 std::vector<int32_t> holdout_tokens(const QuantizeArgs& a, const infer::HfModel& m) {
   std::vector<int32_t> ids;
   for (const std::string& x : a.holdout) {
-    if (std::filesystem::is_directory(x) && std::filesystem::exists(std::filesystem::path(x) / "manifest.json")) {
+    if (is_dataset_folder(x)) {
       for (auto& [f, t] : read_token_shards({x}, io::Split::val, m, "--holdout")) ids.insert(ids.end(), t.begin(), t.end());
       continue;
     }

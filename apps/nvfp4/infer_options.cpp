@@ -70,6 +70,10 @@ std::string run_precision_text(const infer::Engine& e, const infer::HfModel& m, 
   return std::string(infer::precision_name(asked));
 }
 
+bool is_dataset_folder(const std::string& path) {
+  return std::filesystem::is_directory(path) && std::filesystem::exists(std::filesystem::path(path) / "manifest.json");
+}
+
 std::vector<std::pair<std::string, std::vector<int32_t>>> read_token_shards(const std::vector<std::string>& inputs,
                                                                            io::Split split,
                                                                            const infer::HfModel& m,
@@ -77,7 +81,7 @@ std::vector<std::pair<std::string, std::vector<int32_t>>> read_token_shards(cons
   const int32_t V = m.config().vocab;
   std::vector<std::string> files;
   for (const std::string& x : inputs) {
-    if (std::filesystem::is_directory(x) && std::filesystem::exists(std::filesystem::path(x) / "manifest.json")) {
+    if (is_dataset_folder(x)) {
       for (const auto& s : io::manifest_shards(x, split)) files.push_back(s);
     } else {
       for (const auto& s : io::expand_inputs({x})) files.push_back(s);

@@ -38,6 +38,9 @@ infer::EngineOptions engine_options(const EngineArgs& a, const std::string& devi
 // layers run at and the format, e.g. "w4a4 (modelopt checkpoint)".
 std::string run_precision_text(const infer::Engine& e, const infer::HfModel& m, infer::Precision asked);
 
+// Whether `path` is a dataset folder from `nvfp4 data` (a folder holding manifest.json).
+bool is_dataset_folder(const std::string& path);
+
 // The token ids of each shard `inputs` name — shard files, globs, folders, or a dataset folder from
 // `nvfp4 data` (its `split` shards) — as (file, ids), checked against the model: ids inside its
 // vocabulary, and a shard that records its tokenizer made by the model's. `option` names the

@@ -128,48 +128,40 @@ void launch_rope(uint16_t* out, const uint16_t* inp, int64_t tokens, RopeAngles 
 }
 }  // namespace
 
+namespace {
+// RoPE over (B, T, NH, HS) at positions 0..T-1: the angles from theta (table null) or from the
+// inv_freq table (theta unused).
+template <bool kBackward>
+void rope_tokens(const char* op, uint16_t* out, const uint16_t* inp, int64_t B, int64_t T, int64_t NH, int64_t HS,
+                 float theta, const float* table, bool by_table, Stream stream, float* amax, bool accumulate) {
+  rope_check(op, B, T, NH, HS);
+  if (!by_table) require(theta > 0.0f, op, "theta = " + std::to_string(theta) + " must be positive");
+  if (B * T * NH == 0 || HS == 0) return;
+  if (by_table) require_ptr(table, op, "inv_freq");
+  launch_rope<kBackward>(out, inp, B * T, RopeAngles{nullptr, table, static_cast<int>(T), by_table ? 0.0f : theta}, NH,
+                         HS, stream, amax, accumulate);
+  check_launch(op);
+}
+}  // namespace
+
 void rope_forward(uint16_t* out, const uint16_t* inp, int64_t B, int64_t T, int64_t NH, int64_t HS, float theta,
                   Stream stream) {
-  rope_check("rope_forward", B, T, NH, HS);
-  require(theta > 0.0f, "rope_forward", "theta = " + std::to_string(theta) + " must be positive");
-  const int64_t rows = B * T * NH;
-  if (rows == 0 || HS == 0) return;
-  launch_rope<false>(out, inp, B * T, RopeAngles{nullptr, nullptr, static_cast<int>(T), theta}, NH, HS, stream,
-                     nullptr, false);
-  check_launch("rope_forward");
+  rope_tokens<false>("rope_forward", out, inp, B, T, NH, HS, theta, nullptr, false, stream, nullptr, false);
 }
 
 void rope_backward(uint16_t* dinp, const uint16_t* dout, int64_t B, int64_t T, int64_t NH, int64_t HS, float theta,
                    Stream stream, float* amax, bool accumulate) {
-  rope_check("rope_backward", B, T, NH, HS);
-  require(theta > 0.0f, "rope_backward", "theta = " + std::to_string(theta) + " must be positive");
-  const int64_t rows = B * T * NH;
-  if (rows == 0 || HS == 0) return;
-  launch_rope<true>(dinp, dout, B * T, RopeAngles{nullptr, nullptr, static_cast<int>(T), theta}, NH, HS, stream, amax,
-                    accumulate);
-  check_launch("rope_backward");
+  rope_tokens<true>("rope_backward", dinp, dout, B, T, NH, HS, theta, nullptr, false, stream, amax, accumulate);
 }
 
 void rope_forward(uint16_t* out, const uint16_t* inp, int64_t B, int64_t T, int64_t NH, int64_t HS,
                   const float* inv_freq, Stream stream) {
-  constexpr const char* op = "rope_forward";
-  rope_check(op, B, T, NH, HS);
-  if (B * T * NH == 0 || HS == 0) return;
-  require_ptr(inv_freq, op, "inv_freq");
-  launch_rope<false>(out, inp, B * T, RopeAngles{nullptr, inv_freq, static_cast<int>(T), 0.0f}, NH, HS, stream,
-                     nullptr, false);
-  check_launch(op);
+  rope_tokens<false>("rope_forward", out, inp, B, T, NH, HS, 0.0f, inv_freq, true, stream, nullptr, false);
 }
 
 void rope_backward(uint16_t* dinp, const uint16_t* dout, int64_t B, int64_t T, int64_t NH, int64_t HS,
                    const float* inv_freq, Stream stream, float* amax, bool accumulate) {
-  constexpr const char* op = "rope_backward";
-  rope_check(op, B, T, NH, HS);
-  if (B * T * NH == 0 || HS == 0) return;
-  require_ptr(inv_freq, op, "inv_freq");
-  launch_rope<true>(dinp, dout, B * T, RopeAngles{nullptr, inv_freq, static_cast<int>(T), 0.0f}, NH, HS, stream,
-                    amax, accumulate);
-  check_launch(op);
+  rope_tokens<true>("rope_backward", dinp, dout, B, T, NH, HS, 0.0f, inv_freq, true, stream, amax, accumulate);
 }
 
 void rope_rows(uint16_t* x, const int32_t* pos, const float* inv_freq, int64_t N, int64_t NH, int64_t HS,
