@@ -5,10 +5,12 @@
 // measured in the same run. A precision with "-apart" runs with EngineOptions::fuse off (every
 // projection its own GEMM, every row op its own launch); with "-serial", without programmatic
 // dependent launch (cuda::set_dependent_launch(false): every kernel starts after the previous
-// one ended). Writes the model folder first (random BF16 weights, N(0, 0.02)-like, norm gains 1)
+// one ended); with "-decoded", NVFP4 weights decoded to BF16 before a cuBLAS GEMM at every step
+// (EngineOptions::fused_nvfp4 off: the path before the fused GEMV). Writes the model folder first (random BF16 weights, N(0, 0.02)-like, norm gains 1)
 // unless it is there.
 //
-//   bench_infer --config llama-3.1-8b --dir /tmp/m8b [--precisions bf16,bf16-serial,bf16-apart,w4a16,w4a4,fp8]
+//   bench_infer --config llama-3.1-8b --dir /tmp/m8b
+//               [--precisions bf16,bf16-serial,bf16-apart,w4a16,w4a16-decoded,w4a4,w4a4-decoded,fp8]
 //               [--prompt 1024] [--decode 128] [--json OUT.json]
 #include <cuda_runtime.h>
 
@@ -296,20 +298,22 @@ int main(int argc, char** argv) {
     while (std::getline(ps, p, ',')) {
       infer::EngineOptions o;
       std::string base = p;
-      bool apart = false, serial = false;
+      bool apart = false, serial = false, decoded = false;
       for (bool more = true; more;) {
         const auto strip = [&](const std::string& suffix) {
           const bool has = base.size() > suffix.size() && base.ends_with(suffix);
           if (has) base.resize(base.size() - suffix.size());
           return has;
         };
-        const bool a = strip("-apart"), s = strip("-serial");
+        const bool a = strip("-apart"), s = strip("-serial"), d = strip("-decoded");
         apart = apart || a;
         serial = serial || s;
-        more = a || s;
+        decoded = decoded || d;
+        more = a || s || d;
       }
       o.precision = infer::parse_precision(base);
       o.fuse = !apart;
+      o.fused_nvfp4 = !decoded;
       cuda::set_dependent_launch(!serial);
       o.max_sequences = 1;
       o.max_context = prompt + decode + 32;

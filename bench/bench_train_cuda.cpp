@@ -17,7 +17,10 @@
 // --layers and --vocab change the model's depth and vocabulary (docs/results.md's experiment:
 // --layers 8 --vocab 257, its byte-level model).
 //
-//   bench_train_cuda [--batch B] [--steps N] [--seq T] [--recipes bf16,fp8,nvfp4,...] [--profile-step 1]
+// A recipe spelled NAME+fused (e.g. nvfp4+fused) runs its NVFP4 x NVFP4 GEMMs on the fused kernel
+// (QuantizedLinearCuda::set_fused_nvfp4) instead of decode-then-cuBLAS.
+//
+//   bench_train_cuda [--batch B] [--steps N] [--seq T] [--recipes bf16,fp8,nvfp4,nvfp4+fused,...] [--profile-step 1]
 //                    [--host-wait 1] [--layers L] [--vocab V]
 #include <cuda_profiler_api.h>
 #include <cuda_runtime.h>
@@ -119,7 +122,11 @@ void host_wait(nvfp4::model::CudaModel& m, std::vector<int32_t>& in, std::vector
 
 Result run_recipe(const nvfp4::model::ModelConfig& c, const std::string& recipe, int B, int T, int steps) {
   nvfp4::model::CudaModel m(c);
-  if (!recipe.empty()) m.set_recipe(nvfp4::recipe::preset(recipe, c.n_layer), 1234);
+  // "NAME+fused": the recipe with its NVFP4 x NVFP4 GEMMs on the fused kernel (set_fused_nvfp4).
+  const bool fused = recipe.size() > 6 && recipe.ends_with("+fused");
+  const std::string name = fused ? recipe.substr(0, recipe.size() - 6) : recipe;
+  if (!name.empty()) m.set_recipe(nvfp4::recipe::preset(name, c.n_layer), 1234);
+  if (fused) m.linear().set_fused_nvfp4(true);
   std::vector<float> params(static_cast<size_t>(m.num_params()));
   nvfp4::model::init_params(c, params, 1);
   m.set_params(params);

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <utility>
 #include <vector>
 
 #include "nvfp4/cuda_check.hpp"
@@ -24,15 +25,17 @@ inline void check_or_exit(cudaError_t e, const char* what, const char* file, int
 }
 
 // Median seconds of fn() on the default stream, timed with CUDA events: `warmup` untimed runs,
-// then `reps` timed ones (the middle one of the sorted times).
-template <class Fn>
-double median_event_seconds(Fn&& fn, int warmup, int reps) {
+// then `reps` timed ones (the middle one of the sorted times); before() runs ahead of each, outside
+// the timed part (e.g. a write over a buffer larger than L2, so fn() reads its data from memory).
+template <class Fn, class Before>
+double median_event_seconds(Fn&& fn, Before&& before, int warmup, int reps) {
   cudaEvent_t e0, e1;
   check_or_exit(cudaEventCreate(&e0), "cudaEventCreate", __FILE__, __LINE__);
   check_or_exit(cudaEventCreate(&e1), "cudaEventCreate", __FILE__, __LINE__);
-  for (int i = 0; i < warmup; ++i) fn();
+  for (int i = 0; i < warmup; ++i) before(), fn();
   std::vector<double> t;
   for (int i = 0; i < reps; ++i) {
+    before();
     check_or_exit(cudaEventRecord(e0), "cudaEventRecord", __FILE__, __LINE__);
     fn();
     check_or_exit(cudaEventRecord(e1), "cudaEventRecord", __FILE__, __LINE__);
@@ -41,10 +44,15 @@ double median_event_seconds(Fn&& fn, int warmup, int reps) {
     check_or_exit(cudaEventElapsedTime(&ms, e0, e1), "cudaEventElapsedTime", __FILE__, __LINE__);
     t.push_back(ms * 1e-3);
   }
-  cudaEventDestroy(e0);
-  cudaEventDestroy(e1);
+  cudaEvent_t events[2] = {e0, e1};
+  for (cudaEvent_t e : events) cudaEventDestroy(e);
   std::sort(t.begin(), t.end());
   return t[t.size() / 2];
+}
+
+template <class Fn>
+double median_event_seconds(Fn&& fn, int warmup, int reps) {
+  return median_event_seconds(std::forward<Fn>(fn), [] {}, warmup, reps);
 }
 
 }  // namespace nvfp4::bench

@@ -67,6 +67,10 @@ struct EngineOptions {
   // in one launch; each residual add with the next RMSNorm). false runs every op on its own, as
   // the CPU engine does: the benchmarks and tests compare the two.
   bool fuse = true;
+  // CUDA: NVFP4 layers (w4a16, w4a4) of up to 64 tokens run the fused GEMV, which reads the 4-bit
+  // weight once (cuda::nvfp4_gemv); false decodes the weight to BF16 before a cuBLAS GEMM for every
+  // row count — the reference path the benchmarks and tests compare it with.
+  bool fused_nvfp4 = true;
   // Every forward reports each linear layer's input rows to it: FP32 on the CPU, the BF16 rows
   // (exactly, as FP32) on CUDA, where the projections then run apart (no fused groups) and no step
   // is replayed from a CUDA graph — the host reads every layer's rows.

@@ -15,6 +15,7 @@
 #include "format/nvfp4.hpp"
 #include "model/device_array.cuh"
 #include "infer/engine_base.hpp"
+#include "nvfp4/cuda_gemm_nvfp4.hpp"
 #include "nvfp4/cuda_ops.hpp"
 #include "nvfp4/cuda_quantize.hpp"
 #include "nvfp4/cuda_runtime_info.hpp"
@@ -134,6 +135,7 @@ class CudaEngine final : public EngineBase {
     DeviceArray<bf16> w;         // bf16: the weight (unless it lives in a group buffer: view)
     bf16* view = nullptr;        // bf16: the weight's rows in its layer's wqkv / wgu
     DeviceArray<uint8_t> codes;  // w4a16 / w4a4: NVFP4 codes (OC, C/2); fp8: E4M3 (OC, C)
+    bool gemv_order = false;     // NVFP4 codes in the fused GEMV's nibble order (C % 32 == 0)
     DeviceArray<uint8_t> scales; // NVFP4 block scales (OC, C/16)
     DeviceArray<float> factor;   // [0] the weight's amax, [kFactorAt] its decode factor (NVFP4 amax/2688; FP8 scale_inv)
   };
@@ -193,6 +195,7 @@ class CudaEngine final : public EngineBase {
       L.w = DeviceArray<bf16>();
       L.view = nullptr;
       L.codes = DeviceArray<uint8_t>();
+      L.gemv_order = false;
       L.scales = DeviceArray<uint8_t>();
       L.factor = DeviceArray<float>();
       if (p[i] == Precision::bf16) {
@@ -214,9 +217,15 @@ class CudaEngine final : public EngineBase {
       }
       L.stored_input = {};
       if (stored(i, p[i])) {  // the model's NVFP4 codes, block scales and factors, as held
-        const io::Nvfp4Linear q = m_.read_nvfp4(static_cast<size_t>(spec));
+        io::Nvfp4Linear q = m_.read_nvfp4(static_cast<size_t>(spec));
         L.codes.alloc(q.packed.size(), unused);
         L.scales.alloc(q.scales.size(), unused);
+        L.gemv_order = L.C % 32 == 0;  // the fused GEMV's nibble order (the decode path reads it too)
+        if (L.gemv_order) {
+          std::vector<uint8_t> packed(q.packed.size());
+          cuda::repack_nvfp4_codes_for_gemv(packed.data(), q.packed.data(), L.OC, L.C);
+          q.packed.swap(packed);
+        }
         check(cudaMemcpy(L.codes.p, q.packed.data(), q.packed.size(), cudaMemcpyHostToDevice), "cudaMemcpy");
         check(cudaMemcpy(L.scales.p, q.scales.data(), q.scales.size(), cudaMemcpyHostToDevice), "cudaMemcpy");
         float f[kFactorAt + 1] = {};
@@ -250,6 +259,8 @@ class CudaEngine final : public EngineBase {
         check(cudaMemcpy(&amax, L.factor.p, 4, cudaMemcpyDeviceToHost), "cudaMemcpy");
         const float f = amax / 2688.0f;
         check(cudaMemcpy(L.factor.p + kFactorAt, &f, 4, cudaMemcpyHostToDevice), "cudaMemcpy");
+        L.gemv_order = L.C % 32 == 0;
+        if (L.gemv_order) cuda::repack_nvfp4_codes_for_gemv_device(L.codes.p, L.OC, L.C, nullptr);
       }
     }
     for (size_t l = 0; l < layers_.size(); ++l) {  // group buffers no member reads any more
@@ -261,6 +272,10 @@ class CudaEngine final : public EngineBase {
 
   const bf16* weight_bf16(Linear& L) {
     if (L.p == Precision::bf16) return L.view ? L.view : L.w.p ? L.w.p : embed_.p;
+    if (L.gemv_order) {
+      cuda::nvfp4_decode_gemv_order(wdec_.need(static_cast<size_t>(L.OC * L.C)), nvfp4_weight(L), L.OC, L.C, stream_);
+      return wdec_.p;
+    }
     QuantizeOptions q;
     q.format = Format::nvfp4;
     cuda::DeviceCopy copy;
@@ -271,6 +286,9 @@ class CudaEngine final : public EngineBase {
                      DType::BF16, stream_);
     return wdec_.p;
   }
+
+  // An NVFP4 layer's weight as the fused kernels take it (codes in GEMV order).
+  cuda::Nvfp4Weight nvfp4_weight(const Linear& L) const { return {L.codes.p, L.scales.p, L.factor.p + kFactorAt}; }
 
   // out (N, OC) bf16 = in (N, C) bf16 x w (OC, C)^T (+ bias (OC) bf16, nullable): FP32 accumulation,
   // one rounding to BF16 (the bias added to the FP32 product first).
@@ -344,11 +362,16 @@ class CudaEngine final : public EngineBase {
         x = xq;
         rowf = rf;
       }
-      const bf16* w = weight_bf16(L);
-      const float* alpha = L.factor.p + kFactorAt;
-      float* y = y32_.need(static_cast<size_t>(N * L.OC));
-      blas_.gemm(y, DType::F32, cuda::GemmOperand{x}, cuda::GemmOperand{w}, N, L.OC, L.C, alpha, false, stream_);
-      cuda::scale_rows_bias_to_bf16(out, y, rowf, b, N, L.OC, stream_);
+      // A few rows (decode, short prompts): the fused NVFP4 GEMV reads the 4-bit weight once.
+      if (o_.fused_nvfp4 && L.gemv_order && cuda::nvfp4_gemv_supported(x, nvfp4_weight(L), N, L.C)) {
+        cuda::nvfp4_gemv(out, DType::BF16, x, nvfp4_weight(L), b, N, L.C, L.OC, stream_, rowf);
+      } else {
+        const bf16* w = weight_bf16(L);
+        const float* alpha = L.factor.p + kFactorAt;
+        float* y = y32_.need(static_cast<size_t>(N * L.OC));
+        blas_.gemm(y, DType::F32, cuda::GemmOperand{x}, cuda::GemmOperand{w}, N, L.OC, L.C, alpha, false, stream_);
+        cuda::scale_rows_bias_to_bf16(out, y, rowf, b, N, L.OC, stream_);
+      }
     }
     if (capturing(i)) {
       std::vector<bf16> h(static_cast<size_t>(N * L.OC));

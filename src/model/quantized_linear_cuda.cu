@@ -20,6 +20,7 @@
 
 #include "format/nvfp4.hpp"
 #include "model/device_array.cuh"
+#include "nvfp4/cuda_gemm_nvfp4.hpp"
 #include "nvfp4/cuda_quantize.hpp"
 #include "nvfp4/error.hpp"
 #include "nvfp4/quantized_linear.hpp"
@@ -74,6 +75,7 @@ struct QuantizedLinearCuda::State {
     DeviceArray<uint8_t> codes, scales;
     DeviceArray<float> f32;        // NVFP4: [0] amax; FP8: [0] amax, [4..] scale_inv (16-byte aligned)
     DeviceArray<uint16_t> decoded;  // NVFP4 / MXFP4 decoded to BF16
+    bool nvfp4_undecoded = false;   // fused NVFP4 GEMM on: the copy is decoded only if the GEMM needs it
     DeviceArray<uint8_t> rht;       // MXFP4 under RHT: the transformed input (the 32-point RHT is its own pass)
     // What the last GEMM read.
     std::optional<OperandQuant> q;
@@ -144,6 +146,7 @@ struct QuantizedLinearCuda::State {
   std::vector<Where> counter_what;
 
   bool timing_on = false;
+  bool fused_nvfp4 = false;  // set_fused_nvfp4
   struct Marks {
     cudaEvent_t start, quantized, done;
   };
@@ -198,7 +201,8 @@ struct QuantizedLinearCuda::State {
     s.K = column ? rows_x : cols_x;
     s.amax = nullptr;
     s.bf16 = nullptr;
-    if (!s.q) {
+    if (!s.q) {  // (a quantized slot's nvfp4_undecoded is finish()'s, kept when the copy is reused)
+      s.nvfp4_undecoded = false;
       s.bf16 = x16;
       s.bf16_column = column;
       s.op = cuda::GemmOperand{x16, DType::BF16, !column, nullptr, BlockShape{0, 0}};
@@ -260,18 +264,35 @@ struct QuantizedLinearCuda::State {
   }
 
   // Makes slot s's quantized copy (in s.holder()) the GEMM operand: FP8 codes as they are,
-  // NVFP4 / MXFP4 decoded to BF16 into s.decoded.
+  // NVFP4 / MXFP4 decoded to BF16 into s.decoded — NVFP4 under set_fused_nvfp4 only when its
+  // GEMM turns out to need it (run_gemm: the other operand is not NVFP4, or K % 64 != 0).
   void finish(Slot& s, cudaStream_t st) {
     const Slot& c = s.holder();
     const OperandQuant& q = *s.q;
-    const size_t n = static_cast<size_t>(s.rows * s.K);
     s.amax = nullptr;
+    s.nvfp4_undecoded = false;
     const FormatTraits& t = format_traits(q.format);
     if (native_fp8(q.format)) {
       s.op = cuda::GemmOperand{c.codes.p, t.code_dtype, true, c.f32.p + 4, q.block};
       return;
     }
-    // Codes x block scales, exact in BF16; a per-tensor factor (NVFP4's) goes into the GEMM's alpha.
+    if (fused_nvfp4 && q.format == Format::nvfp4) {
+      s.amax = c.f32.p;
+      s.nvfp4_undecoded = true;
+      s.op = cuda::GemmOperand{};
+      return;
+    }
+    decode(s, st);
+  }
+
+  // NVFP4 / MXFP4: codes x block scales, exact in BF16, into s.decoded; a per-tensor factor
+  // (NVFP4's) goes into the GEMM's alpha.
+  void decode(Slot& s, cudaStream_t st) {
+    const Slot& c = s.holder();
+    const OperandQuant& q = *s.q;
+    const size_t n = static_cast<size_t>(s.rows * s.K);
+    s.nvfp4_undecoded = false;
+    const FormatTraits& t = format_traits(q.format);
     const cuda::DeviceCopy copy{c.codes.p, c.scales.p, nullptr, c.f32.p};
     uint16_t* dec = s.decoded.need(n);
     cuda::dequantize(copy, s.rows, s.K, recipe::quantize_options(q, false, {}), false, dec, DType::BF16, st);
@@ -328,13 +349,28 @@ struct QuantizedLinearCuda::State {
   // out = alpha · a · bᵀ over the slots of GEMM g.
   void run_gemm(cuda::Blas& blas, Gemm g, void* out, DType out_dtype, int64_t M, int64_t N, int64_t K, bool accumulate,
                 const Where& what, cudaStream_t st) {
-    const Slot& a = slots[int(g)][0];
-    const Slot& b = slots[int(g)][1];
+    Slot& a = slots[int(g)][0];
+    Slot& b = slots[int(g)][1];
     const float* alpha_ptr = nullptr;
     if (a.amax || b.amax) {
       alpha_ptr = alpha.p + int(g);
       alpha_kernel<<<1, 1, 0, st>>>(alpha.p + int(g), a.amax, b.amax);
       check(cudaGetLastError(), "alpha_kernel");
+    }
+    // Both operands NVFP4 and left undecoded (set_fused_nvfp4): the fused W4A4 GEMM reads the codes.
+    if (a.nvfp4_undecoded && b.nvfp4_undecoded) {
+      const cuda::Nvfp4Operand na{a.holder().codes.p, a.holder().scales.p}, nb{b.holder().codes.p, b.holder().scales.p};
+      if (cuda::nvfp4_gemm_nt_supported(na, nb, K)) {
+        try {
+          cuda::nvfp4_gemm_nt(out, out_dtype, na, nb, M, N, K, alpha_ptr, accumulate, st);
+        } catch (const Error& e) {
+          throw Error(what.text(plan) + ": " + e.what());
+        }
+        return;
+      }
+    }
+    for (Slot* s : {&a, &b}) {
+      if (s->nvfp4_undecoded) decode(*s, st);
     }
     // FP8 fprop with per-tensor scales runs with fast accumulation; dgrad and wgrad promote to
     // FP32 after every K block (Transformer Engine's split: gradients keep the full
@@ -586,6 +622,7 @@ int64_t QuantizedLinearCuda::device_bytes() const {
 }
 
 void QuantizedLinearCuda::enable_timing(bool on) { s_->timing_on = on; }
+void QuantizedLinearCuda::set_fused_nvfp4(bool on) { s_->fused_nvfp4 = on; }
 
 QuantizedLinearCuda::Timing QuantizedLinearCuda::timing() {
   State& s = *s_;

@@ -21,6 +21,7 @@
 #include "nvfp4/error.hpp"
 #include "nvfp4/quantize.hpp"
 #include "nvfp4/quantized_linear.hpp"
+#include "nvfp4/cuda_gemm_nvfp4.hpp"
 #include "nvfp4/quantized_linear_cuda.hpp"
 #include "support/cuda_test.hpp"
 #include "support/test_support.hpp"
@@ -296,6 +297,70 @@ INSTANTIATE_TEST_SUITE_P(Recipes, QuantizedLinearCudaTest, ::testing::ValuesIn(c
                              if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
                            return n;
                          });
+
+// set_fused_nvfp4: under the nvfp4 recipe the GEMMs whose two operands are NVFP4 (K % 64 == 0)
+// run on cuda::nvfp4_gemm_nt — the same decoded values, FP32 sums in another order — so forward
+// output and dX (BF16) agree with decode-then-cuBLAS within one BF16 step of the result's largest
+// |value| (2^-7 of it), dW (FP32, K = 192) within 2^-12 of it; the quantized copies held are the
+// same bits. nvfp4_calls() shows the fused kernel ran for all three GEMMs (the bits cannot: sums of
+// NVFP4 products are often exact in FP32, in any order). Then a layer the recipe keeps in BF16
+// after an NVFP4 one: its GEMMs take the BF16 operands (no NVFP4 slot left over from the last layer).
+TEST(QuantizedLinearCuda, FusedNvfp4GemmsMatchDecodeThenCublas) {
+  REQUIRE_GPU();
+  constexpr int64_t n = 192, c = 256, oc = 128;  // every GEMM's K a multiple of 64
+  const nvfp4::model::LinearId id{kLayer, nvfp4::model::LinearKind::up};
+  const auto x = bf16_values(nvfp4::test::randn(size_t(n * c), 21));
+  const auto w = nvfp4::test::randn(size_t(oc * c), 22, 0.05f);
+  const auto dy = bf16_values(nvfp4::test::randn(size_t(n * oc), 23, 1e-3f));
+  const auto r = nvfp4::recipe::preset("nvfp4", kLayers);
+  struct Result {
+    std::vector<float> out, dx, dw, held_x, bf16_out;
+  };
+  const auto run = [&](bool fused) {
+    DeviceBuffer<uint16_t> d_x(bf16_bits(x)), d_dy(bf16_bits(dy)), d_wb(bf16_bits(bf16_values(w)));
+    DeviceBuffer<float> d_w(w), d_dw(std::vector<float>(size_t(oc * c), 0.0f));
+    DeviceBuffer<uint16_t> d_out(size_t(n * oc)), d_dx(size_t(n * c));
+    nvfp4::cuda::Blas blas;
+    nvfp4::model::QuantizedLinearCuda lin(r, kLayers, 9);
+    lin.set_fused_nvfp4(fused);
+    lin.set_step(3, 0.0);
+    lin.begin_pass(Pass::training_forward);
+    lin.forward(blas, id, d_out.ptr, d_x.ptr, d_w.ptr, d_wb.ptr, n, c, oc, nullptr);
+    Result res;
+    res.held_x = lin.held(Gemm::fprop, Operand::a);
+    lin.begin_pass(Pass::backward);
+    lin.backward(blas, id, d_dx.ptr, d_dw.ptr, d_dy.ptr, d_x.ptr, d_w.ptr, d_wb.ptr, n, c, oc, false, nullptr);
+    lin.check_nonfinite(nullptr);
+    res.out = from_bf16(d_out.download());
+    res.dx = from_bf16(d_dx.download());
+    res.dw = d_dw.download();
+    // Block 2 runs in BF16 under the nvfp4 recipe: after block kLayer's NVFP4 GEMMs.
+    lin.begin_pass(Pass::training_forward);
+    lin.forward(blas, {2, nvfp4::model::LinearKind::up}, d_out.ptr, d_x.ptr, d_w.ptr, d_wb.ptr, n, c, oc, nullptr);
+    res.bf16_out = from_bf16(d_out.download());
+    return res;
+  };
+  const int64_t before = nvfp4::cuda::nvfp4_calls().gemm_nt;
+  const Result ref = run(false);
+  EXPECT_EQ(nvfp4::cuda::nvfp4_calls().gemm_nt, before) << "decode-then-cuBLAS ran the fused GEMM";
+  const Result got = run(true);
+  // fprop, dgrad and wgrad: all three GEMMs have two NVFP4 operands and K % 64 == 0.
+  EXPECT_EQ(nvfp4::cuda::nvfp4_calls().gemm_nt, before + 3) << "the fused path did not run for every GEMM";
+  EXPECT_EQ(got.held_x, ref.held_x);
+  const auto close = [](const std::vector<float>& a, const std::vector<float>& b, const char* what, double rel) {
+    ASSERT_EQ(a.size(), b.size());
+    double top = 0, worst = 0;
+    for (size_t i = 0; i < a.size(); ++i) top = std::max(top, std::fabs(double(b[i])));
+    for (size_t i = 0; i < a.size(); ++i) worst = std::max(worst, std::fabs(double(a[i]) - b[i]));
+    std::printf("    %s: max |fused - decoded| = %.3g of %.3g\n", what, worst, top);
+    EXPECT_GT(top, 0.0) << what;
+    EXPECT_LE(worst, top * rel) << what;
+  };
+  close(got.out, ref.out, "forward out (bf16)", 0x1p-7);
+  close(got.dx, ref.dx, "dX (bf16)", 0x1p-7);
+  close(got.dw, ref.dw, "dW (fp32)", 0x1p-12);
+  EXPECT_EQ(got.bf16_out, ref.bf16_out) << "a BF16 layer after a fused NVFP4 one";
+}
 
 TEST(QuantizedLinearCuda, NanReachingAQuantizerNamesTheLayerGemmAndOperand) {
   REQUIRE_GPU();

@@ -66,6 +66,20 @@ inline unsigned grid_for(int64_t items, int threads = kThreads) {
   return static_cast<unsigned>(std::clamp<int64_t>(blocks, 1, INT_MAX));
 }
 
+// The current device's SM count, asked once per device.
+inline int sm_count() {
+  static std::mutex mu;
+  static std::map<int, int> known;
+  int dev = 0;
+  check(cudaGetDevice(&dev), "cudaGetDevice");
+  const std::lock_guard<std::mutex> lock(mu);
+  const auto it = known.find(dev);
+  if (it != known.end()) return it->second;
+  int sms = 0;
+  check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev), "cudaDeviceGetAttribute");
+  return known[dev] = std::max(1, sms);
+}
+
 // Blocks of kThreads threads that fit on the device at once for `kernel` (its registers and
 // shared memory decide how many an SM holds), asked of the CUDA occupancy calculator once per
 // kernel and device.
@@ -77,11 +91,10 @@ inline int resident_blocks(const void* kernel) {
   const std::lock_guard<std::mutex> lock(mu);
   const auto it = known.find({kernel, dev});
   if (it != known.end()) return it->second;
-  int sms = 0, per_sm = 0;
-  check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev), "cudaDeviceGetAttribute");
+  int per_sm = 0;
   check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, 0),
         "cudaOccupancyMaxActiveBlocksPerMultiprocessor");
-  return known[{kernel, dev}] = std::max(1, per_sm) * std::max(1, sms);
+  return known[{kernel, dev}] = std::max(1, per_sm) * sm_count();
 }
 
 // The same as grid_for, at most one resident wave of `kernel` when it folds an amax (see
@@ -280,6 +293,40 @@ __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commi
 __device__ __forceinline__ void cp_async_wait_prev() { asm volatile("cp.async.wait_group 1;\n" ::: "memory"); }
 // Waits until none is.
 __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
+// Waits until at most N committed groups of this thread are still in flight (a pipeline of N + 1 stages).
+template <int N>
+__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory"); }
+// 4 bytes global -> shared (both addresses 4-byte aligned).
+__device__ __forceinline__ void cp_async4(uint32_t dst, const void* src) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(dst), "l"(src) : "memory");
+}
+
+// ---- tensor-core fragments (mma.sync m16n8k16 BF16: attention, the fused NVFP4 GEMV/GEMM) ----------------
+
+// Four 8x8 BF16 matrices; lanes 8i .. 8i+7 give the row addresses of matrix i.
+__device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], uint32_t addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr)
+               : "memory");
+}
+__device__ __forceinline__ void ldsm_x4_trans(uint32_t (&r)[4], uint32_t addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr)
+               : "memory");
+}
+
+// d (16, 8) fp32 += a (16, 16) bf16 · b (16, 8) bf16. Fragments (g = lane / 4, t = lane % 4; pairs
+// in a register low half first): a[0] = A[g][2t, 2t+1], a[1] = A[g+8][2t, 2t+1], a[2] = A[g][2t+8, 2t+9],
+// a[3] = A[g+8][2t+8, 2t+9]; b0 = B[2t, 2t+1][g], b1 = B[2t+8, 2t+9][g]; d[0, 1] = D[g][2t, 2t+1],
+// d[2, 3] = D[g+8][2t, 2t+1].
+__device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
 
 // ---- row copies (gather_rows, kv_append) ---------------------------------------------------------------
 

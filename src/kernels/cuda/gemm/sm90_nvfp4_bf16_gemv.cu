@@ -1,0 +1,359 @@
+// sm90_nvfp4_bf16_gemv: out (N, OC) = x (N, C) bf16 · W (OC, C)ᵀ NVFP4, for N <= 64 tokens (the
+// decode step), on the BF16 tensor cores (mma.sync m16n8k16, FP32 accumulators). Contract and
+// numerics: include/nvfp4/cuda_gemm_nvfp4.hpp.
+//
+// Layout. A CTA is WK warps and covers 16 output rows: warp kw takes them over every WK-th step of
+// 128 elements of C, starting at step kw.
+//   codes   (OC, C/2) bytes, GEMV order; a thread reads 16 bytes (32 elements) of row g and of row
+//           g + 8 per step, g = lane / 4, at column 32 t, t = lane % 4
+//   scales  (OC, C/16) e4m3; the thread's 32 elements are 2 blocks: 2 bytes per row
+//   x       (N, C) bf16; token n = 8 nt + g of n-tile nt, the thread's 32 columns
+//   A tile  16 rows x 16 k of an mma: from each thread 4 consecutive elements of rows g and g + 8
+//           (its k slots 2t, 2t+1, 2t+8, 2t+9 hold columns 32t + 8w + 4h + 0..3 of the step: the
+//           k order inside an mma is a permutation of C that B's fragment follows the same way)
+//   D       acc[nt][0..1]: row g, tokens 8nt + 2t, +1; acc[nt][2..3]: row g + 8, the same tokens
+// Pipeline. A ring of kStages steps' codes and scales in registers: the next kStages - 1 are in
+// flight while one step computes; up to 16 tokens, x is loaded two steps ahead (two slots: a
+// register copy of x between steps waited for its load, which ncu showed as the L1TEX stall that
+// dominated), beyond that word by word (its registers would cost occupancy). A step: decode each
+// word's 4 pairs (rotations and a mask: the BF16 bits of e2m1 × 2^-126, then × 2^126 and × the
+// block scale, both exact) -> 2 mmas per word and n-tile, into one of kChains accumulator sets.
+// Then the sets are added in order, the WK warps' sums in warp order through shared memory, and
+// warp kw = 0 writes fma(sum, decode, bias).
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <atomic>
+#include <string>
+
+#include "kernels/cuda/gemm/nvfp4_decode.cuh"
+#include "kernels/cuda/ops_common.cuh"
+#include "nvfp4/cuda_gemm_nvfp4.hpp"
+
+namespace nvfp4::cuda {
+
+using namespace ops_detail;
+using namespace gemm_detail;
+
+namespace gemm_detail {
+std::atomic<int64_t> calls_gemv{0}, calls_gemm{0}, calls_gemm_nt{0};
+}
+
+namespace {
+
+constexpr int kRowsPerTile = 16;  // the A tile of m16n8k16
+constexpr int kStep = 128;        // columns of C a warp takes per step: 4 threads x 32
+static_assert(kStep % 16 == 0, "NVFP4 scales cover 16 elements: a step holds whole blocks");
+static_assert(kStep == 4 * 32, "a thread decodes 32 elements (16 bytes of codes) of each of its two rows per step");
+// C % 32 == 0 (whole 16-byte pieces; the scales of a piece are 2 bytes, so 2-byte aligned).
+
+// Steps of codes and scales in the register ring (10 registers a stage), and whether x is loaded
+// two steps ahead (2 x 16 NT registers) or word by word as a step computes (4 NT: many tokens).
+template <int NT>
+constexpr int kStages = NT == 1 ? 4 : 2;
+template <int NT>
+constexpr bool kXAhead = NT <= 2;
+static_assert(kStages<1> % 2 == 0 && kStages<2> % 2 == 0, "x's two slots follow the ring's steps");
+// Independent accumulator sets (word w of a step adds into set w % kChains): one set would chain
+// every mma of a warp on the one before, with 4 warps a scheduler to hide it (ncu: occupancy 22 %,
+// issue 39 %). Summed in set order after the last step.
+template <int NT>
+constexpr int kChains = NT == 1 ? 4 : 1;  // more n-tiles: independent chains already
+// Threads every SM must hold (so at most 65536 / that registers a thread): 16 warps up to 32
+// tokens (128 registers), 8 for 64 (x's fragments and 32 accumulators would spill at 128).
+template <int NT>
+constexpr int kThreadsPerSm = NT >= 8 ? 256 : 512;
+
+struct Stage {
+  uint4 q0{}, q1{};          // codes of rows g and g + 8
+  uint32_t sc0 = 0, sc1 = 0;  // their two block scales (low byte: the first 16 elements)
+};
+
+// x's 32 columns at k of the thread's token in every n-tile (zeros past N or C).
+template <int NT>
+__device__ __forceinline__ void load_x(uint4 (&xv)[NT][4], const uint16_t* __restrict__ x, int N, int64_t C,
+                                       int64_t k, int g) {
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt) {
+    const int n = nt * 8 + g;
+    const uint4* xr = reinterpret_cast<const uint4*>(x + static_cast<int64_t>(n) * C + k);
+#pragma unroll
+    for (int w = 0; w < 4; ++w) xv[nt][w] = n < N && k < C ? __ldg(xr + w) : uint4{0, 0, 0, 0};
+  }
+}
+
+// One warp's step: codes q0 (row g), q1 (row g + 8), their block scales, and xw(nt, w): word w
+// (8 columns) of x's 32 for the thread's token of n-tile nt, into acc.
+template <int NT, class XWord>
+__device__ __forceinline__ void gemv_step(float (&acc)[kChains<NT>][NT][4], const uint4& q0, const uint4& q1,
+                                          uint32_t sc0, uint32_t sc1, XWord&& xw) {
+  const uint32_t w0[4] = {q0.x, q0.y, q0.z, q0.w}, w1[4] = {q1.x, q1.y, q1.z, q1.w};
+  uint32_t s0[2], s1[2];
+#pragma unroll
+  for (int b = 0; b < 2; ++b) {
+    s0[b] = e4m3_to_bf16x2((sc0 >> (8 * b)) & 0xFFu);
+    s1[b] = e4m3_to_bf16x2((sc1 >> (8 * b)) & 0xFFu);
+  }
+#pragma unroll
+  for (int w = 0; w < 4; ++w) {  // word w: elements 8w .. 8w + 7 of the thread's 32, block w / 2
+    uint32_t a0[4], a1[4];        // pair j: elements 2j, 2j + 1 of the word
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      a0[j] = decode_pair(w0[w], j, s0[w >> 1]);
+      a1[j] = decode_pair(w1[w], j, s1[w >> 1]);
+    }
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) {
+      // k slots 2t, 2t+1 <- elements 0, 1 (b0) and 2t+8, 2t+9 <- elements 2, 3 (b1); then 4..7.
+      const uint4 xv = xw(nt, w);
+      float(&d)[4] = acc[w % kChains<NT>][nt];
+      mma_bf16(d, {a0[0], a1[0], a0[1], a1[1]}, xv.x, xv.y);
+      mma_bf16(d, {a0[2], a1[2], a0[3], a1[3]}, xv.z, xv.w);
+    }
+  }
+}
+
+template <int NT, int WK, bool kF32>
+__global__ void __launch_bounds__(32 * WK, kThreadsPerSm<NT> / (32 * WK))
+    sm90_nvfp4_bf16_gemv_kernel(void* __restrict__ out, const uint16_t* __restrict__ x, const uint8_t* __restrict__ codes,
+                                const uint8_t* __restrict__ scales, const float* __restrict__ decode,
+                                const uint16_t* __restrict__ bias, const float* __restrict__ row_scale, int N,
+                                int64_t C, int64_t OC) {
+  static_assert(NT >= 1 && NT * 8 <= kNvfp4GemvMaxRows, "an n-tile is 8 tokens; at most kNvfp4GemvMaxRows of them");
+  constexpr int P = kStages<NT>;
+  static_assert(32 * WK <= kThreadsPerSm<NT>, "an SM holds at least one CTA within the register budget");
+  __shared__ float partial[WK > 1 ? WK - 1 : 1][NT][4][32];
+  const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) & 31;
+  const int kw = warp;
+  const int g = lane >> 2, t = lane & 3;
+  const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kRowsPerTile + g, row1 = row0 + 8;
+  // Rows past OC read the last row (their sums are never stored).
+  const int64_t r0 = row0 < OC ? row0 : OC - 1, r1 = row1 < OC ? row1 : OC - 1;
+  const uint8_t* c0 = codes + r0 * (C / 2);
+  const uint8_t* c1 = codes + r1 * (C / 2);
+  const uint8_t* s0 = scales + r0 * (C / 16);
+  const uint8_t* s1 = scales + r1 * (C / 16);
+  // The last step may be partial (C % 128 = 32, 64 or 96): a thread past C reads nothing and adds
+  // zeros (code 0 is +0).
+  const int64_t steps = (C + kStep - 1) / kStep;
+  const auto load_w = [&](Stage& st, int64_t s) {
+    const int64_t k = s * kStep + 32 * t;
+    if (s < steps && k < C) {
+      st.q0 = __ldcs(reinterpret_cast<const uint4*>(c0 + k / 2));
+      st.q1 = __ldcs(reinterpret_cast<const uint4*>(c1 + k / 2));
+      st.sc0 = *reinterpret_cast<const uint16_t*>(s0 + k / 16);
+      st.sc1 = *reinterpret_cast<const uint16_t*>(s1 + k / 16);
+    } else {
+      st.q0 = st.q1 = uint4{0, 0, 0, 0};
+      st.sc0 = st.sc1 = 0;
+    }
+  };
+
+  float chains[kChains<NT>][NT][4];
+#pragma unroll
+  for (int c = 0; c < kChains<NT>; ++c)
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) chains[c][nt][0] = chains[c][nt][1] = chains[c][nt][2] = chains[c][nt][3] = 0.0f;
+
+  // The weights depend on no kernel of the step: the ring's first codes load before the wait.
+  Stage ring[P];
+#pragma unroll
+  for (int p = 0; p < P; ++p) load_w(ring[p], kw + static_cast<int64_t>(p) * WK);
+  dependent_wait();
+  dependent_trigger();
+  // x two steps ahead in two slots (step i in slot i % 2; kStages is even, so p % 2 is i % 2): a
+  // slot is reloaded only after its step computed — no register copy waits on a load in flight.
+  uint4 xr[kXAhead<NT> ? 2 : 1][kXAhead<NT> ? NT : 1][4];
+  if constexpr (kXAhead<NT>) {
+    load_x<NT>(xr[0], x, N, C, kw * kStep + 32 * t, g);
+    load_x<NT>(xr[1], x, N, C, (kw + WK) * kStep + 32 * t, g);
+  }
+  for (int64_t base = kw; base < steps; base += static_cast<int64_t>(P) * WK) {
+#pragma unroll
+    for (int p = 0; p < P; ++p) {
+      const int64_t s = base + static_cast<int64_t>(p) * WK;
+      if (s >= steps) break;
+      if constexpr (kXAhead<NT>) {
+        gemv_step<NT>(chains, ring[p].q0, ring[p].q1, ring[p].sc0, ring[p].sc1,
+                      [&](int nt, int w) { return xr[p % 2][nt][w]; });
+        load_x<NT>(xr[p % 2], x, N, C, (s + 2 * WK) * kStep + 32 * t, g);
+      } else {
+        const int64_t k = s * kStep + 32 * t;
+        gemv_step<NT>(chains, ring[p].q0, ring[p].q1, ring[p].sc0, ring[p].sc1, [&](int nt, int w) {
+          const int n = nt * 8 + g;
+          return n < N && k < C ? __ldg(reinterpret_cast<const uint4*>(x + static_cast<int64_t>(n) * C + k) + w)
+                                : uint4{0, 0, 0, 0};
+        });
+      }
+      load_w(ring[p], s + static_cast<int64_t>(P) * WK);
+    }
+  }
+
+  float acc[NT][4];
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      acc[nt][i] = chains[0][nt][i];
+#pragma unroll
+      for (int c = 1; c < kChains<NT>; ++c) acc[nt][i] += chains[c][nt][i];
+    }
+
+  // The WK warps' sums, added in warp order (deterministic), then the epilogue by warp kw = 0.
+  if constexpr (WK > 1) {
+    if (kw > 0) {
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) partial[kw - 1][nt][i][lane] = acc[nt][i];
+    }
+    __syncthreads();
+    if (kw > 0) return;
+#pragma unroll
+    for (int v = 0; v < WK - 1; ++v)
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) acc[nt][i] += partial[v][nt][i][lane];
+  }
+  const float f = *decode;
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const int64_t row = i < 2 ? row0 : row1;
+      const int n = nt * 8 + 2 * t + (i & 1);
+      if (row >= OC || n >= N) continue;
+      store_nvfp4_output<kF32>(out, static_cast<int64_t>(n) * OC + row, acc[nt][i], f, row_scale, n,
+                               bias ? bf16_to_f32(bias[row]) : 0.0f);
+    }
+  }
+}
+
+template <int NT, int WK>
+void launch(void* out, bool f32, const uint16_t* x, const Nvfp4Weight& w, const uint16_t* bias, const float* row_scale,
+            int64_t N, int64_t C, int64_t OC, Stream stream) {
+  const auto kernel = f32 ? sm90_nvfp4_bf16_gemv_kernel<NT, WK, true> : sm90_nvfp4_bf16_gemv_kernel<NT, WK, false>;
+  const dim3 grid(static_cast<unsigned>((OC + kRowsPerTile - 1) / kRowsPerTile));
+  launch_dependent(kernel, grid, dim3(32 * WK), 0, stream, out, x, w.codes, w.scales, w.decode, bias, row_scale,
+                   static_cast<int>(N), C, OC);
+}
+
+template <int NT>
+void launch_split(int wk, void* out, bool f32, const uint16_t* x, const Nvfp4Weight& w, const uint16_t* bias,
+                  const float* rs, int64_t N, int64_t C, int64_t OC, Stream stream) {
+  switch (wk) {
+    case 1: launch<NT, 1>(out, f32, x, w, bias, rs, N, C, OC, stream); break;
+    case 2: launch<NT, 2>(out, f32, x, w, bias, rs, N, C, OC, stream); break;
+    case 4: launch<NT, 4>(out, f32, x, w, bias, rs, N, C, OC, stream); break;
+    default: launch<NT, 8>(out, f32, x, w, bias, rs, N, C, OC, stream); break;
+  }
+}
+
+// Warps along C per 16-row CTA: the fewest (1, 2, 4, 8) that put about 32 warps on every SM, and
+// no more than C has steps. The table in docs/kernels.md records what each shape gets.
+int split_for(int64_t C, int64_t OC) {
+  const int64_t sms = sm_count();
+  const int64_t ctas = (OC + kRowsPerTile - 1) / kRowsPerTile, steps = (C + kStep - 1) / kStep;
+  int wk = 1;
+  while (wk < 8 && ctas * wk < 32 * sms && 2 * wk <= steps) wk *= 2;
+  return wk;
+}
+
+// One 32-bit word of GEMV-order codes (8 elements of one row; C % 16 == 0 keeps a word inside one
+// block) to 8 BF16 values e2m1 × block scale, in element order.
+__global__ void decode_gemv_order_kernel(uint16_t* __restrict__ out, const uint8_t* __restrict__ codes,
+                                         const uint8_t* __restrict__ scales, int64_t words) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < words;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const uint32_t w = reinterpret_cast<const uint32_t*>(codes)[i];
+    const uint32_t s = e4m3_to_bf16x2(scales[i / 2]);  // 16 elements a block: 2 words
+    uint32_t pairs[4];
+#pragma unroll
+    for (int j = 0; j < 4; ++j) pairs[j] = decode_pair(w, j, s);
+    reinterpret_cast<uint4*>(out)[i] = uint4{pairs[0], pairs[1], pairs[2], pairs[3]};
+  }
+}
+
+// repack_nvfp4_codes_for_gemv (include/nvfp4/cuda_gemm_nvfp4.hpp), one word per thread, in place:
+// bit i of the input word (element i / 4, code bit i % 4) goes to bit to[i] (gemv_bit, on the host).
+struct GemvBits {
+  uint8_t to[32];
+};
+__global__ void repack_gemv_order_kernel(uint32_t* __restrict__ codes, int64_t words, GemvBits bits) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < words;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const uint32_t in = codes[i];
+    uint32_t out = 0;
+#pragma unroll
+    for (int b = 0; b < 32; ++b) out |= ((in >> b) & 1u) << bits.to[b];
+    codes[i] = out;
+  }
+}
+
+}  // namespace
+
+bool nvfp4_gemv_supported(const uint16_t* x, const Nvfp4Weight& w, int64_t N, int64_t C) {
+  return N >= 1 && N <= kNvfp4GemvMaxRows && C > 0 && C % 32 == 0 && aligned16(x) && aligned16(w.codes) &&
+         (reinterpret_cast<uintptr_t>(w.scales) & 1u) == 0;
+}
+
+void nvfp4_gemv(void* out, DType out_dtype, const uint16_t* x, const Nvfp4Weight& w, const uint16_t* bias, int64_t N,
+                int64_t C, int64_t OC, Stream stream, const float* row_scale, int split) {
+  constexpr const char* op = "nvfp4_gemv";
+  require_nonnegative(op, {{"N", N}, {"C", C}, {"OC", OC}});
+  require(out_dtype == DType::BF16 || out_dtype == DType::F32, op,
+          "out must be BF16 or F32, not " + std::string(dtype_name(out_dtype)));
+  if (N == 0 || OC == 0) return;
+  require_ptr(out, op, "out");
+  require_ptr(x, op, "x");
+  require_nvfp4_weight(op, w);
+  require(nvfp4_gemv_supported(x, w, N, C), op,
+          "N = " + std::to_string(N) + ", C = " + std::to_string(C) + ": needs 1 <= N <= " +
+              std::to_string(kNvfp4GemvMaxRows) + ", C a positive multiple of 32" +
+              ", 16-byte aligned x and codes and 2-byte aligned scales (decode the weight and use Blas::gemm)");
+  const bool f32 = out_dtype == DType::F32;
+  require(split == 0 || split == 1 || split == 2 || split == 4 || split == 8, op,
+          "split = " + std::to_string(split) + ": use 0 (the table's choice), 1, 2, 4 or 8");
+  const int wk = split ? split : split_for(C, OC);
+  ++calls_gemv;
+  if (N <= 8) launch_split<1>(wk, out, f32, x, w, bias, row_scale, N, C, OC, stream);
+  else if (N <= 16) launch_split<2>(wk, out, f32, x, w, bias, row_scale, N, C, OC, stream);
+  else if (N <= 32) launch_split<4>(wk, out, f32, x, w, bias, row_scale, N, C, OC, stream);
+  else launch_split<8>(wk, out, f32, x, w, bias, row_scale, N, C, OC, stream);
+  check_launch(op);
+}
+
+Nvfp4Calls nvfp4_calls() {
+  return {calls_gemv.load(), calls_gemm.load(), calls_gemm_nt.load()};
+}
+
+void nvfp4_decode_gemv_order(uint16_t* out, const Nvfp4Weight& w, int64_t OC, int64_t C, Stream stream) {
+  constexpr const char* op = "nvfp4_decode_gemv_order";
+  require_nonnegative(op, {{"OC", OC}, {"C", C}});
+  require(C % 16 == 0, op, "C = " + std::to_string(C) + " is not a multiple of 16 (an NVFP4 block)");
+  if (OC == 0 || C == 0) return;
+  require_ptr(out, op, "out");
+  require_ptr(w.codes, op, "codes");
+  require_ptr(w.scales, op, "scales");
+  const int64_t words = OC * C / 8;
+  decode_gemv_order_kernel<<<grid_for(words), kThreads, 0, stream>>>(out, w.codes, w.scales, words);
+  check_launch(op);
+}
+
+void repack_nvfp4_codes_for_gemv_device(uint8_t* codes, int64_t OC, int64_t C, Stream stream) {
+  constexpr const char* op = "repack_nvfp4_codes_for_gemv_device";
+  require_nonnegative(op, {{"OC", OC}, {"C", C}});
+  require(C % 8 == 0, op, "C = " + std::to_string(C) + " is not a multiple of 8 (a 32-bit word of codes)");
+  if (OC == 0 || C == 0) return;
+  require_ptr(codes, op, "codes");
+  require((reinterpret_cast<uintptr_t>(codes) & 3u) == 0, op, "codes are not 4-byte aligned");
+  const int64_t words = OC * C / 8;
+  GemvBits bits{};
+  for (int b = 0; b < 32; ++b) bits.to[b] = static_cast<uint8_t>(gemv_bit(b / 4, b % 4));
+  repack_gemv_order_kernel<<<grid_for(words), kThreads, 0, stream>>>(reinterpret_cast<uint32_t*>(codes), words, bits);
+  check_launch(op);
+}
+
+}  // namespace nvfp4::cuda
