@@ -54,13 +54,15 @@ TEST(CudaNvfp4Gemv, GemvOrderPairsAdjacentElementsAndUnpacksBack) {
 
 // The kernels' register decode (nvfp4_decode.cuh, its host twin here: runs without a GPU): for
 // every pair of codes in both halves of a word, every finite non-negative E4M3 scale and every
-// pair position, the BF16 bits of e2m1 × scale as the format core decodes them — by the BF16
-// route, the FP32 route, and from a checkpoint-order byte.
+// pair position, the BF16 bits of e2m1 × scale × 2^-8 (the kernels' decoded weight, whose 2^8 the
+// epilogue's factor carries) as the format core decodes them — by the BF16 route, the FP32 route,
+// and from a checkpoint-order byte — and the scale pair is scale × 2^118.
 TEST(CudaNvfp4Gemv, RegisterDecodeIsTheFormatCoresForEveryCodeAndScale) {
   namespace gd = nvfp4::cuda::gemm_detail;
   for (uint32_t s = 0; s < 0x7F; ++s) {
     const uint32_t s2 = gd::e4m3_to_bf16x2(s);
-    ASSERT_EQ(bf16_decode(static_cast<uint16_t>(s2)), e4m3_decode(static_cast<uint8_t>(s))) << "scale 0x" << std::hex << s;
+    ASSERT_EQ(bf16_decode(static_cast<uint16_t>(s2)), std::ldexp(e4m3_decode(static_cast<uint8_t>(s)), 118))
+        << "scale 0x" << std::hex << s;
     ASSERT_EQ(s2 >> 16, s2 & 0xFFFFu);
     for (uint32_t lo = 0; lo < 16; ++lo) {
       for (uint32_t hi = 0; hi < 16; ++hi) {
@@ -72,8 +74,10 @@ TEST(CudaNvfp4Gemv, RegisterDecodeIsTheFormatCoresForEveryCodeAndScale) {
           const uint32_t pair = gd::decode_pair(word, j, s2);
           ASSERT_EQ(gd::scale_pair_fp32(gd::gemv_pair_bits(word, j), s2), pair) << "the FP32 route (NVFP4_DECODE_VIA_FP32)";
           ASSERT_EQ(gd::decode_byte_pair(lo | (hi << 4), s2), pair) << "checkpoint order";
-          const uint16_t want_lo = bf16_encode(e2m1_decode(static_cast<uint8_t>(lo)) * e4m3_decode(static_cast<uint8_t>(s)));
-          const uint16_t want_hi = bf16_encode(e2m1_decode(static_cast<uint8_t>(hi)) * e4m3_decode(static_cast<uint8_t>(s)));
+          const float scale = e4m3_decode(static_cast<uint8_t>(s));
+          const uint16_t want_lo = bf16_encode(std::ldexp(e2m1_decode(static_cast<uint8_t>(lo)) * scale, -8));
+          const uint16_t want_hi = bf16_encode(std::ldexp(e2m1_decode(static_cast<uint8_t>(hi)) * scale, -8));
+          ASSERT_EQ(bf16_decode(want_lo) * 256.0f, e2m1_decode(static_cast<uint8_t>(lo)) * scale) << "exact";
           ASSERT_EQ(pair & 0xFFFFu, want_lo) << "code " << lo << " scale 0x" << std::hex << s;
           ASSERT_EQ(pair >> 16, want_hi) << "code " << hi << " scale 0x" << std::hex << s;
         }

@@ -40,29 +40,43 @@ NVFP4_HD uint32_t bf16x2_mul(uint32_t a, uint32_t b) {
 #endif
 }
 
-// An E4M3 block scale (0..448, no sign, no NaN: checked when a checkpoint loads) as a BF16 pair,
-// exactly (3 mantissa bits; 2^-9 .. 448 is inside BF16's normal range).
+// The decoded weights the tensor cores take are w × 2^-8 (w = e2m1 × block scale), not w: the
+// block scale is carried as scale × 2^118 (the largest, 448 × 2^118 < 2^127, is inside BF16's
+// range), so ONE exact BF16 multiply takes the bits of e2m1 × 2^-126 to w × 2^-8 — where w itself
+// would take two (× 2^126, then × scale: scale × 2^126 is past BF16's range from scale 2 up). The epilogues multiply the FP32 sums
+// by the tensor's factor × 2^8 (× 2^16 where both operands are decoded), exactly, so a result is
+// the same bits as with w: scaling every product by a power of two scales every partial sum
+// exactly, as long as none falls below FP32's normal range. The W4A4 products (both operands
+// NVFP4) are 0 or at least 2^-36 here; a W4A16 product would need |x · w| < 2^-118.
+constexpr int kDecodedWeightShift = 8;                                  // decoded = w × 2^-8
+constexpr float kDecodedWeightUnshift = 256.0f;                         // × 2^8 undoes it
+constexpr uint32_t kBf16x2Unshift = 0x43804380u;                        // BF16 2^8 twice
+static_assert(kDecodedWeightUnshift == static_cast<float>(1 << kDecodedWeightShift), "2^8");
+
+// An E4M3 block scale (0..448, no sign, no NaN: checked when a checkpoint loads) as a BF16 pair
+// holding scale × 2^118, exactly (3 mantissa bits; 2^-9 × 2^118 .. 448 × 2^118 is inside BF16's
+// normal range).
 // NOTE: the code's bits placed at an FP32's exponent and mantissa (s << 20) are the FP32
 // 2^(e-127) × (1 + m/8) — or, for e = 0, the FP32 subnormal m/8 × 2^-126 — i.e. the E4M3 value
-// × 2^-120 in both cases; one exact multiply by 2^120 gives the value (FP32 subnormals are kept:
-// the kernels are not built with -ftz). Its top 16 bits are the BF16.
+// × 2^-120 in both cases; exact multiplies by 2^120 and by 2^118 (one constant 2^238 is past
+// FP32's range) give scale × 2^118 (FP32 subnormals are kept: the kernels are not built with
+// -ftz). Its top 16 bits are the BF16.
 NVFP4_HD uint32_t e4m3_to_bf16x2(uint32_t s) {
-  const uint32_t h = fmt::f32_bits(fmt::f32_from_bits((s & 0x7Fu) << 20) * 0x1p120f) >> 16;
+  const float scale = fmt::f32_from_bits((s & 0x7Fu) << 20) * 0x1p120f;
+  const uint32_t h = fmt::f32_bits(scale * 0x1p118f) >> 16;
   return h * 0x10001u;
 }
 
-constexpr uint32_t kBf16x2Pow126 = 0x7E807E80u;  // BF16 2^126 twice: exponent field 253
-
-// Both BF16 routes from the bits of e2m1 × 2^-126 (a pair, as the functions below make them) to
-// e2m1 × s (s: a BF16 pair from e4m3_to_bf16x2), exact. By default two BF16 multiplies (× 2^126,
-// then × s; HMUL2.BF16 keeps subnormal inputs, which the one-term GPU test checks). With
-// NVFP4_DECODE_VIA_FP32 the same through FP32 (no BF16 arithmetic on subnormals): each half
-// widened to FP32 (exact), × 2^126 × scale in FP32 (exact: kept without -ftz), packed back to
-// BF16 (exact: at most 5 significant bits). More instructions.
+// Both routes from the bits of e2m1 × 2^-126 (a pair, as the functions below make them) to
+// e2m1 × scale × 2^-8 (s: a BF16 pair from e4m3_to_bf16x2), exact. By default one BF16 multiply
+// (HMUL2.BF16 keeps subnormal inputs — the bits of codes 0.5 and -0.5 are BF16 subnormals —
+// which the one-term GPU test checks). With NVFP4_DECODE_VIA_FP32 the same through FP32 (no BF16
+// arithmetic on subnormals): each half widened to FP32 (exact), × scale in FP32 (exact: kept
+// without -ftz), packed back to BF16 (exact: at most 5 significant bits). More instructions.
 NVFP4_HD uint32_t scale_pair_fp32(uint32_t bits, uint32_t s) {
   const float scale = fmt::bf16_decode(static_cast<uint16_t>(s));
   const auto one = [&](uint32_t h) {
-    const float v = fmt::f32_from_bits(h << 16) * 0x1p126f * scale;
+    const float v = fmt::f32_from_bits(h << 16) * scale;
     return static_cast<uint32_t>(fmt::f32_bits(v) >> 16);
   };
   return one(bits & 0xFFFFu) | (one(bits >> 16) << 16);
@@ -72,7 +86,7 @@ NVFP4_HD uint32_t scale_pair(uint32_t bits, uint32_t s) {
 #ifdef NVFP4_DECODE_VIA_FP32
   return scale_pair_fp32(bits, s);
 #else
-  return bf16x2_mul(bf16x2_mul(bits, kBf16x2Pow126), s);
+  return bf16x2_mul(bits, s);
 #endif
 }
 
@@ -102,11 +116,11 @@ NVFP4_HD uint32_t gemv_pair_bits(uint32_t word, int j) {
 }
 
 // Elements 2j and 2j + 1 of a GEMV-order word (8 codes of one block) times the block scale s (a
-// BF16 pair from e4m3_to_bf16x2): the BF16 pair of the decoded weights, exact.
+// BF16 pair from e4m3_to_bf16x2): the BF16 pair of the decoded weights × 2^-8, exact.
 NVFP4_HD uint32_t decode_pair(uint32_t word, int j, uint32_t s) { return scale_pair(gemv_pair_bits(word, j), s); }
 
 // Checkpoint order (byte b: elements 2b, 2b + 1, the low nibble first): one byte's two codes as
-// the BF16 pair of the decoded weights times the block scale s. byte × 0x1001 puts the high
+// the BF16 pair of the decoded weights × 2^-8 (s from e4m3_to_bf16x2). byte × 0x1001 puts the high
 // nibble at bits 16-19 (the low one stays at 0-3; the copies at 4-7 and 12-15 are masked off).
 NVFP4_HD uint32_t decode_byte_pair(uint32_t byte, uint32_t s) {
   return scale_pair(e2m1x2_times_2pow_minus126((byte & 0xFFu) * 0x1001u), s);
@@ -118,6 +132,15 @@ inline void require_nvfp4_weight(const char* op, const Nvfp4Weight& w) {
   ops_detail::require_ptr(w.codes, op, "codes");
   ops_detail::require_ptr(w.scales, op, "scales");
   ops_detail::require_ptr(w.decode, op, "decode");
+}
+
+// The factor a fused kernel's FP32 sums take: the tensor's decode factor (W4A16; W4A4: the GEMM's
+// alpha) × 2^8 for each decoded operand (kDecodedWeightShift), exact.
+template <int kDecodedOperands>
+__device__ __forceinline__ float unshifted_factor(const float* factor) {
+  static_assert(kDecodedOperands == 1 || kDecodedOperands == 2, "one operand decoded (W4A16) or both (W4A4)");
+  return kDecodedOperands == 1 ? *factor * kDecodedWeightUnshift
+                               : *factor * (kDecodedWeightUnshift * kDecodedWeightUnshift);
 }
 
 // A fused kernel's output: the FP32 sum times the tensor's decode factor plus the bias, fused (one

@@ -165,7 +165,7 @@ __global__ void __launch_bounds__(GemmLayout::kThreads) sm90_nvfp4_bf16_gemm_ker
   mma_sync_mainloop<L>(acc, smem, load_stage, steps, warp_rows, warp_tokens, lane);
 
   // ---- epilogue ----
-  const float f = *decode;
+  const float f = unshifted_factor<1>(decode);
 #pragma unroll
   for (int rt = 0; rt < 2; ++rt) {
 #pragma unroll
@@ -372,7 +372,7 @@ __global__ void __launch_bounds__(WgmmaLayout<kN>::kThreads, kN == 128 ? 2 : 1) 
   wgmma_wait<0>();
   cp_async_wait_all();
 
-  const float f = *decode;
+  const float f = unshifted_factor<1>(decode);
 #pragma unroll
   for (int j = 0; j < kN / 8; ++j) {
 #pragma unroll
@@ -471,7 +471,7 @@ __global__ void __launch_bounds__(NtLayout::kThreads) sm90_nvfp4_nvfp4_gemm_nt_k
   }
   cp_async_wait_all();
 
-  const float f = *alpha;
+  const float f = unshifted_factor<2>(alpha);
 #pragma unroll
   for (int j = 0; j < 16; ++j) {
 #pragma unroll
@@ -554,7 +554,7 @@ __global__ void __launch_bounds__(SplitKLayout::kThreads) sm90_nvfp4_bf16_gemm_s
       part[(nt * 8 + 2 * t + (i & 1)) * L::kRows + warp * 16 + g + (i >= 2 ? 8 : 0)] = acc[0][nt][i];
   cg::cluster_group cluster = cg::this_cluster();
   cluster.sync();  // every CTA's partials written and visible to the cluster
-  const float f = *decode;
+  const float f = unshifted_factor<1>(decode);
   constexpr int kOutputs = L::kRows * L::kTokens;
   const int first = kOutputs * split / splits, last = kOutputs * (split + 1) / splits;
   for (int idx = first + tid; idx < last; idx += L::kThreads) {

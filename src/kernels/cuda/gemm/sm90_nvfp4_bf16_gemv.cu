@@ -16,8 +16,8 @@
 // flight while one step computes; up to 16 tokens, x is loaded two steps ahead (two slots: a
 // register copy of x between steps waited for its load, which ncu showed as the L1TEX stall that
 // dominated), beyond that word by word (its registers would cost occupancy). A step: decode each
-// word's 4 pairs (rotations and a mask: the BF16 bits of e2m1 × 2^-126, then × 2^126 and × the
-// block scale, both exact) -> 2 mmas per word and n-tile, into one of kChains accumulator sets.
+// word's 4 pairs (rotations and a mask: the BF16 bits of e2m1 × 2^-126, then one exact multiply
+// by the block scale × 2^118: the weight × 2^-8, undone by the epilogue's factor × 2^8) -> 2 mmas per word and n-tile, into one of kChains accumulator sets.
 // Then the sets are added in order, the WK warps' sums in warp order through shared memory, and
 // warp kw = 0 writes fma(sum, decode, bias).
 #include <cuda_bf16.h>
@@ -217,7 +217,7 @@ __global__ void __launch_bounds__(32 * WK, kThreadsPerSm<NT> / (32 * WK))
 #pragma unroll
         for (int i = 0; i < 4; ++i) acc[nt][i] += partial[v][nt][i][lane];
   }
-  const float f = *decode;
+  const float f = unshifted_factor<1>(decode);
 #pragma unroll
   for (int nt = 0; nt < NT; ++nt) {
 #pragma unroll
@@ -271,7 +271,7 @@ __global__ void decode_gemv_order_kernel(uint16_t* __restrict__ out, const uint8
     const uint32_t s = e4m3_to_bf16x2(scales[i / 2]);  // 16 elements a block: 2 words
     uint32_t pairs[4];
 #pragma unroll
-    for (int j = 0; j < 4; ++j) pairs[j] = decode_pair(w, j, s);
+    for (int j = 0; j < 4; ++j) pairs[j] = bf16x2_mul(decode_pair(w, j, s), kBf16x2Unshift);  // w, not w × 2^-8
     reinterpret_cast<uint4*>(out)[i] = uint4{pairs[0], pairs[1], pairs[2], pairs[3]};
   }
 }
