@@ -39,6 +39,11 @@ int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 // scale pointers must be aligned.
 constexpr size_t kFactorAt = 4;
 
+// From how many rows (tokens) an NVFP4 projection runs the split-K GEMM instead of the GEMV
+// (both fused; up to kNvfp4GemvMaxRows). H200, bench_gemm_nvfp4: at 16 tokens the GEMV took
+// 13-110 µs and split-K 30-240 µs on Llama's shapes; at 64 the GEMV 33-300 µs, split-K 30-240 µs.
+constexpr int64_t kSplitKFromRows = 33;
+
 class CudaEngine final : public EngineBase {
  public:
   CudaEngine(const HfModel& m, const EngineOptions& o)
@@ -362,8 +367,14 @@ class CudaEngine final : public EngineBase {
         x = xq;
         rowf = rf;
       }
-      // A few rows (decode, short prompts): the fused NVFP4 GEMV reads the 4-bit weight once.
-      if (o_.fused_nvfp4 && L.gemv_order && cuda::nvfp4_gemv_supported(x, nvfp4_weight(L), N, L.C)) {
+      // A few rows (decode, short prompts): the fused NVFP4 kernels read the 4-bit weight once —
+      // the GEMV up to 32 rows, from 33 to 64 the split-K GEMM (64-token tiles read x once per
+      // 128 rows where the GEMV reads it per 16; bench_gemm_nvfp4, docs/kernels.md).
+      const bool fused = o_.fused_nvfp4 && L.gemv_order && N <= cuda::kNvfp4GemvMaxRows;
+      if (fused && N >= kSplitKFromRows && cuda::nvfp4_gemm_supported(x, nvfp4_weight(L), N, L.C)) {
+        cuda::nvfp4_gemm(out, DType::BF16, x, nvfp4_weight(L), b, N, L.C, L.OC, stream_, rowf,
+                         cuda::Nvfp4GemmKernel::split_k);
+      } else if (fused && cuda::nvfp4_gemv_supported(x, nvfp4_weight(L), N, L.C)) {
         cuda::nvfp4_gemv(out, DType::BF16, x, nvfp4_weight(L), b, N, L.C, L.OC, stream_, rowf);
       } else {
         const bf16* w = weight_bf16(L);

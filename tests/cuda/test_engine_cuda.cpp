@@ -264,16 +264,17 @@ TEST_F(EngineCudaTest, CalibrationSeesEveryLayersRows) {
   EXPECT_EQ(on_gpu.rows(6), 34);
 }
 
-// The fused NVFP4 GEMV (EngineOptions::fused_nvfp4, up to 64 tokens) against decode-then-cuBLAS:
-// the same exact BF16 products summed in another order, so logits within BF16 rounding, the same
-// argmax nearly everywhere, for every architecture, w4a16 and w4a4, a prompt and decode steps.
+// The fused NVFP4 GEMV and split-K GEMM (EngineOptions::fused_nvfp4, up to 64 tokens) against
+// decode-then-cuBLAS: the same exact BF16 products summed in another order, so logits within BF16
+// rounding, the same argmax nearly everywhere, for every architecture, w4a16 and w4a4, a prompt and decode steps.
 TEST_F(EngineCudaTest, FusedNvfp4GemvMatchesTheDecodedPath) {
   REQUIRE_GPU();
   for (const auto& arch : kArchs) {
     const auto c = nvfp4::test::tiny_config(arch);
     nvfp4::test::write_tiny_hf_model(dir_ / arch, arch, c, 47, nvfp4::DType::BF16);
     const HfModel m = HfModel::open((dir_ / arch).string());
-    const auto t = some_tokens(30, c.vocab, 48);
+    const auto t = some_tokens(40, c.vocab, 48);
+    constexpr size_t kPrompt = 34;  // above 32 rows: the split-K GEMM where C allows
     for (Precision p : {Precision::w4a16, Precision::w4a4}) {
       EngineOptions o;
       o.precision = p;
@@ -281,15 +282,19 @@ TEST_F(EngineCudaTest, FusedNvfp4GemvMatchesTheDecodedPath) {
       const auto fused = nvfp4::infer::make_cuda_engine(m, o);
       o.fused_nvfp4 = false;
       const auto decoded = nvfp4::infer::make_cuda_engine(m, o);
-      // Which route ran: the fused engine's forwards call nvfp4_gemv, the decoded one's never do.
-      // (Bits alone cannot tell: on this tiny model the FP32 sums are often the same in both orders.)
-      const int64_t before = nvfp4::cuda::nvfp4_calls().gemv;
-      std::vector<float> lf = nvfp4::test::run_chunk(*fused, 0, {t.begin(), t.begin() + 24}, true);
-      const int64_t after_fused_prompt = nvfp4::cuda::nvfp4_calls().gemv;
-      std::vector<float> ld = nvfp4::test::run_chunk(*decoded, 0, {t.begin(), t.begin() + 24}, true);
-      EXPECT_GT(after_fused_prompt, before) << arch;
-      EXPECT_EQ(nvfp4::cuda::nvfp4_calls().gemv, after_fused_prompt) << arch << ": the decoded engine ran the fused GEMV";
-      for (size_t i = 24; i < t.size(); ++i) {
+      // Which route ran: the fused engine's forwards call nvfp4_gemv (and, for the 34-token prompt,
+      // the split-K nvfp4_gemm where C % 64 == 0: every projection but the down one, C = 96), the
+      // decoded one's never do. (Bits alone cannot tell: on this tiny model the FP32 sums are often
+      // the same in both orders.)
+      const auto before = nvfp4::cuda::nvfp4_calls();
+      std::vector<float> lf = nvfp4::test::run_chunk(*fused, 0, {t.begin(), t.begin() + kPrompt}, true);
+      const auto after_fused_prompt = nvfp4::cuda::nvfp4_calls();
+      std::vector<float> ld = nvfp4::test::run_chunk(*decoded, 0, {t.begin(), t.begin() + kPrompt}, true);
+      EXPECT_GT(after_fused_prompt.gemm, before.gemm) << arch << ": the 34-token prompt did not run split-K";
+      EXPECT_GT(after_fused_prompt.gemv, before.gemv) << arch << ": the down projection (C = 96) did not run the GEMV";
+      EXPECT_EQ(nvfp4::cuda::nvfp4_calls().gemv, after_fused_prompt.gemv) << arch << ": the decoded engine ran the fused GEMV";
+      EXPECT_EQ(nvfp4::cuda::nvfp4_calls().gemm, after_fused_prompt.gemm) << arch << ": the decoded engine ran the fused GEMM";
+      for (size_t i = kPrompt; i < t.size(); ++i) {
         const int64_t c0 = nvfp4::cuda::nvfp4_calls().gemv;
         const auto d = nvfp4::test::run_chunk(*decoded, 0, {t[i]}, false);
         EXPECT_EQ(nvfp4::cuda::nvfp4_calls().gemv, c0) << arch << ": the decoded engine ran the fused GEMV";
