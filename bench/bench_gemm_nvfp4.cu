@@ -9,8 +9,7 @@
 // repetition (L2 is 50 MiB on an H100) so both kernels read their weights from HBM. Random data,
 // fresh per shape. Prints a table: microseconds, the weight stream's TB/s (NVFP4: codes and
 // scales, 4.5 bits a weight), TFLOP/s, NVFP4's speed-up over BF16, and for the GEMV its time
-// with each split along C (1, 2, 4, 8 warps per 16-row block) beside the kernel's own choice, with
-// L2 prefetch distances 0, 4 and 16 steps beside the default (cuda::set_nvfp4_gemv_l2_ahead) and,
+// with each split along C (1, 2, 4, 8 warps per 16-row block) beside the kernel's own choice and,
 // above 8 tokens, the split-K GEMM's (checked first); for the GEMM the wide wgmma tile's (checked
 // first) and the mma.sync kernel's times beside the wgmma one's and W4A4's (nvfp4_gemm_nt, both
 // operands NVFP4: the training recipe's GEMM, checked the same way against cuBLAS on both
@@ -255,18 +254,6 @@ int main(int argc, char** argv) {
           std::snprintf(buf, sizeof buf, " %d:%.2f", split, t * 1e6);
           splits += buf;
         }
-        // L2 prefetch distances beside the default (set_nvfp4_gemv_l2_ahead), the kernel's own split.
-        splits += "; L2 ahead";
-        for (const int ahead : {0, 4, 16}) {
-          cu::set_nvfp4_gemv_l2_ahead(ahead);
-          const double t = nvfp4::bench::median_event_seconds(
-              [&] { cu::nvfp4_gemv(d_out, nvfp4::DType::BF16, d_x, w, nullptr, M, C, OC, nullptr); }, flush_l2, warmup,
-              reps);
-          char buf[32];
-          std::snprintf(buf, sizeof buf, " %d:%.2f", ahead, t * 1e6);
-          splits += buf;
-        }
-        cu::set_nvfp4_gemv_l2_ahead(cu::kNvfp4GemvL2Ahead);
       }
       const double bytes_bf16 = double(OC) * C * 2, bytes_fp4 = double(OC) * C * (0.5 + 1.0 / 16);
       const double flop = 2.0 * M * OC * C;

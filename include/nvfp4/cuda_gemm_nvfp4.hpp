@@ -48,14 +48,6 @@ bool nvfp4_gemv_supported(const uint16_t* x, const Nvfp4Weight& w, int64_t N, in
 void nvfp4_gemv(void* out, DType out_dtype, const uint16_t* x, const Nvfp4Weight& w, const uint16_t* bias, int64_t N,
                 int64_t C, int64_t OC, Stream stream, const float* row_scale = nullptr, int split = 0);
 
-// How far ahead of its register ring each GEMV warp asks L2 to fetch its codes and scales from
-// memory (prefetch.global.L2: no registers held), in the warp's steps of 128 columns; 0 turns it
-// off. The default, kNvfp4GemvL2Ahead, is what bench_gemm_nvfp4 measured best (docs/kernels.md);
-// the setter (process-wide, for the benchmark's comparison) throws for values outside 0..64.
-inline constexpr int kNvfp4GemvL2Ahead = 8;
-void set_nvfp4_gemv_l2_ahead(int steps);
-int nvfp4_gemv_l2_ahead();
-
 // The same product for any number of tokens (prefill): C % 64 == 0, x and the codes 16-byte
 // aligned, the scales 4-byte aligned; the same numerics as nvfp4_gemv (a different order of the
 // FP32 additions: the tensor cores' within each 16 columns, then the 16-column blocks in order).

@@ -265,28 +265,6 @@ TEST(CudaNvfp4Gemv, EverySplitMatchesDoubleDotProducts) {
   }
 }
 
-// The L2 prefetch distance (set_nvfp4_gemv_l2_ahead) moves no result: off, short and past the end of
-// C give the same bits as the default; values outside 0..64 are errors that leave the setting alone.
-TEST(CudaNvfp4Gemv, L2PrefetchDistanceDoesNotChangeResults) {
-  EXPECT_THROW(cu::set_nvfp4_gemv_l2_ahead(-1), nvfp4::Error);
-  EXPECT_THROW(cu::set_nvfp4_gemv_l2_ahead(65), nvfp4::Error);
-  EXPECT_EQ(cu::nvfp4_gemv_l2_ahead(), cu::kNvfp4GemvL2Ahead);
-  REQUIRE_GPU();
-  constexpr int64_t N = 3, C = 4096, OC = 80;
-  std::mt19937_64 rng(2100);
-  const Nvfp4Case w = random_weight(OC, C, rng);
-  const DeviceNvfp4 d(w, OC, C);
-  DeviceBuffer<uint16_t> dx(to_bits(randn_bf16(static_cast<size_t>(N * C), 2101)));
-  DeviceBuffer<float> want(N * OC), got(N * OC);
-  cu::nvfp4_gemv(want.ptr, nvfp4::DType::F32, dx.ptr, d.view(), nullptr, N, C, OC, nullptr);
-  for (const int ahead : {0, 1, 4, 64}) {
-    cu::set_nvfp4_gemv_l2_ahead(ahead);
-    cu::nvfp4_gemv(got.ptr, nvfp4::DType::F32, dx.ptr, d.view(), nullptr, N, C, OC, nullptr);
-    EXPECT_EQ(first_diff(got.download(), want.download()), -1) << "l2_ahead " << ahead;
-  }
-  cu::set_nvfp4_gemv_l2_ahead(cu::kNvfp4GemvL2Ahead);
-}
-
 // nvfp4_gemm, both kernels: one stage to many, token and row counts off the 128 tiles, a single token.
 TEST(CudaNvfp4Gemm, MatchesDoubleDotProductsAndTheDecodedGemv) {
   REQUIRE_GPU();

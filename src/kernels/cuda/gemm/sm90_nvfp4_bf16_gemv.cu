@@ -13,8 +13,7 @@
 //           k order inside an mma is a permutation of C that B's fragment follows the same way)
 //   D       acc[nt][0..1]: row g, tokens 8nt + 2t, +1; acc[nt][2..3]: row g + 8, the same tokens
 // Pipeline. A ring of kStages steps' codes and scales in registers: the next kStages - 1 are in
-// flight while one step computes; the l2_ahead steps after those are prefetched into L2
-// (set_nvfp4_gemv_l2_ahead), from before the wait for the previous kernel on; up to 16 tokens, x is loaded two steps ahead (two slots: a
+// flight while one step computes; up to 16 tokens, x is loaded two steps ahead (two slots: a
 // register copy of x between steps waited for its load, which ncu showed as the L1TEX stall that
 // dominated), beyond that word by word (its registers would cost occupancy). A step: decode each
 // word's 4 pairs (rotations and a mask: the BF16 bits of e2m1 × 2^-126, then one exact multiply
@@ -65,11 +64,6 @@ constexpr int kChains = NT == 1 ? 4 : 1;  // more n-tiles: independent chains al
 // tokens (128 registers), 8 for 64 (x's fragments and 32 accumulators would spill at 128).
 template <int NT>
 constexpr int kThreadsPerSm = NT >= 8 ? 256 : 512;
-
-// Asks L2 to fetch the line holding p from memory; the warp waits for nothing and holds no register.
-__device__ __forceinline__ void prefetch_l2(const void* p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
-
-std::atomic<int> g_l2_ahead{kNvfp4GemvL2Ahead};
 
 struct Stage {
   uint4 q0{}, q1{};          // codes of rows g and g + 8
@@ -125,7 +119,7 @@ __global__ void __launch_bounds__(32 * WK, kThreadsPerSm<NT> / (32 * WK))
     sm90_nvfp4_bf16_gemv_kernel(void* __restrict__ out, const uint16_t* __restrict__ x, const uint8_t* __restrict__ codes,
                                 const uint8_t* __restrict__ scales, const float* __restrict__ decode,
                                 const uint16_t* __restrict__ bias, const float* __restrict__ row_scale, int N,
-                                int64_t C, int64_t OC, int l2_ahead) {
+                                int64_t C, int64_t OC) {
   static_assert(NT >= 1 && NT * 8 <= kNvfp4GemvMaxRows, "an n-tile is 8 tokens; at most kNvfp4GemvMaxRows of them");
   constexpr int P = kStages<NT>;
   static_assert(32 * WK <= kThreadsPerSm<NT>, "an SM holds at least one CTA within the register budget");
@@ -156,21 +150,6 @@ __global__ void __launch_bounds__(32 * WK, kThreadsPerSm<NT> / (32 * WK))
     }
   };
 
-  // Step s's codes (and, from thread t = 0, scales) of rows g and g + 8 into L2: the register
-  // ring keeps P steps in flight, which a warp's few steps and occupancy left short of what memory
-  // needs in flight; L2 fetches l2_ahead steps further.
-  const auto prefetch_w = [&](int64_t s) {
-    const int64_t k = s * kStep + 32 * t;
-    if (s < steps && k < C) {
-      prefetch_l2(c0 + k / 2);
-      prefetch_l2(c1 + k / 2);
-      if (t == 0) {
-        prefetch_l2(s0 + k / 16);
-        prefetch_l2(s1 + k / 16);
-      }
-    }
-  };
-
   float chains[kChains<NT>][NT][4];
 #pragma unroll
   for (int c = 0; c < kChains<NT>; ++c)
@@ -181,7 +160,6 @@ __global__ void __launch_bounds__(32 * WK, kThreadsPerSm<NT> / (32 * WK))
   Stage ring[P];
 #pragma unroll
   for (int p = 0; p < P; ++p) load_w(ring[p], kw + static_cast<int64_t>(p) * WK);
-  for (int p = P; p < P + l2_ahead; ++p) prefetch_w(kw + static_cast<int64_t>(p) * WK);
   dependent_wait();
   dependent_trigger();
   // x two steps ahead in two slots (step i in slot i % 2; kStages is even, so p % 2 is i % 2): a
@@ -209,7 +187,6 @@ __global__ void __launch_bounds__(32 * WK, kThreadsPerSm<NT> / (32 * WK))
         });
       }
       load_w(ring[p], s + static_cast<int64_t>(P) * WK);
-      if (l2_ahead > 0) prefetch_w(s + static_cast<int64_t>(P + l2_ahead) * WK);
     }
   }
 
@@ -260,7 +237,7 @@ void launch(void* out, bool f32, const uint16_t* x, const Nvfp4Weight& w, const 
   const auto kernel = f32 ? sm90_nvfp4_bf16_gemv_kernel<NT, WK, true> : sm90_nvfp4_bf16_gemv_kernel<NT, WK, false>;
   const dim3 grid(static_cast<unsigned>((OC + kRowsPerTile - 1) / kRowsPerTile));
   launch_dependent(kernel, grid, dim3(32 * WK), 0, stream, out, x, w.codes, w.scales, w.decode, bias, row_scale,
-                   static_cast<int>(N), C, OC, g_l2_ahead.load(std::memory_order_relaxed));
+                   static_cast<int>(N), C, OC);
 }
 
 template <int NT>
@@ -347,14 +324,6 @@ void nvfp4_gemv(void* out, DType out_dtype, const uint16_t* x, const Nvfp4Weight
   else launch_split<8>(wk, out, f32, x, w, bias, row_scale, N, C, OC, stream);
   check_launch(op);
 }
-
-void set_nvfp4_gemv_l2_ahead(int steps) {
-  require(steps >= 0 && steps <= 64, "set_nvfp4_gemv_l2_ahead",
-          "steps = " + std::to_string(steps) + ": use 0 (off) to 64 steps of 128 columns");
-  g_l2_ahead.store(steps, std::memory_order_relaxed);
-}
-
-int nvfp4_gemv_l2_ahead() { return g_l2_ahead.load(std::memory_order_relaxed); }
 
 Nvfp4Calls nvfp4_calls() {
   return {calls_gemv.load(), calls_gemm.load(), calls_gemm_nt.load()};
