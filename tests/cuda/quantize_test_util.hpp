@@ -20,6 +20,7 @@
 #include "nvfp4/quantize.hpp"
 #include "nvfp4/safetensors.hpp"
 #include "support/cuda_test.hpp"
+#include "support/test_support.hpp"
 
 namespace nvfp4::quantize_test {
 
@@ -140,16 +141,7 @@ inline std::string first_diff(const std::vector<uint8_t>& want, const std::vecto
          " got " + std::to_string(got[first]);
 }
 
-// Runs fn, which must throw nvfp4::Error with `needle` in its message.
-template <typename Fn>
-void expect_error(Fn&& fn, const std::string& needle) {
-  try {
-    fn();
-    ADD_FAILURE() << "expected an error mentioning " << needle;
-  } catch (const nvfp4::Error& e) {
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-  }
-}
+using nvfp4::test::expect_error;
 
 // Options of format f with block b (empty: the format's default).
 inline nvfp4::QuantizeOptions opts(nvfp4::Format f, std::optional<nvfp4::BlockShape> b = std::nullopt) {

@@ -18,6 +18,17 @@
 
 namespace nvfp4::test {
 
+// Runs fn, which must throw nvfp4::Error with `needle` in its message.
+template <typename Fn>
+void expect_error(Fn&& fn, const std::string& needle) {
+  try {
+    fn();
+    ADD_FAILURE() << "expected an error mentioning " << needle;
+  } catch (const nvfp4::Error& e) {
+    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+  }
+}
+
 struct CliResult {
   int status = -1;     // exit status (-1: did not run or was killed)
   std::string output;  // stdout and stderr together

@@ -252,7 +252,7 @@ void Blas::gemm(void* out, DType out_dtype, const GemmOperand& a, const GemmOper
                 const float* alpha, bool accumulate, Stream stream, bool fast_accumulation) {
   constexpr const char* op = "Blas::gemm";
   require_nonnegative(op, {{"M", M}, {"N", N}, {"K", K}});
-  require(out_dtype == DType::BF16 || out_dtype == DType::F32, op, "out must be BF16 or F32");
+  require_bf16_or_f32_out(op, out_dtype);
   if (M == 0 || N == 0) return;
   require_ptr(out, op, "out");
   if (K == 0) {
@@ -454,8 +454,7 @@ void gemv_bf16(void* out, DType out_dtype, const uint16_t* x, const uint16_t* w,
                int64_t C, int64_t OC, Stream stream) {
   constexpr const char* op = "gemv_bf16";
   require_nonnegative(op, {{"N", N}, {"C", C}, {"OC", OC}});
-  require(out_dtype == DType::BF16 || out_dtype == DType::F32, op,
-          "out must be BF16 or F32, not " + std::string(dtype_name(out_dtype)));
+  require_bf16_or_f32_out(op, out_dtype);
   if (N == 0 || OC == 0) return;
   require_ptr(out, op, "out");
   require_ptr(x, op, "x");

@@ -55,6 +55,12 @@ inline void require_ptr(const void* p, const char* op, const char* name) {
   require(p != nullptr, op, std::string(name) + " is null");
 }
 
+// The output types of the GEMMs that accumulate in FP32: BF16 or F32 (names the one given).
+inline void require_bf16_or_f32_out(const char* op, DType out_dtype) {
+  require(out_dtype == DType::BF16 || out_dtype == DType::F32, op,
+          "out must be BF16 or F32, not " + std::string(dtype_name(out_dtype)));
+}
+
 inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
 
 constexpr int kThreads = 256;  // elementwise and row kernels

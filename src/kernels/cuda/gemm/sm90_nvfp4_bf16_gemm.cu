@@ -598,8 +598,7 @@ void nvfp4_gemm(void* out, DType out_dtype, const uint16_t* x, const Nvfp4Weight
   constexpr const char* op = "nvfp4_gemm";
   using L = GemmLayout;
   require_nonnegative(op, {{"M", M}, {"C", C}, {"OC", OC}});
-  require(out_dtype == DType::BF16 || out_dtype == DType::F32, op,
-          "out must be BF16 or F32, not " + std::string(dtype_name(out_dtype)));
+  require_bf16_or_f32_out(op, out_dtype);
   if (M == 0 || OC == 0) return;
   require_ptr(out, op, "out");
   require_ptr(x, op, "x");
@@ -663,8 +662,7 @@ void nvfp4_gemm_nt(void* out, DType out_dtype, const Nvfp4Operand& a, const Nvfp
   constexpr const char* op = "nvfp4_gemm_nt";
   using L = NtLayout;
   require_nonnegative(op, {{"M", M}, {"N", N}, {"K", K}});
-  require(out_dtype == DType::BF16 || out_dtype == DType::F32, op,
-          "out must be BF16 or F32, not " + std::string(dtype_name(out_dtype)));
+  require_bf16_or_f32_out(op, out_dtype);
   if (M == 0 || N == 0) return;
   require_ptr(out, op, "out");
   require_ptr(a.codes, op, "a codes");

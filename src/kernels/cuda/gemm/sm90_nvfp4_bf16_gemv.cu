@@ -303,8 +303,7 @@ void nvfp4_gemv(void* out, DType out_dtype, const uint16_t* x, const Nvfp4Weight
                 int64_t C, int64_t OC, Stream stream, const float* row_scale, int split) {
   constexpr const char* op = "nvfp4_gemv";
   require_nonnegative(op, {{"N", N}, {"C", C}, {"OC", OC}});
-  require(out_dtype == DType::BF16 || out_dtype == DType::F32, op,
-          "out must be BF16 or F32, not " + std::string(dtype_name(out_dtype)));
+  require_bf16_or_f32_out(op, out_dtype);
   if (N == 0 || OC == 0) return;
   require_ptr(out, op, "out");
   require_ptr(x, op, "x");
