@@ -13,7 +13,8 @@
 // above 8 tokens, the split-K GEMM's (checked first); for the GEMM the wide wgmma tile's (checked
 // first) and the mma.sync kernel's times beside the wgmma one's and W4A4's (nvfp4_gemm_nt, both
 // operands NVFP4: the training recipe's GEMM, checked the same way against cuBLAS on both
-// operands decoded).
+// operands decoded); up to 8 tokens, each of the GEMV's alternative configurations at every split
+// (1-16 warps along C), checked first.
 //
 // --l2 warm leaves L2 as the last repetition left it (no flush): how ggml's test-backend-ops times
 // (the same matrices again and again), so a peer's numbers can be set beside ours on equal terms.
@@ -34,12 +35,14 @@
 
 #include "cuda_check.hpp"
 #include "format/scalar.hpp"
+#include "kernels/cuda/gemm/nvfp4_decode.cuh"
 #include "nvfp4/cuda_gemm_nvfp4.hpp"
 #include "nvfp4/cuda_ops.hpp"
 
 namespace {
 
 namespace cu = nvfp4::cuda;
+namespace gd = nvfp4::cuda::gemm_detail;
 
 struct Shape {
   const char* what;
@@ -255,12 +258,35 @@ int main(int argc, char** argv) {
           splits += buf;
         }
       }
+      // Up to 8 tokens, the GEMV's other configurations (ring depth, accumulator sets, warps an SM)
+      // at every split, each checked first: one line each after the table row.
+      std::string variants;
+      if (M <= 8) {
+        for (int v = 0; v < gd::nvfp4_gemv_variants(); ++v) {
+          variants += "    variant " + std::to_string(v) + " (" + gd::nvfp4_gemv_variant_name(v) + "): us by split";
+          for (const int split : {1, 2, 4, 8, 16}) {
+            const auto run = [&] {
+              gd::nvfp4_gemv_variant(v, split, d_out, nvfp4::DType::BF16, d_x, w, nullptr, M, C, OC, nullptr, nullptr);
+            };
+            char buf[48];
+            if (!check(("VARIANT " + std::to_string(v) + " SPLIT " + std::to_string(split) + " ").c_str(), run)) {
+              variants += " " + std::to_string(split) + ":FAILED";
+              continue;
+            }
+            std::snprintf(buf, sizeof buf, " %d:%.2f", split,
+                          nvfp4::bench::median_event_seconds(run, flush_l2, warmup, reps) * 1e6);
+            variants += buf;
+          }
+          variants += "\n";
+        }
+      }
       const double bytes_bf16 = double(OC) * C * 2, bytes_fp4 = double(OC) * C * (0.5 + 1.0 / 16);
       const double flop = 2.0 * M * OC * C;
       std::printf("%-12s %6ld %6ld %5d %11.2f %11.2f %10.2f %10.2f %11.1f %11.1f %7.2fx%s\n", sh.what, OC, C, M,
                   t_bf16 * 1e6, t_fp4 * 1e6, bytes_bf16 / t_bf16 * 1e-12, bytes_fp4 / t_fp4 * 1e-12, flop / t_bf16 * 1e-12,
                   flop / t_fp4 * 1e-12, t_bf16 / t_fp4,
                   splits.empty() ? "" : (M > cu::kNvfp4GemvMaxRows ? splits : "  us by split" + splits + split_k).c_str());
+      std::fputs(variants.c_str(), stdout);
       CK(cudaFree(d_x));
       CK(cudaFree(d_ref));
       CK(cudaFree(d_out));

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <random>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "cuda/test_ops_cuda_support.hpp"
@@ -263,6 +264,42 @@ TEST(CudaNvfp4Gemv, EverySplitMatchesDoubleDotProducts) {
       cu::nvfp4_gemv(out, dt, x, w, b, 5, 1024, 50, nullptr, r, split);
     });
   }
+}
+
+// Every one-n-tile configuration (ring depth, accumulator sets, warps an SM) at every split (1-16
+// warps along C), on a C with a partial last step for some splits and shapes off the 16-row tile;
+// bad variants and splits are errors.
+TEST(CudaNvfp4Gemv, EveryConfigurationMatchesDoubleDotProducts) {
+  namespace gd = nvfp4::cuda::gemm_detail;
+  ASSERT_GE(gd::nvfp4_gemv_variants(), 2);
+  REQUIRE_GPU();
+  for (int v = 0; v < gd::nvfp4_gemv_variants(); ++v) {
+    for (const int split : {1, 2, 4, 8, 16}) {
+      SCOPED_TRACE("variant " + std::to_string(v) + " (" + gd::nvfp4_gemv_variant_name(v) + ") split " +
+                   std::to_string(split));
+      for (const auto [N, C, OC] : {std::tuple<int64_t, int64_t, int64_t>{1, 2080, 37}, {8, 4096, 48}, {5, 160, 20}}) {
+        check_against_double(N, C, OC, 2200 + 10 * v + split, [&](void* out, nvfp4::DType dt, const uint16_t* x,
+                                                                 const cu::Nvfp4Weight& w, const uint16_t* b, const float* r) {
+          gd::nvfp4_gemv_variant(v, split, out, dt, x, w, b, N, C, OC, nullptr, r);
+        });
+      }
+    }
+  }
+  DeviceBuffer<float> out(8);
+  DeviceBuffer<uint16_t> x(std::vector<uint16_t>(128, 0x3F80));
+  Nvfp4Case wc;
+  wc.codes.assign(64, 0x11);
+  wc.scales.assign(8, 0x38);
+  const DeviceNvfp4 d(wc, 1, 128);
+  EXPECT_THROW(gd::nvfp4_gemv_variant(gd::nvfp4_gemv_variants(), 1, out.ptr, nvfp4::DType::F32, x.ptr, d.view(),
+                                      nullptr, 1, 128, 1, nullptr, nullptr),
+               nvfp4::Error);
+  EXPECT_THROW(gd::nvfp4_gemv_variant(0, 3, out.ptr, nvfp4::DType::F32, x.ptr, d.view(), nullptr, 1, 128, 1, nullptr,
+                                      nullptr),
+               nvfp4::Error);
+  EXPECT_THROW(gd::nvfp4_gemv_variant(0, 1, out.ptr, nvfp4::DType::F32, x.ptr, d.view(), nullptr, 9, 128, 1, nullptr,
+                                      nullptr),
+               nvfp4::Error);
 }
 
 // nvfp4_gemm, both kernels: one stage to many, token and row counts off the 128 tiles, a single token.

@@ -12,6 +12,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <string>
 
 #include "format/scalar.hpp"
 #include "nvfp4/cuda_gemm_nvfp4.hpp"
@@ -20,6 +21,14 @@ namespace nvfp4::cuda::gemm_detail {
 
 // nvfp4_calls()'s counts (sm90_nvfp4_bf16_gemv.cu), bumped by each entry before it launches.
 extern std::atomic<int64_t> calls_gemv, calls_gemm, calls_gemm_nt;
+
+// The GEMV's one-n-tile configurations (sm90_nvfp4_bf16_gemv.cu, kGemvVariants; 0 is the default:
+// register-ring depth, accumulator sets, warps an SM), for bench_gemm_nvfp4 to time side by side
+// and the tests to check: nvfp4_gemv at 1 <= N <= 8 with a given variant and split (1-16 warps).
+int nvfp4_gemv_variants();
+std::string nvfp4_gemv_variant_name(int variant);
+void nvfp4_gemv_variant(int variant, int split, void* out, DType out_dtype, const uint16_t* x, const Nvfp4Weight& w,
+                        const uint16_t* bias, int64_t N, int64_t C, int64_t OC, Stream stream, const float* row_scale);
 
 // NOTE: nibbles (s e1 e0 m) at bits 0-3 and 16-19 of p (higher bits are ignored) become the BF16
 // bits s << 15 | (e1 e0 m) << 6, i.e. the BF16 value e2m1 × 2^-126: exponent field e1 e0 and

@@ -12,19 +12,20 @@
 //           (its k slots 2t, 2t+1, 2t+8, 2t+9 hold columns 32t + 8w + 4h + 0..3 of the step: the
 //           k order inside an mma is a permutation of C that B's fragment follows the same way)
 //   D       acc[nt][0..1]: row g, tokens 8nt + 2t, +1; acc[nt][2..3]: row g + 8, the same tokens
-// Pipeline. A ring of kStages steps' codes and scales in registers: the next kStages - 1 are in
-// flight while one step computes; up to 16 tokens, x is loaded two steps ahead (two slots: a
+// Pipeline. A ring of P steps' codes and scales in registers (GemvConfig): the next P - 1 are
+// in flight while one step computes; up to 16 tokens, x is loaded two steps ahead (two slots: a
 // register copy of x between steps waited for its load, which ncu showed as the L1TEX stall that
 // dominated), beyond that word by word (its registers would cost occupancy). A step: decode each
 // word's 4 pairs (rotations and a mask: the BF16 bits of e2m1 × 2^-126, then one exact multiply
-// by the block scale × 2^118: the weight × 2^-8, undone by the epilogue's factor × 2^8) -> 2 mmas per word and n-tile, into one of kChains accumulator sets.
-// Then the sets are added in order, the WK warps' sums in warp order through shared memory, and
-// warp kw = 0 writes fma(sum, decode, bias).
+// by the block scale × 2^118: the weight × 2^-8, undone by the epilogue's factor × 2^8) -> 2 mmas
+// per word and n-tile, into one of CH accumulator sets. Then the sets are added in order, the WK
+// warps' sums in warp order through shared memory, and warp kw = 0 writes fma(sum, decode, bias).
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <atomic>
+#include <iterator>
 #include <string>
 
 #include "kernels/cuda/gemm/nvfp4_decode.cuh"
@@ -43,51 +44,42 @@ std::atomic<int64_t> calls_gemv{0}, calls_gemm{0}, calls_gemm_nt{0};
 namespace {
 
 constexpr int kRowsPerTile = 16;  // the A tile of m16n8k16
+constexpr int64_t kMaxC = int64_t{1} << 30;  // columns held in an int, with room for a step's rounding
 constexpr int kStep = 128;        // columns of C a warp takes per step: 4 threads x 32
 static_assert(kStep % 16 == 0, "NVFP4 scales cover 16 elements: a step holds whole blocks");
 static_assert(kStep == 4 * 32, "a thread decodes 32 elements (16 bytes of codes) of each of its two rows per step");
 // C % 32 == 0 (whole 16-byte pieces; the scales of a piece are 2 bytes, so 2-byte aligned).
 
-// Steps of codes and scales in the register ring (10 registers a stage), and whether x is loaded
-// two steps ahead (2 x 16 NT registers) or word by word as a step computes (4 NT: many tokens).
+// A kernel configuration: P steps of codes and scales in the register ring (10 registers a stage;
+// the next P - 1 in flight while one computes), CH independent accumulator sets at one n-tile (word
+// w of a step adds into set w % CH; summed in set order after the last step), and the threads
+// every SM must hold (so at most 65536 / that registers a thread), and whether x is loaded two
+// steps ahead in two register slots (2 x 16 NT registers; P even) or word by word as a step
+// computes (x is the same for every CTA: mostly L1 hits).
+struct GemvConfig {
+  int stages, chains, threads_per_sm;
+  bool x_ahead;
+};
+// The defaults by n-tile count: 16 warps an SM up to 32 tokens (128 registers), 8 for 64 (x's
+// fragments and 32 accumulators would spill at 128); x ahead up to 16 tokens. More n-tiles are
+// independent chains already.
 template <int NT>
-constexpr int kStages = NT == 1 ? 4 : 2;
-template <int NT>
-constexpr bool kXAhead = NT <= 2;
-static_assert(kStages<1> % 2 == 0 && kStages<2> % 2 == 0, "x's two slots follow the ring's steps");
-// Independent accumulator sets (word w of a step adds into set w % kChains): one set would chain
-// every mma of a warp on the one before, with 4 warps a scheduler to hide it (ncu: occupancy 22 %,
-// issue 39 %). Summed in set order after the last step.
-template <int NT>
-constexpr int kChains = NT == 1 ? 4 : 1;  // more n-tiles: independent chains already
-// Threads every SM must hold (so at most 65536 / that registers a thread): 16 warps up to 32
-// tokens (128 registers), 8 for 64 (x's fragments and 32 accumulators would spill at 128).
-template <int NT>
-constexpr int kThreadsPerSm = NT >= 8 ? 256 : 512;
+constexpr GemvConfig kGemvDefault = NT == 1 ? GemvConfig{4, 4, 512, true}
+                                            : GemvConfig{2, 1, NT >= 8 ? 256 : 512, NT <= 2};
+// The one-n-tile (N <= 8, the decode step) alternatives bench_gemm_nvfp4 times beside the default
+// (gemm_detail::nvfp4_gemv_variant): fewer registers, more warps an SM, x word by word.
+constexpr GemvConfig kGemvVariants[] = {kGemvDefault<1>, {2, 1, 1024, false}, {2, 2, 768, false}, {4, 2, 640, false}};
 
 struct Stage {
   uint4 q0{}, q1{};          // codes of rows g and g + 8
   uint32_t sc0 = 0, sc1 = 0;  // their two block scales (low byte: the first 16 elements)
 };
 
-// x's 32 columns at k of the thread's token in every n-tile (zeros past N or C).
-template <int NT>
-__device__ __forceinline__ void load_x(uint4 (&xv)[NT][4], const uint16_t* __restrict__ x, int N, int64_t C,
-                                       int64_t k, int g) {
-#pragma unroll
-  for (int nt = 0; nt < NT; ++nt) {
-    const int n = nt * 8 + g;
-    const uint4* xr = reinterpret_cast<const uint4*>(x + static_cast<int64_t>(n) * C + k);
-#pragma unroll
-    for (int w = 0; w < 4; ++w) xv[nt][w] = n < N && k < C ? __ldg(xr + w) : uint4{0, 0, 0, 0};
-  }
-}
-
 // One warp's step: codes q0 (row g), q1 (row g + 8), their block scales, and xw(nt, w): word w
 // (8 columns) of x's 32 for the thread's token of n-tile nt, into acc.
-template <int NT, class XWord>
-__device__ __forceinline__ void gemv_step(float (&acc)[kChains<NT>][NT][4], const uint4& q0, const uint4& q1,
-                                          uint32_t sc0, uint32_t sc1, XWord&& xw) {
+template <int NT, int CH, class XWord>
+__device__ __forceinline__ void gemv_step(float (&acc)[CH][NT][4], const uint4& q0, const uint4& q1, uint32_t sc0,
+                                          uint32_t sc1, XWord&& xw) {
   const uint32_t w0[4] = {q0.x, q0.y, q0.z, q0.w}, w1[4] = {q1.x, q1.y, q1.z, q1.w};
   uint32_t s0[2], s1[2];
 #pragma unroll
@@ -107,22 +99,32 @@ __device__ __forceinline__ void gemv_step(float (&acc)[kChains<NT>][NT][4], cons
     for (int nt = 0; nt < NT; ++nt) {
       // k slots 2t, 2t+1 <- elements 0, 1 (b0) and 2t+8, 2t+9 <- elements 2, 3 (b1); then 4..7.
       const uint4 xv = xw(nt, w);
-      float(&d)[4] = acc[w % kChains<NT>][nt];
+      float(&d)[4] = acc[w % CH][nt];
       mma_bf16(d, {a0[0], a1[0], a0[1], a1[1]}, xv.x, xv.y);
       mma_bf16(d, {a0[2], a1[2], a0[3], a1[3]}, xv.z, xv.w);
     }
   }
 }
 
-template <int NT, int WK, bool kF32>
-__global__ void __launch_bounds__(32 * WK, kThreadsPerSm<NT> / (32 * WK))
+// Addressing: the thread's columns at its warp's i-th step are k = (kw + i WK) 128 + 32 t, so its
+// codes, scales and x advance by constant strides from pointers set once (an index multiply and a
+// 64-bit add a load, no per-load division of a 64-bit column); it has data at steps i < my_steps
+// (the last step may be partial: C % 128 = 32, 64 or 96 — a thread past C reads nothing and adds
+// zeros, code 0 being +0). C < 2^31 (checked by the entry).
+template <int NT, int WK, bool kF32, int P, int CH, int TPS, bool kXAhead>
+__global__ void __launch_bounds__(32 * WK, TPS / (32 * WK))
     sm90_nvfp4_bf16_gemv_kernel(void* __restrict__ out, const uint16_t* __restrict__ x, const uint8_t* __restrict__ codes,
                                 const uint8_t* __restrict__ scales, const float* __restrict__ decode,
-                                const uint16_t* __restrict__ bias, const float* __restrict__ row_scale, int N,
-                                int64_t C, int64_t OC) {
+                                const uint16_t* __restrict__ bias, const float* __restrict__ row_scale, int N, int C,
+                                int64_t OC) {
   static_assert(NT >= 1 && NT * 8 <= kNvfp4GemvMaxRows, "an n-tile is 8 tokens; at most kNvfp4GemvMaxRows of them");
-  constexpr int P = kStages<NT>;
-  static_assert(32 * WK <= kThreadsPerSm<NT>, "an SM holds at least one CTA within the register budget");
+  static_assert(32 * WK <= TPS, "an SM holds at least one CTA within the register budget");
+  static_assert(!kXAhead || P % 2 == 0, "x's two slots follow the ring's steps: an even ring");
+  static_assert(CH >= 1 && 4 % CH == 0, "a step's 4 words go round the accumulator sets evenly");
+  constexpr int kStride = WK * kStep / 32;  // uint4 of codes, uint16 of scales, per warp step
+  static_assert(kStride * 32 == WK * kStep && kStride == WK * kStep / 2 / 16 && kStride == WK * kStep / 16 / 2,
+                "a warp step is WK x 128 columns: 64 WK code bytes (4 WK uint4), 8 WK scale bytes (4 WK uint16)");
+  constexpr int kXStride = WK * kStep / 8;  // uint4 of x (8 BF16) per warp step
   __shared__ float partial[WK > 1 ? WK - 1 : 1][NT][4][32];
   const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) & 31;
   const int kw = warp;
@@ -130,63 +132,75 @@ __global__ void __launch_bounds__(32 * WK, kThreadsPerSm<NT> / (32 * WK))
   const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kRowsPerTile + g, row1 = row0 + 8;
   // Rows past OC read the last row (their sums are never stored).
   const int64_t r0 = row0 < OC ? row0 : OC - 1, r1 = row1 < OC ? row1 : OC - 1;
-  const uint8_t* c0 = codes + r0 * (C / 2);
-  const uint8_t* c1 = codes + r1 * (C / 2);
-  const uint8_t* s0 = scales + r0 * (C / 16);
-  const uint8_t* s1 = scales + r1 * (C / 16);
-  // The last step may be partial (C % 128 = 32, 64 or 96): a thread past C reads nothing and adds
-  // zeros (code 0 is +0).
-  const int64_t steps = (C + kStep - 1) / kStep;
-  const auto load_w = [&](Stage& st, int64_t s) {
-    const int64_t k = s * kStep + 32 * t;
-    if (s < steps && k < C) {
-      st.q0 = __ldcs(reinterpret_cast<const uint4*>(c0 + k / 2));
-      st.q1 = __ldcs(reinterpret_cast<const uint4*>(c1 + k / 2));
-      st.sc0 = *reinterpret_cast<const uint16_t*>(s0 + k / 16);
-      st.sc1 = *reinterpret_cast<const uint16_t*>(s1 + k / 16);
+  const int first = kw * kStep + 32 * t;  // the thread's first column
+  const int my_steps = first < C ? (C - first + WK * kStep - 1) / (WK * kStep) : 0;
+  const int warp_steps = kw * kStep < C ? (C - kw * kStep + WK * kStep - 1) / (WK * kStep) : 0;
+  const int64_t code_row = C / 2, scale_row = C / 16;
+  const uint4* q0p = reinterpret_cast<const uint4*>(codes + r0 * code_row + first / 2);
+  const uint4* q1p = reinterpret_cast<const uint4*>(codes + r1 * code_row + first / 2);
+  const uint16_t* s0p = reinterpret_cast<const uint16_t*>(scales + r0 * scale_row + first / 16);
+  const uint16_t* s1p = reinterpret_cast<const uint16_t*>(scales + r1 * scale_row + first / 16);
+  // x's 32 columns at step i of the thread's token g of n-tile nt (zeros past N or C).
+  const uint4* xp = reinterpret_cast<const uint4*>(x + static_cast<int64_t>(g) * C + first);
+  const int64_t x_tile = static_cast<int64_t>(C);  // uint4 from token n to n + 8: 8 C BF16
+  const auto load_x = [&](uint4 (&xv)[NT][4], int i) {
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) {
+      const bool ok = nt * 8 + g < N && i < my_steps;
+      const uint4* xr = xp + nt * x_tile + static_cast<int64_t>(i) * kXStride;
+#pragma unroll
+      for (int w = 0; w < 4; ++w) xv[nt][w] = ok ? __ldg(xr + w) : uint4{0, 0, 0, 0};
+    }
+  };
+  const auto load_w = [&](Stage& st, int i) {
+    if (i < my_steps) {
+      const int64_t o = static_cast<int64_t>(i) * kStride;
+      st.q0 = __ldcs(q0p + o);
+      st.q1 = __ldcs(q1p + o);
+      st.sc0 = s0p[o];
+      st.sc1 = s1p[o];
     } else {
       st.q0 = st.q1 = uint4{0, 0, 0, 0};
       st.sc0 = st.sc1 = 0;
     }
   };
 
-  float chains[kChains<NT>][NT][4];
+  float chains[CH][NT][4];
 #pragma unroll
-  for (int c = 0; c < kChains<NT>; ++c)
+  for (int c = 0; c < CH; ++c)
 #pragma unroll
     for (int nt = 0; nt < NT; ++nt) chains[c][nt][0] = chains[c][nt][1] = chains[c][nt][2] = chains[c][nt][3] = 0.0f;
 
   // The weights depend on no kernel of the step: the ring's first codes load before the wait.
   Stage ring[P];
 #pragma unroll
-  for (int p = 0; p < P; ++p) load_w(ring[p], kw + static_cast<int64_t>(p) * WK);
+  for (int p = 0; p < P; ++p) load_w(ring[p], p);
   dependent_wait();
   dependent_trigger();
-  // x two steps ahead in two slots (step i in slot i % 2; kStages is even, so p % 2 is i % 2): a
-  // slot is reloaded only after its step computed — no register copy waits on a load in flight.
-  uint4 xr[kXAhead<NT> ? 2 : 1][kXAhead<NT> ? NT : 1][4];
-  if constexpr (kXAhead<NT>) {
-    load_x<NT>(xr[0], x, N, C, kw * kStep + 32 * t, g);
-    load_x<NT>(xr[1], x, N, C, (kw + WK) * kStep + 32 * t, g);
+  // x two steps ahead in two slots (step i in slot i % 2; P is even, so p % 2 is i % 2): a slot is
+  // reloaded only after its step computed — no register copy waits on a load in flight.
+  uint4 xr[kXAhead ? 2 : 1][kXAhead ? NT : 1][4];
+  if constexpr (kXAhead) {
+    load_x(xr[0], 0);
+    load_x(xr[1], 1);
   }
-  for (int64_t base = kw; base < steps; base += static_cast<int64_t>(P) * WK) {
+  for (int base = 0; base < warp_steps; base += P) {
 #pragma unroll
     for (int p = 0; p < P; ++p) {
-      const int64_t s = base + static_cast<int64_t>(p) * WK;
-      if (s >= steps) break;
-      if constexpr (kXAhead<NT>) {
-        gemv_step<NT>(chains, ring[p].q0, ring[p].q1, ring[p].sc0, ring[p].sc1,
-                      [&](int nt, int w) { return xr[p % 2][nt][w]; });
-        load_x<NT>(xr[p % 2], x, N, C, (s + 2 * WK) * kStep + 32 * t, g);
+      const int i = base + p;
+      if (i >= warp_steps) break;
+      if constexpr (kXAhead) {
+        gemv_step<NT, CH>(chains, ring[p].q0, ring[p].q1, ring[p].sc0, ring[p].sc1,
+                          [&](int nt, int w) { return xr[p % 2][nt][w]; });
+        load_x(xr[p % 2], i + 2);
       } else {
-        const int64_t k = s * kStep + 32 * t;
-        gemv_step<NT>(chains, ring[p].q0, ring[p].q1, ring[p].sc0, ring[p].sc1, [&](int nt, int w) {
-          const int n = nt * 8 + g;
-          return n < N && k < C ? __ldg(reinterpret_cast<const uint4*>(x + static_cast<int64_t>(n) * C + k) + w)
-                                : uint4{0, 0, 0, 0};
+        const bool in_c = i < my_steps;
+        gemv_step<NT, CH>(chains, ring[p].q0, ring[p].q1, ring[p].sc0, ring[p].sc1, [&](int nt, int w) {
+          return nt * 8 + g < N && in_c ? __ldg(xp + nt * x_tile + static_cast<int64_t>(i) * kXStride + w)
+                                        : uint4{0, 0, 0, 0};
         });
       }
-      load_w(ring[p], s + static_cast<int64_t>(P) * WK);
+      load_w(ring[p], i + P);
     }
   }
 
@@ -194,10 +208,10 @@ __global__ void __launch_bounds__(32 * WK, kThreadsPerSm<NT> / (32 * WK))
 #pragma unroll
   for (int nt = 0; nt < NT; ++nt)
 #pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      acc[nt][i] = chains[0][nt][i];
+    for (int k = 0; k < 4; ++k) {
+      acc[nt][k] = chains[0][nt][k];
 #pragma unroll
-      for (int c = 1; c < kChains<NT>; ++c) acc[nt][i] += chains[c][nt][i];
+      for (int c = 1; c < CH; ++c) acc[nt][k] += chains[c][nt][k];
     }
 
   // The WK warps' sums, added in warp order (deterministic), then the epilogue by warp kw = 0.
@@ -206,7 +220,7 @@ __global__ void __launch_bounds__(32 * WK, kThreadsPerSm<NT> / (32 * WK))
 #pragma unroll
       for (int nt = 0; nt < NT; ++nt)
 #pragma unroll
-        for (int i = 0; i < 4; ++i) partial[kw - 1][nt][i][lane] = acc[nt][i];
+        for (int k = 0; k < 4; ++k) partial[kw - 1][nt][k][lane] = acc[nt][k];
     }
     __syncthreads();
     if (kw > 0) return;
@@ -215,40 +229,58 @@ __global__ void __launch_bounds__(32 * WK, kThreadsPerSm<NT> / (32 * WK))
 #pragma unroll
       for (int nt = 0; nt < NT; ++nt)
 #pragma unroll
-        for (int i = 0; i < 4; ++i) acc[nt][i] += partial[v][nt][i][lane];
+        for (int k = 0; k < 4; ++k) acc[nt][k] += partial[v][nt][k][lane];
   }
   const float f = unshifted_factor<1>(decode);
 #pragma unroll
   for (int nt = 0; nt < NT; ++nt) {
 #pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const int64_t row = i < 2 ? row0 : row1;
-      const int n = nt * 8 + 2 * t + (i & 1);
+    for (int k = 0; k < 4; ++k) {
+      const int64_t row = k < 2 ? row0 : row1;
+      const int n = nt * 8 + 2 * t + (k & 1);
       if (row >= OC || n >= N) continue;
-      store_nvfp4_output<kF32>(out, static_cast<int64_t>(n) * OC + row, acc[nt][i], f, row_scale, n,
+      store_nvfp4_output<kF32>(out, static_cast<int64_t>(n) * OC + row, acc[nt][k], f, row_scale, n,
                                bias ? bf16_to_f32(bias[row]) : 0.0f);
     }
   }
 }
 
-template <int NT, int WK>
+template <int NT, int WK, int P, int CH, int TPS, bool kXAhead>
 void launch(void* out, bool f32, const uint16_t* x, const Nvfp4Weight& w, const uint16_t* bias, const float* row_scale,
             int64_t N, int64_t C, int64_t OC, Stream stream) {
-  const auto kernel = f32 ? sm90_nvfp4_bf16_gemv_kernel<NT, WK, true> : sm90_nvfp4_bf16_gemv_kernel<NT, WK, false>;
+  const auto kernel = f32 ? sm90_nvfp4_bf16_gemv_kernel<NT, WK, true, P, CH, TPS, kXAhead>
+                          : sm90_nvfp4_bf16_gemv_kernel<NT, WK, false, P, CH, TPS, kXAhead>;
   const dim3 grid(static_cast<unsigned>((OC + kRowsPerTile - 1) / kRowsPerTile));
   launch_dependent(kernel, grid, dim3(32 * WK), 0, stream, out, x, w.codes, w.scales, w.decode, bias, row_scale,
-                   static_cast<int>(N), C, OC);
+                   static_cast<int>(N), static_cast<int>(C), OC);
 }
 
-template <int NT>
+// Split 16 (a CTA of 512 threads) only for the variant entry (one n-tile); the public entry takes
+// 1-8.
+template <int NT, int P, int CH, int TPS, bool XA, bool kSplit16>
 void launch_split(int wk, void* out, bool f32, const uint16_t* x, const Nvfp4Weight& w, const uint16_t* bias,
                   const float* rs, int64_t N, int64_t C, int64_t OC, Stream stream) {
   switch (wk) {
-    case 1: launch<NT, 1>(out, f32, x, w, bias, rs, N, C, OC, stream); break;
-    case 2: launch<NT, 2>(out, f32, x, w, bias, rs, N, C, OC, stream); break;
-    case 4: launch<NT, 4>(out, f32, x, w, bias, rs, N, C, OC, stream); break;
-    default: launch<NT, 8>(out, f32, x, w, bias, rs, N, C, OC, stream); break;
+    case 1: launch<NT, 1, P, CH, TPS, XA>(out, f32, x, w, bias, rs, N, C, OC, stream); break;
+    case 2: launch<NT, 2, P, CH, TPS, XA>(out, f32, x, w, bias, rs, N, C, OC, stream); break;
+    case 4: launch<NT, 4, P, CH, TPS, XA>(out, f32, x, w, bias, rs, N, C, OC, stream); break;
+    case 8: launch<NT, 8, P, CH, TPS, XA>(out, f32, x, w, bias, rs, N, C, OC, stream); break;
+    default:
+      if constexpr (kSplit16) {
+        static_assert(TPS >= 512, "split 16 is a CTA of 512 threads");
+        launch<NT, 16, P, CH, TPS, XA>(out, f32, x, w, bias, rs, N, C, OC, stream);
+      } else {
+        require(false, "nvfp4_gemv", "split " + std::to_string(wk) + ": the kernel takes 1, 2, 4 or 8");
+      }
   }
+}
+
+template <int NT>
+void launch_default(int wk, void* out, bool f32, const uint16_t* x, const Nvfp4Weight& w, const uint16_t* bias,
+                    const float* rs, int64_t N, int64_t C, int64_t OC, Stream stream) {
+  constexpr GemvConfig c = kGemvDefault<NT>;
+  launch_split<NT, c.stages, c.chains, c.threads_per_sm, c.x_ahead, false>(wk, out, f32, x, w, bias, rs, N, C, OC,
+                                                                           stream);
 }
 
 // Warps along C per 16-row CTA: the fewest (1, 2, 4, 8) that put about 32 warps on every SM, and
@@ -295,7 +327,7 @@ __global__ void repack_gemv_order_kernel(uint32_t* __restrict__ codes, int64_t w
 }  // namespace
 
 bool nvfp4_gemv_supported(const uint16_t* x, const Nvfp4Weight& w, int64_t N, int64_t C) {
-  return N >= 1 && N <= kNvfp4GemvMaxRows && C > 0 && C % 32 == 0 && aligned16(x) && aligned16(w.codes) &&
+  return N >= 1 && N <= kNvfp4GemvMaxRows && C > 0 && C % 32 == 0 && C <= kMaxC && aligned16(x) && aligned16(w.codes) &&
          (reinterpret_cast<uintptr_t>(w.scales) & 1u) == 0;
 }
 
@@ -310,19 +342,58 @@ void nvfp4_gemv(void* out, DType out_dtype, const uint16_t* x, const Nvfp4Weight
   require_nvfp4_weight(op, w);
   require(nvfp4_gemv_supported(x, w, N, C), op,
           "N = " + std::to_string(N) + ", C = " + std::to_string(C) + ": needs 1 <= N <= " +
-              std::to_string(kNvfp4GemvMaxRows) + ", C a positive multiple of 32" +
+              std::to_string(kNvfp4GemvMaxRows) + ", C a positive multiple of 32 up to 2^30" +
               ", 16-byte aligned x and codes and 2-byte aligned scales (decode the weight and use Blas::gemm)");
   const bool f32 = out_dtype == DType::F32;
   require(split == 0 || split == 1 || split == 2 || split == 4 || split == 8, op,
           "split = " + std::to_string(split) + ": use 0 (the table's choice), 1, 2, 4 or 8");
   const int wk = split ? split : split_for(C, OC);
   ++calls_gemv;
-  if (N <= 8) launch_split<1>(wk, out, f32, x, w, bias, row_scale, N, C, OC, stream);
-  else if (N <= 16) launch_split<2>(wk, out, f32, x, w, bias, row_scale, N, C, OC, stream);
-  else if (N <= 32) launch_split<4>(wk, out, f32, x, w, bias, row_scale, N, C, OC, stream);
-  else launch_split<8>(wk, out, f32, x, w, bias, row_scale, N, C, OC, stream);
+  if (N <= 8) launch_default<1>(wk, out, f32, x, w, bias, row_scale, N, C, OC, stream);
+  else if (N <= 16) launch_default<2>(wk, out, f32, x, w, bias, row_scale, N, C, OC, stream);
+  else if (N <= 32) launch_default<4>(wk, out, f32, x, w, bias, row_scale, N, C, OC, stream);
+  else launch_default<8>(wk, out, f32, x, w, bias, row_scale, N, C, OC, stream);
   check_launch(op);
 }
+
+namespace gemm_detail {
+
+int nvfp4_gemv_variants() { return static_cast<int>(std::size(kGemvVariants)); }
+
+std::string nvfp4_gemv_variant_name(int variant) {
+  const GemvConfig& c = kGemvVariants[variant];
+  return "ring " + std::to_string(c.stages) + ", chains " + std::to_string(c.chains) + ", " +
+         std::to_string(c.threads_per_sm / 32) + " warps/SM, x " + (c.x_ahead ? "ahead" : "by word");
+}
+
+void nvfp4_gemv_variant(int variant, int split, void* out, DType out_dtype, const uint16_t* x, const Nvfp4Weight& w,
+                        const uint16_t* bias, int64_t N, int64_t C, int64_t OC, Stream stream, const float* row_scale) {
+  constexpr const char* op = "nvfp4_gemv_variant";
+  require(variant >= 0 && variant < nvfp4_gemv_variants(), op, "variant " + std::to_string(variant) + " is not one");
+  require(split == 1 || split == 2 || split == 4 || split == 8 || split == 16, op,
+          "split = " + std::to_string(split) + ": use 1, 2, 4, 8 or 16");
+  require(out_dtype == DType::BF16 || out_dtype == DType::F32, op, "out must be BF16 or F32");
+  require(N >= 1 && N <= 8 && OC > 0, op, "one n-tile: 1 <= N <= 8, OC > 0");
+  require_ptr(out, op, "out");
+  require_nvfp4_weight(op, w);
+  require(nvfp4_gemv_supported(x, w, N, C), op, "C = " + std::to_string(C) + ": as nvfp4_gemv");
+  const bool f32 = out_dtype == DType::F32;
+  const auto run = [&]<int V>() {
+    constexpr GemvConfig c = kGemvVariants[V];
+    launch_split<1, c.stages, c.chains, c.threads_per_sm, c.x_ahead, true>(split, out, f32, x, w, bias, row_scale, N,
+                                                                           C, OC, stream);
+  };
+  static_assert(std::size(kGemvVariants) == 4, "one case a variant");
+  switch (variant) {
+    case 0: run.template operator()<0>(); break;
+    case 1: run.template operator()<1>(); break;
+    case 2: run.template operator()<2>(); break;
+    default: run.template operator()<3>(); break;
+  }
+  check_launch(op);
+}
+
+}  // namespace gemm_detail
 
 Nvfp4Calls nvfp4_calls() {
   return {calls_gemv.load(), calls_gemm.load(), calls_gemm_nt.load()};
