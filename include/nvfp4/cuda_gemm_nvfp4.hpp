@@ -31,7 +31,8 @@ namespace nvfp4::cuda {
 struct Nvfp4Weight {
   const uint8_t* codes = nullptr;   // (OC, C) logical; (OC, C/2) bytes, GEMV order
   const uint8_t* scales = nullptr;  // (OC, C/16) E4M3, row-major
-  const float* decode = nullptr;    // [1] FP32: the tensor's decode factor (amax / 2688)
+  const float* decode = nullptr;    // [1] FP32: the tensor's decode factor (amax / 2688), or [OC]:
+  bool decode_per_row = false;      // one per row — tensors stacked by rows (q|k|v, gate|up) in one call
 };
 
 // The fused GEMV takes up to this many rows (tokens); more go to the prefill GEMM.

@@ -114,7 +114,7 @@ class CudaEngine final : public EngineBase {
   int64_t memory_bytes() const override {
     int64_t n = bytes_;
     for (const auto& l : lin_) n += l.w.bytes() + l.codes.bytes() + l.scales.bytes() + l.factor.bytes();
-    for (const auto& l : layers_) n += l.wqkv.bytes() + l.wgu.bytes();
+    for (const auto& l : layers_) n += l.wqkv.bytes() + l.wgu.bytes() + l.qkv4.bytes() + l.gu4.bytes();
     for (auto* a : {&x_, &h_, &q_, &k_, &v_, &att_, &g_, &u_, &qn_, &last_, &lnf_, &wdec_, &xq_, &xpad_, &head_out_,
                     &y_, &qkv_, &gu_})
       n += a->bytes();
@@ -131,6 +131,16 @@ class CudaEngine final : public EngineBase {
     // The BF16 weights of q | k | v and of gate | up, row blocks of one buffer each (a member's
     // rows are its Linear::view); allocated while any member runs in BF16.
     DeviceArray<bf16> wqkv, wgu;
+    // The same groups when every member is w4a16 in GEMV order: codes and scales stacked by rows
+    // (a member's rows are its Linear::codes_view / scales_view) and one decode factor per row, so
+    // the decode step runs one fused GEMV for q | k | v and one for gate | up (k and v alone are
+    // 1024-row launches that leave most SMs idle on Llama-3.1-8B).
+    struct Nvfp4Group {
+      DeviceArray<uint8_t> codes, scales;
+      DeviceArray<float> decode;
+      int64_t bytes() const { return codes.bytes() + scales.bytes() + decode.bytes(); }
+    };
+    Nvfp4Group qkv4, gu4;
   };
   struct Linear {
     Precision p = Precision::bf16;
@@ -142,6 +152,9 @@ class CudaEngine final : public EngineBase {
     DeviceArray<uint8_t> codes;  // w4a16 / w4a4: NVFP4 codes (OC, C/2); fp8: E4M3 (OC, C)
     bool gemv_order = false;     // NVFP4 codes in the fused GEMV's nibble order (C % 32 == 0)
     DeviceArray<uint8_t> scales; // NVFP4 block scales (OC, C/16)
+    // w4a16 in an NVFP4 group: codes and scales live in the group's buffers (codes, scales empty).
+    const uint8_t* codes_view = nullptr;
+    const uint8_t* scales_view = nullptr;
     DeviceArray<float> factor;   // [0] the weight's amax, [kFactorAt] its decode factor (NVFP4 amax/2688; FP8 scale_inv)
   };
 
@@ -202,6 +215,7 @@ class CudaEngine final : public EngineBase {
       L.codes = DeviceArray<uint8_t>();
       L.gemv_order = false;
       L.scales = DeviceArray<uint8_t>();
+      L.codes_view = L.scales_view = nullptr;
       L.factor = DeviceArray<float>();
       if (p[i] == Precision::bf16) {
         if (head && c_.tie_embeddings) continue;  // reads embed_
@@ -272,7 +286,70 @@ class CudaEngine final : public EngineBase {
       const size_t li = l * 7;
       if (!lin_[li].view && !lin_[li + 1].view && !lin_[li + 2].view) layers_[l].wqkv = DeviceArray<bf16>();
       if (!lin_[li + 4].view && !lin_[li + 5].view) layers_[l].wgu = DeviceArray<bf16>();
+      regroup_nvfp4(li, true, layers_[l].qkv4);
+      regroup_nvfp4(li + 4, false, layers_[l].gu4);
     }
+  }
+
+  // Whether the members of the group at `first` are all w4a16 in GEMV order (one fused GEMV).
+  bool group_nvfp4(size_t first, bool qkv) const {
+    for (size_t m = first; m < first + (qkv ? 3 : 2); ++m) {
+      if (lin_[m].p != Precision::w4a16 || !lin_[m].gemv_order) return false;
+    }
+    return true;
+  }
+
+  // After loading: the group's stacked buffers rebuilt from its members' rows (their own arrays or
+  // their rows of the previous buffers), the members reading their rows of the new ones; or, where
+  // the members no longer all qualify, each member given its rows back as its own arrays.
+  void regroup_nvfp4(size_t first, bool qkv, Layer::Nvfp4Group& g) {
+    const size_t n = qkv ? 3 : 2;
+    const bool grouped = group_nvfp4(first, qkv);
+    bool intact = g.codes.p != nullptr;  // every member still reads its rows of the current buffers
+    for (size_t m = first; m < first + n; ++m) intact = intact && lin_[m].codes_view;
+    if (grouped && intact) return;
+    int64_t rows = 0, unused = 0;
+    for (size_t m = first; m < first + n; ++m) rows += lin_[m].OC;
+    const int64_t C = lin_[first].C;
+    Layer::Nvfp4Group next;
+    if (grouped) {
+      next.codes.alloc(static_cast<size_t>(rows * C / 2), unused);
+      next.scales.alloc(static_cast<size_t>(rows * C / 16), unused);
+      next.decode.alloc(static_cast<size_t>(rows), unused);
+    }
+    std::vector<float> per_row;
+    int64_t r0 = 0;
+    for (size_t m = first; m < first + n; ++m) {
+      Linear& L = lin_[m];
+      if (!L.codes_view && !grouped) continue;  // not in a group before or after
+      const size_t cb = static_cast<size_t>(L.OC * L.C / 2), sb = static_cast<size_t>(L.OC * L.C / 16);
+      const cuda::Nvfp4Weight w = nvfp4_weight(L);
+      if (grouped) {
+        check(cudaMemcpy(next.codes.p + r0 * C / 2, w.codes, cb, cudaMemcpyDeviceToDevice), "cudaMemcpy");
+        check(cudaMemcpy(next.scales.p + r0 * C / 16, w.scales, sb, cudaMemcpyDeviceToDevice), "cudaMemcpy");
+        float f = 0;
+        check(cudaMemcpy(&f, L.factor.p + kFactorAt, 4, cudaMemcpyDeviceToHost), "cudaMemcpy");
+        per_row.insert(per_row.end(), static_cast<size_t>(L.OC), f);
+        L.codes = DeviceArray<uint8_t>();
+        L.scales = DeviceArray<uint8_t>();
+        L.codes_view = next.codes.p + r0 * C / 2;
+        L.scales_view = next.scales.p + r0 * C / 16;
+      } else {  // its rows of the old group's buffers back into its own arrays
+        DeviceArray<uint8_t> codes, scales;
+        codes.alloc(cb, unused);
+        scales.alloc(sb, unused);
+        check(cudaMemcpy(codes.p, w.codes, cb, cudaMemcpyDeviceToDevice), "cudaMemcpy");
+        check(cudaMemcpy(scales.p, w.scales, sb, cudaMemcpyDeviceToDevice), "cudaMemcpy");
+        L.codes = std::move(codes);
+        L.scales = std::move(scales);
+        L.codes_view = L.scales_view = nullptr;
+      }
+      r0 += L.OC;
+    }
+    if (grouped) {
+      check(cudaMemcpy(next.decode.p, per_row.data(), per_row.size() * 4, cudaMemcpyHostToDevice), "cudaMemcpy");
+    }
+    g = std::move(next);  // the previous buffers, read above, are freed
   }
 
   const bf16* weight_bf16(Linear& L) {
@@ -293,7 +370,34 @@ class CudaEngine final : public EngineBase {
   }
 
   // An NVFP4 layer's weight as the fused kernels take it (codes in GEMV order).
-  cuda::Nvfp4Weight nvfp4_weight(const Linear& L) const { return {L.codes.p, L.scales.p, L.factor.p + kFactorAt}; }
+  cuda::Nvfp4Weight nvfp4_weight(const Linear& L) const {
+    return {L.codes_view ? L.codes_view : L.codes.p, L.scales_view ? L.scales_view : L.scales.p,
+            L.factor.p + kFactorAt};
+  }
+
+  // An NVFP4 group's stacked weight as the fused kernels take it: a decode factor per row.
+  static cuda::Nvfp4Weight group_weight(const Layer::Nvfp4Group& g) {
+    cuda::Nvfp4Weight w{g.codes.p, g.scales.p, g.decode.p};
+    w.decode_per_row = true;
+    return w;
+  }
+  // Whether the group runs as one fused GEMV (up to 32 rows) or split-K GEMM (33-64), as linear()
+  // would run each member.
+  bool group_runs_nvfp4(const Layer::Nvfp4Group& g, const bf16* in, int64_t N, int64_t C) const {
+    if (!g.codes.p || !o_.fused_nvfp4 || N > cuda::kNvfp4GemvMaxRows) return false;
+    const cuda::Nvfp4Weight w = group_weight(g);
+    return cuda::nvfp4_gemv_supported(in, w, N, C) || (N >= kSplitKFromRows && cuda::nvfp4_gemm_supported(in, w, N, C));
+  }
+  // out (N, rows) bf16 = in (N, C) x the group's weight^T (+ bias), where group_runs_nvfp4.
+  void linear_group_nvfp4(const Layer::Nvfp4Group& g, bf16* out, const bf16* in, int64_t N, int64_t C, int64_t rows,
+                          const bf16* b) {
+    const cuda::Nvfp4Weight w = group_weight(g);
+    if (N >= kSplitKFromRows && cuda::nvfp4_gemm_supported(in, w, N, C)) {
+      cuda::nvfp4_gemm(out, DType::BF16, in, w, b, N, C, rows, stream_, nullptr, cuda::Nvfp4GemmKernel::split_k);
+    } else {
+      cuda::nvfp4_gemv(out, DType::BF16, in, w, b, N, C, rows, stream_);
+    }
+  }
 
   // out (N, OC) bf16 = in (N, C) bf16 x w (OC, C)^T (+ bias (OC) bf16, nullable): FP32 accumulation,
   // one rounding to BF16 (the bias added to the FP32 product first).
@@ -530,11 +634,14 @@ void CudaEngine::run_block_fused(int l, int64_t N, bool flash, int64_t B, int64_
   if (l == 0) cuda::rmsnorm_forward(h, rstd, x, w.ln1.p, N, C, c_.norm_eps, st);
   else cuda::residual_rmsnorm_forward(h, rstd, x, y, w.ln1.p, N, C, c_.norm_eps, st);
   // q, k, v: one GEMM into (N, QD + 2 KD) rows, or each linear at its own precision.
-  const bool one_qkv = w.wqkv.p && group_bf16(li, true) && !capturing(li) && !capturing(li + 1) && !capturing(li + 2);
+  const bool none_captured = !capturing(li) && !capturing(li + 1) && !capturing(li + 2);
+  const bool one_qkv = w.wqkv.p && group_bf16(li, true) && none_captured;
+  const bool one_qkv4 = !one_qkv && none_captured && group_runs_nvfp4(w.qkv4, h, N, C);
   const bf16* bias = w.bqkv.p;
-  if (one_qkv) {
+  if (one_qkv || one_qkv4) {
     bf16* qkv = qkv_.need(N * W);
-    gemm_bf16(qkv, h, w.wqkv.p, bias, N, C, W);
+    if (one_qkv) gemm_bf16(qkv, h, w.wqkv.p, bias, N, C, W);
+    else linear_group_nvfp4(w.qkv4, qkv, h, N, C, W, bias);
     cuda::qkv_rows(q, k, v, qkv, qkv + QD, qkv + QD + KD, W, W, w.q_norm.p, w.k_norm.p, c_.norm_eps, pos,
                    inv_freq_.p, kc_.p + l * per_layer, vc_.p + l * per_layer, slot, N, NH, NKV, HS, S, max_ctx_,
                    status_.p, st);
@@ -555,9 +662,12 @@ void CudaEngine::run_block_fused(int l, int64_t N, bool flash, int64_t B, int64_
   linear(li + 3, y, att, N, nullptr);
   cuda::residual_rmsnorm_forward(h, rstd, x, y, w.ln2.p, N, C, c_.norm_eps, st);
   // gate, up: one GEMM into (N, 2F) rows, or each on its own.
-  if (w.wgu.p && group_bf16(li + 4, false) && !capturing(li + 4) && !capturing(li + 5)) {
+  const bool gu_free = !capturing(li + 4) && !capturing(li + 5);
+  const bool one_gu = w.wgu.p && group_bf16(li + 4, false) && gu_free;
+  if (one_gu || (gu_free && group_runs_nvfp4(w.gu4, h, N, C))) {
     bf16* gu = gu_.need(N * 2 * F);
-    gemm_bf16(gu, h, w.wgu.p, nullptr, N, C, 2 * F);
+    if (one_gu) gemm_bf16(gu, h, w.wgu.p, nullptr, N, C, 2 * F);
+    else linear_group_nvfp4(w.gu4, gu, h, N, C, 2 * F, nullptr);
     cuda::swiglu_rows(g, gu, N, F, st);
   } else {
     bf16* u = u_.need(N * F);

@@ -311,8 +311,9 @@ TEST_F(EngineCudaTest, FusedNvfp4GemvMatchesTheDecodedPath) {
 }
 
 // EngineOptions::fuse (one GEMM for q/k/v and for gate/up, the row ops fused) against every op on
-// its own: the fused row ops are the separate ops' bits, so w4a16 (whose projections stay apart)
-// gives the same logits; in bf16 only the grouped GEMMs may round differently. Changing one
+// its own: the fused row ops are the separate ops' bits, so w4a16 (whose groups run as one fused
+// GEMV, each row summed as its member's alone, the same split on this tiny model) gives the same
+// logits; in bf16 only the grouped GEMMs may round differently. Changing one
 // member of a group to another precision runs that block's projections apart, and changing it
 // back restores the grouped GEMM's logits.
 TEST_F(EngineCudaTest, FusedBlocksEqualOpByOp) {
@@ -363,6 +364,60 @@ TEST_F(EngineCudaTest, FusedBlocksEqualOpByOp) {
     e->set_linear_precisions(all);
     e->reset(0);
     EXPECT_EQ(nvfp4::test::run_chunk(*e, 0, t, true), before) << arch;
+  }
+}
+
+// w4a16's q|k|v and gate|up run as one fused GEMV each (the engine's NVFP4 groups, stacked rows
+// with a factor per row): a decode step makes 3 fewer fused calls a layer than w4a4's, whose
+// projections run apart. Changing a member's precision ungroups its block (the other members keep
+// their rows) and changing it back regroups it, with the first logits again.
+TEST_F(EngineCudaTest, Nvfp4GroupsRunAsOneGemvAndSurvivePrecisionChanges) {
+  REQUIRE_GPU();
+  const std::string arch = "qwen2";  // q|k|v biases: the group's output takes them too
+  const auto c = nvfp4::test::tiny_config(arch);
+  nvfp4::test::write_tiny_hf_model(dir_ / arch, arch, c, 51, nvfp4::DType::BF16);
+  const HfModel m = HfModel::open((dir_ / arch).string());
+  const auto t = some_tokens(20, c.vocab, 52);
+  int64_t step_calls[2] = {0, 0};
+  for (int k = 0; k < 2; ++k) {
+    EngineOptions o;
+    o.precision = k == 0 ? Precision::w4a16 : Precision::w4a4;
+    o.max_context = 40;
+    const auto e = nvfp4::infer::make_cuda_engine(m, o);
+    nvfp4::test::run_chunk(*e, 0, {t.begin(), t.begin() + 8}, true);
+    const int64_t c0 = nvfp4::cuda::nvfp4_calls().gemv;
+    nvfp4::test::run_chunk(*e, 0, {t[8]}, false);  // launched or captured: every call counted once
+    step_calls[k] = nvfp4::cuda::nvfp4_calls().gemv - c0;
+  }
+  EXPECT_EQ(step_calls[0], step_calls[1] - 3 * c.n_layer) << "w4a16 " << step_calls[0] << ", w4a4 " << step_calls[1];
+
+  EngineOptions o;
+  o.precision = Precision::w4a16;
+  o.max_context = 40;
+  const auto e = nvfp4::infer::make_cuda_engine(m, o);
+  o.fused_nvfp4 = false;
+  const auto decoded = nvfp4::infer::make_cuda_engine(m, o);
+  const auto before = nvfp4::test::run_chunk(*e, 0, t, true);
+  EXPECT_LT(rel_diff(before, nvfp4::test::run_chunk(*decoded, 0, t, true)), 0.01);
+  std::vector<Precision> p;
+  for (const auto& l : e->linear_plan()) p.push_back(l.precision);
+  ASSERT_EQ(p[1], Precision::w4a16);
+  for (const size_t member : {size_t{1}, size_t{5}}) {  // layer 0's k_proj (q|k|v), up_proj (gate|up)
+    SCOPED_TRACE("linear " + std::to_string(member));
+    std::vector<Precision> mixed = p;
+    mixed[member] = Precision::bf16;
+    e->set_linear_precisions(mixed);
+    decoded->set_linear_precisions(mixed);
+    e->reset(0);
+    decoded->reset(0);
+    const auto got = nvfp4::test::run_chunk(*e, 0, t, true);
+    EXPECT_LT(rel_diff(got, nvfp4::test::run_chunk(*decoded, 0, t, true)), 0.01);
+    EXPECT_NE(got, before) << "the member's precision changed nothing";
+    e->set_linear_precisions(p);
+    decoded->set_linear_precisions(p);
+    e->reset(0);
+    decoded->reset(0);
+    EXPECT_EQ(nvfp4::test::run_chunk(*e, 0, t, true), before) << "regrouped";
   }
 }
 

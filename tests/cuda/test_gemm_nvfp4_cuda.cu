@@ -7,6 +7,7 @@
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <random>
@@ -300,6 +301,88 @@ TEST(CudaNvfp4Gemv, EveryConfigurationMatchesDoubleDotProducts) {
   EXPECT_THROW(gd::nvfp4_gemv_variant(0, 1, out.ptr, nvfp4::DType::F32, x.ptr, d.view(), nullptr, 9, 128, 1, nullptr,
                                       nullptr),
                nvfp4::Error);
+}
+
+// Tensors stacked by rows with their own factors (Nvfp4Weight::decode_per_row, the engine's q|k|v and
+// gate|up groups): every row equals the row of its tensor run alone — the same bits from the GEMV
+// (same split) and from the GEMMs whose row sums do not depend on the other rows (wgmma, mma.sync),
+// within two BF16 roundings from split-K (its split count depends on the rows).
+TEST(CudaNvfp4Gemv, StackedTensorsWithRowFactorsMatchEachAlone) {
+  REQUIRE_GPU();
+  constexpr int64_t C = 1024;
+  const int64_t rows[3] = {160, 40, 40};
+  const float factors[3] = {0.0123f, 0.5f, 3.0e-4f};
+  std::mt19937_64 rng(2300);
+  Nvfp4Case all;
+  std::vector<Nvfp4Case> parts;
+  std::vector<float> per_row;
+  for (int j = 0; j < 3; ++j) {
+    Nvfp4Case w = random_weight(rows[j], C, rng);
+    w.decode = factors[j];
+    all.codes.insert(all.codes.end(), w.codes.begin(), w.codes.end());
+    all.scales.insert(all.scales.end(), w.scales.begin(), w.scales.end());
+    per_row.insert(per_row.end(), static_cast<size_t>(rows[j]), factors[j]);
+    parts.push_back(std::move(w));
+  }
+  const int64_t OC = rows[0] + rows[1] + rows[2];
+  const DeviceNvfp4 d(all, OC, C);
+  DeviceBuffer<float> drow(per_row);
+  cu::Nvfp4Weight gw = d.view();
+  gw.decode = drow.ptr;
+  gw.decode_per_row = true;
+  for (const int64_t N : {1, 5, 40, 64}) {
+    SCOPED_TRACE("N=" + std::to_string(N));
+    DeviceBuffer<uint16_t> x(to_bits(randn_bf16(static_cast<size_t>(N * C), 2301 + N)));
+    const auto run_all = [&](auto&& f) {  // f(out, weight, rows): the group, then each part alone
+      DeviceBuffer<uint16_t> out(N * OC);
+      f(out.ptr, gw, OC);
+      std::vector<std::vector<uint16_t>> alone;
+      for (int j = 0; j < 3; ++j) {
+        const DeviceNvfp4 p(parts[static_cast<size_t>(j)], rows[j], C);
+        DeviceBuffer<uint16_t> o(N * rows[j]);
+        f(o.ptr, p.view(), rows[j]);
+        alone.push_back(o.download());
+      }
+      return std::make_pair(out.download(), alone);
+    };
+    const auto compare = [&](const char* what, bool exact, auto&& f) {
+      const auto [grouped, alone] = run_all(f);
+      // Split-K's FP32 sums in another order: one BF16 rounding apart, or near zero (cancellation)
+      // within 2^-12 of the largest output.
+      float largest = 0;
+      for (const auto& a : alone)
+        for (uint16_t v : a) largest = std::max(largest, std::fabs(bf16_decode(v)));
+      int bad = 0;
+      for (int64_t n = 0; n < N; ++n) {
+        int64_t r0 = 0;
+        for (int j = 0; j < 3; ++j) {
+          for (int64_t r = 0; r < rows[j]; ++r) {
+            const float g = bf16_decode(grouped[static_cast<size_t>(n * OC + r0 + r)]);
+            const float a = bf16_decode(alone[static_cast<size_t>(j)][static_cast<size_t>(n * rows[j] + r)]);
+            const bool ok = exact ? g == a : std::fabs(g - a) <= 0x1p-7f * std::fabs(a) + 0x1p-12f * largest;
+            if (!ok && bad++ < 5) ADD_FAILURE() << what << " token " << n << " tensor " << j << " row " << r << ": " << g << " vs " << a;
+          }
+          r0 += rows[j];
+        }
+      }
+    };
+    if (N <= cu::kNvfp4GemvMaxRows) {
+      compare("gemv", true, [&](uint16_t* out, const cu::Nvfp4Weight& w, int64_t oc) {
+        cu::nvfp4_gemv(out, nvfp4::DType::BF16, x.ptr, w, nullptr, N, C, oc, nullptr, nullptr, 2);
+      });
+    }
+    compare("wgmma", true, [&](uint16_t* out, const cu::Nvfp4Weight& w, int64_t oc) {
+      cu::nvfp4_gemm(out, nvfp4::DType::BF16, x.ptr, w, nullptr, N, C, oc, nullptr, nullptr, cu::Nvfp4GemmKernel::wgmma);
+    });
+    compare("mma.sync", true, [&](uint16_t* out, const cu::Nvfp4Weight& w, int64_t oc) {
+      cu::nvfp4_gemm(out, nvfp4::DType::BF16, x.ptr, w, nullptr, N, C, oc, nullptr, nullptr,
+                     cu::Nvfp4GemmKernel::mma_sync);
+    });
+    compare("split-K", false, [&](uint16_t* out, const cu::Nvfp4Weight& w, int64_t oc) {
+      cu::nvfp4_gemm(out, nvfp4::DType::BF16, x.ptr, w, nullptr, N, C, oc, nullptr, nullptr,
+                     cu::Nvfp4GemmKernel::split_k);
+    });
+  }
 }
 
 // nvfp4_gemm, both kernels: one stage to many, token and row counts off the 128 tiles, a single token.

@@ -143,7 +143,7 @@ template <bool kF32>
 __global__ void __launch_bounds__(GemmLayout::kThreads) sm90_nvfp4_bf16_gemm_kernel(
     void* __restrict__ out, const uint16_t* __restrict__ x, const uint8_t* __restrict__ codes,
     const uint8_t* __restrict__ scales, const float* __restrict__ decode, const uint16_t* __restrict__ bias,
-    const float* __restrict__ row_scale, int64_t M, int64_t C, int64_t OC) {
+    const float* __restrict__ row_scale, int64_t M, int64_t C, int64_t OC, int decode_stride) {
   using L = GemmLayout;
   extern __shared__ __align__(16) uint8_t smem[];
   const int tid = static_cast<int>(threadIdx.x), warp = tid / 32, lane = tid & 31, g = lane >> 2, t = lane & 3;
@@ -165,7 +165,8 @@ __global__ void __launch_bounds__(GemmLayout::kThreads) sm90_nvfp4_bf16_gemm_ker
   mma_sync_mainloop<L>(acc, smem, load_stage, steps, warp_rows, warp_tokens, lane);
 
   // ---- epilogue ----
-  const float f = unshifted_factor<1>(decode);
+  // The factor of output row r: the tensor's, or row r's own (a group of stacked tensors).
+  const auto factor = [&](int64_t r) { return unshifted_factor<1>(decode + r * decode_stride); };
 #pragma unroll
   for (int rt = 0; rt < 2; ++rt) {
 #pragma unroll
@@ -175,7 +176,7 @@ __global__ void __launch_bounds__(GemmLayout::kThreads) sm90_nvfp4_bf16_gemm_ker
         const int64_t row = o0 + warp_rows + rt * 16 + g + (i >= 2 ? 8 : 0);
         const int64_t m = m0 + warp_tokens + nt * 8 + 2 * t + (i & 1);
         if (row >= OC || m >= M) continue;
-        store_nvfp4_output<kF32>(out, m * OC + row, acc[rt][nt][i], f, row_scale, m, bias ? bf16_to_f32(bias[row]) : 0.0f);
+        store_nvfp4_output<kF32>(out, m * OC + row, acc[rt][nt][i], factor(row), row_scale, m, bias ? bf16_to_f32(bias[row]) : 0.0f);
       }
     }
   }
@@ -328,7 +329,7 @@ template <int kN, bool kF32>
 __global__ void __launch_bounds__(WgmmaLayout<kN>::kThreads, kN == 128 ? 2 : 1) sm90_nvfp4_bf16_gemm_wgmma_kernel(
     void* __restrict__ out, const uint16_t* __restrict__ x, const uint8_t* __restrict__ codes,
     const uint8_t* __restrict__ scales, const float* __restrict__ decode, const uint16_t* __restrict__ bias,
-    const float* __restrict__ row_scale, int64_t M, int64_t C, int64_t OC) {
+    const float* __restrict__ row_scale, int64_t M, int64_t C, int64_t OC, int decode_stride) {
   using L = WgmmaLayout<kN>;
   extern __shared__ uint8_t smem_raw[];
   uint8_t* smem = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023u)) & 1023u);
@@ -372,7 +373,8 @@ __global__ void __launch_bounds__(WgmmaLayout<kN>::kThreads, kN == 128 ? 2 : 1) 
   wgmma_wait<0>();
   cp_async_wait_all();
 
-  const float f = unshifted_factor<1>(decode);
+  // The factor of output row r: the tensor's, or row r's own (a group of stacked tensors).
+  const auto factor = [&](int64_t r) { return unshifted_factor<1>(decode + r * decode_stride); };
 #pragma unroll
   for (int j = 0; j < kN / 8; ++j) {
 #pragma unroll
@@ -380,7 +382,7 @@ __global__ void __launch_bounds__(WgmmaLayout<kN>::kThreads, kN == 128 ? 2 : 1) 
       const int64_t row = o0 + wg_rows + g + (i >= 2 ? 8 : 0);
       const int64_t m = m0 + 8 * j + 2 * t + (i & 1);
       if (row >= OC || m >= M) continue;
-      store_nvfp4_output<kF32>(out, m * OC + row, acc[4 * j + i], f, row_scale, m, bias ? bf16_to_f32(bias[row]) : 0.0f);
+      store_nvfp4_output<kF32>(out, m * OC + row, acc[4 * j + i], factor(row), row_scale, m, bias ? bf16_to_f32(bias[row]) : 0.0f);
     }
   }
 }
@@ -521,7 +523,7 @@ template <bool kF32>
 __global__ void __launch_bounds__(SplitKLayout::kThreads) sm90_nvfp4_bf16_gemm_split_k_kernel(
     void* __restrict__ out, const uint16_t* __restrict__ x, const uint8_t* __restrict__ codes,
     const uint8_t* __restrict__ scales, const float* __restrict__ decode, const uint16_t* __restrict__ bias,
-    const float* __restrict__ row_scale, int64_t M, int64_t C, int64_t OC, int splits) {
+    const float* __restrict__ row_scale, int64_t M, int64_t C, int64_t OC, int splits, int decode_stride) {
   using L = SplitKLayout;
   namespace cg = cooperative_groups;
   extern __shared__ __align__(16) uint8_t smem[];
@@ -554,7 +556,8 @@ __global__ void __launch_bounds__(SplitKLayout::kThreads) sm90_nvfp4_bf16_gemm_s
       part[(nt * 8 + 2 * t + (i & 1)) * L::kRows + warp * 16 + g + (i >= 2 ? 8 : 0)] = acc[0][nt][i];
   cg::cluster_group cluster = cg::this_cluster();
   cluster.sync();  // every CTA's partials written and visible to the cluster
-  const float f = unshifted_factor<1>(decode);
+  // The factor of output row r: the tensor's, or row r's own (a group of stacked tensors).
+  const auto factor = [&](int64_t r) { return unshifted_factor<1>(decode + r * decode_stride); };
   constexpr int kOutputs = L::kRows * L::kTokens;
   const int first = kOutputs * split / splits, last = kOutputs * (split + 1) / splits;
   for (int idx = first + tid; idx < last; idx += L::kThreads) {
@@ -562,7 +565,7 @@ __global__ void __launch_bounds__(SplitKLayout::kThreads) sm90_nvfp4_bf16_gemm_s
     float sum = cluster.map_shared_rank(part, 0)[idx];
     for (int r = 1; r < splits; ++r) sum += cluster.map_shared_rank(part, r)[idx];
     if (row < OC && m < M)
-      store_nvfp4_output<kF32>(out, m * OC + row, sum, f, row_scale, m, bias ? bf16_to_f32(bias[row]) : 0.0f);
+      store_nvfp4_output<kF32>(out, m * OC + row, sum, factor(row), row_scale, m, bias ? bf16_to_f32(bias[row]) : 0.0f);
   }
   cluster.sync();  // no CTA leaves (freeing its shared memory) while another still reads it
 }
@@ -583,7 +586,7 @@ void launch_wgmma(bool f32, dim3 grid, void* out, const uint16_t* x, const Nvfp4
   const auto kernel = f32 ? sm90_nvfp4_bf16_gemm_wgmma_kernel<kN, true> : sm90_nvfp4_bf16_gemm_wgmma_kernel<kN, false>;
   check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, W::kSmem), "cudaFuncSetAttribute");
   launch_dependent(kernel, grid, dim3(W::kThreads), W::kSmem, stream, out, x, w.codes, w.scales, w.decode, bias,
-                   row_scale, M, C, OC);
+                   row_scale, M, C, OC, w.decode_per_row ? 1 : 0);
 }
 
 }  // namespace
@@ -619,7 +622,7 @@ void nvfp4_gemm(void* out, DType out_dtype, const uint16_t* x, const Nvfp4Weight
     const auto kernel = f32 ? sm90_nvfp4_bf16_gemm_kernel<true> : sm90_nvfp4_bf16_gemm_kernel<false>;
     check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, L::kSmem), "cudaFuncSetAttribute");
     launch_dependent(kernel, grid, dim3(L::kThreads), L::kSmem, stream, out, x, w.codes, w.scales, w.decode, bias,
-                     row_scale, M, C, OC);
+                     row_scale, M, C, OC, w.decode_per_row ? 1 : 0);
   } else if (kernel_choice == Nvfp4GemmKernel::split_k) {
     using S = SplitKLayout;
     const dim3 tiles = grid_for_tokens(S::kTokens);  // (row tiles, token tiles)
@@ -640,7 +643,8 @@ void nvfp4_gemm(void* out, DType out_dtype, const uint16_t* x, const Nvfp4Weight
     config.stream = stream;
     config.attrs = attr;
     config.numAttrs = dependent_launch() ? 2 : 1;
-    check(cudaLaunchKernelEx(&config, kernel, out, x, w.codes, w.scales, w.decode, bias, row_scale, M, C, OC, splits),
+    check(cudaLaunchKernelEx(&config, kernel, out, x, w.codes, w.scales, w.decode, bias, row_scale, M, C, OC, splits,
+                             w.decode_per_row ? 1 : 0),
           "cudaLaunchKernelEx");
   } else if (kernel_choice == Nvfp4GemmKernel::wgmma_wide) {
     launch_wgmma<256>(f32, grid_for_tokens(256), out, x, w, bias, row_scale, M, C, OC, stream);

@@ -116,7 +116,7 @@ __global__ void __launch_bounds__(32 * WK, TPS / (32 * WK))
     sm90_nvfp4_bf16_gemv_kernel(void* __restrict__ out, const uint16_t* __restrict__ x, const uint8_t* __restrict__ codes,
                                 const uint8_t* __restrict__ scales, const float* __restrict__ decode,
                                 const uint16_t* __restrict__ bias, const float* __restrict__ row_scale, int N, int C,
-                                int64_t OC) {
+                                int64_t OC, int decode_stride) {
   static_assert(NT >= 1 && NT * 8 <= kNvfp4GemvMaxRows, "an n-tile is 8 tokens; at most kNvfp4GemvMaxRows of them");
   static_assert(32 * WK <= TPS, "an SM holds at least one CTA within the register budget");
   static_assert(!kXAhead || P % 2 == 0, "x's two slots follow the ring's steps: an even ring");
@@ -231,7 +231,8 @@ __global__ void __launch_bounds__(32 * WK, TPS / (32 * WK))
 #pragma unroll
         for (int k = 0; k < 4; ++k) acc[nt][k] += partial[v][nt][k][lane];
   }
-  const float f = unshifted_factor<1>(decode);
+  // The factor of output row r: the tensor's, or row r's own (a group of stacked tensors).
+  const auto factor = [&](int64_t r) { return unshifted_factor<1>(decode + r * decode_stride); };
 #pragma unroll
   for (int nt = 0; nt < NT; ++nt) {
 #pragma unroll
@@ -239,7 +240,7 @@ __global__ void __launch_bounds__(32 * WK, TPS / (32 * WK))
       const int64_t row = k < 2 ? row0 : row1;
       const int n = nt * 8 + 2 * t + (k & 1);
       if (row >= OC || n >= N) continue;
-      store_nvfp4_output<kF32>(out, static_cast<int64_t>(n) * OC + row, acc[nt][k], f, row_scale, n,
+      store_nvfp4_output<kF32>(out, static_cast<int64_t>(n) * OC + row, acc[nt][k], factor(row), row_scale, n,
                                bias ? bf16_to_f32(bias[row]) : 0.0f);
     }
   }
@@ -252,7 +253,7 @@ void launch(void* out, bool f32, const uint16_t* x, const Nvfp4Weight& w, const 
                           : sm90_nvfp4_bf16_gemv_kernel<NT, WK, false, P, CH, TPS, kXAhead>;
   const dim3 grid(static_cast<unsigned>((OC + kRowsPerTile - 1) / kRowsPerTile));
   launch_dependent(kernel, grid, dim3(32 * WK), 0, stream, out, x, w.codes, w.scales, w.decode, bias, row_scale,
-                   static_cast<int>(N), static_cast<int>(C), OC);
+                   static_cast<int>(N), static_cast<int>(C), OC, w.decode_per_row ? 1 : 0);
 }
 
 // Split 16 (a CTA of 512 threads) only for the variant entry (one n-tile); the public entry takes
