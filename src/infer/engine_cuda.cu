@@ -40,8 +40,8 @@ int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 constexpr size_t kFactorAt = 4;
 
 // From how many rows (tokens) an NVFP4 projection runs the split-K GEMM instead of the GEMV
-// (both fused; up to kNvfp4GemvMaxRows). H200, bench_gemm_nvfp4: at 16 tokens the GEMV took
-// 13-110 µs and split-K 30-240 µs on Llama's shapes; at 64 the GEMV 33-300 µs, split-K 30-240 µs.
+// (both fused; up to kNvfp4GemvMaxRows). H100, bench_gemm_nvfp4 (docs/perf.md, run 4): the GEMV
+// was faster at 32 tokens on all seven Llama shapes, split-K at 64 on all seven.
 constexpr int64_t kSplitKFromRows = 33;
 
 class CudaEngine final : public EngineBase {
@@ -381,21 +381,23 @@ class CudaEngine final : public EngineBase {
     w.decode_per_row = true;
     return w;
   }
-  // Whether the group runs as one fused GEMV (up to 32 rows) or split-K GEMM (33-64), as linear()
-  // would run each member.
-  bool group_runs_nvfp4(const Layer::Nvfp4Group& g, const bf16* in, int64_t N, int64_t C) const {
-    if (!g.codes.p || !o_.fused_nvfp4 || N > cuda::kNvfp4GemvMaxRows) return false;
-    const cuda::Nvfp4Weight w = group_weight(g);
-    return cuda::nvfp4_gemv_supported(in, w, N, C) || (N >= kSplitKFromRows && cuda::nvfp4_gemm_supported(in, w, N, C));
+  // Which fused kernel reads an NVFP4 weight (GEMV order) for N rows of in: the GEMV up to 32 rows,
+  // from 33 to 64 the split-K GEMM (64-token tiles read x once per 128 rows where the GEMV reads it
+  // per 16; bench_gemm_nvfp4, docs/kernels.md); none where they do not take the shape or
+  // EngineOptions::fused_nvfp4 is off (the caller decodes the weight for cuBLAS).
+  enum class FusedNvfp4 { none, gemv, split_k };
+  FusedNvfp4 fused_nvfp4_kernel(const bf16* in, const cuda::Nvfp4Weight& w, int64_t N, int64_t C) const {
+    if (!o_.fused_nvfp4 || !w.codes || N > cuda::kNvfp4GemvMaxRows) return FusedNvfp4::none;
+    if (N >= kSplitKFromRows && cuda::nvfp4_gemm_supported(in, w, N, C)) return FusedNvfp4::split_k;
+    return cuda::nvfp4_gemv_supported(in, w, N, C) ? FusedNvfp4::gemv : FusedNvfp4::none;
   }
-  // out (N, rows) bf16 = in (N, C) x the group's weight^T (+ bias), where group_runs_nvfp4.
-  void linear_group_nvfp4(const Layer::Nvfp4Group& g, bf16* out, const bf16* in, int64_t N, int64_t C, int64_t rows,
-                          const bf16* b) {
-    const cuda::Nvfp4Weight w = group_weight(g);
-    if (N >= kSplitKFromRows && cuda::nvfp4_gemm_supported(in, w, N, C)) {
-      cuda::nvfp4_gemm(out, DType::BF16, in, w, b, N, C, rows, stream_, nullptr, cuda::Nvfp4GemmKernel::split_k);
+  // out (N, OC) bf16 = in x w^T (+ bias; · each row's factor under w4a4) by kernel k (not none).
+  void run_fused_nvfp4(FusedNvfp4 k, bf16* out, const bf16* in, const cuda::Nvfp4Weight& w, const bf16* b, int64_t N,
+                       int64_t C, int64_t OC, const float* rowf) {
+    if (k == FusedNvfp4::split_k) {
+      cuda::nvfp4_gemm(out, DType::BF16, in, w, b, N, C, OC, stream_, rowf, cuda::Nvfp4GemmKernel::split_k);
     } else {
-      cuda::nvfp4_gemv(out, DType::BF16, in, w, b, N, C, rows, stream_);
+      cuda::nvfp4_gemv(out, DType::BF16, in, w, b, N, C, OC, stream_, rowf);
     }
   }
 
@@ -471,15 +473,10 @@ class CudaEngine final : public EngineBase {
         x = xq;
         rowf = rf;
       }
-      // A few rows (decode, short prompts): the fused NVFP4 kernels read the 4-bit weight once —
-      // the GEMV up to 32 rows, from 33 to 64 the split-K GEMM (64-token tiles read x once per
-      // 128 rows where the GEMV reads it per 16; bench_gemm_nvfp4, docs/kernels.md).
-      const bool fused = o_.fused_nvfp4 && L.gemv_order && N <= cuda::kNvfp4GemvMaxRows;
-      if (fused && N >= kSplitKFromRows && cuda::nvfp4_gemm_supported(x, nvfp4_weight(L), N, L.C)) {
-        cuda::nvfp4_gemm(out, DType::BF16, x, nvfp4_weight(L), b, N, L.C, L.OC, stream_, rowf,
-                         cuda::Nvfp4GemmKernel::split_k);
-      } else if (fused && cuda::nvfp4_gemv_supported(x, nvfp4_weight(L), N, L.C)) {
-        cuda::nvfp4_gemv(out, DType::BF16, x, nvfp4_weight(L), b, N, L.C, L.OC, stream_, rowf);
+      // A few rows (decode, short prompts): the fused NVFP4 kernels read the 4-bit weight once.
+      const FusedNvfp4 k = L.gemv_order ? fused_nvfp4_kernel(x, nvfp4_weight(L), N, L.C) : FusedNvfp4::none;
+      if (k != FusedNvfp4::none) {
+        run_fused_nvfp4(k, out, x, nvfp4_weight(L), b, N, L.C, L.OC, rowf);
       } else {
         const bf16* w = weight_bf16(L);
         const float* alpha = L.factor.p + kFactorAt;
@@ -636,12 +633,12 @@ void CudaEngine::run_block_fused(int l, int64_t N, bool flash, int64_t B, int64_
   // q, k, v: one GEMM into (N, QD + 2 KD) rows, or each linear at its own precision.
   const bool none_captured = !capturing(li) && !capturing(li + 1) && !capturing(li + 2);
   const bool one_qkv = w.wqkv.p && group_bf16(li, true) && none_captured;
-  const bool one_qkv4 = !one_qkv && none_captured && group_runs_nvfp4(w.qkv4, h, N, C);
+  const FusedNvfp4 qkv4 = one_qkv || !none_captured ? FusedNvfp4::none : fused_nvfp4_kernel(h, group_weight(w.qkv4), N, C);
   const bf16* bias = w.bqkv.p;
-  if (one_qkv || one_qkv4) {
+  if (one_qkv || qkv4 != FusedNvfp4::none) {
     bf16* qkv = qkv_.need(N * W);
     if (one_qkv) gemm_bf16(qkv, h, w.wqkv.p, bias, N, C, W);
-    else linear_group_nvfp4(w.qkv4, qkv, h, N, C, W, bias);
+    else run_fused_nvfp4(qkv4, qkv, h, group_weight(w.qkv4), bias, N, C, W, nullptr);
     cuda::qkv_rows(q, k, v, qkv, qkv + QD, qkv + QD + KD, W, W, w.q_norm.p, w.k_norm.p, c_.norm_eps, pos,
                    inv_freq_.p, kc_.p + l * per_layer, vc_.p + l * per_layer, slot, N, NH, NKV, HS, S, max_ctx_,
                    status_.p, st);
@@ -664,10 +661,11 @@ void CudaEngine::run_block_fused(int l, int64_t N, bool flash, int64_t B, int64_
   // gate, up: one GEMM into (N, 2F) rows, or each on its own.
   const bool gu_free = !capturing(li + 4) && !capturing(li + 5);
   const bool one_gu = w.wgu.p && group_bf16(li + 4, false) && gu_free;
-  if (one_gu || (gu_free && group_runs_nvfp4(w.gu4, h, N, C))) {
+  const FusedNvfp4 gu4 = one_gu || !gu_free ? FusedNvfp4::none : fused_nvfp4_kernel(h, group_weight(w.gu4), N, C);
+  if (one_gu || gu4 != FusedNvfp4::none) {
     bf16* gu = gu_.need(N * 2 * F);
     if (one_gu) gemm_bf16(gu, h, w.wgu.p, nullptr, N, C, 2 * F);
-    else linear_group_nvfp4(w.gu4, gu, h, N, C, 2 * F, nullptr);
+    else run_fused_nvfp4(gu4, gu, h, group_weight(w.gu4), nullptr, N, C, 2 * F, nullptr);
     cuda::swiglu_rows(g, gu, N, F, st);
   } else {
     bf16* u = u_.need(N * F);

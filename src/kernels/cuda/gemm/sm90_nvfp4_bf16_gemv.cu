@@ -373,7 +373,7 @@ void nvfp4_gemv_variant(int variant, int split, void* out, DType out_dtype, cons
   require(variant >= 0 && variant < nvfp4_gemv_variants(), op, "variant " + std::to_string(variant) + " is not one");
   require(split == 1 || split == 2 || split == 4 || split == 8 || split == 16, op,
           "split = " + std::to_string(split) + ": use 1, 2, 4, 8 or 16");
-  require(out_dtype == DType::BF16 || out_dtype == DType::F32, op, "out must be BF16 or F32");
+  require_bf16_or_f32_out(op, out_dtype);
   require(N >= 1 && N <= 8 && OC > 0, op, "one n-tile: 1 <= N <= 8, OC > 0");
   require_ptr(out, op, "out");
   require_nvfp4_weight(op, w);
