@@ -6,11 +6,13 @@
 // projection its own GEMM, every row op its own launch); with "-serial", without programmatic
 // dependent launch (cuda::set_dependent_launch(false): every kernel starts after the previous
 // one ended); with "-decoded", NVFP4 weights decoded to BF16 before a cuBLAS GEMM at every step
-// (EngineOptions::fused_nvfp4 off: the path before the fused GEMV). Writes the model folder first (random BF16 weights, N(0, 0.02)-like, norm gains 1)
+// (EngineOptions::fused_nvfp4 off: the path before the fused GEMV); with "-head", the LM head at
+// the precision too (EngineOptions::quantize_lm_head; kept BF16 otherwise, as ModelOpt and vLLM
+// keep it). Writes the model folder first (random BF16 weights, N(0, 0.02)-like, norm gains 1)
 // unless it is there.
 //
 //   bench_infer --config llama-3.1-8b --dir /tmp/m8b
-//               [--precisions bf16,bf16-serial,bf16-apart,w4a16,w4a16-decoded,w4a4,w4a4-decoded,fp8]
+//               [--precisions bf16,bf16-serial,bf16-apart,w4a16,w4a16-decoded,w4a16-head,w4a4,w4a4-decoded,fp8]
 //               [--prompt 1024] [--decode 128] [--json OUT.json]
 #include <cuda_runtime.h>
 
@@ -260,15 +262,27 @@ int main(int argc, char** argv) {
     const model::ModelConfig& c = m.config();
     // Bytes a BF16 decode step reads: every linear weight once (embedding: one row), the norms,
     // and the KV cache of the context.
-    double weight_bytes = 0, matmul_params = 0;
+    // A precision's own bound counts its layers' weights at their bytes a parameter (NVFP4: 4 bits
+    // and an E4M3 scale per 16, 0.5625; FP8 1), the head BF16 unless it is quantized too.
+    double weight_bytes = 0, matmul_params = 0, layer_params = 0;
     for (const auto& s : m.specs()) {
-      if (s.name == "model.embed_tokens.weight" && !c.tie_embeddings) continue;
+      const bool embed = s.name == "model.embed_tokens.weight", head = s.name == "lm_head.weight" || (embed && c.tie_embeddings);
+      if (embed && !c.tie_embeddings) continue;
       weight_bytes += 2.0 * s.numel;
       if (s.shape.size() == 2) matmul_params += s.numel;
+      if (s.shape.size() == 2 && !head) layer_params += s.numel;
     }
+    const double head_params = matmul_params - layer_params;
     const double kv_row = 2.0 * c.n_layer * c.n_kv_head * c.head_size() * 2;  // K and V, BF16, per position
     const double ctx_mid = 16 + decode / 2.0;
     const double bound_s = (weight_bytes + kv_row * ctx_mid) / (bw * 1e9);
+    const auto own_bound_s = [&](infer::Precision p, bool head_too) {
+      const double per = p == infer::Precision::w4a16 || p == infer::Precision::w4a4 ? 0.5625
+                         : p == infer::Precision::fp8                                ? 1.0
+                                                                                     : 2.0;
+      const double quantized = layer_params + (head_too ? head_params : 0.0);
+      return (weight_bytes - 2.0 * quantized + per * quantized + kv_row * ctx_mid) / (bw * 1e9);
+    };
     const double prefill_flops = 2.0 * matmul_params * prompt +
                                  2.0 * 2.0 * c.n_layer * c.n_head * c.head_size() * prompt * (prompt + 1) / 2.0;
     const double prefill_s = prefill_flops / (tf * 1e12);
@@ -293,27 +307,30 @@ int main(int argc, char** argv) {
     auto rows = nlohmann::ordered_json::array();
     std::stringstream ps(precisions);
     std::string p;
-    std::printf("%-10s %10s %10s %9s %10s %9s %10s\n", "prec", "tok/s", "ITL ms", "vs bound", "TTFT ms", "vs FLOP",
-                "mem GiB");
+    std::printf("%-12s %10s %10s %9s %9s %8s %10s %9s %10s\n", "prec", "tok/s", "ITL ms", "vs bound", "vs own", "x bf16",
+                "TTFT ms", "vs FLOP", "mem GiB");
+    double bf16_itl = 0;  // the first bf16 row's, for the ratio of the rows after it
     while (std::getline(ps, p, ',')) {
       infer::EngineOptions o;
       std::string base = p;
-      bool apart = false, serial = false, decoded = false;
+      bool apart = false, serial = false, decoded = false, head = false;
       for (bool more = true; more;) {
         const auto strip = [&](const std::string& suffix) {
           const bool has = base.size() > suffix.size() && base.ends_with(suffix);
           if (has) base.resize(base.size() - suffix.size());
           return has;
         };
-        const bool a = strip("-apart"), s = strip("-serial"), d = strip("-decoded");
+        const bool a = strip("-apart"), s = strip("-serial"), d = strip("-decoded"), h = strip("-head");
         apart = apart || a;
         serial = serial || s;
         decoded = decoded || d;
-        more = a || s || d;
+        head = head || h;
+        more = a || s || d || h;
       }
       o.precision = infer::parse_precision(base);
       o.fuse = !apart;
       o.fused_nvfp4 = !decoded;
+      o.quantize_lm_head = head;
       cuda::set_dependent_launch(!serial);
       o.max_sequences = 1;
       o.max_context = prompt + decode + 32;
@@ -342,11 +359,14 @@ int main(int argc, char** argv) {
         e->forward(std::span<const infer::SeqChunk>(&ch, 1), logits);
         steps.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
       }
-      const double itl = median(steps), t1 = median(ttft);
-      std::printf("%-10s %10.1f %10.3f %8.1f%% %10.2f %8.2fx %10.2f\n", p.c_str(), 1.0 / itl, itl * 1e3,
-                  100.0 * bound_s / itl, t1 * 1e3, t1 / prefill_s, e->memory_bytes() / 1073741824.0);
+      const double itl = median(steps), t1 = median(ttft), own = own_bound_s(o.precision, head);
+      if (p == "bf16") bf16_itl = itl;
+      std::printf("%-12s %10.1f %10.3f %8.1f%% %8.1f%% %7.2fx %10.2f %8.2fx %10.2f\n", p.c_str(), 1.0 / itl, itl * 1e3,
+                  100.0 * bound_s / itl, 100.0 * own / itl, bf16_itl > 0 ? bf16_itl / itl : 0.0, t1 * 1e3, t1 / prefill_s,
+                  e->memory_bytes() / 1073741824.0);
       rows.push_back({{"precision", p}, {"decode_tokens_per_s", 1.0 / itl}, {"itl_ms", itl * 1e3},
-                      {"fraction_of_bf16_bound", bound_s / itl}, {"ttft_ms", t1 * 1e3},
+                      {"fraction_of_bf16_bound", bound_s / itl}, {"own_bound_ms", own * 1e3},
+                      {"fraction_of_own_bound", own / itl}, {"ttft_ms", t1 * 1e3},
                       {"ttft_over_flop_time", t1 / prefill_s}, {"engine_bytes", e->memory_bytes()}});
     }
     cuda::set_dependent_launch(true);
