@@ -67,13 +67,6 @@ struct GemvConfig {
   bool smem = false;
 };
 constexpr int kSmemStageBytes = 2 * 16 + 2 * 4;  // a thread's share of one shared-memory stage
-// A shared-memory-ring variant at NT n-tiles (bench_gemm_nvfp4 times them up to 32 tokens): fewer
-// threads an SM as the accumulators and x's words take registers (at most 80 at 2 n-tiles, 128 at 4).
-constexpr GemvConfig at_ntiles(GemvConfig c, int nt) {
-  if (nt >= 4) c.threads_per_sm = std::min(c.threads_per_sm, 512);
-  else if (nt == 2) c.threads_per_sm = std::min(c.threads_per_sm, 768);
-  return c;
-}
 // The defaults by n-tile count: 16 warps an SM up to 32 tokens (128 registers), 8 for 64 (x's
 // fragments and 32 accumulators would spill at 128); x ahead up to 16 tokens. More n-tiles are
 // independent chains already.
@@ -443,8 +436,6 @@ namespace gemm_detail {
 
 int nvfp4_gemv_variants() { return static_cast<int>(std::size(kGemvVariants)); }
 
-int nvfp4_gemv_variant_max_rows(int variant) { return kGemvVariants[variant].smem ? 32 : 8; }
-
 std::string nvfp4_gemv_variant_name(int variant) {
   const GemvConfig& c = kGemvVariants[variant];
   return std::string(c.smem ? "smem " : "") + "ring " + std::to_string(c.stages) + ", chains " + std::to_string(c.chains) + ", " +
@@ -458,26 +449,17 @@ void nvfp4_gemv_variant(int variant, int split, void* out, DType out_dtype, cons
   require(split == 1 || split == 2 || split == 4 || split == 8 || split == 16, op,
           "split = " + std::to_string(split) + ": use 1, 2, 4, 8 or 16");
   require_bf16_or_f32_out(op, out_dtype);
-  const GemvConfig& cfg = kGemvVariants[variant];
-  require(N >= 1 && OC > 0 && N <= nvfp4_gemv_variant_max_rows(variant), op,
-          "N = " + std::to_string(N) + ": 1 <= N <= 8 (one n-tile), up to 32 for a shared-memory ring, OC > 0");
+  require(N >= 1 && N <= 8 && OC > 0, op, "one n-tile: 1 <= N <= 8, OC > 0");
   require_ptr(out, op, "out");
   require_nvfp4_weight(op, w);
   require(nvfp4_gemv_supported(x, w, N, C), op, "C = " + std::to_string(C) + ": as nvfp4_gemv");
-  require(!cfg.smem || (reinterpret_cast<uintptr_t>(w.scales) & 3u) == 0, op,
+  require(!kGemvVariants[variant].smem || (reinterpret_cast<uintptr_t>(w.scales) & 3u) == 0, op,
           "variant " + std::to_string(variant) + " copies whole scale words: 4-byte aligned scales");
   const bool f32 = out_dtype == DType::F32;
-  const auto run_nt = [&]<int NT, int V>() {
-    constexpr GemvConfig c = at_ntiles(kGemvVariants[V], NT);
-    launch_split<NT, c.stages, c.chains, c.threads_per_sm, c.x_ahead, true, c.smem>(split, out, f32, x, w, bias,
-                                                                                    row_scale, N, C, OC, stream);
-  };
   const auto run = [&]<int V>() {
-    if constexpr (kGemvVariants[V].smem) {
-      if (N > 16) return run_nt.template operator()<4, V>();
-      if (N > 8) return run_nt.template operator()<2, V>();
-    }
-    run_nt.template operator()<1, V>();
+    constexpr GemvConfig c = kGemvVariants[V];
+    launch_split<1, c.stages, c.chains, c.threads_per_sm, c.x_ahead, true, c.smem>(split, out, f32, x, w, bias,
+                                                                                   row_scale, N, C, OC, stream);
   };
   static_assert(std::size(kGemvVariants) == 7, "one case a variant");
   switch (variant) {
