@@ -32,7 +32,7 @@ if [ "${SANITIZE:-1}" != 0 ] && command -v compute-sanitizer > /dev/null; then
   run memcheck compute-sanitizer --tool memcheck --error-exitcode 1 "$build/tests/test_cuda_ops" \
     --gtest_filter='CudaNvfp4Gemm.Matches*:CudaNvfp4Gemv.Matches*:CudaNvfp4Gemv.EveryConfiguration*'
   run racecheck compute-sanitizer --tool racecheck --error-exitcode 1 "$build/tests/test_cuda_ops" \
-    --gtest_filter='CudaNvfp4Gemm.Matches*:CudaNvfp4Gemv.EveryConfiguration*'
+    --gtest_filter='CudaNvfp4Gemm.Matches*'
 fi
 run bench_gemm "$build/bench/bench_gemm_nvfp4" --reps 30 --warmup 5 --m "${M:-1,8,16,32,64,256,1024,4096}"
 if [ "${INFER:-1}" != 0 ]; then

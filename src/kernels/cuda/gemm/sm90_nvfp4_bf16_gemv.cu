@@ -18,8 +18,7 @@
 // dominated), beyond that word by word (its registers would cost occupancy). A step: decode each
 // word's 4 pairs (rotations and a mask: the BF16 bits of e2m1 × 2^-126, then one exact multiply
 // by the block scale × 2^118: the weight × 2^-8, undone by the epilogue's factor × 2^8) -> 2 mmas
-// per word and n-tile, into one of CH accumulator sets. Or (GemvConfig::smem, bench variants for
-// now) the ring in shared memory, filled by cp.async, each thread reading back its own copies. Then the sets are added in order, the WK
+// per word and n-tile, into one of CH accumulator sets. Then the sets are added in order, the WK
 // warps' sums in warp order through shared memory, and warp kw = 0 writes fma(sum, decode, bias).
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -57,16 +56,10 @@ static_assert(kStep == 4 * 32, "a thread decodes 32 elements (16 bytes of codes)
 // every SM must hold (so at most 65536 / that registers a thread), and whether x is loaded two
 // steps ahead in two register slots (2 x 16 NT registers; P even) or word by word as a step
 // computes (x is the same for every CTA: mostly L1 hits).
-// With `smem`, the ring is in shared memory instead (stages of 40 bytes a thread: its 2 x 16 bytes
-// of codes and the aligned 4-byte words holding its 2 x 2 scale bytes), filled by cp.async: the
-// bytes in flight cost no registers. Each thread reads back only what it copied, so a
-// cp.async.wait_group is the only synchronization.
 struct GemvConfig {
   int stages, chains, threads_per_sm;
   bool x_ahead;
-  bool smem = false;
 };
-constexpr int kSmemStageBytes = 2 * 16 + 2 * 4;  // a thread's share of one shared-memory stage
 // The defaults by n-tile count: 16 warps an SM up to 32 tokens (128 registers), 8 for 64 (x's
 // fragments and 32 accumulators would spill at 128); x ahead up to 16 tokens. More n-tiles are
 // independent chains already.
@@ -75,10 +68,7 @@ constexpr GemvConfig kGemvDefault = NT == 1 ? GemvConfig{4, 4, 512, true}
                                             : GemvConfig{2, 1, NT >= 8 ? 256 : 512, NT <= 2};
 // The one-n-tile (N <= 8, the decode step) alternatives bench_gemm_nvfp4 times beside the default
 // (gemm_detail::nvfp4_gemv_variant): fewer registers, more warps an SM, x word by word.
-// The last three: the ring in shared memory, 4 stages at 32 warps an SM, 8 at 16, 6 at 24.
-constexpr GemvConfig kGemvVariants[] = {kGemvDefault<1>,          {2, 1, 1024, false},       {2, 2, 768, false},
-                                        {4, 2, 640, false},       {4, 1, 1024, false, true}, {8, 1, 512, false, true},
-                                        {6, 2, 768, false, true}};
+constexpr GemvConfig kGemvVariants[] = {kGemvDefault<1>, {2, 1, 1024, false}, {2, 2, 768, false}, {4, 2, 640, false}};
 
 struct Stage {
   uint4 q0{}, q1{};          // codes of rows g and g + 8
@@ -121,7 +111,7 @@ __device__ __forceinline__ void gemv_step(float (&acc)[CH][NT][4], const uint4& 
 // 64-bit add a load, no per-load division of a 64-bit column); it has data at steps i < my_steps
 // (the last step may be partial: C % 128 = 32, 64 or 96 — a thread past C reads nothing and adds
 // zeros, code 0 being +0). C < 2^31 (checked by the entry).
-template <int NT, int WK, bool kF32, int P, int CH, int TPS, bool kXAhead, bool kSmem>
+template <int NT, int WK, bool kF32, int P, int CH, int TPS, bool kXAhead>
 __global__ void __launch_bounds__(32 * WK, TPS / (32 * WK))
     sm90_nvfp4_bf16_gemv_kernel(void* __restrict__ out, const uint16_t* __restrict__ x, const uint8_t* __restrict__ codes,
                                 const uint8_t* __restrict__ scales, const float* __restrict__ decode,
@@ -131,7 +121,6 @@ __global__ void __launch_bounds__(32 * WK, TPS / (32 * WK))
   static_assert(32 * WK <= TPS, "an SM holds at least one CTA within the register budget");
   static_assert(!kXAhead || P % 2 == 0, "x's two slots follow the ring's steps: an even ring");
   static_assert(CH >= 1 && 4 % CH == 0, "a step's 4 words go round the accumulator sets evenly");
-  static_assert(!kSmem || (P >= 2 && !kXAhead), "a shared-memory ring: at least 2 stages, x read word by word");
   constexpr int kStride = WK * kStep / 32;  // uint4 of codes, uint16 of scales, per warp step
   static_assert(kStride * 32 == WK * kStep && kStride == WK * kStep / 2 / 16 && kStride == WK * kStep / 16 / 2,
                 "a warp step is WK x 128 columns: 64 WK code bytes (4 WK uint4), 8 WK scale bytes (4 WK uint16)");
@@ -181,90 +170,37 @@ __global__ void __launch_bounds__(32 * WK, TPS / (32 * WK))
   for (int c = 0; c < CH; ++c)
 #pragma unroll
     for (int nt = 0; nt < NT; ++nt) chains[c][nt][0] = chains[c][nt][1] = chains[c][nt][2] = chains[c][nt][3] = 0.0f;
-  // x's word w at step i for n-tile nt, read as the step computes (zeros past N or C).
-  const auto x_word = [&](int i, int nt, int w) {
-    return nt * 8 + g < N && i < my_steps ? __ldg(xp + nt * x_tile + static_cast<int64_t>(i) * kXStride + w)
-                                          : uint4{0, 0, 0, 0};
-  };
 
-  if constexpr (kSmem) {
-    // Stage s of thread tid: codes of row g at uint4 (2s) T + tid, of row g + 8 at (2s + 1) T + tid
-    // (T threads: a warp's 32 lanes read 512 consecutive bytes, no bank conflict), then the scale
-    // words the same way. A thread's 2 scale bytes sit in the aligned word at their address rounded
-    // down to 4 (scales are 4-byte aligned, checked by the entry; a step moves 8 WK bytes, so the
-    // half is the same at every step): `shift` picks them.
-    extern __shared__ uint4 ring_smem[];
-    constexpr int T = 32 * WK;
-    const int tid = static_cast<int>(threadIdx.x);
-    uint32_t* const scale_smem = reinterpret_cast<uint32_t*>(ring_smem + 2 * P * T);
-    const auto word_of = [](const uint16_t* p) {
-      return reinterpret_cast<const uint32_t*>(reinterpret_cast<uintptr_t>(p) & ~uintptr_t{3});
-    };
-    const uint32_t* const w0p = word_of(s0p);
-    const uint32_t* const w1p = word_of(s1p);
-    const int shift0 = (reinterpret_cast<uintptr_t>(s0p) & 2u) ? 16 : 0;
-    const int shift1 = (reinterpret_cast<uintptr_t>(s1p) & 2u) ? 16 : 0;
-    static_assert(kStride % 2 == 0, "a step moves whole scale words");
-    const auto issue = [&](int i) {  // step i's copies into stage i % P, one group either way
-      if (i < my_steps) {
-        const int st = i % P;
-        const int64_t o = static_cast<int64_t>(i) * kStride, ow = static_cast<int64_t>(i) * (kStride / 2);
-        cp_async16(smem_addr(ring_smem + (2 * st) * T + tid), q0p + o);
-        cp_async16(smem_addr(ring_smem + (2 * st + 1) * T + tid), q1p + o);
-        cp_async4(smem_addr(scale_smem + (2 * st) * T + tid), w0p + ow);
-        cp_async4(smem_addr(scale_smem + (2 * st + 1) * T + tid), w1p + ow);
-      }
-      cp_async_commit();
-    };
-    // The weights depend on no kernel of the step: the first P - 1 stages load before the wait.
+  // The weights depend on no kernel of the step: the ring's first codes load before the wait.
+  Stage ring[P];
 #pragma unroll
-    for (int p = 0; p < P - 1; ++p) issue(p);
-    dependent_wait();
-    dependent_trigger();
-    for (int i = 0; i < warp_steps; ++i) {
-      cp_async_wait<P - 2>();  // step i's group has landed (the P - 2 after it may not have)
-      const int st = i % P;
-      const bool have = i < my_steps;
-      const uint4 zero{0, 0, 0, 0};
-      const uint4 q0 = have ? ring_smem[(2 * st) * T + tid] : zero;
-      const uint4 q1 = have ? ring_smem[(2 * st + 1) * T + tid] : zero;
-      const uint32_t sc0 = have ? (scale_smem[(2 * st) * T + tid] >> shift0) & 0xFFFFu : 0u;
-      const uint32_t sc1 = have ? (scale_smem[(2 * st + 1) * T + tid] >> shift1) & 0xFFFFu : 0u;
-      // Into the stage read at step i - 1: its values are in registers already consumed by that
-      // step's mmas, which come before this copy in the thread's order.
-      issue(i + P - 1);
-      gemv_step<NT, CH>(chains, q0, q1, sc0, sc1, [&](int nt, int w) { return x_word(i, nt, w); });
-    }
-    cp_async_wait_all();
-  } else {
-    // The weights depend on no kernel of the step: the ring's first codes load before the wait.
-    Stage ring[P];
-  #pragma unroll
-    for (int p = 0; p < P; ++p) load_w(ring[p], p);
-    dependent_wait();
-    dependent_trigger();
-    // x two steps ahead in two slots (step i in slot i % 2; P is even, so p % 2 is i % 2): a slot is
-    // reloaded only after its step computed — no register copy waits on a load in flight.
-    uint4 xr[kXAhead ? 2 : 1][kXAhead ? NT : 1][4];
-    if constexpr (kXAhead) {
-      load_x(xr[0], 0);
-      load_x(xr[1], 1);
-    }
-    for (int base = 0; base < warp_steps; base += P) {
-  #pragma unroll
-      for (int p = 0; p < P; ++p) {
-        const int i = base + p;
-        if (i >= warp_steps) break;
-        if constexpr (kXAhead) {
-          gemv_step<NT, CH>(chains, ring[p].q0, ring[p].q1, ring[p].sc0, ring[p].sc1,
-                            [&](int nt, int w) { return xr[p % 2][nt][w]; });
-          load_x(xr[p % 2], i + 2);
-        } else {
-          gemv_step<NT, CH>(chains, ring[p].q0, ring[p].q1, ring[p].sc0, ring[p].sc1,
-                            [&](int nt, int w) { return x_word(i, nt, w); });
-        }
-        load_w(ring[p], i + P);
+  for (int p = 0; p < P; ++p) load_w(ring[p], p);
+  dependent_wait();
+  dependent_trigger();
+  // x two steps ahead in two slots (step i in slot i % 2; P is even, so p % 2 is i % 2): a slot is
+  // reloaded only after its step computed — no register copy waits on a load in flight.
+  uint4 xr[kXAhead ? 2 : 1][kXAhead ? NT : 1][4];
+  if constexpr (kXAhead) {
+    load_x(xr[0], 0);
+    load_x(xr[1], 1);
+  }
+  for (int base = 0; base < warp_steps; base += P) {
+#pragma unroll
+    for (int p = 0; p < P; ++p) {
+      const int i = base + p;
+      if (i >= warp_steps) break;
+      if constexpr (kXAhead) {
+        gemv_step<NT, CH>(chains, ring[p].q0, ring[p].q1, ring[p].sc0, ring[p].sc1,
+                          [&](int nt, int w) { return xr[p % 2][nt][w]; });
+        load_x(xr[p % 2], i + 2);
+      } else {
+        const bool in_c = i < my_steps;
+        gemv_step<NT, CH>(chains, ring[p].q0, ring[p].q1, ring[p].sc0, ring[p].sc1, [&](int nt, int w) {
+          return nt * 8 + g < N && in_c ? __ldg(xp + nt * x_tile + static_cast<int64_t>(i) * kXStride + w)
+                                        : uint4{0, 0, 0, 0};
+        });
       }
+      load_w(ring[p], i + P);
     }
   }
 
@@ -310,41 +246,30 @@ __global__ void __launch_bounds__(32 * WK, TPS / (32 * WK))
   }
 }
 
-template <int NT, int WK, int P, int CH, int TPS, bool kXAhead, bool kSmem>
+template <int NT, int WK, int P, int CH, int TPS, bool kXAhead>
 void launch(void* out, bool f32, const uint16_t* x, const Nvfp4Weight& w, const uint16_t* bias, const float* row_scale,
             int64_t N, int64_t C, int64_t OC, Stream stream) {
-  const auto kernel = f32 ? sm90_nvfp4_bf16_gemv_kernel<NT, WK, true, P, CH, TPS, kXAhead, kSmem>
-                          : sm90_nvfp4_bf16_gemv_kernel<NT, WK, false, P, CH, TPS, kXAhead, kSmem>;
-  constexpr int smem = kSmem ? P * 32 * WK * kSmemStageBytes : 0;
-  static_assert(smem <= 227 * 1024, "a CTA's shared-memory ring fits an SM");
-  if constexpr (smem > 48 * 1024) {  // above the default limit: once per kernel (both output types)
-    static const bool set = [] {
-      for (const auto k : {sm90_nvfp4_bf16_gemv_kernel<NT, WK, true, P, CH, TPS, kXAhead, kSmem>,
-                           sm90_nvfp4_bf16_gemv_kernel<NT, WK, false, P, CH, TPS, kXAhead, kSmem>})
-        check(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, smem), "cudaFuncSetAttribute");
-      return true;
-    }();
-    (void)set;
-  }
+  const auto kernel = f32 ? sm90_nvfp4_bf16_gemv_kernel<NT, WK, true, P, CH, TPS, kXAhead>
+                          : sm90_nvfp4_bf16_gemv_kernel<NT, WK, false, P, CH, TPS, kXAhead>;
   const dim3 grid(static_cast<unsigned>((OC + kRowsPerTile - 1) / kRowsPerTile));
-  launch_dependent(kernel, grid, dim3(32 * WK), smem, stream, out, x, w.codes, w.scales, w.decode, bias, row_scale,
+  launch_dependent(kernel, grid, dim3(32 * WK), 0, stream, out, x, w.codes, w.scales, w.decode, bias, row_scale,
                    static_cast<int>(N), static_cast<int>(C), OC, w.decode_per_row ? 1 : 0);
 }
 
 // Split 16 (a CTA of 512 threads) only for the variant entry (one n-tile); the public entry takes
 // 1-8.
-template <int NT, int P, int CH, int TPS, bool XA, bool kSplit16, bool SM = false>
+template <int NT, int P, int CH, int TPS, bool XA, bool kSplit16>
 void launch_split(int wk, void* out, bool f32, const uint16_t* x, const Nvfp4Weight& w, const uint16_t* bias,
                   const float* rs, int64_t N, int64_t C, int64_t OC, Stream stream) {
   switch (wk) {
-    case 1: launch<NT, 1, P, CH, TPS, XA, SM>(out, f32, x, w, bias, rs, N, C, OC, stream); break;
-    case 2: launch<NT, 2, P, CH, TPS, XA, SM>(out, f32, x, w, bias, rs, N, C, OC, stream); break;
-    case 4: launch<NT, 4, P, CH, TPS, XA, SM>(out, f32, x, w, bias, rs, N, C, OC, stream); break;
-    case 8: launch<NT, 8, P, CH, TPS, XA, SM>(out, f32, x, w, bias, rs, N, C, OC, stream); break;
+    case 1: launch<NT, 1, P, CH, TPS, XA>(out, f32, x, w, bias, rs, N, C, OC, stream); break;
+    case 2: launch<NT, 2, P, CH, TPS, XA>(out, f32, x, w, bias, rs, N, C, OC, stream); break;
+    case 4: launch<NT, 4, P, CH, TPS, XA>(out, f32, x, w, bias, rs, N, C, OC, stream); break;
+    case 8: launch<NT, 8, P, CH, TPS, XA>(out, f32, x, w, bias, rs, N, C, OC, stream); break;
     default:
       if constexpr (kSplit16) {
         static_assert(TPS >= 512, "split 16 is a CTA of 512 threads");
-        launch<NT, 16, P, CH, TPS, XA, SM>(out, f32, x, w, bias, rs, N, C, OC, stream);
+        launch<NT, 16, P, CH, TPS, XA>(out, f32, x, w, bias, rs, N, C, OC, stream);
       } else {
         require(false, "nvfp4_gemv", "split " + std::to_string(wk) + ": the kernel takes 1, 2, 4 or 8");
       }
@@ -438,7 +363,7 @@ int nvfp4_gemv_variants() { return static_cast<int>(std::size(kGemvVariants)); }
 
 std::string nvfp4_gemv_variant_name(int variant) {
   const GemvConfig& c = kGemvVariants[variant];
-  return std::string(c.smem ? "smem " : "") + "ring " + std::to_string(c.stages) + ", chains " + std::to_string(c.chains) + ", " +
+  return "ring " + std::to_string(c.stages) + ", chains " + std::to_string(c.chains) + ", " +
          std::to_string(c.threads_per_sm / 32) + " warps/SM, x " + (c.x_ahead ? "ahead" : "by word");
 }
 
@@ -453,23 +378,18 @@ void nvfp4_gemv_variant(int variant, int split, void* out, DType out_dtype, cons
   require_ptr(out, op, "out");
   require_nvfp4_weight(op, w);
   require(nvfp4_gemv_supported(x, w, N, C), op, "C = " + std::to_string(C) + ": as nvfp4_gemv");
-  require(!kGemvVariants[variant].smem || (reinterpret_cast<uintptr_t>(w.scales) & 3u) == 0, op,
-          "variant " + std::to_string(variant) + " copies whole scale words: 4-byte aligned scales");
   const bool f32 = out_dtype == DType::F32;
   const auto run = [&]<int V>() {
     constexpr GemvConfig c = kGemvVariants[V];
-    launch_split<1, c.stages, c.chains, c.threads_per_sm, c.x_ahead, true, c.smem>(split, out, f32, x, w, bias,
-                                                                                   row_scale, N, C, OC, stream);
+    launch_split<1, c.stages, c.chains, c.threads_per_sm, c.x_ahead, true>(split, out, f32, x, w, bias, row_scale, N,
+                                                                           C, OC, stream);
   };
-  static_assert(std::size(kGemvVariants) == 7, "one case a variant");
+  static_assert(std::size(kGemvVariants) == 4, "one case a variant");
   switch (variant) {
     case 0: run.template operator()<0>(); break;
     case 1: run.template operator()<1>(); break;
     case 2: run.template operator()<2>(); break;
-    case 3: run.template operator()<3>(); break;
-    case 4: run.template operator()<4>(); break;
-    case 5: run.template operator()<5>(); break;
-    default: run.template operator()<6>(); break;
+    default: run.template operator()<3>(); break;
   }
   check_launch(op);
 }
