@@ -9,7 +9,7 @@
 // repetition (L2 is 50 MiB on an H100) so both kernels read their weights from HBM. Random data,
 // fresh per shape. Prints a table: microseconds, the weight stream's TB/s (NVFP4: codes and
 // scales, 4.5 bits a weight), TFLOP/s, NVFP4's speed-up over BF16, and for the GEMV its time
-// with each split along C (1, 2, 4, 8 warps per 16-row block) beside the kernel's own choice and,
+// with each split along C (1, 2, 4, 8 warps per 16-row block; 16 up to 8 tokens) beside the kernel's own choice and,
 // above 8 tokens, the split-K GEMM's (checked first); for the GEMM the wide wgmma tile's (checked
 // first) and the mma.sync kernel's times beside the wgmma one's and W4A4's (nvfp4_gemm_nt, both
 // operands NVFP4: the training recipe's GEMM, checked the same way against cuBLAS on both
@@ -249,7 +249,8 @@ int main(int argc, char** argv) {
         split_k = buf;
       }
       if (M <= cu::kNvfp4GemvMaxRows) {
-        for (const int split : {1, 2, 4, 8}) {
+        for (const int split : {1, 2, 4, 8, 16}) {
+          if (split == 16 && M > 8) continue;  // 16 warps along C only at one n-tile
           const double t = nvfp4::bench::median_event_seconds(
               [&] { cu::nvfp4_gemv(d_out, nvfp4::DType::BF16, d_x, w, nullptr, M, C, OC, nullptr, nullptr, split); },
               flush_l2, warmup, reps);

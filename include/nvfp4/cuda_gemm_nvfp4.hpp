@@ -44,8 +44,8 @@ bool nvfp4_gemv_supported(const uint16_t* x, const Nvfp4Weight& w, int64_t N, in
 
 // out (N, OC) BF16 or F32, OVERWRITTEN. Throws nvfp4::Error naming the op for shapes it does not
 // take (see nvfp4_gemv_supported) or null pointers.
-// split: warps along C per 16-row block, 1, 2, 4 or 8; 0 (the default) lets the kernel choose
-// (the fewest that put about 32 warps on every SM) — bench_gemm_nvfp4 measures the others.
+// split: warps along C per 16-row block, 1, 2, 4 or 8 (or 16, up to 8 tokens); 0 (the default)
+// lets the kernel choose (its table in docs/kernels.md) — bench_gemm_nvfp4 measures the others.
 void nvfp4_gemv(void* out, DType out_dtype, const uint16_t* x, const Nvfp4Weight& w, const uint16_t* bias, int64_t N,
                 int64_t C, int64_t OC, Stream stream, const float* row_scale = nullptr, int split = 0);
 

@@ -255,16 +255,22 @@ TEST(CudaNvfp4Gemv, MatchesDoubleDotProductsAndTheDecodedGemv) {
   }
 }
 
-// Every split along C the kernel can take (1, 2, 4, 8 warps per 16-row block) within the bound.
+// Every split along C the kernel can take (1, 2, 4, 8 warps per 16-row block; 16 up to 8 tokens)
+// within the bound; 16 above 8 tokens is an error.
 TEST(CudaNvfp4Gemv, EverySplitMatchesDoubleDotProducts) {
   REQUIRE_GPU();
-  for (const int split : {1, 2, 4, 8}) {
+  for (const int split : {1, 2, 4, 8, 16}) {
     SCOPED_TRACE("split " + std::to_string(split));
     check_against_double(5, 1024, 50, 1900 + split, [&](void* out, nvfp4::DType dt, const uint16_t* x,
                                                          const cu::Nvfp4Weight& w, const uint16_t* b, const float* r) {
       cu::nvfp4_gemv(out, dt, x, w, b, 5, 1024, 50, nullptr, r, split);
     });
   }
+  check_against_double(12, 1024, 50, 1920, [&](void* out, nvfp4::DType dt, const uint16_t* x, const cu::Nvfp4Weight& w,
+                                                const uint16_t* b, const float* r) {
+    nvfp4::test::expect_error([&] { cu::nvfp4_gemv(out, dt, x, w, b, 12, 1024, 50, nullptr, r, 16); }, "split = 16");
+    cu::nvfp4_gemv(out, dt, x, w, b, 12, 1024, 50, nullptr, r, 8);
+  });
 }
 
 // Every one-n-tile configuration (ring depth, accumulator sets, warps an SM) at every split (1-16

@@ -60,15 +60,19 @@ struct GemvConfig {
   int stages, chains, threads_per_sm;
   bool x_ahead;
 };
-// The defaults by n-tile count: 16 warps an SM up to 32 tokens (128 registers), 8 for 64 (x's
-// fragments and 32 accumulators would spill at 128); x ahead up to 16 tokens. More n-tiles are
+// The defaults by n-tile count. One n-tile (N <= 8, the decode step): a ring of 2, one accumulator
+// set, 32 warps an SM (64 registers), x word by word — the fastest or within 4 % of it on all 7
+// shapes at 1 and 8 tokens of the configurations below (docs/perf.md, run 5), 1.05-1.16x the
+// deeper ring it replaced. More n-tiles: 16 warps an SM up to 32 tokens (128 registers), 8 for 64
+// (x's fragments and 32 accumulators would spill at 128); x ahead up to 16 tokens. More n-tiles are
 // independent chains already.
 template <int NT>
-constexpr GemvConfig kGemvDefault = NT == 1 ? GemvConfig{4, 4, 512, true}
+constexpr GemvConfig kGemvDefault = NT == 1 ? GemvConfig{2, 1, 1024, false}
                                             : GemvConfig{2, 1, NT >= 8 ? 256 : 512, NT <= 2};
-// The one-n-tile (N <= 8, the decode step) alternatives bench_gemm_nvfp4 times beside the default
-// (gemm_detail::nvfp4_gemv_variant): fewer registers, more warps an SM, x word by word.
-constexpr GemvConfig kGemvVariants[] = {kGemvDefault<1>, {2, 1, 1024, false}, {2, 2, 768, false}, {4, 2, 640, false}};
+// The one-n-tile alternatives bench_gemm_nvfp4 times beside the default (gemm_detail::
+// nvfp4_gemv_variant): the deeper ring with 4 sets and x ahead (the default until run 5), and
+// between the two.
+constexpr GemvConfig kGemvVariants[] = {kGemvDefault<1>, {4, 4, 512, true}, {2, 2, 768, false}, {4, 2, 640, false}};
 
 struct Stage {
   uint4 q0{}, q1{};          // codes of rows g and g + 8
@@ -256,8 +260,8 @@ void launch(void* out, bool f32, const uint16_t* x, const Nvfp4Weight& w, const 
                    static_cast<int>(N), static_cast<int>(C), OC, w.decode_per_row ? 1 : 0);
 }
 
-// Split 16 (a CTA of 512 threads) only for the variant entry (one n-tile); the public entry takes
-// 1-8.
+// Split 16 (a CTA of 512 threads) only at one n-tile (the variant entry, and nvfp4_gemv up to 8
+// tokens).
 template <int NT, int P, int CH, int TPS, bool XA, bool kSplit16>
 void launch_split(int wk, void* out, bool f32, const uint16_t* x, const Nvfp4Weight& w, const uint16_t* bias,
                   const float* rs, int64_t N, int64_t C, int64_t OC, Stream stream) {
@@ -280,15 +284,22 @@ template <int NT>
 void launch_default(int wk, void* out, bool f32, const uint16_t* x, const Nvfp4Weight& w, const uint16_t* bias,
                     const float* rs, int64_t N, int64_t C, int64_t OC, Stream stream) {
   constexpr GemvConfig c = kGemvDefault<NT>;
-  launch_split<NT, c.stages, c.chains, c.threads_per_sm, c.x_ahead, false>(wk, out, f32, x, w, bias, rs, N, C, OC,
-                                                                           stream);
+  launch_split<NT, c.stages, c.chains, c.threads_per_sm, c.x_ahead, NT == 1>(wk, out, f32, x, w, bias, rs, N, C, OC,
+                                                                             stream);
 }
 
-// Warps along C per 16-row CTA: the fewest (1, 2, 4, 8) that put about 32 warps on every SM, and
-// no more than C has steps. The table in docs/kernels.md records what each shape gets.
-int split_for(int64_t C, int64_t OC) {
+// Warps along C per 16-row CTA. One n-tile (32 warps an SM): 8, or 16 for a long row (C >= 12288)
+// over few CTAs (at most 2 an SM) — the best or within 10 % of it at every shape of run 5; never
+// fewer than 2 steps a warp. More n-tiles: the fewest (1, 2, 4, 8) that put about 32 warps on every
+// SM, with at least 2 steps a warp. The table in docs/kernels.md records what each shape gets.
+int split_for(int64_t C, int64_t OC, int64_t N) {
   const int64_t sms = sm_count();
   const int64_t ctas = (OC + kRowsPerTile - 1) / kRowsPerTile, steps = (C + kStep - 1) / kStep;
+  if (N <= 8) {
+    int wk = C >= 12288 && ctas <= 2 * sms ? 16 : 8;
+    while (wk > 1 && 2 * wk > steps) wk /= 2;
+    return wk;
+  }
   int wk = 1;
   while (wk < 8 && ctas * wk < 32 * sms && 2 * wk <= steps) wk *= 2;
   return wk;
@@ -346,9 +357,9 @@ void nvfp4_gemv(void* out, DType out_dtype, const uint16_t* x, const Nvfp4Weight
               std::to_string(kNvfp4GemvMaxRows) + ", C a positive multiple of 32 up to 2^30" +
               ", 16-byte aligned x and codes and 2-byte aligned scales (decode the weight and use Blas::gemm)");
   const bool f32 = out_dtype == DType::F32;
-  require(split == 0 || split == 1 || split == 2 || split == 4 || split == 8, op,
-          "split = " + std::to_string(split) + ": use 0 (the table's choice), 1, 2, 4 or 8");
-  const int wk = split ? split : split_for(C, OC);
+  require(split == 0 || split == 1 || split == 2 || split == 4 || split == 8 || (split == 16 && N <= 8), op,
+          "split = " + std::to_string(split) + ": use 0 (the table's choice), 1, 2, 4 or 8 (16 up to 8 tokens)");
+  const int wk = split ? split : split_for(C, OC, N);
   ++calls_gemv;
   if (N <= 8) launch_default<1>(wk, out, f32, x, w, bias, row_scale, N, C, OC, stream);
   else if (N <= 16) launch_default<2>(wk, out, f32, x, w, bias, row_scale, N, C, OC, stream);
