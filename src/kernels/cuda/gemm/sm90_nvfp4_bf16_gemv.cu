@@ -61,9 +61,9 @@ struct GemvConfig {
   bool x_ahead;
 };
 // The defaults by n-tile count. One n-tile (N <= 8, the decode step): a ring of 2, one accumulator
-// set, 32 warps an SM (64 registers), x word by word — the fastest or within 4 % of it on all 7
-// shapes at 1 and 8 tokens of the configurations below (docs/perf.md, run 5), 1.05-1.16x the
-// deeper ring it replaced. More n-tiles: 16 warps an SM up to 32 tokens (128 registers), 8 for 64
+// set, 32 warps an SM (64 registers), x word by word — of the configurations below, the fastest or
+// within 3 % of it in 13 of the 14 cases of 7 shapes at 1 and 8 tokens (docs/perf.md, run 5),
+// 1.01-1.16x the deeper ring it replaced. More n-tiles: 16 warps an SM up to 32 tokens (128 registers), 8 for 64
 // (x's fragments and 32 accumulators would spill at 128); x ahead up to 16 tokens. More n-tiles are
 // independent chains already.
 template <int NT>
@@ -289,8 +289,9 @@ void launch_default(int wk, void* out, bool f32, const uint16_t* x, const Nvfp4W
 }
 
 // Warps along C per 16-row CTA. One n-tile (32 warps an SM): 8, or 16 for a long row (C >= 12288)
-// over few CTAs (at most 2 an SM) — the best or within 10 % of it at every shape of run 5; never
-// fewer than 2 steps a warp. More n-tiles: the fewest (1, 2, 4, 8) that put about 32 warps on every
+// over few CTAs (at most 2 an SM) — the best split or within 3 % of it on the 7 shapes at one token
+// in run 5, within 11 % at 8 (8B and 70B gate/up: 2 or 4 was faster); never fewer than 2 steps a
+// warp. More n-tiles: the fewest (1, 2, 4, 8) that put about 32 warps on every
 // SM, with at least 2 steps a warp. The table in docs/kernels.md records what each shape gets.
 int split_for(int64_t C, int64_t OC, int64_t N) {
   const int64_t sms = sm_count();
