@@ -6,7 +6,9 @@
 // Each shape is checked first (the NVFP4 result against cuBLAS on the decoded weights times the
 // factor: the largest difference at most 2^-7 of the output range, two BF16 roundings' worth),
 // then timed: CUDA events, median of --reps after --warmup, a 256 MiB write before every
-// repetition (L2 is 50 MiB on an H100) so both kernels read their weights from HBM. Random data,
+// repetition (L2 is 50 MiB on an H100) so both kernels read their weights from HBM, as runs 1-6 of
+// docs/perf.md flushed. That leaves up to 50 MB of dirty lines for the timed kernel's reads to write
+// back; `--l2 read` flushes by a 256 MiB read instead (clean lines; not yet run on a GPU). Random data,
 // fresh per shape. Prints a table: microseconds, the weight stream's TB/s (NVFP4: codes and
 // scales, 4.5 bits a weight), TFLOP/s, NVFP4's speed-up over BF16, and for the GEMV its time
 // with each split along C (1, 2, 4, 8 warps per 16-row block; 16 up to 8 tokens) beside the kernel's own choice and,
@@ -19,7 +21,7 @@
 // --l2 warm leaves L2 as the last repetition left it (no flush): how ggml's test-backend-ops times
 // (the same matrices again and again), so a peer's numbers can be set beside ours on equal terms.
 //
-//   bench_gemm_nvfp4 [--reps 50] [--warmup 10] [--m 1,8,16,64,256,1024,4096] [--layer "8B down"] [--l2 flush|warm]
+//   bench_gemm_nvfp4 [--reps 50] [--warmup 10] [--m 1,8,16,64,256,1024,4096] [--layer "8B down"] [--l2 flush|read|warm]
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -75,6 +77,17 @@ std::pair<double, double> worst_and_range(const std::vector<uint16_t>& got, cons
   return {worst, range};
 }
 
+// Reads n uint4 (the flush buffer) through L2; the store never happens for the buffer's contents
+// (a fixed fill whose XOR is 0) but keeps the loads.
+__global__ void read_flush_kernel(const uint4* __restrict__ p, int64_t n, unsigned* sink) {
+  unsigned acc = 0;
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x) {
+    const uint4 v = p[i];
+    acc ^= v.x ^ v.y ^ v.z ^ v.w;
+  }
+  if (acc == 0x9E3779B9u) *sink = acc;
+}
+
 std::vector<int> parse_list(const char* s) {
   std::vector<int> v;
   for (const char* p = s; *p;) {
@@ -91,7 +104,7 @@ int main(int argc, char** argv) {
   int reps = 50, warmup = 10;
   std::vector<int> ms = {1, 8, 16, 64, 256, 1024, 4096};
   std::string only;  // --layer: one row of kShapes (e.g. for a profiler run)
-  bool warm_l2 = false;
+  enum class L2 { flush, read, warm } l2 = L2::flush;
   for (int i = 1; i < argc; i += 2) {
     const std::string a = argv[i];
     if (i + 1 == argc) {
@@ -102,12 +115,13 @@ int main(int argc, char** argv) {
     else if (a == "--warmup") warmup = std::atoi(argv[i + 1]);
     else if (a == "--m") ms = parse_list(argv[i + 1]);
     else if (a == "--layer") only = argv[i + 1];
-    else if (a == "--l2" && (std::strcmp(argv[i + 1], "warm") == 0 || std::strcmp(argv[i + 1], "flush") == 0))
-      warm_l2 = std::strcmp(argv[i + 1], "warm") == 0;
+    else if (a == "--l2" && std::strcmp(argv[i + 1], "warm") == 0) l2 = L2::warm;
+    else if (a == "--l2" && std::strcmp(argv[i + 1], "read") == 0) l2 = L2::read;
+    else if (a == "--l2" && std::strcmp(argv[i + 1], "flush") == 0) l2 = L2::flush;
     else {
       std::fprintf(stderr,
                    "bench_gemm_nvfp4: unknown option or value %s (--reps N, --warmup N, --m 1,8,16,64,256, --layer NAME, "
-                   "--l2 flush|warm)\n",
+                   "--l2 flush|read|warm)\n",
                    a.c_str());
       return 2;
     }
@@ -115,13 +129,22 @@ int main(int argc, char** argv) {
   cudaDeviceProp prop{};
   CK(cudaGetDeviceProperties(&prop, 0));
   std::printf("device: %s, L2 %d MiB, %s\n", prop.name, prop.l2CacheSize >> 20,
-              warm_l2 ? "L2 warm (no flush between repetitions)" : "L2 flushed before every repetition");
+              l2 == L2::warm    ? "L2 warm (no flush between repetitions)"
+              : l2 == L2::read ? "L2 flushed by a 256 MiB read before every repetition (clean lines)"
+                               : "L2 flushed by a 256 MiB write before every repetition");
   const size_t flush_bytes = size_t{256} << 20;
   void* flush = nullptr;
+  unsigned* sink = nullptr;
   CK(cudaMalloc(&flush, flush_bytes));
+  CK(cudaMalloc(&sink, sizeof(unsigned)));
+  CK(cudaMemset(flush, 0x5A, flush_bytes));  // --l2 read: every word the same, so the XOR is 0
   int flips = 0;
   const auto flush_l2 = [&] {
-    if (!warm_l2) CK(cudaMemsetAsync(flush, ++flips & 0xFF, flush_bytes));
+    if (l2 == L2::flush) CK(cudaMemsetAsync(flush, ++flips & 0xFF, flush_bytes));
+    if (l2 == L2::read) {
+      read_flush_kernel<<<1024, 256>>>(static_cast<const uint4*>(flush), static_cast<int64_t>(flush_bytes / 16), sink);
+      CK(cudaGetLastError());
+    }
   };
 
   cu::Blas blas;
@@ -299,5 +322,6 @@ int main(int argc, char** argv) {
     CK(cudaFree(d_w));
   }
   CK(cudaFree(flush));
+  CK(cudaFree(sink));
   return all_ok ? 0 : 1;
 }
