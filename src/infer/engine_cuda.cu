@@ -191,12 +191,17 @@ class CudaEngine final : public EngineBase {
     }
     return g;
   }
-  // Whether every member of linear i's group runs in BF16 (the group can run as one GEMM).
-  bool group_bf16(size_t first, bool qkv) const {
+  // Whether every member of the group at `first` (q|k|v or gate|up) satisfies pred.
+  template <class Pred>
+  bool group_all(size_t first, bool qkv, Pred&& pred) const {
     for (size_t m = first; m < first + (qkv ? 3 : 2); ++m) {
-      if (lin_[m].p != Precision::bf16) return false;
+      if (!pred(lin_[m])) return false;
     }
     return true;
+  }
+  // Whether every member runs in BF16 (the group can run as one GEMM).
+  bool group_bf16(size_t first, bool qkv) const {
+    return group_all(first, qkv, [](const Linear& L) { return L.p == Precision::bf16; });
   }
 
   void load_linears(std::span<const Precision> p, bool all) {
@@ -293,10 +298,7 @@ class CudaEngine final : public EngineBase {
 
   // Whether the members of the group at `first` are all w4a16 in GEMV order (one fused GEMV).
   bool group_nvfp4(size_t first, bool qkv) const {
-    for (size_t m = first; m < first + (qkv ? 3 : 2); ++m) {
-      if (lin_[m].p != Precision::w4a16 || !lin_[m].gemv_order) return false;
-    }
-    return true;
+    return group_all(first, qkv, [](const Linear& L) { return L.p == Precision::w4a16 && L.gemv_order; });
   }
 
   // After loading: the group's stacked buffers rebuilt from its members' rows (their own arrays or
@@ -305,8 +307,8 @@ class CudaEngine final : public EngineBase {
   void regroup_nvfp4(size_t first, bool qkv, Layer::Nvfp4Group& g) {
     const size_t n = qkv ? 3 : 2;
     const bool grouped = group_nvfp4(first, qkv);
-    bool intact = g.codes.p != nullptr;  // every member still reads its rows of the current buffers
-    for (size_t m = first; m < first + n; ++m) intact = intact && lin_[m].codes_view;
+    // Every member still reads its rows of the current buffers.
+    const bool intact = g.codes.p && group_all(first, qkv, [](const Linear& L) { return L.codes_view != nullptr; });
     if (grouped && intact) return;
     int64_t rows = 0, unused = 0;
     for (size_t m = first; m < first + n; ++m) rows += lin_[m].OC;

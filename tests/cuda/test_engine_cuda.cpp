@@ -5,6 +5,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <memory>
+#include <utility>
 
 #include "../infer/tiny_hf_model.hpp"
 #include "nvfp4/cuda_ops.hpp"
@@ -33,6 +35,18 @@ using EngineCudaTest = nvfp4::test::ScratchDirTest<kPrefix>;
 
 
 
+
+// Two CUDA engines on m at precision p, max_context 40: the defaults, and with `off` (an
+// EngineOptions bool member) false — the path the first is compared with.
+std::pair<std::unique_ptr<Engine>, std::unique_ptr<Engine>> engines_with_and_without(const HfModel& m, Precision p,
+                                                                                    bool EngineOptions::*off) {
+  EngineOptions o;
+  o.precision = p;
+  o.max_context = 40;
+  auto with = nvfp4::infer::make_cuda_engine(m, o);
+  o.*off = false;
+  return {std::move(with), nvfp4::infer::make_cuda_engine(m, o)};
+}
 
 double argmax_agreement(const std::vector<float>& a, const std::vector<float>& b, int V) {
   const size_t rows = a.size() / static_cast<size_t>(V);
@@ -276,12 +290,7 @@ TEST_F(EngineCudaTest, FusedNvfp4GemvMatchesTheDecodedPath) {
     const auto t = some_tokens(40, c.vocab, 48);
     constexpr size_t kPrompt = 34;  // above 32 rows: the split-K GEMM where C allows
     for (Precision p : {Precision::w4a16, Precision::w4a4}) {
-      EngineOptions o;
-      o.precision = p;
-      o.max_context = 40;
-      const auto fused = nvfp4::infer::make_cuda_engine(m, o);
-      o.fused_nvfp4 = false;
-      const auto decoded = nvfp4::infer::make_cuda_engine(m, o);
+      const auto [fused, decoded] = engines_with_and_without(m, p, &EngineOptions::fused_nvfp4);
       // Which route ran: the fused engine's forwards call nvfp4_gemv (and, for the 34-token prompt,
       // the split-K nvfp4_gemm where C % 64 == 0: every projection but the down one, C = 96), the
       // decoded one's never do. (Bits alone cannot tell: on this tiny model the FP32 sums are often
@@ -324,12 +333,7 @@ TEST_F(EngineCudaTest, FusedBlocksEqualOpByOp) {
     const HfModel m = HfModel::open((dir_ / arch).string());
     const auto t = some_tokens(30, c.vocab, 44);
     for (Precision p : {Precision::bf16, Precision::w4a16}) {
-      EngineOptions o;
-      o.precision = p;
-      o.max_context = 40;
-      const auto fused = nvfp4::infer::make_cuda_engine(m, o);
-      o.fuse = false;
-      const auto apart = nvfp4::infer::make_cuda_engine(m, o);
+      const auto [fused, apart] = engines_with_and_without(m, p, &EngineOptions::fuse);
       std::vector<float> lf = nvfp4::test::run_chunk(*fused, 0, {t.begin(), t.begin() + 24}, true);
       std::vector<float> la = nvfp4::test::run_chunk(*apart, 0, {t.begin(), t.begin() + 24}, true);
       for (size_t i = 24; i < t.size(); ++i) {  // decode steps (replayed graphs from the second on)
@@ -345,12 +349,7 @@ TEST_F(EngineCudaTest, FusedBlocksEqualOpByOp) {
       }
     }
     // Layer 0's k_proj in w4a16, the rest bf16: that block's projections run apart.
-    EngineOptions o;
-    o.precision = Precision::bf16;
-    o.max_context = 40;
-    const auto e = nvfp4::infer::make_cuda_engine(m, o);
-    o.fuse = false;
-    const auto ref = nvfp4::infer::make_cuda_engine(m, o);
+    const auto [e, ref] = engines_with_and_without(m, Precision::bf16, &EngineOptions::fuse);
     const auto before = nvfp4::test::run_chunk(*e, 0, t, true);
     std::vector<Precision> mixed(e->linear_plan().size(), Precision::bf16);
     mixed[1] = Precision::w4a16;
@@ -386,7 +385,7 @@ TEST_F(EngineCudaTest, Nvfp4GroupsRunAsOneGemvAndSurvivePrecisionChanges) {
     const auto e = nvfp4::infer::make_cuda_engine(m, o);
     nvfp4::test::run_chunk(*e, 0, {t.begin(), t.begin() + 8}, true);
     const int64_t c0 = nvfp4::cuda::nvfp4_calls().gemv;
-    nvfp4::test::run_chunk(*e, 0, {t[8]}, false);  // launched or captured: every call counted once
+    nvfp4::test::run_chunk(*e, 0, {t[8]}, false);  // the first decode step: run, then recorded
     step_calls[k] = nvfp4::cuda::nvfp4_calls().gemv - c0;
   }
   // The first decode step runs its layers, then records them into the graph the next steps replay:
@@ -394,12 +393,7 @@ TEST_F(EngineCudaTest, Nvfp4GroupsRunAsOneGemvAndSurvivePrecisionChanges) {
   EXPECT_EQ(step_calls[0], 2 * 4 * c.n_layer) << "w4a16";
   EXPECT_EQ(step_calls[1], 2 * 7 * c.n_layer) << "w4a4";
 
-  EngineOptions o;
-  o.precision = Precision::w4a16;
-  o.max_context = 40;
-  const auto e = nvfp4::infer::make_cuda_engine(m, o);
-  o.fused_nvfp4 = false;
-  const auto decoded = nvfp4::infer::make_cuda_engine(m, o);
+  const auto [e, decoded] = engines_with_and_without(m, Precision::w4a16, &EngineOptions::fused_nvfp4);
   const auto before = nvfp4::test::run_chunk(*e, 0, t, true);
   EXPECT_LT(rel_diff(before, nvfp4::test::run_chunk(*decoded, 0, t, true)), 0.01);
   std::vector<Precision> p;

@@ -152,6 +152,12 @@ __device__ __forceinline__ float unshifted_factor(const float* factor) {
                                : *factor * (kDecodedWeightUnshift * kDecodedWeightUnshift);
 }
 
+// The W4A16 factor of output row r: the tensor's (decode_stride 0) or row r's own (decode_stride 1:
+// tensors stacked by rows, Nvfp4Weight::decode_per_row).
+__device__ __forceinline__ float row_factor(const float* decode, int64_t r, int decode_stride) {
+  return unshifted_factor<1>(decode + r * decode_stride);
+}
+
 // A fused kernel's output: the FP32 sum times the tensor's decode factor plus the bias, fused (one
 // rounding); with W4A4's per-token row scale the product with the factor is rounded first, as
 // decode-then-GEMM's alpha is. Stored as F32 or rounded once to BF16.

@@ -165,8 +165,6 @@ __global__ void __launch_bounds__(GemmLayout::kThreads) sm90_nvfp4_bf16_gemm_ker
   mma_sync_mainloop<L>(acc, smem, load_stage, steps, warp_rows, warp_tokens, lane);
 
   // ---- epilogue ----
-  // The factor of output row r: the tensor's, or row r's own (a group of stacked tensors).
-  const auto factor = [&](int64_t r) { return unshifted_factor<1>(decode + r * decode_stride); };
 #pragma unroll
   for (int rt = 0; rt < 2; ++rt) {
 #pragma unroll
@@ -176,7 +174,8 @@ __global__ void __launch_bounds__(GemmLayout::kThreads) sm90_nvfp4_bf16_gemm_ker
         const int64_t row = o0 + warp_rows + rt * 16 + g + (i >= 2 ? 8 : 0);
         const int64_t m = m0 + warp_tokens + nt * 8 + 2 * t + (i & 1);
         if (row >= OC || m >= M) continue;
-        store_nvfp4_output<kF32>(out, m * OC + row, acc[rt][nt][i], factor(row), row_scale, m, bias ? bf16_to_f32(bias[row]) : 0.0f);
+        store_nvfp4_output<kF32>(out, m * OC + row, acc[rt][nt][i], row_factor(decode, row, decode_stride), row_scale,
+                                 m, bias ? bf16_to_f32(bias[row]) : 0.0f);
       }
     }
   }
@@ -373,8 +372,6 @@ __global__ void __launch_bounds__(WgmmaLayout<kN>::kThreads, kN == 128 ? 2 : 1) 
   wgmma_wait<0>();
   cp_async_wait_all();
 
-  // The factor of output row r: the tensor's, or row r's own (a group of stacked tensors).
-  const auto factor = [&](int64_t r) { return unshifted_factor<1>(decode + r * decode_stride); };
 #pragma unroll
   for (int j = 0; j < kN / 8; ++j) {
 #pragma unroll
@@ -382,7 +379,8 @@ __global__ void __launch_bounds__(WgmmaLayout<kN>::kThreads, kN == 128 ? 2 : 1) 
       const int64_t row = o0 + wg_rows + g + (i >= 2 ? 8 : 0);
       const int64_t m = m0 + 8 * j + 2 * t + (i & 1);
       if (row >= OC || m >= M) continue;
-      store_nvfp4_output<kF32>(out, m * OC + row, acc[4 * j + i], factor(row), row_scale, m, bias ? bf16_to_f32(bias[row]) : 0.0f);
+      store_nvfp4_output<kF32>(out, m * OC + row, acc[4 * j + i], row_factor(decode, row, decode_stride), row_scale, m,
+                               bias ? bf16_to_f32(bias[row]) : 0.0f);
     }
   }
 }
@@ -556,8 +554,6 @@ __global__ void __launch_bounds__(SplitKLayout::kThreads) sm90_nvfp4_bf16_gemm_s
       part[(nt * 8 + 2 * t + (i & 1)) * L::kRows + warp * 16 + g + (i >= 2 ? 8 : 0)] = acc[0][nt][i];
   cg::cluster_group cluster = cg::this_cluster();
   cluster.sync();  // every CTA's partials written and visible to the cluster
-  // The factor of output row r: the tensor's, or row r's own (a group of stacked tensors).
-  const auto factor = [&](int64_t r) { return unshifted_factor<1>(decode + r * decode_stride); };
   constexpr int kOutputs = L::kRows * L::kTokens;
   const int first = kOutputs * split / splits, last = kOutputs * (split + 1) / splits;
   for (int idx = first + tid; idx < last; idx += L::kThreads) {
@@ -565,7 +561,8 @@ __global__ void __launch_bounds__(SplitKLayout::kThreads) sm90_nvfp4_bf16_gemm_s
     float sum = cluster.map_shared_rank(part, 0)[idx];
     for (int r = 1; r < splits; ++r) sum += cluster.map_shared_rank(part, r)[idx];
     if (row < OC && m < M)
-      store_nvfp4_output<kF32>(out, m * OC + row, sum, factor(row), row_scale, m, bias ? bf16_to_f32(bias[row]) : 0.0f);
+      store_nvfp4_output<kF32>(out, m * OC + row, sum, row_factor(decode, row, decode_stride), row_scale, m,
+                               bias ? bf16_to_f32(bias[row]) : 0.0f);
   }
   cluster.sync();  // no CTA leaves (freeing its shared memory) while another still reads it
 }

@@ -63,9 +63,9 @@ struct GemvConfig {
 // The defaults by n-tile count. One n-tile (N <= 8, the decode step): a ring of 2, one accumulator
 // set, 32 warps an SM (64 registers), x word by word — of the configurations below, the fastest or
 // within 3 % of it in 13 of the 14 cases of 7 shapes at 1 and 8 tokens (docs/perf.md, run 5),
-// 1.01-1.16x the deeper ring it replaced. More n-tiles: 16 warps an SM up to 32 tokens (128 registers), 8 for 64
-// (x's fragments and 32 accumulators would spill at 128); x ahead up to 16 tokens. More n-tiles are
-// independent chains already.
+// 1.01-1.16x the deeper ring it replaced. More n-tiles: 16 warps an SM up to 32 tokens (128
+// registers), 8 for 64 (x's fragments and 32 accumulators would spill at 128); x ahead up to 16
+// tokens. More n-tiles are independent chains already.
 template <int NT>
 constexpr GemvConfig kGemvDefault = NT == 1 ? GemvConfig{2, 1, 1024, false}
                                             : GemvConfig{2, 1, NT >= 8 ? 256 : 512, NT <= 2};
@@ -147,14 +147,15 @@ __global__ void __launch_bounds__(32 * WK, TPS / (32 * WK))
   // x's 32 columns at step i of the thread's token g of n-tile nt (zeros past N or C).
   const uint4* xp = reinterpret_cast<const uint4*>(x + static_cast<int64_t>(g) * C + first);
   const int64_t x_tile = static_cast<int64_t>(C);  // uint4 from token n to n + 8: 8 C BF16
+  const auto x_word = [&](int i, int nt, int w) {  // word w (8 columns) of those, at step i
+    return nt * 8 + g < N && i < my_steps ? __ldg(xp + nt * x_tile + static_cast<int64_t>(i) * kXStride + w)
+                                          : uint4{0, 0, 0, 0};
+  };
   const auto load_x = [&](uint4 (&xv)[NT][4], int i) {
 #pragma unroll
-    for (int nt = 0; nt < NT; ++nt) {
-      const bool ok = nt * 8 + g < N && i < my_steps;
-      const uint4* xr = xp + nt * x_tile + static_cast<int64_t>(i) * kXStride;
+    for (int nt = 0; nt < NT; ++nt)
 #pragma unroll
-      for (int w = 0; w < 4; ++w) xv[nt][w] = ok ? __ldg(xr + w) : uint4{0, 0, 0, 0};
-    }
+      for (int w = 0; w < 4; ++w) xv[nt][w] = x_word(i, nt, w);
   };
   const auto load_w = [&](Stage& st, int i) {
     if (i < my_steps) {
@@ -198,11 +199,8 @@ __global__ void __launch_bounds__(32 * WK, TPS / (32 * WK))
                           [&](int nt, int w) { return xr[p % 2][nt][w]; });
         load_x(xr[p % 2], i + 2);
       } else {
-        const bool in_c = i < my_steps;
-        gemv_step<NT, CH>(chains, ring[p].q0, ring[p].q1, ring[p].sc0, ring[p].sc1, [&](int nt, int w) {
-          return nt * 8 + g < N && in_c ? __ldg(xp + nt * x_tile + static_cast<int64_t>(i) * kXStride + w)
-                                        : uint4{0, 0, 0, 0};
-        });
+        gemv_step<NT, CH>(chains, ring[p].q0, ring[p].q1, ring[p].sc0, ring[p].sc1,
+                          [&](int nt, int w) { return x_word(i, nt, w); });
       }
       load_w(ring[p], i + P);
     }
@@ -235,8 +233,6 @@ __global__ void __launch_bounds__(32 * WK, TPS / (32 * WK))
 #pragma unroll
         for (int k = 0; k < 4; ++k) acc[nt][k] += partial[v][nt][k][lane];
   }
-  // The factor of output row r: the tensor's, or row r's own (a group of stacked tensors).
-  const auto factor = [&](int64_t r) { return unshifted_factor<1>(decode + r * decode_stride); };
 #pragma unroll
   for (int nt = 0; nt < NT; ++nt) {
 #pragma unroll
@@ -244,8 +240,8 @@ __global__ void __launch_bounds__(32 * WK, TPS / (32 * WK))
       const int64_t row = k < 2 ? row0 : row1;
       const int n = nt * 8 + 2 * t + (k & 1);
       if (row >= OC || n >= N) continue;
-      store_nvfp4_output<kF32>(out, static_cast<int64_t>(n) * OC + row, acc[nt][k], factor(row), row_scale, n,
-                               bias ? bf16_to_f32(bias[row]) : 0.0f);
+      store_nvfp4_output<kF32>(out, static_cast<int64_t>(n) * OC + row, acc[nt][k], row_factor(decode, row, decode_stride),
+                               row_scale, n, bias ? bf16_to_f32(bias[row]) : 0.0f);
     }
   }
 }
@@ -291,8 +287,8 @@ void launch_default(int wk, void* out, bool f32, const uint16_t* x, const Nvfp4W
 // Warps along C per 16-row CTA. One n-tile (32 warps an SM): 8, or 16 for a long row (C >= 12288)
 // over few CTAs (at most 2 an SM) — the best split or within 3 % of it on the 7 shapes at one token
 // in run 5, within 11 % at 8 (8B and 70B gate/up: 2 or 4 was faster); never fewer than 2 steps a
-// warp. More n-tiles: the fewest (1, 2, 4, 8) that put about 32 warps on every
-// SM, with at least 2 steps a warp. The table in docs/kernels.md records what each shape gets.
+// warp. More n-tiles: the fewest (1, 2, 4, 8) that put about 32 warps on every SM, with at least 2
+// steps a warp. The table in docs/kernels.md records what each shape gets.
 int split_for(int64_t C, int64_t OC, int64_t N) {
   const int64_t sms = sm_count();
   const int64_t ctas = (OC + kRowsPerTile - 1) / kRowsPerTile, steps = (C + kStep - 1) / kStep;
