@@ -11,9 +11,10 @@
 // back; `--l2 read` flushes by a 256 MiB read instead (clean lines; not yet run on a GPU). Random data,
 // fresh per shape. Prints a table: microseconds, the weight stream's TB/s (NVFP4: codes and
 // scales, 4.5 bits a weight), TFLOP/s, NVFP4's speed-up over BF16, and for the GEMV its time
-// with each split along C (1, 2, 4, 8 warps per 16-row block; 16 up to 8 tokens) beside the kernel's own choice and,
-// above 8 tokens, the split-K GEMM's (checked first); for the GEMM the wide wgmma tile's (checked
-// first) and the mma.sync kernel's times beside the wgmma one's and W4A4's (nvfp4_gemm_nt, both
+// with each split along C (1, 2, 4, 8 warps per 16-row block; 16 up to 8 tokens) beside the
+// kernel's own choice and, above 8 tokens, the split-K GEMM's (checked first); for the GEMM the
+// wide wgmma tile's and its warp-specialized TMA version's (`wgmma_ws`; each checked first) and
+// the mma.sync kernel's times beside the wgmma one's and W4A4's (nvfp4_gemm_nt, both
 // operands NVFP4: the training recipe's GEMM, checked the same way against cuBLAS on both
 // operands decoded); up to 8 tokens, each of the GEMV's alternative configurations at every split
 // (1-16 warps along C), checked first.
@@ -220,6 +221,13 @@ int main(int argc, char** argv) {
         };
         check("WIDE ", wide);
         const double t_wide = nvfp4::bench::median_event_seconds(wide, flush_l2, warmup, reps);
+        // The warp-specialized wide tile (TMA producer warp, mbarriers), checked the same way.
+        const auto ws = [&] {
+          cu::nvfp4_gemm(d_out, nvfp4::DType::BF16, d_x, w, nullptr, M, C, OC, nullptr, nullptr,
+                         cu::Nvfp4GemmKernel::wgmma_ws);
+        };
+        check("WS ", ws);
+        const double t_ws = nvfp4::bench::median_event_seconds(ws, flush_l2, warmup, reps);
         const double t = nvfp4::bench::median_event_seconds(
             [&] {
               cu::nvfp4_gemm(d_out, nvfp4::DType::BF16, d_x, w, nullptr, M, C, OC, nullptr, nullptr,
@@ -255,9 +263,10 @@ int main(int argc, char** argv) {
         const double t_nt = nvfp4::bench::median_event_seconds(nt, flush_l2, warmup, reps);
         CK(cudaFree(d_xc));
         CK(cudaFree(d_xs));
-        char buf[128];
-        std::snprintf(buf, sizeof buf, "  wide %.2f us (%.2fx bf16), mma.sync %.2f us, w4a4 %.2f us (%.2fx bf16)",
-                      t_wide * 1e6, t_bf16 / t_wide, t * 1e6, t_nt * 1e6, t_bf16 / t_nt);
+        char buf[192];
+        std::snprintf(buf, sizeof buf,
+                      "  wide %.2f us (%.2fx bf16), ws %.2f us (%.2fx bf16), mma.sync %.2f us, w4a4 %.2f us (%.2fx bf16)",
+                      t_wide * 1e6, t_bf16 / t_wide, t_ws * 1e6, t_bf16 / t_ws, t * 1e6, t_nt * 1e6, t_bf16 / t_nt);
         splits = buf;
       }
       std::string split_k;

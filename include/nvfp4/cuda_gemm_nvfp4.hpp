@@ -58,8 +58,10 @@ void nvfp4_gemv(void* out, DType out_dtype, const uint16_t* x, const Nvfp4Weight
 // (128 rows x 64 tokens, C split over a thread-block cluster of up to 8 CTAs whose partial sums
 // are added in rank order: for a few tokens, where the GEMV re-reads x for every 16 rows; the sum
 // order is then the tensor cores' within 16 columns, the columns in order within a split, the
-// splits in order) — all kept to be measured side by side (bench_gemm_nvfp4) and tested.
-enum class Nvfp4GemmKernel { wgmma, wgmma_wide, mma_sync, split_k };
+// splits in order), or wgmma_ws (wgmma_wide's tile and sums, warp-specialized: a producer warp
+// feeds the stages by TMA and cp.async through mbarriers, the two consumer warpgroups only decode
+// and multiply) — all kept to be measured side by side (bench_gemm_nvfp4) and tested.
+enum class Nvfp4GemmKernel { wgmma, wgmma_wide, mma_sync, split_k, wgmma_ws };
 bool nvfp4_gemm_supported(const uint16_t* x, const Nvfp4Weight& w, int64_t M, int64_t C);
 void nvfp4_gemm(void* out, DType out_dtype, const uint16_t* x, const Nvfp4Weight& w, const uint16_t* bias, int64_t M,
                 int64_t C, int64_t OC, Stream stream, const float* row_scale = nullptr,

@@ -17,6 +17,8 @@
 // thread t takes pair t of the block's two GEMV-order words (elements 2t, 2t+1 and 2t+8, 2t+9,
 // exactly m16n8k16's A layout) times the block scale — loads B with ldmatrix and runs 16 mmas.
 // Epilogue: fma(sum, decode, bias) (W4A4: fma(sum × decode, row_scale, bias)) rounded once.
+#include <cuda.h>  // CUtensorMap (the TMA descriptors); the encoder comes from the runtime's entry point
+#include <cudaTypedefs.h>
 #include <cuda_runtime.h>
 
 #include <cooperative_groups.h>
@@ -385,6 +387,192 @@ __global__ void __launch_bounds__(WgmmaLayout<kN>::kThreads, kN == 128 ? 2 : 1) 
   }
 }
 
+// ---- the warp-specialized wgmma kernel (`wgmma_ws`) --------------------------------------------
+// Layout (WsLayout): the wide tile, 128 weight rows x 256 tokens, C in stages of 64, kStages deep;
+// shared memory holds every stage's x tile first (32 KB each, 1024-byte aligned: the 128-byte
+// swizzle's atom), then their codes (128 rows x 32 bytes), their scales (128 x 4), the barriers.
+// Roles: warps 0-7 are two consumer warpgroups, each 64 rows x all 256 tokens as in the wgmma
+// kernel (per 16 columns: its A fragment decoded into registers, one m64n256k16 reading x through a
+// descriptor, wgmmas in flight across stages); warp 8 is the producer: lane 0 issues the stage's
+// TMA copies of x (256 tokens x 64 BF16 with the 128-byte swizzle, the layout the descriptor
+// reads; tokens past M arrive as zeros) and of the codes (rows past OC: zeros), and every lane copies
+// 4 rows' scales by cp.async (rows past OC read the last row). full[s]: 33 arrivals (lane 0's with
+// the TMA byte count, and each lane's cp.async completion) — the stage landed; empty[s]: one
+// arrival per consumer warp once the wgmmas that read the stage are done — it can be refilled.
+// No block-wide barrier in the main loop: the copies run up to kStages - 1 stages ahead of the
+// tensor cores, and no consumer thread computes a copy address.
+struct WsLayout {
+  static constexpr int kRows = 128, kTokens = 256, kK = 64, kStages = 5;
+  static constexpr int kConsumerWarps = 8, kThreads = 32 * kConsumerWarps + 32;
+  static constexpr int kXBytes = kTokens * kK * 2;     // a stage's x tile
+  static constexpr int kCodeBytes = kRows * kK / 2;    // rows of 32 bytes (the TMA box's rows)
+  static constexpr int kCodePitch = kK / 2;
+  static constexpr int kScaleBytes = kRows * kK / 16;  // rows of 4 bytes
+  static constexpr int kCodesAt = kStages * kXBytes, kScalesAt = kCodesAt + kStages * kCodeBytes;
+  static constexpr int kBarriersAt = kScalesAt + kStages * kScaleBytes;
+  static constexpr int kSmem = kBarriersAt + 2 * kStages * 8 + 1024;  // + the first tile's alignment
+  static constexpr int kFullArrivals = 1 + 32, kEmptyArrivals = kConsumerWarps;
+  static_assert(kXBytes % 1024 == 0, "every stage's x tile starts on a 1024-byte swizzle atom");
+  static_assert(kK * 2 == 128, "an x row of a stage is one 128-byte swizzle row (the TMA box's inner size)");
+  static_assert(kCodeBytes % 128 == 0 && kCodesAt % 128 == 0, "TMA writes the codes 128-byte aligned");
+  static_assert(kBarriersAt % 8 == 0, "mbarriers are 8-byte aligned");
+  static_assert(kRows == 4 * 32 && kScaleBytes == kRows * 4, "each producer lane copies the scales of 4 rows");
+  static_assert(kSmem <= 227 * 1024, "a CTA's shared memory on Hopper");
+};
+
+__device__ __forceinline__ void mbar_init(uint64_t* bar, unsigned count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smem_addr(bar)), "r"(count) : "memory");
+}
+__device__ __forceinline__ void mbar_arrive(uint64_t* bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(smem_addr(bar)) : "memory");
+}
+// One arrival that also expects `bytes` of asynchronous (TMA) transactions in this phase.
+__device__ __forceinline__ void mbar_arrive_expect_tx(uint64_t* bar, unsigned bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(smem_addr(bar)), "r"(bytes) : "memory");
+}
+// One arrival once this thread's earlier cp.async copies have landed.
+__device__ __forceinline__ void mbar_arrive_after_cp_async(uint64_t* bar) {
+  asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(smem_addr(bar)) : "memory");
+}
+// Waits until the phase of parity `parity` has completed (a fresh barrier: parity 1 at once).
+__device__ __forceinline__ void mbar_wait(uint64_t* bar, uint32_t parity) {
+  uint32_t done = 0;
+  while (!done) {
+    asm volatile(
+        "{\n"
+        ".reg .pred p;\n"
+        "mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+        "selp.u32 %0, 1, 0, p;\n"
+        "}\n"
+        : "=r"(done)
+        : "r"(smem_addr(bar)), "r"(parity)
+        : "memory");
+  }
+}
+// A 2-D TMA copy of the box at (c0 inner, c1 outer) of `map` into dst, completing on `bar`.
+__device__ __forceinline__ void tma_load_2d(void* dst, const CUtensorMap* map, int c0, int c1, uint64_t* bar) {
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];\n" ::"r"(
+          smem_addr(dst)),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(smem_addr(bar))
+      : "memory");
+}
+
+template <bool kF32>
+__global__ void __launch_bounds__(WsLayout::kThreads, 1) sm90_nvfp4_bf16_gemm_ws_kernel(
+    void* __restrict__ out, const __grid_constant__ CUtensorMap x_map, const __grid_constant__ CUtensorMap code_map,
+    const uint8_t* __restrict__ scales, const float* __restrict__ decode, const uint16_t* __restrict__ bias,
+    const float* __restrict__ row_scale, int64_t M, int64_t C, int64_t OC, int decode_stride) {
+  using L = WsLayout;
+  extern __shared__ uint8_t smem_raw[];
+  uint8_t* smem = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023u)) & 1023u);
+  uint64_t* full = reinterpret_cast<uint64_t*>(smem + L::kBarriersAt);
+  uint64_t* empty = full + L::kStages;
+  const int tid = static_cast<int>(threadIdx.x), warp = tid / 32, lane = tid & 31, g = lane >> 2, t = lane & 3;
+  const int64_t o0 = static_cast<int64_t>(blockIdx.x) * L::kRows, m0 = static_cast<int64_t>(blockIdx.y) * L::kTokens;
+  const int64_t steps = C / L::kK;
+
+  if (tid == 0) {
+    for (int s = 0; s < L::kStages; ++s) {
+      mbar_init(&full[s], L::kFullArrivals);
+      mbar_init(&empty[s], L::kEmptyArrivals);
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  }
+  __syncthreads();
+  dependent_wait();
+  dependent_trigger();
+
+  if (warp == L::kConsumerWarps) {  // ---- producer ----
+    const int64_t scale_row = C / 16;
+    for (int64_t i = 0; i < steps; ++i) {
+      const int s = static_cast<int>(i % L::kStages);
+      mbar_wait(&empty[s], static_cast<uint32_t>((i / L::kStages) & 1) ^ 1u);
+      if (lane == 0) {
+        mbar_arrive_expect_tx(&full[s], L::kXBytes + L::kCodeBytes);
+        tma_load_2d(smem + s * L::kXBytes, &x_map, static_cast<int>(i * L::kK), static_cast<int>(m0), &full[s]);
+        tma_load_2d(smem + L::kCodesAt + s * L::kCodeBytes, &code_map, static_cast<int>(i * L::kK / 2),
+                    static_cast<int>(o0), &full[s]);
+      }
+#pragma unroll
+      for (int q = 0; q < 4; ++q) {
+        const int r = lane + 32 * q;
+        const int64_t o = o0 + r < OC ? o0 + r : OC - 1;
+        cp_async4(smem_addr(smem + L::kScalesAt + s * L::kScaleBytes + r * 4), scales + o * scale_row + i * (L::kK / 16));
+      }
+      mbar_arrive_after_cp_async(&full[s]);
+    }
+    cp_async_wait_all();
+    return;
+  }
+
+  // ---- consumers: warpgroup warp / 4, its warp's 16 rows of the CTA's 128 ----
+  const int wg_rows = (warp / 4) * 64 + (warp % 4) * 16;
+  float acc[L::kTokens / 2];
+#pragma unroll
+  for (int i = 0; i < L::kTokens / 2; ++i) acc[i] = 0.0f;
+  uint32_t a[2][4];
+  for (int64_t i = 0; i < steps; ++i) {
+    const int s = static_cast<int>(i % L::kStages);
+    mbar_wait(&full[s], static_cast<uint32_t>((i / L::kStages) & 1));
+    const uint8_t* cs = smem + L::kCodesAt + s * L::kCodeBytes;
+    const uint8_t* ss = smem + L::kScalesAt + s * L::kScaleBytes;
+    const uint32_t x_addr = smem_addr(smem + s * L::kXBytes);
+#pragma unroll
+    for (int kb = 0; kb < L::kK / 16; ++kb) {
+      // The wgmma that read a[kb % 2] two blocks back is done (unconditionally: with fewer in
+      // flight it returns at once, and ptxas serializes the wgmmas if it cannot see the wait on
+      // every path); from kb = 1 on, so is every wgmma of the previous stage.
+      wgmma_wait<1>();
+      a_fragment<true>(a[kb % 2], cs, ss, L::kCodePitch, wg_rows + g, kb, t);
+      wgmma_fence();
+      wgmma_rs(acc, a[kb % 2], sw128_kmajor_desc(x_addr + kb * 32));
+      wgmma_commit();
+    }
+    // Each warp frees the previous stage for the producer (after the stage's wgmmas are issued:
+    // an arrive between them makes ptxas serialize the wgmmas, warning C7513).
+    if (i > 0 && lane == 0) mbar_arrive(&empty[(i - 1) % L::kStages]);
+  }
+  wgmma_wait<0>();
+
+  // The factor of output row r: the tensor's, or row r's own (a group of stacked tensors).
+  const auto factor = [&](int64_t r) { return unshifted_factor<1>(decode + r * decode_stride); };
+#pragma unroll
+  for (int j = 0; j < L::kTokens / 8; ++j) {
+#pragma unroll
+    for (int q = 0; q < 4; ++q) {
+      const int64_t row = o0 + wg_rows + g + (q >= 2 ? 8 : 0);
+      const int64_t m = m0 + 8 * j + 2 * t + (q & 1);
+      if (row >= OC || m >= M) continue;
+      store_nvfp4_output<kF32>(out, m * OC + row, acc[4 * j + q], factor(row), row_scale, m,
+                               bias ? bf16_to_f32(bias[row]) : 0.0f);
+    }
+  }
+}
+
+// A 2-D tensor map over a row-major (outer, inner) array of `type`, rows `row_bytes` apart, read in
+// boxes of box_outer x box_inner elements.
+CUtensorMap tensor_map_2d(CUtensorMapDataType type, const void* base, uint64_t inner, uint64_t outer,
+                          uint64_t row_bytes, uint32_t box_inner, uint32_t box_outer, CUtensorMapSwizzle swizzle) {
+  static const PFN_cuTensorMapEncodeTiled_v12000 encode = [] {
+    void* fn = nullptr;
+    cudaDriverEntryPointQueryResult found{};
+    check(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &found),
+          "cudaGetDriverEntryPointByVersion");
+    require(found == cudaDriverEntryPointSuccess && fn != nullptr, "nvfp4_gemm",
+            "the CUDA driver has no cuTensorMapEncodeTiled (TMA needs a CUDA 12 driver or newer)");
+    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(fn);
+  }();
+  CUtensorMap map{};
+  const cuuint64_t dims[2] = {inner, outer}, strides[1] = {row_bytes};
+  const cuuint32_t box[2] = {box_inner, box_outer}, elem[2] = {1, 1};
+  const CUresult r = encode(&map, type, 2, const_cast<void*>(base), dims, strides, box, elem,
+                            CU_TENSOR_MAP_INTERLEAVE_NONE, swizzle, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                            CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  require(r == CUDA_SUCCESS, "nvfp4_gemm", "cuTensorMapEncodeTiled failed (error " + std::to_string(int(r)) + ")");
+  return map;
+}
+
 // W4A4 with both operands NVFP4 in checkpoint order (the training recipe's quantized copies):
 // out (M, N) (+)= alpha · a (M, K) · b (N, K)ᵀ. The wgmma kernel's tile and roles, b in the place of
 // the weights (decoded into registers, byte t and byte 4 + t of a block for thread t) and a in the
@@ -643,6 +831,19 @@ void nvfp4_gemm(void* out, DType out_dtype, const uint16_t* x, const Nvfp4Weight
     check(cudaLaunchKernelEx(&config, kernel, out, x, w.codes, w.scales, w.decode, bias, row_scale, M, C, OC, splits,
                              w.decode_per_row ? 1 : 0),
           "cudaLaunchKernelEx");
+  } else if (kernel_choice == Nvfp4GemmKernel::wgmma_ws) {
+    using W = WsLayout;
+    const dim3 grid = grid_for_tokens(W::kTokens);
+    const CUtensorMap x_map = tensor_map_2d(CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, x, static_cast<uint64_t>(C),
+                                            static_cast<uint64_t>(M), static_cast<uint64_t>(C) * 2, W::kK, W::kTokens,
+                                            CU_TENSOR_MAP_SWIZZLE_128B);
+    const CUtensorMap code_map = tensor_map_2d(CU_TENSOR_MAP_DATA_TYPE_UINT8, w.codes, static_cast<uint64_t>(C / 2),
+                                               static_cast<uint64_t>(OC), static_cast<uint64_t>(C / 2), W::kK / 2,
+                                               W::kRows, CU_TENSOR_MAP_SWIZZLE_NONE);
+    const auto kernel = f32 ? sm90_nvfp4_bf16_gemm_ws_kernel<true> : sm90_nvfp4_bf16_gemm_ws_kernel<false>;
+    check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, W::kSmem), "cudaFuncSetAttribute");
+    launch_dependent(kernel, grid, dim3(W::kThreads), W::kSmem, stream, out, x_map, code_map, w.scales, w.decode, bias,
+                     row_scale, M, C, OC, w.decode_per_row ? 1 : 0);
   } else if (kernel_choice == Nvfp4GemmKernel::wgmma_wide) {
     launch_wgmma<256>(f32, grid_for_tokens(256), out, x, w, bias, row_scale, M, C, OC, stream);
   } else {
