@@ -260,13 +260,21 @@ int main(int argc, char** argv) {
           CK(cudaFree(d_xd));
           check("W4A4 ", nt);
         }
+        const auto nt_ws = [&] {
+          cu::nvfp4_gemm_nt(d_out, nvfp4::DType::BF16, cu::Nvfp4Operand{d_xc, d_xs}, cu::Nvfp4Operand{d_native, d_scales},
+                            M, OC, C, d_decode, false, nullptr, cu::Nvfp4GemmNtKernel::wgmma_ws);
+        };
+        check("W4A4 WS ", nt_ws);  // the same reference as W4A4's
         const double t_nt = nvfp4::bench::median_event_seconds(nt, flush_l2, warmup, reps);
+        const double t_nt_ws = nvfp4::bench::median_event_seconds(nt_ws, flush_l2, warmup, reps);
         CK(cudaFree(d_xc));
         CK(cudaFree(d_xs));
-        char buf[192];
+        char buf[256];
         std::snprintf(buf, sizeof buf,
-                      "  wide %.2f us (%.2fx bf16), ws %.2f us (%.2fx bf16), mma.sync %.2f us, w4a4 %.2f us (%.2fx bf16)",
-                      t_wide * 1e6, t_bf16 / t_wide, t_ws * 1e6, t_bf16 / t_ws, t * 1e6, t_nt * 1e6, t_bf16 / t_nt);
+                      "  wide %.2f us (%.2fx bf16), ws %.2f us (%.2fx bf16), mma.sync %.2f us, w4a4 %.2f us (%.2fx bf16), "
+                      "w4a4 ws %.2f us (%.2fx bf16)",
+                      t_wide * 1e6, t_bf16 / t_wide, t_ws * 1e6, t_bf16 / t_ws, t * 1e6, t_nt * 1e6, t_bf16 / t_nt,
+                      t_nt_ws * 1e6, t_bf16 / t_nt_ws);
         splits = buf;
       }
       std::string split_k;

@@ -18,7 +18,8 @@
 // --layers 8 --vocab 257, its byte-level model).
 //
 // A recipe spelled NAME+fused (e.g. nvfp4+fused) runs its NVFP4 x NVFP4 GEMMs on the fused kernel
-// (QuantizedLinearCuda::set_fused_nvfp4) instead of decode-then-cuBLAS.
+// (QuantizedLinearCuda::set_fused_nvfp4) instead of decode-then-cuBLAS; NAME+fused-ws on its
+// warp-specialized version (cuda::Nvfp4GemmNtKernel::wgmma_ws).
 //
 //   bench_train_cuda [--batch B] [--steps N] [--seq T] [--recipes bf16,fp8,nvfp4,nvfp4+fused,...] [--profile-step 1]
 //                    [--host-wait 1] [--layers L] [--vocab V]
@@ -122,11 +123,13 @@ void host_wait(nvfp4::model::CudaModel& m, std::vector<int32_t>& in, std::vector
 
 Result run_recipe(const nvfp4::model::ModelConfig& c, const std::string& recipe, int B, int T, int steps) {
   nvfp4::model::CudaModel m(c);
-  // "NAME+fused": the recipe with its NVFP4 x NVFP4 GEMMs on the fused kernel (set_fused_nvfp4).
-  const bool fused = recipe.size() > 6 && recipe.ends_with("+fused");
-  const std::string name = fused ? recipe.substr(0, recipe.size() - 6) : recipe;
+  // "NAME+fused": the recipe with its NVFP4 x NVFP4 GEMMs on the fused kernel (set_fused_nvfp4);
+  // "NAME+fused-ws": on its warp-specialized version.
+  const bool ws = recipe.size() > 9 && recipe.ends_with("+fused-ws");
+  const bool fused = ws || (recipe.size() > 6 && recipe.ends_with("+fused"));
+  const std::string name = ws ? recipe.substr(0, recipe.size() - 9) : fused ? recipe.substr(0, recipe.size() - 6) : recipe;
   if (!name.empty()) m.set_recipe(nvfp4::recipe::preset(name, c.n_layer), 1234);
-  if (fused) m.linear().set_fused_nvfp4(true);
+  if (fused) m.linear().set_fused_nvfp4(true, ws);
   std::vector<float> params(static_cast<size_t>(m.num_params()));
   nvfp4::model::init_params(c, params, 1);
   m.set_params(params);

@@ -74,13 +74,18 @@ void nvfp4_gemm(void* out, DType out_dtype, const uint16_t* x, const Nvfp4Weight
 // — Blas::gemm's convention. Each product of decoded values is exact in FP32; the sum's order is
 // the tensor cores' within each 16 columns, then the columns in order; out = sum × alpha (+ out)
 // rounded once per operation. K % 64 == 0, codes 16-byte and scales 4-byte aligned.
+// kernel: wgmma (the default: every thread copies, decodes a's tile and multiplies, a block
+// barrier per stage) or wgmma_ws (the same sums, warp-specialized: a producer warp (TMA, cp.async),
+// a decoder warpgroup writing a's BF16 tiles ahead, two consumer warpgroups; mbarriers).
+enum class Nvfp4GemmNtKernel { wgmma, wgmma_ws };
 struct Nvfp4Operand {
   const uint8_t* codes = nullptr;   // (rows, K) logical; (rows, K/2) bytes, checkpoint order
   const uint8_t* scales = nullptr;  // (rows, K/16) E4M3
 };
 bool nvfp4_gemm_nt_supported(const Nvfp4Operand& a, const Nvfp4Operand& b, int64_t K);
 void nvfp4_gemm_nt(void* out, DType out_dtype, const Nvfp4Operand& a, const Nvfp4Operand& b, int64_t M, int64_t N,
-                   int64_t K, const float* alpha, bool accumulate, Stream stream);
+                   int64_t K, const float* alpha, bool accumulate, Stream stream,
+                   Nvfp4GemmNtKernel kernel = Nvfp4GemmNtKernel::wgmma);
 
 // Host calls of the fused entries since the process started, for the
 // tests and benchmarks that check which route a caller took: a call recorded into a CUDA graph

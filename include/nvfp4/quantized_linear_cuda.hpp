@@ -108,7 +108,8 @@ class QuantizedLinearCuda {
   // NVFP4 x NVFP4 GEMMs (K % 64 == 0) on the fused kernel cuda::nvfp4_gemm_nt, which reads the
   // codes and scales, instead of decode-then-cuBLAS (the same exact products, FP32 sums in another
   // order). Off by default: the fused kernel has not yet been measured faster (issue 17).
-  void set_fused_nvfp4(bool on);
+  // warp_specialized: its wgmma_ws kernel (cuda::Nvfp4GemmNtKernel), the same bits.
+  void set_fused_nvfp4(bool on, bool warp_specialized = false);
   Timing timing();
   void reset_timing();
 

@@ -147,6 +147,7 @@ struct QuantizedLinearCuda::State {
 
   bool timing_on = false;
   bool fused_nvfp4 = false;  // set_fused_nvfp4
+  cuda::Nvfp4GemmNtKernel nt_kernel = cuda::Nvfp4GemmNtKernel::wgmma;
   struct Marks {
     cudaEvent_t start, quantized, done;
   };
@@ -362,7 +363,7 @@ struct QuantizedLinearCuda::State {
       const cuda::Nvfp4Operand na{a.holder().codes.p, a.holder().scales.p}, nb{b.holder().codes.p, b.holder().scales.p};
       if (cuda::nvfp4_gemm_nt_supported(na, nb, K)) {
         try {
-          cuda::nvfp4_gemm_nt(out, out_dtype, na, nb, M, N, K, alpha_ptr, accumulate, st);
+          cuda::nvfp4_gemm_nt(out, out_dtype, na, nb, M, N, K, alpha_ptr, accumulate, st, nt_kernel);
         } catch (const Error& e) {
           throw Error(what.text(plan) + ": " + e.what());
         }
@@ -622,7 +623,10 @@ int64_t QuantizedLinearCuda::device_bytes() const {
 }
 
 void QuantizedLinearCuda::enable_timing(bool on) { s_->timing_on = on; }
-void QuantizedLinearCuda::set_fused_nvfp4(bool on) { s_->fused_nvfp4 = on; }
+void QuantizedLinearCuda::set_fused_nvfp4(bool on, bool warp_specialized) {
+  s_->fused_nvfp4 = on;
+  s_->nt_kernel = warp_specialized ? cuda::Nvfp4GemmNtKernel::wgmma_ws : cuda::Nvfp4GemmNtKernel::wgmma;
+}
 
 QuantizedLinearCuda::Timing QuantizedLinearCuda::timing() {
   State& s = *s_;

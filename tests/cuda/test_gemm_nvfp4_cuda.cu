@@ -425,7 +425,8 @@ TEST(CudaNvfp4Gemm, MatchesDoubleDotProductsAndTheDecodedGemv) {
 
 // W4A4 with both operands NVFP4 in checkpoint order (the training recipe's GEMMs), against FP64:
 // out = alpha · a · bᵀ for shapes off the 128 tiles (one stage to many), BF16 and F32 out, and with
-// accumulate (F32 out += …) on random contents; the same bits run to run; bad shapes are errors.
+// accumulate (F32 out += …) on random contents; the same bits run to run, and from both kernels
+// (wgmma, wgmma_ws); bad shapes are errors.
 TEST(CudaNvfp4Gemm, BothOperandsNvfp4MatchDoubleDotProducts) {
   REQUIRE_GPU();
   struct Shape {
@@ -460,16 +461,23 @@ TEST(CudaNvfp4Gemm, BothOperandsNvfp4MatchDoubleDotProducts) {
         ref[i] = static_cast<float>(y);
         extra[i] = (static_cast<double>(K) / 16 + 2) * 4 * kReassoc * mag[i] * alpha_h + 0x1p-23 * std::fabs(y);
       }
-      DeviceBuffer<float> out32(accumulate ? before : std::vector<float>(ref.size(), 0.0f));
-      DeviceBuffer<uint16_t> out16(M * N), again(M * N);
-      const cu::Nvfp4Operand ao{ac.ptr, as.ptr}, bo{bc.ptr, bs.ptr};
-      cu::nvfp4_gemm_nt(out32.ptr, nvfp4::DType::F32, ao, bo, M, N, K, alpha.ptr, accumulate, nullptr);
-      EXPECT_TRUE(close(accumulate ? "nt f32 accumulate" : "nt f32", out32.download(), ref, 0, extra));
-      if (!accumulate) {
-        cu::nvfp4_gemm_nt(out16.ptr, nvfp4::DType::BF16, ao, bo, M, N, K, alpha.ptr, false, nullptr);
-        cu::nvfp4_gemm_nt(again.ptr, nvfp4::DType::BF16, ao, bo, M, N, K, alpha.ptr, false, nullptr);
-        EXPECT_TRUE(close("nt bf16", download_bf16(out16), ref, 1, extra));
-        EXPECT_EQ(first_diff(again.download(), out16.download()), -1) << "not deterministic";
+      std::vector<float> first;  // the default kernel's F32 result: the warp-specialized one's bits
+      for (const auto kernel : {cu::Nvfp4GemmNtKernel::wgmma, cu::Nvfp4GemmNtKernel::wgmma_ws}) {
+        SCOPED_TRACE(kernel == cu::Nvfp4GemmNtKernel::wgmma ? "wgmma" : "wgmma_ws");
+        DeviceBuffer<float> out32(accumulate ? before : std::vector<float>(ref.size(), 0.0f));
+        DeviceBuffer<uint16_t> out16(M * N), again(M * N);
+        const cu::Nvfp4Operand ao{ac.ptr, as.ptr}, bo{bc.ptr, bs.ptr};
+        cu::nvfp4_gemm_nt(out32.ptr, nvfp4::DType::F32, ao, bo, M, N, K, alpha.ptr, accumulate, nullptr, kernel);
+        const std::vector<float> got = out32.download();
+        EXPECT_TRUE(close(accumulate ? "nt f32 accumulate" : "nt f32", got, ref, 0, extra));
+        if (first.empty()) first = got;
+        else EXPECT_EQ(first_diff(got, first), -1) << "not the default kernel's bits";
+        if (!accumulate) {
+          cu::nvfp4_gemm_nt(out16.ptr, nvfp4::DType::BF16, ao, bo, M, N, K, alpha.ptr, false, nullptr, kernel);
+          cu::nvfp4_gemm_nt(again.ptr, nvfp4::DType::BF16, ao, bo, M, N, K, alpha.ptr, false, nullptr, kernel);
+          EXPECT_TRUE(close("nt bf16", download_bf16(out16), ref, 1, extra));
+          EXPECT_EQ(first_diff(again.download(), out16.download()), -1) << "not deterministic";
+        }
       }
     }
   }

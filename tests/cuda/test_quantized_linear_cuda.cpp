@@ -305,6 +305,7 @@ INSTANTIATE_TEST_SUITE_P(Recipes, QuantizedLinearCudaTest, ::testing::ValuesIn(c
 // same bits. nvfp4_calls() shows the fused kernel ran for all three GEMMs (the bits cannot: sums of
 // NVFP4 products are often exact in FP32, in any order). Then a layer the recipe keeps in BF16
 // after an NVFP4 one: its GEMMs take the BF16 operands (no NVFP4 slot left over from the last layer).
+// The warp-specialized fused kernel gives the fused results' bits.
 TEST(QuantizedLinearCuda, FusedNvfp4GemmsMatchDecodeThenCublas) {
   REQUIRE_GPU();
   constexpr int64_t n = 192, c = 256, oc = 128;  // every GEMM's K a multiple of 64
@@ -316,13 +317,13 @@ TEST(QuantizedLinearCuda, FusedNvfp4GemmsMatchDecodeThenCublas) {
   struct Result {
     std::vector<float> out, dx, dw, held_x, bf16_out;
   };
-  const auto run = [&](bool fused) {
+  const auto run = [&](bool fused, bool warp_specialized = false) {
     DeviceBuffer<uint16_t> d_x(bf16_bits(x)), d_dy(bf16_bits(dy)), d_wb(bf16_bits(bf16_values(w)));
     DeviceBuffer<float> d_w(w), d_dw(std::vector<float>(size_t(oc * c), 0.0f));
     DeviceBuffer<uint16_t> d_out(size_t(n * oc)), d_dx(size_t(n * c));
     nvfp4::cuda::Blas blas;
     nvfp4::model::QuantizedLinearCuda lin(r, kLayers, 9);
-    lin.set_fused_nvfp4(fused);
+    lin.set_fused_nvfp4(fused, warp_specialized);
     lin.set_step(3, 0.0);
     lin.begin_pass(Pass::training_forward);
     lin.forward(blas, id, d_out.ptr, d_x.ptr, d_w.ptr, d_wb.ptr, n, c, oc, nullptr);
@@ -360,6 +361,12 @@ TEST(QuantizedLinearCuda, FusedNvfp4GemmsMatchDecodeThenCublas) {
   close(got.dx, ref.dx, "dX (bf16)", 0x1p-7);
   close(got.dw, ref.dw, "dW (fp32)", 0x1p-12);
   EXPECT_EQ(got.bf16_out, ref.bf16_out) << "a BF16 layer after a fused NVFP4 one";
+  // The warp-specialized kernel: the same three GEMMs, the same bits.
+  const Result ws = run(true, true);
+  EXPECT_EQ(nvfp4::cuda::nvfp4_calls().gemm_nt, before + 6) << "the warp-specialized kernel did not run for every GEMM";
+  EXPECT_EQ(ws.out, got.out);
+  EXPECT_EQ(ws.dx, got.dx);
+  EXPECT_EQ(ws.dw, got.dw);
 }
 
 TEST(QuantizedLinearCuda, NanReachingAQuantizerNamesTheLayerGemmAndOperand) {

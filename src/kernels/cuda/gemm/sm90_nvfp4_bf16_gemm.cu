@@ -591,6 +591,52 @@ struct NtLayout {
   static_assert(kTokens * kK / 32 == kThreads, "each thread decodes 32 elements (16 code bytes) of a a stage");
 };
 
+// Row r's 16 code bytes at columns 32h .. 32h + 31 of a stage (checkpoint order, rows `pitch`
+// apart, scales 4 bytes a row) into the stage's BF16 tile: 128-byte rows, 16-byte pieces
+// XOR-swizzled by r % 8 (the layout wgmma's 128-byte swizzle mode reads).
+__device__ __forceinline__ void decode_tile_half(uint8_t* tile, const uint8_t* codes, const uint8_t* scales, int pitch,
+                                                 int r, int h) {
+  const uint4 q = *reinterpret_cast<const uint4*>(codes + r * pitch + h * 16);
+  const uint32_t words[4] = {q.x, q.y, q.z, q.w};
+#pragma unroll
+  for (int w = 0; w < 4; ++w) {  // word w: 8 elements, one 16-byte piece of the tile
+    const uint32_t sc = e4m3_to_bf16x2(scales[r * 4 + 2 * h + w / 2]);
+    uint4 v;
+    v.x = decode_byte_pair(words[w], sc);
+    v.y = decode_byte_pair(words[w] >> 8, sc);
+    v.z = decode_byte_pair(words[w] >> 16, sc);
+    v.w = decode_byte_pair(words[w] >> 24, sc);
+    const int piece = 4 * h + w;
+    *reinterpret_cast<uint4*>(tile + r * 128 + ((piece ^ (r & 7)) * 16)) = v;
+  }
+}
+
+// The W4A4 epilogue of a consumer warp's 16 rows of n (acc of m64n128k16: 128 tokens of m):
+// out = alpha-factor × sum (+ out), rounded once.
+template <bool kF32, bool kAccumulate>
+__device__ __forceinline__ void store_nt_tile(void* out, const float (&acc)[64], float f, int64_t n_base, int64_t m0,
+                                              int64_t M, int64_t N, int g, int t) {
+#pragma unroll
+  for (int j = 0; j < 16; ++j) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const int64_t n = n_base + g + (i >= 2 ? 8 : 0);
+      const int64_t m = m0 + 8 * j + 2 * t + (i & 1);
+      if (n >= N || m >= M) continue;
+      float y = __fmul_rn(acc[4 * j + i], f);
+      if constexpr (kF32) {
+        float* o = static_cast<float*>(out) + m * N + n;
+        if constexpr (kAccumulate) y = __fadd_rn(*o, y);
+        *o = y;
+      } else {
+        uint16_t* o = static_cast<uint16_t*>(out) + m * N + n;
+        if constexpr (kAccumulate) y = __fadd_rn(bf16_to_f32(*o), y);
+        *o = f32_to_bf16(y);
+      }
+    }
+  }
+}
+
 template <bool kF32, bool kAccumulate>
 __global__ void __launch_bounds__(NtLayout::kThreads) sm90_nvfp4_nvfp4_gemm_nt_kernel(
     void* __restrict__ out, const uint8_t* __restrict__ a_codes, const uint8_t* __restrict__ a_scales,
@@ -635,22 +681,7 @@ __global__ void __launch_bounds__(NtLayout::kThreads) sm90_nvfp4_nvfp4_gemm_nt_k
     const uint8_t* bss = base + L::kCodeBytes;
     const uint8_t* acs = base + L::kCodeBytes + L::kScaleBytes;
     const uint8_t* ass = acs + L::kCodeBytes;
-    {  // a's 16 code bytes of row r, columns 32h .. 32h + 31, into the BF16 tile
-      const int r = tid / 2, h = tid % 2;
-      const uint4 q = *reinterpret_cast<const uint4*>(acs + r * L::kCodePitch + h * 16);
-      const uint32_t words[4] = {q.x, q.y, q.z, q.w};
-#pragma unroll
-      for (int w = 0; w < 4; ++w) {  // word w: 8 elements, one 16-byte piece of the tile
-        const uint32_t sc = e4m3_to_bf16x2(ass[r * 4 + 2 * h + w / 2]);
-        uint4 v;
-        v.x = decode_byte_pair(words[w], sc);
-        v.y = decode_byte_pair(words[w] >> 8, sc);
-        v.z = decode_byte_pair(words[w] >> 16, sc);
-        v.w = decode_byte_pair(words[w] >> 24, sc);
-        const int piece = 4 * h + w;
-        *reinterpret_cast<uint4*>(tile + r * 128 + ((piece ^ (r & 7)) * 16)) = v;
-      }
-    }
+    decode_tile_half(tile, acs, ass, L::kCodePitch, tid / 2, tid % 2);
     fence_proxy_async_shared();
     __syncthreads();  // the tile is written and visible to wgmma
 
@@ -659,26 +690,143 @@ __global__ void __launch_bounds__(NtLayout::kThreads) sm90_nvfp4_nvfp4_gemm_nt_k
   }
   cp_async_wait_all();
 
-  const float f = unshifted_factor<2>(alpha);
+  store_nt_tile<kF32, kAccumulate>(out, acc, unshifted_factor<2>(alpha), n0 + wg_rows, m0, M, N, g, t);
+}
+
+// W4A4 warp-specialized (nvfp4_gemm_nt's wgmma_ws; the sums of the kernel above, the same bits):
+// NtWsLayout. Roles: warps 0-7, two consumer warpgroups of 64 rows of b x 128 tokens of a (b
+// decoded into registers, one m64n128k16 per 16 columns reading a's BF16 tile); warps 8-11, the
+// decoder warpgroup: each thread decodes one row of a's stage codes into a BF16 tile (3 tiles
+// deep), fenced for the async proxy; warp 12, the producer: lane 0 copies both operands' stage
+// codes by TMA (128 rows x 32 bytes each), its 32 lanes both scales by cp.async. Barriers, per code
+// stage: full (33: the TMA bytes and 32 cp.async arrivals), empty (12: each consumer and decoder
+// warp once done with it); per tile: ready (4 decoder warps), free (8 consumer warps, once the
+// wgmmas that read it are done). The consumers never wait on a decode of the stage they compute.
+struct NtWsLayout {
+  static constexpr int kRows = 128, kTokens = 128, kK = 64, kStages = 5, kTiles = 3;
+  static constexpr int kConsumerWarps = 8, kDecoderWarps = 4, kThreads = 32 * (kConsumerWarps + kDecoderWarps + 1);
+  static constexpr int kTile = kTokens * kK * 2;       // a's BF16 tile, 1024-byte aligned
+  static constexpr int kCodeBytes = kRows * kK / 2;    // per operand and stage: rows of 32 bytes
+  static constexpr int kCodePitch = kK / 2;
+  static constexpr int kScaleBytes = kRows * kK / 16;  // per operand and stage: rows of 4 bytes
+  static constexpr int kStageBytes = 2 * kCodeBytes + 2 * kScaleBytes;  // b codes, a codes, b scales, a scales
+  static constexpr int kStagesAt = kTiles * kTile;
+  static constexpr int kBarriersAt = kStagesAt + kStages * kStageBytes;
+  static constexpr int kSmem = kBarriersAt + (2 * kStages + 2 * kTiles) * 8 + 1024;
+  static constexpr int kFullArrivals = 1 + 32, kEmptyArrivals = kConsumerWarps + kDecoderWarps;
+  static_assert(kTile % 1024 == 0 && kStagesAt % 1024 == 0, "the tiles and the stages stay 1024-byte aligned");
+  static_assert(kStageBytes % 128 == 0 && kCodeBytes % 128 == 0, "TMA writes each code tile 128-byte aligned");
+  static_assert(kK * 2 == 128, "a tile row is one 128-byte swizzle row");
+  static_assert(kTokens == 32 * kDecoderWarps, "a decoder thread takes one row of a a stage");
+  static_assert(kRows == 4 * 32, "each producer lane copies 4 rows' scales of each operand");
+  static_assert(kSmem <= 227 * 1024, "a CTA's shared memory on Hopper");
+};
+
+template <bool kF32, bool kAccumulate>
+__global__ void __launch_bounds__(NtWsLayout::kThreads, 1) sm90_nvfp4_nvfp4_gemm_nt_ws_kernel(
+    void* __restrict__ out, const __grid_constant__ CUtensorMap a_map, const uint8_t* __restrict__ a_scales,
+    const __grid_constant__ CUtensorMap b_map, const uint8_t* __restrict__ b_scales, const float* __restrict__ alpha,
+    int64_t M, int64_t N, int64_t K) {
+  using L = NtWsLayout;
+  extern __shared__ uint8_t smem_raw[];
+  uint8_t* smem = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023u)) & 1023u);
+  uint64_t* full = reinterpret_cast<uint64_t*>(smem + L::kBarriersAt);
+  uint64_t* empty = full + L::kStages;
+  uint64_t* ready = empty + L::kStages;
+  uint64_t* free_tile = ready + L::kTiles;
+  const int tid = static_cast<int>(threadIdx.x), warp = tid / 32, lane = tid & 31, g = lane >> 2, t = lane & 3;
+  const int64_t n0 = static_cast<int64_t>(blockIdx.x) * L::kRows, m0 = static_cast<int64_t>(blockIdx.y) * L::kTokens;
+  const int64_t steps = K / L::kK;
+  // Stage s: b codes, a codes, b scales, a scales.
+  const auto b_codes = [&](int s) { return smem + L::kStagesAt + s * L::kStageBytes; };
+  const auto a_codes = [&](int s) { return b_codes(s) + L::kCodeBytes; };
+  const auto b_scl = [&](int s) { return b_codes(s) + 2 * L::kCodeBytes; };
+  const auto a_scl = [&](int s) { return b_scl(s) + L::kScaleBytes; };
+
+  if (tid == 0) {
+    for (int s = 0; s < L::kStages; ++s) {
+      mbar_init(&full[s], L::kFullArrivals);
+      mbar_init(&empty[s], L::kEmptyArrivals);
+    }
+    for (int u = 0; u < L::kTiles; ++u) {
+      mbar_init(&ready[u], L::kDecoderWarps);
+      mbar_init(&free_tile[u], L::kConsumerWarps);
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  }
+  __syncthreads();
+  dependent_wait();
+  dependent_trigger();
+
+  if (warp == L::kConsumerWarps + L::kDecoderWarps) {  // ---- producer ----
+    const int64_t scale_row = K / 16;
+    for (int64_t i = 0; i < steps; ++i) {
+      const int s = static_cast<int>(i % L::kStages);
+      mbar_wait(&empty[s], static_cast<uint32_t>((i / L::kStages) & 1) ^ 1u);
+      if (lane == 0) {
+        mbar_arrive_expect_tx(&full[s], 2 * L::kCodeBytes);
+        tma_load_2d(b_codes(s), &b_map, static_cast<int>(i * L::kK / 2), static_cast<int>(n0), &full[s]);
+        tma_load_2d(a_codes(s), &a_map, static_cast<int>(i * L::kK / 2), static_cast<int>(m0), &full[s]);
+      }
 #pragma unroll
-  for (int j = 0; j < 16; ++j) {
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const int64_t n = n0 + wg_rows + g + (i >= 2 ? 8 : 0);
-      const int64_t m = m0 + 8 * j + 2 * t + (i & 1);
-      if (n >= N || m >= M) continue;
-      float y = __fmul_rn(acc[4 * j + i], f);
-      if constexpr (kF32) {
-        float* o = static_cast<float*>(out) + m * N + n;
-        if constexpr (kAccumulate) y = __fadd_rn(*o, y);
-        *o = y;
-      } else {
-        uint16_t* o = static_cast<uint16_t*>(out) + m * N + n;
-        if constexpr (kAccumulate) y = __fadd_rn(bf16_to_f32(*o), y);
-        *o = f32_to_bf16(y);
+      for (int q = 0; q < 4; ++q) {  // rows past N or M read the last one (never stored)
+        const int r = lane + 32 * q;
+        const int64_t nb = n0 + r < N ? n0 + r : N - 1, ma = m0 + r < M ? m0 + r : M - 1;
+        cp_async4(smem_addr(b_scl(s) + r * 4), b_scales + nb * scale_row + i * (L::kK / 16));
+        cp_async4(smem_addr(a_scl(s) + r * 4), a_scales + ma * scale_row + i * (L::kK / 16));
+      }
+      mbar_arrive_after_cp_async(&full[s]);
+    }
+    cp_async_wait_all();
+    return;
+  }
+
+  if (warp >= L::kConsumerWarps) {  // ---- decoder: thread d takes row d of a's stage ----
+    const int d = tid - 32 * L::kConsumerWarps;
+    for (int64_t i = 0; i < steps; ++i) {
+      const int s = static_cast<int>(i % L::kStages), u = static_cast<int>(i % L::kTiles);
+      mbar_wait(&full[s], static_cast<uint32_t>((i / L::kStages) & 1));
+      mbar_wait(&free_tile[u], static_cast<uint32_t>((i / L::kTiles) & 1) ^ 1u);
+      uint8_t* tile = smem + u * L::kTile;
+      decode_tile_half(tile, a_codes(s), a_scl(s), L::kCodePitch, d, 0);
+      decode_tile_half(tile, a_codes(s), a_scl(s), L::kCodePitch, d, 1);
+      fence_proxy_async_shared();  // the generic writes, visible to the consumers' wgmmas
+      __syncwarp();
+      if (lane == 0) {
+        mbar_arrive(&ready[u]);
+        mbar_arrive(&empty[s]);  // done with a's codes and scales of the stage
       }
     }
+    return;
   }
+
+  // ---- consumers ----
+  const int wg_rows = (warp / 4) * 64 + (warp % 4) * 16;
+  float acc[64];
+#pragma unroll
+  for (int i = 0; i < 64; ++i) acc[i] = 0.0f;
+  uint32_t a[2][4];
+  for (int64_t i = 0; i < steps; ++i) {
+    const int s = static_cast<int>(i % L::kStages), u = static_cast<int>(i % L::kTiles);
+    mbar_wait(&full[s], static_cast<uint32_t>((i / L::kStages) & 1));
+    mbar_wait(&ready[u], static_cast<uint32_t>((i / L::kTiles) & 1));
+    const uint32_t tile_addr = smem_addr(smem + u * L::kTile);
+#pragma unroll
+    for (int kb = 0; kb < L::kK / 16; ++kb) {
+      wgmma_wait<1>();  // as in sm90_nvfp4_bf16_gemm_ws_kernel
+      a_fragment<false>(a[kb % 2], b_codes(s), b_scl(s), L::kCodePitch, wg_rows + g, kb, t);
+      wgmma_fence();
+      wgmma_rs(acc, a[kb % 2], sw128_kmajor_desc(tile_addr + kb * 32));
+      wgmma_commit();
+    }
+    // The previous stage's wgmmas are done (waited at kb = 1 on): free its codes and its tile.
+    if (i > 0 && lane == 0) {
+      mbar_arrive(&empty[(i - 1) % L::kStages]);
+      mbar_arrive(&free_tile[(i - 1) % L::kTiles]);
+    }
+  }
+  wgmma_wait<0>();
+  store_nt_tile<kF32, kAccumulate>(out, acc, unshifted_factor<2>(alpha), n0 + wg_rows, m0, M, N, g, t);
 }
 
 // The split-K variant for a few tokens (nvfp4_gemm's split_k; the GEMV's 17-64-token case is what
@@ -860,7 +1008,7 @@ bool nvfp4_gemm_nt_supported(const Nvfp4Operand& a, const Nvfp4Operand& b, int64
 }
 
 void nvfp4_gemm_nt(void* out, DType out_dtype, const Nvfp4Operand& a, const Nvfp4Operand& b, int64_t M, int64_t N,
-                   int64_t K, const float* alpha, bool accumulate, Stream stream) {
+                   int64_t K, const float* alpha, bool accumulate, Stream stream, Nvfp4GemmNtKernel kernel_choice) {
   constexpr const char* op = "nvfp4_gemm_nt";
   using L = NtLayout;
   require_nonnegative(op, {{"M", M}, {"N", N}, {"K", K}});
@@ -879,6 +1027,26 @@ void nvfp4_gemm_nt(void* out, DType out_dtype, const Nvfp4Operand& a, const Nvfp
   require(m_tiles <= 65535, op, "M = " + std::to_string(M) + " is more rows than one launch takes (65535 x 128)");
   const dim3 grid(static_cast<unsigned>(n_tiles), static_cast<unsigned>(m_tiles));
   const bool f32 = out_dtype == DType::F32;
+  if (kernel_choice == Nvfp4GemmNtKernel::wgmma_ws) {
+    using W = NtWsLayout;
+    static_assert(W::kRows == L::kRows && W::kTokens == L::kTokens, "both kernels take the same grid");
+    const auto code_map = [&](const uint8_t* codes, int64_t rows) {
+      return tensor_map_2d(CU_TENSOR_MAP_DATA_TYPE_UINT8, codes, static_cast<uint64_t>(K / 2),
+                           static_cast<uint64_t>(rows), static_cast<uint64_t>(K / 2), W::kK / 2, W::kRows,
+                           CU_TENSOR_MAP_SWIZZLE_NONE);
+    };
+    const CUtensorMap a_map = code_map(a.codes, M), b_map = code_map(b.codes, N);
+    const auto kernel = f32 ? (accumulate ? sm90_nvfp4_nvfp4_gemm_nt_ws_kernel<true, true>
+                                          : sm90_nvfp4_nvfp4_gemm_nt_ws_kernel<true, false>)
+                            : (accumulate ? sm90_nvfp4_nvfp4_gemm_nt_ws_kernel<false, true>
+                                          : sm90_nvfp4_nvfp4_gemm_nt_ws_kernel<false, false>);
+    check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, W::kSmem), "cudaFuncSetAttribute");
+    ++calls_gemm_nt;
+    launch_dependent(kernel, grid, dim3(W::kThreads), W::kSmem, stream, out, a_map, a.scales, b_map, b.scales, alpha, M,
+                     N, K);
+    check_launch(op);
+    return;
+  }
   const auto kernel = f32 ? (accumulate ? sm90_nvfp4_nvfp4_gemm_nt_kernel<true, true> : sm90_nvfp4_nvfp4_gemm_nt_kernel<true, false>)
                           : (accumulate ? sm90_nvfp4_nvfp4_gemm_nt_kernel<false, true> : sm90_nvfp4_nvfp4_gemm_nt_kernel<false, false>);
   check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, L::kSmem), "cudaFuncSetAttribute");
