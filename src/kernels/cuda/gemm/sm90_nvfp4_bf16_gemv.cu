@@ -56,9 +56,13 @@ static_assert(kStep == 4 * 32, "a thread decodes 32 elements (16 bytes of codes)
 // every SM must hold (so at most 65536 / that registers a thread), and whether x is loaded two
 // steps ahead in two register slots (2 x 16 NT registers; P even) or word by word as a step
 // computes (x is the same for every CTA: mostly L1 hits).
+// l2_fetch: the L2 prefetch size of the code loads (0: the default; 128 or 256: ld's
+// .L2::128B / .L2::256B qualifier — a miss brings the row's next 64 or 192 bytes, which the warps
+// of the following steps read, into L2 with the same request; no extra instruction).
 struct GemvConfig {
   int stages, chains, threads_per_sm;
   bool x_ahead;
+  int l2_fetch = 0;
 };
 // The defaults by n-tile count. One n-tile (N <= 8, the decode step): a ring of 2, one accumulator
 // set, 32 warps an SM (64 registers), x word by word — of the configurations below, the fastest or
@@ -70,9 +74,32 @@ template <int NT>
 constexpr GemvConfig kGemvDefault = NT == 1 ? GemvConfig{2, 1, 1024, false}
                                             : GemvConfig{2, 1, NT >= 8 ? 256 : 512, NT <= 2};
 // The one-n-tile alternatives bench_gemm_nvfp4 times beside the default (gemm_detail::
-// nvfp4_gemv_variant): the deeper ring with 4 sets and x ahead (the default until run 5), and
-// between the two.
-constexpr GemvConfig kGemvVariants[] = {kGemvDefault<1>, {4, 4, 512, true}, {2, 2, 768, false}, {4, 2, 640, false}};
+// nvfp4_gemv_variant): the deeper ring with 4 sets and x ahead (the default until run 5), two
+// between the two, and the default with an L2 prefetch size of 128 or 256 bytes (not yet run).
+constexpr GemvConfig kGemvVariants[] = {kGemvDefault<1>,    {4, 4, 512, true},         {2, 2, 768, false},
+                                        {4, 2, 640, false}, {2, 1, 1024, false, 128}, {2, 1, 1024, false, 256}};
+
+// 16 bytes of codes, read once: evict-first (as __ldcs), or not allocated in L1 with an L2 prefetch
+// size (kL2Fetch 128 or 256 bytes).
+template <int kL2Fetch>
+__device__ __forceinline__ uint4 load_codes(const uint4* p) {
+  if constexpr (kL2Fetch == 0) {
+    return __ldcs(p);
+  } else {
+    static_assert(kL2Fetch == 128 || kL2Fetch == 256, "ld's L2 prefetch sizes are 64, 128 and 256 bytes");
+    uint4 v;
+    if constexpr (kL2Fetch == 128) {
+      asm volatile("ld.global.nc.L1::no_allocate.L2::128B.v4.u32 {%0, %1, %2, %3}, [%4];\n"
+                   : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+                   : "l"(p));
+    } else {
+      asm volatile("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0, %1, %2, %3}, [%4];\n"
+                   : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+                   : "l"(p));
+    }
+    return v;
+  }
+}
 
 struct Stage {
   uint4 q0{}, q1{};          // codes of rows g and g + 8
@@ -115,7 +142,7 @@ __device__ __forceinline__ void gemv_step(float (&acc)[CH][NT][4], const uint4& 
 // 64-bit add a load, no per-load division of a 64-bit column); it has data at steps i < my_steps
 // (the last step may be partial: C % 128 = 32, 64 or 96 — a thread past C reads nothing and adds
 // zeros, code 0 being +0). C < 2^31 (checked by the entry).
-template <int NT, int WK, bool kF32, int P, int CH, int TPS, bool kXAhead>
+template <int NT, int WK, bool kF32, int P, int CH, int TPS, bool kXAhead, int kL2Fetch>
 __global__ void __launch_bounds__(32 * WK, TPS / (32 * WK))
     sm90_nvfp4_bf16_gemv_kernel(void* __restrict__ out, const uint16_t* __restrict__ x, const uint8_t* __restrict__ codes,
                                 const uint8_t* __restrict__ scales, const float* __restrict__ decode,
@@ -160,8 +187,8 @@ __global__ void __launch_bounds__(32 * WK, TPS / (32 * WK))
   const auto load_w = [&](Stage& st, int i) {
     if (i < my_steps) {
       const int64_t o = static_cast<int64_t>(i) * kStride;
-      st.q0 = __ldcs(q0p + o);
-      st.q1 = __ldcs(q1p + o);
+      st.q0 = load_codes<kL2Fetch>(q0p + o);
+      st.q1 = load_codes<kL2Fetch>(q1p + o);
       st.sc0 = s0p[o];
       st.sc1 = s1p[o];
     } else {
@@ -246,11 +273,11 @@ __global__ void __launch_bounds__(32 * WK, TPS / (32 * WK))
   }
 }
 
-template <int NT, int WK, int P, int CH, int TPS, bool kXAhead>
+template <int NT, int WK, int P, int CH, int TPS, bool kXAhead, int kL2Fetch>
 void launch(void* out, bool f32, const uint16_t* x, const Nvfp4Weight& w, const uint16_t* bias, const float* row_scale,
             int64_t N, int64_t C, int64_t OC, Stream stream) {
-  const auto kernel = f32 ? sm90_nvfp4_bf16_gemv_kernel<NT, WK, true, P, CH, TPS, kXAhead>
-                          : sm90_nvfp4_bf16_gemv_kernel<NT, WK, false, P, CH, TPS, kXAhead>;
+  const auto kernel = f32 ? sm90_nvfp4_bf16_gemv_kernel<NT, WK, true, P, CH, TPS, kXAhead, kL2Fetch>
+                          : sm90_nvfp4_bf16_gemv_kernel<NT, WK, false, P, CH, TPS, kXAhead, kL2Fetch>;
   const dim3 grid(static_cast<unsigned>((OC + kRowsPerTile - 1) / kRowsPerTile));
   launch_dependent(kernel, grid, dim3(32 * WK), 0, stream, out, x, w.codes, w.scales, w.decode, bias, row_scale,
                    static_cast<int>(N), static_cast<int>(C), OC, w.decode_per_row ? 1 : 0);
@@ -258,18 +285,18 @@ void launch(void* out, bool f32, const uint16_t* x, const Nvfp4Weight& w, const 
 
 // Split 16 (a CTA of 512 threads) only at one n-tile (the variant entry, and nvfp4_gemv up to 8
 // tokens).
-template <int NT, int P, int CH, int TPS, bool XA, bool kSplit16>
+template <int NT, int P, int CH, int TPS, bool XA, bool kSplit16, int L2F = 0>
 void launch_split(int wk, void* out, bool f32, const uint16_t* x, const Nvfp4Weight& w, const uint16_t* bias,
                   const float* rs, int64_t N, int64_t C, int64_t OC, Stream stream) {
   switch (wk) {
-    case 1: launch<NT, 1, P, CH, TPS, XA>(out, f32, x, w, bias, rs, N, C, OC, stream); break;
-    case 2: launch<NT, 2, P, CH, TPS, XA>(out, f32, x, w, bias, rs, N, C, OC, stream); break;
-    case 4: launch<NT, 4, P, CH, TPS, XA>(out, f32, x, w, bias, rs, N, C, OC, stream); break;
-    case 8: launch<NT, 8, P, CH, TPS, XA>(out, f32, x, w, bias, rs, N, C, OC, stream); break;
+    case 1: launch<NT, 1, P, CH, TPS, XA, L2F>(out, f32, x, w, bias, rs, N, C, OC, stream); break;
+    case 2: launch<NT, 2, P, CH, TPS, XA, L2F>(out, f32, x, w, bias, rs, N, C, OC, stream); break;
+    case 4: launch<NT, 4, P, CH, TPS, XA, L2F>(out, f32, x, w, bias, rs, N, C, OC, stream); break;
+    case 8: launch<NT, 8, P, CH, TPS, XA, L2F>(out, f32, x, w, bias, rs, N, C, OC, stream); break;
     default:
       if constexpr (kSplit16) {
         static_assert(TPS >= 512, "split 16 is a CTA of 512 threads");
-        launch<NT, 16, P, CH, TPS, XA>(out, f32, x, w, bias, rs, N, C, OC, stream);
+        launch<NT, 16, P, CH, TPS, XA, L2F>(out, f32, x, w, bias, rs, N, C, OC, stream);
       } else {
         require(false, "nvfp4_gemv", "split " + std::to_string(wk) + ": the kernel takes 1, 2, 4 or 8");
       }
@@ -372,7 +399,8 @@ int nvfp4_gemv_variants() { return static_cast<int>(std::size(kGemvVariants)); }
 std::string nvfp4_gemv_variant_name(int variant) {
   const GemvConfig& c = kGemvVariants[variant];
   return "ring " + std::to_string(c.stages) + ", chains " + std::to_string(c.chains) + ", " +
-         std::to_string(c.threads_per_sm / 32) + " warps/SM, x " + (c.x_ahead ? "ahead" : "by word");
+         std::to_string(c.threads_per_sm / 32) + " warps/SM, x " + (c.x_ahead ? "ahead" : "by word") +
+         (c.l2_fetch ? ", L2::" + std::to_string(c.l2_fetch) + "B" : "");
 }
 
 void nvfp4_gemv_variant(int variant, int split, void* out, DType out_dtype, const uint16_t* x, const Nvfp4Weight& w,
@@ -389,15 +417,17 @@ void nvfp4_gemv_variant(int variant, int split, void* out, DType out_dtype, cons
   const bool f32 = out_dtype == DType::F32;
   const auto run = [&]<int V>() {
     constexpr GemvConfig c = kGemvVariants[V];
-    launch_split<1, c.stages, c.chains, c.threads_per_sm, c.x_ahead, true>(split, out, f32, x, w, bias, row_scale, N,
-                                                                           C, OC, stream);
+    launch_split<1, c.stages, c.chains, c.threads_per_sm, c.x_ahead, true, c.l2_fetch>(split, out, f32, x, w, bias,
+                                                                                      row_scale, N, C, OC, stream);
   };
-  static_assert(std::size(kGemvVariants) == 4, "one case a variant");
+  static_assert(std::size(kGemvVariants) == 6, "one case a variant");
   switch (variant) {
     case 0: run.template operator()<0>(); break;
     case 1: run.template operator()<1>(); break;
     case 2: run.template operator()<2>(); break;
-    default: run.template operator()<3>(); break;
+    case 3: run.template operator()<3>(); break;
+    case 4: run.template operator()<4>(); break;
+    default: run.template operator()<5>(); break;
   }
   check_launch(op);
 }
