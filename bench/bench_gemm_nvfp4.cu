@@ -16,8 +16,8 @@
 // wide wgmma tile's and its warp-specialized TMA version's (`wgmma_ws`; each checked first) and
 // the mma.sync kernel's times beside the wgmma one's and W4A4's (nvfp4_gemm_nt, both
 // operands NVFP4: the training recipe's GEMM, checked the same way against cuBLAS on both
-// operands decoded); up to 8 tokens, each of the GEMV's alternative configurations at every split
-// (1-16 warps along C), checked first.
+// operands decoded); up to 8 tokens (16 for those that take more), each of the GEMV's alternative
+// configurations at every split (1-16 warps along C), checked first.
 //
 // --l2 warm leaves L2 as the last repetition left it (no flush): how ggml's test-backend-ops times
 // (the same matrices again and again), so a peer's numbers can be set beside ours on equal terms.
@@ -299,11 +299,12 @@ int main(int argc, char** argv) {
           splits += buf;
         }
       }
-      // Up to 8 tokens, the GEMV's other configurations (ring depth, accumulator sets, warps an SM)
-      // at every split, each checked first: one line each after the table row.
+      // Up to 16 tokens, the GEMV's other configurations that take M (ring depth, accumulator sets,
+      // warps an SM) at every split, each checked first: one line each after the table row.
       std::string variants;
-      if (M <= 8) {
+      if (M <= 16) {
         for (int v = 0; v < gd::nvfp4_gemv_variants(); ++v) {
+          if (M > gd::nvfp4_gemv_variant_max_rows(v)) continue;
           variants += "    variant " + std::to_string(v) + " (" + gd::nvfp4_gemv_variant_name(v) + "): us by split";
           for (const int split : {1, 2, 4, 8, 16}) {
             const auto run = [&] {

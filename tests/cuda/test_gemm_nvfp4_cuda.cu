@@ -284,7 +284,17 @@ TEST(CudaNvfp4Gemv, EveryConfigurationMatchesDoubleDotProducts) {
     for (const int split : {1, 2, 4, 8, 16}) {
       SCOPED_TRACE("variant " + std::to_string(v) + " (" + gd::nvfp4_gemv_variant_name(v) + ") split " +
                    std::to_string(split));
-      for (const auto [N, C, OC] : {std::tuple<int64_t, int64_t, int64_t>{1, 2080, 37}, {8, 4096, 48}, {5, 160, 20}}) {
+      for (const auto [N, C, OC] : {std::tuple<int64_t, int64_t, int64_t>{1, 2080, 37}, {8, 4096, 48}, {5, 160, 20},
+                                    {13, 1056, 40}, {32, 512, 24}}) {
+        if (N > gd::nvfp4_gemv_variant_max_rows(v)) {  // refused with a message, not run
+          nvfp4::test::expect_error(
+              [&] {
+                gd::nvfp4_gemv_variant(v, split, nullptr, nvfp4::DType::F32, nullptr, {}, nullptr, N, C, OC, nullptr,
+                                       nullptr);
+              },
+              "takes 1 <= N <=");
+          continue;
+        }
         check_against_double(N, C, OC, 2200 + 10 * v + split, [&](void* out, nvfp4::DType dt, const uint16_t* x,
                                                                  const cu::Nvfp4Weight& w, const uint16_t* b, const float* r) {
           gd::nvfp4_gemv_variant(v, split, out, dt, x, w, b, N, C, OC, nullptr, r);

@@ -24,9 +24,11 @@ extern std::atomic<int64_t> calls_gemv, calls_gemm, calls_gemm_nt;
 
 // The GEMV's one-n-tile configurations (sm90_nvfp4_bf16_gemv.cu, kGemvVariants; 0 is the default:
 // register-ring depth, accumulator sets, warps an SM), for bench_gemm_nvfp4 to time side by side
-// and the tests to check: nvfp4_gemv at 1 <= N <= 8 with a given variant and split (1-16 warps).
+// and the tests to check: nvfp4_gemv at 1 <= N <= max_rows (8 or 16) with a given variant and
+// split (1-16 warps).
 int nvfp4_gemv_variants();
 std::string nvfp4_gemv_variant_name(int variant);
+int nvfp4_gemv_variant_max_rows(int variant);  // 8 or 16 tokens
 void nvfp4_gemv_variant(int variant, int split, void* out, DType out_dtype, const uint16_t* x, const Nvfp4Weight& w,
                         const uint16_t* bias, int64_t N, int64_t C, int64_t OC, Stream stream, const float* row_scale);
 

@@ -59,10 +59,12 @@ static_assert(kStep == 4 * 32, "a thread decodes 32 elements (16 bytes of codes)
 // l2_fetch: the L2 prefetch size of the code loads (0: the default; 128 or 256: ld's
 // .L2::128B / .L2::256B qualifier — a miss brings the row's next 64 or 192 bytes, which the warps
 // of the following steps read, into L2 with the same request; no extra instruction).
+// max_rows: the most tokens a variant runs (8: one n-tile; 16: also two).
 struct GemvConfig {
   int stages, chains, threads_per_sm;
   bool x_ahead;
   int l2_fetch = 0;
+  int max_rows = 8;
 };
 // The defaults by n-tile count. One n-tile (N <= 8, the decode step): a ring of 2, one accumulator
 // set, 32 warps an SM (64 registers), x word by word — of the configurations below, the fastest or
@@ -75,9 +77,17 @@ constexpr GemvConfig kGemvDefault = NT == 1 ? GemvConfig{2, 1, 1024, false}
                                             : GemvConfig{2, 1, NT >= 8 ? 256 : 512, NT <= 2};
 // The one-n-tile alternatives bench_gemm_nvfp4 times beside the default (gemm_detail::
 // nvfp4_gemv_variant): the deeper ring with 4 sets and x ahead (the default until run 5), two
-// between the two, and the default with an L2 prefetch size of 128 or 256 bytes (not yet run).
-constexpr GemvConfig kGemvVariants[] = {kGemvDefault<1>,    {4, 4, 512, true},         {2, 2, 768, false},
-                                        {4, 2, 640, false}, {2, 1, 1024, false, 128}, {2, 1, 1024, false, 256}};
+// between the two, the default with an L2 prefetch size of 128 or 256 bytes, and for up to 16
+// tokens the 2-n-tile default's ring with fewer registers and more warps (20 warps an SM against
+// 16 up to 4 warps along C, 96 registers, no spills; x word by word) — the last three not yet run.
+// (At 4 n-tiles fewer than 128 registers spill.)
+constexpr GemvConfig kGemvVariants[] = {kGemvDefault<1>,
+                                        {4, 4, 512, true},
+                                        {2, 2, 768, false},
+                                        {4, 2, 640, false},
+                                        {2, 1, 1024, false, 128},
+                                        {2, 1, 1024, false, 256},
+                                        {2, 1, 640, false, 0, 16}};
 
 // 16 bytes of codes, read once: evict-first (as __ldcs), or not allocated in L1 with an L2 prefetch
 // size (kL2Fetch 128 or 256 bytes).
@@ -396,6 +406,8 @@ namespace gemm_detail {
 
 int nvfp4_gemv_variants() { return static_cast<int>(std::size(kGemvVariants)); }
 
+int nvfp4_gemv_variant_max_rows(int variant) { return kGemvVariants[variant].max_rows; }
+
 std::string nvfp4_gemv_variant_name(int variant) {
   const GemvConfig& c = kGemvVariants[variant];
   return "ring " + std::to_string(c.stages) + ", chains " + std::to_string(c.chains) + ", " +
@@ -410,24 +422,36 @@ void nvfp4_gemv_variant(int variant, int split, void* out, DType out_dtype, cons
   require(split == 1 || split == 2 || split == 4 || split == 8 || split == 16, op,
           "split = " + std::to_string(split) + ": use 1, 2, 4, 8 or 16");
   require_bf16_or_f32_out(op, out_dtype);
-  require(N >= 1 && N <= 8 && OC > 0, op, "one n-tile: 1 <= N <= 8, OC > 0");
+  const int max_rows = kGemvVariants[variant].max_rows;
+  require(N >= 1 && N <= max_rows && OC > 0, op,
+          "variant " + std::to_string(variant) + " takes 1 <= N <= " + std::to_string(max_rows) + " and OC > 0");
   require_ptr(out, op, "out");
   require_nvfp4_weight(op, w);
   require(nvfp4_gemv_supported(x, w, N, C), op, "C = " + std::to_string(C) + ": as nvfp4_gemv");
   const bool f32 = out_dtype == DType::F32;
-  const auto run = [&]<int V>() {
+  const auto run_nt = [&]<int NT, int V>() {
     constexpr GemvConfig c = kGemvVariants[V];
-    launch_split<1, c.stages, c.chains, c.threads_per_sm, c.x_ahead, true, c.l2_fetch>(split, out, f32, x, w, bias,
-                                                                                      row_scale, N, C, OC, stream);
+    static_assert(NT * 8 <= c.max_rows, "a variant runs the n-tiles its max_rows allows");
+    launch_split<NT, c.stages, c.chains, c.threads_per_sm, c.x_ahead, true, c.l2_fetch>(split, out, f32, x, w, bias,
+                                                                                       row_scale, N, C, OC, stream);
   };
-  static_assert(std::size(kGemvVariants) == 6, "one case a variant");
+  const auto run = [&]<int V>() {
+    constexpr int rows = kGemvVariants[V].max_rows;
+    static_assert(rows == 8 || rows == 16, "variants take one or two n-tiles");
+    if constexpr (rows >= 16) {
+      if (N > 8) return run_nt.template operator()<2, V>();
+    }
+    run_nt.template operator()<1, V>();
+  };
+  static_assert(std::size(kGemvVariants) == 7, "one case a variant");
   switch (variant) {
     case 0: run.template operator()<0>(); break;
     case 1: run.template operator()<1>(); break;
     case 2: run.template operator()<2>(); break;
     case 3: run.template operator()<3>(); break;
     case 4: run.template operator()<4>(); break;
-    default: run.template operator()<5>(); break;
+    case 5: run.template operator()<5>(); break;
+    default: run.template operator()<6>(); break;
   }
   check_launch(op);
 }
