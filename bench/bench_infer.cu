@@ -8,11 +8,12 @@
 // one ended); with "-decoded", NVFP4 weights decoded to BF16 before a cuBLAS GEMM at every step
 // (EngineOptions::fused_nvfp4 off: the path before the fused GEMV); with "-head", the LM head at
 // the precision too (EngineOptions::quantize_lm_head; kept BF16 otherwise, as ModelOpt and vLLM
-// keep it). Writes the model folder first (random BF16 weights, N(0, 0.02)-like, norm gains 1)
+// keep it); with "-prefill", prompts of more than 64 tokens on the fused NVFP4 GEMM
+// (EngineOptions::fused_nvfp4_prefill) instead of decode-then-cuBLAS. Writes the model folder first (random BF16 weights, N(0, 0.02)-like, norm gains 1)
 // unless it is there.
 //
 //   bench_infer --config llama-3.1-8b --dir /tmp/m8b
-//               [--precisions bf16,bf16-serial,bf16-apart,w4a16,w4a16-decoded,w4a16-head,w4a4,w4a4-decoded,fp8]
+//               [--precisions bf16,bf16-serial,bf16-apart,w4a16,w4a16-decoded,w4a16-head,w4a16-prefill,w4a4,...]
 //               [--prompt 1024] [--decode 128] [--json OUT.json]
 #include <cuda_runtime.h>
 
@@ -313,24 +314,27 @@ int main(int argc, char** argv) {
     while (std::getline(ps, p, ',')) {
       infer::EngineOptions o;
       std::string base = p;
-      bool apart = false, serial = false, decoded = false, head = false;
+      bool apart = false, serial = false, decoded = false, head = false, prefill = false;
       for (bool more = true; more;) {
         const auto strip = [&](const std::string& suffix) {
           const bool has = base.size() > suffix.size() && base.ends_with(suffix);
           if (has) base.resize(base.size() - suffix.size());
           return has;
         };
-        const bool a = strip("-apart"), s = strip("-serial"), d = strip("-decoded"), h = strip("-head");
+        const bool a = strip("-apart"), s = strip("-serial"), d = strip("-decoded"), h = strip("-head"),
+                   f = strip("-prefill");
         apart = apart || a;
         serial = serial || s;
         decoded = decoded || d;
         head = head || h;
-        more = a || s || d || h;
+        prefill = prefill || f;
+        more = a || s || d || h || f;
       }
       o.precision = infer::parse_precision(base);
       o.fuse = !apart;
       o.fused_nvfp4 = !decoded;
       o.quantize_lm_head = head;
+      o.fused_nvfp4_prefill = prefill;
       cuda::set_dependent_launch(!serial);
       o.max_sequences = 1;
       o.max_context = prompt + decode + 32;

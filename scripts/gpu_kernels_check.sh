@@ -39,7 +39,7 @@ if [ "${SANITIZE:-1}" != 0 ] && command -v compute-sanitizer > /dev/null; then
 fi
 run bench_gemm "$build/bench/bench_gemm_nvfp4" --reps 30 --warmup 5 --m "${M:-1,8,16,32,64,256,1024,4096}"
 if [ "${INFER:-1}" != 0 ]; then
-  run bench_infer "$build/bench/bench_infer" --config llama-3.1-8b --dir /tmp/m8b --precisions bf16,w4a16,w4a16-head,w4a4 \
+  run bench_infer "$build/bench/bench_infer" --config llama-3.1-8b --dir /tmp/m8b --precisions bf16,w4a16,w4a16-head,w4a16-prefill,w4a4 \
     --prompt 1024 --decode 64
 fi
 if [ "${TRAIN:-1}" != 0 ]; then

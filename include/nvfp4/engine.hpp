@@ -71,6 +71,10 @@ struct EngineOptions {
   // weight once (cuda::nvfp4_gemv); false decodes the weight to BF16 before a cuBLAS GEMM for every
   // row count — the reference path the benchmarks and tests compare it with.
   bool fused_nvfp4 = true;
+  // CUDA, with fused_nvfp4: NVFP4 layers of more than 64 tokens (prefill) run the fused
+  // warp-specialized GEMM (cuda::nvfp4_gemm, Nvfp4GemmKernel::wgmma_ws) instead of decoding the
+  // weight for cuBLAS. Off by default: not yet measured faster (issue 17, docs/kernels.md).
+  bool fused_nvfp4_prefill = false;
   // Every forward reports each linear layer's input rows to it: FP32 on the CPU, the BF16 rows
   // (exactly, as FP32) on CUDA, where the projections then run apart (no fused groups) and no step
   // is replayed from a CUDA graph — the host reads every layer's rows.

@@ -386,18 +386,23 @@ class CudaEngine final : public EngineBase {
   // Which fused kernel reads an NVFP4 weight (GEMV order) for N rows of in: the GEMV up to 32 rows,
   // from 33 to 64 the split-K GEMM (64-token tiles read x once per 128 rows where the GEMV reads it
   // per 16; bench_gemm_nvfp4, docs/kernels.md); none where they do not take the shape or
-  // EngineOptions::fused_nvfp4 is off (the caller decodes the weight for cuBLAS).
-  enum class FusedNvfp4 { none, gemv, split_k };
+  // EngineOptions::fused_nvfp4 is off (the caller decodes the weight for cuBLAS); above 64 rows the
+  // warp-specialized GEMM under EngineOptions::fused_nvfp4_prefill, else none.
+  enum class FusedNvfp4 { none, gemv, split_k, prefill };
   FusedNvfp4 fused_nvfp4_kernel(const bf16* in, const cuda::Nvfp4Weight& w, int64_t N, int64_t C) const {
-    if (!o_.fused_nvfp4 || !w.codes || N > cuda::kNvfp4GemvMaxRows) return FusedNvfp4::none;
+    if (!o_.fused_nvfp4 || !w.codes) return FusedNvfp4::none;
+    if (N > cuda::kNvfp4GemvMaxRows) {
+      return o_.fused_nvfp4_prefill && cuda::nvfp4_gemm_supported(in, w, N, C) ? FusedNvfp4::prefill : FusedNvfp4::none;
+    }
     if (N >= kSplitKFromRows && cuda::nvfp4_gemm_supported(in, w, N, C)) return FusedNvfp4::split_k;
     return cuda::nvfp4_gemv_supported(in, w, N, C) ? FusedNvfp4::gemv : FusedNvfp4::none;
   }
   // out (N, OC) bf16 = in x w^T (+ bias; · each row's factor under w4a4) by kernel k (not none).
   void run_fused_nvfp4(FusedNvfp4 k, bf16* out, const bf16* in, const cuda::Nvfp4Weight& w, const bf16* b, int64_t N,
                        int64_t C, int64_t OC, const float* rowf) {
-    if (k == FusedNvfp4::split_k) {
-      cuda::nvfp4_gemm(out, DType::BF16, in, w, b, N, C, OC, stream_, rowf, cuda::Nvfp4GemmKernel::split_k);
+    if (k == FusedNvfp4::split_k || k == FusedNvfp4::prefill) {
+      cuda::nvfp4_gemm(out, DType::BF16, in, w, b, N, C, OC, stream_, rowf,
+                       k == FusedNvfp4::split_k ? cuda::Nvfp4GemmKernel::split_k : cuda::Nvfp4GemmKernel::wgmma_ws);
     } else {
       cuda::nvfp4_gemv(out, DType::BF16, in, w, b, N, C, OC, stream_, rowf);
     }

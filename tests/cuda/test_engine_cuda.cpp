@@ -319,6 +319,37 @@ TEST_F(EngineCudaTest, FusedNvfp4GemvMatchesTheDecodedPath) {
   }
 }
 
+// EngineOptions::fused_nvfp4_prefill: a prompt of more than 64 tokens runs the warp-specialized
+// fused GEMM where C % 64 == 0 (every projection but the down one, C = 96) — counted by
+// nvfp4_calls() — with logits within BF16 rounding of decode-then-cuBLAS, w4a16 and w4a4; off (the
+// default), no fused GEMM runs for it.
+TEST_F(EngineCudaTest, FusedNvfp4PrefillMatchesTheDecodedPath) {
+  REQUIRE_GPU();
+  for (const auto& arch : kArchs) {
+    const auto c = nvfp4::test::tiny_config(arch);
+    nvfp4::test::write_tiny_hf_model(dir_ / arch, arch, c, 53, nvfp4::DType::BF16);
+    const HfModel m = HfModel::open((dir_ / arch).string());
+    const auto t = some_tokens(80, c.vocab, 54);
+    for (Precision p : {Precision::w4a16, Precision::w4a4}) {
+      EngineOptions o;
+      o.precision = p;
+      o.max_context = 96;
+      const auto plain = nvfp4::infer::make_cuda_engine(m, o);
+      o.fused_nvfp4_prefill = true;
+      const auto fused = nvfp4::infer::make_cuda_engine(m, o);
+      const int64_t g0 = nvfp4::cuda::nvfp4_calls().gemm;
+      const auto ld = nvfp4::test::run_chunk(*plain, 0, t, true);
+      EXPECT_EQ(nvfp4::cuda::nvfp4_calls().gemm, g0) << arch << ": the default engine ran a fused GEMM for 80 tokens";
+      const auto lf = nvfp4::test::run_chunk(*fused, 0, t, true);
+      EXPECT_GT(nvfp4::cuda::nvfp4_calls().gemm, g0) << arch << ": the fused prefill did not run";
+      std::printf("    %s %s fused prefill vs decoded: %.5f\n", arch.c_str(),
+                  std::string(nvfp4::infer::precision_name(p)).c_str(), rel_diff(lf, ld));
+      EXPECT_LT(rel_diff(lf, ld), p == Precision::w4a16 ? 0.01 : 0.05) << arch;
+      EXPECT_GE(argmax_agreement(lf, ld, c.vocab), 0.95) << arch;
+    }
+  }
+}
+
 // EngineOptions::fuse (one GEMM for q/k/v and for gate/up, the row ops fused) against every op on
 // its own: the fused row ops are the separate ops' bits, so w4a16 (whose groups run as one fused
 // GEMV, each row summed as its member's alone, the same split on this tiny model) gives the same
