@@ -535,8 +535,6 @@ __global__ void __launch_bounds__(WsLayout::kThreads, 1) sm90_nvfp4_bf16_gemm_ws
   }
   wgmma_wait<0>();
 
-  // The factor of output row r: the tensor's, or row r's own (a group of stacked tensors).
-  const auto factor = [&](int64_t r) { return unshifted_factor<1>(decode + r * decode_stride); };
 #pragma unroll
   for (int j = 0; j < L::kTokens / 8; ++j) {
 #pragma unroll
@@ -544,7 +542,7 @@ __global__ void __launch_bounds__(WsLayout::kThreads, 1) sm90_nvfp4_bf16_gemm_ws
       const int64_t row = o0 + wg_rows + g + (q >= 2 ? 8 : 0);
       const int64_t m = m0 + 8 * j + 2 * t + (q & 1);
       if (row >= OC || m >= M) continue;
-      store_nvfp4_output<kF32>(out, m * OC + row, acc[4 * j + q], factor(row), row_scale, m,
+      store_nvfp4_output<kF32>(out, m * OC + row, acc[4 * j + q], row_factor(decode, row, decode_stride), row_scale, m,
                                bias ? bf16_to_f32(bias[row]) : 0.0f);
     }
   }
@@ -571,6 +569,14 @@ CUtensorMap tensor_map_2d(CUtensorMapDataType type, const void* base, uint64_t i
                             CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
   require(r == CUDA_SUCCESS, "nvfp4_gemm", "cuTensorMapEncodeTiled failed (error " + std::to_string(int(r)) + ")");
   return map;
+}
+
+// The TMA map of an NVFP4 operand's codes, (rows, K/2) bytes, in boxes of 128 rows x one 64-column
+// stage (32 bytes; both warp-specialized kernels' stages).
+CUtensorMap code_tensor_map(const uint8_t* codes, int64_t rows, int64_t K) {
+  static_assert(WsLayout::kK == 64 && WsLayout::kRows == 128, "the W4A16 kernel's code box");
+  return tensor_map_2d(CU_TENSOR_MAP_DATA_TYPE_UINT8, codes, static_cast<uint64_t>(K / 2), static_cast<uint64_t>(rows),
+                       static_cast<uint64_t>(K / 2), 32, 128, CU_TENSOR_MAP_SWIZZLE_NONE);
 }
 
 // W4A4 with both operands NVFP4 in checkpoint order (the training recipe's quantized copies):
@@ -985,9 +991,7 @@ void nvfp4_gemm(void* out, DType out_dtype, const uint16_t* x, const Nvfp4Weight
     const CUtensorMap x_map = tensor_map_2d(CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, x, static_cast<uint64_t>(C),
                                             static_cast<uint64_t>(M), static_cast<uint64_t>(C) * 2, W::kK, W::kTokens,
                                             CU_TENSOR_MAP_SWIZZLE_128B);
-    const CUtensorMap code_map = tensor_map_2d(CU_TENSOR_MAP_DATA_TYPE_UINT8, w.codes, static_cast<uint64_t>(C / 2),
-                                               static_cast<uint64_t>(OC), static_cast<uint64_t>(C / 2), W::kK / 2,
-                                               W::kRows, CU_TENSOR_MAP_SWIZZLE_NONE);
+    const CUtensorMap code_map = code_tensor_map(w.codes, OC, C);
     const auto kernel = f32 ? sm90_nvfp4_bf16_gemm_ws_kernel<true> : sm90_nvfp4_bf16_gemm_ws_kernel<false>;
     check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, W::kSmem), "cudaFuncSetAttribute");
     launch_dependent(kernel, grid, dim3(W::kThreads), W::kSmem, stream, out, x_map, code_map, w.scales, w.decode, bias,
@@ -1030,12 +1034,8 @@ void nvfp4_gemm_nt(void* out, DType out_dtype, const Nvfp4Operand& a, const Nvfp
   if (kernel_choice == Nvfp4GemmNtKernel::wgmma_ws) {
     using W = NtWsLayout;
     static_assert(W::kRows == L::kRows && W::kTokens == L::kTokens, "both kernels take the same grid");
-    const auto code_map = [&](const uint8_t* codes, int64_t rows) {
-      return tensor_map_2d(CU_TENSOR_MAP_DATA_TYPE_UINT8, codes, static_cast<uint64_t>(K / 2),
-                           static_cast<uint64_t>(rows), static_cast<uint64_t>(K / 2), W::kK / 2, W::kRows,
-                           CU_TENSOR_MAP_SWIZZLE_NONE);
-    };
-    const CUtensorMap a_map = code_map(a.codes, M), b_map = code_map(b.codes, N);
+    static_assert(W::kK == 64 && W::kRows == 128, "code_tensor_map's box");
+    const CUtensorMap a_map = code_tensor_map(a.codes, M, K), b_map = code_tensor_map(b.codes, N, K);
     const auto kernel = f32 ? (accumulate ? sm90_nvfp4_nvfp4_gemm_nt_ws_kernel<true, true>
                                           : sm90_nvfp4_nvfp4_gemm_nt_ws_kernel<true, false>)
                             : (accumulate ? sm90_nvfp4_nvfp4_gemm_nt_ws_kernel<false, true>
