@@ -67,25 +67,26 @@ struct GemvConfig {
   int max_rows = 8;
 };
 // The defaults by n-tile count. One n-tile (N <= 8, the decode step): a ring of 2, one accumulator
-// set, 32 warps an SM (64 registers), x word by word — of the configurations below, the fastest or
-// within 3 % of it in 13 of the 14 cases of 7 shapes at 1 and 8 tokens (docs/perf.md, run 5),
-// 1.01-1.16x the deeper ring it replaced. More n-tiles: 16 warps an SM up to 32 tokens (128
-// registers), 8 for 64 (x's fragments and 32 accumulators would spill at 128); x ahead up to 16
-// tokens. More n-tiles are independent chains already.
+// set, 32 warps an SM (64 registers), x word by word, code loads with a 128-byte L2 prefetch size —
+// the ring, chains and warps: of the configurations below, the fastest or within 3 % of it in 13 of
+// the 14 cases of 7 shapes at 1 and 8 tokens (docs/perf.md, run 5); the L2::128B loads: 1.01-1.13x
+// the loads without a prefetch size in all 14 (run 7). More n-tiles: 16
+// warps an SM up to 32 tokens (128 registers), 8 for 64 (x's fragments and 32 accumulators would
+// spill at 128); x ahead up to 16 tokens. More n-tiles are independent chains already.
 template <int NT>
-constexpr GemvConfig kGemvDefault = NT == 1 ? GemvConfig{2, 1, 1024, false}
+constexpr GemvConfig kGemvDefault = NT == 1 ? GemvConfig{2, 1, 1024, false, 128}
                                             : GemvConfig{2, 1, NT >= 8 ? 256 : 512, NT <= 2};
 // The one-n-tile alternatives bench_gemm_nvfp4 times beside the default (gemm_detail::
 // nvfp4_gemv_variant): the deeper ring with 4 sets and x ahead (the default until run 5), two
-// between the two, the default with an L2 prefetch size of 128 or 256 bytes, and for up to 16
-// tokens the 2-n-tile default's ring with fewer registers and more warps (20 warps an SM against
-// 16 up to 4 warps along C, 96 registers, no spills; x word by word) — the last three not yet run.
+// between the two, the default without an L2 prefetch size (the default until run 7) and with 256
+// bytes, and for up to 16 tokens the 2-n-tile default's ring with fewer registers and more warps
+// (20 warps an SM against 16 up to 4 warps along C, 96 registers, no spills; x word by word).
 // (At 4 n-tiles fewer than 128 registers spill.)
 constexpr GemvConfig kGemvVariants[] = {kGemvDefault<1>,
                                         {4, 4, 512, true},
                                         {2, 2, 768, false},
                                         {4, 2, 640, false},
-                                        {2, 1, 1024, false, 128},
+                                        {2, 1, 1024, false, 0},
                                         {2, 1, 1024, false, 256},
                                         {2, 1, 640, false, 0, 16}};
 
