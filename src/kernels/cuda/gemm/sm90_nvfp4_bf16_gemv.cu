@@ -70,17 +70,19 @@ struct GemvConfig {
 // set, 32 warps an SM (64 registers), x word by word, code loads with a 128-byte L2 prefetch size —
 // the ring, chains and warps: of the configurations below, the fastest or within 3 % of it in 13 of
 // the 14 cases of 7 shapes at 1 and 8 tokens (docs/perf.md, run 5); the L2::128B loads: 1.01-1.13x
-// the loads without a prefetch size in all 14 (run 7). More n-tiles: 16
+// the loads without a prefetch size in all 14 (run 7). Two n-tiles (9-16 tokens): the same ring
+// at 20 warps an SM (96 registers, x word by word) — with split_for's one-wave split, 1.06-1.37x
+// the 16-warp ring with x ahead it replaced on the 7 shapes at 16 tokens (run 7). More n-tiles: 16
 // warps an SM up to 32 tokens (128 registers), 8 for 64 (x's fragments and 32 accumulators would
-// spill at 128); x ahead up to 16 tokens. More n-tiles are independent chains already.
+// spill at 128); x word by word. More n-tiles are independent chains already.
 template <int NT>
-constexpr GemvConfig kGemvDefault = NT == 1 ? GemvConfig{2, 1, 1024, false, 128}
-                                            : GemvConfig{2, 1, NT >= 8 ? 256 : 512, NT <= 2};
+constexpr GemvConfig kGemvDefault = NT == 1   ? GemvConfig{2, 1, 1024, false, 128}
+                                    : NT == 2 ? GemvConfig{2, 1, 640, false}
+                                              : GemvConfig{2, 1, NT >= 8 ? 256 : 512, false};
 // The one-n-tile alternatives bench_gemm_nvfp4 times beside the default (gemm_detail::
 // nvfp4_gemv_variant): the deeper ring with 4 sets and x ahead (the default until run 5), two
 // between the two, the default without an L2 prefetch size (the default until run 7) and with 256
-// bytes, and for up to 16 tokens the 2-n-tile default's ring with fewer registers and more warps
-// (20 warps an SM against 16 up to 4 warps along C, 96 registers, no spills; x word by word).
+// bytes, and for up to 16 tokens the 2-n-tile default until run 7 (16 warps an SM, x ahead).
 // (At 4 n-tiles fewer than 128 registers spill.)
 constexpr GemvConfig kGemvVariants[] = {kGemvDefault<1>,
                                         {4, 4, 512, true},
@@ -88,7 +90,7 @@ constexpr GemvConfig kGemvVariants[] = {kGemvDefault<1>,
                                         {4, 2, 640, false},
                                         {2, 1, 1024, false, 0},
                                         {2, 1, 1024, false, 256},
-                                        {2, 1, 640, false, 0, 16}};
+                                        {2, 1, 512, true, 0, 16}};
 
 // 16 bytes of codes, read once: evict-first (as __ldcs), or not allocated in L1 with an L2 prefetch
 // size (kL2Fetch 128 or 256 bytes).
@@ -318,21 +320,29 @@ template <int NT>
 void launch_default(int wk, void* out, bool f32, const uint16_t* x, const Nvfp4Weight& w, const uint16_t* bias,
                     const float* rs, int64_t N, int64_t C, int64_t OC, Stream stream) {
   constexpr GemvConfig c = kGemvDefault<NT>;
-  launch_split<NT, c.stages, c.chains, c.threads_per_sm, c.x_ahead, NT == 1>(wk, out, f32, x, w, bias, rs, N, C, OC,
-                                                                             stream);
+  launch_split<NT, c.stages, c.chains, c.threads_per_sm, c.x_ahead, NT == 1, c.l2_fetch>(wk, out, f32, x, w, bias, rs, N,
+                                                                                         C, OC, stream);
 }
 
 // Warps along C per 16-row CTA. One n-tile (32 warps an SM): 8, or 16 for a long row (C >= 12288)
 // over few CTAs (at most 2 an SM) — the best split or within 3 % of it on the 7 shapes at one token
 // in run 5, within 11 % at 8 (8B and 70B gate/up: 2 or 4 was faster); never fewer than 2 steps a
-// warp. More n-tiles: the fewest (1, 2, 4, 8) that put about 32 warps on every SM, with at least 2
-// steps a warp. The table in docs/kernels.md records what each shape gets.
+// warp. Two n-tiles (20 warps an SM): the most (1, 2, 4, 8) whose warps all fit on the SMs at once
+// — one wave; the best split of the 2-n-tile ring on all 7 shapes at 16 tokens in run 7. More
+// n-tiles: the fewest that put about 32 warps on every SM, with at least 2 steps a warp. The table
+// in docs/kernels.md records what each shape gets.
 int split_for(int64_t C, int64_t OC, int64_t N) {
   const int64_t sms = sm_count();
   const int64_t ctas = (OC + kRowsPerTile - 1) / kRowsPerTile, steps = (C + kStep - 1) / kStep;
   if (N <= 8) {
     int wk = C >= 12288 && ctas <= 2 * sms ? 16 : 8;
     while (wk > 1 && 2 * wk > steps) wk /= 2;
+    return wk;
+  }
+  if (N <= 16) {
+    constexpr int64_t kWarpsPerSm = kGemvDefault<2>.threads_per_sm / 32;
+    int wk = 1;
+    while (wk < 8 && ctas * 2 * wk <= kWarpsPerSm * sms && 2 * wk <= steps) wk *= 2;
     return wk;
   }
   int wk = 1;
