@@ -16,7 +16,8 @@
 // wide wgmma tile's and its warp-specialized TMA version's (`wgmma_ws`; each checked first) and
 // the mma.sync kernel's times beside the wgmma one's and W4A4's (nvfp4_gemm_nt, both
 // operands NVFP4: the training recipe's GEMM, checked the same way against cuBLAS on both
-// operands decoded); up to 8 tokens (16 for those that take more), each of the GEMV's alternative
+// operands decoded) and the engine's prefill route's (the weight decoded on the device, then
+// cuBLAS; checked to give cuBLAS's bits on the host-decoded weight); up to 8 tokens (16 for those that take more), each of the GEMV's alternative
 // configurations at every split (1-16 warps along C), checked first.
 //
 // --l2 warm leaves L2 as the last repetition left it (no flush): how ggml's test-backend-ops times
@@ -177,6 +178,7 @@ int main(int argc, char** argv) {
     float* d_decode = device_copy(std::vector<float>{decode});
     uint16_t* d_w = device_copy(wd);
     const cu::Nvfp4Weight w{d_codes, d_scales, d_decode};
+    uint16_t* d_wdec = nullptr;  // the decoded weight of the decode-then-cuBLAS route (more than 64 tokens)
     for (const int M : ms) {
       std::normal_distribution<float> nd(0.0f, 1.0f);
       std::vector<uint16_t> x(static_cast<size_t>(M * C));
@@ -234,6 +236,24 @@ int main(int argc, char** argv) {
                              cu::Nvfp4GemmKernel::mma_sync);
             },
             flush_l2, warmup, reps);
+        // The engine's prefill route: the weight decoded to BF16 on the device, then cuBLAS (the
+        // tensor factor, applied to the output after, not timed). Checked first: cuBLAS's bits on
+        // the weight decoded on the host.
+        if (!d_wdec) CK(cudaMalloc(&d_wdec, static_cast<size_t>(OC * C) * 2));
+        const auto decoded = [&] {
+          cu::nvfp4_decode_gemv_order(d_wdec, w, OC, C, nullptr);
+          blas.matmul_forward(d_out, d_x, d_wdec, M, C, OC, nullptr);
+        };
+        decoded();
+        CK(cudaDeviceSynchronize());
+        CK(cudaMemcpy(got.data(), d_out, got.size() * 2, cudaMemcpyDeviceToHost));
+        const bool decoded_ok = got == ref;
+        if (!decoded_ok) {
+          std::printf("%-12s %6ld %6ld %5d DECODED CHECK FAILED: decode + cuBLAS differs from cuBLAS on the host decode\n",
+                      sh.what, OC, C, M);
+          all_ok = false;
+        }
+        const double t_dec = decoded_ok ? nvfp4::bench::median_event_seconds(decoded, flush_l2, warmup, reps) : 0.0;
         // W4A4, both operands NVFP4 (the training recipe's GEMM): x as random NVFP4 codes and scales.
         std::vector<uint8_t> xc(static_cast<size_t>(M * C / 2)), xs(static_cast<size_t>(M * C / 16));
         for (auto& b : xc) b = static_cast<uint8_t>(rng());
@@ -269,12 +289,12 @@ int main(int argc, char** argv) {
         const double t_nt_ws = nvfp4::bench::median_event_seconds(nt_ws, flush_l2, warmup, reps);
         CK(cudaFree(d_xc));
         CK(cudaFree(d_xs));
-        char buf[256];
+        char buf[384];
         std::snprintf(buf, sizeof buf,
                       "  wide %.2f us (%.2fx bf16), ws %.2f us (%.2fx bf16), mma.sync %.2f us, w4a4 %.2f us (%.2fx bf16), "
-                      "w4a4 ws %.2f us (%.2fx bf16)",
+                      "w4a4 ws %.2f us (%.2fx bf16), decoded+cuBLAS %.2f us (%.2fx bf16)",
                       t_wide * 1e6, t_bf16 / t_wide, t_ws * 1e6, t_bf16 / t_ws, t * 1e6, t_nt * 1e6, t_bf16 / t_nt,
-                      t_nt_ws * 1e6, t_bf16 / t_nt_ws);
+                      t_nt_ws * 1e6, t_bf16 / t_nt_ws, t_dec * 1e6, t_dec > 0 ? t_bf16 / t_dec : 0.0);
         splits = buf;
       }
       std::string split_k;
@@ -333,6 +353,7 @@ int main(int argc, char** argv) {
       CK(cudaFree(d_ref));
       CK(cudaFree(d_out));
     }
+    if (d_wdec) CK(cudaFree(d_wdec));
     CK(cudaFree(d_codes));
     CK(cudaFree(d_native));
     CK(cudaFree(d_scales));
