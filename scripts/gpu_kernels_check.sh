@@ -10,7 +10,9 @@
 #
 # Environment: M (bench_gemm_nvfp4's token counts, default 1,8,16,32,64,256,1024,4096); SANITIZE=0
 # skips the sanitizers; INFER=0 skips bench_infer (it writes a 16 GB model folder to /tmp/m8b);
-# TRAIN=0 skips the training step with each W4A4 kernel (bench_train_cuda, GPT-2-small shape).
+# TRAIN=0 skips the training step with each W4A4 kernel (bench_train_cuda, GPT-2-small shape);
+# NCU=1 adds Nsight Compute on the warp-specialized GEMMs at 70B q/o x 4096 tokens (ncu_ws.log:
+# throughput, memory, warp-state and scheduler sections of two launches of each ws kernel).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build}
@@ -44,6 +46,11 @@ if [ "${INFER:-1}" != 0 ]; then
 fi
 if [ "${TRAIN:-1}" != 0 ]; then
   run bench_train "$build/bench/bench_train_cuda" --batch 16 --steps 5 --recipes bf16,nvfp4,nvfp4+fused,nvfp4+fused-ws
+fi
+if [ "${NCU:-0}" = 1 ] && command -v ncu > /dev/null; then
+  run ncu_ws ncu --kernel-name regex:'_ws_kernel' --launch-skip 3 --launch-count 4 --section SpeedOfLight \
+    --section MemoryWorkloadAnalysis --section WarpStateStats --section SchedulerStats \
+    "$build/bench/bench_gemm_nvfp4" --layer "70B q/o" --m 4096 --reps 2 --warmup 1
 fi
 echo "== $(cat "$out/gpu.txt")"
 printf '%s\n' "${summary[@]}"
