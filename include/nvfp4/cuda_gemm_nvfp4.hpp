@@ -16,7 +16,7 @@
 // once to BF16 (or stored as F32).
 //
 // Plain C++ (no CUDA headers), as include/nvfp4/cuda_ops.hpp. Implemented in
-// src/kernels/cuda/gemm/ (sm90_nvfp4_bf16_gemv.cu, sm90_nvfp4_bf16_gemm.cu); tested in
+// src/kernels/cuda/gemm/ (sm90_nvfp4_bf16_gemv.cu, sm90_nvfp4_bf16_gemm.cu, sm90_nvfp4_gemm_ws.cu); tested in
 // tests/cuda/test_gemm_nvfp4_cuda.cu.
 #pragma once
 
@@ -52,7 +52,7 @@ void nvfp4_gemv(void* out, DType out_dtype, const uint16_t* x, const Nvfp4Weight
 // The same product for any number of tokens (prefill): C % 64 == 0, x and the codes 16-byte
 // aligned, the scales 4-byte aligned; the same numerics as nvfp4_gemv (a different order of the
 // FP32 additions: the tensor cores' within each 16 columns, then the 16-column blocks in order).
-// src/kernels/cuda/gemm/sm90_nvfp4_bf16_gemm.cu.
+// src/kernels/cuda/gemm/sm90_nvfp4_bf16_gemm.cu (wgmma_ws: sm90_nvfp4_gemm_ws.cu).
 // kernel: wgmma (warpgroup MMA, tiles of 128 rows x 128 tokens, the default), wgmma_wide (128 x 256
 // tokens: each decoded weight fragment feeds twice the products), mma_sync (warp MMA) or split_k
 // (128 rows x 64 tokens, C split over a thread-block cluster of up to 8 CTAs whose partial sums

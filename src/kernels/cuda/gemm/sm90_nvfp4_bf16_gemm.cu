@@ -1,8 +1,9 @@
 // sm90_nvfp4_bf16_gemm: out (M, OC) = x (M, C) bf16 · W (OC, C)ᵀ NVFP4 for any number of tokens
 // (prefill), on the BF16 tensor cores, FP32 accumulators: three variants, all cp.async stages with
 // the weights decoded in registers — mma.sync m16n8k16 with B by ldmatrix, and wgmma m64n128k16
-// (the default) or m64n256k16 (wgmma_wide) with B read from swizzled shared memory; TMA and
-// warp-specialized producers are the next step.
+// (the default) or m64n256k16 (wgmma_wide) with B read from swizzled shared memory; their
+// warp-specialized TMA versions (wgmma_ws) are in sm90_nvfp4_gemm_ws.cu, the shared wgmma and
+// mbarrier primitives in sm90_wgmma.cuh.
 // Contract and numerics: include/nvfp4/cuda_gemm_nvfp4.hpp (nvfp4_gemm).
 //
 // Layout (GemmLayout): one CTA = 128 weight rows x 128 tokens, 8 warps as 4 (rows) x 2 (tokens),
@@ -17,8 +18,6 @@
 // thread t takes pair t of the block's two GEMV-order words (elements 2t, 2t+1 and 2t+8, 2t+9,
 // exactly m16n8k16's A layout) times the block scale — loads B with ldmatrix and runs 16 mmas.
 // Epilogue: fma(sum, decode, bias) (W4A4: fma(sum × decode, row_scale, bias)) rounded once.
-#include <cuda.h>  // CUtensorMap (the TMA descriptors); the encoder comes from the runtime's entry point
-#include <cudaTypedefs.h>
 #include <cuda_runtime.h>
 
 #include <cooperative_groups.h>
@@ -27,16 +26,9 @@
 #include <string>
 
 #include "kernels/cuda/gemm/nvfp4_decode.cuh"
+#include "kernels/cuda/gemm/sm90_wgmma.cuh"
 #include "kernels/cuda/ops_common.cuh"
 #include "nvfp4/cuda_gemm_nvfp4.hpp"
-
-// wgmma exists only in the arch-specific target (sm_90a); the portable PTX (compute_90) the build
-// also embeds gets a trap in its place — an H100 or H200 always runs the sm_90a code.
-#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
-#define NVFP4_WGMMA 1
-#else
-#define NVFP4_WGMMA 0
-#endif
 
 namespace nvfp4::cuda {
 
@@ -183,103 +175,6 @@ __global__ void __launch_bounds__(GemmLayout::kThreads) sm90_nvfp4_bf16_gemm_ker
   }
 }
 
-// d (64 x N, fp32; a warp's 16 rows as mma_bf16's D, column blocks of 8 in d[4j .. 4j + 3]) +=
-// a (64 x 16 bf16 in registers: each warp its 16 rows, mma_bf16's A layout) · b (16 x N, K-major
-// in shared memory, 128-byte swizzle; desc_b): wgmma m64nNk16, N = 128 or 256 (the size of d
-// picks it). Asynchronous: wgmma_fence() before (after writing a or d), wgmma_commit() after,
-// wgmma_wait<N>() before reading d or rewriting a.
-__device__ __forceinline__ void wgmma_rs(float (&d)[64], const uint32_t (&a)[4], uint64_t desc_b) {
-#if NVFP4_WGMMA
-  asm volatile(
-      "{\n"
-      ".reg .pred p;\n"
-      "setp.ne.b32 p, %69, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {"
-      "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
-      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
-      "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
-      "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"
-      "}, {%64, %65, %66, %67}, %68, p, 1, 1, 0;\n"
-      "}\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
-        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
-        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
-        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
-        "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
-        "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
-        "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
-        "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "n"(1));
-#else
-  __trap();
-#endif
-}
-
-__device__ __forceinline__ void wgmma_rs(float (&d)[128], const uint32_t (&a)[4], uint64_t desc_b) {
-#if NVFP4_WGMMA
-  asm volatile(
-      "{\n"
-      ".reg .pred p;\n"
-      "setp.ne.b32 p, %133, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16 {"
-      "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
-      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
-      "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
-      "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, "
-      "%64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, "
-      "%80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95, "
-      "%96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111, "
-      "%112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127"
-      "}, {%128, %129, %130, %131}, %132, p, 1, 1, 0;\n"
-      "}\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
-        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
-        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
-        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
-        "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
-        "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
-        "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
-        "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]),
-        "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]),
-        "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]),
-        "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]),
-        "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95]),
-        "+f"(d[96]), "+f"(d[97]), "+f"(d[98]), "+f"(d[99]), "+f"(d[100]), "+f"(d[101]), "+f"(d[102]), "+f"(d[103]),
-        "+f"(d[104]), "+f"(d[105]), "+f"(d[106]), "+f"(d[107]), "+f"(d[108]), "+f"(d[109]), "+f"(d[110]), "+f"(d[111]),
-        "+f"(d[112]), "+f"(d[113]), "+f"(d[114]), "+f"(d[115]), "+f"(d[116]), "+f"(d[117]), "+f"(d[118]), "+f"(d[119]),
-        "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]), "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), "+f"(d[127])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "n"(1));
-#else
-  __trap();
-#endif
-}
-
-__device__ __forceinline__ void wgmma_fence() {
-#if NVFP4_WGMMA
-  asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
-#endif
-}
-__device__ __forceinline__ void wgmma_commit() {
-#if NVFP4_WGMMA
-  asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
-#endif
-}
-template <int N>
-__device__ __forceinline__ void wgmma_wait() {
-#if NVFP4_WGMMA
-  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
-#endif
-}
-// Writes by cp.async (the generic proxy) made visible to wgmma's reads (the async proxy).
-__device__ __forceinline__ void fence_proxy_async_shared() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
-
-// A K-major operand of 128-byte rows in shared memory, 128-byte swizzle, 8-row groups 1024 bytes
-// apart (the layout the x stages have): start address, LBO 1 (unused when swizzled), SBO 1024.
-__device__ __forceinline__ uint64_t sw128_kmajor_desc(uint32_t smem_byte_addr) {
-  return static_cast<uint64_t>((smem_byte_addr & 0x3FFFFu) >> 4) | (uint64_t{1} << 16) | (uint64_t{1024 >> 4} << 32) |
-         (uint64_t{1} << 62);
-}
-
 // One stage's 64 columns for a warpgroup: per 16 columns, this warp's A fragment (rows rl, rl + 8)
 // decoded into registers a (double-buffered, kept by the caller across stages: before a buffer is
 // rewritten, every wgmma but the last one issued is waited for, so the one two blocks back that
@@ -387,198 +282,6 @@ __global__ void __launch_bounds__(WgmmaLayout<kN>::kThreads, kN == 128 ? 2 : 1) 
   }
 }
 
-// ---- the warp-specialized wgmma kernel (`wgmma_ws`) --------------------------------------------
-// Layout (WsLayout): the wide tile, 128 weight rows x 256 tokens, C in stages of 64, kStages deep;
-// shared memory holds every stage's x tile first (32 KB each, 1024-byte aligned: the 128-byte
-// swizzle's atom), then their codes (128 rows x 32 bytes), their scales (128 x 4), the barriers.
-// Roles: warps 0-7 are two consumer warpgroups, each 64 rows x all 256 tokens as in the wgmma
-// kernel (per 16 columns: its A fragment decoded into registers, one m64n256k16 reading x through a
-// descriptor, wgmmas in flight across stages); warp 8 is the producer: lane 0 issues the stage's
-// TMA copies of x (256 tokens x 64 BF16 with the 128-byte swizzle, the layout the descriptor
-// reads; tokens past M arrive as zeros) and of the codes (rows past OC: zeros), and every lane copies
-// 4 rows' scales by cp.async (rows past OC read the last row). full[s]: 33 arrivals (lane 0's with
-// the TMA byte count, and each lane's cp.async completion) — the stage landed; empty[s]: one
-// arrival per consumer warp once the wgmmas that read the stage are done — it can be refilled.
-// No block-wide barrier in the main loop: the copies run up to kStages - 1 stages ahead of the
-// tensor cores, and no consumer thread computes a copy address.
-struct WsLayout {
-  static constexpr int kRows = 128, kTokens = 256, kK = 64, kStages = 5;
-  static constexpr int kConsumerWarps = 8, kThreads = 32 * kConsumerWarps + 32;
-  static constexpr int kXBytes = kTokens * kK * 2;     // a stage's x tile
-  static constexpr int kCodeBytes = kRows * kK / 2;    // rows of 32 bytes (the TMA box's rows)
-  static constexpr int kCodePitch = kK / 2;
-  static constexpr int kScaleBytes = kRows * kK / 16;  // rows of 4 bytes
-  static constexpr int kCodesAt = kStages * kXBytes, kScalesAt = kCodesAt + kStages * kCodeBytes;
-  static constexpr int kBarriersAt = kScalesAt + kStages * kScaleBytes;
-  static constexpr int kSmem = kBarriersAt + 2 * kStages * 8 + 1024;  // + the first tile's alignment
-  static constexpr int kFullArrivals = 1 + 32, kEmptyArrivals = kConsumerWarps;
-  static_assert(kXBytes % 1024 == 0, "every stage's x tile starts on a 1024-byte swizzle atom");
-  static_assert(kK * 2 == 128, "an x row of a stage is one 128-byte swizzle row (the TMA box's inner size)");
-  static_assert(kCodeBytes % 128 == 0 && kCodesAt % 128 == 0, "TMA writes the codes 128-byte aligned");
-  static_assert(kBarriersAt % 8 == 0, "mbarriers are 8-byte aligned");
-  static_assert(kRows == 4 * 32 && kScaleBytes == kRows * 4, "each producer lane copies the scales of 4 rows");
-  static_assert(kSmem <= 227 * 1024, "a CTA's shared memory on Hopper");
-};
-
-__device__ __forceinline__ void mbar_init(uint64_t* bar, unsigned count) {
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smem_addr(bar)), "r"(count) : "memory");
-}
-__device__ __forceinline__ void mbar_arrive(uint64_t* bar) {
-  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(smem_addr(bar)) : "memory");
-}
-// One arrival that also expects `bytes` of asynchronous (TMA) transactions in this phase.
-__device__ __forceinline__ void mbar_arrive_expect_tx(uint64_t* bar, unsigned bytes) {
-  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(smem_addr(bar)), "r"(bytes) : "memory");
-}
-// One arrival once this thread's earlier cp.async copies have landed.
-__device__ __forceinline__ void mbar_arrive_after_cp_async(uint64_t* bar) {
-  asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(smem_addr(bar)) : "memory");
-}
-// Waits until the phase of parity `parity` has completed (a fresh barrier: parity 1 at once).
-__device__ __forceinline__ void mbar_wait(uint64_t* bar, uint32_t parity) {
-  uint32_t done = 0;
-  while (!done) {
-    asm volatile(
-        "{\n"
-        ".reg .pred p;\n"
-        "mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
-        "selp.u32 %0, 1, 0, p;\n"
-        "}\n"
-        : "=r"(done)
-        : "r"(smem_addr(bar)), "r"(parity)
-        : "memory");
-  }
-}
-// A 2-D TMA copy of the box at (c0 inner, c1 outer) of `map` into dst, completing on `bar`.
-__device__ __forceinline__ void tma_load_2d(void* dst, const CUtensorMap* map, int c0, int c1, uint64_t* bar) {
-  asm volatile(
-      "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];\n" ::"r"(
-          smem_addr(dst)),
-      "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(smem_addr(bar))
-      : "memory");
-}
-
-template <bool kF32>
-__global__ void __launch_bounds__(WsLayout::kThreads, 1) sm90_nvfp4_bf16_gemm_ws_kernel(
-    void* __restrict__ out, const __grid_constant__ CUtensorMap x_map, const __grid_constant__ CUtensorMap code_map,
-    const uint8_t* __restrict__ scales, const float* __restrict__ decode, const uint16_t* __restrict__ bias,
-    const float* __restrict__ row_scale, int64_t M, int64_t C, int64_t OC, int decode_stride) {
-  using L = WsLayout;
-  extern __shared__ uint8_t smem_raw[];
-  uint8_t* smem = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023u)) & 1023u);
-  uint64_t* full = reinterpret_cast<uint64_t*>(smem + L::kBarriersAt);
-  uint64_t* empty = full + L::kStages;
-  const int tid = static_cast<int>(threadIdx.x), warp = tid / 32, lane = tid & 31, g = lane >> 2, t = lane & 3;
-  const int64_t o0 = static_cast<int64_t>(blockIdx.x) * L::kRows, m0 = static_cast<int64_t>(blockIdx.y) * L::kTokens;
-  const int64_t steps = C / L::kK;
-
-  if (tid == 0) {
-    for (int s = 0; s < L::kStages; ++s) {
-      mbar_init(&full[s], L::kFullArrivals);
-      mbar_init(&empty[s], L::kEmptyArrivals);
-    }
-    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
-  }
-  __syncthreads();
-  dependent_wait();
-  dependent_trigger();
-
-  if (warp == L::kConsumerWarps) {  // ---- producer ----
-    const int64_t scale_row = C / 16;
-    for (int64_t i = 0; i < steps; ++i) {
-      const int s = static_cast<int>(i % L::kStages);
-      mbar_wait(&empty[s], static_cast<uint32_t>((i / L::kStages) & 1) ^ 1u);
-      if (lane == 0) {
-        mbar_arrive_expect_tx(&full[s], L::kXBytes + L::kCodeBytes);
-        tma_load_2d(smem + s * L::kXBytes, &x_map, static_cast<int>(i * L::kK), static_cast<int>(m0), &full[s]);
-        tma_load_2d(smem + L::kCodesAt + s * L::kCodeBytes, &code_map, static_cast<int>(i * L::kK / 2),
-                    static_cast<int>(o0), &full[s]);
-      }
-#pragma unroll
-      for (int q = 0; q < 4; ++q) {
-        const int r = lane + 32 * q;
-        const int64_t o = o0 + r < OC ? o0 + r : OC - 1;
-        cp_async4(smem_addr(smem + L::kScalesAt + s * L::kScaleBytes + r * 4), scales + o * scale_row + i * (L::kK / 16));
-      }
-      mbar_arrive_after_cp_async(&full[s]);
-    }
-    cp_async_wait_all();
-    return;
-  }
-
-  // ---- consumers: warpgroup warp / 4, its warp's 16 rows of the CTA's 128 ----
-  const int wg_rows = (warp / 4) * 64 + (warp % 4) * 16;
-  float acc[L::kTokens / 2];
-#pragma unroll
-  for (int i = 0; i < L::kTokens / 2; ++i) acc[i] = 0.0f;
-  uint32_t a[2][4];
-  for (int64_t i = 0; i < steps; ++i) {
-    const int s = static_cast<int>(i % L::kStages);
-    mbar_wait(&full[s], static_cast<uint32_t>((i / L::kStages) & 1));
-    const uint8_t* cs = smem + L::kCodesAt + s * L::kCodeBytes;
-    const uint8_t* ss = smem + L::kScalesAt + s * L::kScaleBytes;
-    const uint32_t x_addr = smem_addr(smem + s * L::kXBytes);
-#pragma unroll
-    for (int kb = 0; kb < L::kK / 16; ++kb) {
-      // The wgmma that read a[kb % 2] two blocks back is done (unconditionally: with fewer in
-      // flight it returns at once, and ptxas serializes the wgmmas if it cannot see the wait on
-      // every path); from kb = 1 on, so is every wgmma of the previous stage.
-      wgmma_wait<1>();
-      a_fragment<true>(a[kb % 2], cs, ss, L::kCodePitch, wg_rows + g, kb, t);
-      wgmma_fence();
-      wgmma_rs(acc, a[kb % 2], sw128_kmajor_desc(x_addr + kb * 32));
-      wgmma_commit();
-    }
-    // Each warp frees the previous stage for the producer (after the stage's wgmmas are issued:
-    // an arrive between them makes ptxas serialize the wgmmas, warning C7513).
-    if (i > 0 && lane == 0) mbar_arrive(&empty[(i - 1) % L::kStages]);
-  }
-  wgmma_wait<0>();
-
-#pragma unroll
-  for (int j = 0; j < L::kTokens / 8; ++j) {
-#pragma unroll
-    for (int q = 0; q < 4; ++q) {
-      const int64_t row = o0 + wg_rows + g + (q >= 2 ? 8 : 0);
-      const int64_t m = m0 + 8 * j + 2 * t + (q & 1);
-      if (row >= OC || m >= M) continue;
-      store_nvfp4_output<kF32>(out, m * OC + row, acc[4 * j + q], row_factor(decode, row, decode_stride), row_scale, m,
-                               bias ? bf16_to_f32(bias[row]) : 0.0f);
-    }
-  }
-}
-
-// A 2-D tensor map over a row-major (outer, inner) array of `type`, rows `row_bytes` apart, read in
-// boxes of box_outer x box_inner elements.
-CUtensorMap tensor_map_2d(CUtensorMapDataType type, const void* base, uint64_t inner, uint64_t outer,
-                          uint64_t row_bytes, uint32_t box_inner, uint32_t box_outer, CUtensorMapSwizzle swizzle) {
-  static const PFN_cuTensorMapEncodeTiled_v12000 encode = [] {
-    void* fn = nullptr;
-    cudaDriverEntryPointQueryResult found{};
-    check(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &found),
-          "cudaGetDriverEntryPointByVersion");
-    require(found == cudaDriverEntryPointSuccess && fn != nullptr, "nvfp4_gemm",
-            "the CUDA driver has no cuTensorMapEncodeTiled (TMA needs a CUDA 12 driver or newer)");
-    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(fn);
-  }();
-  CUtensorMap map{};
-  const cuuint64_t dims[2] = {inner, outer}, strides[1] = {row_bytes};
-  const cuuint32_t box[2] = {box_inner, box_outer}, elem[2] = {1, 1};
-  const CUresult r = encode(&map, type, 2, const_cast<void*>(base), dims, strides, box, elem,
-                            CU_TENSOR_MAP_INTERLEAVE_NONE, swizzle, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
-                            CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-  require(r == CUDA_SUCCESS, "nvfp4_gemm", "cuTensorMapEncodeTiled failed (error " + std::to_string(int(r)) + ")");
-  return map;
-}
-
-// The TMA map of an NVFP4 operand's codes, (rows, K/2) bytes, in boxes of 128 rows x one 64-column
-// stage (32 bytes; both warp-specialized kernels' stages).
-CUtensorMap code_tensor_map(const uint8_t* codes, int64_t rows, int64_t K) {
-  static_assert(WsLayout::kK == 64 && WsLayout::kRows == 128, "the W4A16 kernel's code box");
-  return tensor_map_2d(CU_TENSOR_MAP_DATA_TYPE_UINT8, codes, static_cast<uint64_t>(K / 2), static_cast<uint64_t>(rows),
-                       static_cast<uint64_t>(K / 2), 32, 128, CU_TENSOR_MAP_SWIZZLE_NONE);
-}
-
 // W4A4 with both operands NVFP4 in checkpoint order (the training recipe's quantized copies):
 // out (M, N) (+)= alpha · a (M, K) · b (N, K)ᵀ. The wgmma kernel's tile and roles, b in the place of
 // the weights (decoded into registers, byte t and byte 4 + t of a block for thread t) and a in the
@@ -596,52 +299,6 @@ struct NtLayout {
   static_assert(kTile % 1024 == 0, "the stages start after the BF16 tile, 16-byte aligned");
   static_assert(kTokens * kK / 32 == kThreads, "each thread decodes 32 elements (16 code bytes) of a a stage");
 };
-
-// Row r's 16 code bytes at columns 32h .. 32h + 31 of a stage (checkpoint order, rows `pitch`
-// apart, scales 4 bytes a row) into the stage's BF16 tile: 128-byte rows, 16-byte pieces
-// XOR-swizzled by r % 8 (the layout wgmma's 128-byte swizzle mode reads).
-__device__ __forceinline__ void decode_tile_half(uint8_t* tile, const uint8_t* codes, const uint8_t* scales, int pitch,
-                                                 int r, int h) {
-  const uint4 q = *reinterpret_cast<const uint4*>(codes + r * pitch + h * 16);
-  const uint32_t words[4] = {q.x, q.y, q.z, q.w};
-#pragma unroll
-  for (int w = 0; w < 4; ++w) {  // word w: 8 elements, one 16-byte piece of the tile
-    const uint32_t sc = e4m3_to_bf16x2(scales[r * 4 + 2 * h + w / 2]);
-    uint4 v;
-    v.x = decode_byte_pair(words[w], sc);
-    v.y = decode_byte_pair(words[w] >> 8, sc);
-    v.z = decode_byte_pair(words[w] >> 16, sc);
-    v.w = decode_byte_pair(words[w] >> 24, sc);
-    const int piece = 4 * h + w;
-    *reinterpret_cast<uint4*>(tile + r * 128 + ((piece ^ (r & 7)) * 16)) = v;
-  }
-}
-
-// The W4A4 epilogue of a consumer warp's 16 rows of n (acc of m64n128k16: 128 tokens of m):
-// out = alpha-factor × sum (+ out), rounded once.
-template <bool kF32, bool kAccumulate>
-__device__ __forceinline__ void store_nt_tile(void* out, const float (&acc)[64], float f, int64_t n_base, int64_t m0,
-                                              int64_t M, int64_t N, int g, int t) {
-#pragma unroll
-  for (int j = 0; j < 16; ++j) {
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const int64_t n = n_base + g + (i >= 2 ? 8 : 0);
-      const int64_t m = m0 + 8 * j + 2 * t + (i & 1);
-      if (n >= N || m >= M) continue;
-      float y = __fmul_rn(acc[4 * j + i], f);
-      if constexpr (kF32) {
-        float* o = static_cast<float*>(out) + m * N + n;
-        if constexpr (kAccumulate) y = __fadd_rn(*o, y);
-        *o = y;
-      } else {
-        uint16_t* o = static_cast<uint16_t*>(out) + m * N + n;
-        if constexpr (kAccumulate) y = __fadd_rn(bf16_to_f32(*o), y);
-        *o = f32_to_bf16(y);
-      }
-    }
-  }
-}
 
 template <bool kF32, bool kAccumulate>
 __global__ void __launch_bounds__(NtLayout::kThreads) sm90_nvfp4_nvfp4_gemm_nt_kernel(
@@ -696,142 +353,6 @@ __global__ void __launch_bounds__(NtLayout::kThreads) sm90_nvfp4_nvfp4_gemm_nt_k
   }
   cp_async_wait_all();
 
-  store_nt_tile<kF32, kAccumulate>(out, acc, unshifted_factor<2>(alpha), n0 + wg_rows, m0, M, N, g, t);
-}
-
-// W4A4 warp-specialized (nvfp4_gemm_nt's wgmma_ws; the sums of the kernel above, the same bits):
-// NtWsLayout. Roles: warps 0-7, two consumer warpgroups of 64 rows of b x 128 tokens of a (b
-// decoded into registers, one m64n128k16 per 16 columns reading a's BF16 tile); warps 8-11, the
-// decoder warpgroup: each thread decodes one row of a's stage codes into a BF16 tile (3 tiles
-// deep), fenced for the async proxy; warp 12, the producer: lane 0 copies both operands' stage
-// codes by TMA (128 rows x 32 bytes each), its 32 lanes both scales by cp.async. Barriers, per code
-// stage: full (33: the TMA bytes and 32 cp.async arrivals), empty (12: each consumer and decoder
-// warp once done with it); per tile: ready (4 decoder warps), free (8 consumer warps, once the
-// wgmmas that read it are done). The consumers never wait on a decode of the stage they compute.
-struct NtWsLayout {
-  static constexpr int kRows = 128, kTokens = 128, kK = 64, kStages = 5, kTiles = 3;
-  static constexpr int kConsumerWarps = 8, kDecoderWarps = 4, kThreads = 32 * (kConsumerWarps + kDecoderWarps + 1);
-  static constexpr int kTile = kTokens * kK * 2;       // a's BF16 tile, 1024-byte aligned
-  static constexpr int kCodeBytes = kRows * kK / 2;    // per operand and stage: rows of 32 bytes
-  static constexpr int kCodePitch = kK / 2;
-  static constexpr int kScaleBytes = kRows * kK / 16;  // per operand and stage: rows of 4 bytes
-  static constexpr int kStageBytes = 2 * kCodeBytes + 2 * kScaleBytes;  // b codes, a codes, b scales, a scales
-  static constexpr int kStagesAt = kTiles * kTile;
-  static constexpr int kBarriersAt = kStagesAt + kStages * kStageBytes;
-  static constexpr int kSmem = kBarriersAt + (2 * kStages + 2 * kTiles) * 8 + 1024;
-  static constexpr int kFullArrivals = 1 + 32, kEmptyArrivals = kConsumerWarps + kDecoderWarps;
-  static_assert(kTile % 1024 == 0 && kStagesAt % 1024 == 0, "the tiles and the stages stay 1024-byte aligned");
-  static_assert(kStageBytes % 128 == 0 && kCodeBytes % 128 == 0, "TMA writes each code tile 128-byte aligned");
-  static_assert(kK * 2 == 128, "a tile row is one 128-byte swizzle row");
-  static_assert(kTokens == 32 * kDecoderWarps, "a decoder thread takes one row of a a stage");
-  static_assert(kRows == 4 * 32, "each producer lane copies 4 rows' scales of each operand");
-  static_assert(kSmem <= 227 * 1024, "a CTA's shared memory on Hopper");
-};
-
-template <bool kF32, bool kAccumulate>
-__global__ void __launch_bounds__(NtWsLayout::kThreads, 1) sm90_nvfp4_nvfp4_gemm_nt_ws_kernel(
-    void* __restrict__ out, const __grid_constant__ CUtensorMap a_map, const uint8_t* __restrict__ a_scales,
-    const __grid_constant__ CUtensorMap b_map, const uint8_t* __restrict__ b_scales, const float* __restrict__ alpha,
-    int64_t M, int64_t N, int64_t K) {
-  using L = NtWsLayout;
-  extern __shared__ uint8_t smem_raw[];
-  uint8_t* smem = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023u)) & 1023u);
-  uint64_t* full = reinterpret_cast<uint64_t*>(smem + L::kBarriersAt);
-  uint64_t* empty = full + L::kStages;
-  uint64_t* ready = empty + L::kStages;
-  uint64_t* free_tile = ready + L::kTiles;
-  const int tid = static_cast<int>(threadIdx.x), warp = tid / 32, lane = tid & 31, g = lane >> 2, t = lane & 3;
-  const int64_t n0 = static_cast<int64_t>(blockIdx.x) * L::kRows, m0 = static_cast<int64_t>(blockIdx.y) * L::kTokens;
-  const int64_t steps = K / L::kK;
-  // Stage s: b codes, a codes, b scales, a scales.
-  const auto b_codes = [&](int s) { return smem + L::kStagesAt + s * L::kStageBytes; };
-  const auto a_codes = [&](int s) { return b_codes(s) + L::kCodeBytes; };
-  const auto b_scl = [&](int s) { return b_codes(s) + 2 * L::kCodeBytes; };
-  const auto a_scl = [&](int s) { return b_scl(s) + L::kScaleBytes; };
-
-  if (tid == 0) {
-    for (int s = 0; s < L::kStages; ++s) {
-      mbar_init(&full[s], L::kFullArrivals);
-      mbar_init(&empty[s], L::kEmptyArrivals);
-    }
-    for (int u = 0; u < L::kTiles; ++u) {
-      mbar_init(&ready[u], L::kDecoderWarps);
-      mbar_init(&free_tile[u], L::kConsumerWarps);
-    }
-    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
-  }
-  __syncthreads();
-  dependent_wait();
-  dependent_trigger();
-
-  if (warp == L::kConsumerWarps + L::kDecoderWarps) {  // ---- producer ----
-    const int64_t scale_row = K / 16;
-    for (int64_t i = 0; i < steps; ++i) {
-      const int s = static_cast<int>(i % L::kStages);
-      mbar_wait(&empty[s], static_cast<uint32_t>((i / L::kStages) & 1) ^ 1u);
-      if (lane == 0) {
-        mbar_arrive_expect_tx(&full[s], 2 * L::kCodeBytes);
-        tma_load_2d(b_codes(s), &b_map, static_cast<int>(i * L::kK / 2), static_cast<int>(n0), &full[s]);
-        tma_load_2d(a_codes(s), &a_map, static_cast<int>(i * L::kK / 2), static_cast<int>(m0), &full[s]);
-      }
-#pragma unroll
-      for (int q = 0; q < 4; ++q) {  // rows past N or M read the last one (never stored)
-        const int r = lane + 32 * q;
-        const int64_t nb = n0 + r < N ? n0 + r : N - 1, ma = m0 + r < M ? m0 + r : M - 1;
-        cp_async4(smem_addr(b_scl(s) + r * 4), b_scales + nb * scale_row + i * (L::kK / 16));
-        cp_async4(smem_addr(a_scl(s) + r * 4), a_scales + ma * scale_row + i * (L::kK / 16));
-      }
-      mbar_arrive_after_cp_async(&full[s]);
-    }
-    cp_async_wait_all();
-    return;
-  }
-
-  if (warp >= L::kConsumerWarps) {  // ---- decoder: thread d takes row d of a's stage ----
-    const int d = tid - 32 * L::kConsumerWarps;
-    for (int64_t i = 0; i < steps; ++i) {
-      const int s = static_cast<int>(i % L::kStages), u = static_cast<int>(i % L::kTiles);
-      mbar_wait(&full[s], static_cast<uint32_t>((i / L::kStages) & 1));
-      mbar_wait(&free_tile[u], static_cast<uint32_t>((i / L::kTiles) & 1) ^ 1u);
-      uint8_t* tile = smem + u * L::kTile;
-      decode_tile_half(tile, a_codes(s), a_scl(s), L::kCodePitch, d, 0);
-      decode_tile_half(tile, a_codes(s), a_scl(s), L::kCodePitch, d, 1);
-      fence_proxy_async_shared();  // the generic writes, visible to the consumers' wgmmas
-      __syncwarp();
-      if (lane == 0) {
-        mbar_arrive(&ready[u]);
-        mbar_arrive(&empty[s]);  // done with a's codes and scales of the stage
-      }
-    }
-    return;
-  }
-
-  // ---- consumers ----
-  const int wg_rows = (warp / 4) * 64 + (warp % 4) * 16;
-  float acc[64];
-#pragma unroll
-  for (int i = 0; i < 64; ++i) acc[i] = 0.0f;
-  uint32_t a[2][4];
-  for (int64_t i = 0; i < steps; ++i) {
-    const int s = static_cast<int>(i % L::kStages), u = static_cast<int>(i % L::kTiles);
-    mbar_wait(&full[s], static_cast<uint32_t>((i / L::kStages) & 1));
-    mbar_wait(&ready[u], static_cast<uint32_t>((i / L::kTiles) & 1));
-    const uint32_t tile_addr = smem_addr(smem + u * L::kTile);
-#pragma unroll
-    for (int kb = 0; kb < L::kK / 16; ++kb) {
-      wgmma_wait<1>();  // as in sm90_nvfp4_bf16_gemm_ws_kernel
-      a_fragment<false>(a[kb % 2], b_codes(s), b_scl(s), L::kCodePitch, wg_rows + g, kb, t);
-      wgmma_fence();
-      wgmma_rs(acc, a[kb % 2], sw128_kmajor_desc(tile_addr + kb * 32));
-      wgmma_commit();
-    }
-    // The previous stage's wgmmas are done (waited at kb = 1 on): free its codes and its tile.
-    if (i > 0 && lane == 0) {
-      mbar_arrive(&empty[(i - 1) % L::kStages]);
-      mbar_arrive(&free_tile[(i - 1) % L::kTiles]);
-    }
-  }
-  wgmma_wait<0>();
   store_nt_tile<kF32, kAccumulate>(out, acc, unshifted_factor<2>(alpha), n0 + wg_rows, m0, M, N, g, t);
 }
 
@@ -986,16 +507,7 @@ void nvfp4_gemm(void* out, DType out_dtype, const uint16_t* x, const Nvfp4Weight
                              w.decode_per_row ? 1 : 0),
           "cudaLaunchKernelEx");
   } else if (kernel_choice == Nvfp4GemmKernel::wgmma_ws) {
-    using W = WsLayout;
-    const dim3 grid = grid_for_tokens(W::kTokens);
-    const CUtensorMap x_map = tensor_map_2d(CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, x, static_cast<uint64_t>(C),
-                                            static_cast<uint64_t>(M), static_cast<uint64_t>(C) * 2, W::kK, W::kTokens,
-                                            CU_TENSOR_MAP_SWIZZLE_128B);
-    const CUtensorMap code_map = code_tensor_map(w.codes, OC, C);
-    const auto kernel = f32 ? sm90_nvfp4_bf16_gemm_ws_kernel<true> : sm90_nvfp4_bf16_gemm_ws_kernel<false>;
-    check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, W::kSmem), "cudaFuncSetAttribute");
-    launch_dependent(kernel, grid, dim3(W::kThreads), W::kSmem, stream, out, x_map, code_map, w.scales, w.decode, bias,
-                     row_scale, M, C, OC, w.decode_per_row ? 1 : 0);
+    launch_nvfp4_gemm_ws(f32, grid_for_tokens(kWsTokens), out, x, w, bias, row_scale, M, C, OC, stream);
   } else if (kernel_choice == Nvfp4GemmKernel::wgmma_wide) {
     launch_wgmma<256>(f32, grid_for_tokens(256), out, x, w, bias, row_scale, M, C, OC, stream);
   } else {
@@ -1032,18 +544,9 @@ void nvfp4_gemm_nt(void* out, DType out_dtype, const Nvfp4Operand& a, const Nvfp
   const dim3 grid(static_cast<unsigned>(n_tiles), static_cast<unsigned>(m_tiles));
   const bool f32 = out_dtype == DType::F32;
   if (kernel_choice == Nvfp4GemmNtKernel::wgmma_ws) {
-    using W = NtWsLayout;
-    static_assert(W::kRows == L::kRows && W::kTokens == L::kTokens, "both kernels take the same grid");
-    static_assert(W::kK == 64 && W::kRows == 128, "code_tensor_map's box");
-    const CUtensorMap a_map = code_tensor_map(a.codes, M, K), b_map = code_tensor_map(b.codes, N, K);
-    const auto kernel = f32 ? (accumulate ? sm90_nvfp4_nvfp4_gemm_nt_ws_kernel<true, true>
-                                          : sm90_nvfp4_nvfp4_gemm_nt_ws_kernel<true, false>)
-                            : (accumulate ? sm90_nvfp4_nvfp4_gemm_nt_ws_kernel<false, true>
-                                          : sm90_nvfp4_nvfp4_gemm_nt_ws_kernel<false, false>);
-    check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, W::kSmem), "cudaFuncSetAttribute");
+    static_assert(L::kRows == 128 && L::kTokens == 128, "the warp-specialized kernel takes the same grid");
     ++calls_gemm_nt;
-    launch_dependent(kernel, grid, dim3(W::kThreads), W::kSmem, stream, out, a_map, a.scales, b_map, b.scales, alpha, M,
-                     N, K);
+    launch_nvfp4_gemm_nt_ws(f32, accumulate, grid, out, a, b, alpha, M, N, K, stream);
     check_launch(op);
     return;
   }

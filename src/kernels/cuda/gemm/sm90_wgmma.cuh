@@ -1,0 +1,239 @@
+// Hopper primitives the fused NVFP4 GEMMs share (sm90_nvfp4_bf16_gemm.cu, sm90_nvfp4_gemm_ws.cu):
+// wgmma with A in registers and B through a 128-byte-swizzle descriptor, mbarriers and 2-D TMA
+// copies, the W4A4 kernels' tile decode and epilogue; and the warp-specialized kernels' launches.
+#pragma once
+
+#include <cuda.h>  // CUtensorMap
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "kernels/cuda/gemm/nvfp4_decode.cuh"
+#include "kernels/cuda/ops_common.cuh"
+#include "nvfp4/cuda_gemm_nvfp4.hpp"
+
+// wgmma exists only in the arch-specific target (sm_90a); the portable PTX (compute_90) the build
+// also embeds gets a trap in its place — an H100 or H200 always runs the sm_90a code.
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define NVFP4_WGMMA 1
+#else
+#define NVFP4_WGMMA 0
+#endif
+
+namespace nvfp4::cuda::gemm_detail {
+
+using namespace ops_detail;
+
+// d (64 x N, fp32; a warp's 16 rows as mma_bf16's D, column blocks of 8 in d[4j .. 4j + 3]) +=
+// a (64 x 16 bf16 in registers: each warp its 16 rows, mma_bf16's A layout) · b (16 x N, K-major
+// in shared memory, 128-byte swizzle; desc_b): wgmma m64nNk16, N = 128 or 256 (the size of d
+// picks it). Asynchronous: wgmma_fence() before (after writing a or d), wgmma_commit() after,
+// wgmma_wait<N>() before reading d or rewriting a.
+__device__ __forceinline__ void wgmma_rs(float (&d)[64], const uint32_t (&a)[4], uint64_t desc_b) {
+#if NVFP4_WGMMA
+  asm volatile(
+      "{\n"
+      ".reg .pred p;\n"
+      "setp.ne.b32 p, %69, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {"
+      "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+      "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
+      "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"
+      "}, {%64, %65, %66, %67}, %68, p, 1, 1, 0;\n"
+      "}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+        "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+        "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+        "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+        "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "n"(1));
+#else
+  __trap();
+#endif
+}
+
+__device__ __forceinline__ void wgmma_rs(float (&d)[128], const uint32_t (&a)[4], uint64_t desc_b) {
+#if NVFP4_WGMMA
+  asm volatile(
+      "{\n"
+      ".reg .pred p;\n"
+      "setp.ne.b32 p, %133, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16 {"
+      "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+      "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
+      "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, "
+      "%64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, "
+      "%80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95, "
+      "%96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111, "
+      "%112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127"
+      "}, {%128, %129, %130, %131}, %132, p, 1, 1, 0;\n"
+      "}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+        "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+        "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+        "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+        "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]),
+        "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]),
+        "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]),
+        "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]),
+        "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95]),
+        "+f"(d[96]), "+f"(d[97]), "+f"(d[98]), "+f"(d[99]), "+f"(d[100]), "+f"(d[101]), "+f"(d[102]), "+f"(d[103]),
+        "+f"(d[104]), "+f"(d[105]), "+f"(d[106]), "+f"(d[107]), "+f"(d[108]), "+f"(d[109]), "+f"(d[110]), "+f"(d[111]),
+        "+f"(d[112]), "+f"(d[113]), "+f"(d[114]), "+f"(d[115]), "+f"(d[116]), "+f"(d[117]), "+f"(d[118]), "+f"(d[119]),
+        "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]), "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), "+f"(d[127])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "n"(1));
+#else
+  __trap();
+#endif
+}
+
+__device__ __forceinline__ void wgmma_fence() {
+#if NVFP4_WGMMA
+  asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void wgmma_commit() {
+#if NVFP4_WGMMA
+  asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+#endif
+}
+template <int N>
+__device__ __forceinline__ void wgmma_wait() {
+#if NVFP4_WGMMA
+  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+#endif
+}
+// Writes by cp.async (the generic proxy) made visible to wgmma's reads (the async proxy).
+__device__ __forceinline__ void fence_proxy_async_shared() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+
+// A K-major operand of 128-byte rows in shared memory, 128-byte swizzle, 8-row groups 1024 bytes
+// apart (the layout the x stages have): start address, LBO 1 (unused when swizzled), SBO 1024.
+__device__ __forceinline__ uint64_t sw128_kmajor_desc(uint32_t smem_byte_addr) {
+  return static_cast<uint64_t>((smem_byte_addr & 0x3FFFFu) >> 4) | (uint64_t{1} << 16) | (uint64_t{1024 >> 4} << 32) |
+         (uint64_t{1} << 62);
+}
+
+__device__ __forceinline__ void mbar_init(uint64_t* bar, unsigned count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smem_addr(bar)), "r"(count) : "memory");
+}
+__device__ __forceinline__ void mbar_arrive(uint64_t* bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(smem_addr(bar)) : "memory");
+}
+// One arrival that also expects `bytes` of asynchronous (TMA) transactions in this phase.
+__device__ __forceinline__ void mbar_arrive_expect_tx(uint64_t* bar, unsigned bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(smem_addr(bar)), "r"(bytes) : "memory");
+}
+// One arrival once this thread's earlier cp.async copies have landed.
+__device__ __forceinline__ void mbar_arrive_after_cp_async(uint64_t* bar) {
+  asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(smem_addr(bar)) : "memory");
+}
+// Waits until the phase of parity `parity` has completed (a fresh barrier: parity 1 at once).
+__device__ __forceinline__ void mbar_wait(uint64_t* bar, uint32_t parity) {
+  uint32_t done = 0;
+  while (!done) {
+    asm volatile(
+        "{\n"
+        ".reg .pred p;\n"
+        "mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+        "selp.u32 %0, 1, 0, p;\n"
+        "}\n"
+        : "=r"(done)
+        : "r"(smem_addr(bar)), "r"(parity)
+        : "memory");
+  }
+}
+// A 2-D TMA copy of the box at (c0 inner, c1 outer) of `map` into dst, completing on `bar`.
+__device__ __forceinline__ void tma_load_2d(void* dst, const CUtensorMap* map, int c0, int c1, uint64_t* bar) {
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];\n" ::"r"(
+          smem_addr(dst)),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(smem_addr(bar))
+      : "memory");
+}
+
+// Thread 0: n barriers at a with a_count arrivals each and n at b with b_count, then the fence
+// that makes them visible (to the async proxy and the cluster) before any thread uses them.
+__device__ __forceinline__ void mbar_init_stages(uint64_t* a, unsigned a_count, uint64_t* b, unsigned b_count, int n) {
+  for (int s = 0; s < n; ++s) {
+    mbar_init(&a[s], a_count);
+    mbar_init(&b[s], b_count);
+  }
+}
+__device__ __forceinline__ void mbar_init_fence() { asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory"); }
+
+// A producer lane's share of a 128-row operand's stage scales by cp.async: rows lane + 32q (4 bytes
+// at byte col of rows `row_bytes` apart; rows past `rows` read the last one, never stored).
+__device__ __forceinline__ void copy_stage_scales(uint8_t* dst, const uint8_t* scales, int64_t row0, int64_t rows,
+                                                  int64_t row_bytes, int64_t col, int lane) {
+#pragma unroll
+  for (int q = 0; q < 4; ++q) {
+    const int r = lane + 32 * q;
+    const int64_t o = row0 + r < rows ? row0 + r : rows - 1;
+    cp_async4(smem_addr(dst + r * 4), scales + o * row_bytes + col);
+  }
+}
+
+// Row r's 16 code bytes at columns 32h .. 32h + 31 of a stage (checkpoint order, rows `pitch`
+// apart, scales 4 bytes a row) into the stage's BF16 tile: 128-byte rows, 16-byte pieces
+// XOR-swizzled by r % 8 (the layout wgmma's 128-byte swizzle mode reads).
+__device__ __forceinline__ void decode_tile_half(uint8_t* tile, const uint8_t* codes, const uint8_t* scales, int pitch,
+                                                 int r, int h) {
+  const uint4 q = *reinterpret_cast<const uint4*>(codes + r * pitch + h * 16);
+  const uint32_t words[4] = {q.x, q.y, q.z, q.w};
+#pragma unroll
+  for (int w = 0; w < 4; ++w) {  // word w: 8 elements, one 16-byte piece of the tile
+    const uint32_t sc = e4m3_to_bf16x2(scales[r * 4 + 2 * h + w / 2]);
+    uint4 v;
+    v.x = decode_byte_pair(words[w], sc);
+    v.y = decode_byte_pair(words[w] >> 8, sc);
+    v.z = decode_byte_pair(words[w] >> 16, sc);
+    v.w = decode_byte_pair(words[w] >> 24, sc);
+    const int piece = 4 * h + w;
+    *reinterpret_cast<uint4*>(tile + r * 128 + ((piece ^ (r & 7)) * 16)) = v;
+  }
+}
+
+// The W4A4 epilogue of a consumer warp's 16 rows of n (acc of m64n128k16: 128 tokens of m):
+// out = alpha-factor × sum (+ out), rounded once.
+template <bool kF32, bool kAccumulate>
+__device__ __forceinline__ void store_nt_tile(void* out, const float (&acc)[64], float f, int64_t n_base, int64_t m0,
+                                              int64_t M, int64_t N, int g, int t) {
+#pragma unroll
+  for (int j = 0; j < 16; ++j) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const int64_t n = n_base + g + (i >= 2 ? 8 : 0);
+      const int64_t m = m0 + 8 * j + 2 * t + (i & 1);
+      if (n >= N || m >= M) continue;
+      float y = __fmul_rn(acc[4 * j + i], f);
+      if constexpr (kF32) {
+        float* o = static_cast<float*>(out) + m * N + n;
+        if constexpr (kAccumulate) y = __fadd_rn(*o, y);
+        *o = y;
+      } else {
+        uint16_t* o = static_cast<uint16_t*>(out) + m * N + n;
+        if constexpr (kAccumulate) y = __fadd_rn(bf16_to_f32(*o), y);
+        *o = f32_to_bf16(y);
+      }
+    }
+  }
+}
+
+// The warp-specialized kernels (sm90_nvfp4_gemm_ws.cu), launched on nvfp4_gemm's and
+// nvfp4_gemm_nt's behalf with their grids: 128 weight rows x 256 tokens a CTA (W4A16), 128 rows of
+// b x 128 of a (W4A4).
+constexpr int kWsTokens = 256;
+void launch_nvfp4_gemm_ws(bool f32, dim3 grid, void* out, const uint16_t* x, const Nvfp4Weight& w, const uint16_t* bias,
+                          const float* row_scale, int64_t M, int64_t C, int64_t OC, Stream stream);
+void launch_nvfp4_gemm_nt_ws(bool f32, bool accumulate, dim3 grid, void* out, const Nvfp4Operand& a,
+                             const Nvfp4Operand& b, const float* alpha, int64_t M, int64_t N, int64_t K, Stream stream);
+
+}  // namespace nvfp4::cuda::gemm_detail
