@@ -269,17 +269,7 @@ __global__ void __launch_bounds__(WgmmaLayout<kN>::kThreads, kN == 128 ? 2 : 1) 
   wgmma_wait<0>();
   cp_async_wait_all();
 
-#pragma unroll
-  for (int j = 0; j < kN / 8; ++j) {
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const int64_t row = o0 + wg_rows + g + (i >= 2 ? 8 : 0);
-      const int64_t m = m0 + 8 * j + 2 * t + (i & 1);
-      if (row >= OC || m >= M) continue;
-      store_nvfp4_output<kF32>(out, m * OC + row, acc[4 * j + i], row_factor(decode, row, decode_stride), row_scale, m,
-                               bias ? bf16_to_f32(bias[row]) : 0.0f);
-    }
-  }
+  store_w4a16_tile<kF32>(out, acc, decode, decode_stride, row_scale, bias, o0 + wg_rows, m0, M, OC, g, t);
 }
 
 // W4A4 with both operands NVFP4 in checkpoint order (the training recipe's quantized copies):

@@ -114,17 +114,7 @@ __global__ void __launch_bounds__(WsLayout::kThreads, 1) sm90_nvfp4_bf16_gemm_ws
   }
   wgmma_wait<0>();
 
-#pragma unroll
-  for (int j = 0; j < L::kTokens / 8; ++j) {
-#pragma unroll
-    for (int q = 0; q < 4; ++q) {
-      const int64_t row = o0 + wg_rows + g + (q >= 2 ? 8 : 0);
-      const int64_t m = m0 + 8 * j + 2 * t + (q & 1);
-      if (row >= OC || m >= M) continue;
-      store_nvfp4_output<kF32>(out, m * OC + row, acc[4 * j + q], row_factor(decode, row, decode_stride), row_scale, m,
-                               bias ? bf16_to_f32(bias[row]) : 0.0f);
-    }
-  }
+  store_w4a16_tile<kF32>(out, acc, decode, decode_stride, row_scale, bias, o0 + wg_rows, m0, M, OC, g, t);
 }
 
 // W4A4 warp-specialized (nvfp4_gemm_nt's wgmma_ws; the sums of sm90_nvfp4_nvfp4_gemm_nt_kernel, the same bits):

@@ -227,6 +227,25 @@ __device__ __forceinline__ void store_nt_tile(void* out, const float (&acc)[64],
   }
 }
 
+// The W4A16 epilogue of a consumer warp's 16 weight rows from row0 (acc of m64nNk16: N = 2 kAcc
+// tokens from m0): out = fma(sum, the row's decode factor, bias) (× row_scale), rounded once.
+template <bool kF32, int kAcc>
+__device__ __forceinline__ void store_w4a16_tile(void* out, const float (&acc)[kAcc], const float* decode,
+                                                 int decode_stride, const float* row_scale, const uint16_t* bias,
+                                                 int64_t row0, int64_t m0, int64_t M, int64_t OC, int g, int t) {
+#pragma unroll
+  for (int j = 0; j < kAcc / 4; ++j) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const int64_t row = row0 + g + (i >= 2 ? 8 : 0);
+      const int64_t m = m0 + 8 * j + 2 * t + (i & 1);
+      if (row >= OC || m >= M) continue;
+      store_nvfp4_output<kF32>(out, m * OC + row, acc[4 * j + i], row_factor(decode, row, decode_stride), row_scale, m,
+                               bias ? bf16_to_f32(bias[row]) : 0.0f);
+    }
+  }
+}
+
 // The warp-specialized kernels (sm90_nvfp4_gemm_ws.cu), launched on nvfp4_gemm's and
 // nvfp4_gemm_nt's behalf with their grids: 128 weight rows x 256 tokens a CTA (W4A16), 128 rows of
 // b x 128 of a (W4A4).
