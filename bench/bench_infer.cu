@@ -9,8 +9,8 @@
 // (EngineOptions::fused_nvfp4 off: the path before the fused GEMV); with "-head", the LM head at
 // the precision too (EngineOptions::quantize_lm_head; kept BF16 otherwise, as ModelOpt and vLLM
 // keep it); with "-prefill", prompts of more than 64 tokens on the fused NVFP4 GEMM
-// (EngineOptions::fused_nvfp4_prefill) instead of decode-then-cuBLAS. Writes the model folder first (random BF16 weights, N(0, 0.02)-like, norm gains 1)
-// unless it is there.
+// (EngineOptions::fused_nvfp4_prefill) instead of decode-then-cuBLAS. Writes the model folder
+// first (random BF16 weights, N(0, 0.02)-like, norm gains 1) unless it is there.
 //
 //   bench_infer --config llama-3.1-8b --dir /tmp/m8b
 //               [--precisions bf16,bf16-serial,bf16-apart,w4a16,w4a16-decoded,w4a16-head,w4a16-prefill,w4a4,...]

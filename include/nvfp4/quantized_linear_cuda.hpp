@@ -107,7 +107,8 @@ class QuantizedLinearCuda {
   void enable_timing(bool on);
   // NVFP4 x NVFP4 GEMMs (K % 64 == 0) on the fused kernel cuda::nvfp4_gemm_nt, which reads the
   // codes and scales, instead of decode-then-cuBLAS (the same exact products, FP32 sums in another
-  // order). Off by default: the fused kernel has not yet been measured faster (issue 17).
+  // order). Off by default: slower (H100, docs/perf.md: nvfp4+fused trained at 0.51x bf16 against
+  // decode-then-cuBLAS's 0.76x; the kernel at 0.34-0.37x cuBLAS BF16, wgmma_ws 0.29-0.31x).
   // warp_specialized: its wgmma_ws kernel (cuda::Nvfp4GemmNtKernel), the same bits.
   void set_fused_nvfp4(bool on, bool warp_specialized = false);
   Timing timing();
