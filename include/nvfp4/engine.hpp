@@ -73,8 +73,8 @@ struct EngineOptions {
   bool fused_nvfp4 = true;
   // CUDA, with fused_nvfp4: NVFP4 layers of more than 64 tokens (prefill) run the fused
   // warp-specialized GEMM (cuda::nvfp4_gemm, Nvfp4GemmKernel::wgmma_ws) instead of decoding the
-  // weight for cuBLAS. Off by default: slower (H100, docs/perf.md run 7: the kernel at 0.59-0.69x
-  // cuBLAS BF16 from 1,024 tokens, where decoding the weight and cuBLAS is about 0.92x).
+  // weight for cuBLAS. Off by default: slower (H100, docs/perf.md run 8: the kernel at 0.59-0.70x
+  // cuBLAS BF16 at 4,096 tokens, where decoding the weight and cuBLAS measured 0.90-0.92x).
   bool fused_nvfp4_prefill = false;
   // Every forward reports each linear layer's input rows to it: FP32 on the CPU, the BF16 rows
   // (exactly, as FP32) on CUDA, where the projections then run apart (no fused groups) and no step
