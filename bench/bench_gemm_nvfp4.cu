@@ -17,8 +17,9 @@
 // the mma.sync kernel's times beside the wgmma one's and W4A4's (nvfp4_gemm_nt, both
 // operands NVFP4: the training recipe's GEMM, checked the same way against cuBLAS on both
 // operands decoded) and the engine's prefill route's (the weight decoded on the device, then
-// cuBLAS; checked to give cuBLAS's bits on the host-decoded weight); up to 8 tokens (16 for those that take more), each of the GEMV's alternative
-// configurations at every split (1-16 warps along C), checked first.
+// cuBLAS; checked to give cuBLAS's bits on the host-decoded weight); up to 8 tokens (16 for those
+// that take more), each of the GEMV's alternative configurations at every split (1-16 warps along
+// C), checked first.
 //
 // --l2 warm leaves L2 as the last repetition left it (no flush): how ggml's test-backend-ops times
 // (the same matrices again and again), so a peer's numbers can be set beside ours on equal terms.
