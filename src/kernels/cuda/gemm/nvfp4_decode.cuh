@@ -172,16 +172,16 @@ __device__ __forceinline__ void store_nvfp4_output(void* out, int64_t index, flo
 }
 
 // The m16n8k16 A fragment of one 16-column block (kb) of rows rl and rl + 8 of a code tile in
-// shared memory (rows `pitch` bytes apart; scales 4 bytes a row, one per block): thread t's
-// elements 2t, 2t+1 and 2t+8, 2t+9 of each row, decoded — from a GEMV-order block pair t of its
-// two words, from a checkpoint-order block bytes t and 4 + t.
+// shared memory (rows `pitch` bytes apart) with the two rows' E4M3 scale bytes of the block (the
+// low 8 bits of sl8 and sh8): thread t's elements 2t, 2t+1 and 2t+8, 2t+9 of each row, decoded —
+// from a GEMV-order block pair t of its two words, from a checkpoint-order block bytes t and 4 + t.
 template <bool kGemvOrder>
-__device__ __forceinline__ void a_fragment(uint32_t (&a)[4], const uint8_t* codes, const uint8_t* scales, int pitch,
-                                           int rl, int kb, int t) {
+__device__ __forceinline__ void a_fragment(uint32_t (&a)[4], const uint8_t* codes, int pitch, int rl, int kb, int t,
+                                           uint32_t sl8, uint32_t sh8) {
   const int rh = rl + 8;
   const uint2 cl = *reinterpret_cast<const uint2*>(codes + rl * pitch + kb * 8);
   const uint2 ch = *reinterpret_cast<const uint2*>(codes + rh * pitch + kb * 8);
-  const uint32_t sl = e4m3_to_bf16x2(scales[rl * 4 + kb]), sh = e4m3_to_bf16x2(scales[rh * 4 + kb]);
+  const uint32_t sl = e4m3_to_bf16x2(sl8 & 0xFFu), sh = e4m3_to_bf16x2(sh8 & 0xFFu);
   if constexpr (kGemvOrder) {
     a[0] = decode_pair(cl.x, t, sl);
     a[1] = decode_pair(ch.x, t, sh);
@@ -193,6 +193,12 @@ __device__ __forceinline__ void a_fragment(uint32_t (&a)[4], const uint8_t* code
     a[2] = decode_byte_pair(cl.y >> (8 * t), sl);
     a[3] = decode_byte_pair(ch.y >> (8 * t), sh);
   }
+}
+// The same with the stage's scales in shared memory (4 bytes a row, one per block).
+template <bool kGemvOrder>
+__device__ __forceinline__ void a_fragment(uint32_t (&a)[4], const uint8_t* codes, const uint8_t* scales, int pitch,
+                                           int rl, int kb, int t) {
+  a_fragment<kGemvOrder>(a, codes, pitch, rl, kb, t, scales[rl * 4 + kb], scales[(rl + 8) * 4 + kb]);
 }
 #endif
 

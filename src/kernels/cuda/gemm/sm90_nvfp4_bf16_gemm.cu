@@ -334,7 +334,7 @@ __global__ void __launch_bounds__(NtLayout::kThreads) sm90_nvfp4_nvfp4_gemm_nt_k
     const uint8_t* bss = base + L::kCodeBytes;
     const uint8_t* acs = base + L::kCodeBytes + L::kScaleBytes;
     const uint8_t* ass = acs + L::kCodeBytes;
-    decode_tile_half(tile, acs, ass, L::kCodePitch, tid / 2, tid % 2);
+    decode_tile_half(tile, acs, *reinterpret_cast<const uint32_t*>(ass + (tid / 2) * 4), L::kCodePitch, tid / 2, tid % 2);
     fence_proxy_async_shared();
     __syncthreads();  // the tile is written and visible to wgmma
 

@@ -15,15 +15,17 @@ namespace {
 // ---- the warp-specialized wgmma kernel (`wgmma_ws`) --------------------------------------------
 // Layout (WsLayout): the wide tile, 128 weight rows x 256 tokens, C in stages of 64, kStages deep;
 // shared memory holds every stage's x tile first (32 KB each, 1024-byte aligned: the 128-byte
-// swizzle's atom), then their codes (128 rows x 32 bytes), their scales (128 x 4), the barriers.
+// swizzle's atom), then their codes (128 rows x 32 bytes), the barriers.
 // Roles: warps 0-7 are two consumer warpgroups, each 64 rows x all 256 tokens as in the wgmma
 // kernel (per 16 columns: its A fragment decoded into registers, one m64n256k16 reading x through a
 // descriptor, wgmmas in flight across stages); warp 8 is the producer: lane 0 issues the stage's
 // TMA copies of x (256 tokens x 64 BF16 with the 128-byte swizzle, the layout the descriptor
-// reads; tokens past M arrive as zeros) and of the codes (rows past OC: zeros), and every lane copies
-// 4 rows' scales by cp.async (rows past OC read the last row). full[s]: 33 arrivals (lane 0's with
-// the TMA byte count, and each lane's cp.async completion) — the stage landed; empty[s]: one
-// arrival per consumer warp once the wgmmas that read the stage are done — it can be refilled.
+// reads; tokens past M arrive as zeros) and of the codes (rows past OC: zeros). Each consumer
+// thread loads its two rows' scale bytes of the next stage (one word each, scale_words) from global
+// memory at the end of a stage (there, not at its start, the kernel keeps to 168 registers without
+// spills): the producer hands over only what TMA wrote. full[s]: lane 0's arrival
+// with the TMA byte count — the stage landed; empty[s]: one arrival per consumer warp once the
+// wgmmas that read the stage are done — it can be refilled.
 // No block-wide barrier in the main loop: the copies run up to kStages - 1 stages ahead of the
 // tensor cores, and no consumer thread computes a copy address.
 struct WsLayout {
@@ -32,16 +34,14 @@ struct WsLayout {
   static constexpr int kXBytes = kTokens * kK * 2;     // a stage's x tile
   static constexpr int kCodeBytes = kRows * kK / 2;    // rows of 32 bytes (the TMA box's rows)
   static constexpr int kCodePitch = kK / 2;
-  static constexpr int kScaleBytes = kRows * kK / 16;  // rows of 4 bytes
-  static constexpr int kCodesAt = kStages * kXBytes, kScalesAt = kCodesAt + kStages * kCodeBytes;
-  static constexpr int kBarriersAt = kScalesAt + kStages * kScaleBytes;
+  static constexpr int kCodesAt = kStages * kXBytes, kBarriersAt = kCodesAt + kStages * kCodeBytes;
   static constexpr int kSmem = kBarriersAt + 2 * kStages * 8 + 1024;  // + the first tile's alignment
-  static constexpr int kFullArrivals = 1 + 32, kEmptyArrivals = kConsumerWarps;
+  static constexpr int kFullArrivals = 1, kEmptyArrivals = kConsumerWarps;
   static_assert(kXBytes % 1024 == 0, "every stage's x tile starts on a 1024-byte swizzle atom");
   static_assert(kK * 2 == 128, "an x row of a stage is one 128-byte swizzle row (the TMA box's inner size)");
   static_assert(kCodeBytes % 128 == 0 && kCodesAt % 128 == 0, "TMA writes the codes 128-byte aligned");
   static_assert(kBarriersAt % 8 == 0, "mbarriers are 8-byte aligned");
-  static_assert(kRows == 4 * 32 && kScaleBytes == kRows * 4, "each producer lane copies the scales of 4 rows");
+  static_assert(kK / 16 == 4, "a row's scales of a stage are one 32-bit word (scale_words)");
   static_assert(kSmem <= 227 * 1024, "a CTA's shared memory on Hopper");
 };
 
@@ -67,21 +67,16 @@ __global__ void __launch_bounds__(WsLayout::kThreads, 1) sm90_nvfp4_bf16_gemm_ws
   dependent_wait();
   dependent_trigger();
 
-  if (warp == L::kConsumerWarps) {  // ---- producer ----
-    const int64_t scale_row = C / 16;
+  if (warp == L::kConsumerWarps) {  // ---- producer: lane 0 ----
+    if (lane != 0) return;
     for (int64_t i = 0; i < steps; ++i) {
       const int s = static_cast<int>(i % L::kStages);
       mbar_wait(&empty[s], static_cast<uint32_t>((i / L::kStages) & 1) ^ 1u);
-      if (lane == 0) {
-        mbar_arrive_expect_tx(&full[s], L::kXBytes + L::kCodeBytes);
-        tma_load_2d(smem + s * L::kXBytes, &x_map, static_cast<int>(i * L::kK), static_cast<int>(m0), &full[s]);
-        tma_load_2d(smem + L::kCodesAt + s * L::kCodeBytes, &code_map, static_cast<int>(i * L::kK / 2),
-                    static_cast<int>(o0), &full[s]);
-      }
-      copy_stage_scales(smem + L::kScalesAt + s * L::kScaleBytes, scales, o0, OC, scale_row, i * (L::kK / 16), lane);
-      mbar_arrive_after_cp_async(&full[s]);
+      mbar_arrive_expect_tx(&full[s], L::kXBytes + L::kCodeBytes);
+      tma_load_2d(smem + s * L::kXBytes, &x_map, static_cast<int>(i * L::kK), static_cast<int>(m0), &full[s]);
+      tma_load_2d(smem + L::kCodesAt + s * L::kCodeBytes, &code_map, static_cast<int>(i * L::kK / 2),
+                  static_cast<int>(o0), &full[s]);
     }
-    cp_async_wait_all();
     return;
   }
 
@@ -91,11 +86,13 @@ __global__ void __launch_bounds__(WsLayout::kThreads, 1) sm90_nvfp4_bf16_gemm_ws
 #pragma unroll
   for (int i = 0; i < L::kTokens / 2; ++i) acc[i] = 0.0f;
   uint32_t a[2][4];
+  const uint32_t* scl = scale_words(scales, o0 + wg_rows + g, OC, C / 16);
+  const uint32_t* sch = scale_words(scales, o0 + wg_rows + g + 8, OC, C / 16);
+  uint32_t sl = __ldg(scl), sh = __ldg(sch);
   for (int64_t i = 0; i < steps; ++i) {
     const int s = static_cast<int>(i % L::kStages);
     mbar_wait(&full[s], static_cast<uint32_t>((i / L::kStages) & 1));
     const uint8_t* cs = smem + L::kCodesAt + s * L::kCodeBytes;
-    const uint8_t* ss = smem + L::kScalesAt + s * L::kScaleBytes;
     const uint32_t x_addr = smem_addr(smem + s * L::kXBytes);
 #pragma unroll
     for (int kb = 0; kb < L::kK / 16; ++kb) {
@@ -103,7 +100,7 @@ __global__ void __launch_bounds__(WsLayout::kThreads, 1) sm90_nvfp4_bf16_gemm_ws
       // flight it returns at once, and ptxas serializes the wgmmas if it cannot see the wait on
       // every path); from kb = 1 on, so is every wgmma of the previous stage.
       wgmma_wait<1>();
-      a_fragment<true>(a[kb % 2], cs, ss, L::kCodePitch, wg_rows + g, kb, t);
+      a_fragment<true>(a[kb % 2], cs, L::kCodePitch, wg_rows + g, kb, t, sl >> (8 * kb), sh >> (8 * kb));
       wgmma_fence();
       wgmma_rs(acc, a[kb % 2], sw128_kmajor_desc(x_addr + kb * 32));
       wgmma_commit();
@@ -111,6 +108,7 @@ __global__ void __launch_bounds__(WsLayout::kThreads, 1) sm90_nvfp4_bf16_gemm_ws
     // Each warp frees the previous stage for the producer (after the stage's wgmmas are issued:
     // an arrive between them makes ptxas serialize the wgmmas, warning C7513).
     if (i > 0 && lane == 0) mbar_arrive(&empty[(i - 1) % L::kStages]);
+    if (i + 1 < steps) sl = __ldg(scl + i + 1), sh = __ldg(sch + i + 1);  // in flight during the wait
   }
   wgmma_wait<0>();
 
@@ -122,27 +120,28 @@ __global__ void __launch_bounds__(WsLayout::kThreads, 1) sm90_nvfp4_bf16_gemm_ws
 // decoded into registers, one m64n128k16 per 16 columns reading a's BF16 tile); warps 8-11, the
 // decoder warpgroup: each thread decodes one row of a's stage codes into a BF16 tile (3 tiles
 // deep), fenced for the async proxy; warp 12, the producer: lane 0 copies both operands' stage
-// codes by TMA (128 rows x 32 bytes each), its 32 lanes both scales by cp.async. Barriers, per code
-// stage: full (33: the TMA bytes and 32 cp.async arrivals), empty (12: each consumer and decoder
-// warp once done with it); per tile: ready (4 decoder warps), free (8 consumer warps, once the
-// wgmmas that read it are done). The consumers never wait on a decode of the stage they compute.
+// codes by TMA (128 rows x 32 bytes each). Scales do not pass through shared memory: each consumer
+// thread loads its two rows of b's, each decoder thread its row of a's, from global memory a stage
+// ahead (scale_words). Barriers, per code stage: full (1: the TMA bytes), empty (12: each
+// consumer and decoder warp once done with it); per tile: ready (4 decoder warps), free (8 consumer
+// warps, once the wgmmas that read it are done). The consumers never wait on a decode of the stage
+// they compute.
 struct NtWsLayout {
   static constexpr int kRows = 128, kTokens = 128, kK = 64, kStages = 5, kTiles = 3;
   static constexpr int kConsumerWarps = 8, kDecoderWarps = 4, kThreads = 32 * (kConsumerWarps + kDecoderWarps + 1);
   static constexpr int kTile = kTokens * kK * 2;       // a's BF16 tile, 1024-byte aligned
   static constexpr int kCodeBytes = kRows * kK / 2;    // per operand and stage: rows of 32 bytes
   static constexpr int kCodePitch = kK / 2;
-  static constexpr int kScaleBytes = kRows * kK / 16;  // per operand and stage: rows of 4 bytes
-  static constexpr int kStageBytes = 2 * kCodeBytes + 2 * kScaleBytes;  // b codes, a codes, b scales, a scales
+  static constexpr int kStageBytes = 2 * kCodeBytes;  // b codes, a codes
   static constexpr int kStagesAt = kTiles * kTile;
   static constexpr int kBarriersAt = kStagesAt + kStages * kStageBytes;
   static constexpr int kSmem = kBarriersAt + (2 * kStages + 2 * kTiles) * 8 + 1024;
-  static constexpr int kFullArrivals = 1 + 32, kEmptyArrivals = kConsumerWarps + kDecoderWarps;
+  static constexpr int kFullArrivals = 1, kEmptyArrivals = kConsumerWarps + kDecoderWarps;
   static_assert(kTile % 1024 == 0 && kStagesAt % 1024 == 0, "the tiles and the stages stay 1024-byte aligned");
   static_assert(kStageBytes % 128 == 0 && kCodeBytes % 128 == 0, "TMA writes each code tile 128-byte aligned");
   static_assert(kK * 2 == 128, "a tile row is one 128-byte swizzle row");
   static_assert(kTokens == 32 * kDecoderWarps, "a decoder thread takes one row of a a stage");
-  static_assert(kRows == 4 * 32, "each producer lane copies 4 rows' scales of each operand");
+  static_assert(kK / 16 == 4, "a row's scales of a stage are one 32-bit word (scale_words)");
   static_assert(kSmem <= 227 * 1024, "a CTA's shared memory on Hopper");
 };
 
@@ -161,11 +160,9 @@ __global__ void __launch_bounds__(NtWsLayout::kThreads, 1) sm90_nvfp4_nvfp4_gemm
   const int tid = static_cast<int>(threadIdx.x), warp = tid / 32, lane = tid & 31, g = lane >> 2, t = lane & 3;
   const int64_t n0 = static_cast<int64_t>(blockIdx.x) * L::kRows, m0 = static_cast<int64_t>(blockIdx.y) * L::kTokens;
   const int64_t steps = K / L::kK;
-  // Stage s: b codes, a codes, b scales, a scales.
+  // Stage s: b codes, a codes.
   const auto b_codes = [&](int s) { return smem + L::kStagesAt + s * L::kStageBytes; };
   const auto a_codes = [&](int s) { return b_codes(s) + L::kCodeBytes; };
-  const auto b_scl = [&](int s) { return b_codes(s) + 2 * L::kCodeBytes; };
-  const auto a_scl = [&](int s) { return b_scl(s) + L::kScaleBytes; };
 
   if (tid == 0) {
     mbar_init_stages(full, L::kFullArrivals, empty, L::kEmptyArrivals, L::kStages);
@@ -176,39 +173,37 @@ __global__ void __launch_bounds__(NtWsLayout::kThreads, 1) sm90_nvfp4_nvfp4_gemm
   dependent_wait();
   dependent_trigger();
 
-  if (warp == L::kConsumerWarps + L::kDecoderWarps) {  // ---- producer ----
-    const int64_t scale_row = K / 16;
+  if (warp == L::kConsumerWarps + L::kDecoderWarps) {  // ---- producer: lane 0 ----
+    if (lane != 0) return;
     for (int64_t i = 0; i < steps; ++i) {
       const int s = static_cast<int>(i % L::kStages);
       mbar_wait(&empty[s], static_cast<uint32_t>((i / L::kStages) & 1) ^ 1u);
-      if (lane == 0) {
-        mbar_arrive_expect_tx(&full[s], 2 * L::kCodeBytes);
-        tma_load_2d(b_codes(s), &b_map, static_cast<int>(i * L::kK / 2), static_cast<int>(n0), &full[s]);
-        tma_load_2d(a_codes(s), &a_map, static_cast<int>(i * L::kK / 2), static_cast<int>(m0), &full[s]);
-      }
-      copy_stage_scales(b_scl(s), b_scales, n0, N, scale_row, i * (L::kK / 16), lane);
-      copy_stage_scales(a_scl(s), a_scales, m0, M, scale_row, i * (L::kK / 16), lane);
-      mbar_arrive_after_cp_async(&full[s]);
+      mbar_arrive_expect_tx(&full[s], 2 * L::kCodeBytes);
+      tma_load_2d(b_codes(s), &b_map, static_cast<int>(i * L::kK / 2), static_cast<int>(n0), &full[s]);
+      tma_load_2d(a_codes(s), &a_map, static_cast<int>(i * L::kK / 2), static_cast<int>(m0), &full[s]);
     }
-    cp_async_wait_all();
     return;
   }
 
   if (warp >= L::kConsumerWarps) {  // ---- decoder: thread d takes row d of a's stage ----
     const int d = tid - 32 * L::kConsumerWarps;
+    const uint32_t* sca = scale_words(a_scales, m0 + d, M, K / 16);
+    uint32_t sc = __ldg(sca);
     for (int64_t i = 0; i < steps; ++i) {
       const int s = static_cast<int>(i % L::kStages), u = static_cast<int>(i % L::kTiles);
+      const uint32_t next = __ldg(sca + (i + 1 < steps ? i + 1 : i));
       mbar_wait(&full[s], static_cast<uint32_t>((i / L::kStages) & 1));
       mbar_wait(&free_tile[u], static_cast<uint32_t>((i / L::kTiles) & 1) ^ 1u);
       uint8_t* tile = smem + u * L::kTile;
-      decode_tile_half(tile, a_codes(s), a_scl(s), L::kCodePitch, d, 0);
-      decode_tile_half(tile, a_codes(s), a_scl(s), L::kCodePitch, d, 1);
+      decode_tile_half(tile, a_codes(s), sc, L::kCodePitch, d, 0);
+      decode_tile_half(tile, a_codes(s), sc, L::kCodePitch, d, 1);
       fence_proxy_async_shared();  // the generic writes, visible to the consumers' wgmmas
       __syncwarp();
       if (lane == 0) {
         mbar_arrive(&ready[u]);
-        mbar_arrive(&empty[s]);  // done with a's codes and scales of the stage
+        mbar_arrive(&empty[s]);  // done with a's codes of the stage
       }
+      sc = next;
     }
     return;
   }
@@ -219,15 +214,20 @@ __global__ void __launch_bounds__(NtWsLayout::kThreads, 1) sm90_nvfp4_nvfp4_gemm
 #pragma unroll
   for (int i = 0; i < 64; ++i) acc[i] = 0.0f;
   uint32_t a[2][4];
+  const uint32_t* scl = scale_words(b_scales, n0 + wg_rows + g, N, K / 16);
+  const uint32_t* sch = scale_words(b_scales, n0 + wg_rows + g + 8, N, K / 16);
+  uint32_t sl = __ldg(scl), sh = __ldg(sch);
   for (int64_t i = 0; i < steps; ++i) {
     const int s = static_cast<int>(i % L::kStages), u = static_cast<int>(i % L::kTiles);
+    const int64_t next = i + 1 < steps ? i + 1 : i;  // its scale words in flight during this stage
+    const uint32_t nl = __ldg(scl + next), nh = __ldg(sch + next);
     mbar_wait(&full[s], static_cast<uint32_t>((i / L::kStages) & 1));
     mbar_wait(&ready[u], static_cast<uint32_t>((i / L::kTiles) & 1));
     const uint32_t tile_addr = smem_addr(smem + u * L::kTile);
 #pragma unroll
     for (int kb = 0; kb < L::kK / 16; ++kb) {
       wgmma_wait<1>();  // as in sm90_nvfp4_bf16_gemm_ws_kernel
-      a_fragment<false>(a[kb % 2], b_codes(s), b_scl(s), L::kCodePitch, wg_rows + g, kb, t);
+      a_fragment<false>(a[kb % 2], b_codes(s), L::kCodePitch, wg_rows + g, kb, t, sl >> (8 * kb), sh >> (8 * kb));
       wgmma_fence();
       wgmma_rs(acc, a[kb % 2], sw128_kmajor_desc(tile_addr + kb * 32));
       wgmma_commit();
@@ -237,6 +237,7 @@ __global__ void __launch_bounds__(NtWsLayout::kThreads, 1) sm90_nvfp4_nvfp4_gemm
       mbar_arrive(&empty[(i - 1) % L::kStages]);
       mbar_arrive(&free_tile[(i - 1) % L::kTiles]);
     }
+    sl = nl, sh = nh;
   }
   wgmma_wait<0>();
   store_nt_tile<kF32, kAccumulate>(out, acc, unshifted_factor<2>(alpha), n0 + wg_rows, m0, M, N, g, t);

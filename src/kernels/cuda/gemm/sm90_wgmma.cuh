@@ -118,10 +118,6 @@ __device__ __forceinline__ void mbar_arrive(uint64_t* bar) {
 __device__ __forceinline__ void mbar_arrive_expect_tx(uint64_t* bar, unsigned bytes) {
   asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(smem_addr(bar)), "r"(bytes) : "memory");
 }
-// One arrival once this thread's earlier cp.async copies have landed.
-__device__ __forceinline__ void mbar_arrive_after_cp_async(uint64_t* bar) {
-  asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(smem_addr(bar)) : "memory");
-}
 // Waits until the phase of parity `parity` has completed (a fresh barrier: parity 1 at once).
 __device__ __forceinline__ void mbar_wait(uint64_t* bar, uint32_t parity) {
   uint32_t done = 0;
@@ -156,28 +152,27 @@ __device__ __forceinline__ void mbar_init_stages(uint64_t* a, unsigned a_count, 
 }
 __device__ __forceinline__ void mbar_init_fence() { asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory"); }
 
-// A producer lane's share of a 128-row operand's stage scales by cp.async: rows lane + 32q (4 bytes
-// at byte col of rows `row_bytes` apart; rows past `rows` read the last one, never stored).
-__device__ __forceinline__ void copy_stage_scales(uint8_t* dst, const uint8_t* scales, int64_t row0, int64_t rows,
-                                                  int64_t row_bytes, int64_t col, int lane) {
-#pragma unroll
-  for (int q = 0; q < 4; ++q) {
-    const int r = lane + 32 * q;
-    const int64_t o = row0 + r < rows ? row0 + r : rows - 1;
-    cp_async4(smem_addr(dst + r * 4), scales + o * row_bytes + col);
-  }
+// Row r's E4M3 scales of an operand whose rows are `row_bytes` scale bytes apart, as 32-bit words:
+// word i holds stage i's 4 bytes (one 64-column stage; byte kb: columns 16kb .. 16kb + 15). Rows
+// past `rows` read the last one (their results are never stored). The warp-specialized kernels'
+// decoding threads load their rows' words straight from global memory (__ldg, L1-cached) a stage
+// ahead of use: no shared-memory handoff from the producer, which copies only codes and x by TMA.
+__device__ __forceinline__ const uint32_t* scale_words(const uint8_t* scales, int64_t r, int64_t rows,
+                                                       int64_t row_bytes) {
+  return reinterpret_cast<const uint32_t*>(scales + (r < rows ? r : rows - 1) * row_bytes);
 }
 
 // Row r's 16 code bytes at columns 32h .. 32h + 31 of a stage (checkpoint order, rows `pitch`
-// apart, scales 4 bytes a row) into the stage's BF16 tile: 128-byte rows, 16-byte pieces
-// XOR-swizzled by r % 8 (the layout wgmma's 128-byte swizzle mode reads).
-__device__ __forceinline__ void decode_tile_half(uint8_t* tile, const uint8_t* codes, const uint8_t* scales, int pitch,
-                                                 int r, int h) {
+// apart; the row's 4 scale bytes of the stage in `scales`, as scale_words holds them) into the
+// stage's BF16 tile: 128-byte rows, 16-byte pieces XOR-swizzled by r % 8 (the layout wgmma's
+// 128-byte swizzle mode reads).
+__device__ __forceinline__ void decode_tile_half(uint8_t* tile, const uint8_t* codes, uint32_t scales, int pitch, int r,
+                                                 int h) {
   const uint4 q = *reinterpret_cast<const uint4*>(codes + r * pitch + h * 16);
   const uint32_t words[4] = {q.x, q.y, q.z, q.w};
 #pragma unroll
   for (int w = 0; w < 4; ++w) {  // word w: 8 elements, one 16-byte piece of the tile
-    const uint32_t sc = e4m3_to_bf16x2(scales[r * 4 + 2 * h + w / 2]);
+    const uint32_t sc = e4m3_to_bf16x2((scales >> (8 * (2 * h + w / 2))) & 0xFFu);
     uint4 v;
     v.x = decode_byte_pair(words[w], sc);
     v.y = decode_byte_pair(words[w] >> 8, sc);
