@@ -36,6 +36,7 @@
 
 #include <cstdint>
 #include "format/nvfp4.hpp"  // fmt::Nvfp4InputScale
+#include "nvfp4/kv_pages.hpp"
 
 namespace nvfp4::cpu {
 
@@ -213,14 +214,8 @@ void scale_rows_bias(float* out, const float* in, const float* row_factor, const
 // outside throws naming i. E.g. the last row of each sequence of a prefill, for the LM head.
 void gather_rows(float* out, const float* in, const int32_t* rows, int64_t n, int64_t n_in, int64_t C);
 
-// The paged layout of the caches: table (slots, per_seq) int32 block indices (-1: none), where
-// per_seq = ceil(max_ctx / block_size); the caches (blocks, block_size, NKV, HS). table == nullptr:
-// the contiguous layout (slots, max_ctx, NKV, HS).
-struct KvPages {
-  const int32_t* table = nullptr;
-  int64_t block_size = 0;
-  int64_t blocks = 0;
-};
+// The paged layout of the caches (nvfp4/kv_pages.hpp; host pointers here).
+using KvPages = nvfp4::KvPages;
 
 // k_cache[slot[n], pos[n], :, :] = k[n, :, :] and the same for v: k, v (N, NKV, HS); caches
 // (slots, max_ctx, NKV, HS), or paged; slot, pos (N) int32. A slot outside [0, slots), a position
