@@ -285,7 +285,8 @@ __global__ void __launch_bounds__(kAcThreads) attention_cache_kernel(AttCacheArg
   const int32_t s = a.slot[n], p = a.pos[n];
   if (s < 0 || s >= a.slots || p < 0 || p >= a.max_ctx) {
     if (a.status && threadIdx.x == 0) atomicOr(a.status, kStatusBadPosition);
-    for (int i = threadIdx.x; i < heads * HS; i += kAcThreads) a.out[(n * a.NH + h0) * HS + i] = 0;
+    // Every CTA of the cluster returns here (the row is the cluster's): no cluster barrier waits.
+    for (int i = threadIdx.x; rank == 0 && i < heads * HS; i += kAcThreads) a.out[(n * a.NH + h0) * HS + i] = 0;
     return;
   }
   const int64_t window_first = p - a.window + 1;  // the first position a window of that size sees
