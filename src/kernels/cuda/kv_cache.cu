@@ -484,26 +484,9 @@ void launch_attention_cache(const AttCacheArgs& a, int64_t N, int chunks, Stream
   }();
   (void)once;
   const dim3 grid(static_cast<unsigned>(N * a.splits), static_cast<unsigned>(a.NKV), static_cast<unsigned>(chunks));
-  const size_t smem = ac_smem_bytes(a.pitch, a.qpitch, kG);
-  if (a.splits == 1) {
-    launch_dependent(kernel, grid, dim3(kAcThreads), smem, stream, a);
-    return;
-  }
-  cudaLaunchAttribute attr[2];
-  attr[0].id = cudaLaunchAttributeClusterDimension;
-  attr[0].val.clusterDim.x = static_cast<unsigned>(a.splits);
-  attr[0].val.clusterDim.y = 1;
-  attr[0].val.clusterDim.z = 1;
-  attr[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[1].val.programmaticStreamSerializationAllowed = 1;
-  cudaLaunchConfig_t config{};
-  config.gridDim = grid;
-  config.blockDim = dim3(kAcThreads);
-  config.dynamicSmemBytes = smem;
-  config.stream = stream;
-  config.attrs = attr;
-  config.numAttrs = dependent_launch() ? 2 : 1;
-  check(cudaLaunchKernelEx(&config, kernel, a), "cudaLaunchKernelEx attention_cache");
+  // One CTA a row: no cluster (the kernel calls no cluster API then).
+  launch_dependent_cluster(kernel, grid, dim3(kAcThreads), ac_smem_bytes(a.pitch, a.qpitch, kG), stream,
+                           a.splits > 1 ? static_cast<unsigned>(a.splits) : 0u, a);
 }
 
 template <int kMaxHS, bool kAligned>
