@@ -200,9 +200,14 @@ void rope_backward(uint16_t* dinp, const uint16_t* dout, int64_t B, int64_t T, i
 // keys t2 <= t with t - t2 < window; 0: all); key tiles wholly outside it are skipped. Window 0
 // (or >= T) runs the kernels' instance without the window, the code they had before it: the
 // same bits.
+// cu_seqlens (B + 1, device int32, nondecreasing from 0; nullable): B sequences of different
+// lengths packed row after row (inference's prefill of prompts of mixed lengths, no padding):
+// sequence b is rows [cu_seqlens[b], cu_seqlens[b + 1]) of q, k, v and out, T the longest of them
+// (lse stays (B, NH, T), rows past a sequence's length unwritten). Each sequence's bits are those
+// it gets alone (B = 1, T its length).
 void attention_forward(uint16_t* out, float* lse, const uint16_t* q, const uint16_t* k, const uint16_t* v, int64_t B,
                        int64_t T, int64_t NH, int64_t NKV, int64_t HS, Stream stream, float* amax = nullptr,
-                       int64_t window = 0);
+                       int64_t window = 0, const int32_t* cu_seqlens = nullptr);
 
 // dq (B, T, NH, HS), dk, dv (B, T, NKV, HS) bf16 OVERWRITTEN. dout, out (B, T, NH, HS) bf16
 // (out: attention_forward's), lse (B, NH, T) fp32 (attention_forward's). scratch holds

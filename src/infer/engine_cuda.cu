@@ -520,6 +520,7 @@ class CudaEngine final : public EngineBase {
   DeviceArray<bf16> kc_, vc_;
   DeviceArray<uint32_t> fallback_count_, status_;
   DeviceArray<int32_t> kv_table_;  // the KV cache's block table (kv_'s, uploaded when it changes)
+  const int32_t* cu_seqlens_ = nullptr;  // this forward's packed prompt rows (ragged prefill), in ints_
   KvPages pages() const { return {kv_table_.p, kv_.block_size(), kv_.blocks()}; }
   int64_t cache_per_layer() const {
     return int64_t{kv_.blocks()} * kv_.block_size() * c_.n_kv_head * c_.head_size();
@@ -568,20 +569,28 @@ void CudaEngine::forward(std::span<const SeqChunk> chunks, std::vector<float>& l
   host.insert(host.end(), b.slot.begin(), b.slot.end());
   host.insert(host.end(), b.pos.begin(), b.pos.end());
   host.insert(host.end(), b.out_rows.begin(), b.out_rows.end());
-  int32_t* ints = ints_.need(host.size());
-  check(cudaMemcpyAsync(ints, host.data(), host.size() * 4, cudaMemcpyHostToDevice, stream_), "cudaMemcpyAsync");
 
-  // Flash attention for a batch of fresh prompts of one length (the prefill case), the cache
-  // kernel otherwise.
+  // Flash attention for a batch of fresh prompts (the prefill case; prompts of different lengths
+  // packed without padding, their row ranges in cu_seqlens), the cache kernel otherwise.
   bool flash = (HS == 32 || HS == 64 || HS == 128);
-  const int64_t T = static_cast<int64_t>(chunks[0].tokens.size());
-  bool decode = true;
+  int64_t T = 0;
+  bool decode = true, ragged = false;
   for (const auto& ch : chunks) {
-    flash = flash && len_[ch.slot] == 0 && static_cast<int64_t>(ch.tokens.size()) == T;
+    flash = flash && len_[ch.slot] == 0;
     decode = decode && ch.tokens.size() == 1;
+    ragged = ragged || (T > 0 && static_cast<int64_t>(ch.tokens.size()) != T);
+    T = std::max<int64_t>(T, static_cast<int64_t>(ch.tokens.size()));
   }
   flash = flash && T > 1;
   const int64_t B = static_cast<int64_t>(chunks.size());
+  const size_t cu_at = host.size();
+  if (flash && ragged) {
+    host.push_back(0);
+    for (const auto& ch : chunks) host.push_back(host.back() + static_cast<int32_t>(ch.tokens.size()));
+  }
+  int32_t* ints = ints_.need(host.size());
+  check(cudaMemcpyAsync(ints, host.data(), host.size() * 4, cudaMemcpyHostToDevice, stream_), "cudaMemcpyAsync");
+  cu_seqlens_ = flash && ragged ? ints + cu_at : nullptr;
 
   // w4a4's rows, counted here (a replayed graph runs no host code).
   for (size_t i = 0; i < lin_.size(); ++i) {
@@ -672,7 +681,7 @@ void CudaEngine::run_block_fused(int l, int64_t N, bool flash, int64_t B, int64_
   }
   if (flash) {
     cuda::attention_forward(att, lse_.need(static_cast<size_t>(B * NH * T)), q, k, v, B, T, NH, NKV, HS, st, nullptr,
-                            c_.sliding_window);
+                            c_.sliding_window, cu_seqlens_);
   } else {
     cuda::attention_cache(att, q, kc_.p + l * per_layer, vc_.p + l * per_layer, slot, pos, N, NH, NKV, HS, S, max_ctx_,
                           c_.sliding_window, scale, status_.p, st, pages());
@@ -737,7 +746,7 @@ void CudaEngine::run_layers(int64_t N, int64_t R, bool flash, int64_t B, int64_t
     cuda::kv_append(kc, vc, k, v, slot, pos, N, NKV, HS, S, max_ctx_, status_.p, st, pages());
     if (flash) {
       cuda::attention_forward(att, lse_.need(static_cast<size_t>(B * NH * T)), q, k, v, B, T, NH, NKV, HS, st, nullptr,
-                              c_.sliding_window);
+                              c_.sliding_window, cu_seqlens_);
     } else {
       cuda::attention_cache(att, q, kc, vc, slot, pos, N, NH, NKV, HS, S, max_ctx_, c_.sliding_window, scale,
                             status_.p, st, pages());
