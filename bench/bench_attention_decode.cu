@@ -44,6 +44,19 @@ std::vector<int64_t> parse_list(const char* s) {
   return v;
 }
 
+// p[i] = a pseudo-random BF16 in about (-2, 2): the sum of two uniforms from a hash of (seed, i), on
+// the device (the caches reach gigabytes).
+__global__ void fill_random_bf16(uint16_t* p, size_t n, uint64_t seed) {
+  for (size_t i = blockIdx.x * size_t{blockDim.x} + threadIdx.x; i < n; i += size_t{gridDim.x} * blockDim.x) {
+    uint64_t z = (seed + i) * 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    const float u = static_cast<float>(z & 0xFFFFFF) * 0x1p-24f, w = static_cast<float>((z >> 24) & 0xFFFFFF) * 0x1p-24f;
+    p[i] = nvfp4::fmt::bf16_encode(2.0f * (u + w) - 2.0f);
+  }
+}
+
 template <class T>
 T* device_alloc(size_t n) {
   T* p = nullptr;
@@ -108,10 +121,10 @@ int main(int argc, char** argv) {
         std::printf("%6lld %7lld  skipped: the cache does not fit\n", static_cast<long long>(B), static_cast<long long>(ctx));
         continue;
       }
-      // Random BF16 K, V, q; a shuffled block table; one query row per sequence at position ctx - 1.
-      std::vector<uint16_t> hk(cache_n), hv(cache_n), hq(static_cast<size_t>(B * NH * HS));
-      for (auto* h : {&hk, &hv, &hq})
-        for (auto& x : *h) x = nvfp4::fmt::bf16_encode(normal(rng));
+      // Random BF16 K, V (filled on the device), q; a shuffled block table; one query row per
+      // sequence at position ctx - 1.
+      std::vector<uint16_t> hq(static_cast<size_t>(B * NH * HS));
+      for (auto& x : hq) x = nvfp4::fmt::bf16_encode(normal(rng));
       std::vector<int32_t> table(static_cast<size_t>(blocks));
       std::iota(table.begin(), table.end(), 0);
       std::shuffle(table.begin(), table.end(), rng);
@@ -122,8 +135,9 @@ int main(int argc, char** argv) {
       int32_t *dtable = device_alloc<int32_t>(table.size()), *dslot = device_alloc<int32_t>(slot.size()),
               *dpos = device_alloc<int32_t>(pos.size());
       uint32_t* dstatus = device_alloc<uint32_t>(1);
-      CK(cudaMemcpy(dk, hk.data(), cache_n * 2, cudaMemcpyHostToDevice));
-      CK(cudaMemcpy(dv, hv.data(), cache_n * 2, cudaMemcpyHostToDevice));
+      fill_random_bf16<<<1024, 256>>>(dk, cache_n, rng());
+      fill_random_bf16<<<1024, 256>>>(dv, cache_n, rng());
+      CK(cudaGetLastError());
       CK(cudaMemcpy(dq, hq.data(), hq.size() * 2, cudaMemcpyHostToDevice));
       CK(cudaMemcpy(dtable, table.data(), table.size() * 4, cudaMemcpyHostToDevice));
       CK(cudaMemcpy(dslot, slot.data(), slot.size() * 4, cudaMemcpyHostToDevice));
@@ -143,14 +157,16 @@ int main(int argc, char** argv) {
         CK(cudaMemcpy(&st, dstatus, 4, cudaMemcpyDeviceToHost));
         std::vector<uint16_t> got(hq.size());
         CK(cudaMemcpy(got.data(), dout, got.size() * 2, cudaMemcpyDeviceToHost));
-        std::vector<float> k(static_cast<size_t>(ctx * width)), v(k.size()), q(static_cast<size_t>(NH * HS)), want(q.size());
-        for (int64_t j = 0; j < ctx; ++j) {
-          const int64_t row = int64_t{table[static_cast<size_t>(j / block)]} * block + j % block;
-          for (int64_t e = 0; e < width; ++e) {
-            k[static_cast<size_t>(j * width + e)] = nvfp4::fmt::bf16_decode(hk[static_cast<size_t>(row * width + e)]);
-            v[static_cast<size_t>(j * width + e)] = nvfp4::fmt::bf16_decode(hv[static_cast<size_t>(row * width + e)]);
-          }
+        // Sequence 0's keys and values, block by block through its table row.
+        std::vector<uint16_t> bk(static_cast<size_t>(per_seq * block * width)), bv(bk.size());
+        for (int64_t j = 0; j < per_seq; ++j) {
+          const size_t at = static_cast<size_t>(int64_t{table[static_cast<size_t>(j)]} * block * width);
+          const size_t to = static_cast<size_t>(j * block * width), bytes = static_cast<size_t>(block * width) * 2;
+          CK(cudaMemcpy(bk.data() + to, dk + at, bytes, cudaMemcpyDeviceToHost));
+          CK(cudaMemcpy(bv.data() + to, dv + at, bytes, cudaMemcpyDeviceToHost));
         }
+        std::vector<float> k(static_cast<size_t>(ctx * width)), v(k.size()), q(static_cast<size_t>(NH * HS)), want(q.size());
+        for (size_t e = 0; e < k.size(); ++e) k[e] = nvfp4::fmt::bf16_decode(bk[e]), v[e] = nvfp4::fmt::bf16_decode(bv[e]);
         for (size_t e = 0; e < q.size(); ++e) q[e] = nvfp4::fmt::bf16_decode(hq[e]);
         const int32_t s0 = 0, p0 = static_cast<int32_t>(ctx - 1);
         nvfp4::cpu::attention_cache(want.data(), q.data(), k.data(), v.data(), &s0, &p0, 1, NH, NKV, HS, 1, ctx, 0, scale);
