@@ -94,6 +94,13 @@ TEST_F(PagedEngineTest, ASmallPoolComputesTheDefaultPoolsLogitsAndRefusesWhatDoe
   es->forward(std::vector<SeqChunk>{{0, d, true}}, ls);
   EXPECT_EQ(lb, ls);
   EXPECT_EQ(es->length(0), 10);
+  // Bad pool options are errors naming the option.
+  EngineOptions bad = small;
+  bad.kv_block_size = 0;
+  EXPECT_NE(error_of([&] { nvfp4::infer::make_cpu_engine(m, bad); }).find("kv_block_size 0"), std::string::npos);
+  bad = small;
+  bad.kv_blocks = -2;
+  EXPECT_NE(error_of([&] { nvfp4::infer::make_cpu_engine(m, bad); }).find("kv_blocks -2"), std::string::npos);
 }
 
 }  // namespace
