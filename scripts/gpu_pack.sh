@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 build=${1:-build}
 tarball=${2:-gpu-carry/kernels.tar.xz}
 binaries=(tests/test_cuda_ops tests/test_cuda_engine tests/test_cuda_quantized_linear bench/bench_gemm_nvfp4
-  bench/bench_infer bench/bench_train_cuda)
+  bench/bench_infer bench/bench_train_cuda bench/bench_attention_decode bench/bench_attention_train)
 for b in "${binaries[@]}"; do
   if [ ! -x "$build/$b" ]; then
     echo "gpu_pack: $build/$b is missing: build first (bash scripts/build.sh)" >&2

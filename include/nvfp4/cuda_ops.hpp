@@ -38,6 +38,7 @@
 #include <memory>
 
 #include "nvfp4/dtype.hpp"
+#include "nvfp4/kv_pages.hpp"
 #include "nvfp4/quantize.hpp"
 
 struct CUstream_st;
@@ -199,9 +200,14 @@ void rope_backward(uint16_t* dinp, const uint16_t* dout, int64_t B, int64_t T, i
 // keys t2 <= t with t - t2 < window; 0: all); key tiles wholly outside it are skipped. Window 0
 // (or >= T) runs the kernels' instance without the window, the code they had before it: the
 // same bits.
+// cu_seqlens (B + 1, device int32, nondecreasing from 0; nullable): B sequences of different
+// lengths packed row after row (inference's prefill of prompts of mixed lengths, no padding):
+// sequence b is rows [cu_seqlens[b], cu_seqlens[b + 1]) of q, k, v and out, T the longest of them
+// (lse stays (B, NH, T), rows past a sequence's length unwritten). Each sequence's bits are those
+// it gets alone (B = 1, T its length).
 void attention_forward(uint16_t* out, float* lse, const uint16_t* q, const uint16_t* k, const uint16_t* v, int64_t B,
                        int64_t T, int64_t NH, int64_t NKV, int64_t HS, Stream stream, float* amax = nullptr,
-                       int64_t window = 0);
+                       int64_t window = 0, const int32_t* cu_seqlens = nullptr);
 
 // dq (B, T, NH, HS), dk, dv (B, T, NKV, HS) bf16 OVERWRITTEN. dout, out (B, T, NH, HS) bf16
 // (out: attention_forward's), lse (B, NH, T) fp32 (attention_forward's). scratch holds
@@ -301,10 +307,12 @@ void convert_bf16_to_f32(float* out, const uint16_t* in, int64_t n, Stream strea
 // ---- inference ------------------------------------------------------------------------------------
 //
 // The twins of cpu:: section "inference" (src/kernels/cpu/ops.hpp: the formulas, the cache layout
-// (slots, max_ctx, NKV, HS) and the extra legend). Activations and caches BF16; slot, pos, rows
-// int32 and inv_freq, row_factor FP32, all in device memory. Rows whose slot or position is
-// outside the cache are skipped (their cache rows and outputs are not touched by kv_append; their
-// attention output is zeros) and set kStatusBadPosition in *status (nullable): the CPU ops throw.
+// (slots, max_ctx, NKV, HS) or paged (KvPages, nvfp4/kv_pages.hpp: the table in device memory), and
+// the extra legend). Activations and caches BF16; slot, pos, rows int32 and inv_freq, row_factor
+// FP32, all in device memory. Rows whose slot or position is outside the cache are skipped (their
+// cache rows and outputs are not touched by kv_append; their attention output is zeros) and set
+// kStatusBadPosition in *status (nullable), as does a position whose block the table does not give
+// (not written; read as zeros): the CPU ops throw.
 
 // In place, x (N, NH, HS) bf16; pair i of row n rotates by float(pos[n]) * inv_freq[i] (sincosf).
 void rope_rows(uint16_t* x, const int32_t* pos, const float* inv_freq, int64_t N, int64_t NH, int64_t HS,
@@ -334,13 +342,13 @@ void qkv_rows(uint16_t* q, uint16_t* k, uint16_t* v, const uint16_t* q_in, const
               int64_t q_ld, int64_t kv_ld, const uint16_t* q_norm, const uint16_t* k_norm, float eps,
               const int32_t* pos, const float* inv_freq, uint16_t* k_cache, uint16_t* v_cache, const int32_t* slot,
               int64_t N, int64_t NH, int64_t NKV, int64_t HS, int64_t slots, int64_t max_ctx, uint32_t* status,
-              Stream stream);
+              Stream stream, const KvPages& pages = {});
 
 // k_cache[slot[n], pos[n]] = k[n], v_cache likewise: k, v (N, NKV, HS) bf16. Rows must name
 // distinct (slot, pos) pairs (the CPU op checks; here one of two such rows wins, unspecified).
 void kv_append(uint16_t* k_cache, uint16_t* v_cache, const uint16_t* k, const uint16_t* v, const int32_t* slot,
                const int32_t* pos, int64_t N, int64_t NKV, int64_t HS, int64_t slots, int64_t max_ctx,
-               uint32_t* status, Stream stream);
+               uint32_t* status, Stream stream, const KvPages& pages = {});
 
 // out (N, NH, HS) bf16 from q (N, NH, HS) bf16 and the caches, FP32 math on the CUDA cores. HS
 // even, at most 256. One CTA per (row, kv head) serves the group's query heads (up to 8 per CTA;
@@ -350,7 +358,8 @@ void kv_append(uint16_t* k_cache, uint16_t* v_cache, const uint16_t* k, const ui
 // batch. Scores are dot products in FP32 from BF16 inputs (not rounded to BF16).
 void attention_cache(uint16_t* out, const uint16_t* q, const uint16_t* k_cache, const uint16_t* v_cache,
                      const int32_t* slot, const int32_t* pos, int64_t N, int64_t NH, int64_t NKV, int64_t HS,
-                     int64_t slots, int64_t max_ctx, int64_t window, float scale, uint32_t* status, Stream stream);
+                     int64_t slots, int64_t max_ctx, int64_t window, float scale, uint32_t* status, Stream stream,
+                     const KvPages& pages = {});
 
 // cpu::nvfp4_quantize_rows on BF16 rows, bit for bit: out (N, K) bf16 holds the decoded values
 // without the tensor factor (exact in BF16), or the input row (fallback), or NaN; row_factor (N)

@@ -62,6 +62,13 @@ struct EngineOptions {
   bool fallback = true;           // w4a4's runtime outlier guard
   int max_sequences = 1;          // KV cache slots
   int max_context = 0;            // tokens per slot; 0: the model's max_position_embeddings, at most 4096
+  // The KV cache is paged (as vLLM's): a pool of kv_blocks blocks of kv_block_size positions
+  // (every layer's K and V), which the slots take as their sequences grow and give back on reset.
+  // kv_blocks = 0: enough for every slot to reach max_context (no sharing needed); fewer lets many
+  // slots of mixed lengths share less memory, and forward() throws "KV cache full" (caches
+  // unchanged) when a batch needs more blocks than are free.
+  int kv_block_size = 16;
+  int kv_blocks = 0;
   // CUDA: a block's q/k/v projections one GEMM and its gate/up projections one GEMM where they
   // all run in BF16, and the row ops between the GEMMs fused (q/k norms, RoPE and the cache append
   // in one launch; each residual add with the next RMSNorm). false runs every op on its own, as
@@ -115,7 +122,10 @@ class Engine {
   virtual int max_sequences() const = 0;
   virtual int max_context() const = 0;
   virtual int length(int slot) const = 0;  // tokens in the slot's cache
-  virtual void reset(int slot) = 0;        // empties it
+  virtual void reset(int slot) = 0;        // empties it (its KV blocks back to the pool)
+  virtual int kv_block_size() const = 0;   // positions a KV cache block
+  virtual int kv_blocks() const = 0;       // blocks in the pool
+  virtual int kv_free_blocks() const = 0;  // of them, owned by no slot
 
   // Runs the chunks (at most one per slot; each slot's length + tokens <= max_context; tokens in
   // [0, vocab)) and appends them to the caches. `logits` becomes (rows, vocab) FP32, rows in chunk
@@ -157,6 +167,7 @@ struct BatchRows {
   std::vector<int32_t> tokens, slot, pos;
   std::vector<int32_t> out_rows;  // rows whose logits forward() returns, in order
   std::vector<int> new_length;    // per chunk: the slot's length after it
+  std::vector<int> chunk_slot;    // per chunk: its slot
 };
 BatchRows batch_rows(std::span<const SeqChunk> chunks, std::span<const int> lengths, int max_context, int vocab);
 

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "infer/kv_blocks.hpp"
 #include "nvfp4/engine.hpp"
 #include "nvfp4/error.hpp"
 #include "nvfp4/hf_model.hpp"
@@ -39,6 +40,7 @@ class EngineBase : public Engine {
     }
     if (m.quantization()) checkpoint_plan(o, base);
     len_.assign(static_cast<size_t>(o.max_sequences), 0);
+    kv_ = KvBlockTable(o.max_sequences, max_ctx_, o.kv_block_size, o.kv_blocks);
   }
 
   const model::ModelConfig& config() const override { return c_; }
@@ -46,7 +48,13 @@ class EngineBase : public Engine {
   int max_sequences() const override { return static_cast<int>(len_.size()); }
   int max_context() const override { return max_ctx_; }
   int length(int slot) const override { return len_.at(static_cast<size_t>(slot)); }
-  void reset(int slot) override { len_.at(static_cast<size_t>(slot)) = 0; }
+  void reset(int slot) override {
+    len_.at(static_cast<size_t>(slot)) = 0;
+    kv_.release(slot);
+  }
+  int kv_block_size() const override { return kv_.block_size(); }
+  int kv_blocks() const override { return kv_.blocks(); }
+  int kv_free_blocks() const override { return kv_.free_blocks(); }
   void capture_linear_output(size_t i, std::vector<float>* sink) override {
     capture_ = i;
     sink_ = sink;
@@ -103,6 +111,7 @@ class EngineBase : public Engine {
   std::vector<LinearPlan> plan_;
   std::vector<int> len_;
   int max_ctx_ = 0;
+  KvBlockTable kv_{1, 1, 1, 1};  // replaced in the constructor
   size_t capture_ = 0;
   std::vector<float>* sink_ = nullptr;
 

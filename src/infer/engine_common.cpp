@@ -106,6 +106,7 @@ BatchRows batch_rows(std::span<const SeqChunk> chunks, std::span<const int> leng
       b.pos.push_back(lengths[ch.slot] + static_cast<int32_t>(t));
     }
     b.new_length.push_back(static_cast<int>(end));
+    b.chunk_slot.push_back(ch.slot);
   }
   return b;
 }

@@ -48,7 +48,7 @@ class CpuEngine final : public EngineBase {
     guard_.rows.assign(plan_.size(), 0);
     guard_.fallbacks.assign(plan_.size(), 0);
     load_linears(plan_precisions(), /*all=*/true);
-    const int64_t per_layer = int64_t(o.max_sequences) * max_ctx_ * c_.n_kv_head * c_.head_size();
+    const int64_t per_layer = int64_t(kv_.blocks()) * kv_.block_size() * c_.n_kv_head * c_.head_size();
     kc_.assign(static_cast<size_t>(per_layer * c_.n_layer), 0.0f);
     vc_.assign(kc_.size(), 0.0f);
   }
@@ -164,7 +164,7 @@ class CpuEngine final : public EngineBase {
   std::vector<float> inv_freq_, embed_, norm_;
   std::vector<Layer> layers_;
   std::vector<Linear> lin_;
-  std::vector<float> kc_, vc_;  // per layer (slots, max_ctx, NKV, HS)
+  std::vector<float> kc_, vc_;  // per layer (blocks, block_size, NKV, HS): paged by kv_
   GuardStats guard_;
   // Scratch of one forward.
   std::vector<float> x_, h_, q_, k_, v_, att_, g_, u_, rstd_, xq_, factor_, last_, lnf_;
@@ -173,9 +173,11 @@ class CpuEngine final : public EngineBase {
 
 void CpuEngine::forward(std::span<const SeqChunk> chunks, std::vector<float>& logits) {
   const BatchRows b = batch_rows(chunks, len_, max_ctx_, c_.vocab);
+  kv_.reserve(b.chunk_slot, b.new_length);  // throws "KV cache full" before anything is written
+  const cpu::KvPages pages{kv_.table().data(), kv_.block_size(), kv_.blocks()};
   const int64_t N = static_cast<int64_t>(b.tokens.size()), C = c_.d_model, F = c_.ffn(), V = c_.vocab;
   const int64_t NH = c_.n_head, NKV = c_.n_kv_head, HS = c_.head_size(), QD = NH * HS, KD = NKV * HS;
-  const int64_t S = static_cast<int64_t>(len_.size()), per_layer = S * max_ctx_ * KD;
+  const int64_t S = static_cast<int64_t>(len_.size()), per_layer = int64_t{kv_.blocks()} * kv_.block_size() * KD;
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(HS)));
   auto size = [](std::vector<float>& v, int64_t n) { v.resize(static_cast<size_t>(n)); };
   size(x_, N * C), size(h_, N * C), size(q_, N * QD), size(k_, N * KD), size(v_, N * KD), size(att_, N * QD);
@@ -197,9 +199,9 @@ void CpuEngine::forward(std::span<const SeqChunk> chunks, std::vector<float>& lo
     cpu::rope_rows(k_.data(), b.pos.data(), inv_freq_.data(), N, NKV, HS);
     float* kc = kc_.data() + l * per_layer;
     float* vc = vc_.data() + l * per_layer;
-    cpu::kv_append(kc, vc, k_.data(), v_.data(), b.slot.data(), b.pos.data(), N, NKV, HS, S, max_ctx_);
+    cpu::kv_append(kc, vc, k_.data(), v_.data(), b.slot.data(), b.pos.data(), N, NKV, HS, S, max_ctx_, pages);
     cpu::attention_cache(att_.data(), q_.data(), kc, vc, b.slot.data(), b.pos.data(), N, NH, NKV, HS, S, max_ctx_,
-                         c_.sliding_window, scale);
+                         c_.sliding_window, scale, pages);
     linear(li + 3, h_.data(), att_.data(), N, nullptr);
     cpu::residual_forward(x_.data(), x_.data(), h_.data(), N * C);
     cpu::rmsnorm_forward(h_.data(), rstd_.data(), x_.data(), w.ln2.data(), N, C, c_.norm_eps);

@@ -78,9 +78,13 @@ class CudaEngine final : public EngineBase {
     status_.alloc(1, bytes_);
     status_.zero();
     load_linears(plan_precisions(), /*all=*/true);
-    const int64_t per_layer = int64_t(o.max_sequences) * max_ctx_ * c_.n_kv_head * c_.head_size();
+    // The paged KV cache: every layer's pool of kv_.blocks() blocks, and the block table (its host
+    // copy in kv_, uploaded when a forward changes it).
+    const int64_t per_layer = int64_t{kv_.blocks()} * kv_.block_size() * c_.n_kv_head * c_.head_size();
     kc_.alloc(static_cast<size_t>(per_layer * c_.n_layer), bytes_);
     vc_.alloc(static_cast<size_t>(per_layer * c_.n_layer), bytes_);
+    kv_table_.alloc(kv_.table().size(), bytes_);
+    check(cudaMemcpy(kv_table_.p, kv_.table().data(), kv_.table().size() * 4, cudaMemcpyHostToDevice), "cudaMemcpy");
     check(cudaDeviceSynchronize(), "loading the model");
     // A blocking stream: it waits for the legacy default stream's work and the synchronous copies
     // wait for it, and it can be captured into a CUDA graph.
@@ -515,6 +519,12 @@ class CudaEngine final : public EngineBase {
   std::vector<Linear> lin_;
   DeviceArray<bf16> kc_, vc_;
   DeviceArray<uint32_t> fallback_count_, status_;
+  DeviceArray<int32_t> kv_table_;  // the KV cache's block table (kv_'s, uploaded when it changes)
+  const int32_t* cu_seqlens_ = nullptr;  // this forward's packed prompt rows (ragged prefill), in ints_
+  KvPages pages() const { return {kv_table_.p, kv_.block_size(), kv_.blocks()}; }
+  int64_t cache_per_layer() const {
+    return int64_t{kv_.blocks()} * kv_.block_size() * c_.n_kv_head * c_.head_size();
+  }
   std::vector<int64_t> rows_;
   // Scratch, grown as needed.
   DeviceArray<bf16> x_, h_, q_, k_, v_, att_, g_, u_, qn_, last_, lnf_, wdec_, xq_, xpad_, head_out_, y_, qkv_, gu_;
@@ -544,6 +554,10 @@ class CudaEngine final : public EngineBase {
 
 void CudaEngine::forward(std::span<const SeqChunk> chunks, std::vector<float>& logits) {
   const BatchRows b = batch_rows(chunks, len_, max_ctx_, c_.vocab);
+  if (kv_.reserve(b.chunk_slot, b.new_length)) {  // throws "KV cache full" before anything is written
+    check(cudaMemcpyAsync(kv_table_.p, kv_.table().data(), kv_.table().size() * 4, cudaMemcpyHostToDevice, stream_),
+          "cudaMemcpyAsync");
+  }
   const int64_t N = static_cast<int64_t>(b.tokens.size()), V = c_.vocab, HS = c_.head_size();
   const int64_t R = static_cast<int64_t>(b.out_rows.size());
   observed_ = nullptr;
@@ -555,20 +569,28 @@ void CudaEngine::forward(std::span<const SeqChunk> chunks, std::vector<float>& l
   host.insert(host.end(), b.slot.begin(), b.slot.end());
   host.insert(host.end(), b.pos.begin(), b.pos.end());
   host.insert(host.end(), b.out_rows.begin(), b.out_rows.end());
-  int32_t* ints = ints_.need(host.size());
-  check(cudaMemcpyAsync(ints, host.data(), host.size() * 4, cudaMemcpyHostToDevice, stream_), "cudaMemcpyAsync");
 
-  // Flash attention for a batch of fresh prompts of one length (the prefill case), the cache
-  // kernel otherwise.
+  // Flash attention for a batch of fresh prompts (the prefill case; prompts of different lengths
+  // packed without padding, their row ranges in cu_seqlens), the cache kernel otherwise.
   bool flash = (HS == 32 || HS == 64 || HS == 128);
-  const int64_t T = static_cast<int64_t>(chunks[0].tokens.size());
-  bool decode = true;
+  int64_t T = 0;
+  bool decode = true, ragged = false;
   for (const auto& ch : chunks) {
-    flash = flash && len_[ch.slot] == 0 && static_cast<int64_t>(ch.tokens.size()) == T;
+    flash = flash && len_[ch.slot] == 0;
     decode = decode && ch.tokens.size() == 1;
+    ragged = ragged || (T > 0 && static_cast<int64_t>(ch.tokens.size()) != T);
+    T = std::max<int64_t>(T, static_cast<int64_t>(ch.tokens.size()));
   }
   flash = flash && T > 1;
   const int64_t B = static_cast<int64_t>(chunks.size());
+  const size_t cu_at = host.size();
+  if (flash && ragged) {
+    host.push_back(0);
+    for (const auto& ch : chunks) host.push_back(host.back() + static_cast<int32_t>(ch.tokens.size()));
+  }
+  int32_t* ints = ints_.need(host.size());
+  check(cudaMemcpyAsync(ints, host.data(), host.size() * 4, cudaMemcpyHostToDevice, stream_), "cudaMemcpyAsync");
+  cu_seqlens_ = flash && ragged ? ints + cu_at : nullptr;
 
   // w4a4's rows, counted here (a replayed graph runs no host code).
   for (size_t i = 0; i < lin_.size(); ++i) {
@@ -616,7 +638,7 @@ void CudaEngine::forward(std::span<const SeqChunk> chunks, std::vector<float>& l
   if (st) {
     status_.zero();
     throw Error("engine forward: the device reported status " + std::to_string(st) +
-                " (a token, slot or position out of range); the batch was validated, so this is an internal error");
+                " (a token, slot, position or KV cache block out of range); the batch was validated, so this is an internal error");
   }
   for (size_t i = 0; i < chunks.size(); ++i) len_[chunks[i].slot] = b.new_length[i];
 }
@@ -627,7 +649,7 @@ void CudaEngine::forward(std::span<const SeqChunk> chunks, std::vector<float>& l
 void CudaEngine::run_block_fused(int l, int64_t N, bool flash, int64_t B, int64_t T) {
   const int64_t C = c_.d_model, F = c_.ffn();
   const int64_t NH = c_.n_head, NKV = c_.n_kv_head, HS = c_.head_size(), QD = NH * HS, KD = NKV * HS;
-  const int64_t W = QD + 2 * KD, S = static_cast<int64_t>(len_.size()), per_layer = S * max_ctx_ * KD;
+  const int64_t W = QD + 2 * KD, S = static_cast<int64_t>(len_.size()), per_layer = cache_per_layer();
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(HS)));
   const int32_t *slot = ints_.p + N, *pos = ints_.p + 2 * N;
   cudaStream_t st = stream_;
@@ -648,20 +670,21 @@ void CudaEngine::run_block_fused(int l, int64_t N, bool flash, int64_t B, int64_
     else run_fused_nvfp4(qkv4, qkv, h, group_weight(w.qkv4), bias, N, C, W, nullptr);
     cuda::qkv_rows(q, k, v, qkv, qkv + QD, qkv + QD + KD, W, W, w.q_norm.p, w.k_norm.p, c_.norm_eps, pos,
                    inv_freq_.p, kc_.p + l * per_layer, vc_.p + l * per_layer, slot, N, NH, NKV, HS, S, max_ctx_,
-                   status_.p, st);
+                   status_.p, st, pages());
   } else {
     linear(li + 0, q, h, N, bias);
     linear(li + 1, k, h, N, bias ? bias + QD : nullptr);
     linear(li + 2, v, h, N, bias ? bias + QD + KD : nullptr);
     cuda::qkv_rows(q, k, v, q, k, v, QD, KD, w.q_norm.p, w.k_norm.p, c_.norm_eps, pos, inv_freq_.p,
-                   kc_.p + l * per_layer, vc_.p + l * per_layer, slot, N, NH, NKV, HS, S, max_ctx_, status_.p, st);
+                   kc_.p + l * per_layer, vc_.p + l * per_layer, slot, N, NH, NKV, HS, S, max_ctx_, status_.p, st,
+                   pages());
   }
   if (flash) {
     cuda::attention_forward(att, lse_.need(static_cast<size_t>(B * NH * T)), q, k, v, B, T, NH, NKV, HS, st, nullptr,
-                            c_.sliding_window);
+                            c_.sliding_window, cu_seqlens_);
   } else {
     cuda::attention_cache(att, q, kc_.p + l * per_layer, vc_.p + l * per_layer, slot, pos, N, NH, NKV, HS, S, max_ctx_,
-                          c_.sliding_window, scale, status_.p, st);
+                          c_.sliding_window, scale, status_.p, st, pages());
   }
   linear(li + 3, y, att, N, nullptr);
   cuda::residual_rmsnorm_forward(h, rstd, x, y, w.ln2.p, N, C, c_.norm_eps, st);
@@ -688,7 +711,7 @@ void CudaEngine::run_block_fused(int l, int64_t N, bool flash, int64_t B, int64_
 void CudaEngine::run_layers(int64_t N, int64_t R, bool flash, int64_t B, int64_t T) {
   const int64_t C = c_.d_model, F = c_.ffn(), V = c_.vocab;
   const int64_t NH = c_.n_head, NKV = c_.n_kv_head, HS = c_.head_size(), QD = NH * HS, KD = NKV * HS;
-  const int64_t S = static_cast<int64_t>(len_.size()), per_layer = S * max_ctx_ * KD;
+  const int64_t S = static_cast<int64_t>(len_.size()), per_layer = cache_per_layer();
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(HS)));
   const int32_t *tokens = ints_.p, *slot = ints_.p + N, *pos = ints_.p + 2 * N, *out_rows = ints_.p + 3 * N;
   cudaStream_t st = stream_;
@@ -720,13 +743,13 @@ void CudaEngine::run_layers(int64_t N, int64_t R, bool flash, int64_t B, int64_t
     cuda::rope_rows(k, pos, inv_freq_.p, N, NKV, HS, st);
     bf16* kc = kc_.p + l * per_layer;
     bf16* vc = vc_.p + l * per_layer;
-    cuda::kv_append(kc, vc, k, v, slot, pos, N, NKV, HS, S, max_ctx_, status_.p, st);
+    cuda::kv_append(kc, vc, k, v, slot, pos, N, NKV, HS, S, max_ctx_, status_.p, st, pages());
     if (flash) {
       cuda::attention_forward(att, lse_.need(static_cast<size_t>(B * NH * T)), q, k, v, B, T, NH, NKV, HS, st, nullptr,
-                              c_.sliding_window);
+                              c_.sliding_window, cu_seqlens_);
     } else {
       cuda::attention_cache(att, q, kc, vc, slot, pos, N, NH, NKV, HS, S, max_ctx_, c_.sliding_window, scale,
-                            status_.p, st);
+                            status_.p, st, pages());
     }
     linear(li + 3, h, att, N, nullptr);
     cuda::residual_forward(x, x, h, N * C, st);

@@ -258,4 +258,45 @@ TEST(CudaOps, AttentionWindowBitsAndLocality) {
   EXPECT_FALSE(same_rows(before.out, after.out, row_q, 0, 100 + w - 1));
 }
 
+// Ragged prefill (cu_seqlens): sequences of lengths 1, 70, 200, 64 and 129 packed row after row
+// give, sequence by sequence, the bits each gets alone (B = 1, T its length): output and lse,
+// without a window and with one shorter than every sequence but the first; nothing is written past
+// the packed rows.
+TEST(CudaOps, AttentionRaggedPrefillEqualsEachSequenceAlone) {
+  REQUIRE_GPU();
+  const int64_t NH = 6, NKV = 2, HS = 64;
+  const std::vector<int32_t> lens = {1, 70, 200, 64, 129};
+  std::vector<int32_t> cu = {0};
+  for (int32_t n : lens) cu.push_back(cu.back() + n);
+  const int64_t rows = cu.back(), B = static_cast<int64_t>(lens.size()), T = 200;
+  const auto q = to_bits(randn_bf16(rows * NH * HS, 61)), k = to_bits(randn_bf16(rows * NKV * HS, 62)),
+             v = to_bits(randn_bf16(rows * NKV * HS, 63));
+  DeviceBuffer<uint16_t> d_q(q), d_k(k), d_v(v), d_out(rows * NH * HS + 8);
+  DeviceBuffer<float> d_lse(B * NH * T);
+  DeviceBuffer<int32_t> d_cu(cu);
+  for (const int64_t window : {int64_t{0}, int64_t{50}}) {
+    SCOPED_TRACE("window=" + std::to_string(window));
+    d_out.poison();
+    cu::attention_forward(d_out.ptr, d_lse.ptr, d_q.ptr, d_k.ptr, d_v.ptr, B, T, NH, NKV, HS, nullptr, nullptr, window,
+                          d_cu.ptr);
+    const auto out = d_out.download();
+    const auto lse = d_lse.download();
+    for (int64_t b = 0; b < B; ++b) {
+      const int64_t n = lens[b], r0 = cu[b];
+      const auto slice = [&](const std::vector<uint16_t>& x, int64_t width) {
+        return std::vector<uint16_t>(x.begin() + r0 * width, x.begin() + (r0 + n) * width);
+      };
+      DeviceBuffer<uint16_t> a_q(slice(q, NH * HS)), a_k(slice(k, NKV * HS)), a_v(slice(v, NKV * HS)), a_out(n * NH * HS);
+      DeviceBuffer<float> a_lse(NH * n);
+      cu::attention_forward(a_out.ptr, a_lse.ptr, a_q.ptr, a_k.ptr, a_v.ptr, 1, n, NH, NKV, HS, nullptr, nullptr, window);
+      EXPECT_EQ(first_diff(slice(out, NH * HS), a_out.download()), -1) << "sequence " << b;
+      const auto al = a_lse.download();
+      for (int64_t h = 0; h < NH; ++h)
+        for (int64_t t = 0; t < n; ++t)
+          ASSERT_EQ(lse[(b * NH + h) * T + t], al[h * n + t]) << "lse of sequence " << b << " head " << h << " row " << t;
+    }
+    for (int64_t i = rows * NH * HS; i < rows * NH * HS + 8; ++i) ASSERT_EQ(out[i], 0xFFFFu) << "written past the rows";
+  }
+}
+
 }  // namespace

@@ -116,6 +116,47 @@ TEST_F(EngineCudaTest, ReplayedDecodeStepsEqualLaunchedOnes) {
   }
 }
 
+// A paged KV pool far smaller than slots x context (blocks of 3 positions, 9 of them for 4 slots of
+// 40) gives the default pool's logits bit for bit, prefill and replayed decode steps alike; a prompt
+// that needs more blocks than are free is refused with nothing changed, and a reset frees its
+// slot's blocks.
+TEST_F(EngineCudaTest, ASmallKvPoolGivesTheDefaultPoolsBits) {
+  REQUIRE_GPU();
+  const auto c = nvfp4::test::tiny_config("llama");
+  nvfp4::test::write_tiny_hf_model(dir_, "llama", c, 44, nvfp4::DType::BF16);
+  const HfModel m = HfModel::open(dir_.string());
+  EngineOptions big, small;
+  big.precision = small.precision = Precision::bf16;
+  big.max_sequences = small.max_sequences = 4;
+  big.max_context = small.max_context = 40;
+  small.kv_block_size = 3;
+  small.kv_blocks = 9;
+  const auto eb = nvfp4::infer::make_cuda_engine(m, big), es = nvfp4::infer::make_cuda_engine(m, small);
+  const auto a = some_tokens(10, c.vocab, 45), b = some_tokens(5, c.vocab, 46);
+  std::vector<float> lb, ls;
+  eb->forward(std::vector<SeqChunk>{{3, a, true}, {1, b, true}}, lb);
+  es->forward(std::vector<SeqChunk>{{3, a, true}, {1, b, true}}, ls);
+  EXPECT_EQ(lb, ls);
+  EXPECT_EQ(es->kv_free_blocks(), 9 - 4 - 2);
+  for (int step = 0; step < 3; ++step) {  // replayed from the graph after the first
+    const std::vector<int32_t> next = {step + 1, step + 2};
+    const std::vector<SeqChunk> chunks = {{3, {&next[0], 1}}, {1, {&next[1], 1}}};
+    eb->forward(chunks, lb);
+    es->forward(chunks, ls);
+    EXPECT_EQ(lb, ls) << "step " << step;
+  }
+  EXPECT_EQ(es->kv_free_blocks(), 9 - 5 - 3);  // 13 and 8 positions
+  const auto d = some_tokens(12, c.vocab, 47);
+  EXPECT_NE(nvfp4::test::error_of([&] { es->forward(std::vector<SeqChunk>{{0, d}}, ls); }).find("KV cache full"),
+            std::string::npos);
+  EXPECT_EQ(es->length(0), 0);
+  es->reset(3);
+  eb->reset(3);
+  eb->forward(std::vector<SeqChunk>{{0, d, true}}, lb);
+  es->forward(std::vector<SeqChunk>{{0, d, true}}, ls);
+  EXPECT_EQ(lb, ls);
+}
+
 TEST_F(EngineCudaTest, ABatchEqualsItsSequencesAlone) {
   REQUIRE_GPU();
   for (const auto& arch : kArchs) {

@@ -211,4 +211,77 @@ TEST(CudaOpsKvCache, AttentionFlagsBadRowsWithZeros) {
                nvfp4::Error);  // HS > 256
 }
 
+// The paged cache (a shuffled block pool, blocks of 5 and of 16 positions, through kv_append's and
+// attention_cache's KvPages) gives the contiguous cache's bits on every case above; a visible
+// position without a block reads as zeros and sets kStatusBadPosition, and kv_append skips it.
+TEST(CudaOpsKvCache, PagedLayoutGivesTheContiguousBits) {
+  REQUIRE_GPU();
+  uint64_t seed = 1700;
+  for (const AttCase& c : att_cases()) {
+    for (const int64_t bs : {int64_t{5}, int64_t{16}}) {
+      SCOPED_TRACE(std::string(c.name) + ", block size " + std::to_string(bs));
+      const int64_t NH = c.NH, NKV = c.NKV, HS = c.HS, off = c.offset, width = NKV * HS;
+      const int64_t slots = static_cast<int64_t>(c.lens.size()) + 1;
+      const int64_t max_ctx = *std::max_element(c.lens.begin(), c.lens.end()) + 3;
+      const int64_t per_seq = (max_ctx + bs - 1) / bs, blocks = slots * per_seq + 3;
+      std::vector<int32_t> order(blocks);
+      for (int64_t b = 0; b < blocks; ++b) order[b] = static_cast<int32_t>(b);
+      std::shuffle(order.begin(), order.end(), std::mt19937(static_cast<uint32_t>(seed)));
+      std::vector<int32_t> table(order.begin(), order.begin() + slots * per_seq);
+      DeviceBuffer<int32_t> d_table(table);
+      const nvfp4::KvPages pages{d_table.ptr, bs, blocks};
+      DeviceBuffer<uint16_t> flat_k(std::vector<uint16_t>(slots * max_ctx * width + off, kNaNBits)),
+          flat_v(std::vector<uint16_t>(slots * max_ctx * width + off, kNaNBits)),
+          pool_k(std::vector<uint16_t>(blocks * bs * width + off, kNaNBits)),
+          pool_v(std::vector<uint16_t>(blocks * bs * width + off, kNaNBits));
+      DeviceBuffer<uint32_t> status(std::vector<uint32_t>{0});
+      for (size_t s = 0; s < c.lens.size(); ++s) {
+        const int64_t L = c.lens[s];
+        DeviceBuffer<uint16_t> d_k(to_bits(randn_bf16(L * width, ++seed))), d_v(to_bits(randn_bf16(L * width, ++seed)));
+        std::vector<int32_t> slot(L, static_cast<int32_t>(s + 1)), pos(L);
+        for (int64_t t = 0; t < L; ++t) pos[t] = static_cast<int32_t>(t);
+        DeviceBuffer<int32_t> d_slot(slot), d_pos(pos);
+        cu::kv_append(flat_k.ptr + off, flat_v.ptr + off, d_k.ptr, d_v.ptr, d_slot.ptr, d_pos.ptr, L, NKV, HS, slots,
+                      max_ctx, status.ptr, nullptr);
+        cu::kv_append(pool_k.ptr + off, pool_v.ptr + off, d_k.ptr, d_v.ptr, d_slot.ptr, d_pos.ptr, L, NKV, HS, slots,
+                      max_ctx, status.ptr, nullptr, pages);
+      }
+      const int64_t N = static_cast<int64_t>(c.rows.size());
+      std::vector<int32_t> slot(N), pos(N);
+      for (int64_t n = 0; n < N; ++n) slot[n] = c.rows[n].first + 1, pos[n] = c.rows[n].second;
+      DeviceBuffer<uint16_t> d_q(to_bits(randn_bf16(N * NH * HS, ++seed))), d_flat(N * NH * HS), d_paged(N * NH * HS);
+      DeviceBuffer<int32_t> d_slot(slot), d_pos(pos);
+      const float scale = 1.0f / std::sqrt(float(HS));
+      cu::attention_cache(d_flat.ptr, d_q.ptr, flat_k.ptr + off, flat_v.ptr + off, d_slot.ptr, d_pos.ptr, N, NH, NKV,
+                          HS, slots, max_ctx, c.window, scale, status.ptr, nullptr);
+      cu::attention_cache(d_paged.ptr, d_q.ptr, pool_k.ptr + off, pool_v.ptr + off, d_slot.ptr, d_pos.ptr, N, NH, NKV,
+                          HS, slots, max_ctx, c.window, scale, status.ptr, nullptr, pages);
+      EXPECT_EQ(status.download()[0], 0u);
+      EXPECT_EQ(first_diff(d_paged.download(), d_flat.download()), -1);
+      // Unused blocks untouched.
+      const auto pk = pool_k.download();
+      for (int64_t e = slots * per_seq; e < blocks; ++e)
+        for (int64_t i = 0; i < bs * width; ++i) ASSERT_EQ(pk[off + order[e] * bs * width + i], kNaNBits);
+    }
+  }
+  // Slot 0 of 2 has its second block missing: attention over position 6 flags it; the append of
+  // position 5 is skipped.
+  const int64_t NH = 2, NKV = 1, HS = 64, bs = 4, blocks = 2;
+  DeviceBuffer<int32_t> d_table(std::vector<int32_t>{1, -1, 0, -1});
+  const nvfp4::KvPages pages{d_table.ptr, bs, blocks};
+  DeviceBuffer<uint16_t> d_kc(to_bits(randn_bf16(blocks * bs * HS, 1750))), d_vc(to_bits(randn_bf16(blocks * bs * HS, 1751)));
+  const auto before = d_kc.download();
+  DeviceBuffer<uint16_t> d_row(to_bits(randn_bf16(HS, 1752))), d_q(to_bits(randn_bf16(NH * HS, 1753))), d_out(NH * HS);
+  DeviceBuffer<int32_t> d_s(std::vector<int32_t>{0}), d_p5(std::vector<int32_t>{5}), d_p6(std::vector<int32_t>{6});
+  DeviceBuffer<uint32_t> status(std::vector<uint32_t>{0});
+  cu::kv_append(d_kc.ptr, d_vc.ptr, d_row.ptr, d_row.ptr, d_s.ptr, d_p5.ptr, 1, NKV, HS, 2, 8, status.ptr, nullptr, pages);
+  EXPECT_EQ(status.download()[0], cu::kStatusBadPosition);
+  EXPECT_EQ(first_diff(d_kc.download(), before), -1) << "the append without a block wrote";
+  DeviceBuffer<uint32_t> status2(std::vector<uint32_t>{0});
+  cu::attention_cache(d_out.ptr, d_q.ptr, d_kc.ptr, d_vc.ptr, d_s.ptr, d_p6.ptr, 1, NH, NKV, HS, 2, 8, 0, 0.125f,
+                      status2.ptr, nullptr, pages);
+  EXPECT_EQ(status2.download()[0], cu::kStatusBadPosition);
+  for (uint16_t b : d_out.download()) ASSERT_TRUE(std::isfinite(bf16_decode(b)));
+}
+
 }  // namespace

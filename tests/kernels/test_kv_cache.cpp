@@ -1,13 +1,16 @@
 // CPU reference KV cache ops (src/kernels/cpu/kv_cache.cpp): kv_append writes exactly its rows;
 // attention_cache equals attention_forward on a whole sequence, a brute-force double loop with a
 // window, and on a ragged batch each row equals that row computed alone; positions it must not
-// see (the future, before the window, other slots) are NaN and change nothing. Harness:
-// test_cpu_ops_support.hpp.
+// see (the future, before the window, other slots) are NaN and change nothing. The paged layout
+// (KvPages: a block pool and a block table) gives the contiguous layout's bits, and refuses
+// positions without a block and tables that alias. Harness: test_cpu_ops_support.hpp.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -210,6 +213,71 @@ TEST(CpuOpsKvCache, RaggedBatchRowsEqualEachRowAlone) {
       for (float x : row_of(got, n, NH * H)) ASSERT_TRUE(std::isfinite(x)) << "row " << n << " read a NaN";
     }
   }
+}
+
+// The same appends and attention through a block table whose blocks are a shuffled pool (block
+// size 3, so blocks cut the tiles of every row at odd places): the same bits as the contiguous
+// cache, and every pool row not named by the table untouched.
+TEST(CpuOpsKvCache, PagedLayoutGivesTheContiguousBits) {
+  constexpr int64_t S = 3, M = 20, NK = 2, NH = 4, H = 6, BS = 3, PER = (M + BS - 1) / BS, BLOCKS = S * PER + 4;
+  Cache flat(S, M, NK, H);
+  Vf pk(BLOCKS * BS * NK * H, kNaN), pv(pk.size(), kNaN);
+  Ints table(S * PER);
+  std::vector<int32_t> order(BLOCKS);
+  for (int32_t b = 0; b < BLOCKS; ++b) order[b] = b;
+  std::shuffle(order.begin(), order.end(), std::mt19937(7));
+  for (int64_t e = 0; e < S * PER; ++e) table[e] = order[e];  // 4 blocks of the pool stay unused
+  const cpu::KvPages pages{table.data(), BS, BLOCKS};
+  const int64_t len[S] = {20, 7, 13};
+  for (int64_t s = 0; s < S; ++s) {
+    Ints slot(len[s], static_cast<int32_t>(s)), pos(len[s]);
+    for (int64_t t = 0; t < len[s]; ++t) pos[t] = static_cast<int32_t>(t);
+    const Vf k = randn(len[s] * NK * H, 300 + s), v = randn(len[s] * NK * H, 310 + s);
+    flat.append(k, v, slot, pos);
+    cpu::kv_append(pk.data(), pv.data(), k.data(), v.data(), slot.data(), pos.data(), len[s], NK, H, S, M, pages);
+  }
+  const Ints slot = {0, 1, 2, 0, 2}, pos = {19, 6, 12, 4, 0};
+  const Vf q = randn(static_cast<int64_t>(slot.size()) * NH * H, 320);
+  for (const int64_t window : {int64_t{0}, int64_t{4}}) {
+    SCOPED_TRACE("window=" + std::to_string(window));
+    const Vf want = flat.attend(q, slot, pos, NH, window, 0.4f);
+    Vf got(q.size(), kNaN);
+    cpu::attention_cache(got.data(), q.data(), pk.data(), pv.data(), slot.data(), pos.data(),
+                         static_cast<int64_t>(slot.size()), NH, NK, H, S, M, window, 0.4f, pages);
+    EXPECT_TRUE(same_bits(got, want));
+  }
+  for (int64_t e = S * PER; e < BLOCKS; ++e) {  // the unused blocks
+    for (int64_t i = 0; i < BS * NK * H; ++i) {
+      ASSERT_TRUE(std::isnan(pk[order[e] * BS * NK * H + i]) && std::isnan(pv[order[e] * BS * NK * H + i]));
+    }
+  }
+}
+
+TEST(CpuOpsKvCache, PagedLayoutRefusesMissingBlocksAndAliases) {
+  constexpr int64_t S = 2, M = 8, BS = 4, BLOCKS = 3;
+  Vf k(BLOCKS * BS * 4, 0.0f), v(k.size(), 0.0f), rows(2 * 4, 1.0f), out(2 * 4);
+  Ints table = {0, -1, 1, 7};  // slot 0: block 0 then none; slot 1: block 1 then one past the pool
+  const cpu::KvPages pages{table.data(), BS, BLOCKS};
+  const Ints s0 = {0}, p5 = {5}, s1 = {1}, p6 = {6};
+  EXPECT_EQ(error_of([&] {
+              cpu::kv_append(k.data(), v.data(), rows.data(), rows.data(), s0.data(), p5.data(), 1, 1, 4, S, M, pages);
+            }),
+            "cpu::kv_append: row 0: slot 0, position 5 has no cache block (table entry -1, blocks [0, 3))");
+  EXPECT_EQ(error_of([&] {
+              cpu::attention_cache(out.data(), rows.data(), k.data(), v.data(), s1.data(), p6.data(), 1, 1, 1, 4, S, M, 0,
+                                   1.0f, pages);
+            }),
+            "cpu::attention_cache: row 0: slot 1, position 4 has no cache block (table entry 7, blocks [0, 3))");
+  Ints alias = {2, 2, 0, 1};  // slot 0's two blocks are one
+  const cpu::KvPages aliased{alias.data(), BS, BLOCKS};
+  const Ints slots = {0, 0}, pos = {1, 5};
+  EXPECT_EQ(error_of([&] {
+              cpu::kv_append(k.data(), v.data(), rows.data(), rows.data(), slots.data(), pos.data(), 2, 1, 4, S, M,
+                             aliased);
+            }),
+            "cpu::kv_append: rows 0 and 1 (slot 0, position 1; slot 0, position 5) share one cache row: the block "
+            "table gives two positions the same block");
+  for (float x : k) EXPECT_EQ(x, 0.0f);  // nothing written
 }
 
 }  // namespace

@@ -36,6 +36,7 @@
 
 #include <cstdint>
 #include "format/nvfp4.hpp"  // fmt::Nvfp4InputScale
+#include "nvfp4/kv_pages.hpp"
 
 namespace nvfp4::cpu {
 
@@ -188,7 +189,12 @@ double global_norm(const float* grads, int64_t n);
 // position pos[n] of it. Decode: one row per sequence; (chunked) prefill: many rows of one or
 // more sequences. Extra legend:
 //   slots    sequences the cache holds      max_ctx  positions per slot
-// KV cache layout, one per layer for K and one for V: (slots, max_ctx, NKV, HS) row-major.
+// KV cache layout, one per layer for K and one for V: (slots, max_ctx, NKV, HS) row-major, or
+// paged (KvPages with a block table, as vLLM's paged attention keeps it): a pool of blocks
+// (blocks, block_size, NKV, HS), and position j of slot s in block table[s * per_seq + j /
+// block_size] at row j % block_size, per_seq = ceil(max_ctx / block_size). Sequences take blocks
+// as they grow and give them back when reset (src/infer/kv_blocks.hpp), so a pool smaller than
+// slots x max_ctx serves sequences of different lengths.
 // Files: rope_rows in rope.cpp, scale_rows_bias and gather_rows in elementwise.cpp, kv_append and
 // attention_cache in kv_cache.cpp, nvfp4_quantize_rows in quantize_rows.cpp.
 
@@ -208,12 +214,16 @@ void scale_rows_bias(float* out, const float* in, const float* row_factor, const
 // outside throws naming i. E.g. the last row of each sequence of a prefill, for the LM head.
 void gather_rows(float* out, const float* in, const int32_t* rows, int64_t n, int64_t n_in, int64_t C);
 
+// The paged layout of the caches (nvfp4/kv_pages.hpp; host pointers here).
+using KvPages = nvfp4::KvPages;
+
 // k_cache[slot[n], pos[n], :, :] = k[n, :, :] and the same for v: k, v (N, NKV, HS); caches
-// (slots, max_ctx, NKV, HS); slot, pos (N) int32. A slot outside [0, slots), a position outside
-// [0, max_ctx), or two rows naming the same (slot, pos), throws naming the row(s); nothing is
-// written then.
+// (slots, max_ctx, NKV, HS), or paged; slot, pos (N) int32. A slot outside [0, slots), a position
+// outside [0, max_ctx), a position whose block the table does not give (paged), or two rows
+// naming the same (slot, pos), throws naming the row(s); nothing is written then.
 void kv_append(float* k_cache, float* v_cache, const float* k, const float* v, const int32_t* slot,
-               const int32_t* pos, int64_t N, int64_t NKV, int64_t HS, int64_t slots, int64_t max_ctx);
+               const int32_t* pos, int64_t N, int64_t NKV, int64_t HS, int64_t slots, int64_t max_ctx,
+               const KvPages& pages = {});
 
 // Attention of N query rows against the cache (their own K/V already appended): for row n, query
 // head h, kv head h / (NH / NKV), and every key position j of slot slot[n] with j <= pos[n] and
@@ -223,11 +233,12 @@ void kv_append(float* k_cache, float* v_cache, const float* k, const float* v, c
 // out, q (N, NH, HS). FP32 accumulation in attention_forward's order (dot products in increasing
 // i, max subtracted before exp, the sum of exps, then 1/sum, weights times values added in
 // increasing j): with slot 0, pos = 0..T-1, window 0 and scale = 1/sqrt(HS) it is
-// attention_forward's output bit for bit. A slot or position out of range throws naming the
+// attention_forward's output bit for bit, and the paged layout gives the contiguous one's bits. A
+// slot or position out of range, or a visible position without a block (paged), throws naming the
 // row; window >= 0.
 void attention_cache(float* out, const float* q, const float* k_cache, const float* v_cache, const int32_t* slot,
                      const int32_t* pos, int64_t N, int64_t NH, int64_t NKV, int64_t HS, int64_t slots,
-                     int64_t max_ctx, int64_t window, float scale);
+                     int64_t max_ctx, int64_t window, float scale, const KvPages& pages = {});
 
 // NVFP4 "fake quantization" of activation rows, for exact W4A4 emulation on a BF16 GEMM:
 // out (N, K) holds each row quantized to NVFP4 (1x16 blocks, E4M3 block scales, RNE) and decoded

@@ -205,6 +205,9 @@ struct AttShape {
   bool aligned;  // every BF16 tensor 16-byte aligned
   float* amax = nullptr;  // producer amax: of out (forward) or of dv (backward); may be null
   int window = 0;         // sliding window (0: none; the host passes 0 for a window >= T)
+  // Forward only: sequences of different lengths packed row after row, sequence b at rows
+  // [cu_seqlens[b], cu_seqlens[b + 1]) (device memory); T is then the longest. nullptr: B x T.
+  const int32_t* cu_seqlens = nullptr;
 };
 
 // Whether query position tq sees key position tk besides causality: inside the sliding window
@@ -244,19 +247,23 @@ __global__ void __launch_bounds__(kAttThreads) attention_forward_mma_kernel(uint
 
   const int qt = gridDim.x - 1 - blockIdx.x;  // the longest (latest) query tiles start first
   const int h = blockIdx.y, b = blockIdx.z;
+  // The sequence's first row and length: b x T and T, or its packed rows (varlen).
+  const int64_t first_row = s.cu_seqlens ? s.cu_seqlens[b] : static_cast<int64_t>(b) * s.T;
+  const int T = s.cu_seqlens ? s.cu_seqlens[b + 1] - s.cu_seqlens[b] : s.T;
+  if (qt * L::kTile >= T) return;  // past this sequence's rows (varlen): the whole CTA, no barrier
   const int kvh = h / (s.NH / s.NKV);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane >> 2, t = lane & 3;
   const int r0 = 16 * warp;  // the warp's rows in the tile
   const int64_t qstride = static_cast<int64_t>(s.NH) * HS, kstride = static_cast<int64_t>(s.NKV) * HS;
-  const uint16_t* qb = q + static_cast<int64_t>(b) * s.T * qstride + h * HS;
-  const uint16_t* kb = k + static_cast<int64_t>(b) * s.T * kstride + kvh * HS;
-  const uint16_t* vb = v + static_cast<int64_t>(b) * s.T * kstride + kvh * HS;
+  const uint16_t* qb = q + first_row * qstride + h * HS;
+  const uint16_t* kb = k + first_row * kstride + kvh * HS;
+  const uint16_t* vb = v + first_row * kstride + kvh * HS;
   const float scale_log2 = s.scale * kLog2e;
   const int kt_lo = first_key_tile<kWindow>(qt, s.window, L::kTile);
 
-  load_tile_async<HS>(sQ, qb, qstride, qt * L::kTile, s.T, s.aligned);
-  load_tile_async<HS>(sK, kb, kstride, kt_lo * L::kTile, s.T, s.aligned);
-  load_tile_async<HS>(sV, vb, kstride, kt_lo * L::kTile, s.T, s.aligned);
+  load_tile_async<HS>(sQ, qb, qstride, qt * L::kTile, T, s.aligned);
+  load_tile_async<HS>(sK, kb, kstride, kt_lo * L::kTile, T, s.aligned);
+  load_tile_async<HS>(sV, vb, kstride, kt_lo * L::kTile, T, s.aligned);
   cp_async_commit();
 
   float o[L::kDimBlocks][4] = {};
@@ -269,8 +276,8 @@ __global__ void __launch_bounds__(kAttThreads) attention_forward_mma_kernel(uint
     const uint16_t* cV = sV + stage * L::kTileElems;
     __syncthreads();  // every warp is done with tile kt - 1, whose buffers receive tile kt + 1
     if (kt < qt) {
-      load_tile_async<HS>(sK + (stage ^ 1) * L::kTileElems, kb, kstride, (kt + 1) * L::kTile, s.T, s.aligned);
-      load_tile_async<HS>(sV + (stage ^ 1) * L::kTileElems, vb, kstride, (kt + 1) * L::kTile, s.T, s.aligned);
+      load_tile_async<HS>(sK + (stage ^ 1) * L::kTileElems, kb, kstride, (kt + 1) * L::kTile, T, s.aligned);
+      load_tile_async<HS>(sV + (stage ^ 1) * L::kTileElems, vb, kstride, (kt + 1) * L::kTile, T, s.aligned);
     }
     cp_async_commit();
     cp_async_wait_prev();  // tile kt (and Q) landed
@@ -334,14 +341,14 @@ __global__ void __launch_bounds__(kAttThreads) attention_forward_mma_kernel(uint
     l[i] += __shfl_xor_sync(0xFFFFFFFFu, l[i], 2);
   }
   const int row0 = qt * L::kTile + r0;
-  const float mo = store_acc_rows<HS>(out + static_cast<int64_t>(b) * s.T * qstride + h * HS, qstride, row0, s.T, o,
-                                     1.0f / l[0], 1.0f / l[1], lane, s.aligned);
+  const float mo = store_acc_rows<HS>(out + first_row * qstride + h * HS, qstride, row0, T, o, 1.0f / l[0],
+                                     1.0f / l[1], lane, s.aligned);
   fold_amax(s.amax, mo);
   if (t == 0) {
-    float* lrow = lse + (static_cast<int64_t>(b) * s.NH + h) * s.T;
+    float* lrow = lse + (static_cast<int64_t>(b) * s.NH + h) * s.T;  // (B, NH, T): T the longest (varlen)
 #pragma unroll
     for (int i = 0; i < 2; ++i)
-      if (row0 + g + 8 * i < s.T) lrow[row0 + g + 8 * i] = m[i] * kLn2 + logf(l[i]);
+      if (row0 + g + 8 * i < T) lrow[row0 + g + 8 * i] = m[i] * kLn2 + logf(l[i]);
   }
 }
 
@@ -643,7 +650,8 @@ int kernel_window(int64_t window, int64_t T) { return window > 0 && window < T ?
 // ---- attention ------------------------------------------------------------------------------------
 
 void attention_forward(uint16_t* out, float* lse, const uint16_t* q, const uint16_t* k, const uint16_t* v, int64_t B,
-                       int64_t T, int64_t NH, int64_t NKV, int64_t HS, Stream stream, float* amax, int64_t window) {
+                       int64_t T, int64_t NH, int64_t NKV, int64_t HS, Stream stream, float* amax, int64_t window,
+                       const int32_t* cu_seqlens) {
   constexpr const char* op = "attention_forward";
   attention_check(op, B, T, NH, NKV, HS, window);
   if (B == 0 || T == 0 || NH == 0) return;
@@ -653,7 +661,8 @@ void attention_forward(uint16_t* out, float* lse, const uint16_t* q, const uint1
                    1.0f / sqrtf(static_cast<float>(HS)),
                    aligned16(out) && aligned16(q) && aligned16(k) && aligned16(v),
                    amax,
-                   kernel_window(window, T)};
+                   kernel_window(window, T),
+                   cu_seqlens};
   switch (HS) {
     case 32: attention_forward_hs<32>(out, lse, q, k, v, B, s, stream); break;
     case 64: attention_forward_hs<64>(out, lse, q, k, v, B, s, stream); break;

@@ -394,21 +394,39 @@ __device__ __forceinline__ void dependent_trigger() {
 }
 
 // kernel<<<grid, block, smem, stream>>>(args...), as a programmatic dependent launch unless
-// cuda::dependent_launch() is off.
+// cuda::dependent_launch() is off; with cluster_x > 0, in thread-block clusters of cluster_x x 1 x
+// 1 CTAs (grid.x a multiple of it; 1 is a cluster of one CTA, as a kernel using the cluster API
+// needs).
 template <typename... Params, typename... Args>
-void launch_dependent(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
-                      Args&&... args) {
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
+void launch_dependent_cluster(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
+                              unsigned cluster_x, Args&&... args) {
+  cudaLaunchAttribute attr[2];
+  unsigned n = 0;
+  if (cluster_x > 0) {
+    attr[n].id = cudaLaunchAttributeClusterDimension;
+    attr[n].val.clusterDim.x = cluster_x;
+    attr[n].val.clusterDim.y = 1;
+    attr[n].val.clusterDim.z = 1;
+    ++n;
+  }
+  if (dependent_launch()) {
+    attr[n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[n].val.programmaticStreamSerializationAllowed = 1;
+    ++n;
+  }
   cudaLaunchConfig_t config{};
   config.gridDim = grid;
   config.blockDim = block;
   config.dynamicSmemBytes = smem;
   config.stream = stream;
   config.attrs = attr;
-  config.numAttrs = dependent_launch() ? 1 : 0;
+  config.numAttrs = n;
   check(cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...), "cudaLaunchKernelEx");
+}
+template <typename... Params, typename... Args>
+void launch_dependent(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
+                      Args&&... args) {
+  launch_dependent_cluster(kernel, grid, block, smem, stream, 0u, std::forward<Args>(args)...);
 }
 
 // NVFP4_LAUNCH_ALIGNED and NVFP4_LAUNCH_PRODUCER through launch_dependent.

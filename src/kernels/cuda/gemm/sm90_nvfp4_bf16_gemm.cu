@@ -479,23 +479,9 @@ void nvfp4_gemm(void* out, DType out_dtype, const uint16_t* x, const Nvfp4Weight
     const int splits = split_k_for(int64_t(tiles.x) * tiles.y, C);
     const auto kernel = f32 ? sm90_nvfp4_bf16_gemm_split_k_kernel<true> : sm90_nvfp4_bf16_gemm_split_k_kernel<false>;
     check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, S::kSmem), "cudaFuncSetAttribute");
-    cudaLaunchAttribute attr[2];
-    attr[0].id = cudaLaunchAttributeClusterDimension;
-    attr[0].val.clusterDim.x = static_cast<unsigned>(splits);
-    attr[0].val.clusterDim.y = 1;
-    attr[0].val.clusterDim.z = 1;
-    attr[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr[1].val.programmaticStreamSerializationAllowed = 1;
-    cudaLaunchConfig_t config{};
-    config.gridDim = dim3(static_cast<unsigned>(splits), tiles.x, tiles.y);
-    config.blockDim = dim3(S::kThreads);
-    config.dynamicSmemBytes = S::kSmem;
-    config.stream = stream;
-    config.attrs = attr;
-    config.numAttrs = dependent_launch() ? 2 : 1;
-    check(cudaLaunchKernelEx(&config, kernel, out, x, w.codes, w.scales, w.decode, bias, row_scale, M, C, OC, splits,
-                             w.decode_per_row ? 1 : 0),
-          "cudaLaunchKernelEx");
+    launch_dependent_cluster(kernel, dim3(static_cast<unsigned>(splits), tiles.x, tiles.y), dim3(S::kThreads), S::kSmem,
+                             stream, static_cast<unsigned>(splits), out, x, w.codes, w.scales, w.decode, bias, row_scale,
+                             M, C, OC, splits, w.decode_per_row ? 1 : 0);
   } else if (kernel_choice == Nvfp4GemmKernel::wgmma_ws || kernel_choice == Nvfp4GemmKernel::wgmma_ws_narrow) {
     const int tokens = kernel_choice == Nvfp4GemmKernel::wgmma_ws ? 256 : 128;
     launch_nvfp4_gemm_ws(tokens, f32, grid_for_tokens(tokens), out, x, w, bias, row_scale, M, C, OC, stream);
