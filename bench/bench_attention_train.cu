@@ -1,10 +1,11 @@
 // Training attention (cuda::attention_forward + attention_backward, issue 18): causal GQA forward
 // and forward + backward times on the issue's shapes, to set beside torch's
 // scaled_dot_product_attention measured in the same call (tests/hf/bench_sdpa.py prints the same
-// table). Each shape is checked first: the output's row 0 against the exact softmax of its one
-// visible key (v itself), and a second run's bits against the first. Random BF16 inputs, CUDA
-// events, median of repetitions (L2 not flushed: the working set is one layer's activations,
-// as in a training step).
+// table). The automatic forward (on an H100 the wgmma kernel for HS 64 and 128) and, in the last
+// two columns, the FlashAttention-2 (mma.sync) forward forced. Each shape is checked first: the
+// output's row 0 against the exact softmax of its one visible key (v itself), and a second run's
+// bits against the first. Random BF16 inputs, CUDA events, median of repetitions (L2 not flushed:
+// the working set is one layer's activations, as in a training step).
 //
 //   bench_attention_train [--shapes B,T,NH,NKV,HS;...] [--reps 20] [--warmup 5]
 //   default shapes: 16,1024,12,12,64 (GPT-2 small, the issue's) and 4,4096,16,16,128 and 1,4096,32,8,128
@@ -90,8 +91,8 @@ int main(int argc, char** argv) {
   CK(cudaGetDeviceProperties(&prop, 0));
   std::printf("device: %s; causal attention, BF16 in, FP32 softmax; FLOPs counted as 4 B NH T^2 HS / 2 (forward)\n",
               prop.name);
-  std::printf("%3s %6s %4s %4s %4s %12s %12s %12s %10s\n", "B", "T", "NH", "NKV", "HS", "fwd ms", "fwd+bwd ms",
-              "fwd TFLOP/s", "bwd/fwd");
+  std::printf("%3s %6s %4s %4s %4s %12s %12s %12s %10s %12s %12s\n", "B", "T", "NH", "NKV", "HS", "fwd ms",
+              "fwd+bwd ms", "fwd TFLOP/s", "bwd/fwd", "fwd FA2 ms", "f+b FA2 ms");
   std::mt19937_64 rng(7);
   for (const Shape& s : shapes) {
     const size_t nq = static_cast<size_t>(s.B * s.T * s.NH * s.HS), nk = static_cast<size_t>(s.B * s.T * s.NKV * s.HS);
@@ -106,7 +107,12 @@ int main(int argc, char** argv) {
     CK(cudaMalloc(&dv, nk * 2));
     CK(cudaMalloc(&lse, static_cast<size_t>(s.B * s.NH * s.T) * 4));
     CK(cudaMalloc(&scratch, nvfp4::cuda::attention_backward_scratch_bytes(s.B, s.T, s.NH)));
-    const auto fwd = [&] { nvfp4::cuda::attention_forward(out, lse, q, k, v, s.B, s.T, s.NH, s.NKV, s.HS, nullptr); };
+    using nvfp4::cuda::AttentionKernel;
+    AttentionKernel kernel = AttentionKernel::automatic;
+    const auto fwd = [&] {
+      nvfp4::cuda::attention_forward(out, lse, q, k, v, s.B, s.T, s.NH, s.NKV, s.HS, nullptr, nullptr, 0, nullptr, 0,
+                                     kernel);
+    };
     const auto both = [&] {
       fwd();
       nvfp4::cuda::attention_backward(dq, dk, dv, dout, out, q, k, v, lse, s.B, s.T, s.NH, s.NKV, s.HS, scratch,
@@ -137,8 +143,25 @@ int main(int argc, char** argv) {
     const double t_fwd = nvfp4::bench::median_event_seconds(fwd, warmup, reps);
     const double t_both = nvfp4::bench::median_event_seconds(both, warmup, reps);
     const double flops = 4.0 * s.B * s.NH * double(s.T) * s.T * s.HS / 2.0;
-    std::printf("%3ld %6ld %4ld %4ld %4ld %12.4f %12.4f %12.1f %10.2f\n", s.B, s.T, s.NH, s.NKV, s.HS, t_fwd * 1e3,
-                t_both * 1e3, flops / t_fwd / 1e12, (t_both - t_fwd) / t_fwd);
+    // The FlashAttention-2 forward (mma.sync) beside the automatic choice: checked the same way.
+    kernel = AttentionKernel::mma_sync;
+    both();
+    CK(cudaDeviceSynchronize());
+    const auto o2 = download(out, nq);
+    for (int64_t b = 0; b < s.B; ++b)
+      for (int64_t h = 0; h < s.NH; ++h)
+        for (int64_t d = 0; d < s.HS; ++d)
+          if (o2[static_cast<size_t>(((b * s.T) * s.NH + h) * s.HS + d)] !=
+              hv[static_cast<size_t>(((b * s.T) * s.NKV + h / (s.NH / s.NKV)) * s.HS + d)]) {
+            std::printf("CHECK FAILED (mma.sync): B %ld T %ld: row 0 of batch %ld head %ld is not v's row 0\n", s.B,
+                        s.T, b, h);
+            return 1;
+          }
+    const double t_fwd2 = nvfp4::bench::median_event_seconds(fwd, warmup, reps);
+    const double t_both2 = nvfp4::bench::median_event_seconds(both, warmup, reps);
+    std::printf("%3ld %6ld %4ld %4ld %4ld %12.4f %12.4f %12.1f %10.2f %12.4f %12.4f\n", s.B, s.T, s.NH, s.NKV, s.HS,
+                t_fwd * 1e3, t_both * 1e3, flops / t_fwd / 1e12, (t_both - t_fwd) / t_fwd, t_fwd2 * 1e3,
+                t_both2 * 1e3);
     for (void* p : {static_cast<void*>(q), static_cast<void*>(k), static_cast<void*>(v), static_cast<void*>(dout),
                     static_cast<void*>(out), static_cast<void*>(dq), static_cast<void*>(dk), static_cast<void*>(dv),
                     static_cast<void*>(lse), scratch})

@@ -204,10 +204,18 @@ void rope_backward(uint16_t* dinp, const uint16_t* dout, int64_t B, int64_t T, i
 // lengths packed row after row (inference's prefill of prompts of mixed lengths, no padding):
 // sequence b is rows [cu_seqlens[b], cu_seqlens[b + 1]) of q, k, v and out, T the longest of them
 // (lse stays (B, NH, T), rows past a sequence's length unwritten). Each sequence's bits are those
-// it gets alone (B = 1, T its length).
+// it gets alone (B = 1, T its length). rows: with cu_seqlens, cu_seqlens[B] — the packed rows that
+// q, k, v and out hold (the caller packed them; the kernels' TMA maps must not read past them).
+// kernel: automatic picks the Hopper kernel (wgmma + TMA, FlashAttention-3's scheme) on an sm_90
+// GPU for HS 64 and 128 without a window and with 16-byte aligned tensors, the FlashAttention-2
+// kernel (mma.sync) otherwise; mma_sync or wgmma force one (wgmma where it cannot run: an error).
+// The two agree within BF16 tolerance (their key tiles differ: 64 and 128 keys), each is
+// deterministic.
+enum class AttentionKernel { automatic, mma_sync, wgmma };
 void attention_forward(uint16_t* out, float* lse, const uint16_t* q, const uint16_t* k, const uint16_t* v, int64_t B,
                        int64_t T, int64_t NH, int64_t NKV, int64_t HS, Stream stream, float* amax = nullptr,
-                       int64_t window = 0, const int32_t* cu_seqlens = nullptr);
+                       int64_t window = 0, const int32_t* cu_seqlens = nullptr, int64_t rows = 0,
+                       AttentionKernel kernel = AttentionKernel::automatic);
 
 // dq (B, T, NH, HS), dk, dv (B, T, NKV, HS) bf16 OVERWRITTEN. dout, out (B, T, NH, HS) bf16
 // (out: attention_forward's), lse (B, NH, T) fp32 (attention_forward's). scratch holds

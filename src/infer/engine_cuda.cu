@@ -681,7 +681,7 @@ void CudaEngine::run_block_fused(int l, int64_t N, bool flash, int64_t B, int64_
   }
   if (flash) {
     cuda::attention_forward(att, lse_.need(static_cast<size_t>(B * NH * T)), q, k, v, B, T, NH, NKV, HS, st, nullptr,
-                            c_.sliding_window, cu_seqlens_);
+                            c_.sliding_window, cu_seqlens_, N);
   } else {
     cuda::attention_cache(att, q, kc_.p + l * per_layer, vc_.p + l * per_layer, slot, pos, N, NH, NKV, HS, S, max_ctx_,
                           c_.sliding_window, scale, status_.p, st, pages());
@@ -746,7 +746,7 @@ void CudaEngine::run_layers(int64_t N, int64_t R, bool flash, int64_t B, int64_t
     cuda::kv_append(kc, vc, k, v, slot, pos, N, NKV, HS, S, max_ctx_, status_.p, st, pages());
     if (flash) {
       cuda::attention_forward(att, lse_.need(static_cast<size_t>(B * NH * T)), q, k, v, B, T, NH, NKV, HS, st, nullptr,
-                              c_.sliding_window, cu_seqlens_);
+                              c_.sliding_window, cu_seqlens_, N);
     } else {
       cuda::attention_cache(att, q, kc, vc, slot, pos, N, NH, NKV, HS, S, max_ctx_, c_.sliding_window, scale,
                             status_.p, st, pages());

@@ -32,12 +32,13 @@ const AttShape kAttShapes[] = {
 int64_t first_visible(int64_t t, int64_t window) { return window > 0 && t >= window ? t - window + 1 : 0; }
 
 // Forward and backward of one shape and window (0: none) against the CPU op.
-void expect_attention_matches_cpu(const AttShape& s, int64_t window, uint64_t seed) {
+void expect_attention_matches_cpu(const AttShape& s, int64_t window, uint64_t seed,
+                                  cu::AttentionKernel kernel = cu::AttentionKernel::automatic) {
   {
     const int64_t B = s.B, T = s.T, NH = s.NH, NKV = s.NKV, HS = s.HS, G = NH / NKV;
     SCOPED_TRACE("B=" + std::to_string(B) + " T=" + std::to_string(T) + " NH=" + std::to_string(NH) +
                  " NKV=" + std::to_string(NKV) + " HS=" + std::to_string(HS) + " offset=" + std::to_string(s.offset) +
-                 " window=" + std::to_string(window));
+                 " window=" + std::to_string(window) + " kernel=" + std::to_string(static_cast<int>(kernel)));
     const int64_t nq = B * T * NH * HS, nk = B * T * NKV * HS;
     const auto q = randn_bf16(nq, ++seed, 1.5f), k = randn_bf16(nk, ++seed, 1.5f), v = randn_bf16(nk, ++seed);
     const auto dout = randn_bf16(nq, ++seed);
@@ -62,7 +63,7 @@ void expect_attention_matches_cpu(const AttShape& s, int64_t window, uint64_t se
     DeviceBuffer<float> d_lse(B * NH * T);
     DeviceBuffer<uint8_t> scratch(cu::attention_backward_scratch_bytes(B, T, NH));
     cu::attention_forward(d_out.ptr + off, d_lse.ptr, d_q.ptr + off, d_k.ptr + off, d_v.ptr + off, B, T, NH, NKV, HS,
-                          nullptr, nullptr, window);
+                          nullptr, nullptr, window, nullptr, 0, kernel);
     cu::attention_backward(d_dq.ptr + off, d_dk.ptr + off, d_dv.ptr + off, d_dout.ptr + off, d_out.ptr + off,
                            d_q.ptr + off, d_k.ptr + off, d_v.ptr + off, d_lse.ptr, B, T, NH, NKV, HS, scratch.ptr,
                            nullptr, nullptr, window);
@@ -133,10 +134,43 @@ void expect_attention_matches_cpu(const AttShape& s, int64_t window, uint64_t se
   }
 }
 
+// Each shape through the automatic choice (on an H100: the wgmma kernel for the aligned HS 64 and
+// 128 shapes, mma.sync for the rest) and through the mma.sync kernel forced.
 TEST(CudaOps, AttentionMatchesCpu) {
   REQUIRE_GPU();
   uint64_t seed = 300;
-  for (const auto& s : kAttShapes) expect_attention_matches_cpu(s, 0, seed += 10);
+  for (const auto kernel : {cu::AttentionKernel::automatic, cu::AttentionKernel::mma_sync})
+    for (const auto& s : kAttShapes) expect_attention_matches_cpu(s, 0, seed += 10, kernel);
+}
+
+// The Hopper kernel (wgmma + TMA) forced, on shapes around its 128-row tiles (T 1, 127, 128, 129,
+// 383: one row, a ragged last tile, exact tiles), grouped heads 4:1 and 8:1 and none, HS 64 and
+// 128; and refused, with the reason, where it cannot run.
+TEST(CudaOps, AttentionWgmmaMatchesCpu) {
+  REQUIRE_GPU();
+  int major = 0;
+  CUDA_OK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0));
+  if (major != 9) GTEST_SKIP() << "the wgmma attention kernel runs on sm_90 (Hopper) only";
+  const AttShape shapes[] = {{1, 1, 4, 1, 64, 0},    {2, 127, 8, 2, 64, 0}, {1, 128, 8, 1, 128, 0},
+                             {1, 129, 4, 4, 128, 0}, {1, 383, 8, 2, 64, 0}, {2, 200, 8, 8, 128, 0}};
+  uint64_t seed = 900;
+  for (const auto& s : shapes) expect_attention_matches_cpu(s, 0, seed += 10, cu::AttentionKernel::wgmma);
+  DeviceBuffer<uint16_t> x(4 * 64 * 2 + 1);
+  DeviceBuffer<float> lse(4 * 2);
+  try {
+    cu::attention_forward(x.ptr, lse.ptr, x.ptr, x.ptr, x.ptr, 1, 4, 2, 2, 64, nullptr, nullptr, 2, nullptr, 0,
+                          cu::AttentionKernel::wgmma);
+    ADD_FAILURE() << "a window with the wgmma kernel forced was accepted";
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find("no sliding window"), std::string::npos) << e.what();
+  }
+  try {
+    cu::attention_forward(x.ptr + 1, lse.ptr, x.ptr + 1, x.ptr + 1, x.ptr + 1, 1, 4, 2, 2, 64, nullptr, nullptr, 0,
+                          nullptr, 0, cu::AttentionKernel::wgmma);
+    ADD_FAILURE() << "misaligned tensors with the wgmma kernel forced were accepted";
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find("16-byte aligned"), std::string::npos) << e.what();
+  }
 }
 
 // Windows inside one key tile (1, 17), of exactly one tile (64), across two (65, 100), on the
@@ -206,9 +240,10 @@ TEST(CudaOps, AttentionWindowBitsAndLocality) {
     std::vector<uint16_t> out, dq, dk, dv;
     std::vector<float> lse;
   };
-  auto run = [&](int64_t window) {
+  auto run = [&](int64_t window, cu::AttentionKernel kernel = cu::AttentionKernel::automatic) {
     d_out.poison(), d_dq.poison(), d_dk.poison(), d_dv.poison();
-    cu::attention_forward(d_out.ptr, d_lse.ptr, d_q.ptr, d_k.ptr, d_v.ptr, B, T, NH, NKV, HS, nullptr, nullptr, window);
+    cu::attention_forward(d_out.ptr, d_lse.ptr, d_q.ptr, d_k.ptr, d_v.ptr, B, T, NH, NKV, HS, nullptr, nullptr, window,
+                          nullptr, 0, kernel);
     cu::attention_backward(d_dq.ptr, d_dk.ptr, d_dv.ptr, d_dout.ptr, d_out.ptr, d_q.ptr, d_k.ptr, d_v.ptr, d_lse.ptr, B,
                            T, NH, NKV, HS, scratch.ptr, nullptr, nullptr, window);
     return Result{d_out.download(), d_dq.download(), d_dk.download(), d_dv.download(), d_lse.download()};
@@ -223,6 +258,9 @@ TEST(CudaOps, AttentionWindowBitsAndLocality) {
     return true;
   };
   const Result none = run(0);
+  // A window that cuts rows runs the mma.sync kernel: its uncut rows are that kernel's window-0
+  // bits (the automatic choice for window 0 may be the wgmma kernel, whose key tiles differ).
+  const Result none_mma = run(0, cu::AttentionKernel::mma_sync);
   for (const int64_t w : {T, T + 1, int64_t{1} << 40}) {
     const Result r = run(w);
     EXPECT_EQ(first_diff(none.out, r.out), -1) << "window " << w;
@@ -237,9 +275,9 @@ TEST(CudaOps, AttentionWindowBitsAndLocality) {
     EXPECT_EQ(first_diff(r.dq, again.dq), -1) << "window " << w << " not deterministic";
     EXPECT_EQ(first_diff(r.dk, again.dk), -1) << "window " << w << " not deterministic";
     EXPECT_EQ(first_diff(r.dv, again.dv), -1) << "window " << w << " not deterministic";
-    EXPECT_TRUE(same_rows(none.out, r.out, row_q, 0, w)) << "window " << w << ": rows t < window";
-    EXPECT_TRUE(same_rows(none.dq, r.dq, row_q, 0, w)) << "window " << w << ": dq rows t < window";
-    EXPECT_FALSE(same_rows(none.out, r.out, row_q, w, T)) << "window " << w << " changed nothing";
+    EXPECT_TRUE(same_rows(none_mma.out, r.out, row_q, 0, w)) << "window " << w << ": rows t < window";
+    EXPECT_TRUE(same_rows(none_mma.dq, r.dq, row_q, 0, w)) << "window " << w << ": dq rows t < window";
+    EXPECT_FALSE(same_rows(none_mma.out, r.out, row_q, w, T)) << "window " << w << " changed nothing";
   }
   // Locality: k, v changed at positions < 100 leave the rows t >= 100 + w - 1 of a window w.
   const int64_t w = 70;
@@ -261,7 +299,8 @@ TEST(CudaOps, AttentionWindowBitsAndLocality) {
 // Ragged prefill (cu_seqlens): sequences of lengths 1, 70, 200, 64 and 129 packed row after row
 // give, sequence by sequence, the bits each gets alone (B = 1, T its length): output and lse,
 // without a window and with one shorter than every sequence but the first; nothing is written past
-// the packed rows.
+// the packed rows. The last sequence's v is NaN: the tiles that reach past the end of the one
+// before it must not carry it in (a probability of 0 times NaN), on either kernel.
 TEST(CudaOps, AttentionRaggedPrefillEqualsEachSequenceAlone) {
   REQUIRE_GPU();
   const int64_t NH = 6, NKV = 2, HS = 64;
@@ -270,7 +309,11 @@ TEST(CudaOps, AttentionRaggedPrefillEqualsEachSequenceAlone) {
   for (int32_t n : lens) cu.push_back(cu.back() + n);
   const int64_t rows = cu.back(), B = static_cast<int64_t>(lens.size()), T = 200;
   const auto q = to_bits(randn_bf16(rows * NH * HS, 61)), k = to_bits(randn_bf16(rows * NKV * HS, 62)),
-             v = to_bits(randn_bf16(rows * NKV * HS, 63));
+             v = [&] {
+               auto bits = to_bits(randn_bf16(rows * NKV * HS, 63));
+               std::fill(bits.begin() + cu[lens.size() - 1] * NKV * HS, bits.end(), uint16_t{0x7FC0});
+               return bits;
+             }();
   DeviceBuffer<uint16_t> d_q(q), d_k(k), d_v(v), d_out(rows * NH * HS + 8);
   DeviceBuffer<float> d_lse(B * NH * T);
   DeviceBuffer<int32_t> d_cu(cu);
@@ -278,7 +321,7 @@ TEST(CudaOps, AttentionRaggedPrefillEqualsEachSequenceAlone) {
     SCOPED_TRACE("window=" + std::to_string(window));
     d_out.poison();
     cu::attention_forward(d_out.ptr, d_lse.ptr, d_q.ptr, d_k.ptr, d_v.ptr, B, T, NH, NKV, HS, nullptr, nullptr, window,
-                          d_cu.ptr);
+                          d_cu.ptr, rows);
     const auto out = d_out.download();
     const auto lse = d_lse.download();
     for (int64_t b = 0; b < B; ++b) {

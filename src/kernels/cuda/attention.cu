@@ -7,11 +7,13 @@
 #include <cstdint>
 #include <string>
 
+#include "kernels/cuda/attention_common.cuh"
 #include "kernels/cuda/ops_common.cuh"
 
 namespace nvfp4::cuda {
 
 using namespace ops_detail;
+using namespace attention_detail;
 
 namespace {
 
@@ -40,12 +42,8 @@ namespace {
 //              straight from the accumulator registers (FA2's register reuse)
 //   epilogue   scale, round once to BF16, store rows < T
 // Fragment legend (PTX ISA, mma.m16n8k16): lane = 4 g + t; an accumulator tile (16, 8) holds
-// rows g (elements 0, 1) and g + 8 (2, 3), columns 2t and 2t + 1.
-// NOTE: probabilities are exp2(s * scale * log2(e) - m) with m in log2 units; lse is saved in
-// natural-log units (m * ln 2 + ln l), as before.
-
-constexpr float kLog2e = 1.4426950408889634f;
-constexpr float kLn2 = 0.6931471805599453f;
+// rows g (elements 0, 1) and g + 8 (2, 3), columns 2t and 2t + 1. Softmax units, the fragment
+// conversions and the row epilogue: attention_common.cuh (shared with attention_sm90.cu).
 
 template <int HS>
 struct AttMmaLayout {
@@ -68,26 +66,6 @@ struct AttMmaLayout {
 
 constexpr int kAttThreads = AttMmaLayout<64>::kThreads;
 constexpr int kAttTile = AttMmaLayout<64>::kTile;
-
-// Two FP32 values as a BF16 pair (RNE), lo in the low half: the lower column of a fragment.
-__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
-  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-  return *reinterpret_cast<const uint32_t*>(&v);
-}
-
-// The A fragments (16 rows, 16 columns per k-step) of a warp's score-shaped accumulators
-// acc (16, 8 N) fp32: n-blocks 2kk and 2kk + 1 form k-step kk (no shared-memory round trip).
-template <int N>
-__device__ __forceinline__ void acc_to_a(uint32_t (&a)[N / 2][4], const float (&acc)[N][4]) {
-  static_assert(N % 2 == 0, "a k-step of 16 is two n-blocks of 8");
-#pragma unroll
-  for (int kk = 0; kk < N / 2; ++kk) {
-    a[kk][0] = pack_bf16(acc[2 * kk][0], acc[2 * kk][1]);
-    a[kk][1] = pack_bf16(acc[2 * kk][2], acc[2 * kk][3]);
-    a[kk][2] = pack_bf16(acc[2 * kk + 1][0], acc[2 * kk + 1][1]);
-    a[kk][3] = pack_bf16(acc[2 * kk + 1][2], acc[2 * kk + 1][3]);
-  }
-}
 
 // Fragment addresses in a tile of kPitch-element rows (lane = this thread's lane):
 //   A operand, rows [r0, r0 + 16) x cols [c0, c0 + 16) of a row-major (M, K) tile
@@ -167,48 +145,6 @@ __device__ __forceinline__ void load_tile_async(uint16_t* tile, const uint16_t* 
     }
   }
 }
-
-// Epilogue: a warp's (16, HS) accumulator tile times `scale` as BF16 rows row0 + g and
-// row0 + g + 8 (those < T) of one head (base: its row 0; rows row_stride elements apart).
-template <int HS>
-// Returns max |value| this thread stored, before BF16 rounding (for fold_amax).
-__device__ __forceinline__ float store_acc_rows(uint16_t* base, int64_t row_stride, int row0, int T,
-                                                const float (&acc)[HS / 8][4], float scale_lo, float scale_hi,
-                                                int lane, bool aligned) {
-  const int g = lane >> 2, t = lane & 3;
-  float m = 0.0f;
-#pragma unroll
-  for (int half = 0; half < 2; ++half) {
-    const int row = row0 + g + 8 * half;
-    if (row >= T) continue;
-    const float sc = half ? scale_hi : scale_lo;
-    uint16_t* dst = base + static_cast<int64_t>(row) * row_stride + 2 * t;
-#pragma unroll
-    for (int nb = 0; nb < HS / 8; ++nb) {
-      const float a = acc[nb][2 * half] * sc, b = acc[nb][2 * half + 1] * sc;
-      m = fmaxf(m, fmaxf(fabsf(a), fabsf(b)));
-      const uint32_t w = pack_bf16(a, b);
-      if (aligned) {
-        *reinterpret_cast<uint32_t*>(dst + 8 * nb) = w;
-      } else {
-        dst[8 * nb] = static_cast<uint16_t>(w & 0xFFFFu);
-        dst[8 * nb + 1] = static_cast<uint16_t>(w >> 16);
-      }
-    }
-  }
-  return m;
-}
-
-struct AttShape {
-  int T, NH, NKV;
-  float scale;   // 1 / sqrt(HS)
-  bool aligned;  // every BF16 tensor 16-byte aligned
-  float* amax = nullptr;  // producer amax: of out (forward) or of dv (backward); may be null
-  int window = 0;         // sliding window (0: none; the host passes 0 for a window >= T)
-  // Forward only: sequences of different lengths packed row after row, sequence b at rows
-  // [cu_seqlens[b], cu_seqlens[b + 1]) (device memory); T is then the longest. nullptr: B x T.
-  const int32_t* cu_seqlens = nullptr;
-};
 
 // Whether query position tq sees key position tk besides causality: inside the sliding window
 // (always without one).
@@ -651,9 +587,12 @@ int kernel_window(int64_t window, int64_t T) { return window > 0 && window < T ?
 
 void attention_forward(uint16_t* out, float* lse, const uint16_t* q, const uint16_t* k, const uint16_t* v, int64_t B,
                        int64_t T, int64_t NH, int64_t NKV, int64_t HS, Stream stream, float* amax, int64_t window,
-                       const int32_t* cu_seqlens) {
+                       const int32_t* cu_seqlens, int64_t rows, AttentionKernel kernel) {
   constexpr const char* op = "attention_forward";
   attention_check(op, B, T, NH, NKV, HS, window);
+  require(cu_seqlens == nullptr || rows > 0, op,
+          "packed sequences (cu_seqlens) need rows = cu_seqlens[B], the packed row count (got " +
+              std::to_string(rows) + ")");
   if (B == 0 || T == 0 || NH == 0) return;
   const AttShape s{static_cast<int>(T),
                    static_cast<int>(NH),
@@ -663,6 +602,11 @@ void attention_forward(uint16_t* out, float* lse, const uint16_t* q, const uint1
                    amax,
                    kernel_window(window, T),
                    cu_seqlens};
+  if (kernel == AttentionKernel::wgmma ||
+      (kernel == AttentionKernel::automatic && attention_sm90_forward_fits(HS, s))) {
+    attention_sm90_forward(out, lse, q, k, v, B, cu_seqlens ? rows : B * T, HS, s, stream);
+    return;
+  }
   switch (HS) {
     case 32: attention_forward_hs<32>(out, lse, q, k, v, B, s, stream); break;
     case 64: attention_forward_hs<64>(out, lse, q, k, v, B, s, stream); break;

@@ -251,27 +251,43 @@ __global__ void __launch_bounds__(NtWsLayout::kThreads, 1) sm90_nvfp4_nvfp4_gemm
 
 }  // namespace
 
-// A 2-D tensor map over a row-major (outer, inner) array of `type`, rows `row_bytes` apart, read in
-// boxes of box_outer x box_inner elements.
-CUtensorMap tensor_map_2d(CUtensorMapDataType type, const void* base, uint64_t inner, uint64_t outer,
-                          uint64_t row_bytes, uint32_t box_inner, uint32_t box_outer, CUtensorMapSwizzle swizzle) {
+// A tensor map of `rank` (<= 5) dimensions, dims[0] the contiguous one; strides[i] is the byte
+// stride of dims[i + 1]; read in boxes of box[] elements, zeros outside the tensor.
+CUtensorMap tensor_map(CUtensorMapDataType type, const void* base, int rank, const uint64_t* dims,
+                       const uint64_t* strides, const uint32_t* box, CUtensorMapSwizzle swizzle) {
   static const PFN_cuTensorMapEncodeTiled_v12000 encode = [] {
     void* fn = nullptr;
     cudaDriverEntryPointQueryResult found{};
     check(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &found),
           "cudaGetDriverEntryPointByVersion");
-    require(found == cudaDriverEntryPointSuccess && fn != nullptr, "nvfp4_gemm",
+    require(found == cudaDriverEntryPointSuccess && fn != nullptr, "tensor map",
             "the CUDA driver has no cuTensorMapEncodeTiled (TMA needs a CUDA 12 driver or newer)");
     return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(fn);
   }();
+  require(rank >= 1 && rank <= 5, "tensor map", "rank " + std::to_string(rank) + " (1 to 5)");
   CUtensorMap map{};
-  const cuuint64_t dims[2] = {inner, outer}, strides[1] = {row_bytes};
-  const cuuint32_t box[2] = {box_inner, box_outer}, elem[2] = {1, 1};
-  const CUresult r = encode(&map, type, 2, const_cast<void*>(base), dims, strides, box, elem,
+  cuuint64_t d[5], st[4];
+  cuuint32_t bx[5], elem[5];
+  for (int i = 0; i < rank; ++i) {
+    d[i] = dims[i];
+    bx[i] = box[i];
+    elem[i] = 1;
+    if (i + 1 < rank) st[i] = strides[i];
+  }
+  const CUresult r = encode(&map, type, static_cast<cuuint32_t>(rank), const_cast<void*>(base), d, st, bx, elem,
                             CU_TENSOR_MAP_INTERLEAVE_NONE, swizzle, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
                             CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-  require(r == CUDA_SUCCESS, "nvfp4_gemm", "cuTensorMapEncodeTiled failed (error " + std::to_string(int(r)) + ")");
+  require(r == CUDA_SUCCESS, "tensor map", "cuTensorMapEncodeTiled failed (error " + std::to_string(int(r)) + ")");
   return map;
+}
+
+// A 2-D tensor map over a row-major (outer, inner) array of `type`, rows `row_bytes` apart, read in
+// boxes of box_outer x box_inner elements.
+CUtensorMap tensor_map_2d(CUtensorMapDataType type, const void* base, uint64_t inner, uint64_t outer,
+                          uint64_t row_bytes, uint32_t box_inner, uint32_t box_outer, CUtensorMapSwizzle swizzle) {
+  const uint64_t dims[2] = {inner, outer}, strides[1] = {row_bytes};
+  const uint32_t box[2] = {box_inner, box_outer};
+  return tensor_map(type, base, 2, dims, strides, box, swizzle);
 }
 
 // The TMA map of an NVFP4 operand's codes, (rows, K/2) bytes, in boxes of 128 rows x one 64-column

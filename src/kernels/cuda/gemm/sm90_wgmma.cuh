@@ -82,6 +82,82 @@ __device__ __forceinline__ void wgmma_rs(float (&d)[128], const uint32_t (&a)[4]
 #endif
 }
 
+// The attention kernels' products (attention_sm90.cu):
+//   wgmma_ss: d (64 x 128, fp32) (+)= a (64 x 16, K-major in shared memory: desc_a) · b (16 x 128,
+//     K-major: desc_b), both through 128-byte-swizzle descriptors; kAccumulate false overwrites d
+//     (scores S = Q Kᵀ: the first k-step starts the sum);
+//   wgmma_rs_mn: d (64 x N) += a (registers, as wgmma_rs) · b (16 x N, MN-major in shared memory:
+//     desc_b from sw128_mnmajor_desc), N = 64 or 128 (O += P V with V's rows as stored).
+#define NVFP4_WGMMA_ACC32(d, o) \
+  NVFP4_WGMMA_ACC8(d, o), NVFP4_WGMMA_ACC8(d, (o) + 8), NVFP4_WGMMA_ACC8(d, (o) + 16), NVFP4_WGMMA_ACC8(d, (o) + 24)
+#define NVFP4_WGMMA_REGS32                                                                                   \
+  "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "                                  \
+  "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31"
+#define NVFP4_WGMMA_REGS64                                                                                   \
+  NVFP4_WGMMA_REGS32 ", "                                                                                    \
+  "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "                        \
+  "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"
+
+// The "=f" operands of d[0] .. d[63]: a first k-step that only writes its accumulators (scale-d 0),
+// so nothing keeps their previous values alive.
+#define NVFP4_WGMMA_OUT8(d, o)                                                                              \
+  "=f"(d[(o) + 0]), "=f"(d[(o) + 1]), "=f"(d[(o) + 2]), "=f"(d[(o) + 3]), "=f"(d[(o) + 4]), "=f"(d[(o) + 5]), \
+      "=f"(d[(o) + 6]), "=f"(d[(o) + 7])
+#define NVFP4_WGMMA_OUT64(d)                                                                                 \
+  NVFP4_WGMMA_OUT8(d, 0), NVFP4_WGMMA_OUT8(d, 8), NVFP4_WGMMA_OUT8(d, 16), NVFP4_WGMMA_OUT8(d, 24),        \
+      NVFP4_WGMMA_OUT8(d, 32), NVFP4_WGMMA_OUT8(d, 40), NVFP4_WGMMA_OUT8(d, 48), NVFP4_WGMMA_OUT8(d, 56)
+
+template <bool kAccumulate>
+__device__ __forceinline__ void wgmma_ss(float (&d)[64], uint64_t desc_a, uint64_t desc_b) {
+#if NVFP4_WGMMA
+  if constexpr (kAccumulate) {
+    asm volatile("wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {" NVFP4_WGMMA_REGS64
+                 "}, %64, %65, 1, 1, 1, 0, 0;\n"
+                 : NVFP4_WGMMA_ACC64(d, 0)
+                 : "l"(desc_a), "l"(desc_b));
+  } else {
+    asm volatile("wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {" NVFP4_WGMMA_REGS64
+                 "}, %64, %65, 0, 1, 1, 0, 0;\n"
+                 : NVFP4_WGMMA_OUT64(d)
+                 : "l"(desc_a), "l"(desc_b));
+  }
+#else
+  __trap();
+#endif
+}
+
+__device__ __forceinline__ void wgmma_rs_mn(float (&d)[32], const uint32_t (&a)[4], uint64_t desc_b) {
+#if NVFP4_WGMMA
+  asm volatile(
+      "{\n"
+      ".reg .pred p;\n"
+      "setp.ne.b32 p, %37, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {" NVFP4_WGMMA_REGS32
+      "}, {%32, %33, %34, %35}, %36, p, 1, 1, 1;\n"
+      "}\n"
+      : NVFP4_WGMMA_ACC32(d, 0)
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "n"(1));
+#else
+  __trap();
+#endif
+}
+
+__device__ __forceinline__ void wgmma_rs_mn(float (&d)[64], const uint32_t (&a)[4], uint64_t desc_b) {
+#if NVFP4_WGMMA
+  asm volatile(
+      "{\n"
+      ".reg .pred p;\n"
+      "setp.ne.b32 p, %69, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {" NVFP4_WGMMA_REGS64
+      "}, {%64, %65, %66, %67}, %68, p, 1, 1, 1;\n"
+      "}\n"
+      : NVFP4_WGMMA_ACC64(d, 0)
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "n"(1));
+#else
+  __trap();
+#endif
+}
+
 __device__ __forceinline__ void wgmma_fence() {
 #if NVFP4_WGMMA
   asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
@@ -106,6 +182,14 @@ __device__ __forceinline__ void fence_proxy_async_shared() { asm volatile("fence
 __device__ __forceinline__ uint64_t sw128_kmajor_desc(uint32_t smem_byte_addr) {
   return static_cast<uint64_t>((smem_byte_addr & 0x3FFFFu) >> 4) | (uint64_t{1} << 16) | (uint64_t{1024 >> 4} << 32) |
          (uint64_t{1} << 62);
+}
+
+// An MN-major operand (B[k][n] at row k, column n: rows of 64 BF16 = 128 bytes, 128-byte swizzle)
+// of 8-row groups 1024 bytes apart (SBO) whose 64-column panels are `panel_bytes` apart (LBO): the
+// canonical MN-major SW128 layout, ((8 x 8 elements, panels), (8 rows, groups)).
+__device__ __forceinline__ uint64_t sw128_mnmajor_desc(uint32_t smem_byte_addr, uint32_t panel_bytes) {
+  return static_cast<uint64_t>((smem_byte_addr & 0x3FFFFu) >> 4) | (static_cast<uint64_t>(panel_bytes >> 4) << 16) |
+         (uint64_t{1024 >> 4} << 32) | (uint64_t{1} << 62);
 }
 
 __device__ __forceinline__ void mbar_init(uint64_t* bar, unsigned count) {
@@ -139,6 +223,15 @@ __device__ __forceinline__ void tma_load_2d(void* dst, const CUtensorMap* map, i
       "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];\n" ::"r"(
           smem_addr(dst)),
       "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(smem_addr(bar))
+      : "memory");
+}
+
+// A 3-D TMA copy of the box at (c0 inner, c1, c2 outer) of `map` into dst, completing on `bar`.
+__device__ __forceinline__ void tma_load_3d(void* dst, const CUtensorMap* map, int c0, int c1, int c2, uint64_t* bar) {
+  asm volatile(
+      "cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4}], "
+      "[%5];\n" ::"r"(smem_addr(dst)),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(c2), "r"(smem_addr(bar))
       : "memory");
 }
 
@@ -227,6 +320,11 @@ __device__ __forceinline__ void store_w4a16_tile(void* out, const float (&acc)[k
     }
   }
 }
+
+// A TMA tensor map (defined in sm90_nvfp4_gemm_ws.cu): `rank` dimensions, dims[0] contiguous,
+// strides[i] the byte stride of dims[i + 1], boxes of box[] elements, zeros outside the tensor.
+CUtensorMap tensor_map(CUtensorMapDataType type, const void* base, int rank, const uint64_t* dims,
+                       const uint64_t* strides, const uint32_t* box, CUtensorMapSwizzle swizzle);
 
 // The warp-specialized kernels (sm90_nvfp4_gemm_ws.cu), launched on nvfp4_gemm's and
 // nvfp4_gemm_nt's behalf with their grids: 128 weight rows x `tokens` (256: wgmma_ws, 128:
