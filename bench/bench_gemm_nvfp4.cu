@@ -8,13 +8,12 @@
 // then timed: CUDA events, median of --reps after --warmup, a 256 MiB write before every
 // repetition (L2 is 50 MiB on an H100) so both kernels read their weights from HBM, as runs 1-6 of
 // docs/perf.md flushed. That leaves up to 50 MB of dirty lines for the timed kernel's reads to write
-// back; `--l2 read` flushes by a 256 MiB read instead (clean lines). Random data,
+// back; `--l2 read` flushes by a 256 MiB read instead (clean lines; not yet run on a GPU). Random data,
 // fresh per shape. Prints a table: microseconds, the weight stream's TB/s (NVFP4: codes and
 // scales, 4.5 bits a weight), TFLOP/s, NVFP4's speed-up over BF16, and for the GEMV its time
 // with each split along C (1, 2, 4, 8 warps per 16-row block; 16 up to 8 tokens) beside the
 // kernel's own choice and, above 8 tokens, the split-K GEMM's (checked first); for the GEMM the
-// wide wgmma tile's and its warp-specialized TMA versions' (`wgmma_ws`, and `wgmma_ws_narrow` on
-// 128-token tiles; each checked first) and
+// wide wgmma tile's and its warp-specialized TMA version's (`wgmma_ws`; each checked first) and
 // the mma.sync kernel's times beside the wgmma one's and W4A4's (nvfp4_gemm_nt, both
 // operands NVFP4: the training recipe's GEMM, checked the same way against cuBLAS on both
 // operands decoded) and the engine's prefill route's (the weight decoded on the device, then
@@ -232,13 +231,6 @@ int main(int argc, char** argv) {
         };
         check("WS ", ws);
         const double t_ws = nvfp4::bench::median_event_seconds(ws, flush_l2, warmup, reps);
-        // The same on 128-token tiles, two CTAs an SM.
-        const auto ws_narrow = [&] {
-          cu::nvfp4_gemm(d_out, nvfp4::DType::BF16, d_x, w, nullptr, M, C, OC, nullptr, nullptr,
-                         cu::Nvfp4GemmKernel::wgmma_ws_narrow);
-        };
-        check("WS NARROW ", ws_narrow);
-        const double t_wsn = nvfp4::bench::median_event_seconds(ws_narrow, flush_l2, warmup, reps);
         const double t = nvfp4::bench::median_event_seconds(
             [&] {
               cu::nvfp4_gemm(d_out, nvfp4::DType::BF16, d_x, w, nullptr, M, C, OC, nullptr, nullptr,
@@ -298,12 +290,11 @@ int main(int argc, char** argv) {
         const double t_nt_ws = nvfp4::bench::median_event_seconds(nt_ws, flush_l2, warmup, reps);
         CK(cudaFree(d_xc));
         CK(cudaFree(d_xs));
-        char buf[448];
+        char buf[384];
         std::snprintf(buf, sizeof buf,
-                      "  wide %.2f us (%.2fx bf16), ws %.2f us (%.2fx bf16), ws narrow %.2f us (%.2fx bf16), mma.sync "
-                      "%.2f us, w4a4 %.2f us (%.2fx bf16), w4a4 ws %.2f us (%.2fx bf16), decoded+cuBLAS %.2f us (%.2fx bf16)",
-                      t_wide * 1e6, t_bf16 / t_wide, t_ws * 1e6, t_bf16 / t_ws, t_wsn * 1e6, t_bf16 / t_wsn, t * 1e6,
-                      t_nt * 1e6, t_bf16 / t_nt,
+                      "  wide %.2f us (%.2fx bf16), ws %.2f us (%.2fx bf16), mma.sync %.2f us, w4a4 %.2f us (%.2fx bf16), "
+                      "w4a4 ws %.2f us (%.2fx bf16), decoded+cuBLAS %.2f us (%.2fx bf16)",
+                      t_wide * 1e6, t_bf16 / t_wide, t_ws * 1e6, t_bf16 / t_ws, t * 1e6, t_nt * 1e6, t_bf16 / t_nt,
                       t_nt_ws * 1e6, t_bf16 / t_nt_ws, t_dec * 1e6, t_dec > 0 ? t_bf16 / t_dec : 0.0);
         splits = buf;
       }

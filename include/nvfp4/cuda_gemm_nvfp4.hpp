@@ -58,12 +58,10 @@ void nvfp4_gemv(void* out, DType out_dtype, const uint16_t* x, const Nvfp4Weight
 // (128 rows x 64 tokens, C split over a thread-block cluster of up to 8 CTAs whose partial sums
 // are added in rank order: for a few tokens, where the GEMV re-reads x for every 16 rows; the sum
 // order is then the tensor cores' within 16 columns, the columns in order within a split, the
-// splits in order), wgmma_ws (wgmma_wide's tile and sums, warp-specialized: a producer warp
-// feeds the stages' codes and x by TMA through mbarriers, the two consumer warpgroups only decode
-// (their rows' scales loaded from global memory a stage ahead) and multiply) or wgmma_ws_narrow
-// (the same on wgmma's 128-token tiles, two CTAs an SM) — all kept to be measured side by side
-// (bench_gemm_nvfp4) and tested.
-enum class Nvfp4GemmKernel { wgmma, wgmma_wide, mma_sync, split_k, wgmma_ws, wgmma_ws_narrow };
+// splits in order), or wgmma_ws (wgmma_wide's tile and sums, warp-specialized: a producer warp
+// feeds the stages by TMA and cp.async through mbarriers, the two consumer warpgroups only decode
+// and multiply) — all kept to be measured side by side (bench_gemm_nvfp4) and tested.
+enum class Nvfp4GemmKernel { wgmma, wgmma_wide, mma_sync, split_k, wgmma_ws };
 bool nvfp4_gemm_supported(const uint16_t* x, const Nvfp4Weight& w, int64_t M, int64_t C);
 void nvfp4_gemm(void* out, DType out_dtype, const uint16_t* x, const Nvfp4Weight& w, const uint16_t* bias, int64_t M,
                 int64_t C, int64_t OC, Stream stream, const float* row_scale = nullptr,
@@ -77,8 +75,8 @@ void nvfp4_gemm(void* out, DType out_dtype, const uint16_t* x, const Nvfp4Weight
 // the tensor cores' within each 16 columns, then the columns in order; out = sum × alpha (+ out)
 // rounded once per operation. K % 64 == 0, codes 16-byte and scales 4-byte aligned.
 // kernel: wgmma (the default: every thread copies, decodes a's tile and multiplies, a block
-// barrier per stage) or wgmma_ws (the same sums, warp-specialized: a producer warp (TMA), a
-// decoder warpgroup writing a's BF16 tiles ahead, two consumer warpgroups; mbarriers).
+// barrier per stage) or wgmma_ws (the same sums, warp-specialized: a producer warp (TMA, cp.async),
+// a decoder warpgroup writing a's BF16 tiles ahead, two consumer warpgroups; mbarriers).
 enum class Nvfp4GemmNtKernel { wgmma, wgmma_ws };
 struct Nvfp4Operand {
   const uint8_t* codes = nullptr;   // (rows, K) logical; (rows, K/2) bytes, checkpoint order

@@ -394,10 +394,6 @@ TEST(CudaNvfp4Gemv, StackedTensorsWithRowFactorsMatchEachAlone) {
       cu::nvfp4_gemm(out, nvfp4::DType::BF16, x.ptr, w, nullptr, N, C, oc, nullptr, nullptr,
                      cu::Nvfp4GemmKernel::wgmma_ws);
     });
-    compare("wgmma_ws_narrow", true, [&](uint16_t* out, const cu::Nvfp4Weight& w, int64_t oc) {
-      cu::nvfp4_gemm(out, nvfp4::DType::BF16, x.ptr, w, nullptr, N, C, oc, nullptr, nullptr,
-                     cu::Nvfp4GemmKernel::wgmma_ws_narrow);
-    });
     compare("mma.sync", true, [&](uint16_t* out, const cu::Nvfp4Weight& w, int64_t oc) {
       cu::nvfp4_gemm(out, nvfp4::DType::BF16, x.ptr, w, nullptr, N, C, oc, nullptr, nullptr,
                      cu::Nvfp4GemmKernel::mma_sync);
@@ -423,14 +419,12 @@ TEST(CudaNvfp4Gemm, MatchesDoubleDotProductsAndTheDecodedGemv) {
                          Shape{64, 4096, 256}, Shape{17, 2048, 384}}) {
     seed += 10;
     for (const auto kernel : {cu::Nvfp4GemmKernel::wgmma, cu::Nvfp4GemmKernel::wgmma_wide, cu::Nvfp4GemmKernel::mma_sync,
-                              cu::Nvfp4GemmKernel::split_k, cu::Nvfp4GemmKernel::wgmma_ws,
-                              cu::Nvfp4GemmKernel::wgmma_ws_narrow}) {
+                              cu::Nvfp4GemmKernel::split_k, cu::Nvfp4GemmKernel::wgmma_ws}) {
       SCOPED_TRACE(kernel == cu::Nvfp4GemmKernel::wgmma        ? "wgmma"
                    : kernel == cu::Nvfp4GemmKernel::wgmma_wide ? "wgmma_wide"
                    : kernel == cu::Nvfp4GemmKernel::mma_sync   ? "mma.sync"
                    : kernel == cu::Nvfp4GemmKernel::split_k    ? "split_k"
-                   : kernel == cu::Nvfp4GemmKernel::wgmma_ws   ? "wgmma_ws"
-                                                               : "wgmma_ws_narrow");
+                                                               : "wgmma_ws");
       check_against_double(sh.M, sh.C, sh.OC, seed, [&](void* out, nvfp4::DType dt, const uint16_t* x,
                                                         const cu::Nvfp4Weight& w, const uint16_t* b, const float* r) {
         cu::nvfp4_gemm(out, dt, x, w, b, sh.M, sh.C, sh.OC, nullptr, r, kernel);

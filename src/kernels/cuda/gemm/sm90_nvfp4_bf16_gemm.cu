@@ -482,9 +482,8 @@ void nvfp4_gemm(void* out, DType out_dtype, const uint16_t* x, const Nvfp4Weight
     launch_dependent_cluster(kernel, dim3(static_cast<unsigned>(splits), tiles.x, tiles.y), dim3(S::kThreads), S::kSmem,
                              stream, static_cast<unsigned>(splits), out, x, w.codes, w.scales, w.decode, bias, row_scale,
                              M, C, OC, splits, w.decode_per_row ? 1 : 0);
-  } else if (kernel_choice == Nvfp4GemmKernel::wgmma_ws || kernel_choice == Nvfp4GemmKernel::wgmma_ws_narrow) {
-    const int tokens = kernel_choice == Nvfp4GemmKernel::wgmma_ws ? 256 : 128;
-    launch_nvfp4_gemm_ws(tokens, f32, grid_for_tokens(tokens), out, x, w, bias, row_scale, M, C, OC, stream);
+  } else if (kernel_choice == Nvfp4GemmKernel::wgmma_ws) {
+    launch_nvfp4_gemm_ws(f32, grid_for_tokens(kWsTokens), out, x, w, bias, row_scale, M, C, OC, stream);
   } else if (kernel_choice == Nvfp4GemmKernel::wgmma_wide) {
     launch_wgmma<256>(f32, grid_for_tokens(256), out, x, w, bias, row_scale, M, C, OC, stream);
   } else {

@@ -28,14 +28,8 @@ namespace {
 // wgmmas that read the stage are done — it can be refilled.
 // No block-wide barrier in the main loop: the copies run up to kStages - 1 stages ahead of the
 // tensor cores, and no consumer thread computes a copy address.
-// kN = 128 (`wgmma_ws_narrow`): the same with 128-token tiles, two CTAs an SM — twice the warps a
-// scheduler (run 8's profile of the wide kernel: latency-bound at 2.2 warps, 32 % issue), each
-// decoded A fragment feeding half the products.
-template <int kN>
 struct WsLayout {
-  static constexpr int kRows = 128, kTokens = kN, kK = 64, kStages = 5;
-  static constexpr int kCtasPerSm = kN == 128 ? 2 : 1;
-  static_assert(kN == 128 || kN == 256, "wgmma m64n128k16 or m64n256k16");
+  static constexpr int kRows = 128, kTokens = 256, kK = 64, kStages = 5;
   static constexpr int kConsumerWarps = 8, kThreads = 32 * kConsumerWarps + 32;
   static constexpr int kXBytes = kTokens * kK * 2;     // a stage's x tile
   static constexpr int kCodeBytes = kRows * kK / 2;    // rows of 32 bytes (the TMA box's rows)
@@ -48,15 +42,15 @@ struct WsLayout {
   static_assert(kCodeBytes % 128 == 0 && kCodesAt % 128 == 0, "TMA writes the codes 128-byte aligned");
   static_assert(kBarriersAt % 8 == 0, "mbarriers are 8-byte aligned");
   static_assert(kK / 16 == 4, "a row's scales of a stage are one 32-bit word (scale_words)");
-  static_assert(kCtasPerSm * (kSmem + 1024) <= 228 * 1024, "the CTAs' shared memory on a Hopper SM");
+  static_assert(kSmem <= 227 * 1024, "a CTA's shared memory on Hopper");
 };
 
-template <int kN, bool kF32>
-__global__ void __launch_bounds__(WsLayout<kN>::kThreads, WsLayout<kN>::kCtasPerSm) sm90_nvfp4_bf16_gemm_ws_kernel(
+template <bool kF32>
+__global__ void __launch_bounds__(WsLayout::kThreads, 1) sm90_nvfp4_bf16_gemm_ws_kernel(
     void* __restrict__ out, const __grid_constant__ CUtensorMap x_map, const __grid_constant__ CUtensorMap code_map,
     const uint8_t* __restrict__ scales, const float* __restrict__ decode, const uint16_t* __restrict__ bias,
     const float* __restrict__ row_scale, int64_t M, int64_t C, int64_t OC, int decode_stride) {
-  using L = WsLayout<kN>;
+  using L = WsLayout;
   extern __shared__ uint8_t smem_raw[];
   uint8_t* smem = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023u)) & 1023u);
   uint64_t* full = reinterpret_cast<uint64_t*>(smem + L::kBarriersAt);
@@ -293,34 +287,23 @@ CUtensorMap tensor_map_2d(CUtensorMapDataType type, const void* base, uint64_t i
 // The TMA map of an NVFP4 operand's codes, (rows, K/2) bytes, in boxes of 128 rows x one 64-column
 // stage (32 bytes; both warp-specialized kernels' stages).
 CUtensorMap code_tensor_map(const uint8_t* codes, int64_t rows, int64_t K) {
-  static_assert(WsLayout<256>::kK == 64 && WsLayout<256>::kRows == 128, "the W4A16 kernel's code box");
+  static_assert(WsLayout::kK == 64 && WsLayout::kRows == 128, "the W4A16 kernel's code box");
   return tensor_map_2d(CU_TENSOR_MAP_DATA_TYPE_UINT8, codes, static_cast<uint64_t>(K / 2), static_cast<uint64_t>(rows),
                        static_cast<uint64_t>(K / 2), 32, 128, CU_TENSOR_MAP_SWIZZLE_NONE);
 }
 
-namespace {
-
-template <int kN>
-void launch_ws(bool f32, dim3 grid, void* out, const uint16_t* x, const Nvfp4Weight& w, const uint16_t* bias,
-               const float* row_scale, int64_t M, int64_t C, int64_t OC, Stream stream) {
-  using W = WsLayout<kN>;
-  static_assert(W::kRows == 128, "nvfp4_gemm's grid: 128 weight rows a CTA");
+void launch_nvfp4_gemm_ws(bool f32, dim3 grid, void* out, const uint16_t* x, const Nvfp4Weight& w, const uint16_t* bias,
+                          const float* row_scale, int64_t M, int64_t C, int64_t OC, Stream stream) {
+  using W = WsLayout;
+  static_assert(W::kTokens == kWsTokens && W::kRows == 128, "nvfp4_gemm's grid for wgmma_ws");
   const CUtensorMap x_map = tensor_map_2d(CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, x, static_cast<uint64_t>(C),
                                           static_cast<uint64_t>(M), static_cast<uint64_t>(C) * 2, W::kK, W::kTokens,
                                           CU_TENSOR_MAP_SWIZZLE_128B);
   const CUtensorMap code_map = code_tensor_map(w.codes, OC, C);
-  const auto kernel = f32 ? sm90_nvfp4_bf16_gemm_ws_kernel<kN, true> : sm90_nvfp4_bf16_gemm_ws_kernel<kN, false>;
+  const auto kernel = f32 ? sm90_nvfp4_bf16_gemm_ws_kernel<true> : sm90_nvfp4_bf16_gemm_ws_kernel<false>;
   check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, W::kSmem), "cudaFuncSetAttribute");
   launch_dependent(kernel, grid, dim3(W::kThreads), W::kSmem, stream, out, x_map, code_map, w.scales, w.decode, bias,
                    row_scale, M, C, OC, w.decode_per_row ? 1 : 0);
-}
-
-}  // namespace
-
-void launch_nvfp4_gemm_ws(int tokens, bool f32, dim3 grid, void* out, const uint16_t* x, const Nvfp4Weight& w,
-                          const uint16_t* bias, const float* row_scale, int64_t M, int64_t C, int64_t OC, Stream stream) {
-  if (tokens == 128) launch_ws<128>(f32, grid, out, x, w, bias, row_scale, M, C, OC, stream);
-  else launch_ws<256>(f32, grid, out, x, w, bias, row_scale, M, C, OC, stream);
 }
 
 void launch_nvfp4_gemm_nt_ws(bool f32, bool accumulate, dim3 grid, void* out, const Nvfp4Operand& a,

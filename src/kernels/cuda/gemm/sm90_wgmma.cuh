@@ -327,10 +327,11 @@ CUtensorMap tensor_map(CUtensorMapDataType type, const void* base, int rank, con
                        const uint64_t* strides, const uint32_t* box, CUtensorMapSwizzle swizzle);
 
 // The warp-specialized kernels (sm90_nvfp4_gemm_ws.cu), launched on nvfp4_gemm's and
-// nvfp4_gemm_nt's behalf with their grids: 128 weight rows x `tokens` (256: wgmma_ws, 128:
-// wgmma_ws_narrow) a CTA (W4A16), 128 rows of b x 128 of a (W4A4).
-void launch_nvfp4_gemm_ws(int tokens, bool f32, dim3 grid, void* out, const uint16_t* x, const Nvfp4Weight& w,
-                          const uint16_t* bias, const float* row_scale, int64_t M, int64_t C, int64_t OC, Stream stream);
+// nvfp4_gemm_nt's behalf with their grids: 128 weight rows x 256 tokens a CTA (W4A16), 128 rows of
+// b x 128 of a (W4A4).
+constexpr int kWsTokens = 256;
+void launch_nvfp4_gemm_ws(bool f32, dim3 grid, void* out, const uint16_t* x, const Nvfp4Weight& w, const uint16_t* bias,
+                          const float* row_scale, int64_t M, int64_t C, int64_t OC, Stream stream);
 void launch_nvfp4_gemm_nt_ws(bool f32, bool accumulate, dim3 grid, void* out, const Nvfp4Operand& a,
                              const Nvfp4Operand& b, const float* alpha, int64_t M, int64_t N, int64_t K, Stream stream);
 
