@@ -270,22 +270,9 @@ __global__ void __launch_bounds__(kAttThreads) attention_forward_mma_kernel(uint
     mma_ab<HS, L::kRowBlocks / 2>(o, pa, cV, 0, lane);
   }
 
-  // epilogue: the quad's partial sums, then O / l and lse
-#pragma unroll
-  for (int i = 0; i < 2; ++i) {
-    l[i] += __shfl_xor_sync(0xFFFFFFFFu, l[i], 1);
-    l[i] += __shfl_xor_sync(0xFFFFFFFFu, l[i], 2);
-  }
-  const int row0 = qt * L::kTile + r0;
-  const float mo = store_acc_rows<HS>(out + first_row * qstride + h * HS, qstride, row0, T, o, 1.0f / l[0],
-                                     1.0f / l[1], lane, s.aligned);
-  fold_amax(s.amax, mo);
-  if (t == 0) {
-    float* lrow = lse + (static_cast<int64_t>(b) * s.NH + h) * s.T;  // (B, NH, T): T the longest (varlen)
-#pragma unroll
-    for (int i = 0; i < 2; ++i)
-      if (row0 + g + 8 * i < T) lrow[row0 + g + 8 * i] = m[i] * kLn2 + logf(l[i]);
-  }
+  // epilogue: O / l and lse; lse is (B, NH, T), T the longest (varlen)
+  store_forward_rows<HS>(out + first_row * qstride + h * HS, qstride, qt * L::kTile + r0, T, o, l, m,
+                         lse + (static_cast<int64_t>(b) * s.NH + h) * s.T, s.amax, lane, s.aligned);
 }
 
 // D[b, h, t] = sum_d dout[b,t,h,d] * out[b,t,h,d]: HS / 8 threads per (b, t, h) row (4, 8 or 16

@@ -68,6 +68,27 @@ __device__ __forceinline__ float store_acc_rows(uint16_t* base, int64_t row_stri
   return m;
 }
 
+// The forwards' epilogue for a warp's rows row0 + g and row0 + g + 8 of one head (out_head: its
+// row 0; rows row_stride elements apart): the quad's partial sums l, O / l rounded once to BF16
+// (rows < T), the producer amax of what was stored, lse = m ln 2 + ln l into lse_row (rows < T).
+template <int HS>
+__device__ __forceinline__ void store_forward_rows(uint16_t* out_head, int64_t row_stride, int row0, int T,
+                                                   const float (&o)[HS / 8][4], float (&l)[2], const float (&m)[2],
+                                                   float* lse_row, float* amax, int lane, bool aligned) {
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    l[i] += __shfl_xor_sync(0xFFFFFFFFu, l[i], 1);
+    l[i] += __shfl_xor_sync(0xFFFFFFFFu, l[i], 2);
+  }
+  ops_detail::fold_amax(amax, store_acc_rows<HS>(out_head, row_stride, row0, T, o, 1.0f / l[0], 1.0f / l[1], lane, aligned));
+  const int g = lane >> 2;
+  if ((lane & 3) == 0) {
+#pragma unroll
+    for (int i = 0; i < 2; ++i)
+      if (row0 + g + 8 * i < T) lse_row[row0 + g + 8 * i] = m[i] * kLn2 + logf(l[i]);
+  }
+}
+
 struct AttShape {
   int T, NH, NKV;
   float scale;   // 1 / sqrt(HS)

@@ -196,31 +196,19 @@ __global__ void __launch_bounds__(FwdLayout<HS>::kThreads, 1)
     wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < L::kRows / 16; ++kk)
-      wgmma_rs_mn(o, pa[kk], sw128_mnmajor_desc(v_addr + kk * 2048, L::kPanelBytes));
+      wgmma_rs<1>(o, pa[kk], sw128_mnmajor_desc(v_addr + kk * 2048, L::kPanelBytes));
     wgmma_commit();
     wgmma_wait<0>();
     __syncwarp();
     if (lane == 0) mbar_arrive(&empty[st]);  // this warp is done with the stage
   }
 
-  // epilogue: the quad's partial sums, then O / l and lse
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    l[r] += __shfl_xor_sync(0xFFFFFFFFu, l[r], 1);
-    l[r] += __shfl_xor_sync(0xFFFFFFFFu, l[r], 2);
-  }
+  // epilogue: O / l and lse from the warp's first row in the sequence; lse is (B, NH, T), T the
+  // longest (packed)
   const int64_t qstride = static_cast<int64_t>(s.NH) * HS;
-  const int row0 = qt * L::kRows + row_lo - g;  // the warp's first row in the sequence
-  const float mo = store_acc_rows<HS>(out + static_cast<int64_t>(first_row) * qstride + h * HS, qstride, row0, T,
-                                      reinterpret_cast<const float(&)[HS / 8][4]>(o), 1.0f / l[0], 1.0f / l[1], lane,
-                                      true);
-  fold_amax(s.amax, mo);
-  if (t == 0) {
-    float* lrow = lse + (static_cast<int64_t>(b) * s.NH + h) * s.T;  // (B, NH, T): T the longest (packed)
-#pragma unroll
-    for (int r = 0; r < 2; ++r)
-      if (row0 + g + 8 * r < T) lrow[row0 + g + 8 * r] = m[r] * kLn2 + logf(l[r]);
-  }
+  store_forward_rows<HS>(out + static_cast<int64_t>(first_row) * qstride + h * HS, qstride, qt * L::kRows + row_lo - g, T,
+                         reinterpret_cast<const float(&)[HS / 8][4]>(o), l, m,
+                         lse + (static_cast<int64_t>(b) * s.NH + h) * s.T, s.amax, lane, true);
 }
 
 template <int HS>

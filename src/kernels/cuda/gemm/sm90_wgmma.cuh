@@ -37,7 +37,9 @@ using namespace ops_detail;
 // a (64 x 16 bf16 in registers: each warp its 16 rows, mma_bf16's A layout) · b (16 x N, K-major
 // in shared memory, 128-byte swizzle; desc_b): wgmma m64nNk16, N = 128 or 256 (the size of d
 // picks it). Asynchronous: wgmma_fence() before (after writing a or d), wgmma_commit() after,
-// wgmma_wait<N>() before reading d or rewriting a.
+// wgmma_wait<N>() before reading d or rewriting a. kTransB 1: b MN-major instead (16 x N with its
+// N side contiguous, sw128_mnmajor_desc; N = 64 or 128): the attention kernels' O += P V.
+template <int kTransB = 0>
 __device__ __forceinline__ void wgmma_rs(float (&d)[64], const uint32_t (&a)[4], uint64_t desc_b) {
 #if NVFP4_WGMMA
   asm volatile(
@@ -49,10 +51,10 @@ __device__ __forceinline__ void wgmma_rs(float (&d)[64], const uint32_t (&a)[4],
       "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
       "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
       "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"
-      "}, {%64, %65, %66, %67}, %68, p, 1, 1, 0;\n"
+      "}, {%64, %65, %66, %67}, %68, p, 1, 1, %70;\n"
       "}\n"
       : NVFP4_WGMMA_ACC64(d, 0)
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "n"(1));
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "n"(1), "n"(kTransB));
 #else
   __trap();
 #endif
@@ -86,8 +88,8 @@ __device__ __forceinline__ void wgmma_rs(float (&d)[128], const uint32_t (&a)[4]
 //   wgmma_ss: d (64 x 128, fp32) (+)= a (64 x 16, K-major in shared memory: desc_a) · b (16 x 128,
 //     K-major: desc_b), both through 128-byte-swizzle descriptors; kAccumulate false overwrites d
 //     (scores S = Q Kᵀ: the first k-step starts the sum);
-//   wgmma_rs_mn: d (64 x N) += a (registers, as wgmma_rs) · b (16 x N, MN-major in shared memory:
-//     desc_b from sw128_mnmajor_desc), N = 64 or 128 (O += P V with V's rows as stored).
+//   wgmma_rs<1>: d (64 x N) += a (registers) · b (16 x N, MN-major in shared memory: desc_b from
+//     sw128_mnmajor_desc), N = 64 or 128 (O += P V with V's rows as stored).
 #define NVFP4_WGMMA_ACC32(d, o) \
   NVFP4_WGMMA_ACC8(d, o), NVFP4_WGMMA_ACC8(d, (o) + 8), NVFP4_WGMMA_ACC8(d, (o) + 16), NVFP4_WGMMA_ACC8(d, (o) + 24)
 #define NVFP4_WGMMA_REGS32                                                                                   \
@@ -126,33 +128,18 @@ __device__ __forceinline__ void wgmma_ss(float (&d)[64], uint64_t desc_a, uint64
 #endif
 }
 
-__device__ __forceinline__ void wgmma_rs_mn(float (&d)[32], const uint32_t (&a)[4], uint64_t desc_b) {
+template <int kTransB>
+__device__ __forceinline__ void wgmma_rs(float (&d)[32], const uint32_t (&a)[4], uint64_t desc_b) {
 #if NVFP4_WGMMA
   asm volatile(
       "{\n"
       ".reg .pred p;\n"
       "setp.ne.b32 p, %37, 0;\n"
       "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {" NVFP4_WGMMA_REGS32
-      "}, {%32, %33, %34, %35}, %36, p, 1, 1, 1;\n"
+      "}, {%32, %33, %34, %35}, %36, p, 1, 1, %38;\n"
       "}\n"
       : NVFP4_WGMMA_ACC32(d, 0)
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "n"(1));
-#else
-  __trap();
-#endif
-}
-
-__device__ __forceinline__ void wgmma_rs_mn(float (&d)[64], const uint32_t (&a)[4], uint64_t desc_b) {
-#if NVFP4_WGMMA
-  asm volatile(
-      "{\n"
-      ".reg .pred p;\n"
-      "setp.ne.b32 p, %69, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {" NVFP4_WGMMA_REGS64
-      "}, {%64, %65, %66, %67}, %68, p, 1, 1, 1;\n"
-      "}\n"
-      : NVFP4_WGMMA_ACC64(d, 0)
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "n"(1));
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "n"(1), "n"(kTransB));
 #else
   __trap();
 #endif
