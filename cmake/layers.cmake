@@ -4,9 +4,11 @@
 # use — so a wrong-way include is "No such file or directory" and fails the build.
 #
 #   format ──► kernels ──► recipe ──► model ──┬─► train
-#      └──► io ─────────────────────────────────┴─► infer ──► ptq
+#      └──► io ─────────────────────────────────┴─► infer ──┬─► ptq
+#                                                           └─► serve
 #
 # ptq sits right of infer: its calibration and sensitivity passes run the inference engine.
+# serve (the HTTP server and its load generator) sits right of infer and never does numerics.
 #
 # The CLI, tests, benchmarks and fuzzers (right of every layer) include src/ whole
 # (nvfp4_internal_headers).
@@ -18,6 +20,7 @@ set(NVFP4_LAYER_io      format io)
 set(NVFP4_LAYER_train   format kernels recipe model io train)
 set(NVFP4_LAYER_infer   format kernels recipe model io infer)
 set(NVFP4_LAYER_ptq     format kernels recipe model io infer ptq)
+set(NVFP4_LAYER_serve   format kernels recipe model io infer serve)
 
 # The view of `layer` (created at configure time); its path in NVFP4_LAYER_VIEW_<layer>.
 function(nvfp4_layer_view layer)
@@ -32,7 +35,7 @@ function(nvfp4_layer_view layer)
   endforeach()
   set(NVFP4_LAYER_VIEW_${layer} "${view}" PARENT_SCOPE)
 endfunction()
-foreach(layer format kernels recipe model io train infer ptq)
+foreach(layer format kernels recipe model io train infer ptq serve)
   nvfp4_layer_view(${layer})
 endforeach()
 

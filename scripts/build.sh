@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/apt_install.sh cmake ninja-build g++ googletest libgtest-dev libbenchmark-dev nlohmann-json3-dev \
-  libcli11-dev pkgconf libopenblas-dev zlib1g-dev libpcre2-dev libicu-dev
+  libcli11-dev libcpp-httplib-dev pkgconf libopenblas-dev zlib1g-dev libpcre2-dev libicu-dev
 
 # CUDA: nvcc ships with this machine kind under /usr/local/cuda; it compiles the kernels here
 # (they run on a GPU machine). Without it the CPU parts still build (-DNVFP4_CUDA=OFF).
