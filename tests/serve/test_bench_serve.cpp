@@ -2,7 +2,7 @@
 // input, then whole runs against a fake OpenAI-compatible server in this process
 // (fake_openai_server.hpp): exact counts and token totals, latencies that follow the fake's
 // delays, real concurrency, every way a request can fail, the errors for bad options and
-// unreachable servers.
+// unreachable servers, and the CLI over the same fake.
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -396,6 +396,54 @@ TEST(BenchServe, JsonHasEveryNumber) {
                         "duration_s", "request_throughput", "output_tokens_per_s", "total_tokens_per_s"}) {
     EXPECT_TRUE(j.contains(k)) << k;
   }
+}
+
+// ---- the CLI -----------------------------------------------------------------------------------
+
+TEST(BenchServeCli, TableJsonAndExitStatus) {
+  FakeConfig c;
+  c.first_delay_ms = 2, c.gap_ms = 1;
+  c.behaviour = [](int a) { return a == 2 ? FakeBehaviour::http500 : FakeBehaviour::ok; };
+  FakeServer s(c);
+  const std::string shape = " --prompt-tokens 8 --output-tokens 6 --vocab 256 --timeout 10";
+  CliResult r = run_cli("bench-serve " + s.url() + " --requests 4 --concurrency 2" + shape);
+  EXPECT_EQ(r.status, 0) << r.output;  // a partial failure exits 0, and says so
+  for (const char* want : {"FAILED: 1 of 4 requests", "1 x HTTP 500: fake internal error", "requests ok", "output tokens/s",
+                           "TTFT", "ITL", "E2E", "p99"}) {
+    EXPECT_NE(r.output.find(want), std::string::npos) << want << " in\n" << r.output;
+  }
+
+  r = run_cli("bench-serve " + s.url() + "/v1 --requests 3 --json" + shape);
+  EXPECT_EQ(r.status, 0) << r.output;
+  const size_t brace = r.output.find("\n{");  // progress lines on stderr come first
+  ASSERT_NE(brace, std::string::npos) << r.output;
+  const auto j = nlohmann::json::parse(r.output.substr(brace + 1), nullptr, false);
+  ASSERT_TRUE(j.is_object()) << r.output;
+  EXPECT_EQ(j["completed"], 3);
+  EXPECT_EQ(j["total_prompt_tokens"], 24);
+}
+
+TEST(BenchServeCli, EveryRequestFailedExitsNonZero) {
+  FakeConfig c;
+  c.behaviour = [](int) { return FakeBehaviour::http500; };
+  FakeServer s(c);
+  const CliResult r = run_cli("bench-serve " + s.url() + " --requests 3 --prompt-tokens 8 --output-tokens 6");
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_NE(r.output.find("all 3 requests failed; the most frequent reason: HTTP 500: fake internal error"),
+            std::string::npos)
+      << r.output;
+}
+
+TEST(BenchServeCli, UsageErrors) {
+  CliResult r = run_cli("bench-serve https://127.0.0.1:1");
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_NE(r.output.find("https is not supported"), std::string::npos) << r.output;
+  r = run_cli("bench-serve http://127.0.0.1:1 --concurrency 0");
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_NE(r.output.find("--concurrency"), std::string::npos) << r.output;
+  r = run_cli("bench-serve http://127.0.0.1:" + std::to_string(unused_port()) + " --requests 1");
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_NE(r.output.find("cannot reach http://127.0.0.1:"), std::string::npos) << r.output;
 }
 
 }  // namespace
