@@ -54,6 +54,7 @@ int main(int argc, char** argv) {
   nvfp4::cli::register_generate(app);
   nvfp4::cli::register_eval(app);
   nvfp4::cli::register_quantize(app);
+  nvfp4::cli::register_bench_serve(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
