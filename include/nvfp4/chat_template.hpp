@@ -20,8 +20,9 @@
 // the output with the real jinja2, byte for byte.
 //
 // Templates are untrusted input (they come with downloaded models): parsing and rendering are
-// bounded (kLimits below) — nesting, macro recursion, loop iterations, string and output sizes,
-// total work — and every failure is an nvfp4::Error, never a crash or a hang.
+// bounded (kMaxTemplateNesting, ChatTemplateLimits below) — nesting, macro recursion, loop
+// iterations, string and output sizes, total work — and every failure is an nvfp4::Error, never a
+// crash or a hang.
 //
 // Numbers: integers are 64-bit (Python's are unbounded: an overflow is an error, not a wrapped
 // value); floats print as Python's repr() does. Case mapping (upper, lower, title, capitalize,
@@ -47,18 +48,22 @@ struct ChatMessage {
   std::string content;  // UTF-8
 };
 
-// What bounds one parse and one render of a template (hostile templates fail with an
-// nvfp4::Error naming the limit).
+// What bounds one render of a template: hostile templates fail with an nvfp4::Error naming the
+// limit. The defaults keep a render under about a second of CPU and 100 MB of memory on any
+// template; a real chat template uses a tiny fraction of each. ChatTemplate::set_limits changes
+// them (tests and fuzzers lower them).
 struct ChatTemplateLimits {
-  int max_nesting = 64;                      // nested blocks, brackets and operators at parse time
-  int max_call_depth = 32;                   // nested macro calls
-  int max_value_depth = 128;                 // nested lists/dicts (JSON inputs included)
-  int64_t max_range = 100000;                // range() length (jinja2's sandbox has the same bound)
-  int64_t max_string_bytes = 32 << 20;       // any one string or list length, and the output
-  int64_t max_iterations = 10'000'000;       // loop iterations, all loops of a render together
-  int64_t max_work = int64_t(1) << 30;       // steps plus bytes built, one render
+  int max_call_depth = 32;              // nested macro calls
+  int max_value_depth = 128;            // nested lists/dicts (the JSON variables included)
+  int64_t max_range = 100000;           // range() length (jinja2's sandbox has the same bound)
+  int64_t max_string_bytes = 32 << 20;  // any one string, and the output
+  int64_t max_list_items = 1'000'000;   // any one list (a string iterated included)
+  int64_t max_iterations = 2'000'000;   // loop iterations, all loops of a render together
+  int64_t max_work = 10'000'000;        // one per statement, expression and list item; bytes / 32
 };
 inline constexpr ChatTemplateLimits kLimits{};
+// Nesting of blocks, brackets and operators the parser accepts (its recursion, and the renderer's).
+inline constexpr int kMaxTemplateNesting = 64;
 
 // raise_exception(msg) called by a template: what() is "<source>:<line>:<col>: raise_exception:
 // <msg>"; raised() is <msg> verbatim (what an OpenAI-compatible server returns as a 400).
@@ -119,6 +124,7 @@ class ChatTemplate {
   // as datetime.now() is in transformers.
   void set_now(const std::tm& local_time);
   void clear_now();
+  void set_limits(const ChatTemplateLimits& limits);
 
   const std::string& source_name() const;
 
@@ -127,6 +133,7 @@ class ChatTemplate {
   std::shared_ptr<const chat::Template> t_;  // shared by copies: parsed once, immutable
   nlohmann::ordered_json variables_;          // set_variable / set_json_variable, an object
   std::optional<std::tm> now_;
+  ChatTemplateLimits limits_ = kLimits;
 };
 
 }  // namespace nvfp4::io

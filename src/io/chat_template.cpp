@@ -112,6 +112,8 @@ void ChatTemplate::set_now(const std::tm& local_time) {
 
 void ChatTemplate::clear_now() { now_.reset(); }
 
+void ChatTemplate::set_limits(const ChatTemplateLimits& limits) { limits_ = limits; }
+
 const std::string& ChatTemplate::source_name() const { return t_->source; }
 
 std::string ChatTemplate::render(std::span<const ChatMessage> messages, bool add_generation_prompt,
@@ -131,6 +133,7 @@ std::string ChatTemplate::render_json(const nlohmann::ordered_json& messages, bo
                                       const nlohmann::ordered_json& extra) const {
   using chat::Value;
   if (!extra.is_null() && !extra.is_object()) throw Error(t_->source + ": render: extra variables must be a JSON object or null");
+  const chat::RenderBudget budget(limits_);
   auto globals = std::make_shared<chat::Scope>();
   for (auto& [name, fn] : chat::global_functions()) globals->vars[name] = std::move(fn);
   auto context = std::make_shared<chat::Scope>();

@@ -18,49 +18,6 @@ namespace {
 
 constexpr uintptr_t kStackBudget = 1 << 20;  // bytes of C++ stack one render may use
 
-bool checked_add(int64_t a, int64_t b, int64_t& r) { return !__builtin_add_overflow(a, b, &r); }
-bool checked_sub(int64_t a, int64_t b, int64_t& r) { return !__builtin_sub_overflow(a, b, &r); }
-bool checked_mul(int64_t a, int64_t b, int64_t& r) { return !__builtin_mul_overflow(a, b, &r); }
-
-[[noreturn]] void overflow() { fail("integer overflow (the renderer's integers are 64-bit; Python's are not)"); }
-
-[[noreturn]] void bad_operands(const char* op, const Value& a, const Value& b) {
-  fail(std::string("unsupported operand type(s) for ") + op + ": '" + type_name(a) + "' and '" + type_name(b) + "'");
-}
-
-// Python's float divmod (floatobject.c _float_div_mod).
-void float_divmod(double vx, double wx, double& floordiv, double& mod) {
-  if (wx == 0) fail("float division by zero");
-  mod = std::fmod(vx, wx);
-  double div = (vx - mod) / wx;
-  if (mod != 0) {
-    if ((wx < 0) != (mod < 0)) {
-      mod += wx;
-      div -= 1.0;
-    }
-  } else {
-    mod = std::copysign(0.0, wx);
-  }
-  if (div != 0) {
-    floordiv = std::floor(div);
-    if (div - floordiv > 0.5) floordiv += 1.0;
-  } else {
-    floordiv = std::copysign(0.0, vx / wx);
-  }
-}
-
-std::string repeat(const std::string& s, int64_t n, Renderer& r) {
-  if (n <= 0 || s.empty()) return {};
-  if (static_cast<double>(s.size()) * static_cast<double>(n) > static_cast<double>(kLimits.max_string_bytes)) {
-    r.check_size(kLimits.max_string_bytes + 1);
-  }
-  std::string out;
-  out.reserve(s.size() * static_cast<size_t>(n));
-  for (int64_t k = 0; k < n; ++k) out += s;
-  r.charge(static_cast<int64_t>(out.size()));
-  return out;
-}
-
 // Python's slice.indices(): the positions a[start:stop:step] takes from a sequence of `len` items.
 std::vector<size_t> slice_positions(int64_t len, const std::optional<int64_t>& start_in, const std::optional<int64_t>& stop_in,
                                     int64_t step) {
@@ -129,19 +86,6 @@ void Renderer::rethrow(const Failure& f) const {
   const std::string where = t_.source + ":" + std::to_string(pos_.line) + ":" + std::to_string(pos_.col) + ": ";
   if (f.raised) throw ChatTemplateRaised(where + "raise_exception: " + f.message, f.message);
   throw Error(where + f.message);
-}
-
-void Renderer::charge(int64_t units) {
-  work_ += units;
-  if (work_ > kLimits.max_work) {
-    fail("the template did more than " + std::to_string(kLimits.max_work) + " units of work (the renderer's limit)");
-  }
-}
-
-void Renderer::check_size(size_t bytes) {
-  if (static_cast<int64_t>(bytes) > kLimits.max_string_bytes) {
-    fail("a string, list or the output grew past " + std::to_string(kLimits.max_string_bytes) + " bytes or items (the renderer's limit)");
-  }
 }
 
 void Renderer::guard_stack() const {
@@ -213,7 +157,7 @@ Renderer::Flow Renderer::exec_node(const Node& n, std::string& out) {
     case NodeKind::text:
       out += n.text;
       check_size(out.size());
-      charge(static_cast<int64_t>(n.text.size()));
+      charge_bytes(n.text.size());
       return Flow::normal;
     case NodeKind::output:
       for (const ExprPtr& e : n.exprs) {
@@ -298,7 +242,7 @@ bool Renderer::loop_fetch(LoopState& l, size_t k) {
   while (l.accepted.size() <= k) {
     if (!l.filtered || l.scan >= l.source.size()) return false;
     const Value item = l.source[l.scan++];
-    if (++iterations_ > kLimits.max_iterations) fail("the template ran more than " + std::to_string(kLimits.max_iterations) + " loop iterations (the renderer's limit)");
+    if (++iterations_ > limits().max_iterations) fail("the template ran more than " + std::to_string(limits().max_iterations) + " loop iterations (the renderer's limit)");
     auto s = child_of(l.outer);
     assign(l.node->target, item, *s);
     ScopeGuard g(*this, s);
@@ -324,8 +268,8 @@ void Renderer::exec_for(const Node& n, std::string& out) {
   loop.p = state;
   bool no_full_iteration = true;  // jinja2 runs the else block unless a body ran to its end
   for (size_t k = 0; loop_fetch(*state, k); ++k) {
-    if (!state->filtered && ++iterations_ > kLimits.max_iterations) {
-      fail("the template ran more than " + std::to_string(kLimits.max_iterations) + " loop iterations (the renderer's limit)");
+    if (!state->filtered && ++iterations_ > limits().max_iterations) {
+      fail("the template ran more than " + std::to_string(limits().max_iterations) + " loop iterations (the renderer's limit)");
     }
     state->index0 = static_cast<int64_t>(k);
     auto s = child_of(state->outer);
@@ -359,6 +303,7 @@ std::vector<Value> Renderer::iterate(const Value& v) {
       for (const auto& [k, x] : v.map().items) out.push_back(k);
       break;
     case Type::string:
+      check_items(cp_count(v.str()));
       for (const std::string_view c : code_points(v.str())) out.push_back(Value::string(std::string(c)));
       break;
     case Type::iterator: {
@@ -373,7 +318,7 @@ std::vector<Value> Renderer::iterate(const Value& v) {
     }
     default: fail("'" + type_name(v) + "' object is not iterable");
   }
-  charge(static_cast<int64_t>(out.size()));
+  charge_items(out.size());
   return out;
 }
 
@@ -460,6 +405,7 @@ Value Renderer::getitem(const Value& obj, const Value& key) {
       if (obj.is_string()) {
         const std::string& s = obj.str();
         bool ascii = true;
+        charge_bytes(s.size());
         for (const char c : s) ascii &= static_cast<uint8_t>(c) < 0x80;
         const int64_t len = ascii ? static_cast<int64_t>(s.size()) : static_cast<int64_t>(cp_count(s));
         if (k < 0) k += len;
@@ -513,8 +459,8 @@ Value Renderer::call(const Value& fn, const CallArgs& args) {
 
 Value Renderer::call_macro(const Callable& m, const CallArgs& args) {
   const Node& n = *m.macro;
-  if (call_depth_ >= kLimits.max_call_depth) {
-    fail("macro calls nest deeper than " + std::to_string(kLimits.max_call_depth) + " (the renderer's limit)");
+  if (call_depth_ >= limits().max_call_depth) {
+    fail("macro calls nest deeper than " + std::to_string(limits().max_call_depth) + " (the renderer's limit)");
   }
   const size_t np = n.params.size();
   if (args.pos.size() > np && !n.uses_varargs) {
@@ -582,60 +528,23 @@ Value Renderer::eval_slice(const Value& obj, const Expr& e) {
   if (obj.is_undefined()) fail_undefined(obj);
   const bool sequence = obj.type == Type::list || obj.type == Type::tuple || obj.is_string() ||
                         (obj.type == Type::iterator && obj.iter().kind == IterData::Kind::range);
-  if (!sequence || bad_index) return Value::undefined("'" + type_name(obj) + "' object cannot be sliced with these indices");
+  if (!sequence || bad_index) return Value::undefined(cat("'", type_name(obj), "' object cannot be sliced with these indices"));
   const int64_t step = part[2].value_or(1);
   if (obj.is_string()) {
     const std::vector<std::string_view> cps = code_points(obj.str());
     std::string out;
     for (const size_t i : slice_positions(static_cast<int64_t>(cps.size()), part[0], part[1], step)) out += cps[i];
-    charge(static_cast<int64_t>(out.size()));
+    charge_bytes(out.size());
     return Value::string(std::move(out));
   }
   const std::vector<Value>& items = obj.type == Type::iterator ? obj.iter().items : obj.seq().items;
   std::vector<Value> out;
   for (const size_t i : slice_positions(static_cast<int64_t>(items.size()), part[0], part[1], step)) out.push_back(items[i]);
-  charge(static_cast<int64_t>(out.size()));
+  charge_items(out.size());
   if (obj.type == Type::iterator) {  // a slice of a range is a range; as a list it prints differently
     fail("unsupported: slicing a range");
   }
   return obj.type == Type::tuple ? Value::tuple(std::move(out)) : Value::list(std::move(out));
-}
-
-bool contains(Renderer& r, const Value& container, const Value& item) {
-  switch (container.type) {
-    case Type::undefined: return false;
-    case Type::string:
-      if (!item.is_string()) fail("'in <string>' requires string as left operand, not " + type_name(item));
-      r.charge(static_cast<int64_t>(container.str().size()));
-      return container.str().find(item.str()) != std::string::npos;
-    case Type::dict: return container.map().find(item) != nullptr;
-    case Type::list:
-    case Type::tuple:
-      for (const Value& x : container.seq().items) {
-        if (equal(x, item)) return true;
-      }
-      return false;
-    case Type::iterator: {
-      IterData& it = container.iter();
-      if (it.kind == IterData::Kind::dict_keys || it.kind == IterData::Kind::dict_items) {
-        for (const Value& x : it.items) {
-          if (equal(x, item)) return true;
-        }
-        return false;
-      }
-      if (it.reusable()) {
-        for (const Value& x : it.items) {
-          if (equal(x, item)) return true;
-        }
-        return false;
-      }
-      while (it.pos < it.items.size()) {  // a generator is consumed up to the match
-        if (equal(it.items[it.pos++], item)) return true;
-      }
-      return false;
-    }
-    default: fail("argument of type '" + type_name(container) + "' is not iterable");
-  }
 }
 
 Value Renderer::eval_compare(const Expr& e) {
@@ -666,104 +575,6 @@ Value Renderer::eval_compare(const Expr& e) {
     left = std::move(right);
   }
   return Value::boolean(true);
-}
-
-Value apply_binary(Renderer& r, BinOp op, const Value& a, const Value& b) {
-  if (a.is_undefined()) fail_undefined(a);
-  if (b.is_undefined()) fail_undefined(b);
-  const bool ints = a.is_int_like() && b.is_int_like();
-  const bool nums = a.is_number() && b.is_number();
-  int64_t n = 0;
-  switch (op) {
-    case BinOp::add:
-      if (ints) return checked_add(a.as_int(), b.as_int(), n) ? Value::integer(n) : (overflow(), Value());
-      if (nums) return Value::floating(a.as_double() + b.as_double());
-      if (a.is_string() && b.is_string()) {
-        // markupsafe: Markup + str escapes the str, and the result is Markup.
-        const bool markup = a.markup || b.markup;
-        std::string s = markup && !a.markup ? markup_escape(a.str()) : a.str();
-        s += markup && !b.markup ? markup_escape(b.str()) : b.str();
-        r.check_size(s.size());
-        r.charge(static_cast<int64_t>(s.size()));
-        return Value::string(std::move(s), markup);
-      }
-      if ((a.type == Type::list || a.type == Type::tuple) && a.type == b.type) {
-        std::vector<Value> items = a.seq().items;
-        items.insert(items.end(), b.seq().items.begin(), b.seq().items.end());
-        r.check_size(items.size());
-        r.charge(static_cast<int64_t>(items.size()));
-        return a.type == Type::list ? Value::list(std::move(items)) : Value::tuple(std::move(items));
-      }
-      bad_operands("+", a, b);
-    case BinOp::sub:
-      if (ints) return checked_sub(a.as_int(), b.as_int(), n) ? Value::integer(n) : (overflow(), Value());
-      if (nums) return Value::floating(a.as_double() - b.as_double());
-      bad_operands("-", a, b);
-    case BinOp::mul: {
-      if (ints) return checked_mul(a.as_int(), b.as_int(), n) ? Value::integer(n) : (overflow(), Value());
-      if (nums) return Value::floating(a.as_double() * b.as_double());
-      const Value* seq = a.is_int_like() ? &b : b.is_int_like() ? &a : nullptr;
-      const Value* count = seq == &b ? &a : &b;
-      if (seq && seq->is_string()) return Value::string(repeat(seq->str(), count->as_int(), r), seq->markup);
-      if (seq && (seq->type == Type::list || seq->type == Type::tuple)) {
-        const auto& src = seq->seq().items;
-        const int64_t n = std::max<int64_t>(count->as_int(), 0);
-        if (!src.empty() && static_cast<double>(src.size()) * static_cast<double>(n) > static_cast<double>(kLimits.max_string_bytes)) {
-          r.check_size(static_cast<size_t>(kLimits.max_string_bytes) + 1);
-        }
-        std::vector<Value> items;
-        for (int64_t k = 0; k < n && !src.empty(); ++k) items.insert(items.end(), src.begin(), src.end());
-        r.charge(static_cast<int64_t>(items.size()));
-        return seq->type == Type::list ? Value::list(std::move(items)) : Value::tuple(std::move(items));
-      }
-      bad_operands("*", a, b);
-    }
-    case BinOp::div:
-      if (!nums) bad_operands("/", a, b);
-      if (b.as_double() == 0) fail("division by zero");
-      return Value::floating(a.as_double() / b.as_double());
-    case BinOp::floordiv:
-    case BinOp::mod: {
-      if (a.is_string() && op == BinOp::mod) fail("unsupported: printf-style string formatting ('...' % values)");
-      if (!nums) bad_operands(op == BinOp::mod ? "%" : "//", a, b);
-      if (ints) {
-        const int64_t x = a.as_int(), y = b.as_int();
-        if (y == 0) fail("integer division or modulo by zero");
-        if (x == INT64_MIN && y == -1) {
-          if (op == BinOp::mod) return Value::integer(0);
-          overflow();
-        }
-        int64_t q = x / y, m = x % y;
-        if (m != 0 && ((m < 0) != (y < 0))) {
-          m += y;
-          q -= 1;
-        }
-        return Value::integer(op == BinOp::mod ? m : q);
-      }
-      double fd = 0, md = 0;
-      float_divmod(a.as_double(), b.as_double(), fd, md);
-      return Value::floating(op == BinOp::mod ? md : fd);
-    }
-    case BinOp::pow: {
-      if (!nums) bad_operands("** or pow()", a, b);
-      if (ints && b.as_int() >= 0) {
-        int64_t base = a.as_int(), ex = b.as_int(), acc = 1;
-        while (ex > 0) {
-          if ((ex & 1) && !checked_mul(acc, base, acc)) overflow();
-          ex >>= 1;
-          if (ex > 0 && !checked_mul(base, base, base)) overflow();
-        }
-        return Value::integer(acc);
-      }
-      const double x = a.as_double(), y = b.as_double();
-      if (x == 0 && y < 0) fail("0.0 cannot be raised to a negative power");
-      if (x < 0 && y != std::floor(y)) fail("unsupported: a negative number to a fractional power (a complex number in Python)");
-      const double v = std::pow(x, y);
-      if (std::isinf(v) && std::isfinite(x) && std::isfinite(y)) fail("numerical result out of range (float power)");
-      return Value::floating(v);
-    }
-  }
-  return Value();
 }
 
 Value Renderer::eval(const Expr& e) {
@@ -805,7 +616,7 @@ Value Renderer::eval(const Expr& e) {
       if (v.is_undefined()) fail_undefined(v);
       const bool neg = e.kind == ExprKind::neg;
       if (v.is_int_like()) {
-        if (neg && v.as_int() == INT64_MIN) overflow();
+        if (neg && v.as_int() == INT64_MIN) fail("integer overflow (the renderer's integers are 64-bit; Python's are not)");
         return Value::integer(neg ? -v.as_int() : v.as_int());
       }
       if (v.type == Type::floating) return Value::floating(neg ? -v.f : v.f);
@@ -824,7 +635,7 @@ Value Renderer::eval(const Expr& e) {
         s += v.is_string() ? v.str() : to_str(v);
         check_size(s.size());
       }
-      charge(static_cast<int64_t>(s.size()));
+      charge_bytes(s.size());
       return Value::string(std::move(s));
     }
     case ExprKind::compare: return eval_compare(e);

@@ -4,8 +4,12 @@
 //   chat_template_value.cpp     values: str(), repr(), ==, <, truthiness, JSON in and out (tojson)
 //   chat_template_lexer.cpp     jinja2's lexer: data, tags, comments, raw, whitespace control
 //   chat_template_parser.cpp    jinja2's parser: statements and expressions into the tree below
-//   chat_template_eval.cpp      the renderer: scopes, statements, operators, attribute access
-//   chat_template_builtins.cpp  filters, tests, string and dict methods, global functions
+//   chat_template_check.cpp     the compiler's checks after parsing (unknown filters and tests)
+//   chat_template_eval.cpp      the renderer: scopes, statements, attribute access, calls
+//   chat_template_ops.cpp       Python's binary operators and `in`
+//   chat_template_pystr.cpp     Python's str operations (strip, split, replace, case, int(), float())
+//   chat_template_filters.cpp   the filters and tests
+//   chat_template_builtins.cpp  the str, dict and list methods, the global functions
 //   chat_template.cpp           the public class: parse, tokenizer_config.json, render
 //
 // Every rule here is jinja2's (3.1) as transformers configures it; where a rule is Python's (str,
@@ -35,6 +39,29 @@ struct Failure {
   bool raised = false;
 };
 [[noreturn]] void fail(std::string message);
+
+// The limits of the render running on this thread (kLimits outside one), and its work count:
+// charge() adds to it and fails past limits().max_work. Creating a string or a list charges its
+// size, so no operation on big values escapes the count.
+const ChatTemplateLimits& limits();
+void charge(int64_t units);
+inline void charge_bytes(size_t bytes) { charge(static_cast<int64_t>(bytes >> 5)); }
+inline void charge_items(size_t items) { charge(static_cast<int64_t>(items)); }
+void check_bytes(size_t bytes);  // a string about to hold `bytes`: fails past limits().max_string_bytes
+void check_items(size_t items);  // a list about to hold `items`: fails past limits().max_list_items
+class RenderBudget {
+ public:
+  explicit RenderBudget(const ChatTemplateLimits& l);
+  ~RenderBudget();
+  RenderBudget(const RenderBudget&) = delete;
+  RenderBudget& operator=(const RenderBudget&) = delete;
+
+  const ChatTemplateLimits& limits;
+  int64_t work = 0;
+
+ private:
+  RenderBudget* saved_;
+};
 
 // Concatenation without operator+ chains (GCC 12 warns falsely on some of those, -Wrestrict).
 template <class... A>
@@ -180,7 +207,7 @@ std::string undefined_message(const Value& v);                 // "'x' is undefi
 [[noreturn]] void fail_undefined(const Value& v);              // jinja2's UndefinedError
 
 int value_depth(const Value& v);  // 0 for scalars
-void check_depth(int depth);      // fails beyond kLimits.max_value_depth
+void check_depth(int depth);      // fails beyond limits().max_value_depth
 Value from_json(const nlohmann::ordered_json& j, int depth = 0);
 
 struct JsonStyle {
@@ -276,13 +303,39 @@ std::string normalize_source(std::string_view text);  // \r\n, \r -> \n; one fin
 std::vector<Token> tokenize(std::string_view src, std::string_view source_name);
 std::unique_ptr<Template> parse_template(std::string_view text, std::string_view source_name);
 [[noreturn]] void syntax_error(std::string_view source_name, Pos pos, const std::string& message);
+// After parsing (chat_template_check.cpp): unknown filters and tests where jinja2's compiler
+// refuses them, the globals this renderer lacks, macros' use of varargs / kwargs / caller.
+void check_names(Template& t);
 
-// ---- builtins (chat_template_builtins.cpp) --------------------------------------------------------
+// ---- builtins (chat_template_filters.cpp, chat_template_builtins.cpp) -----------------------------
 
 struct CallArgs {
   std::vector<Value> pos;
   std::vector<std::pair<std::string, Value>> kw;
 };
+
+// Arguments bound to parameter names as Python binds them: positional first, then by keyword;
+// too many, unknown or repeated ones fail, naming `what`.
+struct Params {
+  std::vector<std::optional<Value>> v;
+  bool has(size_t k) const { return v[k].has_value(); }
+  const Value& get(size_t k) const { return *v[k]; }
+  Value get_or(size_t k, Value d) const { return v[k] ? *v[k] : std::move(d); }
+};
+Params bind(const CallArgs& a, std::initializer_list<std::string_view> names, const std::string& what);
+int64_t int_arg(const Value& v, const std::string& what);             // an int (or bool), else fails
+const std::string& str_arg(const Value& v, const std::string& what);  // a string, else fails
+Value make_iter(IterData::Kind kind, std::vector<Value> items);
+Value generator(std::vector<Value> items);
+Value soft_str(const Value& v);  // jinja2's soft_str: a string stays itself (Markup too), else str()
+
+template <size_t N>
+bool listed(const char* const (&names)[N], std::string_view name) {
+  for (const char* n : names) {
+    if (name == n) return true;
+  }
+  return false;
+}
 
 class Renderer;
 using FilterFn = Value (*)(Renderer& r, const Value& subject, const CallArgs& args);
@@ -307,7 +360,22 @@ Value call_global(Renderer& r, const std::string& name, const CallArgs& args);
 std::optional<Value> method_of(const Value& self, const std::string& name);  // nullopt: not a method
 Value call_method(Renderer& r, const Value& self, const std::string& name, const CallArgs& args);
 
-// Python's binary operators and `in` (chat_template_eval.cpp), for the filters that need them.
+// Python's str operations (chat_template_pystr.cpp). Case mapping fails on non-ASCII letters.
+std::string str_upper(std::string_view s);
+std::string str_lower(std::string_view s);
+std::string str_capitalize(std::string_view s);  // str.capitalize
+std::string str_title(std::string_view s);       // str.title
+std::string jinja_title(std::string_view s);     // jinja2's title filter (words start after [-\s({\[<])
+bool case_test(const Value& v, bool want_lower);  // str(v).islower() / .isupper()
+std::string py_strip(std::string_view s, const std::optional<std::string>& chars, bool left, bool right);
+std::vector<std::string> py_split(std::string_view s, const std::optional<std::string>& sep, int64_t maxsplit);
+std::vector<std::string> py_rsplit(std::string_view s, const std::optional<std::string>& sep, int64_t maxsplit);
+std::vector<std::string> py_splitlines(std::string_view s, bool keepends);
+std::string py_replace(std::string_view s, std::string_view old, std::string_view with, int64_t count);
+std::optional<int64_t> py_int(std::string_view text, int base);  // int(s, base); nullopt: ValueError
+std::optional<double> py_float(std::string_view text);           // float(s); nullopt: ValueError
+
+// Python's binary operators and `in` (chat_template_ops.cpp).
 Value apply_binary(Renderer& r, BinOp op, const Value& a, const Value& b);
 bool contains(Renderer& r, const Value& container, const Value& item);
 
@@ -324,8 +392,9 @@ class Renderer {
   Renderer(const Template& t, std::shared_ptr<Scope> context, std::optional<std::tm> now);
   std::string run();
 
-  void charge(int64_t units);                 // counts toward kLimits.max_work
-  void check_size(size_t bytes);              // a string or list about to hold `bytes` / items
+  void charge(int64_t units) { chat::charge(units); }
+  void charge_bytes(size_t bytes) { chat::charge_bytes(bytes); }
+  void check_size(size_t bytes) { check_bytes(bytes); }
   Value getattr(const Value& obj, const std::string& name);
   Value getitem(const Value& obj, const Value& key);
   Value call(const Value& fn, const CallArgs& args);
@@ -354,7 +423,7 @@ class Renderer {
   std::shared_ptr<Scope> scope_;
   std::optional<std::tm> now_;
   Pos pos_;
-  int64_t work_ = 0, iterations_ = 0;
+  int64_t iterations_ = 0;
   int call_depth_ = 0;
   uintptr_t stack_base_ = 0;
   friend struct ScopeGuard;

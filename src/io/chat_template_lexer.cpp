@@ -94,8 +94,13 @@ class Lexer {
   Pos pos_at(size_t off) const {
     const auto it = std::upper_bound(line_starts_.begin(), line_starts_.end(), off);
     const size_t line = static_cast<size_t>(it - line_starts_.begin());  // 1-based
-    const size_t start = line_starts_[line - 1];
-    return Pos{static_cast<int>(line), static_cast<int>(cp_count(s_.substr(start, off - start))) + 1};
+    // Tokens come in order: count the columns on from the last position on this line (a template
+    // of one long line would otherwise cost quadratic time).
+    size_t from = line_starts_[line - 1], col = 1;
+    if (cache_line_ == line && cache_off_ <= off) from = cache_off_, col = cache_col_;
+    col += cp_count(s_.substr(from, off - from));
+    cache_line_ = line, cache_off_ = off, cache_col_ = col;
+    return Pos{static_cast<int>(line), static_cast<int>(col)};
   }
 
   [[noreturn]] void error(size_t off, const std::string& msg) const { syntax_error(name_, pos_at(off), msg); }
@@ -448,6 +453,7 @@ class Lexer {
   std::vector<Token> out_;
   size_t pos_ = 0;
   bool line_starting_ = true;
+  mutable size_t cache_line_ = 0, cache_off_ = 0, cache_col_ = 1;
 };
 
 }  // namespace

@@ -4,9 +4,10 @@
 //
 // What jinja2 has and this renderer lacks is refused here, with its position: the tags include,
 // import, from, extends, block, call, autoescape; recursive loops; *args / **kwargs in calls; the
-// filters and tests not in chat_template_builtins.cpp; the globals cycler, joiner, lipsum.
-// A filter or test neither has is, as in jinja2, an error at parse time — except inside an `if`
-// or an inline `x if c else y`, where jinja2 defers it to when it runs (check_names below).
+// filters and tests not in chat_template_filters.cpp; and, after parsing (check_names,
+// chat_template_check.cpp), the globals cycler, joiner, lipsum. A filter or test neither has is,
+// as in jinja2, an error at parse time — except inside an `if` or an inline `x if c else y`,
+// where jinja2 defers it to when it runs.
 #include <algorithm>
 
 #include "io/chat_template_internal.hpp"
@@ -16,7 +17,6 @@ namespace nvfp4::io::chat {
 namespace {
 
 const char* kUnsupportedTags[] = {"include", "import", "from", "extends", "block", "call", "autoescape"};
-const char* kUnsupportedGlobals[] = {"cycler", "joiner", "lipsum"};
 
 class Parser {
  public:
@@ -93,8 +93,8 @@ class Parser {
 
   struct Depth {
     Depth(Parser& p, Pos pos) : p_(p) {
-      if (++p_.depth_ > kLimits.max_nesting) {
-        p_.error(pos, "the template nests deeper than " + std::to_string(kLimits.max_nesting) +
+      if (++p_.depth_ > kMaxTemplateNesting) {
+        p_.error(pos, "the template nests deeper than " + std::to_string(kMaxTemplateNesting) +
                           " blocks, brackets and operators (the renderer's limit)");
       }
     }
@@ -784,91 +784,6 @@ class Parser {
   std::vector<std::pair<std::string, Pos>> open_;  // the tags being parsed, for end-of-template errors
 };
 
-// ---- names, after parsing --------------------------------------------------------------------------
-// jinja2's compiler fails on an unknown filter or test when it compiles it, unless the expression
-// sits in a "soft" frame: the test and the branches of an `if`, and the parts of an inline
-// `a if c else b`. A for loop's body, a macro, a set or filter block start hard frames again.
-// Also: the globals jinja2 has and this renderer lacks, and which macros read varargs / kwargs /
-// caller.
-class NameCheck {
- public:
-  explicit NameCheck(std::string_view source) : source_(source) {}
-
-  void nodes(const std::vector<NodePtr>& body, bool soft) {
-    for (const NodePtr& n : body) node(*n, soft);
-  }
-
- private:
-  void node(Node& n, bool soft) {
-    switch (n.kind) {
-      case NodeKind::if_:
-        expr(n.expr.get(), true);
-        nodes(n.body, true);
-        nodes(n.else_body, true);
-        return;
-      case NodeKind::for_:
-        expr(n.expr.get(), soft);
-        expr(n.cond.get(), false);
-        nodes(n.body, false);
-        nodes(n.else_body, false);
-        return;
-      case NodeKind::macro: {
-        Macro* saved = macro_;
-        Macro m;
-        macro_ = &m;
-        for (const ExprPtr& d : n.defaults) expr(d.get(), false);
-        nodes(n.body, false);
-        macro_ = saved;
-        if (m.caller) syntax_error(source_, n.pos, "unsupported: 'caller' in a macro (call blocks)");
-        n.uses_varargs = m.varargs;
-        n.uses_kwargs = m.kwargs;
-        return;
-      }
-      case NodeKind::set_block:
-      case NodeKind::filter_block:
-      case NodeKind::scoped:
-        expr(n.filter.get(), false);
-        nodes(n.body, false);
-        return;
-      case NodeKind::with:
-        for (const ExprPtr& e : n.exprs) expr(e.get(), soft);
-        nodes(n.body, false);
-        return;
-      default:
-        for (const ExprPtr& e : n.exprs) expr(e.get(), soft);
-        expr(n.expr.get(), soft);
-        return;
-    }
-  }
-
-  void expr(Expr* e, bool soft) {
-    if (!e) return;
-    if (e->kind == ExprKind::cond) soft = true;
-    if ((e->kind == ExprKind::filter || e->kind == ExprKind::test) && e->fn < 0 && !soft) {
-      syntax_error(source_, e->pos, std::string("no ") + (e->kind == ExprKind::filter ? "filter" : "test") + " named '" + e->name + "'");
-    }
-    if (e->kind == ExprKind::name) {
-      for (const char* g : kUnsupportedGlobals) {
-        if (e->name == g) syntax_error(source_, e->pos, "unsupported: the global '" + e->name + "'");
-      }
-      if (macro_) {
-        macro_->varargs |= e->name == "varargs";
-        macro_->kwargs |= e->name == "kwargs";
-        macro_->caller |= e->name == "caller";
-      }
-    }
-    expr(e->subject.get(), soft);
-    for (const ExprPtr& a : e->args) expr(a.get(), soft);
-    for (auto& [k, a] : e->kwargs) expr(a.get(), soft);
-  }
-
-  struct Macro {
-    bool varargs = false, kwargs = false, caller = false;
-  };
-  std::string_view source_;
-  Macro* macro_ = nullptr;
-};
-
 }  // namespace
 
 std::unique_ptr<Template> parse_template(std::string_view text, std::string_view source_name) {
@@ -881,7 +796,7 @@ std::unique_ptr<Template> parse_template(std::string_view text, std::string_view
     syntax_error(source_name, Pos{line, col}, "the template is not valid UTF-8");
   }
   auto tpl = Parser(tokenize(src, source_name), source_name).parse();
-  NameCheck(source_name).nodes(tpl->body, false);
+  check_names(*tpl);
   return tpl;
 }
 

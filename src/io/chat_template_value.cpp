@@ -16,6 +16,33 @@ using hf::next_cp;
 
 void fail(std::string message) { throw Failure{std::move(message), false}; }
 
+namespace {
+thread_local RenderBudget* t_budget = nullptr;
+}
+const ChatTemplateLimits& limits() { return t_budget ? t_budget->limits : kLimits; }
+RenderBudget::RenderBudget(const ChatTemplateLimits& l) : limits(l), saved_(std::exchange(t_budget, this)) {}
+RenderBudget::~RenderBudget() { t_budget = saved_; }
+
+void check_bytes(size_t bytes) {
+  if (static_cast<int64_t>(bytes) > limits().max_string_bytes) {
+    fail("a string or the output grew past " + std::to_string(limits().max_string_bytes) + " bytes (the renderer's limit)");
+  }
+}
+
+void check_items(size_t items) {
+  if (static_cast<int64_t>(items) > limits().max_list_items) {
+    fail("a list grew past " + std::to_string(limits().max_list_items) + " items (the renderer's limit)");
+  }
+}
+
+void charge(int64_t units) {
+  if (!t_budget) return;
+  t_budget->work += units;
+  if (t_budget->work > t_budget->limits.max_work) {
+    fail("the template did more than " + std::to_string(t_budget->limits.max_work) + " units of work (the renderer's limit)");
+  }
+}
+
 // ---- construction ----------------------------------------------------------------------------------
 
 Value Value::undefined(std::string hint) {
@@ -51,6 +78,7 @@ Value Value::string(std::string s, bool markup) {
   Value v;
   v.type = Type::string;
   v.markup = markup;
+  charge_bytes(s.size());
   v.p = std::make_shared<std::string>(std::move(s));
   return v;
 }
@@ -65,8 +93,8 @@ int value_depth(const Value& v) {
 }
 
 void check_depth(int depth) {
-  if (depth > kLimits.max_value_depth) {
-    fail("a value nests deeper than " + std::to_string(kLimits.max_value_depth) + " lists or dicts (the renderer's limit)");
+  if (depth > limits().max_value_depth) {
+    fail("a value nests deeper than " + std::to_string(limits().max_value_depth) + " lists or dicts (the renderer's limit)");
   }
 }
 
@@ -76,6 +104,8 @@ static Value make_seq(Type type, std::vector<Value> items) {
   for (const Value& x : items) depth = std::max(depth, value_depth(x));
   d->depth = depth + 1;
   check_depth(d->depth);
+  check_items(items.size());
+  charge_items(items.size());
   d->items = std::move(items);
   Value v;
   v.type = type;
@@ -107,6 +137,7 @@ static bool hashable(const Value& k) {
 }
 
 const Value* DictData::find_str(std::string_view key) const {
+  charge_bytes(key.size());
   const auto it = str_index_.find(std::string(key));
   return it == str_index_.end() ? nullptr : &items[it->second].second;
 }
@@ -114,6 +145,7 @@ const Value* DictData::find_str(std::string_view key) const {
 const Value* DictData::find(const Value& key) const {
   if (key.is_string()) return find_str(key.str());
   if (!hashable(key)) fail("unhashable type: '" + type_name(key) + "'");
+  charge_items(items.size());
   for (const auto& [k, v] : items) {
     if (!k.is_string() && equal(k, key)) return &v;
   }
@@ -189,12 +221,14 @@ bool py_isspace(uint32_t c) {
 }
 
 size_t cp_count(std::string_view s) {
+  charge_bytes(s.size());
   size_t n = 0;
   for (const char c : s) n += (static_cast<uint8_t>(c) & 0xC0) != 0x80;
   return n;
 }
 
 std::vector<std::string_view> code_points(std::string_view s) {
+  charge_bytes(s.size());
   std::vector<std::string_view> out;
   out.reserve(s.size());
   for (size_t i = 0; i < s.size();) {
@@ -329,11 +363,7 @@ static void append_str_repr(std::string& out, std::string_view s) {
   out += quote;
 }
 
-static void check_built(const std::string& out) {
-  if (static_cast<int64_t>(out.size()) > kLimits.max_string_bytes) {
-    fail("a string grew past " + std::to_string(kLimits.max_string_bytes) + " bytes (the renderer's limit)");
-  }
-}
+static void check_built(const std::string& out) { check_bytes(out.size()); }
 
 static void append_items_repr(std::string& out, const std::vector<Value>& items, size_t from = 0) {
   for (size_t k = from; k < items.size(); ++k) {
@@ -479,12 +509,15 @@ bool equal(const Value& a, const Value& b) {
   switch (a.type) {
     case Type::undefined:
     case Type::none: return true;
-    case Type::string: return a.str() == b.str();
+    case Type::string:
+      charge_bytes(std::min(a.str().size(), b.str().size()));
+      return a.str() == b.str();
     case Type::list:
     case Type::tuple: {
       const auto& x = a.seq().items;
       const auto& y = b.seq().items;
       if (x.size() != y.size()) return false;
+      charge_items(x.size());
       for (size_t k = 0; k < x.size(); ++k) {
         if (!equal(x[k], y[k])) return false;
       }
@@ -515,10 +548,14 @@ static std::partial_ordering ordering(const Value& a, const Value& b, const char
   if (b.is_undefined()) fail_undefined(b);
   if (a.is_number() && b.is_number()) return cmp_numbers(a, b);
   if (a.type == b.type) {
-    if (a.is_string()) return a.str().compare(b.str()) <=> 0;  // UTF-8 byte order is code point order
+    if (a.is_string()) {
+      charge_bytes(std::min(a.str().size(), b.str().size()));
+      return a.str().compare(b.str()) <=> 0;  // UTF-8 byte order is code point order
+    }
     if (a.type == Type::list || a.type == Type::tuple) {
       const auto& x = a.seq().items;
       const auto& y = b.seq().items;
+      charge_items(std::min(x.size(), y.size()));
       for (size_t k = 0; k < x.size() && k < y.size(); ++k) {
         if (!equal(x[k], y[k])) return ordering(x[k], y[k], op);
       }
