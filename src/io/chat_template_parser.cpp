@@ -700,7 +700,7 @@ class Parser {
   }
 
   ExprPtr parse_call(ExprPtr node) {
-    auto e = make(ExprKind::call, cur().pos);
+    auto e = make(ExprKind::call, node->pos);  // errors point at the callee: raise_exception(...)
     e->subject = std::move(node);
     parse_call_args(*e);
     return e;
@@ -755,7 +755,7 @@ class Parser {
     const Pos pos = next().pos;
     const bool negated = skip_name("not");
     const Pos npos = cur().pos;
-    auto e = make(ExprKind::test, pos);
+    auto e = make(ExprKind::test, npos);
     e->name = dotted_name();
     e->fn = find_test(e->name);
     if (e->fn < 0 && jinja_has_test(e->name)) {
