@@ -313,6 +313,7 @@ Value call_global(Renderer& r, const std::string& name, const CallArgs& args) {
   if (name == "dict") return Value::dict(dict_args(r, args, "dict"));
   if (name == "namespace") {
     auto ns = std::make_shared<Namespace>();
+    r.track(ns);
     const std::shared_ptr<DictData> attrs = dict_args(r, args, "namespace");
     for (const auto& [k, v] : attrs->items) {
       if (!k.is_string()) fail("unsupported: a namespace attribute that is not a string");

@@ -68,7 +68,30 @@ static std::shared_ptr<Scope> child_of(const std::shared_ptr<Scope>& parent) {
 }
 
 Renderer::Renderer(const Template& t, std::shared_ptr<Scope> context, std::optional<std::tm> now)
-    : t_(t), scope_(std::move(context)), now_(now) {}
+    : t_(t), scope_(std::move(context)), now_(now) {
+  track(scope_);
+}
+
+Renderer::~Renderer() {
+  for (const auto& w : captured_scopes_) {
+    if (const auto s = w.lock()) s->vars.clear();
+  }
+  for (const auto& w : namespaces_) {
+    if (const auto n = w.lock()) n->attrs.clear();
+  }
+  for (const auto& w : loops_) {
+    if (const auto l = w.lock()) {
+      l->source.clear();
+      l->accepted.clear();
+      l->outer.reset();
+      l->last_changed.reset();
+    }
+  }
+}
+
+void Renderer::track(const std::shared_ptr<Scope>& captured) { captured_scopes_.push_back(captured); }
+void Renderer::track(const std::shared_ptr<Namespace>& ns) { namespaces_.push_back(ns); }
+void Renderer::track(const std::shared_ptr<LoopState>& loop) { loops_.push_back(loop); }
 
 std::string Renderer::run() {
   char marker = 0;
@@ -213,6 +236,7 @@ Renderer::Flow Renderer::exec_node(const Node& n, std::string& out) {
       c->name = n.name;
       c->macro = &n;
       c->closure = scope_;
+      track(scope_);
       Value v;
       v.type = Type::callable;
       v.p = std::move(c);
@@ -255,6 +279,7 @@ void Renderer::exec_for(const Node& n, std::string& out) {
   const Value iterable = eval(*n.expr);
   pos_ = n.pos;
   auto state = std::make_shared<LoopState>();
+  track(state);
   state->filtered = n.cond != nullptr;
   state->node = &n;
   state->outer = scope_;

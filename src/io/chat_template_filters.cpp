@@ -55,6 +55,13 @@ Value soft_str(const Value& v) { return v.is_string() ? v : Value::string(to_str
 
 namespace {
 
+// Python's ' ' * n (n < 0: ""), within the string limit.
+std::string spaces(int64_t n) {
+  if (n <= 0) return {};
+  check_bytes(static_cast<size_t>(n));
+  return std::string(static_cast<size_t>(n), ' ');
+}
+
 // ---- attribute paths (jinja2's make_attrgetter) ----------------------------------------------------
 
 std::vector<Value> attr_parts(const Value& attribute) {
@@ -257,7 +264,7 @@ Value f_int(Renderer&, const Value& v, const CallArgs& a) {
 Value f_indent(Renderer& r, const Value& v, const CallArgs& a) {
   const Params p = bind(a, {"width", "first", "blank"}, "indent");
   const Value width = p.get_or(0, Value::integer(4));
-  const std::string indention = width.is_string() ? width.str() : std::string(static_cast<size_t>(std::max<int64_t>(int_arg(width, "indent width"), 0)), ' ');
+  const std::string indention = width.is_string() ? width.str() : spaces(int_arg(width, "indent width"));
   const bool first = p.has(1) && truthy(p.get(1)), blank = p.has(2) && truthy(p.get(2));
   const Value s = soft_str(v);
   const std::vector<std::string> lines = py_splitlines(s.str() + "\n", false);
@@ -494,7 +501,7 @@ Value f_tojson(Renderer& r, const Value& v, const CallArgs& a) {
   style.ensure_ascii = p.has(0) && truthy(p.get(0));
   if (p.has(1) && p.get(1).type != Type::none) {
     const Value& ind = p.get(1);
-    style.indent = ind.is_string() ? ind.str() : std::string(static_cast<size_t>(std::max<int64_t>(int_arg(ind, "tojson indent"), 0)), ' ');
+    style.indent = ind.is_string() ? ind.str() : spaces(int_arg(ind, "tojson indent"));
     style.item_sep = ",";
   }
   if (p.has(2) && p.get(2).type != Type::none) {

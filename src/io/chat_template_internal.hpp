@@ -390,7 +390,17 @@ struct Scope {
 class Renderer {
  public:
   Renderer(const Template& t, std::shared_ptr<Scope> context, std::optional<std::tm> now);
+  ~Renderer();  // breaks the reference cycles a render can make (see track)
+  Renderer(const Renderer&) = delete;
+  Renderer& operator=(const Renderer&) = delete;
   std::string run();
+
+  // Values can form cycles (a macro held in the scope it closes over, a namespace holding itself,
+  // a loop remembered in a namespace of its own outer scope): every scope a value captures, every
+  // namespace and every loop is tracked, and emptied when the render ends.
+  void track(const std::shared_ptr<Scope>& captured);
+  void track(const std::shared_ptr<Namespace>& ns);
+  void track(const std::shared_ptr<LoopState>& loop);
 
   void charge(int64_t units) { chat::charge(units); }
   void charge_bytes(size_t bytes) { chat::charge_bytes(bytes); }
@@ -426,6 +436,9 @@ class Renderer {
   int64_t iterations_ = 0;
   int call_depth_ = 0;
   uintptr_t stack_base_ = 0;
+  std::vector<std::weak_ptr<Scope>> captured_scopes_;
+  std::vector<std::weak_ptr<Namespace>> namespaces_;
+  std::vector<std::weak_ptr<LoopState>> loops_;
   friend struct ScopeGuard;
 };
 
