@@ -21,6 +21,10 @@ const char* kStrMethods[] = {
     "isprintable", "isspace", "istitle", "isupper", "join", "ljust", "lower", "lstrip", "maketrans", "partition",
     "removeprefix", "removesuffix", "replace", "rfind", "rindex", "rjust", "rpartition", "rsplit", "rstrip", "split",
     "splitlines", "startswith", "strip", "swapcase", "title", "translate", "upper", "zfill"};
+// The str methods str_method implements (the others of kStrMethods fail when called).
+const char* kStrSupported[] = {"strip", "lstrip", "rstrip", "split", "rsplit", "splitlines", "startswith", "endswith",
+                               "upper", "lower", "title", "capitalize", "replace", "find", "rfind", "count", "join",
+                               "removeprefix", "removesuffix", "isspace", "islower", "isupper"};
 const char* kDictMethods[] = {"copy", "fromkeys", "get", "items", "keys", "values"};
 const char* kDictMutators[] = {"clear", "pop", "popitem", "setdefault", "update"};
 const char* kListMethods[] = {"copy", "count", "index"};
@@ -366,5 +370,6 @@ Value call_method(Renderer& r, const Value& self, const std::string& name, const
   }
 }
 
-}  // namespace nvfp4::io::chat
+bool string_method_supported(std::string_view name) { return listed(kStrSupported, name); }
 
+}  // namespace nvfp4::io::chat

@@ -441,7 +441,17 @@ Value f_round(Renderer&, const Value& v, const CallArgs& a) {
   if (method == "common") {
     if (v.is_int_like()) {
       if (precision >= 0) return Value::integer(v.as_int());
-      fail("unsupported: round() of an integer with a negative precision");
+      // Python's int.__round__: to a multiple of 10^-precision, halves to the even multiple.
+      if (precision < -18) return Value::integer(0);
+      int64_t m = 1;
+      for (int64_t k = 0; k < -precision; ++k) m *= 10;
+      const int64_t x = v.as_int();
+      int64_t q = x / m, rem = x % m;
+      if (rem < 0) rem += m, q -= 1;  // floor division
+      if (2 * rem > m || (2 * rem == m && (q & 1))) q += 1;
+      int64_t out = 0;
+      if (__builtin_mul_overflow(q, m, &out)) fail("integer overflow (the renderer's integers are 64-bit; Python's are not)");
+      return Value::integer(out);
     }
     return Value::floating(round_float(v.f, precision));
   }

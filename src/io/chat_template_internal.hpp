@@ -358,6 +358,7 @@ const char* test_name(int fn);
 std::vector<std::pair<std::string, Value>> global_functions();
 Value call_global(Renderer& r, const std::string& name, const CallArgs& args);
 std::optional<Value> method_of(const Value& self, const std::string& name);  // nullopt: not a method
+bool string_method_supported(std::string_view name);  // a str method this renderer implements
 Value call_method(Renderer& r, const Value& self, const std::string& name, const CallArgs& args);
 
 // Python's str operations (chat_template_pystr.cpp). Case mapping fails on non-ASCII letters.

@@ -439,6 +439,9 @@ class Parser {
   }
 
   ExprPtr binary(BinOp op, Pos pos, ExprPtr l, ExprPtr r) {
+    if (op == BinOp::mod && l->kind == ExprKind::constant && l->value.is_string()) {
+      error(pos, "unsupported: printf-style string formatting ('...' % values)");
+    }
     auto e = make(ExprKind::binary, pos);
     e->op = op;
     e->args.push_back(std::move(l));
@@ -700,6 +703,11 @@ class Parser {
   }
 
   ExprPtr parse_call(ExprPtr node) {
+    // A method of a string literal is known now: one this renderer lacks ('{}'.format) is refused.
+    if (node->kind == ExprKind::getattr && node->subject->kind == ExprKind::constant && node->subject->value.is_string() &&
+        method_of(node->subject->value, node->name) && !string_method_supported(node->name)) {
+      error(node->pos, "unsupported: the str method '" + node->name + "'");
+    }
     auto e = make(ExprKind::call, node->pos);  // errors point at the callee: raise_exception(...)
     e->subject = std::move(node);
     parse_call_args(*e);

@@ -322,6 +322,8 @@ TEST(ChatTemplate, UnsupportedConstructsFailAtParseTimeNamingThem) {
       {"{% macro m() %}{{ caller() }}{% endmacro %}", "t.jinja:1:4: unsupported: 'caller'"},
       {"{{ '\\N{BULLET}' }}", "t.jinja:1:4: unsupported: \\N{...} escapes"},
       {"{{ caf\xc3\xa9 }}", "t.jinja:1:7: unsupported: a non-ASCII character in a name"},
+      {"{{ '%s: %d' % ('a', 1) }}", "t.jinja:1:13: unsupported: printf-style string formatting"},
+      {"{{ 'Hi {}'.format(x) }}", "t.jinja:1:11: unsupported: the str method 'format'"},
   }, true);
 }
 
