@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Chat templates: nvfp4's renderer against the real jinja2, byte for byte.
 
-    python3 tests/hf/check_chat_templates.py build/tests/render_chat_template [--repo .] [-v]
+    python3 tests/hf/check_chat_templates.py build/tests/render_chat_template [--repo .] [-v] [--template PATH]...
 
 jinja2 is configured as Hugging Face transformers configures it for apply_chat_template:
 ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True) with the loop-controls
@@ -17,7 +17,8 @@ Cases:
   - tests/hf/chat_templates/*.jinja, templates written for this test in the styles of the common
     model families;
   - tests/hf/chat_templates/snippets.txt: short templates, one construct each ("## name" starts
-    one; "## name [unsupported]" marks one our parser must refuse with "unsupported").
+    one; "## name [unsupported]" marks one our parser must refuse with "unsupported");
+  - --template PATH: any other template (a model's chat_template.jinja or tokenizer_config.json).
 each against a set of conversations with add_generation_prompt false and true. A case passes when
 both sides give the same bytes, or both fail — at parse time on both sides, or when rendering on
 both sides, with the same message when the template called raise_exception. The first difference
@@ -193,6 +194,9 @@ def main():
     ap.add_argument("renderer", help="the render_chat_template binary")
     ap.add_argument("--repo", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
     ap.add_argument("-v", "--verbose", action="store_true", help="print every case")
+    ap.add_argument("--template", action="append", default=[], metavar="PATH",
+                    help="also check this template: a .jinja file, a tokenizer_config.json, or a folder of .jinja "
+                         "files (a model's own template, say); repeatable")
     args = ap.parse_args()
     repo = os.path.abspath(args.repo)
     here = os.path.join(repo, "tests", "hf", "chat_templates")
@@ -223,10 +227,24 @@ def main():
         add_template_cases(label, template, special_tokens(config), {"tokenizer_config": path}, convs)
 
     variables = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>"}
-    for path in sorted(glob.glob(os.path.join(here, "*.jinja"))):
+    extra_templates = []
+    for path in args.template:
+        if os.path.isdir(path):
+            extra_templates += sorted(glob.glob(os.path.join(path, "*.jinja")))
+        elif path.endswith(".json"):
+            configs.append(path)
+            with open(path, encoding="utf-8") as f:
+                config = json.load(f)
+            template = config.get("chat_template")
+            if isinstance(template, list):
+                template = next(t["template"] for t in template if t["name"] == "default")
+            add_template_cases(path, template, special_tokens(config), {"tokenizer_config": os.path.abspath(path)}, convs)
+        else:
+            extra_templates.append(path)
+    for path in sorted(glob.glob(os.path.join(here, "*.jinja"))) + extra_templates:
         with open(path, encoding="utf-8") as f:
             template = f.read()
-        label = os.path.relpath(path, repo)
+        label = os.path.relpath(path, repo) if path.startswith(repo) else path
         add_template_cases(label, template, variables,
                            {"template": template, "source": label, "variables": variables}, convs)
 
