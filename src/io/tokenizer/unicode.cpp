@@ -167,6 +167,18 @@ bool is_alphanumeric(uint32_t cp) {
   return alnum(cp);
 }
 
+bool is_python_printable(uint32_t cp) {
+  if (cp < 0x80) return cp >= 0x20 && cp < 0x7F;
+  static const CharClass printable(R"(\A[^\p{C}\p{Z}]\z)");
+  return printable(cp);
+}
+
+bool has_case(uint32_t cp) {
+  if (cp < 0x80) return (cp >= 'a' && cp <= 'z') || (cp >= 'A' && cp <= 'Z');
+  static const CharClass cased(R"(\A[\p{Cased}\p{CWCM}]\z)");
+  return cased(cp);
+}
+
 namespace {
 
 // UTF-8 (valid) <-> UTF-16.

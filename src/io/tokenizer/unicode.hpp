@@ -45,6 +45,13 @@ bool is_numeric(uint32_t cp);      // general category Nd, Nl or No (Rust char::
 bool is_white_space(uint32_t cp);  // the White_Space property (Rust char::is_whitespace, regex \s)
 bool is_word_char(uint32_t cp);    // regex \w: Alphabetic, M, Nd, Pc, Join_Control (UTS #18)
 bool is_alphanumeric(uint32_t cp);
+// Python's str.isprintable() of one character (repr() escapes the others): not in the general
+// categories Cc, Cf, Cs, Co, Cn, Zl, Zp, Zs, U+0020 excepted. For the chat-template renderer.
+bool is_python_printable(uint32_t cp);
+// Cased, or changed by upper/lower/title casing (\p{Cased}, \p{CWCM}): a character Python's
+// str.upper() & co. would touch. The chat-template renderer maps case for ASCII letters only and
+// refuses text holding any other such character.
+bool has_case(uint32_t cp);
 
 enum class NormalForm : uint8_t { nfc, nfd, nfkc, nfkd };
 std::string normalize(std::string_view s, NormalForm form);  // s valid UTF-8
