@@ -47,8 +47,12 @@ struct BatchRequest {
   SamplingOptions sampling;         // temperature 0: greedy
   std::vector<std::string> stop;    // the text ends before the first one (not included)
   double timeout_s = 0;             // from submit() to the end; 0: none
-  int keep_distributions = 0;       // the first N next-token distributions (softmax of the logits,
-                                    // temperature 1, FP32) are kept in the result (canary KL)
+  int keep_logits = 0;              // the logits (vocabulary rows, FP32) of the first N generated
+                                    // tokens are kept in the result (the canary's KL)
+  // Teacher forcing: the request emits these tokens instead of sampling (max_tokens = their count;
+  // end-of-text does not end it) and counts how often its own choice, by `sampling`, agrees —
+  // the canary runs another model over the primary's output this way.
+  std::vector<int32_t> forced;
 };
 
 // What a request's stream yields, in order: text pieces, then exactly one final event.
@@ -71,7 +75,8 @@ struct BatchRequestStats {
   std::vector<double> itl_s;      // gaps between successive generated tokens
   std::string finish_reason;      // as the final event's ("failed" for a failure)
   std::vector<int32_t> tokens;    // generated
-  std::vector<std::vector<float>> distributions;  // keep_distributions rows of vocab floats
+  std::vector<std::vector<float>> logits;  // keep_logits rows of vocabulary floats
+  int forced_agreed = 0;          // forced tokens the request's own choice agreed with
 };
 
 // The requester's end of one request: events to wait for, and cancellation.
@@ -128,7 +133,8 @@ struct BatcherStats {
 struct BatcherObserver {
   virtual ~BatcherObserver() = default;
   virtual void on_finished(const BatchRequestStats& s) = 0;
-  virtual void on_step(double seconds, int tokens, int sequences) = 0;
+  // One engine step: its forward's seconds, the tokens it ran, its sequences, the tokens sampled.
+  virtual void on_step(double seconds, int tokens, int sequences, int sampled) = 0;
 };
 
 class Batcher {

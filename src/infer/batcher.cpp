@@ -151,7 +151,18 @@ std::shared_ptr<RequestStream> Batcher::submit(BatchRequest r) {
   for (const auto& s : r.stop) {
     if (s.empty()) throw reject(R::invalid, "stop: an empty stop string would end every generation at once");
   }
-  if (!(r.timeout_s >= 0) || r.keep_distributions < 0) throw reject(R::invalid, "timeout and kept distributions must be >= 0");
+  if (!(r.timeout_s >= 0) || r.keep_logits < 0) throw reject(R::invalid, "timeout and kept logits must be >= 0");
+  for (size_t i = 0; i < r.forced.size(); ++i) {
+    if (r.forced[i] < 0 || r.forced[i] >= vocab_) {
+      throw reject(R::invalid, "forced token " + std::to_string(i) + " is outside the vocabulary [0, " + std::to_string(vocab_) + ")");
+    }
+  }
+  if (!r.forced.empty()) {
+    r.max_tokens = static_cast<int>(r.forced.size());
+    r.min_tokens = 0;
+    r.ignore_eos = true;
+    r.stop.clear();
+  }
   try {
     validate(r.sampling);
   } catch (const Error& e) {
@@ -246,6 +257,7 @@ void Batcher::finish(Active& a, BatchEvent::Kind kind, const std::string& reason
       slot_used_[static_cast<size_t>(a.slot)] = false;
       reserved_blocks_ -= a.reserved;
       stats_.kv_reserved_blocks = reserved_blocks_;
+      stats_.kv_free_blocks = engine_.kv_free_blocks();
     }
     if (kind == BatchEvent::Kind::failed) ++stats_.failed;
     else ++stats_.finished;
@@ -353,6 +365,7 @@ bool Batcher::step() {
   // 4. Sampling, text, ends.
   const int32_t V = engine_.config().vocab;
   std::vector<float> row_copy;
+  int sampled = 0;
   for (size_t c = 0; c < chunks.size(); ++c) {
     Active& a = *owner[c];
     if (a.prefilled < a.req.prompt.size()) {
@@ -366,14 +379,7 @@ bool Batcher::step() {
                  " are NaN or infinite: its activations overflow at this precision");
       continue;
     }
-    if (static_cast<int>(a.stats.distributions.size()) < a.req.keep_distributions) {
-      const float mx = *std::max_element(row.begin(), row.end());
-      std::vector<float> p(row.size());
-      double sum = 0;
-      for (size_t i = 0; i < row.size(); ++i) sum += std::exp(static_cast<double>(row[i]) - mx);
-      for (size_t i = 0; i < row.size(); ++i) p[i] = static_cast<float>(std::exp(static_cast<double>(row[i]) - mx) / sum);
-      a.stats.distributions.push_back(std::move(p));
-    }
+    if (static_cast<int>(a.stats.logits.size()) < a.req.keep_logits) a.stats.logits.emplace_back(row.begin(), row.end());
     const bool early = static_cast<int>(a.generated.size()) < a.req.min_tokens;
     if (a.req.ignore_eos || early) {
       row_copy.assign(row.begin(), row.end());
@@ -382,7 +388,13 @@ bool Batcher::step() {
       }
       row = row_copy;
     }
-    const int32_t t = a.sampler.next(row);
+    int32_t t = a.sampler.next(row);
+    ++sampled;
+    if (a.generated.size() < a.req.forced.size()) {
+      const int32_t f = a.req.forced[a.generated.size()];
+      a.stats.forced_agreed += t == f;
+      t = f;
+    }
     const auto now_t = clock::now();
     if (a.generated.empty()) {
       a.stats.ttft_s = seconds_between(a.submitted, now_t);
@@ -425,7 +437,7 @@ bool Batcher::step() {
     a.emitted = safe;
     a.next_input = t;
   }
-  if (observer_) observer_->on_step(seconds_between(t0, t1), tokens, static_cast<int>(chunks.size()));
+  if (observer_) observer_->on_step(seconds_between(t0, t1), tokens, static_cast<int>(chunks.size()), sampled);
   {
     std::lock_guard<std::mutex> lock(mu_);
     std::erase_if(running_, [](const std::unique_ptr<Active>& a) { return a->done; });

@@ -199,19 +199,46 @@ TEST_F(BatcherTest, IgnoreEosAndMinTokensSuppressEndOfText) {
     EXPECT_EQ(o.reason, "length");
     EXPECT_EQ(o.tokens.size(), 40u);
   }
-  // keep_distributions: probability rows that sum to one.
+  // keep_logits: the rows the engine gave (the argmax of each is the greedy token).
   auto r = greedy({256, 'a'}, 5);
-  r.keep_distributions = 3;
+  r.keep_logits = 3;
   r.ignore_eos = true;
   auto s = b.submit(r);
   drain(*s);
-  ASSERT_EQ(s->stats().distributions.size(), 3u);
-  for (const auto& d : s->stats().distributions) {
-    ASSERT_EQ(d.size(), 257u);
-    double sum = 0;
-    for (float p : d) sum += p;
-    EXPECT_NEAR(sum, 1.0, 1e-4);
+  ASSERT_EQ(s->stats().logits.size(), 3u);
+  for (size_t i = 0; i < 3; ++i) {
+    const auto& row = s->stats().logits[i];
+    ASSERT_EQ(row.size(), 257u);
+    EXPECT_EQ(std::max_element(row.begin(), row.end() - 1) - row.begin(), s->stats().tokens[i]) << i;
   }
+}
+
+TEST_F(BatcherTest, ForcedTokensAreEmittedAndTheOwnChoiceCounted) {
+  const HfModel m = byte_model(dir_);
+  nvfp4::infer::EngineOptions eo;
+  eo.max_context = 128;
+  const auto e = nvfp4::infer::make_cpu_engine(m, eo);
+  Batcher b(*e, m, BatcherOptions{});
+  const std::vector<int32_t> prompt = {256, 'f', 'o'};
+  const std::vector<int32_t> own = alone(m, prompt, 10);
+  ASSERT_GE(own.size(), 4u);
+  // Forcing the model's own greedy tokens: every choice agrees. Forcing others: the agreement counts
+  // only the positions where the forced token is the greedy one under the forced context.
+  auto r = greedy(prompt, 1);
+  r.forced = own;
+  auto s = b.submit(r);
+  const Outcome o = drain(*s);
+  EXPECT_EQ(o.reason, "length");
+  EXPECT_EQ(s->stats().tokens, own);
+  EXPECT_EQ(s->stats().forced_agreed, static_cast<int>(own.size()));
+  std::vector<int32_t> other = own;
+  other[1] = other[1] == 'z' ? 'y' : 'z';
+  r.forced = other;
+  auto s2 = b.submit(r);
+  drain(*s2);
+  EXPECT_EQ(s2->stats().tokens, other);
+  EXPECT_LT(s2->stats().forced_agreed, static_cast<int>(other.size()));
+  EXPECT_GE(s2->stats().forced_agreed, 1) << "the first position's context is the same";
 }
 
 TEST_F(BatcherTest, RejectsWhatCanNeverRunAndWhatDoesNotFitTheQueue) {
@@ -273,7 +300,7 @@ TEST_F(BatcherTest, KvBudgetAdmitsOnlyWhatFitsAndEveryRequestStillCompletes) {
   struct Peak : nvfp4::infer::BatcherObserver {
     std::atomic<int> max_seq{0}, finished{0};
     void on_finished(const nvfp4::infer::BatchRequestStats&) override { ++finished; }
-    void on_step(double, int, int seqs) override { max_seq = std::max(max_seq.load(), seqs); }
+    void on_step(double, int, int seqs, int) override { max_seq = std::max(max_seq.load(), seqs); }
   } peak;
   Batcher b(*e, m, BatcherOptions{8, 2048}, &peak);
   std::vector<std::shared_ptr<RequestStream>> s;
