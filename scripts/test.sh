@@ -7,5 +7,8 @@ bash scripts/build.sh
 bash scripts/apt_install.sh python3-jinja2
 # The reference tokenizers library (npm) and real tokenizer.json files, for the exactness test.
 bash scripts/tokenizer_reference.sh install
+# The official OpenAI Node client (npm) and curl, for the server's interop test.
+bash scripts/apt_install.sh curl
+bash scripts/serve_reference.sh install
 jobs=$(nproc 2>/dev/null || echo 2)
 ctest --test-dir build --output-on-failure -j "$jobs" "$@"

@@ -34,6 +34,7 @@ void register_generate(CLI::App& app);
 void register_eval(CLI::App& app);
 void register_quantize(CLI::App& app);
 void register_bench_serve(CLI::App& app);
+void register_serve(CLI::App& app);
 
 // Options with a value: checked strictly before use, so a bad value is an error naming the
 // option and its range (CLI11 prefixes the option name), never a silent default or a wrapped

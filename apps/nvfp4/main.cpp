@@ -55,6 +55,7 @@ int main(int argc, char** argv) {
   nvfp4::cli::register_eval(app);
   nvfp4::cli::register_quantize(app);
   nvfp4::cli::register_bench_serve(app);
+  nvfp4::cli::register_serve(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
