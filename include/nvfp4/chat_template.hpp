@@ -107,7 +107,8 @@ class ChatTemplate {
   // null/empty object). Runtime errors (raise_exception, type errors such as adding a string to a
   // list, unknown filter at runtime, recursion/loop limits) throw nvfp4::Error with the message
   // (raise_exception's message verbatim after a prefix naming the template: ChatTemplateRaised).
-  // The messages become a list of {"role", "content"} dicts. Thread-safe (const).
+  // The messages become a list of {"role", "content"} dicts. Thread-safe (const); uses at most
+  // about 1 MB of the calling thread's stack (a guard stops deeper recursion with an error).
   // NOTE: nlohmann::json sorts object keys; a template that prints tools with tojson prints them
   // in that order. Pass the request's JSON as ordered_json to render_json to keep its key order,
   // as transformers does (Python dicts keep insertion order).
