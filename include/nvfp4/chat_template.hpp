@@ -14,10 +14,12 @@
 //
 // What it is not: a general Jinja engine. No template loader (include, import, extends, block),
 // no autoescaping, no call blocks, no async, no line statements. A construct outside the subset
-// (or a filter, test or method jinja2 has and this renderer lacks) fails at parse time with an
-// nvfp4::Error "<source>:<line>:<col>: unsupported: ...", so a template either renders as jinja2
-// does or does not load — never a different prompt. tests/hf/check_chat_templates.py compares
-// the output with the real jinja2, byte for byte.
+// (or a filter or test jinja2 has and this renderer lacks) fails at parse time with an
+// nvfp4::Error "<source>:<line>:<col>: unsupported: ..."; what only rendering can tell (case
+// mapping of a non-ASCII letter, a 64-bit overflow, a str method this renderer lacks called on a
+// computed string) fails then. Either way the result is jinja2's text or an error — never a
+// different prompt. tests/hf/check_chat_templates.py compares the output with the real jinja2,
+// byte for byte.
 //
 // Templates are untrusted input (they come with downloaded models): parsing and rendering are
 // bounded (kMaxTemplateNesting, ChatTemplateLimits below) — nesting, macro recursion, loop
@@ -49,9 +51,9 @@ struct ChatMessage {
 };
 
 // What bounds one render of a template: hostile templates fail with an nvfp4::Error naming the
-// limit. The defaults keep a render under about a second of CPU and 100 MB of memory on any
-// template; a real chat template uses a tiny fraction of each. ChatTemplate::set_limits changes
-// them (tests and fuzzers lower them).
+// limit. With the defaults a render stops within about a second of CPU and a few hundred MB of
+// memory whatever the template; a real chat template uses a tiny fraction of each.
+// ChatTemplate::set_limits changes them (tests and fuzzers lower them).
 struct ChatTemplateLimits {
   int max_call_depth = 32;              // nested macro calls
   int max_value_depth = 128;            // nested lists/dicts (the JSON variables included)
@@ -105,7 +107,8 @@ class ChatTemplate {
   // null/empty object). Runtime errors (raise_exception, type errors such as adding a string to a
   // list, unknown filter at runtime, recursion/loop limits) throw nvfp4::Error with the message
   // (raise_exception's message verbatim after a prefix naming the template: ChatTemplateRaised).
-  // The messages become a list of {"role", "content"} dicts. Thread-safe (const).
+  // The messages become a list of {"role", "content"} dicts. Thread-safe (const); uses at most
+  // about 1 MB of the calling thread's stack (a guard stops deeper recursion with an error).
   // NOTE: nlohmann::json sorts object keys; a template that prints tools with tojson prints them
   // in that order. Pass the request's JSON as ordered_json to render_json to keep its key order,
   // as transformers does (Python dicts keep insertion order).
@@ -119,14 +122,16 @@ class ChatTemplate {
   // A top-level variable for every render (e.g. bos_token); `extra` of render() overrides it.
   void set_variable(const std::string& name, const std::string& value);
   void set_json_variable(const std::string& name, const nlohmann::ordered_json& value);
-  // strftime_now(fmt)'s clock: fixed at `local_time` (reproducible prompts and tests; fields as
-  // std::mktime reads them, normalised). Unset (the default), it is the local time at each call,
-  // as datetime.now() is in transformers.
+  // strftime_now(fmt)'s clock: fixed at `local_time` (reproducible prompts and tests): tm_year
+  // since 1900, tm_mon from 0, ..., normalised as std::mktime would (the 32nd of a month is the
+  // 1st of the next); tm_wday, tm_yday and tm_isdst are recomputed. Unset (the default), it is the
+  // local time at each call, as datetime.now() is in transformers. Formats as Python's strftime
+  // of a naive datetime: %f is the microseconds, %z and %Z are empty, the rest the C library's.
   void set_now(const std::tm& local_time);
   void clear_now();
-  void set_limits(const ChatTemplateLimits& limits);
+  void set_limits(const ChatTemplateLimits& limits);  // for every later render (kLimits by default)
 
-  const std::string& source_name() const;
+  const std::string& source_name() const;  // as given to parse; from_tokenizer_config: "<path>:chat_template"
 
  private:
   ChatTemplate();

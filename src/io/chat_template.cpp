@@ -125,7 +125,12 @@ std::string ChatTemplate::render(std::span<const ChatMessage> messages, bool add
     msg["content"] = m.content;
     list.push_back(std::move(msg));
   }
-  const nlohmann::ordered_json ordered = extra.is_null() ? nlohmann::ordered_json() : nlohmann::ordered_json::parse(extra.dump());
+  nlohmann::ordered_json ordered;
+  try {
+    if (!extra.is_null()) ordered = nlohmann::ordered_json::parse(extra.dump());
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(t_->source + ": render: the extra variables are not valid JSON text (" + e.what() + ")");
+  }
   return render_json(list, add_generation_prompt, ordered);
 }
 

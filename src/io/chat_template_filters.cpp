@@ -702,8 +702,6 @@ int find_test(std::string_view name) {
 }
 bool jinja_has_filter(std::string_view name) { return listed(kJinjaFilters, name); }
 bool jinja_has_test(std::string_view name) { return listed(kJinjaTests, name); }
-const char* filter_name(int fn) { return kFilters[fn].name; }
-const char* test_name(int fn) { return kTests[fn].name; }
 
 Value apply_filter(Renderer& r, int fn, const Value& subject, const CallArgs& args) {
   return kFilters[fn].fn(r, subject, args);

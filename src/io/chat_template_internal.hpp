@@ -350,8 +350,6 @@ bool jinja_has_filter(std::string_view name);
 bool jinja_has_test(std::string_view name);
 Value apply_filter(Renderer& r, int fn, const Value& subject, const CallArgs& args);
 bool apply_test(Renderer& r, int fn, const Value& subject, const CallArgs& args);
-const char* filter_name(int fn);
-const char* test_name(int fn);
 
 // Global functions (range, namespace, dict, raise_exception, strftime_now) as values, and the
 // methods of str and dict. getattr of a method name gives a bound Callable.

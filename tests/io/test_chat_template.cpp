@@ -552,6 +552,7 @@ TEST(ChatTemplate, InvalidUtf8InMessagesIsAnError) {
   const ChatTemplate t = make("{{ messages[0].content }}");
   EXPECT_NE(error_of([&] { t.render(std::vector<ChatMessage>{{"user", "ok \xC3"}}, false); }).find("not valid UTF-8"),
             std::string::npos);
+  EXPECT_NE(error_of([&] { t.render({}, false, json{{"x", "bad \xff"}}); }).find("t.jinja: render:"), std::string::npos);
 }
 
 TEST(ChatTemplate, CopiesShareTheTemplateAndRenderConcurrently) {
