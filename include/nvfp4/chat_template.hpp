@@ -96,6 +96,9 @@ class ChatTemplate {
   // chat_template (newer models may ship chat_template.jinja beside it instead: read that with
   // parse()). Errors name the file and field.
   static std::optional<ChatTemplate> from_tokenizer_config(const std::string& path);
+  // A model folder's template: tokenizer_config.json's chat_template, else a chat_template.jinja
+  // beside it (with the config's special tokens); nullopt when it has neither.
+  static std::optional<ChatTemplate> from_model_folder(const std::string& dir);
 
   ChatTemplate(ChatTemplate&&) noexcept;
   ChatTemplate& operator=(ChatTemplate&&) noexcept;
@@ -132,6 +135,9 @@ class ChatTemplate {
   void set_limits(const ChatTemplateLimits& limits);  // for every later render (kLimits by default)
 
   const std::string& source_name() const;  // as given to parse; from_tokenizer_config: "<path>:chat_template"
+  // bos_token, eos_token, ... and additional_special_tokens from a tokenizer_config.json object
+  // (`path` names it in errors), as transformers passes them.
+  void set_special_tokens(const nlohmann::ordered_json& config, const std::string& path);
 
  private:
   ChatTemplate();

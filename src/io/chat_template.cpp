@@ -2,6 +2,7 @@
 // and renderer of chat_template_*.cpp, and the reading of tokenizer_config.json.
 #include "nvfp4/chat_template.hpp"
 
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -35,7 +36,9 @@ std::optional<std::string> token_content(const nlohmann::ordered_json& v, const 
 
 }  // namespace
 
-std::optional<ChatTemplate> ChatTemplate::from_tokenizer_config(const std::string& path) {
+namespace {
+
+nlohmann::ordered_json read_config(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw Error(path + ": cannot open the tokenizer config (a tokenizer_config.json)");
   std::stringstream buf;
@@ -47,9 +50,34 @@ std::optional<ChatTemplate> ChatTemplate::from_tokenizer_config(const std::strin
     throw Error(path + ": not valid JSON (" + e.what() + ")");
   }
   if (!cfg.is_object()) throw Error(path + ": not a JSON object; a tokenizer_config.json is one");
+  return cfg;
+}
+
+}  // namespace
+
+// transformers passes its special_tokens_map: the tokens that are set and not empty.
+void ChatTemplate::set_special_tokens(const nlohmann::ordered_json& cfg, const std::string& path) {
+  for (const char* name : {"bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token"}) {
+    const auto f = cfg.find(name);
+    if (f == cfg.end()) continue;
+    const std::optional<std::string> v = token_content(*f, path + ": " + name);
+    if (v && !v->empty()) set_variable(name, *v);
+  }
+  if (const auto f = cfg.find("additional_special_tokens"); f != cfg.end() && !f->is_null()) {
+    if (!f->is_array()) throw Error(path + ": additional_special_tokens: expected a list, got " + std::string(f->type_name()));
+    nlohmann::ordered_json list = nlohmann::ordered_json::array();
+    for (size_t k = 0; k < f->size(); ++k) {
+      const auto v = token_content((*f)[k], path + ": additional_special_tokens[" + std::to_string(k) + "]");
+      if (v) list.push_back(*v);
+    }
+    if (!list.empty()) set_json_variable("additional_special_tokens", list);
+  }
+}
+
+std::optional<ChatTemplate> ChatTemplate::from_tokenizer_config(const std::string& path) {
+  const nlohmann::ordered_json cfg = read_config(path);
   const auto it = cfg.find("chat_template");
   if (it == cfg.end() || it->is_null()) return std::nullopt;
-
   std::string text, source = path + ":chat_template";
   if (it->is_string()) {
     text = it->get<std::string>();
@@ -77,22 +105,25 @@ std::optional<ChatTemplate> ChatTemplate::from_tokenizer_config(const std::strin
   }
 
   ChatTemplate t = parse(text, source);
-  // transformers passes its special_tokens_map: the tokens that are set and not empty.
-  for (const char* name : {"bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token"}) {
-    const auto f = cfg.find(name);
-    if (f == cfg.end()) continue;
-    const std::optional<std::string> v = token_content(*f, path + ": " + name);
-    if (v && !v->empty()) t.set_variable(name, *v);
+  t.set_special_tokens(cfg, path);
+  return t;
+}
+
+std::optional<ChatTemplate> ChatTemplate::from_model_folder(const std::string& dir) {
+  const std::filesystem::path d(dir);
+  const std::string cfg_path = (d / "tokenizer_config.json").string();
+  const bool has_cfg = std::filesystem::exists(cfg_path);
+  if (has_cfg) {
+    if (auto t = from_tokenizer_config(cfg_path)) return t;
   }
-  if (const auto f = cfg.find("additional_special_tokens"); f != cfg.end() && !f->is_null()) {
-    if (!f->is_array()) throw Error(path + ": additional_special_tokens: expected a list, got " + std::string(f->type_name()));
-    nlohmann::ordered_json list = nlohmann::ordered_json::array();
-    for (size_t k = 0; k < f->size(); ++k) {
-      const auto v = token_content((*f)[k], path + ": additional_special_tokens[" + std::to_string(k) + "]");
-      if (v) list.push_back(*v);
-    }
-    if (!list.empty()) t.set_json_variable("additional_special_tokens", list);
-  }
+  const std::string jinja = (d / "chat_template.jinja").string();
+  if (!std::filesystem::exists(jinja)) return std::nullopt;
+  std::ifstream in(jinja, std::ios::binary);
+  if (!in) throw Error(jinja + ": cannot read the chat template");
+  std::stringstream text;
+  text << in.rdbuf();
+  ChatTemplate t = parse(text.str(), jinja);
+  if (has_cfg) t.set_special_tokens(read_config(cfg_path), cfg_path);
   return t;
 }
 

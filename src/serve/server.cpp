@@ -660,8 +660,8 @@ Server::Server(const infer::HfModel& model, infer::Engine& engine, const ServeOp
     text << in.rdbuf();
     s.chat = io::ChatTemplate::parse(text.str(), o.chat_template_file);
   } else {
-    const std::string cfg = (std::filesystem::path(model.dir()) / "tokenizer_config.json").string();
-    if (std::filesystem::exists(cfg)) s.chat = io::ChatTemplate::from_tokenizer_config(cfg);
+    // tokenizer_config.json's chat_template, or (newer models) a chat_template.jinja beside it.
+    s.chat = io::ChatTemplate::from_model_folder(model.dir());
   }
   if (s.chat) {
     // A template that cannot render a plain conversation fails now, not at the first request.

@@ -407,3 +407,83 @@ TEST_F(ServerTest, CanaryReportsAgreementKlAndLatencyRatio) {
 }
 
 }  // namespace
+
+namespace {
+
+constexpr char kChatMl[] =
+    "{% for m in messages %}{% if m['role'] == 'system' and not loop.first %}"
+    "{{ raise_exception('a system message must come first') }}{% endif %}"
+    "{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
+
+// Chat: the messages rendered with the model's template, then generated as the completion of the
+// rendered text's tokens would be; a template's raise_exception is the client's 400.
+TEST_F(ServerTest, ChatCompletionsRenderTheModelsTemplate) {
+  nvfp4::test::write_byte_model(dir_, 9, kChatMl);
+  TestServer s(dir_, {});
+  const std::string rendered = "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
+                               "<|im_start|>assistant\n";
+  json ids = json::array();
+  for (unsigned char ch : rendered) ids.push_back(static_cast<int>(ch));
+  int status = 0;
+  const json want = post_json(s, "/v1/completions", {{"prompt", ids}, {"max_tokens", 10}, {"temperature", 0}}, &status);
+  ASSERT_EQ(status, 200) << want.dump();
+  const json messages = {{{"role", "system"}, {"content", "Be brief."}}, {{"role", "user"}, {"content", "Hi"}}};
+  const json got = post_json(s, "/v1/chat/completions", {{"messages", messages}, {"max_tokens", 10}, {"temperature", 0}}, &status);
+  ASSERT_EQ(status, 200) << got.dump();
+  EXPECT_EQ(got["object"], "chat.completion");
+  EXPECT_EQ(got["choices"][0]["message"]["role"], "assistant");
+  EXPECT_EQ(got["choices"][0]["message"]["content"], want["choices"][0]["text"]);
+  EXPECT_EQ(got["usage"]["prompt_tokens"], static_cast<int>(rendered.size()));
+  // Streamed: a role delta first, then the same content.
+  const auto sr = post_stream(s.port, "/v1/chat/completions",
+                              json{{"messages", messages}, {"max_tokens", 10}, {"temperature", 0}, {"stream", true}}.dump());
+  ASSERT_EQ(sr.status, 200);
+  ASSERT_TRUE(sr.done);
+  EXPECT_EQ(sr.events.front()["choices"][0]["delta"]["role"], "assistant");
+  std::string text;
+  for (const auto& e : sr.events) {
+    const auto& d = e["choices"][0]["delta"];
+    if (d.contains("content")) text += d["content"].get<std::string>();
+  }
+  EXPECT_EQ(json(text), got["choices"][0]["message"]["content"]);
+  EXPECT_EQ(sr.events.back()["choices"][0]["finish_reason"], got["choices"][0]["finish_reason"]);
+  // The template refuses a late system message: 400 with its words.
+  const json late = {{{"role", "user"}, {"content", "Hi"}}, {{"role", "system"}, {"content", "x"}}};
+  const json refused = post_json(s, "/v1/chat/completions", {{"messages", late}}, &status);
+  EXPECT_EQ(status, 400);
+  EXPECT_NE(refused["error"]["message"].get<std::string>().find("a system message must come first"), std::string::npos)
+      << refused.dump();
+  EXPECT_EQ(refused["error"]["param"], "messages");
+}
+
+TEST_F(ServerTest, ATemplateThatCannotRenderFailsAtStart) {
+  nvfp4::test::write_byte_model(dir_, 9, "{{ messages[0]['content'] + 5 }}");
+  const auto model = nvfp4::infer::HfModel::open(dir_.string());
+  nvfp4::infer::EngineOptions eo;
+  eo.max_context = 128;
+  const auto engine = nvfp4::infer::make_cpu_engine(model, eo);
+  nvfp4::test::expect_error([&] { nvfp4::serve::Server server(model, *engine, {}); },
+                            "cannot render a one-message conversation");
+  // A syntax error names the template's file and place.
+  nvfp4::test::write_byte_model(dir_, 9, "{% for m in messages %}{{ m.content }}");
+  const auto model2 = nvfp4::infer::HfModel::open(dir_.string());
+  const auto engine2 = nvfp4::infer::make_cpu_engine(model2, eo);
+  nvfp4::test::expect_error([&] { nvfp4::serve::Server server(model2, *engine2, {}); }, "tokenizer_config.json");
+  // chat_template.jinja beside a config without one is read too.
+  std::filesystem::remove(dir_ / "tokenizer_config.json");
+  std::ofstream(dir_ / "chat_template.jinja") << kChatMl;
+  const auto model3 = nvfp4::infer::HfModel::open(dir_.string());
+  const auto engine3 = nvfp4::infer::make_cpu_engine(model3, eo);
+  nvfp4::serve::ServeOptions o;
+  o.port = 0;
+  nvfp4::serve::Server server(model3, *engine3, o);
+  const int port = server.start();
+  httplib::Client c("127.0.0.1", port);
+  const auto res = c.Post("/v1/chat/completions",
+                          json{{"messages", {{{"role", "user"}, {"content", "x"}}}}, {"max_tokens", 2}}.dump(), "application/json");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 200) << res->body;
+}
+
+}  // namespace
