@@ -10,6 +10,7 @@
 # random token ids, generating exactly output-tokens each (ignore_eos). The server's own log and
 # metrics at the end of each precision are kept in OUT_DIR too.
 set -uo pipefail
+. "$(dirname "$0")/../scripts/serve_port.sh"
 bin=${1:?usage: bench_serve.sh NVFP4_BIN MODEL_DIR OUT_DIR [options]}
 model=${2:?model folder}
 out=${3:?output folder}
@@ -37,13 +38,7 @@ for p in ${precisions//,/ }; do
   "$bin" serve "$model" --device "$device" --precision "$p" --port 0 --max-batch "$max_batch" \
     --max-context "$context" --log "$out/serve-$p.jsonl" > /dev/null 2> "$err" &
   pid=$!
-  port=""
-  for _ in $(seq 1 3000); do
-    port=$(sed -n 's/.*listening on http:\/\/127\.0\.0\.1:\([0-9]*\).*/\1/p' "$err" | head -1)
-    [ -n "$port" ] && break
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.2
-  done
+  port=$(serve_port "$err" "$pid" 6000)
   if [ -z "$port" ]; then
     echo "bench_serve.sh: the $p server did not start:" >&2; cat "$err" >&2; continue
   fi

@@ -10,6 +10,7 @@
 # and logged valid JSON lines. Ends with "N passed, N failed".
 set -uo pipefail
 cd "$(dirname "$0")/.."
+. scripts/serve_port.sh
 bin=${1:?usage: serve_check.sh NVFP4_BIN MAKE_SERVE_MODEL_BIN}
 make_model=${2:?usage: serve_check.sh NVFP4_BIN MAKE_SERVE_MODEL_BIN}
 command -v curl >/dev/null || { echo "serve_check.sh: curl is not installed (apt-get install curl)" >&2; exit 1; }
@@ -30,15 +31,10 @@ bad() { fail=$((fail + 1)); echo "FAIL $1"; }
 "$make_model" "$work/model" tokenizer-data/llama3 > /dev/null || { echo "serve_check.sh: could not make the model"; exit 1; }
 key=sk-nvfp4-check
 "$bin" serve "$work/model" --device cpu --port 0 --api-key "$key" --max-batch 8 --served-model-name tiny-llama3 \
-  --log "$work/requests.jsonl" --shutdown-grace 20 > "$work/server.out" 2> "$work/server.err" &
+  --log "$work/requests.jsonl" --shutdown-grace 20 --canary "$work/model" --canary-precision w4a16 \
+  --canary-fraction 0.25 > "$work/server.out" 2> "$work/server.err" &
 server_pid=$!
-port=""
-for _ in $(seq 1 600); do
-  port=$(sed -n 's/.*listening on http:\/\/127\.0\.0\.1:\([0-9]*\).*/\1/p' "$work/server.err" | head -1)
-  [ -n "$port" ] && break
-  kill -0 "$server_pid" 2>/dev/null || break
-  sleep 0.1
-done
+port=$(serve_port "$work/server.err" "$server_pid")
 if [ -z "$port" ]; then
   echo "serve_check.sh: the server did not start:"; cat "$work/server.err"
   echo "0 passed, 1 failed"; exit 1
@@ -80,6 +76,14 @@ else
   bad "curl /metrics: $(echo "$metrics" | head -20)"
 fi
 
+# The canary (the same model with W4A16 weights) compared a quarter of the requests.
+canary=$(curl -s "$url/metrics" | grep -E '^nvfp4_canary_(requests_total\{outcome="compared"\}|token_agreement_ratio|mean_kl) ')
+if echo "$canary" | grep -q 'outcome="compared"} [1-9]' && echo "$canary" | grep -q '^nvfp4_canary_mean_kl [0-9]'; then
+  ok "canary fp32 vs w4a16: $(echo "$canary" | tr '\n' ' ')"
+else
+  bad "canary: $canary"
+fi
+
 # SIGTERM while a request runs: it finishes, the server exits 0.
 curl -sN "${auth[@]}" "$url/v1/completions" \
   -d '{"prompt": "x", "max_tokens": 120, "ignore_eos": true, "stream": true}' > "$work/inflight.txt" &
@@ -96,10 +100,14 @@ else
 fi
 if python3 -c '
 import json, sys
-n = 0
+n = c = 0
 for line in open(sys.argv[1]):
-    j = json.loads(line); assert "status" in j and "e2e_ms" in j, line; n += 1
-assert n >= 70, n
+    j = json.loads(line)
+    if "canary" in j:
+        assert "agreement" in j and "mean_kl" in j and "latency_ratio" in j, line; c += 1
+    else:
+        assert "status" in j and "e2e_ms" in j, line; n += 1
+assert n >= 70 and c >= 1, (n, c)
 ' "$work/requests.jsonl"; then
   ok "request log: one JSON line per request ($(wc -l < "$work/requests.jsonl") lines)"
 else

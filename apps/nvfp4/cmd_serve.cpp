@@ -30,6 +30,7 @@ struct ServeArgs {
   int kv_block_size = 16;
   double shutdown_grace = 30;
   std::string log_file;
+  bool json = false;
   std::string canary;
   std::string canary_precision;
   serve::CanaryOptions canary_o;
@@ -96,12 +97,26 @@ void run(ServeArgs& a) {
   }
   serve::Server server(model, *engine, a.o, canary);
   const int port = server.start();
-  std::cerr << "nvfp4 serve: " << server.model_name() << " ("
-            << run_precision_text(*engine, model, engine_precision(a.engine, device)) << ", " << device << ", "
-            << a.max_batch << " sequences of up to " << engine->max_context() << " tokens, " << engine->kv_blocks()
-            << " KV blocks of " << engine->kv_block_size() << ")";
+  const std::string precision = run_precision_text(*engine, model, engine_precision(a.engine, device));
+  const std::string url = "http://" + a.o.host + ":" + std::to_string(port);
+  if (a.json) {
+    nlohmann::ordered_json j;
+    j["listening"] = url;
+    j["model"] = server.model_name();
+    j["precision"] = precision;
+    j["device"] = device;
+    j["max_batch"] = a.max_batch;
+    j["max_context"] = engine->max_context();
+    j["kv_blocks"] = engine->kv_blocks();
+    j["kv_block_size"] = engine->kv_block_size();
+    if (canary) j["canary"] = {{"model", a.canary_o.name}, {"fraction", a.canary_o.fraction}};
+    std::cout << json_text(j) << std::endl;
+  }
+  std::cerr << "nvfp4 serve: " << server.model_name() << " (" << precision << ", " << device << ", " << a.max_batch
+            << " sequences of up to " << engine->max_context() << " tokens, " << engine->kv_blocks() << " KV blocks of "
+            << engine->kv_block_size() << ")";
   if (canary) std::cerr << ", canary " << a.canary_o.name << " on " << a.canary_o.fraction * 100 << " % of requests";
-  std::cerr << ", listening on http://" << a.o.host << ":" << port << std::endl;
+  std::cerr << ", listening on " << url << std::endl;
 
   // The first signal: requests in flight may finish for --shutdown-grace seconds. A second one
   // cancels them now.
@@ -183,6 +198,7 @@ void register_serve(CLI::App& app) {
       ->capture_default_str()
       ->transform(integer_in(1, 4096));
   c->add_option("--log", a->log_file, "Append one JSON line per request to this file (default: stderr)");
+  c->add_flag("--json", a->json, "Print the address and settings as one JSON line on stdout once listening");
   c->callback([a] { run(*a); });
 }
 

@@ -254,6 +254,7 @@ void Batcher::finish(Active& a, BatchEvent::Kind kind, const std::string& reason
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (a.slot >= 0) {
+      --stats_.running;  // out of the batch now (running_ forgets it at the end of the step)
       slot_used_[static_cast<size_t>(a.slot)] = false;
       reserved_blocks_ -= a.reserved;
       stats_.kv_reserved_blocks = reserved_blocks_;

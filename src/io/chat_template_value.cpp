@@ -183,32 +183,8 @@ void Namespace::set(const std::string& name, Value v) {
 // ---- text ------------------------------------------------------------------------------------------
 
 size_t utf8_valid_prefix(std::string_view s) {
-  size_t i = 0;
-  while (i < s.size()) {
-    const auto b0 = static_cast<uint8_t>(s[i]);
-    if (b0 < 0x80) {
-      ++i;
-      continue;
-    }
-    // Unicode Table 3-7: the well-formed byte sequences.
-    uint8_t lo = 0x80, hi = 0xBF;
-    size_t need;
-    if (b0 >= 0xC2 && b0 <= 0xDF) need = 1;
-    else if (b0 == 0xE0) need = 2, lo = 0xA0;
-    else if (b0 >= 0xE1 && b0 <= 0xEC) need = 2;
-    else if (b0 == 0xED) need = 2, hi = 0x9F;
-    else if (b0 >= 0xEE && b0 <= 0xEF) need = 2;
-    else if (b0 == 0xF0) need = 3, lo = 0x90;
-    else if (b0 >= 0xF1 && b0 <= 0xF3) need = 3;
-    else if (b0 == 0xF4) need = 3, hi = 0x8F;
-    else return i;
-    for (size_t k = 1; k <= need; ++k) {
-      if (i + k >= s.size()) return i;
-      const auto b = static_cast<uint8_t>(s[i + k]);
-      if (b < (k == 1 ? lo : 0x80) || b > (k == 1 ? hi : 0xBF)) return i;
-    }
-    i += need + 1;
-  }
+  size_t i = 0, len = 0;
+  while (i < s.size() && hf::utf8_well_formed_at(s, i, len)) i += len;
   return i;
 }
 

@@ -20,45 +20,49 @@
 #include "nvfp4/hf_tokenizer.hpp"
 
 namespace nvfp4::io {
-std::string utf8_replace_invalid(std::string_view s) {
-  // Fast path: valid UTF-8 is returned as it is.
-  auto valid_at = [&](size_t i, size_t& len) -> bool {
-    const auto b0 = static_cast<uint8_t>(s[i]);
-    if (b0 < 0x80) {
-      len = 1;
-      return true;
-    }
-    // Unicode Table 3-7: the well-formed byte sequences. `len` gets the length of the maximal
-    // subpart when ill-formed (at least 1).
-    uint8_t lo = 0x80, hi = 0xBF;
-    size_t need;
-    if (b0 >= 0xC2 && b0 <= 0xDF) need = 1;
-    else if (b0 == 0xE0) need = 2, lo = 0xA0;
-    else if (b0 >= 0xE1 && b0 <= 0xEC) need = 2;
-    else if (b0 == 0xED) need = 2, hi = 0x9F;
-    else if (b0 >= 0xEE && b0 <= 0xEF) need = 2;
-    else if (b0 == 0xF0) need = 3, lo = 0x90;
-    else if (b0 >= 0xF1 && b0 <= 0xF3) need = 3;
-    else if (b0 == 0xF4) need = 3, hi = 0x8F;
-    else {
-      len = 1;
+namespace hf {
+bool utf8_well_formed_at(std::string_view s, size_t i, size_t& len) {
+  const auto b0 = static_cast<uint8_t>(s[i]);
+  if (b0 < 0x80) {
+    len = 1;
+    return true;
+  }
+  // Unicode Table 3-7: the well-formed byte sequences. `len` gets the length of the maximal
+  // subpart when ill-formed (at least 1).
+  uint8_t lo = 0x80, hi = 0xBF;
+  size_t need;
+  if (b0 >= 0xC2 && b0 <= 0xDF) need = 1;
+  else if (b0 == 0xE0) need = 2, lo = 0xA0;
+  else if (b0 >= 0xE1 && b0 <= 0xEC) need = 2;
+  else if (b0 == 0xED) need = 2, hi = 0x9F;
+  else if (b0 >= 0xEE && b0 <= 0xEF) need = 2;
+  else if (b0 == 0xF0) need = 3, lo = 0x90;
+  else if (b0 >= 0xF1 && b0 <= 0xF3) need = 3;
+  else if (b0 == 0xF4) need = 3, hi = 0x8F;
+  else {
+    len = 1;
+    return false;
+  }
+  for (size_t k = 1; k <= need; ++k) {
+    if (i + k >= s.size()) {
+      len = k;
       return false;
     }
-    for (size_t k = 1; k <= need; ++k) {
-      if (i + k >= s.size()) {
-        len = k;
-        return false;
-      }
-      const auto b = static_cast<uint8_t>(s[i + k]);
-      const bool ok = k == 1 ? (b >= lo && b <= hi) : (b >= 0x80 && b <= 0xBF);
-      if (!ok) {
-        len = k;
-        return false;
-      }
+    const auto b = static_cast<uint8_t>(s[i + k]);
+    const bool ok = k == 1 ? (b >= lo && b <= hi) : (b >= 0x80 && b <= 0xBF);
+    if (!ok) {
+      len = k;
+      return false;
     }
-    len = need + 1;
-    return true;
-  };
+  }
+  len = need + 1;
+  return true;
+}
+}  // namespace hf
+
+std::string utf8_replace_invalid(std::string_view s) {
+  // Fast path: valid UTF-8 is returned as it is.
+  auto valid_at = [&](size_t i, size_t& len) { return hf::utf8_well_formed_at(s, i, len); };
   size_t i = 0, len = 0;
   while (i < s.size() && valid_at(i, len)) i += len;
   if (i == s.size()) return std::string(s);

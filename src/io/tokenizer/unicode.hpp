@@ -36,6 +36,9 @@ inline uint32_t next_cp(std::string_view s, size_t& i) {
 inline size_t cp_len(uint8_t lead) { return lead < 0x80 ? 1 : lead < 0xE0 ? 2 : lead < 0xF0 ? 3 : 4; }
 
 void append_cp(std::string& out, uint32_t cp);
+// Whether a well-formed UTF-8 sequence (Unicode Table 3-7) starts at s[i]: `len` gets its length,
+// or when ill-formed the length of the maximal subpart (at least 1), what U+FFFD replaces.
+bool utf8_well_formed_at(std::string_view s, size_t i, size_t& len);
 
 // The first code point of s (valid, non-empty) and the last one.
 uint32_t first_cp(std::string_view s);
