@@ -28,8 +28,8 @@ void fp8_round_trip(std::vector<float>& out, const float* x, int64_t N, int64_t 
 // KvCache::fp8 on the CPU: n values as the cache holds them, in place — e4m3_rne_satfinite(x /
 // scale) decoded and times scale. The cache keeps these FP32 values (the bytes' exact decodes), so
 // attention reads them unchanged: the reference the CUDA engine's byte cache is to match.
-// NOTE: x / scale (a division, as vLLM's scaled_fp8_quant), not x * (1 / scale): the two differ in
-// the last bit for scales that are not powers of two.
+// NOTE: x / scale (a division, as we read vLLM's cache write), not x * (1 / scale): the two can
+// differ in the last bit for scales that are not powers of two, and so in an E4M3 code.
 void fp8_kv_round_trip(float* x, int64_t n, float scale) {
   for (int64_t i = 0; i < n; ++i) {
     x[i] = fmt::fp8_decode(fmt::fp8_encode(x[i] / scale, fmt::Fp8Kind::e4m3), fmt::Fp8Kind::e4m3) * scale;
