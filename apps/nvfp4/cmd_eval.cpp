@@ -218,6 +218,7 @@ void run(EvalArgs& a) {
     EngineArgs r = a.engine;
     r.precision = a.reference;  // empty with --reference-model alone: the device's unquantized precision
     r.keep_bf16.clear();
+    r.kv_cache = "model";  // the reference keeps the unquantized cache
     reference = infer::make_engine(reference_model ? *reference_model : model, engine_options(r, device, sequences, context),
                                    device);
   }

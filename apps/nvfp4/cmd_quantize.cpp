@@ -35,6 +35,7 @@ struct QuantizeArgs {
   int64_t holdout_tokens = 32768;
   uint64_t seed = 0;
   std::string format = "modelopt", scheme = "w4a4", scales = "max", act_scale = "max";
+  std::string kv_cache = "model";  // fp8: calibrate and write ModelOpt's k_scale / v_scale
   bool gptq = false, act_order = false;
   double damp = 0.01;
   std::vector<std::string> keep_bf16;
@@ -163,6 +164,12 @@ void run(const QuantizeArgs& a) {
   eo.config.format = io::parse_quant_format(a.format);
   eo.config.w4a4 = o.w4a4;
   eo.config.producer_version = NVFP4_VERSION;
+  o.kv_cache_fp8 = infer::parse_kv_cache(a.kv_cache) == infer::KvCache::fp8;
+  eo.config.kv_cache_fp8 = o.kv_cache_fp8;
+  if (o.kv_cache_fp8 && eo.config.format != io::QuantFormat::modelopt) {
+    throw Error("--kv-cache fp8 is written in ModelOpt checkpoints only (k_proj.k_scale / v_proj.v_scale); "
+                "compressed-tensors' kv_cache_scheme is not written yet: use --format modelopt");
+  }
 
   o.auto_fallback_kl = a.auto_fallback;
   o.bf16_budget = a.bf16_budget;
@@ -222,6 +229,7 @@ void run(const QuantizeArgs& a) {
       });
   if (!a.json && tty) std::fprintf(stderr, "\n");
   eo.config.ignore = r.kept;
+  eo.kv_scales = r.kv_scales;
   eo.metadata = {{"producer", "nvfp4 " NVFP4_VERSION},
                  {"scheme", a.scheme},
                  {"scale_rule", a.scales},
@@ -230,7 +238,8 @@ void run(const QuantizeArgs& a) {
                  {"calib_tokens", std::to_string(calib.size())},
                  {"calib_device", o.device},
                  {"calib_hash", hash},
-                 {"kept_bf16", nlohmann::json(r.kept).dump()}};
+                 {"kept_bf16", nlohmann::json(r.kept).dump()},
+                 {"kv_cache", a.kv_cache}};
   // Sensitivity: the whole model before/after the fallback, and each measured layer's KL alone.
   nlohmann::ordered_json sens;
   if (r.before) {
@@ -320,6 +329,14 @@ void run(const QuantizeArgs& a) {
     layers.push_back(x);
   }
   j["layers"] = layers;
+  if (r.kv_scales) {
+    auto kv = nlohmann::ordered_json::array();
+    for (size_t l = 0; l < r.kv_scales->k.size(); ++l) {
+      kv.push_back({{"layer", l}, {"k_amax", r.k_amax[l]}, {"v_amax", r.v_amax[l]}, {"k_scale", r.kv_scales->k[l]},
+                    {"v_scale", r.kv_scales->v[l]}});
+    }
+    j["kv_cache"] = kv;
+  }
   if (a.json) {
     std::cout << j.dump(2) << "\n";
     return;
@@ -327,6 +344,11 @@ void run(const QuantizeArgs& a) {
   std::printf("%s -> %s (%s, %s, scales %s%s; %zu calibration tokens from %zu documents, %s)\n", a.model.c_str(),
               a.out.c_str(), a.format.c_str(), a.scheme.c_str(), a.scales.c_str(), a.gptq ? ", GPTQ" : "",
               calib.size(), documents, hash.c_str());
+  if (r.kv_scales) {
+    std::printf("FP8 KV cache scales (amax / 448), per layer k_scale / v_scale:");
+    for (size_t l = 0; l < r.kv_scales->k.size(); ++l) std::printf(" %g/%g", r.kv_scales->k[l], r.kv_scales->v[l]);
+    std::printf("\n");
+  }
   const bool sat = o.w4a4 && !o.holdout.empty();
   const bool kl = r.before.has_value();
   std::printf("%-48s %12s %14s%s%s\n", "layer", "input amax", "weight error", kl ? "   KL alone  out error" : "",
@@ -397,6 +419,11 @@ void register_quantize(CLI::App& app) {
   c->add_flag("--act-order", a->act_order, "GPTQ: columns in decreasing Hessian diagonal (scales fixed up front)");
   c->add_option("--act-scale", a->act_scale, "W4A4 input scales: max or percentile:P of |x| over calibration")
       ->capture_default_str();
+  c->add_option("--kv-cache", a->kv_cache,
+                "model (no KV cache scales) | fp8: calibrate each layer's K (after RoPE) and V amax and write "
+                "k_scale = amax/448, v_scale = amax/448 with kv_cache_quant_algo FP8 (ModelOpt format; CPU calibration)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"model", "fp8"}));
   c->add_option("--keep-bf16", a->keep_bf16, "Modules left unquantized (names or globs, e.g. '*.down_proj')");
   c->add_option("--window", a->window, "Calibration tokens per forward")
       ->capture_default_str()

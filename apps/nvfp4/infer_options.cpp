@@ -22,6 +22,11 @@ void add_engine_options(CLI::App* c, EngineArgs& a) {
   c->add_option("--fallback", a.fallback, "w4a4's runtime outlier guard: on | off")
       ->capture_default_str()
       ->check(CLI::IsMember({"on", "off"}));
+  c->add_option("--kv-cache", a.kv_cache,
+                "KV cache: model (the engine's own precision) | fp8 (E4M3, per-layer k_scale/v_scale from the "
+                "checkpoint, else 1; CPU only for now)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"model", "fp8"}));
 }
 
 std::string engine_device(const EngineArgs& a) {
@@ -53,12 +58,15 @@ infer::EngineOptions engine_options(const EngineArgs& a, const std::string& devi
   o.keep_bf16 = a.keep_bf16;
   o.quantize_lm_head = a.quantize_lm_head;
   o.fallback = a.fallback == "on";
+  o.kv_cache = infer::parse_kv_cache(a.kv_cache);
   o.max_sequences = sequences;
   o.max_context = context;
   return o;
 }
 
-std::string run_precision_text(const infer::Engine& e, const infer::HfModel& m, infer::Precision asked) {
+namespace {
+
+std::string linear_precision_text(const infer::Engine& e, const infer::HfModel& m, infer::Precision asked) {
   if (m.quantization()) {
     for (const auto& l : e.linear_plan()) {
       if (l.precision == infer::Precision::w4a16 || l.precision == infer::Precision::w4a4) {
@@ -68,6 +76,17 @@ std::string run_precision_text(const infer::Engine& e, const infer::HfModel& m, 
     }
   }
   return std::string(infer::precision_name(asked));
+}
+
+}  // namespace
+
+std::string run_precision_text(const infer::Engine& e, const infer::HfModel& m, infer::Precision asked) {
+  std::string t = linear_precision_text(e, m, asked);
+  if (e.kv_cache() == infer::KvCache::fp8) {
+    t += m.kv_cache_scales() ? ", fp8 KV cache (scales from the checkpoint)"
+                             : ", fp8 KV cache (scale 1: the model has no k_scale/v_scale)";
+  }
+  return t;
 }
 
 bool is_dataset_folder(const std::string& path) {

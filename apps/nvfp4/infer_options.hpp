@@ -21,10 +21,11 @@ struct EngineArgs {
   std::vector<std::string> keep_bf16;
   bool quantize_lm_head = false;
   std::string fallback = "on";
+  std::string kv_cache = "model";  // --kv-cache: model | fp8
   int max_context = 0;
 };
 
-// Adds MODEL, --device, --precision, --keep-bf16, --quantize-lm-head, --fallback.
+// Adds MODEL, --device, --precision, --keep-bf16, --quantize-lm-head, --fallback, --kv-cache.
 void add_engine_options(CLI::App* c, EngineArgs& a);
 // "cpu" or "cuda" (auto: cuda when a GPU is present).
 std::string engine_device(const EngineArgs& a);
@@ -35,7 +36,8 @@ infer::Precision device_precision(const std::string& value, const std::string& d
 infer::Precision engine_precision(const EngineArgs& a, const std::string& device);
 infer::EngineOptions engine_options(const EngineArgs& a, const std::string& device, int sequences, int context);
 // The precision a run reports: the asked one, or for an NVFP4 checkpoint the scheme its stored
-// layers run at and the format, e.g. "w4a4 (modelopt checkpoint)".
+// layers run at and the format, e.g. "w4a4 (modelopt checkpoint)"; an FP8 KV cache is added with
+// where its scales come from: "w4a16, fp8 KV cache (scales from the checkpoint)".
 std::string run_precision_text(const infer::Engine& e, const infer::HfModel& m, infer::Precision asked);
 
 // Whether `path` is a dataset folder from `nvfp4 data` (a folder holding manifest.json).

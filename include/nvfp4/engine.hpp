@@ -23,6 +23,11 @@
 //          Runtime outlier guard (fallback): a row holding NaN/Inf, or (with a calibrated amax)
 //          a block the scale cannot represent, is computed in w4a16 instead and counted.
 //   fp8    E4M3 weights and activations, per-tensor scales (current scaling).
+//
+// KV cache (EngineOptions::kv_cache): the engine's own precision, or FP8 E4M3 with one FP32 decode
+// scale per layer for K and one for V (vLLM's and ModelOpt's k_scale / v_scale): each K row (after
+// RoPE) and V row is stored as e4m3_rne_satfinite(x / scale) when it is appended, and attention
+// reads e4m3 x scale. Scales come from the checkpoint (HfModel::kv_cache_scales), else 1.
 #pragma once
 
 #include <cstdint>
@@ -44,6 +49,13 @@ std::string_view precision_name(Precision p);
 Precision parse_precision(std::string_view name, std::string_view option = "--precision");
 bool is_quantized(Precision p);  // w4a16, w4a4, fp8
 
+// The KV cache's number format. model: the engine's own precision (FP32 on the CPU, BF16 on CUDA);
+// fp8: E4M3 with per-layer FP32 decode scales k_scale / v_scale (see the header comment).
+enum class KvCache : uint8_t { model, fp8 };
+std::string_view kv_cache_name(KvCache k);  // "model", "fp8"
+// "model" or "fp8"; anything else is an nvfp4::Error naming `option`.
+KvCache parse_kv_cache(std::string_view name, std::string_view option = "--kv-cache");
+
 // Calibration (src/ptq/): sees every linear layer's input rows as the layer receives them, FP32,
 // before any activation quantization — (N, C) row-major, linear in model::linear_refs() order.
 // The q/k/v projections of a block see the same rows, and so do gate/up.
@@ -52,8 +64,18 @@ struct LinearInputObserver {
   virtual void observe(size_t linear, const float* rows, int64_t N, int64_t C) = 0;
 };
 
+// Calibration of an FP8 KV cache (src/ptq/): sees every layer's new K rows (after the q/k norms and
+// RoPE) and V rows, FP32, exactly as they are appended to the cache and before any FP8 rounding —
+// k and v (N, KD) row-major, KD = kv heads x head size; layer in 0 .. n_layer - 1.
+struct KvCacheObserver {
+  virtual ~KvCacheObserver() = default;
+  virtual void observe(int layer, const float* k, const float* v, int64_t N, int64_t KD) = 0;
+};
+
 struct EngineOptions {
   Precision precision = Precision::fp32;
+  // The KV cache's format. fp8 runs on the CPU engine only for now (the CUDA engine refuses it).
+  KvCache kv_cache = KvCache::model;
   // Linear layers kept at the engine's own precision: globs (fnmatch, `*` matches dots too) over
   // Hugging Face module names, e.g. "model.layers.0.*", "*.down_proj". A pattern that names no
   // layer is an error (a typo would otherwise quantize everything silently).
@@ -87,6 +109,8 @@ struct EngineOptions {
   // (exactly, as FP32) on CUDA, where the projections then run apart (no fused groups) and no step
   // is replayed from a CUDA graph — the host reads every layer's rows.
   LinearInputObserver* observer = nullptr;
+  // Every forward reports each layer's K and V rows to it as they are appended (CPU engine).
+  KvCacheObserver* kv_observer = nullptr;
 };
 
 // Per linear layer, in model::linear_refs() order (q, k, v, o, gate, up, down per block, then
@@ -126,6 +150,10 @@ class Engine {
   virtual int kv_block_size() const = 0;   // positions a KV cache block
   virtual int kv_blocks() const = 0;       // blocks in the pool
   virtual int kv_free_blocks() const = 0;  // of them, owned by no slot
+  virtual KvCache kv_cache() const = 0;    // the cache's format
+  // fp8: each layer's decode scales (L each), from the checkpoint or 1; empty for KvCache::model.
+  virtual const std::vector<float>& kv_k_scales() const = 0;
+  virtual const std::vector<float>& kv_v_scales() const = 0;
 
   // Runs the chunks (at most one per slot; each slot's length + tokens <= max_context; tokens in
   // [0, vocab)) and appends them to the caches. `logits` becomes (rows, vocab) FP32, rows in chunk
@@ -170,5 +198,9 @@ struct BatchRows {
   std::vector<int> chunk_slot;    // per chunk: its slot
 };
 BatchRows batch_rows(std::span<const SeqChunk> chunks, std::span<const int> lengths, int max_context, int vocab);
+
+// What the CUDA engine does not run yet: KvCache::fp8 and a KvCacheObserver are nvfp4::Errors
+// saying so (make_cuda_engine calls it first, in a build with or without CUDA, GPU or not).
+void check_cuda_kv_cache(const EngineOptions& o);
 
 }  // namespace nvfp4::infer

@@ -66,6 +66,10 @@ class HfModel {
 
   // The NVFP4 quantization the folder declares; nullopt for a float checkpoint.
   const std::optional<io::QuantConfig>& quantization() const;
+  // The FP8 KV cache scales a ModelOpt checkpoint carries (per layer k_proj.k_scale and
+  // v_proj.v_scale, validated at open: finite, positive, every layer or none); nullopt when it has
+  // none. Read only when the folder declares kv_cache_quant_algo "FP8".
+  const std::optional<io::KvCacheScales>& kv_cache_scales() const;
   // Whether parameter specs()[i] is held as NVFP4 (a quantized linear layer's weight: stored so in
   // a checkpoint, or given to open_with_layers).
   bool stored_nvfp4(size_t i) const;

@@ -71,12 +71,34 @@ std::vector<std::string> nvfp4_linear_tensor_names(const std::string& module, Qu
 // may be F32 or BF16 (some checkpoints store BF16), shape [] or [1].
 Nvfp4Linear read_nvfp4_linear(const Checkpoint& ck, const std::string& module, QuantFormat f);
 
+// ---- FP8 KV cache scales (ModelOpt) ---------------------------------------------------------------
+//
+// Per decoder layer N, one FP32 decode scale for K and one for V, as ModelOpt exports them and vLLM
+// reads them: model.layers.N.self_attn.k_proj.k_scale and model.layers.N.self_attn.v_proj.v_scale
+// (F32 or BF16, shape [] or [1]). A cached value is stored as e4m3(x / scale) and read back as
+// e4m3 x scale.
+struct KvCacheScales {
+  std::vector<float> k, v;  // (L): one per layer
+};
+// The two tensor names of layer `layer`: {k_scale, v_scale}.
+std::vector<std::string> kv_cache_scale_names(int layer);
+// Every layer's scales from the checkpoint; nullopt when it holds none. Throws nvfp4::Error naming
+// the tensor: a scale that is not F32/BF16 [] or [1], not finite and positive, or present for some
+// layers (or only one of K and V) but not all.
+std::optional<KvCacheScales> read_kv_cache_scales(const Checkpoint& ck, int n_layer);
+// The tensors that store `s` (F32 []), in layer order, K before V. Throws for a scale that is not
+// finite and positive.
+std::vector<OwnedTensor> kv_cache_scale_tensors(const KvCacheScales& s);
+
 // ---- configuration files ---------------------------------------------------------------------------
 
 struct QuantConfig {
   QuantFormat format = QuantFormat::modelopt;
   bool w4a4 = true;                    // false: weight-only (W4A16)
   std::vector<std::string> ignore;     // modules left unquantized (names or fnmatch patterns)
+  // ModelOpt's kv_cache_quant_algo "FP8": the checkpoint declares an FP8 (E4M3) KV cache, and may
+  // carry per-layer k_scale / v_scale (read_kv_cache_scales). Written as "FP8" / null.
+  bool kv_cache_fp8 = false;
   std::string producer = "nvfp4", producer_version;
 };
 // config.json's "quantization_config" object, as JSON text.
@@ -85,12 +107,13 @@ std::string quantization_config_json(const QuantConfig& c);
 std::string hf_quant_config_json(const QuantConfig& c);
 // The NVFP4 quantization a config.json declares (nullopt: none). Throws nvfp4::Error naming the
 // file and field for a quantization_config this reader does not understand (another method or
-// algorithm, a group size other than 16, an unknown format, a quantized KV cache).
+// algorithm, a group size other than 16, an unknown format, a KV cache quantization other than
+// ModelOpt's kv_cache_quant_algo "FP8", such as compressed-tensors' kv_cache_scheme).
 std::optional<QuantConfig> read_quantization_config(std::string_view config_json, std::string_view file);
 // ModelOpt's hf_quant_config.json ({"producer", "quantization": {"quant_algo", "group_size",
 // "kv_cache_quant_algo", "exclude_modules"}}): what older ModelOpt checkpoints declare instead
 // of a quantization_config. Throws nvfp4::Error naming the file and field for anything else (another
-// algorithm, a group size other than 16, a quantized KV cache).
+// algorithm, a group size other than 16, a kv_cache_quant_algo other than null and "FP8").
 QuantConfig read_hf_quant_config(std::string_view json, std::string_view file);
 
 }  // namespace nvfp4::io

@@ -22,6 +22,9 @@ io::Nvfp4Linear checkpoint_layer(const std::string& module, const Nvfp4Weight& w
 
 struct ExportOptions {
   io::QuantConfig config;                       // format, W4A4 or W4A16, the layers left unquantized
+  // config.kv_cache_fp8: ModelOpt's per-layer k_proj.k_scale / v_proj.v_scale (F32 []) written
+  // beside the weights (required then; ModelOpt format only).
+  std::optional<io::KvCacheScales> kv_scales;
   std::map<std::string, std::string> metadata;  // every shard's __metadata__ (how it was made)
   uint64_t max_shard_bytes = 5'000'000'000;
 };
@@ -30,7 +33,8 @@ struct ExportOptions {
 // source). Returns the files written. Throws nvfp4::Error naming the problem: out_dir is the source
 // or already holds a model, a layer whose module the source has no weight for (or of another
 // shape), a layer twice, a source that is already quantized, a W4A4 config with a layer lacking its
-// input scale (or the reverse).
+// input scale (or the reverse), KV cache scales without config.kv_cache_fp8 (or the reverse), not
+// one per layer, or in a compressed-tensors folder.
 std::vector<std::string> write_quantized_folder(const std::string& model_dir, const std::string& out_dir,
                                                 const std::vector<io::Nvfp4Linear>& layers, const ExportOptions& o);
 

@@ -49,6 +49,10 @@ struct QuantizeModelOptions {
   // bf16_budget (> 0) of the block projections' weights. At most one of the two.
   double auto_fallback_kl = 0;
   double bf16_budget = 0;
+  // FP8 KV cache scales: calibrate each layer's K (after RoPE) and V amax on the calibration tokens
+  // (infer::KvCacheObserver, the unquantized model on the CPU) and give k_scale = amax_K / 448,
+  // v_scale = amax_V / 448 (decode scales: a cached value is e4m3(x / scale) x scale). CPU only.
+  bool kv_cache_fp8 = false;
 };
 
 struct LayerReport {
@@ -82,6 +86,10 @@ struct QuantizeModelResult {
   std::optional<ModelQuality> before, after;
   std::string fallback_rule;  // "", "auto-fallback KL > 0.05", "bf16-budget 0.1"
   int64_t fallback_weights = 0, block_weights = 0;  // weights kept unquantized by the rule, of all block projections
+  // kv_cache_fp8: per layer the calibrated K and V amax and the scales from them (amax / 448; an
+  // amax of 0 gives scale 1).
+  std::vector<float> k_amax, v_amax;
+  std::optional<io::KvCacheScales> kv_scales;
 };
 
 // Throws nvfp4::Error when `model` is already an NVFP4 checkpoint (quantize its source instead).

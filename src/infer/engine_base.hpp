@@ -39,6 +39,11 @@ class EngineBase : public Engine {
       unquantized_[i] = m.has_unquantized(static_cast<size_t>(linear_spec(i)));
     }
     if (m.quantization()) checkpoint_plan(o, base);
+    if (o.kv_cache == KvCache::fp8) {
+      const auto& s = m.kv_cache_scales();
+      kv_k_scale_ = s ? s->k : std::vector<float>(static_cast<size_t>(c_.n_layer), 1.0f);
+      kv_v_scale_ = s ? s->v : std::vector<float>(static_cast<size_t>(c_.n_layer), 1.0f);
+    }
     len_.assign(static_cast<size_t>(o.max_sequences), 0);
     kv_ = KvBlockTable(o.max_sequences, max_ctx_, o.kv_block_size, o.kv_blocks);
   }
@@ -55,6 +60,9 @@ class EngineBase : public Engine {
   int kv_block_size() const override { return kv_.block_size(); }
   int kv_blocks() const override { return kv_.blocks(); }
   int kv_free_blocks() const override { return kv_.free_blocks(); }
+  KvCache kv_cache() const override { return o_.kv_cache; }
+  const std::vector<float>& kv_k_scales() const override { return kv_k_scale_; }
+  const std::vector<float>& kv_v_scales() const override { return kv_v_scale_; }
   void capture_linear_output(size_t i, std::vector<float>* sink) override {
     capture_ = i;
     sink_ = sink;
@@ -110,6 +118,7 @@ class EngineBase : public Engine {
   model::ParamIndex idx_;
   std::vector<LinearPlan> plan_;
   std::vector<int> len_;
+  std::vector<float> kv_k_scale_, kv_v_scale_;  // KvCache::fp8: per layer decode scales
   int max_ctx_ = 0;
   KvBlockTable kv_{1, 1, 1, 1};  // replaced in the constructor
   size_t capture_ = 0;

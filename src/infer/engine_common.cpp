@@ -22,6 +22,15 @@ Precision parse_precision(std::string_view name, std::string_view option) {
   throw Error(std::string(option) + " " + std::string(name) + ": not a precision (fp32, bf16, w4a16, w4a4, fp8)");
 }
 
+std::string_view kv_cache_name(KvCache k) { return k == KvCache::fp8 ? "fp8" : "model"; }
+
+KvCache parse_kv_cache(std::string_view name, std::string_view option) {
+  if (name == "model") return KvCache::model;
+  if (name == "fp8") return KvCache::fp8;
+  throw Error(std::string(option) + " " + std::string(name) +
+              ": not a KV cache format (model: the engine's own precision; fp8: E4M3 with per-layer scales)");
+}
+
 bool is_quantized(Precision p) { return p == Precision::w4a16 || p == Precision::w4a4 || p == Precision::fp8; }
 
 std::vector<LinearPlan> resolve_linear_plan(const model::ModelConfig& c, const EngineOptions& o, Precision base) {
@@ -65,8 +74,17 @@ double GuardStats::rate() const {
   return r ? static_cast<double>(total_fallbacks()) / static_cast<double>(r) : 0.0;
 }
 
+void check_cuda_kv_cache(const EngineOptions& o) {
+  if (o.kv_cache == KvCache::fp8) {
+    throw Error("--kv-cache fp8 runs on the CPU engine; the CUDA kernels are not written yet (use --device cpu, "
+                "or --kv-cache model on CUDA)");
+  }
+  if (o.kv_observer) throw Error("a KV cache observer (FP8 KV cache calibration) runs on the CPU engine only for now");
+}
+
 #if !NVFP4_HAVE_CUDA
-std::unique_ptr<Engine> make_cuda_engine(const HfModel&, const EngineOptions&) {
+std::unique_ptr<Engine> make_cuda_engine(const HfModel&, const EngineOptions& o) {
+  check_cuda_kv_cache(o);
   throw Error("--device cuda: this build has no CUDA support (configure with NVFP4_CUDA=ON)");
 }
 #endif

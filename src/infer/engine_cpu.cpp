@@ -9,6 +9,7 @@
 #include "nvfp4/error.hpp"
 #include "nvfp4/hf_model.hpp"
 #include "nvfp4/quantize.hpp"
+#include "format/fp8.hpp"
 
 namespace nvfp4::infer {
 
@@ -22,6 +23,17 @@ void fp8_round_trip(std::vector<float>& out, const float* x, int64_t N, int64_t 
   q.format = Format::fp8_e4m3;
   const QuantizedTensor t = quantize(std::span<const float>(x, static_cast<size_t>(N * K)), N, K, q);
   out = dequantize(*t.row, t.options);
+}
+
+// KvCache::fp8 on the CPU: n values as the cache holds them, in place — e4m3_rne_satfinite(x /
+// scale) decoded and times scale. The cache keeps these FP32 values (the bytes' exact decodes), so
+// attention reads them unchanged: the reference the CUDA engine's byte cache is to match.
+// NOTE: x / scale (a division, as we read vLLM's cache write), not x * (1 / scale): the two can
+// differ in the last bit for scales that are not powers of two, and so in an E4M3 code.
+void fp8_kv_round_trip(float* x, int64_t n, float scale) {
+  for (int64_t i = 0; i < n; ++i) {
+    x[i] = fmt::fp8_decode(fmt::fp8_encode(x[i] / scale, fmt::Fp8Kind::e4m3), fmt::Fp8Kind::e4m3) * scale;
+  }
 }
 
 class CpuEngine final : public EngineBase {
@@ -197,6 +209,11 @@ void CpuEngine::forward(std::span<const SeqChunk> chunks, std::vector<float>& lo
     }
     cpu::rope_rows(q_.data(), b.pos.data(), inv_freq_.data(), N, NH, HS);
     cpu::rope_rows(k_.data(), b.pos.data(), inv_freq_.data(), N, NKV, HS);
+    if (o_.kv_observer) o_.kv_observer->observe(l, k_.data(), v_.data(), N, KD);
+    if (o_.kv_cache == KvCache::fp8) {  // k_, v_ are read by nothing after the append
+      fp8_kv_round_trip(k_.data(), N * KD, kv_k_scale_[static_cast<size_t>(l)]);
+      fp8_kv_round_trip(v_.data(), N * KD, kv_v_scale_[static_cast<size_t>(l)]);
+    }
     float* kc = kc_.data() + l * per_layer;
     float* vc = vc_.data() + l * per_layer;
     cpu::kv_append(kc, vc, k_.data(), v_.data(), b.slot.data(), b.pos.data(), N, NKV, HS, S, max_ctx_, pages);

@@ -786,6 +786,7 @@ void CudaEngine::run_layers(int64_t N, int64_t R, bool flash, int64_t B, int64_t
 }  // namespace
 
 std::unique_ptr<Engine> make_cuda_engine(const HfModel& model, const EngineOptions& o) {
+  check_cuda_kv_cache(o);  // before the device: the same error with or without a GPU
   if (cuda::device_count() == 0) {
     throw Error("--device cuda: no CUDA device (" + cuda::unavailable_reason() + "); use --device cpu");
   }

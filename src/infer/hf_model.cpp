@@ -38,6 +38,7 @@ struct HfModel::Impl {
   std::unique_ptr<io::Tokenizer> tokenizer;
   std::vector<int32_t> eos;
   bool nvfp4_export = false;  // written by `nvfp4 export-hf`: documents start with end-of-text
+  std::optional<io::KvCacheScales> kv_scales;  // a checkpoint's FP8 KV cache scales
 };
 
 namespace {
@@ -223,9 +224,28 @@ HfModel HfModel::open(const std::string& dir_name) {
     used[static_cast<size_t>(at)] = true;
     m->stored_name.push_back(s.name);
   }
+  // ModelOpt's FP8 KV cache scales, read (and validated) when the config declares an FP8 cache.
+  if (m->quant && m->quant->kv_cache_fp8) {
+    try {
+      m->kv_scales = io::read_kv_cache_scales(m->weights, m->config.n_layer);
+    } catch (const Error& e) {
+      throw Error(dir_name + ": " + e.what());
+    }
+    if (m->kv_scales) {
+      for (int l = 0; l < m->config.n_layer; ++l) {
+        for (const std::string& n : io::kv_cache_scale_names(l)) used[static_cast<size_t>(position(n))] = true;
+      }
+    }
+  }
   for (size_t i = 0; i < names.size(); ++i) {
     if (used[i]) continue;
     const std::string& n = names[i];
+    if (ends_with(n, ".k_proj.k_scale") || ends_with(n, ".v_proj.v_scale")) {
+      throw Error(dir_name + ": tensor " + n + " is an FP8 KV cache scale" +
+                  (m->quant && m->quant->kv_cache_fp8 ? " of no layer of this model"
+                                                      : ", but the folder declares no FP8 KV cache (ModelOpt's "
+                                                        "kv_cache_quant_algo \"FP8\")"));
+    }
     if (ends_with(n, ".rotary_emb.inv_freq")) continue;  // a buffer older transformers saved; recomputed
     if (ends_with(n, ".self_attn.o_proj.bias") && m->hf.attention_bias) {
       // Llama's / Qwen3's attention_bias: o_proj's bias, which nvfp4's model has not — zeros only.
@@ -307,6 +327,7 @@ HfModel HfModel::open_with_layers(const std::string& dir, std::vector<io::Nvfp4L
 
 const std::string& HfModel::dir() const { return impl_->dir; }
 const std::optional<io::QuantConfig>& HfModel::quantization() const { return impl_->quant; }
+const std::optional<io::KvCacheScales>& HfModel::kv_cache_scales() const { return impl_->kv_scales; }
 bool HfModel::stored_nvfp4(size_t i) const { return !impl_->nvfp4_module.at(i).empty() || impl_->layers.count(i); }
 bool HfModel::has_unquantized(size_t i) const { return impl_->nvfp4_module.at(i).empty(); }
 

@@ -40,6 +40,32 @@ std::string shape_text(const std::vector<int64_t>& s) {
   return t + "]";
 }
 
+const TensorInfo* find_tensor(const Checkpoint& ck, const std::string& name) {
+  for (const auto& s : ck.shards()) {
+    if (const TensorInfo* t = s.find(name)) return t;
+  }
+  return nullptr;
+}
+
+// A tensor-wide scale: F32 (or, when `bf16`, BF16), shape [] or [1]. `where` names it in errors.
+float read_scalar(const Checkpoint& ck, const TensorInfo& t, const std::string& name, const std::string& where, bool bf16) {
+  if (t.numel() != 1 || t.shape.size() > 1) {
+    throw Error(where + " has shape " + shape_text(t.shape) + "; a tensor-wide scale is [] or [1]");
+  }
+  const auto b = ck.bytes(name);
+  if (t.dtype == DType::F32) {
+    float v;
+    std::memcpy(&v, b.data(), 4);
+    return v;
+  }
+  if (t.dtype == DType::BF16 && bf16) {
+    uint16_t h;
+    std::memcpy(&h, b.data(), 2);
+    return fmt::bf16_decode(h);
+  }
+  throw Error(where + " is " + std::string(dtype_name(t.dtype)) + "; expected F32" + (bf16 ? " or BF16" : ""));
+}
+
 }  // namespace
 
 std::string_view quant_format_name(QuantFormat f) {
@@ -111,36 +137,14 @@ Nvfp4Linear read_nvfp4_linear(const Checkpoint& ck, const std::string& module, Q
   const Names n = names_of(f);
   const bool mo = f == QuantFormat::modelopt;
   const auto where = [&](const std::string& name) { return "tensor " + name + " (" + std::string(quant_format_name(f)) + ")"; };
-  const auto find = [&](const std::string& name) -> const TensorInfo* {
-    for (const auto& s : ck.shards()) {
-      if (const TensorInfo* t = s.find(name)) return t;
-    }
-    return nullptr;
-  };
+  const auto find = [&](const std::string& name) { return find_tensor(ck, name); };
   const auto require = [&](const std::string& name) -> const TensorInfo& {
     const TensorInfo* t = find(name);
     if (!t) throw Error("NVFP4 layer " + module + ": the checkpoint has no " + where(name));
     return *t;
   };
   // A scalar factor: F32 (or, for ModelOpt, BF16), shape [] or [1].
-  const auto scalar = [&](const std::string& name) {
-    const TensorInfo& t = require(name);
-    if (t.numel() != 1 || t.shape.size() > 1) {
-      throw Error(where(name) + " has shape " + shape_text(t.shape) + "; a tensor-wide scale is [] or [1]");
-    }
-    const auto b = ck.bytes(name);
-    if (t.dtype == DType::F32) {
-      float v;
-      std::memcpy(&v, b.data(), 4);
-      return v;
-    }
-    if (t.dtype == DType::BF16 && mo) {
-      uint16_t h;
-      std::memcpy(&h, b.data(), 2);
-      return fmt::bf16_decode(h);
-    }
-    throw Error(where(name) + " is " + std::string(dtype_name(t.dtype)) + "; expected F32" + (mo ? " or BF16" : ""));
-  };
+  const auto scalar = [&](const std::string& name) { return read_scalar(ck, require(name), name, where(name), mo); };
 
   Nvfp4Linear l;
   l.module = module;
@@ -187,6 +191,56 @@ void decode_nvfp4_linear(const Nvfp4Linear& l, std::span<float> out) {
   }
 }
 
+// ---- FP8 KV cache scales ---------------------------------------------------------------------------
+
+std::vector<std::string> kv_cache_scale_names(int layer) {
+  const std::string p = "model.layers." + std::to_string(layer) + ".self_attn.";
+  return {p + "k_proj.k_scale", p + "v_proj.v_scale"};
+}
+
+std::optional<KvCacheScales> read_kv_cache_scales(const Checkpoint& ck, int n_layer) {
+  KvCacheScales s;
+  std::string first_present, first_missing;
+  for (int l = 0; l < n_layer; ++l) {
+    const auto names = kv_cache_scale_names(l);
+    for (size_t j = 0; j < 2; ++j) {
+      const TensorInfo* t = find_tensor(ck, names[j]);
+      if (!t) {
+        if (first_missing.empty()) first_missing = names[j];
+        continue;
+      }
+      if (first_present.empty()) first_present = names[j];
+      const std::string where = "tensor " + names[j] + " (FP8 KV cache scale)";
+      const float v = read_scalar(ck, *t, names[j], where, /*bf16=*/true);
+      if (!positive_finite(v)) {
+        throw Error(where + " is " + std::to_string(v) + "; a KV cache scale is finite and positive");
+      }
+      (j == 0 ? s.k : s.v).push_back(v);
+    }
+  }
+  if (first_present.empty()) return std::nullopt;
+  if (!first_missing.empty()) {
+    throw Error("the checkpoint has FP8 KV cache scales (" + first_present + ") but no " + first_missing +
+                "; every layer needs its k_scale and v_scale, or none has them (scale 1)");
+  }
+  return s;
+}
+
+std::vector<OwnedTensor> kv_cache_scale_tensors(const KvCacheScales& s) {
+  if (s.k.size() != s.v.size()) throw Error("FP8 KV cache scales: " + std::to_string(s.k.size()) + " k_scale but " +
+                                            std::to_string(s.v.size()) + " v_scale");
+  std::vector<OwnedTensor> t;
+  for (size_t l = 0; l < s.k.size(); ++l) {
+    const auto names = kv_cache_scale_names(static_cast<int>(l));
+    for (size_t j = 0; j < 2; ++j) {
+      const float v = (j == 0 ? s.k : s.v)[l];
+      if (!positive_finite(v)) throw Error(names[j] + " is " + std::to_string(v) + "; a KV cache scale is finite and positive");
+      t.push_back({names[j], DType::F32, {}, f32_bytes(v)});
+    }
+  }
+  return t;
+}
+
 // ---- configuration files ---------------------------------------------------------------------------
 
 namespace {
@@ -200,10 +254,22 @@ nlohmann::ordered_json weight_args(bool ct) {
   return w;
 }
 
+// kv_cache_quant_algo: absent or null (an unquantized cache) or "FP8".
+bool read_kv_cache_algo(const nlohmann::json& q, const std::string& field) {
+  if (!q.contains("kv_cache_quant_algo") || q.at("kv_cache_quant_algo").is_null()) return false;
+  const auto& a = q.at("kv_cache_quant_algo");
+  if (a.is_string() && a.get<std::string>() == "FP8") return true;
+  throw Error(field + " is " + a.dump() + "; nvfp4 reads null or \"FP8\" (an E4M3 KV cache with per-tensor scales)");
+}
+
 }  // namespace
 
 std::string quantization_config_json(const QuantConfig& c) {
   const bool ct = c.format == QuantFormat::compressed_tensors;
+  if (ct && c.kv_cache_fp8) {
+    throw Error("an FP8 KV cache is written in ModelOpt checkpoints only (k_proj.k_scale / v_proj.v_scale); "
+                "compressed-tensors' kv_cache_scheme is not written yet: use --format modelopt");
+  }
   nlohmann::ordered_json group = {{"targets", nlohmann::ordered_json::array({"Linear"})}, {"weights", weight_args(ct)}};
   if (c.w4a4) {
     auto a = weight_args(ct);
@@ -222,6 +288,7 @@ std::string quantization_config_json(const QuantConfig& c) {
          {"quant_algo", c.w4a4 ? "NVFP4" : "W4A16_NVFP4"},
          {"config_groups", {{"group_0", group}}},
          {"ignore", c.ignore},
+         {"kv_cache_quant_algo", c.kv_cache_fp8 ? nlohmann::ordered_json("FP8") : nlohmann::ordered_json(nullptr)},
          {"producer", {{"name", c.producer}, {"version", c.producer_version}}}};
   }
   return q.dump(2);
@@ -232,7 +299,7 @@ std::string hf_quant_config_json(const QuantConfig& c) {
       {"producer", {{"name", c.producer}, {"version", c.producer_version}}},
       {"quantization",
        {{"quant_algo", c.w4a4 ? "NVFP4" : "W4A16_NVFP4"},
-        {"kv_cache_quant_algo", nullptr},
+        {"kv_cache_quant_algo", c.kv_cache_fp8 ? nlohmann::ordered_json("FP8") : nlohmann::ordered_json(nullptr)},
         {"group_size", kGroup},
         {"exclude_modules", c.ignore}}}};
   return j.dump(2);
@@ -289,12 +356,11 @@ std::optional<QuantConfig> read_quantization_config(std::string_view config_json
       c.ignore.push_back(v.get<std::string>());
     }
   }
-  for (const char* kv : {"kv_cache_scheme", "kv_cache_quant_algo"}) {
-    if (q.contains(kv) && !q.at(kv).is_null()) {
-      throw Error(field(kv) + " is " + q.at(kv).dump() +
-                  "; nvfp4 keeps the KV cache unquantized and does not read quantized-cache checkpoints");
-    }
+  if (q.contains("kv_cache_scheme") && !q.at("kv_cache_scheme").is_null()) {
+    throw Error(field("kv_cache_scheme") + " is " + q.at("kv_cache_scheme").dump() +
+                "; nvfp4 reads a quantized KV cache only as ModelOpt declares it (kv_cache_quant_algo \"FP8\")");
   }
+  c.kv_cache_fp8 = read_kv_cache_algo(q, field("kv_cache_quant_algo"));
   if (q.contains("producer") && q.at("producer").is_object()) {
     c.producer = q.at("producer").value("name", std::string());
     c.producer_version = q.at("producer").value("version", std::string());
@@ -323,10 +389,7 @@ QuantConfig read_hf_quant_config(std::string_view json, std::string_view file) {
   if (q.contains("group_size") && !(q.at("group_size").is_number_integer() && q.at("group_size").get<int64_t>() == kGroup)) {
     throw Error(field("group_size") + " is " + q.at("group_size").dump() + "; NVFP4 blocks are 16 values");
   }
-  if (q.contains("kv_cache_quant_algo") && !q.at("kv_cache_quant_algo").is_null()) {
-    throw Error(field("kv_cache_quant_algo") + " is " + q.at("kv_cache_quant_algo").dump() +
-                "; nvfp4 keeps the KV cache unquantized and does not read quantized-cache checkpoints");
-  }
+  c.kv_cache_fp8 = read_kv_cache_algo(q, field("kv_cache_quant_algo"));
   if (q.contains("exclude_modules")) {
     if (!q.at("exclude_modules").is_array()) throw Error(field("exclude_modules") + " must be a list of module names or patterns");
     for (const auto& v : q.at("exclude_modules")) {

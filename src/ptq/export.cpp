@@ -64,6 +64,10 @@ std::vector<std::string> write_quantized_folder(const std::string& model_dir, co
   config["quantization_config"] = nlohmann::ordered_json::parse(io::quantization_config_json(o.config));
 
   const io::Checkpoint ck = io::Checkpoint::open(model_dir);
+  if (o.config.kv_cache_fp8 != o.kv_scales.has_value()) {
+    throw Error(o.config.kv_cache_fp8 ? "an FP8 KV cache config needs its k_scale / v_scale (calibrate them)"
+                                      : "KV cache scales given, but the config declares no FP8 KV cache");
+  }
   std::map<std::string, const io::Nvfp4Linear*> by_weight;
   const std::vector<std::string> names = ck.names();  // sorted
   for (const auto& l : layers) {
@@ -94,6 +98,20 @@ std::vector<std::string> write_quantized_folder(const std::string& model_dir, co
       continue;
     }
     for (auto& t : io::nvfp4_linear_tensors(*it->second, o.config.format)) {
+      owned.push_back(std::move(t));
+      refs.push_back(owned.back().ref());
+    }
+  }
+
+  if (o.kv_scales) {
+    int layers = 0;
+    for (const std::string& n : names) layers += n.ends_with(".self_attn.k_proj.weight") ? 1 : 0;
+    if (o.kv_scales->k.size() != static_cast<size_t>(layers) || o.kv_scales->v.size() != static_cast<size_t>(layers)) {
+      throw Error("FP8 KV cache scales for " + std::to_string(o.kv_scales->k.size()) + " layers; the model has " +
+                  std::to_string(layers));
+    }
+    for (auto& t : io::kv_cache_scale_tensors(*o.kv_scales)) {
+      if (std::binary_search(names.begin(), names.end(), t.name)) throw Error("the model already has a tensor " + t.name);
       owned.push_back(std::move(t));
       refs.push_back(owned.back().ref());
     }

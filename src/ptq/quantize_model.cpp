@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <map>
 
+#include "format/scalar.hpp"
 #include "nvfp4/calibrate.hpp"
 #include "nvfp4/engine.hpp"
 #include "nvfp4/error.hpp"
@@ -60,14 +61,36 @@ infer::EngineOptions sensitivity_engine_options(const infer::HfModel& model, con
   return eo;
 }
 
+// Each layer's K and V amax over the rows appended to the cache.
+struct KvAmax final : infer::KvCacheObserver {
+  std::vector<float> k, v;
+  explicit KvAmax(int layers) : k(static_cast<size_t>(layers), 0.0f), v(static_cast<size_t>(layers), 0.0f) {}
+  void observe(int layer, const float* kr, const float* vr, int64_t N, int64_t KD) override {
+    float& ka = k.at(static_cast<size_t>(layer));
+    float& va = v.at(static_cast<size_t>(layer));
+    for (int64_t i = 0; i < N * KD; ++i) {
+      ka = std::max(ka, std::fabs(kr[i]));  // NaN rows leave the amax as it was
+      va = std::max(va, std::fabs(vr[i]));
+    }
+  }
+};
+
+// A decode scale from an amax: amax / 448 (E4M3's largest), 1 for an amax of 0 or not finite.
+float kv_scale_from_amax(float amax) {
+  if (!(amax > 0.0f) || !std::isfinite(amax)) return 1.0f;
+  return amax / fmt::kE4M3Max;
+}
+
 // Runs `tokens` through the device's unquantized engine (FP32 CPU, BF16 CUDA) observed by
 // `observer`, in windows of `window`.
 void run_windows(const infer::HfModel& model, std::span<const int32_t> tokens, int window,
-                 infer::LinearInputObserver* observer, const std::string& device) {
+                 infer::LinearInputObserver* observer, const std::string& device,
+                 infer::KvCacheObserver* kv_observer = nullptr) {
   infer::EngineOptions ro;
   ro.precision = device == "cuda" ? infer::Precision::bf16 : infer::Precision::fp32;
   ro.max_context = std::max(1, std::min(window, model.config().seq_len));
   ro.observer = observer;
+  ro.kv_observer = kv_observer;
   const auto engine = infer::make_engine(model, ro, device);
   std::vector<float> logits;
   for (size_t at = 0; at < tokens.size(); at += static_cast<size_t>(ro.max_context)) {
@@ -226,7 +249,11 @@ QuantizeModelResult quantize_model(const infer::HfModel& model, std::span<const 
 
   // Calibration: the FP32 CPU engine over the tokens, in windows.
   Calibrator cal(plan.size(), o.gptq);
-  run_windows(model, calib, o.window, &cal, o.device);
+  if (o.kv_cache_fp8 && o.device != "cpu") {
+    throw Error("--kv-cache fp8: the K/V calibration runs on the CPU engine only for now (use --device cpu)");
+  }
+  KvAmax kv_amax(model.config().n_layer);
+  run_windows(model, calib, o.window, &cal, o.device, o.kv_cache_fp8 ? &kv_amax : nullptr);
 
   // Weights, and the groups' shared amax (q/k/v; gate/up).
   const auto spec_of = [&](size_t i) { return block_linear_spec(idx, i); };
@@ -243,6 +270,14 @@ QuantizeModelResult quantize_model(const infer::HfModel& model, std::span<const 
 
   QuantizeModelResult r;
   r.calib_tokens = static_cast<int64_t>(calib.size());
+  if (o.kv_cache_fp8) {
+    r.k_amax = kv_amax.k;
+    r.v_amax = kv_amax.v;
+    io::KvCacheScales ks;
+    for (float a : kv_amax.k) ks.k.push_back(kv_scale_from_amax(a));
+    for (float a : kv_amax.v) ks.v.push_back(kv_scale_from_amax(a));
+    r.kv_scales = std::move(ks);
+  }
   for (size_t i = 0; i < n_block; ++i) {
     if (progress) progress(i, n_block, plan[i].name);
     const auto& s = model.specs()[spec_of(i)];

@@ -357,8 +357,8 @@ TEST_F(PtqImport, MalformedCheckpointsNameTheTensorOrField) {
   rewrite(mo.dir, bad, [](auto&) {}, [&](nlohmann::json& j) { j["quantization_config"]["quant_algo"] = "W4A16_NVFP4"; });
   EXPECT_TRUE(contains(open_error(bad), "NVFP4 layer " + q + " has " + q + ".input_scale, but the config says weight-only"));
   rewrite(mo.dir, bad, [](auto&) {}, [&](nlohmann::json& j) { j["quantization_config"]["kv_cache_scheme"] = {{"num_bits", 8}}; });
-  EXPECT_TRUE(contains(open_error(bad), "quantization_config.kv_cache_scheme is {\"num_bits\":8}; nvfp4 keeps the KV cache "
-                                       "unquantized"));
+  EXPECT_TRUE(contains(open_error(bad), "quantization_config.kv_cache_scheme is {\"num_bits\":8}; nvfp4 reads a quantized "
+                                       "KV cache only as ModelOpt declares it"));
   rewrite(mo.dir, bad, [](auto&) {}, [&](nlohmann::json& j) { j.erase("quantization_config"); });
   fs::remove(bad / "hf_quant_config.json");
   EXPECT_TRUE(contains(open_error(bad), "tensor " + q + ".weight is U8; nvfp4 loads BF16, F16 and F32 weights, and NVFP4 "
@@ -371,9 +371,13 @@ TEST_F(PtqImport, MalformedCheckpointsNameTheTensorOrField) {
   EXPECT_EQ(older.quantization()->format, QuantFormat::modelopt);
   EXPECT_TRUE(older.quantization()->w4a4);
   auto hq = nlohmann::json::parse(nvfp4::io::read_input_text((bad / "hf_quant_config.json").string()));
-  hq["quantization"]["kv_cache_quant_algo"] = "FP8";
+  hq["quantization"]["kv_cache_quant_algo"] = "FP8";  // an FP8 KV cache without scales: read, scale 1
   std::ofstream(bad / "hf_quant_config.json") << hq.dump();
-  EXPECT_TRUE(contains(open_error(bad), "hf_quant_config.json: quantization.kv_cache_quant_algo is \"FP8\""));
+  EXPECT_TRUE(HfModel::open(bad.string()).quantization()->kv_cache_fp8);
+  EXPECT_FALSE(HfModel::open(bad.string()).kv_cache_scales().has_value());
+  hq["quantization"]["kv_cache_quant_algo"] = "INT8";
+  std::ofstream(bad / "hf_quant_config.json") << hq.dump();
+  EXPECT_TRUE(contains(open_error(bad), "hf_quant_config.json: quantization.kv_cache_quant_algo is \"INT8\""));
   hq["quantization"]["kv_cache_quant_algo"] = nullptr;
   hq["quantization"]["group_size"] = 32;
   std::ofstream(bad / "hf_quant_config.json") << hq.dump();
