@@ -23,6 +23,7 @@
 #include "nvfp4/quantize_model.hpp"
 #include "nvfp4/safetensors.hpp"
 #include "nvfp4/token_shards.hpp"  // io::read_input_text
+#include "checkpoint_rewrite.hpp"
 #include "support/test_support.hpp"
 
 namespace {
@@ -277,29 +278,10 @@ TEST_F(PtqImport, PrecisionsAStoredLayerCannotRunAreRefused) {
 
 // A copy of folder `from` at `to` with its tensors passed through `edit` (name -> bytes, dtype,
 // shape; erase to drop) and config.json through `config`.
-struct Tensor {
-  nvfp4::DType dtype;
-  std::vector<int64_t> shape;
-  std::vector<uint8_t> bytes;
-};
+using Tensor = nvfp4::test::RawTensor;
 void rewrite(const fs::path& from, const fs::path& to, const std::function<void(std::map<std::string, Tensor>&)>& edit,
              const std::function<void(nlohmann::json&)>& config = {}) {
-  fs::remove_all(to);
-  fs::create_directories(to);
-  const auto ck = nvfp4::io::Checkpoint::open(from.string());
-  std::map<std::string, Tensor> t;
-  for (const auto& n : ck.names()) {
-    const auto b = ck.bytes(n);
-    t[n] = {ck.info(n).dtype, ck.info(n).shape, std::vector<uint8_t>(b.begin(), b.end())};
-  }
-  edit(t);
-  std::vector<nvfp4::io::TensorRef> refs;
-  for (const auto& [n, x] : t) refs.push_back({n, x.dtype, x.shape, x.bytes});
-  nvfp4::io::write_file((to / "model.safetensors").string(), refs);
-  auto j = nlohmann::json::parse(nvfp4::io::read_input_text((from / "config.json").string()));
-  if (config) config(j);
-  std::ofstream(to / "config.json") << j.dump(2);
-  if (fs::exists(from / "hf_quant_config.json")) fs::copy_file(from / "hf_quant_config.json", to / "hf_quant_config.json");
+  nvfp4::test::rewrite_checkpoint(from, to, edit, config, /*copy_hf_quant_config=*/true);
 }
 
 std::string open_error(const fs::path& dir) {

@@ -23,6 +23,7 @@
 #include "nvfp4/safetensors.hpp"
 #include "nvfp4/token_shards.hpp"  // io::read_input_text
 #include "nvfp4/tokenizer.hpp"
+#include "checkpoint_rewrite.hpp"
 #include "support/test_support.hpp"
 
 namespace {
@@ -35,11 +36,11 @@ using nvfp4::test::error_of;
 constexpr char kPrefix[] = "nvfp4_kv_scales_";
 using PtqKvScales = nvfp4::test::ScratchDirTest<kPrefix>;
 
-struct Tensor {
-  nvfp4::DType dtype;
-  std::vector<int64_t> shape;
-  std::vector<uint8_t> bytes;
-};
+using Tensor = nvfp4::test::RawTensor;
+void rewrite(const fs::path& from, const fs::path& to, const std::function<void(std::map<std::string, Tensor>&)>& edit,
+             const std::function<void(nlohmann::json&)>& config = {}) {
+  nvfp4::test::rewrite_checkpoint(from, to, edit, config, /*copy_hf_quant_config=*/false);
+}
 
 // dir/src (a tiny Qwen3-style model) quantized W4A16 with FP8 KV cache scales into dir/name.
 nvfp4::ptq::QuantizeModelResult quantize_with_kv(const fs::path& dir, const std::string& name) {
@@ -58,26 +59,6 @@ nvfp4::ptq::QuantizeModelResult quantize_with_kv(const fs::path& dir, const std:
   eo.kv_scales = r.kv_scales;
   nvfp4::ptq::write_quantized_folder((dir / "src").string(), (dir / name).string(), r.layers, eo);
   return r;
-}
-
-// A copy of `from` in `to` with its tensors edited (and its config.json, when given).
-void rewrite(const fs::path& from, const fs::path& to, const std::function<void(std::map<std::string, Tensor>&)>& edit,
-             const std::function<void(nlohmann::json&)>& config = {}) {
-  fs::remove_all(to);
-  fs::create_directories(to);
-  const auto ck = nvfp4::io::Checkpoint::open(from.string());
-  std::map<std::string, Tensor> t;
-  for (const auto& n : ck.names()) {
-    const auto b = ck.bytes(n);
-    t[n] = {ck.info(n).dtype, ck.info(n).shape, std::vector<uint8_t>(b.begin(), b.end())};
-  }
-  edit(t);
-  std::vector<nvfp4::io::TensorRef> refs;
-  for (const auto& [n, x] : t) refs.push_back({n, x.dtype, x.shape, x.bytes});
-  nvfp4::io::write_file((to / "model.safetensors").string(), refs);
-  auto j = nlohmann::json::parse(nvfp4::io::read_input_text((from / "config.json").string()));
-  if (config) config(j);
-  std::ofstream(to / "config.json") << j.dump(2);
 }
 
 std::vector<uint8_t> f32(float v) {
