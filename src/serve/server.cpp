@@ -444,8 +444,8 @@ struct Server::Impl : infer::BatcherObserver {
         }
         break;
       }
-      finish_log(log, *stream, t0);
-      if (const auto err = final_error(e, chat_req)) {
+      finish_log(log, *stream);
+      if (const auto err = final_error(e)) {
         fail(*err);
         return;
       }
@@ -472,7 +472,7 @@ struct Server::Impl : infer::BatcherObserver {
     res.set_header("Cache-Control", "no-cache");
     res.set_chunked_content_provider(
         "text/event-stream",
-        [this, st, id, created, chat_req, echo, include_usage, prompt_n, t0, shadow, ids](size_t, httplib::DataSink& sink) {
+        [this, st, id, created, chat_req, echo, include_usage, prompt_n, shadow, ids](size_t, httplib::DataSink& sink) {
           auto write = [&](const std::string& s) { return sink.write(s.data(), s.size()); };
           if (st->ended) {
             sink.done();
@@ -497,8 +497,8 @@ struct Server::Impl : infer::BatcherObserver {
               continue;
             }
             st->ended = true;
-            finish_log(st->log, *st->stream, t0);
-            if (const auto err = final_error(e, chat_req)) {
+            finish_log(st->log, *st->stream);
+            if (const auto err = final_error(e)) {
               write(sse(error_body(*err)));
               st->log["status"] = err->status;
               st->log["error"] = err->message;
@@ -525,7 +525,7 @@ struct Server::Impl : infer::BatcherObserver {
   }
 
   // A final event that is no normal end, as the error the client gets; nullopt for stop / length.
-  std::optional<ApiError> final_error(const infer::BatchEvent& e, bool) const {
+  std::optional<ApiError> final_error(const infer::BatchEvent& e) const {
     if (e.kind == infer::BatchEvent::Kind::failed) return api_error(500, "server_error", e.finish_reason, "engine_error");
     if (e.finish_reason == "timeout") {
       return api_error(504, "timeout", "the request did not finish within the server's timeout of " +
@@ -537,7 +537,7 @@ struct Server::Impl : infer::BatcherObserver {
     return std::nullopt;
   }
 
-  static void finish_log(json& log, const infer::RequestStream& s, clock::time_point) {
+  static void finish_log(json& log, const infer::RequestStream& s) {
     const auto& st = s.stats();
     log["completion_tokens"] = st.generated_tokens;
     log["finish_reason"] = st.finish_reason;
